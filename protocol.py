@@ -37,7 +37,7 @@ class ProtocolError(ValueError):
 
 # The types JobSpec's annotations name, as isinstance checks (bool is never an int or float here).
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),),
-          "list[str]": (list, str), "list[dict]": (list, dict)}
+          "list[str]": (list, str), "list[dict]": (list, dict), "list[int]": (list, int)}
 
 
 def _accepts(annotation: str, value: Any) -> bool:
@@ -46,7 +46,8 @@ def _accepts(annotation: str, value: Any) -> bool:
         if isinstance(value, bool) and name != "bool":
             continue
         if name.startswith("list["):
-            if isinstance(value, list) and all(isinstance(item, kinds[1]) for item in value):
+            if isinstance(value, list) and all(isinstance(item, kinds[1]) and not isinstance(item, bool)
+                                               for item in value):
                 return True
         elif isinstance(value, kinds):
             return True
@@ -87,13 +88,11 @@ class JobSpec:
     color_match: bool = True
     loras: list[dict] = field(default_factory=list)  # {"path": str, "strength": float}
     pose_driven: bool = False
+    matte: bool = False  # also write RGBA frames (MATTE_FOLDER) with the generated character's alpha
 
     def validate(self) -> "JobSpec":
         """Raise ProtocolError on values no run could accept; return self."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not _accepts(f.type, value):
-                raise ProtocolError(f"{f.name} must be {f.type}, got {type(value).__name__} {value!r}"[:200])
+        _check_types(self)
         if self.mode not in MODES:
             raise ProtocolError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.preset not in PRESETS:
@@ -117,14 +116,124 @@ class JobSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ProtocolError(f"unknown job settings: {', '.join(unknown)}")
-        try:
-            return cls(**data).validate()
-        except TypeError as exc:  # a required field is missing
-            raise ProtocolError(f"incomplete job: {exc}") from None
+        return _from_dict(cls, data)
+
+
+def _check_types(spec: Any) -> None:
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if not _accepts(f.type, value):
+            raise ProtocolError(f"{f.name} must be {f.type}, got {type(value).__name__} {value!r}"[:200])
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ProtocolError(f"unknown job settings: {', '.join(unknown)}")
+    try:
+        return cls(**data).validate()
+    except TypeError as exc:  # a required field is missing
+        raise ProtocolError(f"incomplete job: {exc}") from None
+
+
+# What a submit asks for: a generation (JobSpec), or a segmentation (SegmentSpec).
+TASKS = ("generate", "masks", "matte")
+SEGMENT_TASKS = ("masks", "matte")
+DEFAULT_SEGMENT_PROMPT = "person"
+SEGMENT_RECORD = "segment.json"  # a masks or matte job folder's record, written by the backend
+MATTE_FOLDER = "frames_rgba"  # a generation job's RGBA frames, beside `frames/`
+
+
+@dataclass
+class SegmentSpec:
+    """A segmentation job, as plain data.
+
+    task "masks": SCAIL-2 colour masks of a clip (mask_%05d.png) or, with `still`, of
+    one image (mask.png), painted on the mode's background in left-to-right identity order.
+    task "matte": straight-alpha RGBA copies of a clip's frames (frame_%05d.png), the alpha
+    being the soft coverage of every instance of `prompt`.
+    `subjects` marks subjects by hand instead of the text prompt (SAM 2): each is
+    {"frame": int, "box": [x0, y0, x1, y1]} or {"frame": int, "points": [[x, y], ...],
+    "labels": [1 | 0, ...]} in source pixels; their order is the identity order.
+    """
+
+    task: str
+    source: str  # video file, frame folder, printf pattern, or (with `still`) an image
+    prompt: str = DEFAULT_SEGMENT_PROMPT
+    mode: str = "animate"
+    still: bool = False
+    max_identities: int = MAX_IDENTITIES
+    pick: list[int] | None = None  # instance indices to keep instead of the largest
+    subjects: list[dict] = field(default_factory=list)
+    frame_start: int = 0
+    frame_end: int | None = None  # exclusive; None = to the end of the clip
+
+    def validate(self) -> "SegmentSpec":
+        """Raise ProtocolError on values no run could accept; return self."""
+        _check_types(self)
+        if self.task not in SEGMENT_TASKS:
+            raise ProtocolError(f"task must be one of {', '.join(SEGMENT_TASKS)}, got {self.task!r}")
+        if self.mode not in MODES:
+            raise ProtocolError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not self.prompt.strip() and not self.subjects:
+            raise ProtocolError("give a text prompt (such as 'person') or mark the subjects")
+        if self.still and self.task == "matte":
+            raise ProtocolError("a matte is made of a clip's frames, not of a still")
+        if self.task == "masks":  # a matte keeps every instance it finds
+            asked = len(self.pick) if self.pick is not None else len(self.subjects) or self.max_identities
+            if not 1 <= asked <= MAX_IDENTITIES:
+                raise ProtocolError(f"SCAIL-2 binds 1 to {MAX_IDENTITIES} identities, {asked} were asked for")
+        for subject in self.subjects:
+            _check_subject(subject)
+        if self.frame_start < 0 or (self.frame_end is not None and self.frame_end <= self.frame_start):
+            raise ProtocolError(f"frame range [{self.frame_start}, {self.frame_end}) is empty")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SegmentSpec":
+        return _from_dict(cls, data)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_subject(subject: dict) -> None:
+    if not isinstance(subject.get("frame", 0), int) or subject.get("frame", 0) < 0:
+        raise ProtocolError(f"a marked subject's frame must be a frame index, got {subject.get('frame')!r}")
+    box, points = subject.get("box"), subject.get("points")
+    if (box is None) == (points is None):
+        raise ProtocolError("mark each subject with either a box or points")
+    if box is not None:
+        if not (isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))
+                and box[2] > box[0] and box[3] > box[1]):
+            raise ProtocolError(f"a subject box is [x0, y0, x1, y1] with x1 > x0 and y1 > y0, got {box!r}"[:200])
+        return
+    labels = subject.get("labels", [1] * len(points) if isinstance(points, list) else None)
+    if not (isinstance(points, list) and points
+            and all(isinstance(p, list) and len(p) == 2 and all(map(_is_number, p)) for p in points)):
+        raise ProtocolError(f"subject points are [[x, y], ...], got {points!r}"[:200])
+    if not (isinstance(labels, list) and len(labels) == len(points) and all(v in (0, 1) for v in labels)):
+        raise ProtocolError("subject point labels are 1 (on the subject) or 0 (not), one per point")
+
+
+def spec_from_submit(message: dict[str, Any]) -> "JobSpec | SegmentSpec":
+    """The job a submit message carries: {"task": "generate" (default) | "masks" | "matte", "job": {...}}."""
+    task = message.get("task", "generate")
+    if task not in TASKS:
+        raise ProtocolError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    data = message.get("job")
+    if not isinstance(data, dict):
+        raise ProtocolError("submit needs 'job': a job specification object")
+    if task == "generate":
+        return JobSpec.from_dict(data)
+    if data.get("task", task) != task:
+        raise ProtocolError(f"the submit's task {task!r} and its job's task {data.get('task')!r} differ")
+    return SegmentSpec.from_dict({**data, "task": task})
 
 
 # Message types. Client -> worker: requests; worker -> client: events.

@@ -178,7 +178,7 @@ def link_detections(per_frame: list[np.ndarray], iou_threshold: float = TRACK_IO
 # Models
 
 
-def _tiny_detector_config():
+def _tiny_detector_config(hidden: int = 64):
     """The smallest Sam3Config found to build and run on CPU (about 1 M parameters)."""
     from transformers import CLIPTextConfig, Sam3Config
     from transformers.models.sam3.configuration_sam3 import (
@@ -190,7 +190,7 @@ def _tiny_detector_config():
         Sam3ViTConfig,
     )
 
-    size, patch, hidden = 56, 14, 64
+    size, patch = 56, 14
     grid = size // patch
     vit = Sam3ViTConfig(hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                         image_size=size, patch_size=patch, window_size=2, global_attn_indexes=[1],

@@ -87,3 +87,45 @@ def test_error_events_keep_only_the_first_line():
     )
     assert event["message"] == "CUDA out of memory."
     assert event["code"] == "out_of_memory" and event["hint"] == "lower the resolution"
+
+
+# -- segmentation jobs ---------------------------------------------------------------------------
+
+
+def test_segment_spec_round_trips_and_defaults_to_person():
+    spec = protocol.SegmentSpec(task="masks", source="clip.mp4", subjects=[{"frame": 3, "box": [1, 2, 30, 40]}])
+    again = protocol.SegmentSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec.validate()
+    assert again.prompt == "person" and again.mode == "animate"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"task": "paint"}, "task must be one of masks, matte"),
+    ({"max_identities": 7}, "1 to 6 identities, 7 were asked for"),
+    ({"pick": [0, 1, 2, 3, 4, 5, 6]}, "1 to 6 identities, 7 were asked for"),
+    ({"pick": [True]}, "pick must be list[int] | None"),
+    ({"task": "matte", "still": True}, "not of a still"),
+    ({"prompt": " "}, "give a text prompt"),
+    ({"subjects": [{"box": [5, 5, 1, 9]}]}, "x1 > x0"),
+    ({"subjects": [{"points": [[1, 2]], "labels": [2]}]}, "labels are 1"),
+    ({"subjects": [{"frame": -1, "points": [[1, 2]]}]}, "frame must be a frame index"),
+    ({"subjects": [{"frame": 0}]}, "either a box or points"),
+    ({"frame_start": 4, "frame_end": 4}, "is empty"),
+])
+def test_invalid_segment_specs_give_one_clear_line(changes, message):
+    with pytest.raises(ProtocolError, match=message.replace("[", r"\[").replace("|", r"\|")):
+        protocol.SegmentSpec.from_dict({"task": "masks", "source": "clip.mp4", **changes})
+
+
+def test_a_matte_keeps_every_instance_whatever_the_identity_limit():
+    assert protocol.SegmentSpec(task="matte", source="frames", max_identities=40).validate()
+
+
+def test_submit_messages_name_their_task():
+    assert isinstance(protocol.spec_from_submit({"job": {"driving": "a.mp4", "reference": "b.png"}}), JobSpec)
+    spec = protocol.spec_from_submit({"task": "matte", "job": {"source": "frames"}})
+    assert spec.task == "matte"
+    with pytest.raises(ProtocolError, match="task must be one of generate, masks, matte"):
+        protocol.spec_from_submit({"task": "render", "job": {}})
+    with pytest.raises(ProtocolError, match="differ"):
+        protocol.spec_from_submit({"task": "masks", "job": {"task": "matte", "source": "frames"}})
