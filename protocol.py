@@ -90,7 +90,7 @@ class JobSpec:
     pose_driven: bool = False
     matte: bool = False  # also write RGBA frames (MATTE_FOLDER) with the generated character's alpha
 
-    def validate(self) -> "JobSpec":
+    def validate(self) -> JobSpec:
         """Raise ProtocolError on values no run could accept; return self."""
         _check_types(self)
         if self.mode not in MODES:
@@ -115,7 +115,7 @@ class JobSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         return _from_dict(cls, data)
 
 
@@ -155,7 +155,8 @@ class SegmentSpec:
     being the soft coverage of every instance of `prompt`.
     `subjects` marks subjects by hand instead of the text prompt (SAM 2): each is
     {"frame": int, "box": [x0, y0, x1, y1]} or {"frame": int, "points": [[x, y], ...],
-    "labels": [1 | 0, ...]} in source pixels; their order is the identity order.
+    "labels": [1 | 0, ...]} in source pixels (frame counted from `frame_start`); they are
+    ordered left to right like text-prompted instances.
     """
 
     task: str
@@ -169,7 +170,7 @@ class SegmentSpec:
     frame_start: int = 0
     frame_end: int | None = None  # exclusive; None = to the end of the clip
 
-    def validate(self) -> "SegmentSpec":
+    def validate(self) -> SegmentSpec:
         """Raise ProtocolError on values no run could accept; return self."""
         _check_types(self)
         if self.task not in SEGMENT_TASKS:
@@ -194,7 +195,7 @@ class SegmentSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SegmentSpec":
+    def from_dict(cls, data: dict[str, Any]) -> SegmentSpec:
         return _from_dict(cls, data)
 
 
@@ -221,7 +222,7 @@ def _check_subject(subject: dict) -> None:
         raise ProtocolError("subject point labels are 1 (on the subject) or 0 (not), one per point")
 
 
-def spec_from_submit(message: dict[str, Any]) -> "JobSpec | SegmentSpec":
+def spec_from_submit(message: dict[str, Any]) -> JobSpec | SegmentSpec:
     """The job a submit message carries: {"task": "generate" (default) | "masks" | "matte", "job": {...}}."""
     task = message.get("task", "generate")
     if task not in TASKS:

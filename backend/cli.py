@@ -1,4 +1,4 @@
-"""`python -m backend ...`: generate, convert, demo, serve, doctor. Bad input is one line on stderr, exit code 2."""
+"""`python -m backend ...`: generate, convert, demo, serve, doctor, masks, matte. Bad input is one line on stderr, exit code 2."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from .doctor import add_doctor_arguments, run_doctor
 from .options import (
     add_device_arguments,
     add_masks_arguments,
+    add_matte_arguments,
     add_model_arguments,
+    add_segmenter_arguments,
     memory_options,
     memory_settings,
     model_name,
@@ -48,6 +50,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
                     help="mask of each extra view, in the same order")
     io.add_argument("--out", required=True, type=Path, help="job directory to create (or resume)")
     add_model_arguments(parser)
+    add_segmenter_arguments(parser, standalone=False)
 
     gen = parser.add_argument_group("generation")
     gen.add_argument("--mode", choices=protocol.MODES, default="animate",
@@ -75,6 +78,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
                      help="LoRA to merge (Wan-native, LightX2V or ComfyUI keys); repeatable")
     gen.add_argument("--pose-driven", action="store_true",
                      help="the driving clip is a pose/skeleton render (a label; selects 704p by default)")
+    gen.add_argument("--matte", action="store_true",
+                     help="also write RGBA frames (frames_rgba/) with the character's alpha, by SAM 3")
 
     add_device_arguments(parser)
 
@@ -89,7 +94,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         height=args.height, width=args.width, steps=args.steps, guidance=args.guidance, shift=args.shift,
         sampler=args.sampler, seed=args.seed, model_fps=args.fps, driving_fps=args.driving_fps,
         frame_start=args.start, frame_end=args.end, color_match=not args.no_color_match, loras=args.lora,
-        pose_driven=args.pose_driven,
+        pose_driven=args.pose_driven, matte=args.matte,
     )
 
 
@@ -105,10 +110,19 @@ def run_generate(args: argparse.Namespace) -> int:
     from .components import load_components
     from .generate import NOISE_LABEL, GenerationJob, JobDirectoryError
     from .lora import lora_specs
+    from .segment import SegmentationError
+    from .segment.run import Segmenters
 
     device = resolve_device(args.device)
     memory = memory_options(memory_settings(args), device)
     model = model_name(args)
+    segmenters = Segmenters(tiny=model == "tiny", sam3_weights=args.sam3_weights, device=device)
+    try:
+        if inputs.spec.matte:
+            segmenters.check()
+    except SegmentationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         components = load_components(model, device, memory, loras=lora_specs(inputs.spec.loras))
     except (OSError, ValueError) as exc:
@@ -127,8 +141,8 @@ def run_generate(args: argparse.Namespace) -> int:
                   end="", flush=True)
 
     try:
-        manifest = GenerationJob(inputs, components, args.out, events=report).run()
-    except JobDirectoryError as exc:
+        manifest = GenerationJob(inputs, components, args.out, events=report, segmenters=segmenters).run()
+    except (JobDirectoryError, SegmentationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"\nframes and manifest: {manifest}")
@@ -142,7 +156,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_masks(args: argparse.Namespace) -> int:
-    from .segmentation import run_masks as run
+    from .segment.commands import run_masks as run
+
+    return run(args)
+
+
+def run_matte(args: argparse.Namespace) -> int:
+    from .segment.commands import run_matte as run
 
     return run(args)
 
@@ -172,11 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Report what this machine and weights folder can run (always exits 0).")
     add_doctor_arguments(doctor)
     doctor.set_defaults(handler=run_doctor)
-    masks = commands.add_parser("masks", help="colour-coded masks of a clip or still with SAM 3 and a text prompt",
-                                description="Segment a clip (driving mask frames) or a still (reference mask) "
-                                "with SAM 3: identities left to right, SCAIL-2 palette, the mode's background.")
+    masks = commands.add_parser("masks", help="colour-coded masks of a clip or still (SAM 3 text prompt or SAM 2 "
+                                "marks)", description="Segment a clip (driving mask frames) or a still (reference "
+                                "mask): identities left to right, SCAIL-2 palette, the mode's background.")
     add_masks_arguments(masks)
     masks.set_defaults(handler=run_masks)
+    matte = commands.add_parser("matte", help="RGBA copies of frames with the character's alpha (SAM 3)",
+                                description="Write straight-alpha RGBA PNGs of a generation job's frames (or any "
+                                "clip), the alpha being the soft coverage of every instance of the prompt.")
+    add_matte_arguments(matte)
+    matte.set_defaults(handler=run_matte)
     return parser
 
 

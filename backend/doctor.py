@@ -21,6 +21,8 @@ import platform
 import sys
 from pathlib import Path
 
+from .options import add_segmenter_arguments
+
 GB = 1e9
 # Parameter counts of the parts besides the transformer (the transformer is counted from its config).
 TEXT_ENCODER_PARAMS = 5.7e9  # umT5-XXL encoder, stored and run in bf16
@@ -182,7 +184,23 @@ def memory_table(gpu_total: int | None, params: float) -> list[dict]:
 # -- the report -----------------------------------------------------------------------------------
 
 
-def build_report(weights: Path | None = None, device: str | None = None) -> dict:
+def segmentation_report(sam3: Path | None = None, sam2: Path | None = None) -> dict:
+    """Where the optional SAM 3 / SAM 2 weights are (a named folder or the hub cache), or why not."""
+    from .options import SAM2_REPO, SAM3_REPO
+    from .segment.identities import SegmentationError
+    from .segment.weights import resolve_weights
+
+    found = {}
+    for name, folder, repo in (("sam3", sam3, SAM3_REPO), ("sam2", sam2, SAM2_REPO)):
+        try:
+            found[name] = {"folder": str(resolve_weights(folder, repo))}
+        except SegmentationError as exc:
+            found[name] = {"error": str(exc).split(": download")[0]}
+    return found
+
+
+def build_report(weights: Path | None = None, device: str | None = None, sam3: Path | None = None,
+                 sam2: Path | None = None) -> dict:
     import torch
 
     from . import __version__
@@ -200,6 +218,7 @@ def build_report(weights: Path | None = None, device: str | None = None) -> dict
         "attention_backends": attention_backends(cuda["available"]),
         "accelerate": importlib.util.find_spec("accelerate") is not None,
         "weights": weights_report(weights),
+        "segmentation": segmentation_report(sam3, sam2),
         "transformer_params": params,
         "memory": memory_table(cuda["total_bytes"], params),
     }
@@ -236,6 +255,11 @@ def advice(report: dict) -> list[str]:
             tips.append("download the encoders and VAE: from zai-org/SCAIL-2 (Wan2.1_VAE.pth, umt5-xxl/, the "
                         "open-clip ...-onlyvisual.pth) or the vae/, text_encoder/, tokenizer/ and image_encoder/ "
                         "folders of Wan-AI/Wan2.1-I2V-14B-480P-Diffusers")
+    for name, repo, use in (("sam3", "facebook/sam3", "automatic masks and mattes"),
+                             ("sam2", "facebook/sam2.1-hiera-large", "masks of subjects marked by hand")):
+        if "error" in report["segmentation"][name]:
+            tips.append(f"optional, for {use}: download '{repo}' from Hugging Face into a folder and pass "
+                        f"--{name}-weights (or the add-on preferences)")
     rows = report["memory"]
     if cuda["available"] and cuda["total_bytes"] and not any(r["fits_512p"] for r in rows):
         tips.append("no preset is estimated to fit this GPU: expect out-of-memory errors; a 16 GB GPU is about the "
@@ -279,6 +303,10 @@ def format_report(report: dict) -> str:
         lines.append(f"  encoders:    MISSING: {encoders['error']}" if "error" in encoders
                      else f"  encoders:    {encoders['layout']} layout")
 
+    for name, label in (("sam3", "SAM 3  "), ("sam2", "SAM 2  ")):
+        seg = report["segmentation"][name]
+        lines.append(f"{label}  {seg['folder']}" if "folder" in seg else f"{label}  not found ({seg['error']})")
+
     lines.append("")
     params = report["transformer_params"] / 1e9
     lines.append(f"memory presets (ESTIMATES from parameter counts: transformer {params:.1f}B "
@@ -301,9 +329,10 @@ def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, help="weights folder to check (layout of transformer and encoders)")
     parser.add_argument("--device", default=None, help="GPU to report on, e.g. cuda:1 (default: the current one)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_segmenter_arguments(parser, standalone=False)
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    report = build_report(args.weights, args.device)
+    report = build_report(args.weights, args.device, args.sam3_weights, args.sam2_weights)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0

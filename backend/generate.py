@@ -15,10 +15,11 @@ import resource
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -174,8 +175,12 @@ def _peak_memory(device: torch.device) -> int:
 class GenerationJob:
     """One job directory being generated; `run()` can be called again after an interruption."""
 
-    def __init__(self, inputs: PreparedInputs, components: Components, job_dir: Path, events: EventSink | None = None):
-        self.inputs, self.components = inputs, components
+    def __init__(self, inputs: PreparedInputs, components: Components, job_dir: Path, events: EventSink | None = None,
+                 segmenters=None):
+        """`segmenters` (segment.run.Segmenters) makes the RGBA frames of a job whose spec asks for a matte."""
+        if inputs.spec.matte and segmenters is None:
+            raise ValueError("this job asks for a matte but no segmentation model was given")
+        self.inputs, self.components, self.segmenters = inputs, components, segmenters
         self.job_dir = Path(job_dir)
         self.events = events or (lambda kind, **fields: None)
         self.segments = plan_segments(len(inputs.frame_times))
@@ -219,6 +224,7 @@ class GenerationJob:
             ],
             "segments": [vars(s) for s in self.segments],
             "preview": "preview.mp4",
+            "matte": protocol.MATTE_FOLDER if spec.matte else None,
             "timings": self.timings,
             "peak_memory_bytes": _peak_memory(self.components.device),
             "warnings": self.warnings(),
@@ -261,8 +267,11 @@ class GenerationJob:
         write_json_atomic(self.job_dir / "manifest.json", self.manifest("running"))
         if self.components.device.type == "cuda":  # the manifest's peak is this job's, not the process's
             torch.cuda.reset_peak_memory_stats(self.components.device)
+        should_cancel = should_cancel or (lambda: False)
         try:
-            self._run_segments(should_cancel or (lambda: False))
+            self._run_segments(should_cancel)
+            if self.inputs.spec.matte:
+                self._timed("matte", self._make_matte, should_cancel)
         except Cancelled:
             self._save_state(status="cancelled")
             raise
@@ -275,6 +284,11 @@ class GenerationJob:
         write_json_atomic(manifest, self.manifest("done"))
         self.events("done", manifest=str(manifest))
         return manifest
+
+    def _make_matte(self, should_cancel: Callable[[], bool]) -> None:
+        from .segment.run import matte_generation
+
+        matte_generation(self.job_dir, protocol.DEFAULT_SEGMENT_PROMPT, self.segmenters, self.events, should_cancel)
 
     def _run_segments(self, should_cancel: Callable[[], bool]) -> None:
         device = self.components.device

@@ -16,17 +16,18 @@ import math
 import os
 import re
 import secrets
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Union
 
 # OpenCV only reads EXR when this is set. It is read on the first EXR call (not at import),
 # but setting it before the import keeps that true whatever OpenCV version is installed.
 os.environ["OPENCV_IO_ENABLE_OPENEXR"] = "1"
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
 
 PathLike = Union[str, os.PathLike]
 
@@ -247,6 +248,17 @@ def read_frames(info_or_path: ClipInfo | PathLike, indices: Sequence[int]) -> np
         for slot in repeats:
             out[slot] = out[first]
     return out
+
+
+def iter_frames(info: ClipInfo, indices: Sequence[int]) -> Iterator[np.ndarray]:
+    """Frames `indices` (ascending, unique) as uint8 [H, W, 3] RGB, one at a time, so a long clip is never
+    all in memory."""
+    for i, frame in _decode(info, [int(i) for i in indices]):
+        if frame.shape != (info.height, info.width, 3):
+            raise MediaError(
+                f"frame {i} is {frame.shape[1]}x{frame.shape[0]}, not {info.width}x{info.height}: {info.path}"
+            )
+        yield frame
 
 
 def _decode(info: ClipInfo, wanted: list[int]):

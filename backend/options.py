@@ -1,4 +1,4 @@
-"""Command-line options: which model, which device, how much memory (`generate`, `serve`), and `masks`.
+"""Command-line options: which model, which device, how much memory (`generate`, `serve`), `masks` and `matte`.
 
 Kept free of torch imports, so building the parser (and `--version`) stays fast.
 """
@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from protocol import MAX_IDENTITIES
+from protocol import MATTE_FOLDER, MAX_IDENTITIES
 
 SAM3_REPO = "facebook/sam3"
+SAM2_REPO = "facebook/sam2.1-hiera-large"
 DEFAULT_PROMPT = "person"
 
 
@@ -59,21 +60,68 @@ def memory_options(settings: dict, device: str):
     return MemoryOptions(dtype={"bf16": torch.bfloat16, "fp32": torch.float32}[dtype], **settings)
 
 
+def add_segmenter_arguments(parser: argparse.ArgumentParser, standalone: bool = True) -> None:
+    """Where the segmentation models come from (`masks`, `matte`; generate and serve, which have their own
+    --model and --device, only take the folders)."""
+    seg = parser.add_argument_group("segmentation models (default: the Hugging Face hub cache)")
+    seg.add_argument("--sam3-weights", type=Path, help=f"folder with '{SAM3_REPO}' (text prompts, mattes)")
+    seg.add_argument("--sam2-weights", type=Path, help=f"folder with '{SAM2_REPO}' (subjects marked by hand)")
+    if standalone:
+        seg.add_argument("--model", choices=["tiny"], help="built-in tiny profile: random weights, arbitrary masks")
+        seg.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+
+
+def _subject(kind: str):
+    """argparse type for --box X0,Y0,X1,Y1[@FRAME] and --point X,Y[@FRAME]."""
+
+    def parse(text: str) -> dict:
+        values, _, frame = text.partition("@")
+        try:
+            numbers = [float(v) for v in values.split(",")]
+            subject = {"frame": int(frame) if frame else 0}
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind}: {text!r}") from None
+        if kind == "box" and len(numbers) == 4:
+            return subject | {"box": numbers}
+        if kind == "point" and len(numbers) == 2:
+            return subject | {"points": [numbers], "labels": [1]}
+        raise argparse.ArgumentTypeError(f"not a {kind}: {text!r}")
+
+    return parse
+
+
+def add_frame_range_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frame-start", type=int, default=0, help="first source frame (default 0)")
+    parser.add_argument("--frame-end", type=int, help="source frame to stop before (default: the end)")
+
+
 def add_masks_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", help="driving clip: video file, folder of frames or printf pattern")
     source.add_argument("--image", help="a still (the reference image)")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="what to segment (default: person)")
+    parser.add_argument("--box", dest="subjects", action="append", type=_subject("box"), default=[],
+                        metavar="X0,Y0,X1,Y1[@FRAME]", help="mark a subject by a box instead of the prompt (SAM 2); "
+                        "repeat per subject")
+    parser.add_argument("--point", dest="subjects", action="append", type=_subject("point"),
+                        metavar="X,Y[@FRAME]", help="mark a subject by a point on it (SAM 2); repeat per subject")
     parser.add_argument("--mode", choices=["animate", "replace"], default="animate",
                         help="sets the background: animate = black driving / white reference, replace = the opposite")
-    parser.add_argument("--out", required=True, type=Path, help="folder for the mask PNGs and masks.json")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the mask PNGs and segment.json")
     parser.add_argument("--max-identities", type=int, default=MAX_IDENTITIES,
                         help=f"keep the N largest instances (1..{MAX_IDENTITIES})")
     parser.add_argument("--pick", type=lambda s: [int(i) for i in s.split(",") if i.strip()],
                         help="comma-separated instance indices to keep instead (at most 6)")
-    parser.add_argument("--max-frames", type=int, help="only the first N frames of the clip")
-    parser.add_argument("--size", help="process and write at WIDTHxHEIGHT instead of the source size")
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--weights", type=Path, help=f"folder with the SAM 3 weights ('{SAM3_REPO}' on Hugging Face)")
-    model.add_argument("--model", choices=["tiny"], help="built-in tiny profile: random weights, arbitrary masks")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    add_frame_range_arguments(parser)
+    add_segmenter_arguments(parser)
+
+
+def add_matte_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--job", type=Path, help=f"a generation job folder: its frames/ get RGBA copies in "
+                        f"{MATTE_FOLDER}/")
+    source.add_argument("--frames", help="any clip: video file, folder of frames or printf pattern")
+    parser.add_argument("--out", type=Path, help="folder for the RGBA PNGs (required with --frames)")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="what to keep (default: person)")
+    add_frame_range_arguments(parser)
+    add_segmenter_arguments(parser)

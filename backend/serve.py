@@ -16,7 +16,13 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from .options import add_device_arguments, add_model_arguments, memory_settings, model_name
+from .options import (
+    add_device_arguments,
+    add_model_arguments,
+    add_segmenter_arguments,
+    memory_settings,
+    model_name,
+)
 from .worker import MAX_LINE_BYTES, Worker, default_jobs_root, log
 
 TOKEN_ENV = "SCAIL2_WORKER_TOKEN"
@@ -211,6 +217,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"where job folders go when a submit names none (default: {default_jobs_root()})")
     add_model_arguments(parser)
     add_device_arguments(parser)
+    add_segmenter_arguments(parser, standalone=False)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -231,7 +238,8 @@ def run_serve(args: argparse.Namespace) -> int:
     model = model_name(args)
     import torch  # noqa: F401  (imported up front so the first request is answered quickly)
 
-    worker = Worker(model, args.device, memory_args, jobs_root, token=token)
+    worker = Worker(model, args.device, memory_args, jobs_root, token=token,
+                    segmentation_weights=(args.sam3_weights, args.sam2_weights))
     if listen is None:
         serve_stdio(worker)
     else:

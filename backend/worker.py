@@ -92,6 +92,7 @@ class Job:
     id: str
     spec: dict
     job_dir: Path
+    task: str = "generate"  # protocol.TASKS
     status: str = "queued"  # queued -> running -> done | failed | cancelled
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -157,8 +158,12 @@ def _spec_files(spec: protocol.JobSpec) -> list[tuple[str, str | None]]:
 class Worker:
     """Job queue, model and request handling, independent of the transport."""
 
-    def __init__(self, model: str, device: str | None, memory_args: dict, jobs_root: Path, token: str | None = None):
+    def __init__(self, model: str, device: str | None, memory_args: dict, jobs_root: Path, token: str | None = None,
+                 segmentation_weights: tuple[Path | None, Path | None] = (None, None)):
+        from .segment.run import Segmenters
+
         self.model, self.device_name, self.memory_args = model, device, memory_args
+        self.segmenters = Segmenters(model == "tiny", *segmentation_weights, device=device)
         self.jobs_root = Path(jobs_root).expanduser().resolve()
         self.token = token or None
         self.components = None
@@ -277,16 +282,16 @@ class Worker:
         )
 
     def _on_submit(self, message: dict) -> tuple[str, dict]:
-        data = message.get("job")
-        if not isinstance(data, dict):
+        if not isinstance(message.get("job"), dict):
             raise ProtocolFailure(BAD_REQUEST, "submit needs 'job': a job specification object")
         job_dir = message.get("job_dir")
         if job_dir is not None and (not isinstance(job_dir, str) or not job_dir.strip()):
             raise ProtocolFailure(BAD_REQUEST, "'job_dir' must be a folder path")
-        spec = self._check_spec(data)
+        task = message.get("task", "generate")
+        spec = self._check_spec(message["job"]) if task == "generate" else self._check_segment_spec(message)
         job_id = uuid.uuid4().hex[:12]
         folder = Path(job_dir).expanduser() if job_dir else self.jobs_root / job_id
-        return self._enqueue(Job(job_id, spec.to_dict(), folder.resolve()))
+        return self._enqueue(Job(job_id, spec.to_dict(), folder.resolve(), task=task))
 
     def _on_resume(self, message: dict) -> tuple[str, dict]:
         job_dir = message.get("job_dir")
@@ -357,8 +362,7 @@ class Worker:
         return "ok", {"request": "shutdown"}
 
     # -- request helpers ----------------------------------------------------------------------
-    @staticmethod
-    def _check_spec(data: dict) -> protocol.JobSpec:
+    def _check_spec(self, data: dict) -> protocol.JobSpec:
         """The cheap checks, answered at once: settings, and that every named file exists."""
         try:
             spec = protocol.JobSpec.from_dict(data)
@@ -369,7 +373,28 @@ class Worker:
         for what, path in _spec_files(spec):
             if path is not None and (not isinstance(path, str) or not Path(path).exists()):
                 raise ProtocolFailure(BAD_INPUT, f"{what} not found: {path}")
+        if spec.matte:
+            self._check_segmenters(marks=False)
         return spec
+
+    def _check_segment_spec(self, message: dict) -> protocol.SegmentSpec:
+        """A masks or matte job: its settings, its source, and the weights it needs, answered at once."""
+        try:
+            spec = protocol.spec_from_submit(message)
+        except protocol.ProtocolError as exc:
+            raise ProtocolFailure(BAD_INPUT, str(exc)) from None
+        if not Path(spec.source).exists() and "%" not in spec.source:
+            raise ProtocolFailure(BAD_INPUT, f"{'image' if spec.still else 'clip'} not found: {spec.source}")
+        self._check_segmenters(marks=bool(spec.subjects))
+        return spec
+
+    def _check_segmenters(self, marks: bool) -> None:
+        from .segment import SegmentationError
+
+        try:
+            self.segmenters.check(marks=marks)
+        except SegmentationError as exc:
+            raise ProtocolFailure(BAD_INPUT, str(exc)) from None
 
     def _enqueue(self, job: Job) -> tuple[str, dict]:
         manifest = _read_json(job.job_dir / "manifest.json")
@@ -453,7 +478,9 @@ class Worker:
         from .generate import GenerationJob, JobDirectoryError
         from .inputs import InputError, prepare_inputs
         from .lora import LoraError, lora_specs
+        from .media import MediaError
         from .sampler import Cancelled
+        from .segment import SegmentationError
 
         def emit(kind: str, **fields: Any) -> None:
             self._broadcast(kind, job=job.id, **fields)
@@ -467,8 +494,11 @@ class Worker:
                 fields["job_dir"] = str(job.job_dir)
             emit(kind, **fields)
 
-        log(f"job {job.id} starts in {job.job_dir}")
+        log(f"job {job.id} ({job.task}) starts in {job.job_dir}")
         try:
+            if job.task != "generate":
+                self._run_segment_job(job, on_event)
+                return None
             try:
                 spec = protocol.JobSpec.from_dict(job.spec)
             except protocol.ProtocolError as exc:
@@ -478,7 +508,7 @@ class Worker:
                 raise Cancelled()
             components = self._load_components(emit, lora_specs(spec.loras))
             self._test_hook_out_of_memory(spec)
-            generation = GenerationJob(inputs, components, job.job_dir, events=on_event)
+            generation = GenerationJob(inputs, components, job.job_dir, events=on_event, segmenters=self.segmenters)
             generation.check_resumable()
             emit("started", job_dir=str(job.job_dir), frames=len(inputs.frame_times),
                  segments=len(generation.segments),
@@ -494,7 +524,7 @@ class Worker:
                  completed_segments=summary.get("completed_segments", 0),
                  frames_written=summary.get("frames_written", 0))
             log(f"job {job.id} cancelled")
-        except (InputError, JobDirectoryError, LoraError) as exc:
+        except (InputError, JobDirectoryError, LoraError, SegmentationError, MediaError) as exc:
             job.status = "failed"
             self._broadcast_error(BAD_INPUT, first_line(exc), job=job)
         except Exception as exc:
@@ -504,6 +534,17 @@ class Worker:
                 return OUT_OF_MEMORY, first_line(exc), OOM_HINT
             return JOB_FAILED, first_line(exc), ""
         return None
+
+    def _run_segment_job(self, job: Job, on_event) -> None:
+        """A masks or matte job; its events mirror a generation's (started, progress, done)."""
+        from .segment.run import run_segment_job
+
+        spec = protocol.SegmentSpec.from_dict(job.spec)
+        record = run_segment_job(spec, job.job_dir, self.segmenters, events=on_event, should_cancel=job.cancel.is_set)
+        job.status = "done"
+        on_event("done", task=job.task, frames=record["frame_count"], identities=record["identities"],
+                 warnings=record["warnings"], record=str(job.job_dir / protocol.SEGMENT_RECORD))
+        log(f"job {job.id} done")
 
     def _load_components(self, emit, loras: list[tuple[str, float]]) -> Any:
         """The kept model, loaded (again) if there is none or the job merges other LoRAs."""
@@ -539,8 +580,9 @@ class Worker:
             )
 
     def _unload(self) -> None:
-        """Drop the model and return cached accelerator memory."""
+        """Drop the models and return cached accelerator memory."""
         self.components = None
+        self.segmenters.unload()
         gc.collect()
         try:
             import torch

@@ -330,6 +330,77 @@ def test_bad_input_is_reported_before_model_work_and_the_next_job_runs(worker, t
     assert_frames_complete(frames_of(events, queued["job"]))
 
 
+def submit_task(worker, task: str, job: dict, job_dir) -> dict:
+    answer = worker.reply("submit", task=task, job=job, job_dir=str(job_dir))
+    assert answer["type"] == "queued", answer
+    return answer
+
+
+def test_masks_and_matte_jobs_report_progress_and_write_complete_frames(worker, tmp_path):
+    masks = submit_task(worker, "masks", {"source": DRIVING, "frame_end": 3, "max_identities": 2}, tmp_path / "m")
+    matte = submit_task(worker, "matte", {"source": DRIVING, "frame_start": 5, "frame_end": 7}, tmp_path / "a")
+    events = worker.finish(masks["job"])
+    started, done = events[0], events[-1]
+    assert started["type"] == "started" and started["task"] == "masks" and started["frames"] == 3
+    assert done["type"] == "done" and done["task"] == "masks" and done["frames"] == 3, done
+    assert 1 <= len(done["identities"]) <= 2 and done["job_dir"] == str((tmp_path / "m").resolve())
+    assert [m["frame"] for m in events if m["type"] == "progress" and m["phase"] == "segment"] == [1, 2, 3]
+    assert_frames_complete(tmp_path / f"m/mask_{t:05d}.png" for t in range(3))
+    assert json.loads(Path(done["record"]).read_text())["status"] == "done"
+    done = worker.finish(matte["job"])[-1]
+    assert done["type"] == "done" and done["identities"] == [], done
+    for name in ("frame_00005.png", "frame_00006.png"):
+        assert_frames_complete([tmp_path / "a" / name])
+        assert read_rgb(tmp_path / "a" / name).shape == (1080, 2048, 4)
+
+
+def test_a_generation_with_matte_writes_rgba_frames_before_it_is_done(worker, tmp_path):
+    queued = worker.submit(small_job(matte=True, frame_end=3), tmp_path / "g")
+    events = worker.finish(queued["job"])
+    assert events[-1]["type"] == "done", events[-1]
+    manifest = json.loads(Path(events[-1]["manifest"]).read_text())
+    assert manifest["matte"] == protocol.MATTE_FOLDER
+    record = json.loads((tmp_path / "g" / protocol.MATTE_FOLDER / protocol.SEGMENT_RECORD).read_text())
+    assert record["status"] == "done" and record["files"] == [f"frame_{k:06d}.png" for k in range(3)]
+    for name in record["files"]:
+        rgba, rgb = read_rgb(tmp_path / "g" / protocol.MATTE_FOLDER / name), read_rgb(tmp_path / "g" / "frames" / name)
+        assert rgba.shape == (64, 128, 4) and np.array_equal(rgba[..., :3], rgb)
+
+
+def test_a_masks_job_cancels_within_a_frame_and_bad_segment_input_is_refused_at_once(worker, tmp_path):
+    queued = submit_task(worker, "masks", {"source": DRIVING}, tmp_path / "c")
+    worker.wait_for(lambda m: m.get("job") == queued["job"] and m["type"] == "progress" and m["phase"] == "segment")
+    worker.send("cancel", job=queued["job"])
+    end = worker.finish(queued["job"])[-1]
+    assert end["type"] == "cancelled" and end["was"] == "running", end
+    assert not (tmp_path / "c" / protocol.SEGMENT_RECORD).exists()
+    refusals = [
+        ("masks", {"source": str(tmp_path / "missing.mp4")}, "clip not found"),
+        ("masks", {"source": DRIVING, "max_identities": 7}, "7 were asked for"),
+        ("paint", {"source": DRIVING}, "task must be one of"),
+    ]
+    for task, job, message in refusals:
+        answer = worker.reply("submit", task=task, job=job)
+        assert answer["type"] == "error" and answer["code"] == "bad_input" and message in answer["message"], answer
+    assert_still_serving(worker)
+
+
+def test_a_worker_without_segmentation_weights_refuses_masks_and_mattes_at_submit(tmp_path):
+    env = {"HF_HUB_CACHE": str(tmp_path / "empty_hub"), "HF_HOME": str(tmp_path / "hf")}
+    process = WorkerProcess("--weights", str(tmp_path / "no_scail"), "--sam3-weights", str(tmp_path / "no_sam3"),
+                            "--jobs-root", str(tmp_path / "jobs"), env=env)
+    try:
+        for task, job in (("masks", {"source": DRIVING}), ("matte", {"source": DRIVING}),
+                          ("generate", small_job(matte=True))):
+            answer = process.reply("submit", task=task, job=job)
+            assert answer["type"] == "error" and answer["code"] == "bad_input", answer
+            assert "no_sam3 is not a folder: download 'facebook/sam3'" in answer["message"]
+        answer = process.reply("submit", task="masks", job={"source": DRIVING, "subjects": [{"box": [1, 1, 9, 9]}]})
+        assert "'facebook/sam2.1-hiera-large' is not in the Hugging Face hub cache" in answer["message"], answer
+    finally:
+        assert process.stop() == 0
+
+
 def test_out_of_memory_gives_a_hint_frees_the_model_and_the_next_job_runs(worker, tmp_path):
     queued = worker.submit(small_job(prompt=OOM_PROMPT), tmp_path / "oom")
     error = worker.finish(queued["job"])[-1]
@@ -508,8 +579,13 @@ def test_doctor_reports_environment_weights_and_presets(tmp_path, capsys):
     weights.mkdir()
     save_file({"patch_embedding_mask.weight": torch.zeros(2)}, weights / "wan2.1_14B_SCAIL_2_fp16.safetensors")
     (weights / "vae").mkdir()
-    assert cli.main(["doctor", "--weights", str(weights)]) == 0
+    sam3 = tmp_path / "sam3"
+    sam3.mkdir()
+    (sam3 / "config.json").write_text("{}")
+    save_file({"w": torch.zeros(1)}, sam3 / "model.safetensors")
+    assert cli.main(["doctor", "--weights", str(weights), "--sam3-weights", str(sam3)]) == 0
     text = capsys.readouterr().out
+    assert f"SAM 3    {sam3}" in text
     assert f"torch    {torch.__version__}" in text and "attention backends:" in text and "native" in text
     assert "transformer: single-file layout" in text and "encoders:    diffusers layout" in text
     assert "ESTIMATES" in text and "--storage fp8 --offload group" in text
@@ -518,6 +594,7 @@ def test_doctor_reports_environment_weights_and_presets(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert "error" in report["weights"]["transformer"] and "error" in report["weights"]["encoders"]
     assert any("zai-org/SCAIL-2" in tip for tip in report["advice"])
+    assert any("optional, for automatic masks" in tip for tip in report["advice"]) or "folder" in report["segmentation"]["sam3"]
     peak = {(r["storage"], r["offload"]): r["estimate_512p_bytes"] for r in report["memory"]}
     assert peak[("fp8", "group")] < 16e9 < peak[("fp8", "model")] < peak[("fp8", "none")] < peak[("bf16", "none")]
     assert peak[("bf16", "none")] > 33e9

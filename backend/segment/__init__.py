@@ -1,0 +1,12 @@
+"""Segmentation (spec section 1): SCAIL-2 colour masks of real footage, and alpha mattes of results.
+
+* identities: which instances become identities, ordered left to right, painted with the palette
+* tracks: instances through a clip as low-resolution mask logits
+* sam3: text prompts ("person", "dog", ...) with SAM 3; sam2: subjects marked by hand with SAM 2
+* weights: a local folder or the Hugging Face hub cache, never a download
+* run: masks and matte jobs (commands, worker, a generation's matte); commands: the CLI
+"""
+
+from .identities import SegmentationError
+
+__all__ = ["SegmentationError"]

@@ -1,0 +1,61 @@
+"""`python -m backend masks` and `python -m backend matte`: one line on stderr and exit code 2 on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from protocol import MATTE_FOLDER, ProtocolError, SegmentSpec
+
+EXIT_BAD_INPUT = 2
+
+
+def segmenters_from_args(args: argparse.Namespace):
+    from .run import Segmenters
+
+    return Segmenters(tiny=getattr(args, "model", None) == "tiny", sam3_weights=args.sam3_weights,
+                      sam2_weights=args.sam2_weights, device=args.device)
+
+
+def _progress(kind: str, **fields) -> None:
+    if kind == "progress" and fields.get("frames"):
+        print(f"\r{fields['phase']} {fields['frame']}/{fields['frames']}", end="", file=sys.stderr, flush=True)
+
+
+def _run(spec_fields: dict, out: Path, args: argparse.Namespace) -> int:
+    from ..media import MediaError
+    from .identities import SegmentationError
+    from .run import record_summary, run_segment_job
+
+    try:
+        spec = SegmentSpec.from_dict(spec_fields)
+        record = run_segment_job(spec, out, segmenters_from_args(args), events=_progress)
+    except (ProtocolError, SegmentationError, MediaError) as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(file=sys.stderr)
+    for warning in record["warnings"]:
+        print(f"warning: {warning}")
+    print(f"{record_summary(record)}: {out}")
+    return 0
+
+
+def run_masks(args: argparse.Namespace) -> int:
+    fields = dict(task="masks", source=args.video or args.image, still=args.image is not None, prompt=args.prompt,
+                  mode=args.mode, max_identities=args.max_identities, pick=args.pick, subjects=args.subjects,
+                  frame_start=args.frame_start, frame_end=args.frame_end)
+    return _run(fields, args.out, args)
+
+
+def run_matte(args: argparse.Namespace) -> int:
+    if args.job is not None:
+        source, out = str(args.job / "frames"), args.out or args.job / MATTE_FOLDER
+    elif args.out is None:
+        print("error: --frames needs --out (the folder for the RGBA frames)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    else:
+        source, out = args.frames, args.out
+    fields = dict(task="matte", source=source, prompt=args.prompt, frame_start=args.frame_start,
+                  frame_end=args.frame_end)
+    return _run(fields, out, args)

@@ -1,0 +1,240 @@
+"""Segmentation jobs: SCAIL-2 colour masks of a clip or still, and RGBA mattes of frames.
+
+`run_segment_job` is what the `masks` and `matte` commands, the worker's masks/matte jobs
+and a generation's `matte` option all call. A job folder is complete when its
+segment.json says "done": every frame is written atomically before it, so a cancelled or
+failed job is simply run again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protocol import MATTE_FOLDER, PALETTE, SEGMENT_RECORD, SegmentSpec
+
+from ..generate import write_json_atomic
+from .identities import (
+    SegmentationError,
+    arrange_identities,
+    paint,
+)
+from .tracks import Tracks
+
+SEGMENT_FORMAT = "scail2-segment/1"
+EventSink = Callable[..., None]
+
+
+@dataclass
+class Segmenters:
+    """The segmentation models of a worker or command, loaded on first use and kept.
+
+    `tiny` builds random tiny models (arbitrary masks, for tests); otherwise weights come
+    from the given folders or the Hugging Face hub cache.
+    """
+
+    tiny: bool = False
+    sam3_weights: Path | None = None
+    sam2_weights: Path | None = None
+    device: str | None = None
+    _loaded: dict = field(default_factory=dict, repr=False)
+
+    def _device(self) -> str:
+        from ..options import resolve_device
+
+        return resolve_device(self.device)
+
+    def text(self):
+        """SAM 3, for text prompts."""
+        if "sam3" not in self._loaded:
+            from .sam3 import Sam3Segmenter
+
+            self._loaded["sam3"] = (Sam3Segmenter.tiny(self._device()) if self.tiny
+                                    else Sam3Segmenter.load(self.sam3_weights, self._device()))
+        return self._loaded["sam3"]
+
+    def marks(self):
+        """SAM 2, for subjects marked by hand."""
+        if "sam2" not in self._loaded:
+            from .sam2 import Sam2Tracker
+
+            self._loaded["sam2"] = (Sam2Tracker.tiny(self._device()) if self.tiny
+                                    else Sam2Tracker.load(self.sam2_weights, self._device()))
+        return self._loaded["sam2"]
+
+    def check(self, marks: bool = False) -> None:
+        """Raise SegmentationError now if the weights a job will need are missing (before any model time)."""
+        if self.tiny:
+            return
+        from ..options import SAM2_REPO, SAM3_REPO
+        from .weights import resolve_weights
+
+        resolve_weights(*((self.sam2_weights, SAM2_REPO) if marks else (self.sam3_weights, SAM3_REPO)))
+
+    def unload(self) -> None:
+        self._loaded.clear()
+
+
+def finished_record(out: Path, spec: SegmentSpec) -> dict | None:
+    """segment.json of a finished job of the same spec in `out`, else None."""
+    try:
+        record = json.loads((Path(out) / SEGMENT_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(record, dict) and record.get("status") == "done" and record.get("job") == spec.to_dict():
+        return record
+    return None
+
+
+def run_segment_job(spec: SegmentSpec, out: Path, models: Segmenters, events: EventSink | None = None,
+                    should_cancel: Callable[[], bool] | None = None) -> dict:
+    """Run a masks or matte job into `out`; return its segment.json record.
+
+    Events: started {job_dir, task, frames}, then progress {phase: "load" | "segment" | "write",
+    frame, frames}. Raises sampler.Cancelled when `should_cancel()` turns true, and
+    SegmentationError or MediaError on bad input (before any model runs).
+    """
+    from ..media import iter_frames, probe_clip, read_image
+    from ..sampler import Cancelled
+
+    spec.validate()
+    out = Path(out)
+    done = finished_record(out, spec)
+    if done is not None:
+        return done
+    events = events or (lambda kind, **fields: None)
+    cancelled = should_cancel or (lambda: False)
+
+    if spec.still:
+        image, _ = read_image(spec.source)
+        frames_in, count, (height, width), fps, names = iter([image]), 1, image.shape[:2], None, ["mask.png"]
+        indices = [0]
+    else:
+        info = probe_clip(spec.source, what="clip")
+        stop = info.frame_count if spec.frame_end is None else min(spec.frame_end, info.frame_count)
+        indices = list(range(spec.frame_start, stop))
+        if not indices:
+            raise SegmentationError(f"frames [{spec.frame_start}, {spec.frame_end}) are outside the clip's "
+                                    f"{info.frame_count} frames: {spec.source}")
+        count, height, width, fps = len(indices), info.height, info.width, info.fps
+        frames_in = iter_frames(info, indices)
+        names = [_frame_name(spec.task, info, i) for i in indices]
+    for subject in spec.subjects:
+        if subject.get("frame", 0) >= count:
+            raise SegmentationError(f"a subject is marked on frame {subject['frame']}, but the job has {count} frames")
+
+    events("started", job_dir=str(out), task=spec.task, frames=count, warnings=[])
+
+    def on_frame(t: int) -> None:
+        if cancelled():
+            raise Cancelled()
+        events("progress", phase="segment", frame=t + 1, frames=count)
+
+    events("progress", phase="load", frame=0, frames=count)
+    if cancelled():
+        raise Cancelled()
+    if spec.subjects:
+        model = models.marks()
+        frames = np.stack(list(frames_in))
+        tracks = model.track(frames, spec.subjects, on_frame)
+    elif spec.still:
+        model = models.text()
+        tracks = model.segment_still(image, spec.prompt)
+    else:
+        model = models.text()
+        tracks = model.track(frames_in, count, height, width, spec.prompt, on_frame)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SEGMENT_RECORD).unlink(missing_ok=True)
+    progress = _write_progress(events, cancelled, count)
+    warnings = ["the tiny segmentation profile has random weights: its masks are arbitrary"] if model.noise_only else []
+    if spec.task == "matte":
+        write_matte(tracks, iter_frames(info, indices), out, names, progress)
+        identities = []
+    else:
+        identities, chosen = write_masks(tracks, spec, out, names, progress)
+        warnings += chosen
+    record = {
+        "format": SEGMENT_FORMAT, "task": spec.task, "job": spec.to_dict(), "status": "done",
+        "kind": "image" if spec.still else "video", "source": spec.source, "prompt": spec.prompt, "mode": spec.mode,
+        "model": model.name, "noise_only": model.noise_only, "frame_start": indices[0], "frame_count": count,
+        "fps": fps, "width": int(width), "height": int(height), "instances_found": len(tracks.instances),
+        "identities": identities, "files": names, "warnings": warnings,
+    }
+    write_json_atomic(out / SEGMENT_RECORD, record)
+    return record
+
+
+def _frame_name(task: str, info, index: int) -> str:
+    """masks: mask_<source frame>.png; matte: the source file's name as PNG (frame_<index>.png for videos)."""
+    if task == "masks":
+        return f"mask_{index:05d}.png"
+    if info.kind == "sequence":
+        return Path(info.files[index]).with_suffix(".png").name
+    return f"frame_{index:05d}.png"
+
+
+def write_masks(tracks: Tracks, spec: SegmentSpec, out: Path, names: list[str],
+                progress: Callable[[int], None] = lambda t: None) -> tuple[list[dict], list[str]]:
+    """Paint frame t of the kept identities into out/names[t]; return (identities for the record, warnings)."""
+    from ..media import write_png_atomic
+
+    pick = list(range(len(tracks.instances))) if spec.subjects else spec.pick  # every marked subject is kept
+    boxes = tracks.first_boxes()
+    order, warnings = arrange_identities(tracks.areas(), boxes, spec.max_identities, pick)
+    if not tracks.instances:
+        warnings.append(f"no instance of '{spec.prompt}' found: the mask is background only")
+    ids = [tracks.instances[i] for i in order]
+    for t, name in enumerate(names):
+        write_png_atomic(out / name, paint(tracks.frame_coverage(t, ids), spec.mode, for_reference=spec.still))
+        progress(t)
+    identities = [{"identity": k, "colour": list(PALETTE[k]), "instance": int(i),
+                   "box": [None if np.isnan(v) else round(float(v), 2) for v in boxes[i]]}
+                  for k, i in enumerate(order)]
+    return identities, warnings
+
+
+def write_matte(tracks: Tracks, frames: Iterable[np.ndarray], out: Path, names: list[str],
+                progress: Callable[[int], None] = lambda t: None) -> None:
+    """Frame t as straight-alpha RGBA in out/names[t]: colours untouched, alpha the soft union of all instances."""
+    from ..media import write_png_atomic
+
+    for t, (name, frame) in enumerate(zip(names, frames)):
+        write_png_atomic(out / name, with_alpha(frame, tracks, t))
+        progress(t)
+
+
+def with_alpha(frame: np.ndarray, tracks: Tracks, t: int) -> np.ndarray:
+    """Straight-alpha RGBA: the frame's colours untouched, alpha = soft union of every instance."""
+    coverage = tracks.frame_coverage(t, tracks.instances)
+    alpha = coverage.max(axis=0) if len(coverage) else np.zeros(frame.shape[:2], np.float32)
+    return np.dstack([frame, np.round(alpha * 255).astype(np.uint8)])
+
+
+def _write_progress(events: EventSink, cancelled: Callable[[], bool], count: int) -> Callable[[int], None]:
+    def written(t: int) -> None:
+        events("progress", phase="write", frame=t + 1, frames=count)
+        if cancelled():
+            from ..sampler import Cancelled
+
+            raise Cancelled()
+
+    return written
+
+
+def matte_generation(job_dir: Path, prompt: str, models: Segmenters, events: EventSink | None = None,
+                     should_cancel: Callable[[], bool] | None = None) -> dict:
+    """RGBA copies of a generation job's frames in job_dir/frames_rgba (its `matte` option)."""
+    spec = SegmentSpec(task="matte", source=str(Path(job_dir) / "frames"), prompt=prompt)
+    return run_segment_job(spec, Path(job_dir) / MATTE_FOLDER, models, events, should_cancel)
+
+
+def record_summary(record: dict[str, Any]) -> str:
+    what = "matte frame(s)" if record["task"] == "matte" else "mask frame(s)"
+    extra = "" if record["task"] == "matte" else f", {len(record['identities'])} identities"
+    return f"{record['frame_count']} {what}{extra}"

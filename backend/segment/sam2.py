@@ -1,0 +1,149 @@
+"""SAM 2 through transformers: subjects the user marked by hand (boxes or points), tracked through a clip.
+
+The alternative to text prompts when the prompt finds the wrong things or too many.
+Prompt coordinates are scaled to the model's square input as Sam2VideoProcessor does
+(its image half needs torchvision, which the backend environment does not ship). The
+marks may sit on any frame: the clip is tracked forward from the earliest marked frame,
+then backward to the start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..options import SAM2_REPO
+from .identities import SegmentationError
+from .tracks import Tracks
+from .weights import resolve_weights
+
+BOX_LABELS = (2, 3)  # SAM's point labels for a box's top-left and bottom-right corners
+SAM2_MEAN, SAM2_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, as SAM 2 was trained
+TINY_SIZE, TINY_HIDDEN = 64, 128
+
+
+def tiny_video_config():
+    """A Sam2VideoConfig small enough for CPU tests (about 1 M parameters)."""
+    from transformers import Sam2VideoConfig
+    from transformers.models.sam2.configuration_sam2 import (
+        Sam2HieraDetConfig,
+        Sam2VisionConfig,
+    )
+
+    size, hidden = TINY_SIZE, TINY_HIDDEN
+    # A global-attention block must not open a stage (it has no window to pool), hence 2 blocks in stage 3.
+    hiera = Sam2HieraDetConfig(hidden_size=8, image_size=[size, size], blocks_per_stage=[1, 1, 2, 1],
+                               embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 1, 1, 1],
+                               window_size_per_stage=[2, 2, 2, 2], global_attention_blocks=[3],
+                               window_positional_embedding_background_size=[2, 2])
+    vision = Sam2VisionConfig(backbone_config=hiera, backbone_channel_list=[64, 32, 16, 8], fpn_hidden_size=hidden,
+                              backbone_feature_sizes=[[size // 4] * 2, [size // 8] * 2, [size // 16] * 2])
+    return Sam2VideoConfig(
+        vision_config=vision, prompt_encoder_config=dict(hidden_size=hidden, image_size=size),
+        mask_decoder_config=dict(hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
+        memory_attention_hidden_size=hidden, memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64, memory_encoder_hidden_size=hidden,
+        memory_encoder_output_channels=64, mask_downsampler_embed_dim=hidden, memory_fuser_num_layers=1,
+        memory_fuser_embed_dim=hidden, memory_fuser_intermediate_dim=64,
+        memory_attention_rope_feat_sizes=[size // 16] * 2, image_size=size,
+    )
+
+
+class Sam2Tracker:
+    """Hand-marked subjects -> Tracks (instance i is subject i)."""
+
+    def __init__(self, model, name: str, device: str = "cpu", image_mean=SAM2_MEAN, image_std=SAM2_STD):
+        self.model, self.name, self.device = model, name, device
+        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+        self.noise_only = name == "tiny"
+
+    @classmethod
+    def tiny(cls, device: str = "cpu", seed: int = 0) -> Sam2Tracker:
+        from transformers import Sam2VideoModel
+
+        torch.manual_seed(seed)
+        return cls(Sam2VideoModel(tiny_video_config()).eval().to(device), "tiny", device)
+
+    @classmethod
+    def load(cls, folder: os.PathLike | str | None, device: str = "cpu") -> Sam2Tracker:
+        """From a local copy of a SAM 2.1 checkpoint (or the hub cache's facebook/sam2.1-hiera-large)."""
+        import json
+
+        from transformers import Sam2VideoModel
+
+        folder = resolve_weights(folder, SAM2_REPO)
+        mean, std = SAM2_MEAN, SAM2_STD
+        processor = folder / "preprocessor_config.json"
+        if processor.is_file():
+            data = json.loads(processor.read_text())
+            mean, std = data.get("image_mean", mean), data.get("image_std", std)
+        try:
+            model = Sam2VideoModel.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise SegmentationError(f"cannot load SAM 2 from {folder} ({str(exc).splitlines()[0]}): "
+                                    f"download '{SAM2_REPO}' from Hugging Face into it") from None
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        return cls(model.eval().to(device, dtype), str(folder), device, mean, std)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.config.image_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _pixels(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [T, H, W, 3] -> [T, 3, S, S] normalised (CPU, so long clips live in host memory)."""
+        out = torch.empty(len(frames), 3, self.image_size, self.image_size, dtype=self.dtype)
+        mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std).view(1, 3, 1, 1)
+        for t, frame in enumerate(frames):
+            x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0
+            x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
+            out[t] = ((x - mean) / std)[0].to(self.dtype)
+        return out
+
+    def _prompt(self, subject: dict, height: int, width: int) -> dict:
+        """A subject mark in source pixels -> the session's point inputs in model pixels."""
+        scale = torch.tensor([self.image_size / width, self.image_size / height])
+        if subject.get("box") is not None:
+            x0, y0, x1, y1 = subject["box"]
+            coords, labels = [[x0, y0], [x1, y1]], list(BOX_LABELS)
+        else:
+            coords, labels = subject["points"], subject.get("labels") or [1] * len(subject["points"])
+        return {"point_coords": (torch.tensor(coords, dtype=torch.float32) * scale)[None, None],
+                "point_labels": torch.tensor(labels, dtype=torch.int32)[None, None]}
+
+    def track(self, frames: np.ndarray, subjects: list[dict],
+              on_frame: Callable[[int], None] | None = None) -> Tracks:
+        """uint8 [T, H, W, 3] and marks (see protocol.SegmentSpec.subjects) -> Tracks, one instance per mark."""
+        from transformers import Sam2VideoInferenceSession
+
+        count, height, width = frames.shape[:3]
+        marked = [int(s.get("frame", 0)) for s in subjects]
+        if any(f >= count for f in marked):
+            raise SegmentationError(f"a subject is marked on frame {max(marked)}, but the clip has {count} frames")
+        session = Sam2VideoInferenceSession(video=self._pixels(frames), video_height=height, video_width=width,
+                                            inference_device=self.device, video_storage_device="cpu",
+                                            inference_state_device=self.device, dtype=self.dtype)
+        for obj_id, subject in enumerate(subjects):
+            session.add_point_inputs(session.obj_id_to_idx(obj_id), marked[obj_id], self._prompt(subject, height, width))
+        session.obj_with_new_inputs = list(range(len(subjects)))
+        tracks = Tracks(count, height, width)
+        for obj_id in range(len(subjects)):
+            tracks.logits[obj_id] = {}  # instance i is subject i, even if it is never seen
+        start, seen = min(marked), set()
+        with torch.inference_mode():
+            for reverse in (False, True) if start > 0 else (False,):
+                for output in self.model.propagate_in_video_iterator(session, start_frame_idx=start, reverse=reverse):
+                    for obj_id, logits in zip(output.object_ids, output.pred_masks):
+                        tracks.add(obj_id, output.frame_idx, logits[0])
+                    if on_frame is not None and output.frame_idx not in seen:  # the start frame runs both ways
+                        on_frame(len(seen))
+                    seen.add(output.frame_idx)
+        return tracks

@@ -1,0 +1,168 @@
+"""Masks and matte jobs end to end with the tiny models on real footage, and the `masks`/`matte` commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backend import cli
+from backend.masks import BLACK, WHITE
+from backend.media import probe_clip, read_frames, read_image
+from backend.sampler import Cancelled
+from backend.segment.run import Segmenters, run_segment_job, with_alpha, write_masks
+from backend.segment.tracks import Tracks
+from protocol import PALETTE, SEGMENT_RECORD, SegmentSpec
+from scail_fixtures import FOOTAGE
+
+CLIP = FOOTAGE / "scail_001_driving.mp4"
+STILL = FOOTAGE / "scail_001_ref.jpg"
+
+
+@pytest.fixture(scope="module")
+def models():
+    return Segmenters(tiny=True, device="cpu")
+
+
+def colours(image):
+    return {tuple(int(v) for v in c) for c in np.unique(image.reshape(-1, 3), axis=0)}
+
+
+def squares_clip(frames=4, height=32, width=64):
+    """Two squares moving right: `left` starts at x=4, `right` at x=40. Masks [2, T, H, W] (left first)."""
+    masks = np.zeros((2, frames, height, width), bool)
+    for t in range(frames):
+        masks[0, t, 8:20, 4 + 2 * t:16 + 2 * t] = True
+        masks[1, t, 10:26, 40 + 2 * t:52 + 2 * t] = True
+    return masks
+
+
+def tracks_of(masks, ids):
+    """Tracks holding `masks` [N, T, H, W] as +-8 logits under instance ids `ids`."""
+    n, frames, height, width = masks.shape
+    tracks = Tracks(frames, height, width)
+    for k, instance in enumerate(ids):
+        for t in range(frames):
+            tracks.add(instance, t, torch.from_numpy(np.where(masks[k, t], 8.0, -8.0)))
+    return tracks
+
+
+def test_identities_run_left_to_right_on_two_moving_shapes(tmp_path):
+    masks = squares_clip()
+    tracks = tracks_of(masks[::-1], ids=[3, 5])  # the tracker met the right square first
+    spec = SegmentSpec(task="masks", source="unused.mp4")
+    names = [f"mask_{t:05d}.png" for t in range(4)]
+    identities, warnings = write_masks(tracks, spec, tmp_path, names)
+    assert [i["instance"] for i in identities] == [1, 0] and not warnings  # instance 1 (id 5) is the left square
+    assert identities[0]["box"] == [4.0, 8.0, 16.0, 20.0] and identities[0]["colour"] == list(PALETTE[0])
+    for t, name in enumerate(names):
+        image, _ = read_image(tmp_path / name)
+        assert (image[masks[0, t]] == PALETTE[0]).all(), "identity 1 (blue) is the left square"
+        assert (image[masks[1, t]] == PALETTE[1]).all(), "identity 2 (red) is the right square"
+        assert (image[~masks.any(axis=0)[t]] == BLACK).all()
+
+
+def test_a_matte_keeps_the_colours_and_puts_soft_coverage_in_alpha():
+    frame = np.random.default_rng(1).integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    tracks = Tracks(1, 8, 16)
+    tracks.add(0, 0, torch.linspace(-6, 6, 8).repeat(4, 1))
+    rgba = with_alpha(frame, tracks, 0)
+    assert rgba.shape == (8, 16, 4) and rgba.dtype == np.uint8
+    assert np.array_equal(rgba[..., :3], frame), "straight alpha: colours are not premultiplied"
+    np.testing.assert_array_equal(rgba[..., 3], np.round(tracks.coverage(0, 0) * 255).astype(np.uint8))
+    assert rgba[:, 0, 3].max() < 13 and rgba[:, -1, 3].min() > 242 and ((rgba[..., 3] > 25) & (rgba[..., 3] < 230)).any()
+
+
+@pytest.mark.parametrize("mode, background", [("animate", BLACK), ("replace", WHITE)])
+def test_tiny_masks_of_real_footage(tmp_path, models, mode, background):
+    events = []
+    spec = SegmentSpec(task="masks", source=str(CLIP), mode=mode, frame_start=10, frame_end=13, max_identities=3)
+    record = run_segment_job(spec, tmp_path, models, events=lambda kind, **f: events.append((kind, f)))
+    assert record["files"] == ["mask_00010.png", "mask_00011.png", "mask_00012.png"]
+    assert (record["frame_count"], record["frame_start"], record["width"], record["height"]) == (3, 10, 2048, 1080)
+    assert json.loads((tmp_path / SEGMENT_RECORD).read_text()) == record and record["status"] == "done"
+    assert record["noise_only"] and "arbitrary" in record["warnings"][0]
+    count = len(record["identities"])
+    assert 1 <= count <= 3 and [i["colour"] for i in record["identities"]] == [list(c) for c in PALETTE[:count]]
+    centres = [(i["box"][0] + i["box"][2]) / 2 for i in record["identities"]]
+    assert centres == sorted(centres)
+    for name in record["files"]:
+        image, alpha = read_image(tmp_path / name)
+        assert image.shape == (1080, 2048, 3) and alpha is None
+        assert colours(image) <= set(PALETTE[:count]) | {background}
+    phases = [f["phase"] for kind, f in events if kind == "progress"]
+    assert events[0][0] == "started" and events[0][1]["frames"] == 3
+    assert phases == ["load"] + ["segment"] * 3 + ["write"] * 3
+
+
+@pytest.mark.parametrize("mode, background", [("animate", WHITE), ("replace", BLACK)])
+def test_tiny_reference_mask_uses_the_reference_background(tmp_path, models, mode, background):
+    spec = SegmentSpec(task="masks", source=str(STILL), still=True, mode=mode, max_identities=2)
+    record = run_segment_job(spec, tmp_path, models)
+    image, _ = read_image(tmp_path / "mask.png")
+    assert record["files"] == ["mask.png"] and image.shape[:2] == read_image(STILL)[0].shape[:2]
+    assert colours(image) <= set(PALETTE[:len(record["identities"])]) | {background}
+
+
+def test_tiny_matte_of_real_footage_is_rgba_over_the_source_colours(tmp_path, models):
+    record = run_segment_job(SegmentSpec(task="matte", source=str(CLIP), frame_end=2), tmp_path, models)
+    assert record["files"] == ["frame_00000.png", "frame_00001.png"] and record["identities"] == []
+    source = read_frames(probe_clip(CLIP), [0, 1])
+    for t, name in enumerate(record["files"]):
+        rgb, alpha = read_image(tmp_path / name)
+        assert np.array_equal(rgb, source[t]) and alpha is not None and alpha.shape == (1080, 2048)
+
+
+def test_a_cancelled_job_leaves_no_record_and_runs_again(tmp_path, models):
+    spec = SegmentSpec(task="masks", source=str(CLIP), frame_end=4)
+    progress = []
+
+    def cancel_after_two():
+        return len(progress) >= 2
+
+    with pytest.raises(Cancelled):
+        run_segment_job(spec, tmp_path, models, events=lambda kind, **f: progress.append(f), should_cancel=cancel_after_two)
+    assert not (tmp_path / SEGMENT_RECORD).exists()
+    record = run_segment_job(spec, tmp_path, models)
+    stamp = (tmp_path / "mask_00003.png").stat().st_mtime_ns
+    assert run_segment_job(spec, tmp_path, models) == record, "a finished job is not run twice"
+    assert (tmp_path / "mask_00003.png").stat().st_mtime_ns == stamp
+
+
+def test_marked_subjects_go_through_sam2_one_identity_each(tmp_path, models):
+    spec = SegmentSpec(task="masks", source=str(CLIP), frame_end=3,
+                       subjects=[{"frame": 1, "box": [1000, 100, 1900, 1000]}, {"frame": 0, "points": [[300, 500]]}])
+    record = run_segment_job(spec, tmp_path, models)
+    assert record["model"] == "tiny" and record["instances_found"] == 2
+    assert sorted(i["instance"] for i in record["identities"]) == [0, 1]
+
+
+def test_cli_masks_and_matte(tmp_path, capsys):
+    assert cli.main(["masks", "--video", str(CLIP), "--model", "tiny", "--mode", "replace", "--out",
+                     str(tmp_path / "m"), "--frame-end", "2", "--max-identities", "2"]) == 0
+    record = json.loads((tmp_path / "m" / SEGMENT_RECORD).read_text())
+    assert record["mode"] == "replace" and len(record["files"]) == 2 and len(record["identities"]) <= 2
+    assert cli.main(["masks", "--video", str(CLIP), "--model", "tiny", "--out", str(tmp_path / "b"),
+                     "--frame-end", "2", "--box", "10,10,500,900@1", "--point", "1500,400"]) == 0
+    assert json.loads((tmp_path / "b" / SEGMENT_RECORD).read_text())["job"]["subjects"][0]["frame"] == 1
+    assert cli.main(["matte", "--frames", str(tmp_path / "m"), "--model", "tiny", "--out", str(tmp_path / "a")]) == 0
+    assert sorted(p.name for p in (tmp_path / "a").glob("*.png")) == record["files"]
+    assert "2 matte frame(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["masks", "--image", str(STILL), "--sam3-weights", "{tmp}/nowhere"], "nowhere is not a folder: download 'facebook/sam3'"),
+    (["masks", "--video", str(CLIP), "--model", "tiny", "--max-identities", "7"], "1 to 6 identities, 7 were asked for"),
+    (["masks", "--video", str(CLIP), "--model", "tiny", "--pick", "0,1,2,3,4,5,6"], "7 were asked for"),
+    (["masks", "--video", str(CLIP), "--model", "tiny", "--frame-end", "2", "--box", "1,1,9,9@5"], "marked on frame 5"),
+    (["masks", "--video", "{tmp}/missing.mp4", "--model", "tiny"], "missing.mp4"),
+    (["matte", "--frames", str(CLIP), "--model", "tiny"], "--frames needs --out"),
+])
+def test_cli_bad_input_is_one_line_before_any_model_runs(tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    rc = cli.main(argv + (["--out", str(tmp_path / "out")] if argv[0] == "masks" else []))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out" / SEGMENT_RECORD).exists()
