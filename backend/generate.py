@@ -288,7 +288,13 @@ class GenerationJob:
     def _make_matte(self, should_cancel: Callable[[], bool]) -> None:
         from .segment.run import matte_generation
 
-        matte_generation(self.job_dir, protocol.DEFAULT_SEGMENT_PROMPT, self.segmenters, self.events, should_cancel)
+        def progress(kind: str, **fields) -> None:
+            # One generation, one `started`: the matte reports as a phase of this job.
+            if kind == "progress" and fields["phase"] != "load":
+                self.events("progress", phase="matte", stage=fields["phase"], frame=fields["frame"],
+                            frames=fields["frames"])
+
+        matte_generation(self.job_dir, protocol.DEFAULT_SEGMENT_PROMPT, self.segmenters, progress, should_cancel)
 
     def _run_segments(self, should_cancel: Callable[[], bool]) -> None:
         device = self.components.device

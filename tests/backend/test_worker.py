@@ -358,6 +358,9 @@ def test_a_generation_with_matte_writes_rgba_frames_before_it_is_done(worker, tm
     queued = worker.submit(small_job(matte=True, frame_end=3), tmp_path / "g")
     events = worker.finish(queued["job"])
     assert events[-1]["type"] == "done", events[-1]
+    assert [m["type"] for m in events].count("started") == 1
+    matte = [(m["stage"], m["frame"]) for m in events if m["type"] == "progress" and m["phase"] == "matte"]
+    assert matte == [("segment", 1), ("segment", 2), ("segment", 3), ("write", 1), ("write", 2), ("write", 3)]
     manifest = json.loads(Path(events[-1]["manifest"]).read_text())
     assert manifest["matte"] == protocol.MATTE_FOLDER
     record = json.loads((tmp_path / "g" / protocol.MATTE_FOLDER / protocol.SEGMENT_RECORD).read_text())
