@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..options import SAM2_REPO
 from .identities import SegmentationError
+from .preprocess import SamModel, load_pretrained
 from .tracks import Tracks
 from .weights import resolve_weights
 
@@ -53,60 +53,24 @@ def tiny_video_config():
     )
 
 
-class Sam2Tracker:
+class Sam2Tracker(SamModel):
     """Hand-marked subjects -> Tracks (instance i is subject i)."""
 
-    def __init__(self, model, name: str, device: str = "cpu", image_mean=SAM2_MEAN, image_std=SAM2_STD):
-        self.model, self.name, self.device = model, name, device
-        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
-        self.noise_only = name == "tiny"
-
     @classmethod
-    def tiny(cls, device: str = "cpu", seed: int = 0) -> Sam2Tracker:
+    def tiny(cls, device: str = "cpu", seed: int = 0) -> "Sam2Tracker":
         from transformers import Sam2VideoModel
 
         torch.manual_seed(seed)
-        return cls(Sam2VideoModel(tiny_video_config()).eval().to(device), "tiny", device)
+        return cls(Sam2VideoModel(tiny_video_config()).eval().to(device), "tiny", device, SAM2_MEAN, SAM2_STD)
 
     @classmethod
-    def load(cls, folder: os.PathLike | str | None, device: str = "cpu") -> Sam2Tracker:
+    def load(cls, folder: os.PathLike | str | None, device: str = "cpu") -> "Sam2Tracker":
         """From a local copy of a SAM 2.1 checkpoint (or the hub cache's facebook/sam2.1-hiera-large)."""
-        import json
-
         from transformers import Sam2VideoModel
 
         folder = resolve_weights(folder, SAM2_REPO)
-        mean, std = SAM2_MEAN, SAM2_STD
-        processor = folder / "preprocessor_config.json"
-        if processor.is_file():
-            data = json.loads(processor.read_text())
-            mean, std = data.get("image_mean", mean), data.get("image_std", std)
-        try:
-            model = Sam2VideoModel.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise SegmentationError(f"cannot load SAM 2 from {folder} ({str(exc).splitlines()[0]}): "
-                                    f"download '{SAM2_REPO}' from Hugging Face into it") from None
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        return cls(model.eval().to(device, dtype), str(folder), device, mean, std)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.model.config.image_size)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def _pixels(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 [T, H, W, 3] -> [T, 3, S, S] normalised (CPU, so long clips live in host memory)."""
-        out = torch.empty(len(frames), 3, self.image_size, self.image_size, dtype=self.dtype)
-        mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std).view(1, 3, 1, 1)
-        for t, frame in enumerate(frames):
-            x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0
-            x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
-            out[t] = ((x - mean) / std)[0].to(self.dtype)
-        return out
+        model, mean, std = load_pretrained(Sam2VideoModel, folder, SAM2_REPO, device, SAM2_MEAN, SAM2_STD)
+        return cls(model, str(folder), device, mean, std)
 
     def _prompt(self, subject: dict, height: int, width: int) -> dict:
         """A subject mark in source pixels -> the session's point inputs in model pixels."""
@@ -128,11 +92,13 @@ class Sam2Tracker:
         marked = [int(s.get("frame", 0)) for s in subjects]
         if any(f >= count for f in marked):
             raise SegmentationError(f"a subject is marked on frame {max(marked)}, but the clip has {count} frames")
-        session = Sam2VideoInferenceSession(video=self._pixels(frames), video_height=height, video_width=width,
+        video = torch.stack([self.pixels(frame, device="cpu") for frame in frames])  # long clips live in host memory
+        session = Sam2VideoInferenceSession(video=video, video_height=height, video_width=width,
                                             inference_device=self.device, video_storage_device="cpu",
                                             inference_state_device=self.device, dtype=self.dtype)
         for obj_id, subject in enumerate(subjects):
-            session.add_point_inputs(session.obj_id_to_idx(obj_id), marked[obj_id], self._prompt(subject, height, width))
+            prompt = self._prompt(subject, height, width)
+            session.add_point_inputs(session.obj_id_to_idx(obj_id), marked[obj_id], prompt)
         session.obj_with_new_inputs = list(range(len(subjects)))
         tracks = Tracks(count, height, width)
         for obj_id in range(len(subjects)):

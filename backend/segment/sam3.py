@@ -13,16 +13,15 @@ its masks are arbitrary, it exercises shapes, tracking bookkeeping, ordering and
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..options import SAM3_REPO
 from .identities import SegmentationError
+from .preprocess import SamModel, load_pretrained
 from .tracks import Tracks
 from .weights import resolve_weights
 
@@ -94,18 +93,17 @@ def tiny_tokenizer():
                                    pad_token="<|endoftext|>", unk_token="<unk>")
 
 
-class Sam3Segmenter:
+class Sam3Segmenter(SamModel):
     """Text prompt -> Tracks, for clips (`track`) and stills (`segment_still`)."""
 
     def __init__(self, model, tokenizer, name: str, device: str = "cpu", image_mean=(0.5,) * 3,
                  image_std=(0.5,) * 3, score_threshold: float = 0.5):
-        self.model, self.tokenizer, self.name, self.device = model, tokenizer, name, device
-        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+        super().__init__(model, name, device, image_mean, image_std)
+        self.tokenizer = tokenizer
         self.score_threshold = score_threshold  # stills: detector score (class x presence) to keep a detection
-        self.noise_only = name == "tiny"
 
     @classmethod
-    def tiny(cls, device: str = "cpu", seed: int = 0) -> Sam3Segmenter:
+    def tiny(cls, device: str = "cpu", seed: int = 0) -> "Sam3Segmenter":
         """Random tiny Sam3VideoModel; keeps every detection (scores are meaningless)."""
         from transformers import Sam3VideoModel
 
@@ -114,47 +112,25 @@ class Sam3Segmenter:
         return cls(model, tiny_tokenizer(), "tiny", device, score_threshold=0.0)
 
     @classmethod
-    def load(cls, folder: os.PathLike | str | None, device: str = "cpu") -> Sam3Segmenter:
+    def load(cls, folder: os.PathLike | str | None, device: str = "cpu") -> "Sam3Segmenter":
         """From a local copy of facebook/sam3 (or the hub cache when `folder` is None); nothing is downloaded."""
         from transformers import AutoTokenizer, Sam3VideoModel
 
         folder = resolve_weights(folder, SAM3_REPO)
-        mean, std = (0.5,) * 3, (0.5,) * 3
-        processor = folder / "preprocessor_config.json"
-        if processor.is_file():
-            data = json.loads(processor.read_text())
-            mean, std = data.get("image_mean", mean), data.get("image_std", std)
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            model = Sam3VideoModel.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise SegmentationError(f"cannot load SAM 3 from {folder} ({str(exc).splitlines()[0]}): "
+            raise SegmentationError(f"cannot load the SAM 3 tokenizer from {folder} ({str(exc).splitlines()[0]}): "
                                     f"download '{SAM3_REPO}' from Hugging Face into it") from None
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        return cls(model.eval().to(device, dtype), tokenizer, str(folder), device, mean, std)
+        model, mean, std = load_pretrained(Sam3VideoModel, folder, SAM3_REPO, device, (0.5,) * 3, (0.5,) * 3)
+        return cls(model, tokenizer, str(folder), device, mean, std)
 
-    # -- inputs -------------------------------------------------------------------------------
-
-    @property
-    def image_size(self) -> int:
-        return int(self.model.config.image_size)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+    # -- inference ----------------------------------------------------------------------------
 
     def _text(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = self.tokenizer(prompt, return_tensors="pt", padding="max_length", max_length=TEXT_TOKENS,
                                  truncation=True)
         return encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device)
-
-    def _pixels(self, frame: np.ndarray) -> torch.Tensor:
-        """uint8 [H, W, 3] -> [1, 3, S, S] normalised, in the model's dtype."""
-        x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
-        x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(self.image_mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std, device=self.device).view(1, 3, 1, 1)
-        return ((x - mean) / std).to(self.dtype)
 
     # -- inference ----------------------------------------------------------------------------
 
@@ -175,7 +151,7 @@ class Sam3Segmenter:
         tracks, removed, spent = Tracks(frame_count, height, width), set(), torch.empty(0)
         with torch.inference_mode():
             for t, frame in enumerate(frames):
-                output = self.model(inference_session=session, frame_idx=t, frame=self._pixels(frame)[0])
+                output = self.model(inference_session=session, frame_idx=t, frame=self.pixels(frame))
                 session.processed_frames[t] = spent  # only the current frame's pixels are ever read again
                 removed |= set(output.removed_obj_ids or ())
                 hidden = set(output.suppressed_obj_ids or ())
@@ -194,7 +170,7 @@ class Sam3Segmenter:
         height, width = image.shape[:2]
         ids, attention = self._text(prompt)
         with torch.inference_mode():
-            result = self.model.detector_model(pixel_values=self._pixels(image), input_ids=ids,
+            result = self.model.detector_model(pixel_values=self.pixels(image)[None], input_ids=ids,
                                                attention_mask=attention)
         scores = result.pred_logits[0].float().sigmoid()
         if result.presence_logits is not None:
