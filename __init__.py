@@ -24,8 +24,11 @@ if "bpy" in locals():
     backend_setup = importlib.reload(backend_setup)
     job_settings = importlib.reload(job_settings)
     job_runtime = importlib.reload(job_runtime)
+    segment_jobs = importlib.reload(segment_jobs)
+    segment_runtime = importlib.reload(segment_runtime)
     operators.generate = importlib.reload(operators.generate)
     operators.setup_backend = importlib.reload(operators.setup_backend)
+    operators.segment = importlib.reload(operators.segment)
     operators = importlib.reload(operators)
     panels.setup = importlib.reload(panels.setup)
     panels.jobs = importlib.reload(panels.jobs)
@@ -46,6 +49,8 @@ from . import (
     sources,
 )
 from . import job_runtime
+from . import segment_jobs
+from . import segment_runtime
 
 # Registered in this order, unregistered in reverse.
 _classes = (

@@ -25,8 +25,10 @@ __all__ = (
     "build_job",
     "get_queue",
     "history_entry_settings",
+    "find_scene",
     "run_job",
     "scene_jobs",
+    "scene_overrides",
     "shutdown",
     "tick",
     "worker_setting",
@@ -105,6 +107,9 @@ def worker_setting(prefs):
         if problem:
             raise GenerateError(problem)
         args += ["--weights", weights]
+    sam3, sam2 = preferences.resolved_segmentation_weights(prefs)
+    args += ["--sam3-weights", sam3] if sam3 else []
+    args += ["--sam2-weights", sam2] if sam2 else []
     if prefs.device == 'CPU':
         args += ["--device", "cpu"]
     else:
@@ -130,13 +135,14 @@ def get_queue(context=None, create=True):
     return _queue
 
 
-def scene_jobs(scene):
-    """This session's jobs for ``scene``, oldest first."""
+def scene_jobs(scene, tasks=None):
+    """This session's jobs for ``scene`` (of one of ``tasks``, if given), oldest first."""
     if _queue is None:
         return []
     pointer = scene.as_pointer()
     return [job for job in _queue.jobs.values()
-            if job.meta.get("scene") == scene.name and job.meta.get("scene_pointer") == pointer]
+            if job.meta.get("scene") == scene.name and job.meta.get("scene_pointer") == pointer
+            and (tasks is None or job.task in tasks)]
 
 
 def shutdown(timeout=STOP_TIMEOUT_S):
@@ -205,6 +211,7 @@ def ui_settings(settings, sources_settings):
         "steps": settings.steps,
         "guidance": settings.guidance,
         "seed_locked": settings.use_seed_lock,
+        "matte": settings.use_matte,
         "frame_range": [settings.frame_start, settings.frame_end] if settings.use_frame_range else None,
     }
 
@@ -252,6 +259,7 @@ def build_job(context, scene=None):
             steps=settings.steps or None,
             guidance=settings.guidance or None,
             seed=seed,
+            matte=settings.use_matte,
         ).validate()
     except (protocol.ProtocolError, TypeError) as ex:
         raise GenerateError(str(ex)) from None
@@ -296,10 +304,14 @@ def history_entry_settings(item):
 # --------------------------------------------------------------------------------------------
 # Running and following jobs.
 
-def run_job(context, spec, meta):
-    """Queue a job. Returns ``(job, level, message)``: at once, or at its end in background mode."""
+def run_job(context, spec, meta, task="generate", job_dir=None):
+    """Queue a job. Returns ``(job, level, message)``: at once, or at its end in background mode.
+
+    ``task``: a generation, or a segmentation (``spec`` a protocol.SegmentSpec) that
+    ``segment_runtime`` finishes.
+    """
     queue = get_queue(context)
-    job = queue.submit(spec, meta=meta)
+    job = queue.submit(spec, job_dir=job_dir, meta=meta, task=task)
     if not synchronous():
         if job.status == "failed":  # refused before reaching a worker: the operator reports it
             apply_changes([change for change in queue.poll() if change.job is not job], interactive=True)
@@ -316,6 +328,9 @@ def run_job(context, spec, meta):
 def _outcome(job):
     if job.status == "failed":
         return 'ERROR', job.error.text() if job.error else "The job failed"
+    if job.status == "cancelled" and job.task != "generate":
+        return 'WARNING', "The {:s} job was cancelled; the scene is unchanged".format(
+            "Auto Masks" if job.task == "masks" else "Matte")
     if job.status == "cancelled":
         return 'WARNING', "The job was cancelled; nothing was imported (its frames are kept in {:s})".format(
             job.job_dir)
@@ -365,7 +380,12 @@ def apply_changes(changes, interactive):
         if change.kind == "frame":
             latest_frame = job.preview
         elif change.kind == "done":
-            level, message = finish_job(job, interactive)
+            if job.task == "generate":
+                level, message = finish_job(job, interactive)
+            else:
+                from . import segment_runtime  # it builds on this module
+
+                level, message = segment_runtime.finish_job(job, interactive)
             job.meta["outcome"] = (level, message)
             _notify(level, message, interactive)
         elif change.kind in ("failed", "cancelled"):
@@ -414,9 +434,19 @@ def _view_layer(scene):
     return scene.view_layers[0]
 
 
+def scene_overrides(scene, seq_scene):
+    """``temp_override`` arguments that make an operator work on ``scene`` and its sequencer scene."""
+    return {"scene": scene, "view_layer": _view_layer(scene), "sequencer_scene": seq_scene}
+
+
+def find_scene(name, pointer):
+    """The scene a job was started in, or None when another file was opened meanwhile."""
+    return _find_scene(name, pointer)
+
+
 def import_job(scene, seq_scene, manifest, import_settings, undo=False):
     """Run ``scail2.import_result`` for ``manifest`` in ``scene``; raises RuntimeError with its message."""
-    overrides = {"scene": scene, "view_layer": _view_layer(scene), "sequencer_scene": seq_scene}
+    overrides = scene_overrides(scene, seq_scene)
     camera = import_settings.get("camera") or ""
     if camera and bpy.data.objects.get(camera) is None:
         camera = ""

@@ -129,6 +129,12 @@ class SCAIL2_SceneJob(PropertyGroup):
     )
     frame_start: IntProperty(name="Start", description="First scene frame to generate", default=1)
     frame_end: IntProperty(name="End", description="Last scene frame to generate", default=250)
+    use_matte: BoolProperty(
+        name="Matte",
+        description="Also cut the generated characters out: RGBA frames the strip and the camera plane "
+                    "show over what is behind them",
+        default=False,
+    )
     form: EnumProperty(name="Bring Back As", items=FORM_ITEMS, default='STRIP')
     camera: PointerProperty(
         name="Camera",

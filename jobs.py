@@ -16,6 +16,10 @@ ever blocks for long:
 * `Job` holds everything the interface shows: status, phase, segment i/n, step
   j/m, an ETA from the step timing, the latest frame, the error (code, one line,
   hint) and the manifest once done.
+* A job's ``task`` is a generation (``"generate"``, a ``protocol.JobSpec``) or a
+  segmentation (``"masks"`` or ``"matte"``, a ``protocol.SegmentSpec``): the same
+  queue, events and cancel; a segmentation reports frame i/n and ends with the
+  ``segment.json`` record of its folder (``Job.record``).
 * `JobQueue.cancel` and `JobQueue.shutdown` (stops a local worker cleanly).
 
 Several jobs can be queued: the worker runs them one at a time in order.
@@ -57,6 +61,9 @@ PHASE_NAMES = {
     "encode": "Encoding the inputs",
     "sample": "Generating",
     "decode": "Decoding frames",
+    "segment": "Segmenting",
+    "write": "Writing frames",
+    "matte": "Cutting out the characters",  # a generation's matte: stages segment, write
 }
 MAX_LINE = 200
 CANCEL_PREFIX = "cancel-"  # request ids of cancel requests
@@ -147,6 +154,7 @@ class Job:
 
     key: str  # ours, known at once
     spec: dict
+    task: str = "generate"  # or a segmentation: protocol.SEGMENT_TASKS
     job_dir: str = ""
     meta: dict = field(default_factory=dict)  # the caller's own data (scene, import settings...)
     id: str = ""  # the worker's, once queued
@@ -162,6 +170,10 @@ class Job:
     preview: str = ""  # the latest frame written
     first_frame: str = ""
     manifest: str = ""
+    record: str = ""  # a segmentation's segment.json, once done
+    frame: int = 0  # frames finished in a segmentation's (or a generation's matte's) stage
+    stage: str = ""  # that stage: "segment" or "write"
+    identities: list = field(default_factory=list)  # a masks job's identities, from "done"
     error: JobError = None
     warnings: list = field(default_factory=list)
     noise_only: bool = False
@@ -197,7 +209,9 @@ class Job:
             return "Failed: " + (self.error.text() if self.error else "unknown error")
         text = PHASE_NAMES.get(self.phase, "Starting")
         parts = []
-        if self.segments and self.segment:
+        if self.stage in ("segment", "write") and self.frames:
+            parts.append("frame {:d}/{:d}".format(min(self.frame, self.frames), self.frames))
+        elif self.segments and self.segment:
             parts.append("segment {:d}/{:d}".format(self.segment, self.segments))
         if self.phase == "sample" and self.steps:
             parts.append("step {:d}/{:d}".format(self.step, self.steps))
@@ -209,6 +223,10 @@ class Job:
         """Fraction done (0..1) from the segments and steps, for a progress bar."""
         if self.status == "done":
             return 1.0
+        if self.task != "generate" or self.phase == "matte":  # segmenting, then writing, frame by frame
+            within = min(self.frame, self.frames) / self.frames if self.frames else 0.0
+            within = {"segment": 0.9 * within, "write": 0.9 + 0.1 * within}.get(self.stage, 0.0)
+            return within if self.task != "generate" else 0.9 + 0.1 * within
         if not self.segments:
             return 0.0
         done_segments = max(0, self.segment - 1)
@@ -310,21 +328,22 @@ class JobQueue:
         self.worker = worker
 
     # -- requests --------------------------------------------------------------------------------
-    def submit(self, spec, job_dir=None, meta=None):
-        """Queue ``spec`` (a protocol.JobSpec or its dict); returns the Job at once."""
+    def submit(self, spec, job_dir=None, meta=None, task="generate"):
+        """Queue ``spec`` (a protocol.JobSpec, or a SegmentSpec with its ``task``, or its dict); returns the Job."""
         data = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
-        job = Job(key=uuid.uuid4().hex[:10], spec=data, job_dir=job_dir or self.new_job_dir(),
+        job = Job(key=uuid.uuid4().hex[:10], spec=data, task=task, job_dir=job_dir or self.new_job_dir(),
                   meta=dict(meta or {}), submitted_at=self._clock())
         self.jobs[job.key] = job
         finished = [key for key, other in self.jobs.items() if other.finished]
         for key in finished[:max(0, len(finished) - KEEP_FINISHED)]:
             del self.jobs[key]
         try:
-            protocol.JobSpec.from_dict(data)
+            protocol.spec_from_submit({"task": task, "job": data})
         except protocol.ProtocolError as ex:
             self._fail(job, "bad_input", str(ex))
             return job
-        self._request("submit", job=data, job_dir=job.job_dir, request_id=job.key)
+        extra = {"task": task} if task != "generate" else {}  # a generation's submit is as before tasks
+        self._request("submit", job=data, job_dir=job.job_dir, request_id=job.key, **extra)
         return job
 
     def cancel(self, key):
@@ -603,6 +622,13 @@ class JobQueue:
                 job.status = "running"
                 job.started_at = job.started_at or now
             job.phase = message.get("phase", "")
+            if job.task != "generate" or job.phase == "matte":
+                job.stage = message.get("stage", job.phase)
+                job.frame = int(message.get("frame") or 0)
+                job.frames = int(message.get("frames") or job.frames)
+                job.eta_s = None  # not worked out for segmentation
+                self._change(job, "progress")
+                return
             job.segment = int(message.get("segment") or 0)
             job.segments = int(message.get("segments") or job.segments)
             if job.phase == "sample":
@@ -627,6 +653,11 @@ class JobQueue:
         elif kind == "done":
             job.manifest = message.get("manifest", "")
             job.job_dir = message.get("job_dir") or job.job_dir
+            if job.task != "generate":
+                job.record = os.path.join(job.job_dir, protocol.SEGMENT_RECORD)
+                job.frames_ready = int(message.get("frames") or job.frames)
+                job.identities = list(message.get("identities") or [])
+                job.warnings = list(message.get("warnings") or job.warnings)
             self._end(job, "done")
         elif kind == "cancelled":
             self._end(job, "cancelled")
@@ -641,7 +672,11 @@ class JobQueue:
                 continue
             state = _read_json(os.path.join(job.job_dir, "state.json"))
             manifest = os.path.join(job.job_dir, "manifest.json")
-            if state.get("status") == "done" and os.path.isfile(manifest):
+            record = os.path.join(job.job_dir, protocol.SEGMENT_RECORD)
+            if job.task != "generate" and _read_json(record).get("status") == "done":
+                job.record = record
+                self._end(job, "done")
+            elif job.task == "generate" and state.get("status") == "done" and os.path.isfile(manifest):
                 job.manifest = manifest
                 self._end(job, "done")
             elif state.get("status") == "cancelled" or job.cancel_requested:

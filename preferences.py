@@ -15,6 +15,7 @@ __all__ = (
     "effective_output_dir",
     "get_preferences",
     "resolved_python",
+    "resolved_segmentation_weights",
     "resolved_weights_dir",
 )
 
@@ -67,6 +68,11 @@ def resolved_weights_dir(prefs):
     return _absolute(prefs.weights_dir)
 
 
+def resolved_segmentation_weights(prefs):
+    """``(SAM 3 folder, SAM 2 folder)`` as absolute paths, "" where not set."""
+    return _absolute(prefs.sam3_weights_dir), _absolute(prefs.sam2_weights_dir)
+
+
 def effective_output_dir(prefs):
     """The folder results are written to: the chosen one, else a default in the data folder.
 
@@ -92,6 +98,18 @@ class SCAIL2_AddonPreferences(AddonPreferences):
     weights_dir: StringProperty(
         name="Weights Folder",
         description="Folder holding the downloaded SCAIL-2 model weights",
+        subtype='DIR_PATH',
+    )
+    sam3_weights_dir: StringProperty(
+        name="SAM 3 Weights",
+        description="Folder holding facebook/sam3 for Auto Masks and Matte "
+                    "(empty: the Hugging Face cache of the backend's environment)",
+        subtype='DIR_PATH',
+    )
+    sam2_weights_dir: StringProperty(
+        name="SAM 2 Weights",
+        description="Folder holding facebook/sam2.1-hiera-large, for subjects marked by hand "
+                    "(empty: the Hugging Face cache of the backend's environment)",
         subtype='DIR_PATH',
     )
     output_dir: StringProperty(
@@ -186,6 +204,8 @@ class SCAIL2_AddonPreferences(AddonPreferences):
         col.prop(self, "model_source")
         col.prop(self, "weights_dir")
         col.operator("scail2.check_weights", icon='VIEWZOOM')
+        col.prop(self, "sam3_weights_dir")
+        col.prop(self, "sam2_weights_dir")
         _draw_doctor(col, setup_backend.doctor_state(resolved_python(self), resolved_weights_dir(self)))
 
         col = layout.column(heading="Output")

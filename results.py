@@ -41,6 +41,14 @@ scene frame: the moment shown at ``f`` is ``t0 + (f - start) / scene_fps``.
 Frames outside the generated clip are not covered: a scene frame is covered when
 its moment lies in ``[t_first, t_last + 1 / model_fps)``.
 
+Mattes
+------
+A job folder may hold RGBA copies of its frames, same names, in ``frames_rgba/``
+(``protocol.MATTE_FOLDER``): written by a matte job (complete once its
+``segment.json`` says ``"status": "done"``) or by a generation run with
+``matte`` (its manifest then names the folder: ``"matte": "frames_rgba"``).
+:func:`load_result` uses them when they are complete (``JobResult.matte``).
+
 Image sequences at the scene's rate
 -----------------------------------
 An image strip lists its files one element per scene frame, so repeats (16
@@ -65,6 +73,7 @@ __all__ = (
     "free_channel",
     "load_result",
     "manifest_path_for",
+    "matte_frames_dir",
     "movie_rate",
     "nearest_frame",
     "overlay_scale",
@@ -82,9 +91,12 @@ import os
 import shutil
 import struct
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 MANIFEST_NAME = "manifest.json"
+# protocol.MATTE_FOLDER and protocol.SEGMENT_RECORD (not imported: this file stands alone).
+MATTE_FOLDER = "frames_rgba"
+SEGMENT_RECORD = "segment.json"
 MANIFEST_FORMAT_PREFIX = "scail2-job/"
 # Frames per second of the model when a manifest does not say (protocol.MODEL_FPS).
 DEFAULT_MODEL_FPS = 16.0
@@ -132,6 +144,7 @@ class JobResult:
     settings: dict
     status: str
     warnings: tuple = field(default_factory=tuple)
+    matte: bool = False  # the frames are the RGBA matte (see matte_frames_dir)
 
     @property
     def times(self):
@@ -194,8 +207,37 @@ def _number(value, what, positive=False):
     return value
 
 
-def load_result(path):
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def matte_frames_dir(job_dir, manifest=None):
+    """The job's folder of finished RGBA frames, or "" when it has none (or it is unfinished).
+
+    ``manifest``: the job's manifest data when already read.
+    """
+    if manifest is None:
+        manifest = _read_json(os.path.join(job_dir, MANIFEST_NAME))
+    named = manifest.get("matte")
+    if isinstance(named, str) and named and os.path.isdir(os.path.join(job_dir, named)):
+        return os.path.normpath(os.path.join(job_dir, named))
+    folder = os.path.join(job_dir, MATTE_FOLDER)
+    record = _read_json(os.path.join(folder, SEGMENT_RECORD))
+    if record.get("status") == "done" and record.get("task") == "matte":
+        return os.path.normpath(folder)
+    return ""
+
+
+def load_result(path, use_matte=True):
     """Read and check a job's manifest and frames; a ResultError says what is wrong.
+
+    With ``use_matte`` the frames are the job's finished RGBA matte, when it has
+    one with every frame (see :func:`matte_frames_dir`).
 
     Checks everything an import needs, so that nothing is created for a result
     that cannot be imported: the manifest is a SCAIL-2 job manifest, it lists
@@ -246,6 +288,17 @@ def load_result(path):
     folders = {os.path.dirname(frame.path) for frame in frames}
     if len(folders) != 1:
         raise ResultError("The manifest's frames are spread over {:d} folders; expected one".format(len(folders)))
+    warnings = [str(w) for w in manifest.get("warnings")] if isinstance(manifest.get("warnings"), list) else []
+    matte_dir = matte_frames_dir(job_dir, manifest) if use_matte else ""
+    if matte_dir:
+        rgba = [replace(frame, path=os.path.join(matte_dir, os.path.basename(frame.path))) for frame in frames]
+        missing = [frame.path for frame in rgba if not os.path.isfile(frame.path)]
+        if missing:
+            warnings.append("The matte lacks {:d} of {:d} frames (first: {:s}); imported without it".format(
+                len(missing), len(rgba), missing[0]))
+            matte_dir = ""
+        else:
+            frames = rgba
 
     model_fps = _number(manifest.get("model_fps", DEFAULT_MODEL_FPS), "model_fps", positive=True)
     source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
@@ -267,7 +320,6 @@ def load_result(path):
     seed = manifest.get("seed")
     settings = manifest.get("job") if isinstance(manifest.get("job"), dict) else {}
     job_id = manifest.get("id") if isinstance(manifest.get("id"), str) and manifest.get("id") else ""
-    warnings = manifest.get("warnings") if isinstance(manifest.get("warnings"), list) else []
     return JobResult(
         manifest_path=manifest_path,
         job_dir=job_dir,
@@ -283,7 +335,8 @@ def load_result(path):
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         settings=settings,
         status=str(manifest.get("status", "")),
-        warnings=tuple(str(w) for w in warnings),
+        warnings=tuple(warnings),
+        matte=bool(matte_dir),
     )
 
 

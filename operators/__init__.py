@@ -15,6 +15,7 @@ from . import export_inputs
 from . import import_result
 from . import generate
 from . import setup_backend
+from . import segment
 
 classes = (
     *backend.classes,
@@ -22,4 +23,5 @@ classes = (
     *import_result.classes,
     *generate.classes,
     *setup_backend.classes,
+    *segment.classes,
 )

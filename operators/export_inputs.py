@@ -204,8 +204,10 @@ class SCAIL2_OT_export_reference(_ExportOperator, Operator):
                 scene, camera, target, settings.mode, engine=settings.reference_engine,
                 max_size=settings.max_size, with_mask=settings.reference_mask,
             )
-        sources.save_inputs(folder, reference=still, reference_mask_mode=settings.mode if still.mask_path else None,
-                            mode=settings.mode)
+        made_for = settings.mode if still.mask_path else None
+        if source != 'CAMERA' and settings.reference_mask_file.strip():
+            still, made_for = sources.attach_reference_mask(still, settings.reference_mask_file)
+        sources.save_inputs(folder, reference=still, reference_mask_mode=made_for, mode=settings.mode)
         ok, line = _record_check(scene, folder)
         return ('INFO' if ok else 'WARNING'), "{:s}. {:s}".format(still.note, line)
 
@@ -227,8 +229,16 @@ class SCAIL2_OT_check_identities(Operator):
         return {'FINISHED'}
 
 
+def _mask_strip(context, src):
+    seq_scene = compat.sequencer_scene(context)
+    editor = seq_scene.sequence_editor if seq_scene is not None else None
+    strip = editor.strips_all.get(src.mask_strip) if editor is not None and src.mask_strip else None
+    return seq_scene, strip
+
+
 class SCAIL2_OT_preview_mask(Operator):
-    """Render the identity mask at the current frame, to check the colours before exporting"""
+    """Show the driving mask at the current frame (the identities rendered, or the mask strip), """ \
+        """to check the colours before exporting"""
     bl_idname = "scail2.preview_mask"
     bl_label = "Preview Mask"
     bl_options = {'REGISTER'}
@@ -236,6 +246,11 @@ class SCAIL2_OT_preview_mask(Operator):
     @classmethod
     def poll(cls, context):
         src = sources.get_settings(context.scene)
+        if src.mask_source == 'MASK_STRIP':
+            if _mask_strip(context, src)[1] is None:
+                cls.poll_message_set("Choose the mask strip")
+                return False
+            return True
         if not src.identities:
             cls.poll_message_set("Assign objects or collections to identities first")
             return False
@@ -251,8 +266,16 @@ class SCAIL2_OT_preview_mask(Operator):
         path = os.path.join(inputs_folder(context, scene), "mask_preview.png")
         background = sources.clip.backgrounds(src.mode)[0]
         try:
-            counts, warnings = render_identity_frames(scene, camera, [scene.frame_current], [path], background,
-                                                      max_size=src.max_size)
+            if src.mask_source == 'MASK_STRIP':
+                seq_scene, strip = _mask_strip(context, src)
+                path, found = sources.preview_mask_strip(
+                    seq_scene, strip, seq_scene.frame_current, os.path.join(inputs_folder(context, scene),
+                                                                            "mask_preview"),
+                    src.mode, max_size=src.max_size)
+                counts, warnings = [{"identities": found}], []
+            else:
+                counts, warnings = render_identity_frames(scene, camera, [scene.frame_current], [path], background,
+                                                          max_size=src.max_size)
         except sources.ExportError as ex:
             self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}

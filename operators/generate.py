@@ -27,6 +27,7 @@ from .. import compat
 from .. import job_runtime as runtime
 from .. import job_settings
 from .. import sources
+from ..segment_runtime import MASKS_PROP
 from . import backend_check
 from . import import_result
 
@@ -50,16 +51,17 @@ def _result_strip_driving(context):
     """``(editor, result strip, its driving strip)`` when the active strip is an imported result, else None.
 
     Importing a result makes its strip the active one; the footage it was made from is
-    what the next job's driving export means.
+    what the next job's driving export means. The same for an Auto Masks strip.
     """
     if sources.get_settings(context.scene).driving_source != 'STRIP':
         return None
     seq_scene = compat.sequencer_scene(context)
     editor = seq_scene.sequence_editor if seq_scene is not None else None
     active = editor.active_strip if editor is not None else None
-    if active is None or import_result.PROP_KEY not in active:
+    key = next((k for k in (import_result.PROP_KEY, MASKS_PROP) if active is not None and k in active), None)
+    if key is None:
         return None
-    name = active[import_result.PROP_KEY].get("driving_strip", "")
+    name = active[key].get("driving_strip" if key == import_result.PROP_KEY else "footage_strip", "")
     driving = editor.strips_all.get(name) if name else None
     return (editor, active, driving) if driving is not None else None
 

@@ -86,6 +86,7 @@ def _id_properties(result):
         "job_dir": result.job_dir,
         "manifest": result.manifest_path,
         "settings": json.dumps(result.settings, sort_keys=True),
+        "matte": result.matte,
     }
     if result.seed is not None:
         props["seed"] = result.seed if result.seed in _INT32 else str(result.seed)
@@ -345,6 +346,8 @@ def _add_strip(plan, created):
         strip.elements.append(os.path.basename(frame.path))
     if plan.visible is not None:
         compat.set_strip_handles(strip, *plan.visible)
+    if result.matte:  # RGBA frames: the character over what lies below
+        strip.blend_type = 'ALPHA_OVER'
     if plan.overlay is not None:
         overlay = dict(plan.overlay)
         strip.use_flip_x = overlay.pop("use_flip_x")
@@ -367,7 +370,7 @@ def _select_strip(strip):
     editor.active_strip = strip
 
 
-def _build_material(material, image, timed, shading, use_alpha):
+def _build_material(material, image, timed, shading, use_alpha, blended=False):
     tree = compat.material_node_tree(material)
     tree.nodes.clear()
     output = tree.nodes.new('ShaderNodeOutputMaterial')
@@ -394,7 +397,7 @@ def _build_material(material, image, timed, shading, use_alpha):
     if use_alpha:
         tree.links.new(shader.inputs["Alpha"], texture.outputs["Alpha"])
         material.use_transparent_shadow = True
-    material.surface_render_method = 'DITHERED'
+    material.surface_render_method = 'BLENDED' if blended else 'DITHERED'  # a matte's soft edges: blended
     tree.links.new(output.inputs["Surface"], shader.outputs["BSDF"])
     return texture
 
@@ -412,7 +415,7 @@ def _add_plane(plan, created, context, shading, use_alpha):
 
     material = bpy.data.materials.new(plan.name)
     created.append(("material", material))
-    _build_material(material, image, timed, shading, use_alpha)
+    _build_material(material, image, timed, shading, use_alpha, blended=use_alpha and result.matte)
 
     width, height = plan.plane_size
     mesh = bpy.data.meshes.new(plan.name)

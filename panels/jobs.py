@@ -9,6 +9,7 @@ work on the context's scene (where ``Scene.scail2_sources`` and
 
 __all__ = (
     "classes",
+    "draw_auto_masks",
     "draw_generate",
     "draw_history",
     "draw_inputs",
@@ -24,6 +25,7 @@ from bpy.types import Panel, UIList
 from .. import compat
 from .. import job_runtime
 from .. import job_settings
+from .. import results
 from .. import sources
 from ..sources.clip import PALETTE_NAMES
 from .setup import _label_wrapped
@@ -42,6 +44,8 @@ QUEUE_ROWS = 8
 _previews = None
 # inputs.json as last read: {folder: (mtime, data)}; panels draw often, the file changes rarely.
 _inputs_cache = {}
+# Whether a job folder has a finished matte: {job folder: (file times, bool)}.
+_matte_cache = {}
 
 
 def forget_previews():
@@ -53,6 +57,7 @@ def forget_previews():
         bpy.utils.previews.remove(_previews)
         _previews = None
     _inputs_cache.clear()
+    _matte_cache.clear()
 
 
 def _thumbnail_icon(path):
@@ -140,6 +145,10 @@ def draw_inputs(layout, context):
             col.prop_search(src, "mask_strip", seq_scene.sequence_editor, "strips_all")
         else:
             col.prop(src, "mask_strip")
+        col.operator("scail2.preview_mask", icon='IMAGE_RGB')
+        preview = _thumbnail_icon(bpy.path.abspath(src.mask_preview))
+        if preview:
+            col.template_icon(icon_value=preview, scale=6.0)
     elif src.mask_source == 'FILE':
         col.prop(src, "mask_file")
     elif src.mask_source == 'IDENTITIES':
@@ -156,6 +165,9 @@ def draw_inputs(layout, context):
         if preview:
             col.template_icon(icon_value=preview, scale=6.0)
 
+    if src.driving_source == 'STRIP':
+        draw_auto_masks(layout, context, src)
+
     col = layout.column()
     col.prop(src, "reference_source")
     if src.reference_source == 'FILE':
@@ -166,6 +178,13 @@ def draw_inputs(layout, context):
         col.prop(src, "reference_camera")
         col.prop(src, "reference_engine")
         col.prop(src, "reference_mask")
+    if src.reference_source != 'CAMERA':
+        row = col.row(align=True)
+        row.prop(src, "reference_mask_file")
+        row.operator("scail2.auto_reference_mask", text="", icon='SHADERFX')
+        job = _latest_job(scene, ("masks",), kind="reference_mask")
+        if job is not None and (job.active or job.status == "failed"):
+            draw_job_state(col, context, job)
 
     col = layout.column()
     col.prop(src, "max_size")
@@ -191,11 +210,28 @@ def draw_inputs(layout, context):
         _label_wrapped(box, context, src.last_check, 'INFO')
 
 
+def draw_auto_masks(layout, context, src):
+    """Auto Masks of the footage strip: what to look for, how many, the button and the latest such job."""
+    box = layout.box()
+    col = box.column()
+    col.prop(src, "auto_mask_prompt")
+    col.prop(src, "auto_mask_identities")
+    job = _latest_job(context.scene, ("masks",), kind="driving_masks")
+    row = col.row(align=True)
+    row.operator("scail2.auto_masks", icon='SHADERFX')
+    if job is not None and job.active:
+        row.operator("scail2.cancel_job", text="", icon='CANCEL').job = job.key
+    if job is not None:
+        draw_job_state(col, context, job)
+
+
 # --------------------------------------------------------------------------------------------
 # Generate.
 
-def _latest_job(scene):
-    jobs = job_runtime.scene_jobs(scene)
+def _latest_job(scene, tasks=("generate",), kind=None):
+    """The scene's running job of ``tasks`` (of that segmentation ``kind``), else the newest one."""
+    jobs = [job for job in job_runtime.scene_jobs(scene, tasks)
+            if kind is None or job.meta.get("segment", {}).get("kind") == kind]
     active = [job for job in jobs if job.active]
     return active[-1] if active else (jobs[-1] if jobs else None)
 
@@ -254,6 +290,7 @@ def draw_generate(layout, context):
     sub.prop(settings, "frame_end")
 
     col = layout.column()
+    col.prop(settings, "use_matte")
     col.prop(settings, "form")
     if settings.form != 'STRIP':
         col.prop(settings, "camera")
@@ -309,6 +346,20 @@ class SCAIL2_UL_history(UIList):
         row.label(text=item.created, translate=False)
 
 
+def _has_matte(job_dir):
+    """Whether the job folder holds a finished matte (cached on the folder's files' times)."""
+    stamps = []
+    for path in (os.path.join(job_dir, "manifest.json"), os.path.join(job_dir, "frames_rgba", "segment.json")):
+        try:
+            stamps.append(os.path.getmtime(path))
+        except OSError:
+            stamps.append(None)
+    cached = _matte_cache.get(job_dir)
+    if cached is None or cached[0] != stamps:
+        cached = _matte_cache[job_dir] = (stamps, bool(results.matte_frames_dir(job_dir)))
+    return cached[1]
+
+
 def draw_history(layout, context):
     """The scene's finished jobs; the active one's thumbnail, seed and buttons."""
     settings = job_settings.get_job_settings(context.scene)
@@ -328,9 +379,16 @@ def draw_history(layout, context):
     col.label(text="Job {:s}: {:d} frames, seed {:d}".format(item.job_id, item.frames, item.seed), translate=False)
     if item.note:
         _label_wrapped(col, context, "Not imported: " + item.note, 'ERROR')
+    if _has_matte(item.job_dir):
+        col.label(text="Matte: RGBA frames (imports show the characters alone)", icon='CHECKMARK')
     row = box.row(align=True)
     row.operator("scail2.history_import", icon='IMPORT').index = index
     row.operator("scail2.history_redo", icon='FILE_REFRESH').index = index
+    row.operator("scail2.matte_result", icon='SHADERFX').index = index
+    matte = [job for job in job_runtime.scene_jobs(context.scene, ("matte",))
+             if job.meta.get("segment", {}).get("job_dir") == item.job_dir]
+    if matte and (matte[-1].active or matte[-1].status == "failed"):
+        draw_job_state(box, context, matte[-1])
     row = box.row(align=True)
     props = row.operator("wm.path_open", text="Open Folder", icon='FILE_FOLDER')
     props.filepath = item.job_dir

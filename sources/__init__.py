@@ -28,6 +28,7 @@ __all__ = (
     "ExportedClip",
     "ExportedStill",
     "NO_MASK",
+    "attach_reference_mask",
     "bake_reasons",
     "check_identities",
     "classes",
@@ -38,6 +39,7 @@ __all__ = (
     "get_settings",
     "job_fields",
     "load_inputs",
+    "preview_mask_strip",
     "reference_from_file",
     "reference_from_image",
     "reference_from_strip",
@@ -55,8 +57,15 @@ from .masks import (
     check_identities,
     export_mask_file,
     export_mask_strip,
+    preview_mask_strip,
     render_driving_masks,
     render_reference_mask,
 )
-from .reference import reference_from_file, reference_from_image, reference_from_strip, render_reference
+from .reference import (
+    attach_reference_mask,
+    reference_from_file,
+    reference_from_image,
+    reference_from_strip,
+    render_reference,
+)
 from .settings import classes, get_settings

@@ -18,6 +18,7 @@ __all__ = (
     "driving_frame_size",
     "export_mask_file",
     "export_mask_strip",
+    "preview_mask_strip",
     "render_driving_masks",
     "render_identity_frames",
     "render_reference_mask",
@@ -27,6 +28,7 @@ import os
 
 import bpy
 
+from .. import compat
 from .clip import PALETTE, ExportError, ExportedClip, backgrounds, identity_check, identity_names
 from .sequencer import animated_paths, folder_listing, sequencer_copy
 from .pixels import classify, compose_layers, coverage, fill, interleave, write_png
@@ -241,14 +243,17 @@ def export_mask_strip(scene, strip, driving, folder, mode, *, max_size=DEFAULT_M
     # Footage read directly: the mask covers the footage's frame. Rendered footage: the same canvas.
     canvas = None if driving.baked else driving_frame_size(driving, max_size)
     identities, warnings, size = set(), [], None
+    # A colour-mask picture read directly covers the footage's frame: stretched over the canvas.
+    fit = _fit_scale(strip, canvas) if canvas is not None and strip.type != 'MASK' else (1.0, 1.0)
     with sequencer_copy(scene, keep={strip.name}, canvas=canvas, max_size=max_size) as (copy, _made), \
             Restorer() as restorer:
         own = copy.sequence_editor.strips_all[strip.name]
+        own.mute = False  # a muted mask strip (Auto Masks adds them muted) still gives its pictures
         own.blend_type = 'REPLACE'
         own.blend_alpha = 1.0
         if not driving.baked:
             own.transform.offset_x = own.transform.offset_y = own.transform.rotation = 0.0
-            own.transform.scale_x = own.transform.scale_y = 1.0
+            own.transform.scale_x, own.transform.scale_y = fit
             own.crop.min_x = own.crop.max_x = own.crop.min_y = own.crop.max_y = 0
         all_layers, layers = [], []
         if strip.type == 'MASK':
@@ -294,6 +299,38 @@ def export_mask_strip(scene, strip, driving, folder, mode, *, max_size=DEFAULT_M
     if warnings:
         note += " (" + "; ".join(warnings) + ")"
     return _aligned_clip(driving, folder, identities, 'strip "{:s}"'.format(strip.name), note)
+
+
+def _fit_scale(strip, canvas):
+    """``(scale x, scale y)`` making a movie or image strip's pictures cover ``canvas`` (width, height) exactly.
+
+    The canvas has the footage's aspect, rounded to whole pixels: stretching
+    (by well under a pixel) keeps the mask's colours exact up to its edges.
+    """
+    if strip.type == 'MOVIE':
+        _frames, width, height = movie_info(abspath(strip.filepath, strip.id_data))
+    else:
+        element = strip.elements[0]
+        width, height, _alpha = image_info(os.path.join(abspath(strip.directory, strip.id_data), element.filename))
+    if width <= 0 or height <= 0:
+        raise ExportError("Cannot tell the size of the pictures of strip {:s}".format(strip.name))
+    return canvas[0] / width, canvas[1] / height
+
+
+def preview_mask_strip(scene, strip, frame, folder, mode, *, max_size=DEFAULT_MAX_SIZE):
+    """The driving mask ``strip`` gives at scene ``frame``, as an export renders it; ``(path, identities)``.
+
+    Written to ``folder`` (emptied of earlier previews first).
+    """
+    left, right = compat.strip_handles(strip)
+    if not left <= frame < right:
+        raise ExportError("The mask strip {:s} does not show frame {:d} (it shows {:d}-{:d})".format(
+            strip.name, frame, left, right - 1))
+    fps = scene.render.fps / scene.render.fps_base
+    one = ExportedClip(path="", kind="sequence", fps=fps, frame_start=0, frame_end=1, frame_count=1,
+                       scene_frames=[frame], scene_frame_start=frame, shown=[0], scene_fps=fps, baked=True)
+    clip = export_mask_strip(scene, strip, one, folder, mode, max_size=max_size)
+    return clip.files[0], clip.identities
 
 
 def _render_layers(copy, own, all_layers, layers, scratch, path, background):

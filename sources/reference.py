@@ -10,6 +10,7 @@ assigned, a flat colour mask is rendered through the same camera as well.
 
 __all__ = (
     "REFERENCE_EXTENSIONS",
+    "attach_reference_mask",
     "reference_from_file",
     "reference_from_image",
     "reference_from_strip",
@@ -21,7 +22,8 @@ import os
 import bpy
 
 from .. import compat
-from .clip import ExportError, ExportedStill
+from .clip import ExportError, ExportedStill, identity_names
+from .pixels import classify
 from .footage import ENGINES, bake_reasons
 from .sequencer import keep_for, render_sequencer_frames
 from .masks import render_reference_mask
@@ -31,6 +33,7 @@ from .render import (
     image_info,
     neutral_colour,
     output_size,
+    read_pixels,
     render_still,
     set_png_output,
     temporary_scene,
@@ -161,3 +164,25 @@ def render_reference(scene, camera, folder, mode, *, engine='SCENE', frame=None,
         still.mask_path, still.identities = mask_path, identities
         still.note += "; mask of the assigned identities" + (" (" + "; ".join(warnings) + ")" if warnings else "")
     return still
+
+
+def attach_reference_mask(still, path):
+    """``(still, mode)``: ``still`` with the colour mask file at ``path``, and the mode it was painted for.
+
+    The mode is read from the mask's background (white: animation, black:
+    replacement); its identities from its colours.
+    """
+    path = abspath(path)
+    if not os.path.isfile(path):
+        raise ExportError("The reference mask was not found: " + path)
+    pixels, width, height = read_pixels(path)
+    ref_width, ref_height, _alpha = image_info(still.path)
+    if abs(width / height - ref_width / ref_height) > 0.01:
+        raise ExportError("The reference mask is {:d}x{:d} but the reference is {:d}x{:d}: {:s}".format(
+            width, height, ref_width, ref_height, path))
+    counts = classify(pixels)
+    still.mask_path = path
+    still.identities = sorted(counts["identities"])
+    still.note += "; mask {:s}: identities {:s}".format(
+        os.path.basename(path), identity_names(still.identities) or "none")
+    return still, "animate" if counts["white"] >= counts["black"] else "replace"

@@ -104,6 +104,16 @@ class SCAIL2_SceneSources(PropertyGroup):
         default='NONE',
     )
     mask_strip: StringProperty(name="Mask Strip", description="Name of the mask strip")
+    auto_mask_prompt: StringProperty(
+        name="Find",
+        description="What Auto Masks looks for in the footage and the reference: a person, an animal, an object",
+        default="person",
+    )
+    auto_mask_identities: IntProperty(
+        name="Identities",
+        description="How many of the subjects found become identities 1-6 (the largest), numbered left to right",
+        min=1, max=MAX_IDENTITIES, default=1,
+    )
     mask_file: StringProperty(name="Mask Video", subtype='FILE_PATH')
     reference_source: EnumProperty(
         name="Reference",
@@ -117,6 +127,12 @@ class SCAIL2_SceneSources(PropertyGroup):
     )
     reference_file: StringProperty(name="Reference Image", subtype='FILE_PATH')
     reference_image: PointerProperty(name="Reference Image", type=bpy.types.Image)
+    reference_mask_file: StringProperty(
+        name="Reference Mask",
+        description="Colour mask of the reference image (palette colours on the reference background), "
+                    "made by Auto Mask or elsewhere. Empty: the image's alpha, or the whole image, is identity 1",
+        subtype='FILE_PATH',
+    )
     reference_camera: PointerProperty(name="Reference Camera", type=bpy.types.Object, poll=_is_camera)
     reference_engine: EnumProperty(
         name="Reference Engine",

@@ -1,0 +1,121 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Operators running segmentation jobs: Auto Masks of the footage and of the reference, Matte of a result.
+
+Thin: ``segment_runtime`` builds the jobs, the session's queue runs them on
+the worker (Blender never waits on the model) and ``segment_runtime`` uses
+their results, through :class:`SCAIL2_OT_apply_segmentation` (one undo step).
+Cancel them with ``scail2.cancel_job`` like any job.
+"""
+
+__all__ = (
+    "SCAIL2_OT_apply_segmentation",
+    "SCAIL2_OT_auto_masks",
+    "SCAIL2_OT_auto_reference_mask",
+    "SCAIL2_OT_matte_result",
+    "classes",
+)
+
+from bpy.props import StringProperty
+from bpy.types import Operator
+
+from .. import compat
+from .. import job_runtime as runtime
+from .. import results
+from .. import segment_runtime
+from .. import sources
+from ..segment_jobs import SegmentError
+from .generate import _HistoryOperator, _finish, _history_item
+
+# What starting a segmentation job can refuse with, as one line for the artist.
+_REFUSALS = (SegmentError, sources.ExportError, runtime.GenerateError)
+
+
+def _start(operator, start, *args):
+    try:
+        _job, level, message = start(*args)
+    except _REFUSALS as ex:
+        operator.report({'ERROR'}, str(ex))
+        return {'CANCELLED'}
+    return _finish(operator, level, message)
+
+
+class SCAIL2_OT_auto_masks(Operator):
+    """Find the subjects of the footage strip (SAM 3, from the text below), track them and make a """ \
+        """colour-mask strip of them, used as the driving mask. Runs in the background"""
+    bl_idname = "scail2.auto_masks"
+    bl_label = "Auto Masks"
+    bl_options = {'REGISTER'}
+
+    @classmethod
+    def poll(cls, context):
+        scene = compat.sequencer_scene(context)
+        if scene is None or scene.sequence_editor is None or not len(scene.sequence_editor.strips):
+            cls.poll_message_set("The sequencer has no footage strip")
+            return False
+        return True
+
+    def execute(self, context):
+        return _start(self, segment_runtime.start_driving_masks, context)
+
+
+class SCAIL2_OT_auto_reference_mask(Operator):
+    """Find the subjects of the reference image (SAM 3, from the text above) and make its colour mask. """ \
+        """Runs in the background"""
+    bl_idname = "scail2.auto_reference_mask"
+    bl_label = "Auto Mask"
+    bl_options = {'REGISTER'}
+
+    @classmethod
+    def poll(cls, context):
+        if context.scene is None or sources.get_settings(context.scene).reference_source == 'CAMERA':
+            cls.poll_message_set("A camera render is masked by its alpha or the assigned identities")
+            return False
+        return True
+
+    def execute(self, context):
+        return _start(self, segment_runtime.start_reference_mask, context)
+
+
+class SCAIL2_OT_matte_result(_HistoryOperator, Operator):
+    """Cut the characters of this result out (SAM 3): RGBA frames that its strip and camera plane then show """ \
+        """over what lies behind. Runs in the background"""
+    bl_idname = "scail2.matte_result"
+    bl_label = "Matte"
+
+    def execute(self, context):
+        item = _history_item(context, self.index)
+        if item is None:
+            self.report({'ERROR'}, "No such history entry")
+            return {'CANCELLED'}
+        return _start(self, segment_runtime.start_matte, context, item)
+
+
+class SCAIL2_OT_apply_segmentation(Operator):
+    """Bring the result of a finished Auto Masks or Matte job into the scene"""
+    bl_idname = "scail2.apply_segmentation"
+    bl_label = "Use Segmentation"
+    bl_options = {'REGISTER', 'UNDO', 'INTERNAL'}
+
+    job: StringProperty(name="Job", description="The finished job (its key in this session's queue)")
+
+    def execute(self, context):
+        queue = runtime.get_queue(create=False)
+        job = queue.get(self.job) if queue is not None else None
+        if job is None or job.status != "done" or job.task == "generate":
+            self.report({'ERROR'}, "No finished segmentation job {:s} in this session".format(self.job))
+            return {'CANCELLED'}
+        try:
+            level, message = segment_runtime.apply(job, context)
+        except (SegmentError, results.ResultError, sources.ExportError) as ex:
+            self.report({'ERROR'}, str(ex))
+            return {'CANCELLED'}
+        job.meta["applied"] = (level, message)
+        return {'FINISHED'}
+
+
+classes = (
+    SCAIL2_OT_auto_masks,
+    SCAIL2_OT_auto_reference_mask,
+    SCAIL2_OT_matte_result,
+    SCAIL2_OT_apply_segmentation,
+)

@@ -1,0 +1,255 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Segmentation jobs (automatic masks, mattes) as plain data: specs, finished folders, timing.
+
+Standard library only and no ``bpy`` (tests load it without Blender, as
+``jobs.py``). ``segment_runtime.py`` reads the scene, calls these functions and
+only then changes Blender data.
+
+* :func:`masks_spec` / :func:`matte_spec`: the ``protocol.SegmentSpec`` of a job.
+* :func:`load_record`: a finished job folder (its ``segment.json``, written last
+  by the backend) checked file by file, as a :class:`SegmentRecord`.
+* :func:`limit_timing` and :func:`mask_elements`: which mask file each scene
+  frame of the footage strip shows, from the timing an export recorded
+  (``sources.ExportedClip``: ``scene_frame_start``, and ``shown`` per scene frame).
+* :func:`sequence_sources`: which generated frame each file of an image plane's
+  scene-rate sequence is, so a plane can be switched to the matte's RGBA frames.
+"""
+
+__all__ = (
+    "SegmentError",
+    "SegmentRecord",
+    "limit_timing",
+    "load_record",
+    "mask_elements",
+    "masks_spec",
+    "matte_spec",
+    "sequence_sources",
+)
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+if __package__:
+    from . import protocol
+else:  # a top-level module (tests): protocol.py sits beside this file
+    import protocol
+
+MAX_LINE = 200
+
+
+class SegmentError(Exception):
+    """A segmentation job that cannot be started or used, as one line for the artist."""
+
+
+def _one_line(text):
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_LINE else text[:MAX_LINE - 1] + "\u2026"
+
+
+# --------------------------------------------------------------------------------------------
+# Specs.
+
+def masks_spec(source, *, prompt, mode, identities, frame_start=0, frame_end=None, still=False):
+    """A masks job of ``source`` (a clip, or with ``still`` an image) as a checked ``protocol.SegmentSpec``."""
+    try:
+        return protocol.SegmentSpec(
+            task="masks", source=source, prompt=prompt.strip(), mode=mode, still=still,
+            max_identities=identities, frame_start=0 if still else frame_start,
+            frame_end=None if still else frame_end,
+        ).validate()
+    except (protocol.ProtocolError, TypeError) as ex:
+        raise SegmentError(_one_line(ex)) from None
+
+
+def matte_spec(job_dir, prompt):
+    """``(spec, folder)``: the matte job of a generation job folder's frames, written beside them."""
+    frames = os.path.join(job_dir, "frames")
+    if not os.path.isdir(frames):
+        raise SegmentError("The job folder has no frames: " + frames)
+    try:
+        spec = protocol.SegmentSpec(task="matte", source=frames, prompt=prompt.strip()).validate()
+    except protocol.ProtocolError as ex:
+        raise SegmentError(_one_line(ex)) from None
+    return spec, os.path.join(job_dir, protocol.MATTE_FOLDER)
+
+
+# --------------------------------------------------------------------------------------------
+# Finished folders.
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    """A finished segmentation folder, as its ``segment.json`` describes it (paths absolute)."""
+
+    job_dir: str
+    task: str  # "masks" or "matte"
+    kind: str  # "video" or "image"
+    source: str
+    prompt: str
+    mode: str
+    frame_start: int  # the source frame of files[0]
+    files: tuple  # one per source frame from frame_start on (a still: one)
+    identities: tuple = ()  # palette numbers 1..6 painted, in identity order
+    width: int = 0
+    height: int = 0
+    warnings: tuple = field(default_factory=tuple)
+
+    @property
+    def frame_end(self):
+        return self.frame_start + len(self.files)
+
+
+def _identity_number(entry):
+    """The palette number (1..6) of one of the record's identities: by its colour, else its 0-based index."""
+    colour = tuple(entry.get("colour") or ())
+    if colour in protocol.PALETTE:
+        return protocol.PALETTE.index(colour) + 1
+    index = entry.get("identity")
+    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < protocol.MAX_IDENTITIES:
+        return index + 1
+    return None
+
+
+def _int(value, default=0):
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def load_record(job_dir, task=None):
+    """The finished job in ``job_dir`` (SegmentError when unfinished, of another task, or missing files)."""
+    path = os.path.join(job_dir, protocol.SEGMENT_RECORD)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise SegmentError("The segmentation job left no record: " + path) from None
+    except (OSError, ValueError, UnicodeDecodeError) as ex:
+        raise SegmentError(_one_line("Cannot read {:s}: {!s}".format(path, ex))) from None
+    if not isinstance(data, dict):
+        raise SegmentError("Not a segmentation record: " + path)
+    if data.get("status") != "done":
+        raise SegmentError("The segmentation job has not finished ({!s}): {:s}".format(data.get("status"), path))
+    if task is not None and data.get("task") != task:
+        raise SegmentError("{:s} is a {!s} job, not {:s}".format(path, data.get("task"), task))
+    names = data.get("files")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise SegmentError("The segmentation record lists no files: " + path)
+    files = tuple(os.path.normpath(os.path.join(job_dir, name)) for name in names)
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise SegmentError("{:d} of {:d} files of the segmentation job are missing, first: {:s}".format(
+            len(missing), len(files), missing[0]))
+    entries = data.get("identities") if isinstance(data.get("identities"), list) else []
+    numbers = [_identity_number(e) for e in entries if isinstance(e, dict)]
+    warnings = data.get("warnings") if isinstance(data.get("warnings"), list) else []
+    return SegmentRecord(
+        job_dir=os.path.normpath(job_dir), task=str(data.get("task", "")), kind=str(data.get("kind", "")),
+        source=str(data.get("source", "")), prompt=str(data.get("prompt", "")), mode=str(data.get("mode", "")),
+        frame_start=_int(data.get("frame_start")), files=files,
+        identities=tuple(n for n in numbers if n is not None),
+        width=_int(data.get("width")), height=_int(data.get("height")),
+        warnings=tuple(str(w) for w in warnings),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Timing: which mask each scene frame shows.
+
+def limit_timing(frame_start, scene_frame_start, shown, first, last):
+    """A clip's timing cut to scene frames ``first``..``last`` (inclusive).
+
+    ``frame_start``: the clip's first exported frame (in its file's frames);
+    ``shown``: per scene frame from ``scene_frame_start``, the exported frame it
+    shows counted from ``frame_start``. Returns ``(frame_start, frame_end,
+    scene_frame_start, shown)`` of the cut; SegmentError when nothing is left.
+    """
+    if last < first:
+        raise SegmentError("The frame range {:d}-{:d} is empty".format(first, last))
+    begin = max(first, scene_frame_start) - scene_frame_start
+    end = min(last + 1, scene_frame_start + len(shown)) - scene_frame_start
+    if end <= begin:
+        raise SegmentError("Frames {:d}-{:d} are outside the footage strip (scene frames {:d}-{:d})".format(
+            first, last, scene_frame_start, scene_frame_start + len(shown) - 1))
+    part = list(shown[begin:end])
+    low = min(part)
+    return frame_start + low, frame_start + max(part) + 1, scene_frame_start + begin, [i - low for i in part]
+
+
+def mask_elements(record, frame_start, scene_frame_start, shown):
+    """``(first scene frame, [mask file per scene frame])`` for a footage strip with that timing.
+
+    Each scene frame gets the mask of the footage frame it shows; the scene
+    frames whose footage frame has no mask at either end are left out.
+    """
+    files = []
+    first = None
+    for offset, index in enumerate(shown):
+        k = frame_start + index - record.frame_start
+        if 0 <= k < len(record.files):
+            if first is None:
+                first = scene_frame_start + offset
+            elif scene_frame_start + offset != first + len(files):
+                break  # a gap: keep the first covered run
+            files.append(record.files[k])
+        elif first is not None:
+            break
+    if first is None:
+        raise SegmentError("The masks (source frames {:d}-{:d}) cover no frame of the footage strip".format(
+            record.frame_start, record.frame_end - 1))
+    return first, files
+
+
+# --------------------------------------------------------------------------------------------
+# An image plane's scene-rate sequence (see results.ensure_scene_rate_sequence).
+
+def _digest(path):
+    hasher = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def sequence_sources(first_path, frames_dir):
+    """The name in ``frames_dir`` that each file of a scene-rate sequence shows: ``[name of number 0, 1, ...]``.
+
+    ``first_path``: number 1 of the sequence (as the plane's image has it). The
+    files are links to the frames, hard links or copies: they are matched by
+    their link target, then their inode, then their contents. SegmentError when
+    one matches no frame.
+    """
+    folder, base = os.path.split(first_path)
+    stem, ext = os.path.splitext(base)
+    digits = len(stem) - len(stem.rstrip("0123456789"))
+    prefix = stem[:len(stem) - digits]
+    if not digits or not os.path.isdir(folder):
+        raise SegmentError("Not a numbered image sequence: " + first_path)
+    names = sorted(n for n in os.listdir(frames_dir) if not n.startswith("."))
+    by_inode = {}
+    for name in names:
+        stat = os.stat(os.path.join(frames_dir, name))
+        by_inode[(stat.st_dev, stat.st_ino)] = name
+    by_content = None
+    found = []
+    number = 0
+    while True:
+        path = os.path.join(folder, "{:s}{:0{:d}d}{:s}".format(prefix, number, digits, ext))
+        if not os.path.lexists(path):
+            break
+        target = os.path.realpath(path)
+        stat = os.stat(path)
+        if os.path.dirname(target) == os.path.realpath(frames_dir) and os.path.basename(target) in names:
+            found.append(os.path.basename(target))
+        elif (stat.st_dev, stat.st_ino) in by_inode:
+            found.append(by_inode[(stat.st_dev, stat.st_ino)])
+        else:
+            if by_content is None:
+                by_content = {_digest(os.path.join(frames_dir, name)): name for name in names}
+            name = by_content.get(_digest(path))
+            if name is None:
+                raise SegmentError("{:s} is none of the job's frames".format(path))
+            found.append(name)
+        number += 1
+    if len(found) < 2:
+        raise SegmentError("The image sequence has no frames: " + first_path)
+    return found

@@ -1,0 +1,351 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Auto Masks and Matte inside Blender: segmentation jobs on the session's queue, and what they bring back.
+
+The operators in ``operators/segment.py`` stay thin; this module builds the
+jobs and uses their results. The jobs run on the same worker and queue as
+generations (``job_runtime.run_job``): Blender never waits on the model, a
+timer follows the job, and background mode runs it to its end.
+
+Starting:
+
+* :func:`start_driving_masks`: the footage strip (the active strip, else the
+  one the driving footage was exported from) is read straight from its file or
+  baked by ``sources.export_strip``, as for a job's driving footage; its visible
+  range (or the Generate panel's frame limit) is segmented;
+* :func:`start_reference_mask`: the reference, exported as for a job, as a still;
+* :func:`start_matte`: a finished generation's frames, into ``<job>/frames_rgba``.
+
+Finishing (``job_runtime.apply_changes`` calls :func:`finish_job`), through the
+internal operator ``scail2.apply_segmentation``: one undo step. A failed or
+cancelled job never gets here: the scene stays as it was.
+
+* driving masks: an image strip of the mask frames on a free channel above the
+  footage strip, each scene frame showing the mask of the footage frame the
+  footage strip shows there. It is added muted (it would cover the footage in
+  the preview and in the sequencer's output); Preview Mask and the mask export
+  read it all the same. It becomes the Inputs' mask strip;
+* reference mask: the Inputs' Reference Mask file, and the recorded reference's mask;
+* matte: every strip and camera plane imported from that result switches, in
+  place, to the RGBA frames (strip: alpha over; plane: the image's alpha into
+  the shader's, blended). A result not imported yet gets them when imported.
+"""
+
+__all__ = (
+    "MASKS_PROP",
+    "apply",
+    "finish_job",
+    "footage_strip",
+    "start_driving_masks",
+    "start_matte",
+    "start_reference_mask",
+    "switch_to_matte",
+)
+
+import os
+
+import bpy
+
+from . import compat
+from . import job_runtime
+from . import job_settings
+from . import results
+from . import segment_jobs
+from . import sources
+from .operators import backend_check
+from .operators import export_inputs
+from .operators import import_result
+from .segment_jobs import SegmentError
+from .sources.clip import ExportedStill, identity_names
+
+# Custom property (a group) on the strips Auto Masks adds: where they came from.
+MASKS_PROP = "scail2_masks"
+FOOTAGE_SUBDIR = "auto_masks_footage"  # in the inputs folder: footage baked for Auto Masks
+NAME_LIMIT = 63  # characters of a strip name
+DRIVING, REFERENCE, MATTE = "driving_masks", "reference_mask", "matte"
+
+
+def _prompt(src):
+    prompt = src.auto_mask_prompt.strip()
+    if not prompt:
+        raise SegmentError("Say what Auto Masks should look for, such as person")
+    return prompt
+
+
+# --------------------------------------------------------------------------------------------
+# Starting.
+
+def footage_strip(context):
+    """``(sequencer scene, strip)`` Auto Masks works on: the active strip, or the footage it was made from."""
+    seq_scene = compat.sequencer_scene(context)
+    editor = seq_scene.sequence_editor if seq_scene is not None else None
+    if editor is None:
+        raise SegmentError("The sequencer has no strips")
+    strip = editor.active_strip
+    # A result or an auto-mask strip stands for the footage it was made from.
+    for key, name in ((import_result.PROP_KEY, "driving_strip"), (MASKS_PROP, "footage_strip")):
+        if strip is not None and key in strip:
+            strip = editor.strips_all.get(strip[key].get(name, ""))
+    if strip is None:
+        recorded = sources.load_inputs(export_inputs.inputs_folder(context, context.scene)).get("driving") or {}
+        strip = editor.strips_all.get(recorded.get("strip") or "")
+    if strip is None:
+        raise SegmentError("Make the footage the active strip")
+    if strip.type == 'SOUND':
+        raise SegmentError("The strip {:s} is a sound strip; choose a strip with pictures".format(strip.name))
+    return seq_scene, strip
+
+
+def start_driving_masks(context):
+    """Submit the masks job of the footage strip; ``(job, level, message)`` as ``job_runtime.run_job``."""
+    scene = context.scene
+    src = sources.get_settings(scene)
+    settings = job_settings.get_job_settings(scene)
+    prompt = _prompt(src)
+    seq_scene, strip = footage_strip(context)
+    inputs = export_inputs.inputs_folder(context, scene)
+    clip = sources.export_strip(seq_scene, strip, os.path.join(inputs, FOOTAGE_SUBDIR), max_size=src.max_size)
+    timing = clip.frame_start, clip.frame_end, clip.scene_frame_start, list(clip.shown)
+    if settings.use_frame_range:
+        timing = segment_jobs.limit_timing(clip.frame_start, clip.scene_frame_start, clip.shown,
+                                           settings.frame_start, settings.frame_end)
+    frame_start, frame_end, scene_frame_start, shown = timing
+    spec = segment_jobs.masks_spec(clip.path, prompt=prompt, mode=src.mode, identities=src.auto_mask_identities,
+                                   frame_start=frame_start, frame_end=frame_end)
+    meta = job_runtime.job_meta(scene, seq_scene, {}, {"prompt": prompt},
+                                label="Auto Masks: {:s} in {:s}".format(prompt, strip.name))
+    meta["segment"] = {
+        "kind": DRIVING, "strip": strip.name, "baked": clip.baked, "inputs": inputs,
+        "frame_start": frame_start, "scene_frame_start": scene_frame_start, "shown": shown,
+    }
+    return job_runtime.run_job(context, spec, meta, task="masks")
+
+
+def start_reference_mask(context):
+    """Export the reference as for a job, then submit its still masks job."""
+    scene = context.scene
+    src = sources.get_settings(scene)
+    prompt = _prompt(src)
+    if src.reference_source == 'CAMERA':
+        raise SegmentError("A reference rendered through a camera is masked by its alpha or the assigned identities")
+    try:
+        bpy.ops.scail2.export_reference()
+    except RuntimeError as ex:
+        raise SegmentError(backend_check.operator_error_line(ex)) from None
+    inputs = export_inputs.inputs_folder(context, scene)
+    reference = sources.load_inputs(inputs).get("reference")
+    if not reference:
+        raise SegmentError("The reference could not be exported")
+    path = reference["path"]
+    spec = segment_jobs.masks_spec(path, prompt=prompt, mode=src.mode, identities=src.auto_mask_identities,
+                                   still=True)
+    meta = job_runtime.job_meta(scene, compat.sequencer_scene(context) or scene, {}, {"prompt": prompt},
+                                label="Auto Mask: {:s} in {:s}".format(prompt, os.path.basename(path)))
+    meta["segment"] = {"kind": REFERENCE, "reference": path, "inputs": inputs}
+    return job_runtime.run_job(context, spec, meta, task="masks")
+
+
+def start_matte(context, item):
+    """Submit the matte job of history entry ``item``: its frames, into ``<job>/frames_rgba``."""
+    scene = context.scene
+    prompt = _prompt(sources.get_settings(scene))
+    queue = job_runtime.get_queue(context, create=False)
+    for job in queue.active_jobs() if queue is not None else ():
+        if job.task == "matte" and job.meta.get("segment", {}).get("job_dir") == item.job_dir:
+            raise SegmentError("The matte of {:s} is being made already".format(item.job_id))
+    spec, folder = segment_jobs.matte_spec(item.job_dir, prompt)
+    meta = job_runtime.job_meta(scene, compat.sequencer_scene(context) or scene, {}, {"prompt": prompt},
+                                label="Matte: {:s}".format(item.name or item.job_id))
+    meta["segment"] = {"kind": MATTE, "job_dir": item.job_dir, "manifest": item.manifest}
+    return job_runtime.run_job(context, spec, meta, task="matte", job_dir=folder)
+
+
+# --------------------------------------------------------------------------------------------
+# Finishing.
+
+def finish_job(job, interactive):
+    """A done segmentation job: use its result in its scene (one undo step). Returns ``(level, message)``."""
+    meta = job.meta
+    scene = job_runtime.find_scene(meta.get("scene", ""), meta.get("scene_pointer"))
+    if scene is None:
+        return 'WARNING', "The segmentation job finished, but its scene is no longer open: " + job.job_dir
+    seq_scene = job_runtime.find_scene(meta.get("seq_scene", ""), meta.get("seq_scene_pointer")) or scene
+    meta.pop("applied", None)
+    try:
+        with bpy.context.temp_override(**job_runtime.scene_overrides(scene, seq_scene)):
+            bpy.ops.scail2.apply_segmentation('EXEC_DEFAULT', interactive, job=job.key)
+    except RuntimeError as ex:
+        return 'ERROR', "{:s} finished but could not be used: {:s}".format(
+            meta.get("label", "The job"), backend_check.operator_error_line(ex))
+    return meta.get("applied") or ('ERROR', "{:s} finished but was not used".format(meta.get("label", "The job")))
+
+
+def apply(job, context):
+    """Use the result of the finished segmentation ``job`` in the context's scene; ``(level, message)``."""
+    kind = job.meta.get("segment", {}).get("kind")
+    if kind == DRIVING:
+        return _apply_driving_masks(job, context)
+    if kind == REFERENCE:
+        return _apply_reference_mask(job, context)
+    if kind == MATTE:
+        return _apply_matte(job)
+    raise SegmentError("Unknown segmentation job {!r}".format(kind))
+
+
+def _with_warnings(message, warnings):
+    if not warnings:
+        return 'INFO', message
+    return 'WARNING', "{:s} ({:s})".format(message, "; ".join(warnings))
+
+
+def _strip_name(footage):
+    suffix = " Auto Masks"
+    return footage[:NAME_LIMIT - len(suffix)] + suffix
+
+
+def _line_up(strip, footage):
+    """Give the mask strip the footage strip's placement (masks read directly are the footage's size)."""
+    strip.transform.scale_x, strip.transform.scale_y = footage.transform.scale_x, footage.transform.scale_y
+    strip.transform.offset_x, strip.transform.offset_y = footage.transform.offset_x, footage.transform.offset_y
+    strip.transform.rotation = footage.transform.rotation
+    strip.use_flip_x, strip.use_flip_y = footage.use_flip_x, footage.use_flip_y
+
+
+def _apply_driving_masks(job, context):
+    info = job.meta["segment"]
+    record = segment_jobs.load_record(job.job_dir, "masks")
+    first, files = segment_jobs.mask_elements(record, info["frame_start"], info["scene_frame_start"], info["shown"])
+    seq_scene = compat.sequencer_scene(context) or context.scene
+    if seq_scene.sequence_editor is None:
+        raise SegmentError("The sequencer scene {:s} has no strips any more".format(seq_scene.name))
+    editor = seq_scene.sequence_editor
+    footage = editor.strips_all.get(info["strip"])
+    lowest = footage.channel + 1 if footage is not None else 1
+    end = first + len(files)
+    channel = results.free_channel(((s.channel, *compat.strip_handles(s)) for s in editor.strips), lowest, first, end)
+    if channel is None:
+        raise SegmentError("No free channel above channel {:d} for frames {:d}-{:d}".format(lowest - 1, first, end - 1))
+    strip = editor.strips.new_image(_strip_name(info["strip"]), files[0], channel, first, fit_method='FIT')
+    try:
+        for path in files[1:]:
+            strip.elements.append(os.path.basename(path))
+        if footage is not None and not info["baked"]:
+            _line_up(strip, footage)
+        strip.mute = True
+        strip[MASKS_PROP] = {"footage_strip": info["strip"], "job_dir": job.job_dir, "prompt": record.prompt,
+                             "mode": record.mode, "identities": list(record.identities)}
+    except BaseException:
+        editor.strips.remove(strip)
+        raise
+    src = sources.get_settings(context.scene)
+    src.mask_source = 'MASK_STRIP'
+    src.mask_strip = strip.name
+    src.mask_preview = ""
+    # The driving mask exported before is not this one: the next export (Generate does it) renders the strip.
+    if sources.load_inputs(info["inputs"]).get("driving_mask"):
+        sources.save_inputs(info["inputs"], driving_mask=None, driving_mask_mode=None)
+    found = identity_names(record.identities) or "none"
+    return _with_warnings("Auto Masks: strip {:s} (muted) on channel {:d}, frames {:d}-{:d}, identities {:s}; "
+                          "it is the mask strip of the Inputs now".format(strip.name, channel, first, end - 1, found),
+                          record.warnings)
+
+
+def _apply_reference_mask(job, context):
+    info = job.meta["segment"]
+    record = segment_jobs.load_record(job.job_dir, "masks")
+    path = record.files[0]
+    scene = context.scene
+    src = sources.get_settings(scene)
+    src.reference_mask_file = path
+    inputs = sources.load_inputs(info["inputs"])
+    reference = inputs.get("reference")
+    if reference and os.path.normpath(reference.get("path", "")) == os.path.normpath(info["reference"]):
+        still = ExportedStill.from_dict(reference)
+        still.mask_path, still.identities = path, list(record.identities)
+        still.note += "; Auto Mask of {:s}".format(record.prompt or "the subjects")
+        inputs = sources.save_inputs(info["inputs"], reference=still, reference_mask_mode=record.mode or src.mode)
+        inputs["mode"] = src.mode
+        _ok, src.last_check = sources.check_identities(inputs)
+    found = identity_names(record.identities) or "none"
+    return _with_warnings("Reference mask: identities {:s} ({:s})".format(found, path), record.warnings)
+
+
+def _apply_matte(job):
+    info = job.meta["segment"]
+    segment_jobs.load_record(job.job_dir, "matte")
+    result = results.load_result(info["manifest"] or info["job_dir"])
+    if not result.matte:
+        raise SegmentError(next((w for w in result.warnings if "matte" in w), "The matte is incomplete"))
+    switched, problems = switch_to_matte(result)
+    if not switched and not problems:
+        return 'INFO', "Matte of {:s} ready: importing it brings the RGBA frames".format(result.job_id)
+    return _with_warnings("Matte of {:s}: {:s} now show the RGBA frames".format(
+        result.job_id, ", ".join(switched) or "nothing"), problems)
+
+
+# --------------------------------------------------------------------------------------------
+# Switching what was imported to the matte.
+
+def _imported_from(block, job_dir):
+    props = block.get(import_result.PROP_KEY)
+    return props is not None and os.path.normpath(str(props.get("job_dir", ""))) == os.path.normpath(job_dir)
+
+
+def switch_to_matte(result):
+    """Make every strip and camera plane imported from ``result`` (loaded with its matte) show the RGBA frames.
+
+    Returns ``(names switched, one line per item that could not be)``.
+    """
+    switched, problems = [], []
+    folder = os.path.join(result.frames_dir, "")
+    for scene in bpy.data.scenes:
+        editor = scene.sequence_editor
+        for strip in editor.strips_all if editor is not None else ():
+            if strip.type == 'IMAGE' and _imported_from(strip, result.job_dir):
+                strip.directory = folder
+                strip.blend_type = 'ALPHA_OVER'
+                strip[import_result.PROP_KEY]["matte"] = True
+                switched.append("strip " + strip.name)
+    rgb = results.load_result(result.manifest_path, use_matte=False)
+    for obj in bpy.data.objects:
+        if obj.type == 'MESH' and _imported_from(obj, result.job_dir):
+            try:
+                _switch_plane(obj, result, rgb)
+            except (SegmentError, results.ResultError, OSError) as ex:
+                problems.append("plane {:s} kept its frames: {!s}".format(obj.name, ex))
+                continue
+            switched.append("plane " + obj.name)
+    return switched, problems
+
+
+def _plane_texture(obj):
+    material = obj.active_material
+    tree = material.node_tree if material is not None else None
+    texture = next((n for n in tree.nodes if n.type == 'TEX_IMAGE' and n.image is not None), None) if tree else None
+    if texture is None:
+        raise SegmentError("its material shows no image")
+    return material, tree, texture
+
+
+def _switch_plane(obj, result, rgb):
+    """Point the plane's image at a scene-rate sequence of the RGBA frames with the same timing."""
+    material, tree, texture = _plane_texture(obj)
+    image = texture.image
+    first = os.path.normpath(bpy.path.abspath(image.filepath))
+    try:
+        names = segment_jobs.sequence_sources(first, rgb.frames_dir)
+    except SegmentError:
+        names = segment_jobs.sequence_sources(first, result.frames_dir)  # switched before: an older matte
+    index_of = {os.path.basename(frame.path): i for i, frame in enumerate(result.frames)}
+    if any(name not in index_of for name in names):
+        raise SegmentError("its frames are not the job's")
+    timed = results.TimedFrames(texture.image_user.frame_start, tuple(index_of[name] for name in names[1:]))
+    image.filepath = results.ensure_scene_rate_sequence(result, timed)
+    image.alpha_mode = 'STRAIGHT'
+    image.reload()
+    shader = next((n for n in tree.nodes if n.type == 'BSDF_PRINCIPLED'), None)
+    if shader is None:
+        raise SegmentError("its material has no Principled BSDF")
+    tree.links.new(shader.inputs["Alpha"], texture.outputs["Alpha"])
+    material.surface_render_method = 'BLENDED'
+    material.use_transparent_shadow = True
+    obj[import_result.PROP_KEY]["matte"] = True

@@ -1,0 +1,508 @@
+"""Child-process script for test_segment.py: Auto Masks and Matte through the installed extension.
+
+Run as ``python segment_script.py ZIP WORK_DIR REPORT_JSON`` with
+``BLENDER_USER_RESOURCES`` pointing at an empty folder (set before ``bpy`` is
+imported). WORK_DIR/config.json names the backend Python, the footage and the
+reference. Installs and enables the built extension, points it at the backend
+environment with the tiny test models on the CPU (a real worker: random SAM 3
+and SCAIL-2 weights), and records every step in REPORT_JSON as
+``{name: {"ok": bool, "detail": ...}}``; a failing step does not stop the
+later ones. The checks themselves are in test_segment.py.
+
+The bpy module runs in background mode, so the operators run their job to the
+end before returning; the interactive path (a timer follows the job) is run by
+setting ``job_runtime.force_async`` and calling ``job_runtime.tick`` by hand.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+
+ZIP_PATH, WORK_DIR, REPORT_PATH = sys.argv[1:4]
+
+import bpy  # noqa: E402  (after the environment is set)
+import numpy as np  # noqa: E402  (bundled with bpy)
+
+with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
+    CONFIG = json.load(fh)
+
+REPO = "user_default"
+PKG = "bl_ext.{:s}.scail2".format(REPO)
+HAS_SEQUENCER_SCENE = bpy.app.version >= (5, 0, 0)
+PALETTE = [(0, 0, 255), (255, 0, 0), (0, 255, 0), (255, 0, 255), (0, 255, 255), (255, 255, 0)]
+
+report = {"blender_version": bpy.app.version_string}
+SCENES = {}
+
+
+def step(fn):
+    """Run ``fn`` now and record its outcome under its name."""
+    started = time.monotonic()
+    try:
+        report[fn.__name__] = {"ok": True, "detail": fn()}
+    except BaseException:
+        report[fn.__name__] = {"ok": False, "detail": traceback.format_exc()}
+    report[fn.__name__]["seconds"] = round(time.monotonic() - started, 2)
+    return fn
+
+
+def module(suffix):
+    return sys.modules[PKG + suffix]
+
+
+def window():
+    return bpy.context.window_manager.windows[0]
+
+
+def show(scene):
+    win = window()
+    win.scene = scene
+    if HAS_SEQUENCER_SCENE:
+        win.workspace.sequencer_scene = scene
+
+
+def new_scene(name, fps, resolution=(256, 135)):
+    scene = bpy.data.scenes.new(name)
+    scene.render.fps, scene.render.fps_base = fps, 1.0
+    scene.render.resolution_x, scene.render.resolution_y = resolution
+    scene.frame_start, scene.frame_end = 1, 30
+    scene.sequence_editor_create()
+    return scene
+
+
+def add_movie_as_in_the_ui(scene, channel, frame_start, name="footage"):
+    """The sequencer's own operator, as an artist adds footage ("Adjust Playback Rate" on)."""
+    show(scene)
+    win = window()
+    area = win.screen.areas[-1]
+    area.type = 'SEQUENCE_EDITOR'
+    with bpy.context.temp_override(window=win, screen=win.screen, area=area):
+        result = bpy.ops.sequencer.movie_strip_add(
+            filepath=CONFIG["footage"], frame_start=frame_start, channel=channel, sound=False, use_framerate=False)
+    assert result == {'FINISHED'}, result
+    strip = scene.sequence_editor.active_strip
+    strip.name = name
+    return strip
+
+
+def add_camera(scene):
+    camera = bpy.data.objects.new(scene.name + " Cam", bpy.data.cameras.new(scene.name + " Cam"))
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    camera.location = (0.0, -8.0, 1.0)
+    camera.rotation_euler = (1.5708, 0.0, 0.0)
+    return camera
+
+
+def set_up_inputs(scene, footage, max_size=64):
+    scene.sequence_editor.active_strip = footage
+    src = scene.scail2_sources
+    src.driving_source = 'STRIP'
+    src.mask_source = 'NONE'
+    src.reference_source = 'FILE'
+    src.reference_file = CONFIG["reference"]
+    src.max_size = max_size
+    src.auto_mask_prompt = "person"
+    src.auto_mask_identities = 2
+    show(scene)
+    return src
+
+
+def snapshot(scene):
+    """Everything a failed or cancelled job must leave as it was."""
+    editor = scene.sequence_editor
+    src = scene.scail2_sources
+    return {
+        "strips": sorted([s.name, s.channel, s.frame_final_start, s.frame_final_end, s.mute]
+                         for s in editor.strips_all) if editor is not None else [],
+        "objects": sorted(o.name for o in bpy.data.objects),
+        "images": sorted(i.name for i in bpy.data.images),
+        "materials": sorted(m.name for m in bpy.data.materials),
+        "mask": [src.mask_source, src.mask_strip, src.reference_mask_file],
+        "history": len(scene.scail2_job.history),
+    }
+
+
+def mask_strips(scene):
+    return [s for s in scene.sequence_editor.strips_all if "scail2_masks" in s]
+
+
+def strip_detail(strip):
+    return {
+        "name": strip.name,
+        "type": strip.type,
+        "channel": strip.channel,
+        "frame_final_start": strip.frame_final_start,
+        "frame_final_end": strip.frame_final_end,
+        "elements": [e.filename for e in strip.elements] if strip.type == 'IMAGE' else [],
+        "directory": bpy.path.abspath(strip.directory) if strip.type == 'IMAGE' else "",
+        "mute": strip.mute,
+        "blend_type": strip.blend_type,
+        "scale": [strip.transform.scale_x, strip.transform.scale_y],
+        "props": {key: strip[key].to_dict() for key in ("scail2", "scail2_masks") if key in strip},
+    }
+
+
+def pixels_of(path):
+    """(width, height, RGBA float array [h, w, 4]) of an image file."""
+    image = bpy.data.images.load(path, check_existing=False)
+    try:
+        width, height = image.size
+        data = np.empty(width * height * 4, np.float32)
+        image.pixels.foreach_get(data)
+        return width, height, data.reshape(height, width, 4)
+    finally:
+        bpy.data.images.remove(image)
+
+
+def colours_of(path):
+    """The distinct 8-bit RGB colours of an image file."""
+    _w, _h, pixels = pixels_of(path)
+    rgb = np.round(pixels[..., :3] * 255).astype(np.int32).reshape(-1, 3)
+    return sorted({tuple(int(v) for v in c) for c in np.unique(rgb, axis=0)})
+
+
+def run_expect_error(op, **props):
+    try:
+        result = op(**props)
+    except RuntimeError as ex:
+        return str(ex)
+    raise AssertionError("the operator did not fail: {!r}".format(result))
+
+
+def pump(until, timeout=120.0):
+    """Call the timer function as Blender's event loop would, until ``until()`` or the timeout."""
+    runtime = module(".job_runtime")
+    deadline = time.monotonic() + timeout
+    ticks = 0
+    while not until():
+        assert time.monotonic() < deadline, "timed out"
+        interval = runtime.tick()
+        ticks += 1
+        time.sleep(0.05 if interval is None else min(interval, 0.05))
+    return ticks
+
+
+def last_job(scene, task):
+    return module(".job_runtime").scene_jobs(scene, (task,))[-1]
+
+
+def material_detail(obj):
+    material = obj.active_material
+    tree = material.node_tree
+    texture = next(n for n in tree.nodes if n.type == 'TEX_IMAGE')
+    shader = next(n for n in tree.nodes if n.type == 'BSDF_PRINCIPLED')
+    alpha_links = [link.from_node.name for link in shader.inputs["Alpha"].links]
+    image_path = bpy.path.abspath(texture.image.filepath)
+    return {
+        "render_method": material.surface_render_method,
+        "alpha_from": alpha_links,
+        "texture": texture.name,
+        "image": image_path,
+        "image_target": os.path.realpath(image_path),
+        "alpha_mode": texture.image.alpha_mode,
+        "frame_start": texture.image_user.frame_start,
+        "frame_duration": texture.image_user.frame_duration,
+    }
+
+
+# --- The steps.
+
+@step
+def install():
+    result = bpy.ops.extensions.package_install_files(filepath=ZIP_PATH, repo=REPO, enable_on_install=True)
+    assert result == {'FINISHED'}, result
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.python_path = CONFIG["backend_python"]
+    prefs.model_source = 'TINY'
+    prefs.device = 'CPU'
+    prefs.output_dir = os.path.join(WORK_DIR, "output")
+    worker, _root = module(".job_runtime").worker_setting(prefs)
+    prefs.sam3_weights_dir = os.path.join(WORK_DIR, "sam3")
+    with_weights, _root = module(".job_runtime").worker_setting(prefs)
+    prefs.sam3_weights_dir = ""
+    return {"ops": sorted(op for op in dir(bpy.ops.scail2)), "args": list(worker.args),
+            "args_with_sam3": list(with_weights.args)}
+
+
+@step
+def auto_masks_of_a_footage_strip():
+    """A 16 fps clip added as in the interface to a 24 fps scene, trimmed to scene frames 1-6."""
+    scene = new_scene("Masks24", 24)
+    footage = add_movie_as_in_the_ui(scene, 2, 1)
+    footage.frame_final_end = 7
+    other = scene.sequence_editor.strips.new_image("busy", CONFIG["reference"], 3, 1)
+    other.frame_final_end = 20
+    src = set_up_inputs(scene, footage)
+    SCENES["masks"] = scene
+    before = snapshot(scene)
+    started = time.monotonic()
+    result = bpy.ops.scail2.auto_masks()
+    took = time.monotonic() - started
+    assert result == {'FINISHED'}, result
+    [strip] = mask_strips(scene)
+    job = last_job(scene, "masks")
+    with open(job.record, encoding="utf-8") as fh:
+        record = json.load(fh)
+    return {
+        "seconds": took,
+        "before": before,
+        "strip": strip_detail(strip),
+        "footage": strip_detail(footage),
+        "busy_channel": other.channel,
+        "mask_source": src.mask_source,
+        "mask_strip": src.mask_strip,
+        "job": {"status": job.status, "task": job.task, "spec": job.spec, "job_dir": job.job_dir,
+                "record": job.record},
+        "record": record,
+        "colours": colours_of(os.path.join(job.job_dir, record["files"][0])),
+        "active": scene.sequence_editor.active_strip.name,
+    }
+
+
+def _paint_masks(strip, count):
+    """Replace the auto masks by flat palette colours (the user's own masks): footage frame k gets colour k."""
+    pixels = module(".sources.pixels")
+    folder = bpy.path.abspath(strip.directory)
+    for name in sorted(set(e.filename for e in strip.elements)):
+        k = int(name.split("_")[1].split(".")[0])
+        width, height, _ = pixels_of(os.path.join(folder, name))
+        pixels.write_png(os.path.join(folder, name), width, height, bytes(PALETTE[k % count]) * (width * height))
+
+
+@step
+def preview_and_export_use_the_mask_strip():
+    scene = SCENES["masks"]
+    show(scene)
+    [strip] = mask_strips(scene)
+    _paint_masks(strip, 4)
+    previews = {}
+    for frame in (2, 4):
+        scene.frame_current = frame
+        assert bpy.ops.scail2.preview_mask() == {'FINISHED'}
+        path = bpy.path.abspath(scene.scail2_sources.mask_preview)
+        width, height, pixels = pixels_of(path)
+        centre = pixels[height // 2, width // 2, :3]
+        previews[frame] = {"path": path, "size": [width, height], "centre": [round(float(v) * 255) for v in centre]}
+    # With the mask strip active (the user inspecting it), exports still read the footage it stands for.
+    scene.sequence_editor.active_strip = strip
+    assert bpy.ops.scail2.export_all_inputs() == {'FINISHED'}
+    active = scene.sequence_editor.active_strip.name
+    folder = module(".operators.export_inputs").inputs_folder(bpy.context, scene)
+    with open(os.path.join(folder, "inputs.json"), encoding="utf-8") as fh:
+        inputs = json.load(fh)
+    mask = inputs["driving_mask"]
+    exported = []
+    for index in range(mask["frame_start"], mask["frame_end"]):
+        exported.append(colours_of(mask["files"][index]))
+    return {"previews": previews, "driving": inputs["driving"], "mask": mask, "exported_colours": exported,
+            "active": active}
+
+
+@step
+def auto_mask_of_the_reference():
+    scene = SCENES["masks"]
+    show(scene)
+    src = scene.scail2_sources
+    result = bpy.ops.scail2.auto_reference_mask()
+    assert result == {'FINISHED'}, result
+    job = last_job(scene, "masks")
+    folder = module(".operators.export_inputs").inputs_folder(bpy.context, scene)
+    with open(os.path.join(folder, "inputs.json"), encoding="utf-8") as fh:
+        inputs = json.load(fh)
+    with open(job.record, encoding="utf-8") as fh:
+        record = json.load(fh)
+    # Export the reference again: the Reference Mask setting stays with it.
+    assert bpy.ops.scail2.export_reference() == {'FINISHED'}
+    with open(os.path.join(folder, "inputs.json"), encoding="utf-8") as fh:
+        again = json.load(fh)
+    return {
+        "reference_mask_file": bpy.path.abspath(src.reference_mask_file),
+        "job_dir": job.job_dir,
+        "spec": job.spec,
+        "record": record,
+        "reference": inputs["reference"],
+        "reference_mask_mode": inputs.get("reference_mask_mode"),
+        "again": again["reference"],
+        "again_mode": again.get("reference_mask_mode"),
+        "colours": colours_of(os.path.join(job.job_dir, "mask.png")),
+        "last_check": src.last_check,
+    }
+
+
+@step
+def failed_masks_job_changes_nothing():
+    """Footage whose images the worker cannot read: the job fails, the scene stays as it was."""
+    scene = new_scene("Broken", 24)
+    folder = os.path.join(WORK_DIR, "broken")
+    os.makedirs(folder, exist_ok=True)
+    for i in range(3):
+        with open(os.path.join(folder, "img_{:03d}.png".format(i)), "wb") as fh:
+            fh.write(b"not a picture")
+    strip = scene.sequence_editor.strips.new_image("broken", os.path.join(folder, "img_000.png"), 1, 1)
+    for i in (1, 2):
+        strip.elements.append("img_{:03d}.png".format(i))
+    set_up_inputs(scene, strip)
+    before = snapshot(scene)
+    message = run_expect_error(bpy.ops.scail2.auto_masks)
+    job = last_job(scene, "masks")
+    return {"message": message, "status": job.status, "error": job.error.code if job.error else None,
+            "before": before, "after": snapshot(scene)}
+
+
+@step
+def cancelled_masks_job_changes_nothing():
+    runtime = module(".job_runtime")
+    runtime.force_async = True
+    scene = new_scene("Cancel", 24)
+    footage = add_movie_as_in_the_ui(scene, 1, 1)  # the whole clip
+    set_up_inputs(scene, footage)
+    before = snapshot(scene)
+    try:
+        assert bpy.ops.scail2.auto_masks() == {'FINISHED'}
+        job = last_job(scene, "masks")
+        pump(lambda: job.finished or (job.status == "running" and job.phase == "segment"))
+        seen = job.phase_text()
+        assert bpy.ops.scail2.cancel_job(job=job.key) == {'FINISHED'}
+        pump(lambda: job.finished, timeout=60.0)
+        runtime.tick()
+        return {"status": job.status, "seen": seen, "before": before, "after": snapshot(scene),
+                "job_dir": job.job_dir, "record": os.path.isfile(os.path.join(job.job_dir, "segment.json"))}
+    finally:
+        runtime.force_async = False
+
+
+@step
+def interactive_auto_masks_is_one_undo_step():
+    runtime = module(".job_runtime")
+    runtime.force_async = True
+    scene = new_scene("Undo", 16)
+    footage = scene.sequence_editor.strips.new_movie("footage", CONFIG["footage"], 1, 1, fit_method='FIT')
+    footage.frame_final_end = 4
+    set_up_inputs(scene, footage)
+    try:
+        with bpy.context.temp_override(window=window()):
+            bpy.ops.ed.undo_push(message="before Auto Masks")
+        before = snapshot(scene)
+        started = time.monotonic()
+        assert bpy.ops.scail2.auto_masks() == {'FINISHED'}
+        returned = time.monotonic() - started
+        job = last_job(scene, "masks")
+        status_at_return = job.status
+        phases = set()
+        pump(lambda: phases.add(job.phase_text()) or job.finished)
+        runtime.tick()
+        after = snapshot(scene)
+        with bpy.context.temp_override(window=window()):
+            assert bpy.ops.ed.undo() == {'FINISHED'}
+        undone = snapshot(bpy.data.scenes["Undo"])
+        with bpy.context.temp_override(window=window()):
+            assert bpy.ops.ed.redo() == {'FINISHED'}
+        redone = snapshot(bpy.data.scenes["Undo"])
+        return {"returned_after": returned, "status_at_return": status_at_return, "status": job.status,
+                "phases": sorted(phases), "before": before, "after": after, "undone": undone, "redone": redone}
+    finally:
+        runtime.force_async = False
+        SCENES.clear()  # undo replaced every datablock
+
+
+@step
+def generate_then_matte():
+    """A tiny generation brought back as strip and plane, then its Matte: both switch to the RGBA frames."""
+    scene = new_scene("Matte24", 24, resolution=(128, 64))
+    footage = scene.sequence_editor.strips.new_movie("footage", CONFIG["footage"], 1, 1, fit_method='FIT')
+    add_camera(scene)
+    set_up_inputs(scene, footage)
+    job = scene.scail2_job
+    job.width, job.height, job.steps = 128, 64, 2
+    job.use_frame_range, job.frame_start, job.frame_end = True, 1, 4
+    job.form = 'BOTH'
+    assert bpy.ops.scail2.generate() == {'FINISHED'}
+    item = job.history[0]
+    [strip] = [s for s in scene.sequence_editor.strips if "scail2" in s]
+    [plane] = [o for o in scene.objects if "scail2" in o]
+    before = {"strip": strip_detail(strip), "material": material_detail(plane)}
+    result = bpy.ops.scail2.matte_result(index=0)
+    assert result == {'FINISHED'}, result
+    matte_job = last_job(scene, "matte")
+    after = {"strip": strip_detail(strip), "material": material_detail(plane)}
+    assert bpy.ops.scail2.history_import(index=0) == {'FINISHED'}
+    strips = [s for s in scene.sequence_editor.strips if "scail2" in s]
+    planes = [o for o in scene.objects if "scail2" in o and o != plane]
+    return {
+        "job_dir": item.job_dir,
+        "manifest": item.manifest,
+        "matte_job": {"status": matte_job.status, "job_dir": matte_job.job_dir, "spec": matte_job.spec,
+                      "record": matte_job.record},
+        "before": before,
+        "after": after,
+        "again": {"strip": strip_detail(strips[-1]), "material": material_detail(planes[-1])},
+        "plane_files": sorted(os.listdir(os.path.dirname(after["material"]["image"]))),
+    }
+
+
+@step
+def generate_with_matte():
+    scene = bpy.data.scenes["Matte24"]
+    show(scene)
+    job = scene.scail2_job
+    job.use_matte = True
+    assert bpy.ops.scail2.generate() == {'FINISHED'}
+    item = job.history[-1]
+    strips = [s for s in scene.sequence_editor.strips if "scail2" in s]
+    planes = [o for o in scene.objects if "scail2" in o]
+    newest = max(planes, key=lambda o: o.name)
+    with open(item.manifest, encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    return {"job_dir": item.job_dir, "manifest": manifest, "strip": strip_detail(strips[-1]),
+            "material": material_detail(newest), "spec": json.loads(item.settings_json)["spec"]}
+
+
+@step
+def panels_draw():
+    """The SCAIL panels draw, with the Auto Masks and Matte parts, in both editors."""
+    import types
+
+    scene = bpy.data.scenes["Matte24"]
+    show(scene)
+    scene.scail2_sources.mask_source = 'MASK_STRIP'
+    icons = {i.identifier for i in bpy.types.UILayout.bl_rna.functions["operator"].parameters["icon"].enum_items}
+    drawn = {}
+    for name in sorted(n for n in dir(bpy.types) if n.startswith("SCAIL2_PT_")):
+        cls = getattr(bpy.types, name)
+        calls = []
+
+        class Layout:
+            """Records labels, operators and properties; every other call returns another recorder."""
+
+            def __getattr__(self, attr, calls=calls):
+                def call(*args, **kwargs):
+                    if kwargs.get("icon", 'NONE') not in icons:
+                        raise ValueError("no icon {!r} in this Blender".format(kwargs["icon"]))
+                    if attr == "label":
+                        calls.append("label:" + kwargs.get("text", ""))
+                    elif attr == "operator":
+                        calls.append("operator:" + args[0])
+                    elif attr in ("prop", "prop_search"):
+                        calls.append("prop:" + args[1])
+                    return Layout()
+                return call
+
+            def __setattr__(self, attr, value):
+                pass
+
+        cls.draw(types.SimpleNamespace(layout=Layout()), bpy.context)
+        drawn[name] = calls
+    return drawn
+
+
+@step
+def disable():
+    bpy.ops.preferences.addon_disable(module=PKG)
+    return sorted(n for n in dir(bpy.types) if n.startswith("SCAIL2_"))
+
+
+with open(REPORT_PATH, "w", encoding="utf-8") as fh:
+    json.dump(report, fh, indent=1)
