@@ -260,6 +260,7 @@ def build_job(context, scene=None):
             guidance=settings.guidance or None,
             seed=seed,
             matte=settings.use_matte,
+            matte_prompt=src.auto_mask_prompt.strip() or protocol.DEFAULT_SEGMENT_PROMPT,
         ).validate()
     except (protocol.ProtocolError, TypeError) as ex:
         raise GenerateError(str(ex)) from None

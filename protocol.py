@@ -29,6 +29,7 @@ MODEL_FPS = 16.0
 MANIFEST_FORMAT = "scail2-job/1"  # a job folder's manifest.json, written by the backend
 SEGMENT_FRAMES = 81
 SEGMENT_OVERLAP = 5
+DEFAULT_SEGMENT_PROMPT = "person"  # what a mask or matte looks for unless told
 
 
 class ProtocolError(ValueError):
@@ -89,6 +90,7 @@ class JobSpec:
     loras: list[dict] = field(default_factory=list)  # {"path": str, "strength": float}
     pose_driven: bool = False
     matte: bool = False  # also write RGBA frames (MATTE_FOLDER) with the generated character's alpha
+    matte_prompt: str = DEFAULT_SEGMENT_PROMPT  # what the matte keeps (SAM 3 text prompt)
 
     def validate(self) -> JobSpec:
         """Raise ProtocolError on values no run could accept; return self."""
@@ -107,6 +109,8 @@ class JobSpec:
             raise ProtocolError(f"model frame rate must be positive, got {self.model_fps}")
         if self.frame_start < 0 or (self.frame_end is not None and self.frame_end <= self.frame_start):
             raise ProtocolError(f"frame range [{self.frame_start}, {self.frame_end}) is empty")
+        if self.matte and not self.matte_prompt.strip():
+            raise ProtocolError("a matte needs a text prompt saying what to keep, such as 'person'")
         if self.steps is not None and self.steps < 1:
             raise ProtocolError(f"steps must be at least 1, got {self.steps}")
         return self
@@ -140,7 +144,6 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
 # What a submit asks for: a generation (JobSpec), or a segmentation (SegmentSpec).
 TASKS = ("generate", "masks", "matte")
 SEGMENT_TASKS = ("masks", "matte")
-DEFAULT_SEGMENT_PROMPT = "person"
 SEGMENT_RECORD = "segment.json"  # a masks or matte job folder's record, written by the backend
 MATTE_FOLDER = "frames_rgba"  # a generation job's RGBA frames, beside `frames/`
 

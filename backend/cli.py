@@ -80,6 +80,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
                      help="the driving clip is a pose/skeleton render (a label; selects 704p by default)")
     gen.add_argument("--matte", action="store_true",
                      help="also write RGBA frames (frames_rgba/) with the character's alpha, by SAM 3")
+    gen.add_argument("--matte-prompt", default=protocol.DEFAULT_SEGMENT_PROMPT,
+                     help="what the matte keeps (default: person)")
 
     add_device_arguments(parser)
 
@@ -94,7 +96,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         height=args.height, width=args.width, steps=args.steps, guidance=args.guidance, shift=args.shift,
         sampler=args.sampler, seed=args.seed, model_fps=args.fps, driving_fps=args.driving_fps,
         frame_start=args.start, frame_end=args.end, color_match=not args.no_color_match, loras=args.lora,
-        pose_driven=args.pose_driven, matte=args.matte,
+        pose_driven=args.pose_driven, matte=args.matte, matte_prompt=args.matte_prompt,
     )
 
 

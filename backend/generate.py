@@ -294,7 +294,7 @@ class GenerationJob:
                 self.events("progress", phase="matte", stage=fields["phase"], frame=fields["frame"],
                             frames=fields["frames"])
 
-        matte_generation(self.job_dir, protocol.DEFAULT_SEGMENT_PROMPT, self.segmenters, progress, should_cancel)
+        matte_generation(self.job_dir, self.inputs.spec.matte_prompt, self.segmenters, progress, should_cancel)
 
     def _run_segments(self, should_cancel: Callable[[], bool]) -> None:
         device = self.components.device

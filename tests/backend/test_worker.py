@@ -355,7 +355,7 @@ def test_masks_and_matte_jobs_report_progress_and_write_complete_frames(worker, 
 
 
 def test_a_generation_with_matte_writes_rgba_frames_before_it_is_done(worker, tmp_path):
-    queued = worker.submit(small_job(matte=True, frame_end=3), tmp_path / "g")
+    queued = worker.submit(small_job(matte=True, matte_prompt="dog", frame_end=3), tmp_path / "g")
     events = worker.finish(queued["job"])
     assert events[-1]["type"] == "done", events[-1]
     assert [m["type"] for m in events].count("started") == 1
@@ -365,6 +365,7 @@ def test_a_generation_with_matte_writes_rgba_frames_before_it_is_done(worker, tm
     assert manifest["matte"] == protocol.MATTE_FOLDER
     record = json.loads((tmp_path / "g" / protocol.MATTE_FOLDER / protocol.SEGMENT_RECORD).read_text())
     assert record["status"] == "done" and record["files"] == [f"frame_{k:06d}.png" for k in range(3)]
+    assert record["prompt"] == "dog"
     for name in record["files"]:
         rgba, rgb = read_rgb(tmp_path / "g" / protocol.MATTE_FOLDER / name), read_rgb(tmp_path / "g" / "frames" / name)
         assert rgba.shape == (64, 128, 4) and np.array_equal(rgba[..., :3], rgb)

@@ -449,6 +449,7 @@ def generate_with_matte():
     show(scene)
     job = scene.scail2_job
     job.use_matte = True
+    scene.scail2_sources.auto_mask_prompt = "woman"  # the matte looks for what Auto Masks looks for
     assert bpy.ops.scail2.generate() == {'FINISHED'}
     item = job.history[-1]
     strips = [s for s in scene.sequence_editor.strips if "scail2" in s]

@@ -224,8 +224,10 @@ def test_import_again_brings_the_matte(report):
 
 def test_generate_with_matte_imports_rgba_frames(report):
     detail = step(report, "generate_with_matte")
-    assert detail["spec"]["matte"] is True
+    assert detail["spec"]["matte"] is True and detail["spec"]["matte_prompt"] == "woman"
     assert detail["manifest"]["matte"] == "frames_rgba"
+    with open(os.path.join(detail["job_dir"], "frames_rgba", "segment.json"), encoding="utf-8") as fh:
+        assert json.load(fh)["prompt"] == "woman"
     assert detail["strip"]["directory"] == os.path.join(detail["job_dir"], "frames_rgba", "")
     assert detail["strip"]["blend_type"] == "ALPHA_OVER"
     assert detail["material"]["render_method"] == "BLENDED" and detail["material"]["alpha_from"]

@@ -129,3 +129,9 @@ def test_submit_messages_name_their_task():
         protocol.spec_from_submit({"task": "render", "job": {}})
     with pytest.raises(ProtocolError, match="differ"):
         protocol.spec_from_submit({"task": "masks", "job": {"task": "matte", "source": "frames"}})
+
+
+def test_a_generation_matte_needs_a_prompt():
+    assert JobSpec(driving="a", reference="b", matte=True).validate().matte_prompt == "person"
+    with pytest.raises(ProtocolError, match="a matte needs a text prompt"):
+        JobSpec(driving="a", reference="b", matte=True, matte_prompt=" ").validate()
