@@ -12,6 +12,31 @@ import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.environ.get("SCAIL2_SHARED", os.path.join(os.path.dirname(REPO_ROOT), "shared"))
+FOOTAGE = os.path.join(SHARED, "fixtures", "footage", "scail_001_driving.mp4")
+REFERENCE = os.path.join(SHARED, "fixtures", "footage", "scail_001_ref.jpg")
+BACKEND_PYTHON = os.path.join(REPO_ROOT, ".venvs", "backend", "bin", "python")
+
+
+def run_child_script(script, args, work, user_dir, extra_env=None, timeout=600):
+    """Run ``script`` (a ``*_script.py`` beside this file) in a child Python with an isolated Blender user folder.
+
+    The script writes its report (``{step: {"ok", "detail"}}``) to the JSON path that is its third argument;
+    returns that report with ``_output``: the exit code and the ends of stdout and stderr, for failure messages.
+    """
+    import json
+
+    report_path = args[2]
+    env = dict(isolated_blender_env(str(user_dir)), **(extra_env or {}))
+    proc = subprocess.run([sys.executable, os.path.join(HERE, script), *map(str, args)], env=env, cwd=str(work),
+                          capture_output=True, text=True, timeout=timeout)
+    output = "exit code {:d}\n--- stdout\n{:s}\n--- stderr\n{:s}".format(
+        proc.returncode, proc.stdout[-6000:], proc.stderr[-4000:])
+    assert os.path.isfile(report_path), output
+    with open(report_path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    data["_output"] = output
+    return data
 
 
 def bpy_package_dir():

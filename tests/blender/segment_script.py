@@ -18,49 +18,20 @@ import json
 import os
 import sys
 import time
-import traceback
 
 ZIP_PATH, WORK_DIR, REPORT_PATH = sys.argv[1:4]
 
 import bpy  # noqa: E402  (after the environment is set)
+from script_common import (  # noqa: E402,F401
+    HAS_SEQUENCER_SCENE, PKG, REPO, install_tiny, module, pump, report, show, step, window)
 import numpy as np  # noqa: E402  (bundled with bpy)
 
 with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
     CONFIG = json.load(fh)
 
-REPO = "user_default"
-PKG = "bl_ext.{:s}.scail2".format(REPO)
-HAS_SEQUENCER_SCENE = bpy.app.version >= (5, 0, 0)
 PALETTE = [(0, 0, 255), (255, 0, 0), (0, 255, 0), (255, 0, 255), (0, 255, 255), (255, 255, 0)]
 
-report = {"blender_version": bpy.app.version_string}
 SCENES = {}
-
-
-def step(fn):
-    """Run ``fn`` now and record its outcome under its name."""
-    started = time.monotonic()
-    try:
-        report[fn.__name__] = {"ok": True, "detail": fn()}
-    except BaseException:
-        report[fn.__name__] = {"ok": False, "detail": traceback.format_exc()}
-    report[fn.__name__]["seconds"] = round(time.monotonic() - started, 2)
-    return fn
-
-
-def module(suffix):
-    return sys.modules[PKG + suffix]
-
-
-def window():
-    return bpy.context.window_manager.windows[0]
-
-
-def show(scene):
-    win = window()
-    win.scene = scene
-    if HAS_SEQUENCER_SCENE:
-        win.workspace.sequencer_scene = scene
 
 
 def new_scene(name, fps, resolution=(256, 135)):
@@ -172,19 +143,6 @@ def run_expect_error(op, **props):
     raise AssertionError("the operator did not fail: {!r}".format(result))
 
 
-def pump(until, timeout=120.0):
-    """Call the timer function as Blender's event loop would, until ``until()`` or the timeout."""
-    runtime = module(".job_runtime")
-    deadline = time.monotonic() + timeout
-    ticks = 0
-    while not until():
-        assert time.monotonic() < deadline, "timed out"
-        interval = runtime.tick()
-        ticks += 1
-        time.sleep(0.05 if interval is None else min(interval, 0.05))
-    return ticks
-
-
 def last_job(scene, task):
     return module(".job_runtime").scene_jobs(scene, (task,))[-1]
 
@@ -212,13 +170,7 @@ def material_detail(obj):
 
 @step
 def install():
-    result = bpy.ops.extensions.package_install_files(filepath=ZIP_PATH, repo=REPO, enable_on_install=True)
-    assert result == {'FINISHED'}, result
-    prefs = bpy.context.preferences.addons[PKG].preferences
-    prefs.python_path = CONFIG["backend_python"]
-    prefs.model_source = 'TINY'
-    prefs.device = 'CPU'
-    prefs.output_dir = os.path.join(WORK_DIR, "output")
+    prefs = install_tiny(ZIP_PATH, CONFIG["backend_python"], os.path.join(WORK_DIR, "output"))
     worker, _root = module(".job_runtime").worker_setting(prefs)
     prefs.sam3_weights_dir = os.path.join(WORK_DIR, "sam3")
     with_weights, _root = module(".job_runtime").worker_setting(prefs)

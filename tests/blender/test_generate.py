@@ -13,8 +13,6 @@ Marked ``lts``: also runs on Blender 4.5.
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -26,29 +24,15 @@ pytestmark = [
     pytest.mark.skipif(os.name == "nt", reason="POSIX paths of the backend environment"),
 ]
 
-SHARED = os.environ.get("SCAIL2_SHARED", os.path.join(os.path.dirname(blender_testing.REPO_ROOT), "shared"))
-FOOTAGE = os.path.join(SHARED, "fixtures", "footage", "scail_001_driving.mp4")
-REFERENCE = os.path.join(SHARED, "fixtures", "footage", "scail_001_ref.jpg")
-BACKEND_PYTHON = os.path.join(blender_testing.REPO_ROOT, ".venvs", "backend", "bin", "python")
+FOOTAGE, REFERENCE, BACKEND_PYTHON = blender_testing.FOOTAGE, blender_testing.REFERENCE, blender_testing.BACKEND_PYTHON
 OOM_PROMPT = "simulate running out of memory"
 
 
 def run_child(built_zip, work, user_dir, mode):
-    report_path = work / "report-{:s}.json".format(mode)
-    env = blender_testing.isolated_blender_env(str(user_dir))
-    env["SCAIL2_TEST_FAIL_OOM"] = OOM_PROMPT  # the worker inherits it: this prompt fails like a full GPU
-    proc = subprocess.run(
-        [sys.executable, os.path.join(blender_testing.HERE, "generate_script.py"),
-         built_zip, str(work), str(report_path), mode],
-        env=env, cwd=str(work), capture_output=True, text=True, timeout=600,
-    )
-    output = "exit code {:d}\n--- stdout\n{:s}\n--- stderr\n{:s}".format(
-        proc.returncode, proc.stdout[-6000:], proc.stderr[-4000:])
-    assert report_path.is_file(), output
-    with open(report_path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    data["_output"] = output
-    return data
+    # The worker inherits SCAIL2_TEST_FAIL_OOM: this prompt fails like a full GPU.
+    return blender_testing.run_child_script(
+        "generate_script.py", [built_zip, work, work / "report-{:s}.json".format(mode), mode], work, user_dir,
+        extra_env={"SCAIL2_TEST_FAIL_OOM": OOM_PROMPT})
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,6 @@ Blender 4.5.
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -29,10 +27,7 @@ pytestmark = [
     pytest.mark.skipif(os.name == "nt", reason="POSIX paths of the backend environment"),
 ]
 
-SHARED = os.environ.get("SCAIL2_SHARED", os.path.join(os.path.dirname(blender_testing.REPO_ROOT), "shared"))
-FOOTAGE = os.path.join(SHARED, "fixtures", "footage", "scail_001_driving.mp4")
-REFERENCE = os.path.join(SHARED, "fixtures", "footage", "scail_001_ref.jpg")
-BACKEND_PYTHON = os.path.join(blender_testing.REPO_ROOT, ".venvs", "backend", "bin", "python")
+FOOTAGE, REFERENCE, BACKEND_PYTHON = blender_testing.FOOTAGE, blender_testing.REFERENCE, blender_testing.BACKEND_PYTHON
 BLUE, RED, GREEN, MAGENTA = [0, 0, 255], [255, 0, 0], [0, 255, 0], [255, 0, 255]
 PALETTE = [BLUE, RED, GREEN, MAGENTA]
 BLACK, WHITE = [0, 0, 0], [255, 255, 255]
@@ -47,19 +42,8 @@ def report(built_zip, tmp_path_factory):
     (work / "blender-user").mkdir()
     (work / "config.json").write_text(json.dumps(
         {"backend_python": BACKEND_PYTHON, "footage": FOOTAGE, "reference": REFERENCE}))
-    report_path = work / "report.json"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(blender_testing.HERE, "segment_script.py"), built_zip, str(work),
-         str(report_path)],
-        env=blender_testing.isolated_blender_env(str(work / "blender-user")), cwd=str(work),
-        capture_output=True, text=True, timeout=600,
-    )
-    output = "exit code {:d}\n--- stdout\n{:s}\n--- stderr\n{:s}".format(
-        proc.returncode, proc.stdout[-6000:], proc.stderr[-4000:])
-    assert report_path.is_file(), output
-    data = json.loads(report_path.read_text())
-    data["_output"] = output
-    return data
+    return blender_testing.run_child_script("segment_script.py", [built_zip, work, work / "report.json"], work,
+                                            work / "blender-user")
 
 
 def step(report, name):

@@ -1,0 +1,65 @@
+"""What the child-process scripts (generate_script.py, segment_script.py) share: the installed extension's
+names, the step recorder and the stand-in for Blender's event loop. Imported after the environment is set."""
+
+import sys
+import time
+import traceback
+
+import bpy
+
+REPO = "user_default"
+PKG = "bl_ext.{:s}.scail2".format(REPO)
+HAS_SEQUENCER_SCENE = bpy.app.version >= (5, 0, 0)
+
+report = {"blender_version": bpy.app.version_string}
+
+
+def step(fn):
+    """Run ``fn`` now and record its outcome under its name."""
+    started = time.monotonic()
+    try:
+        report[fn.__name__] = {"ok": True, "detail": fn()}
+    except BaseException:
+        report[fn.__name__] = {"ok": False, "detail": traceback.format_exc()}
+    report[fn.__name__]["seconds"] = round(time.monotonic() - started, 2)
+    return fn
+
+
+def module(suffix):
+    return sys.modules[PKG + suffix]
+
+
+def window():
+    return bpy.context.window_manager.windows[0]
+
+
+def show(scene):
+    win = window()
+    win.scene = scene
+    if HAS_SEQUENCER_SCENE:
+        win.workspace.sequencer_scene = scene
+
+
+def pump(until, timeout=120.0):
+    """Call the timer function as Blender's event loop would, until ``until()`` or the timeout."""
+    runtime = module(".job_runtime")
+    deadline = time.monotonic() + timeout
+    ticks = 0
+    while not until():
+        assert time.monotonic() < deadline, "timed out"
+        interval = runtime.tick()
+        ticks += 1
+        time.sleep(0.05 if interval is None else min(interval, 0.05))
+    return ticks
+
+
+def install_tiny(zip_path, backend_python, output_dir):
+    """Install and enable the built extension, pointed at the backend environment with the tiny models on the CPU."""
+    result = bpy.ops.extensions.package_install_files(filepath=zip_path, repo=REPO, enable_on_install=True)
+    assert result == {'FINISHED'}, result
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.python_path = backend_python
+    prefs.model_source = 'TINY'
+    prefs.device = 'CPU'
+    prefs.output_dir = output_dir
+    return prefs
