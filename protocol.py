@@ -158,8 +158,9 @@ class SegmentSpec:
     being the soft coverage of every instance of `prompt`.
     `subjects` marks subjects by hand instead of the text prompt (SAM 2): each is
     {"frame": int, "box": [x0, y0, x1, y1]} or {"frame": int, "points": [[x, y], ...],
-    "labels": [1 | 0, ...]} in source pixels (frame counted from `frame_start`); they are
-    ordered left to right like text-prompted instances.
+    "labels": [1 | 0, ...]} in source pixels (frame counted from `frame_start`), with an
+    optional "identity": 1..6, the palette number it is painted with (default: its position
+    in the list + 1). The user who marks subjects decides who is who: no left-to-right order.
     """
 
     task: str
@@ -190,6 +191,9 @@ class SegmentSpec:
                 raise ProtocolError(f"SCAIL-2 binds 1 to {MAX_IDENTITIES} identities, {asked} were asked for")
         for subject in self.subjects:
             _check_subject(subject)
+        numbers = [subject.get("identity", k + 1) for k, subject in enumerate(self.subjects)]
+        if len(set(numbers)) != len(numbers):
+            raise ProtocolError(f"two marked subjects share an identity: {numbers}")
         if self.frame_start < 0 or (self.frame_end is not None and self.frame_end <= self.frame_start):
             raise ProtocolError(f"frame range [{self.frame_start}, {self.frame_end}) is empty")
         return self
@@ -207,6 +211,9 @@ def _is_number(value: Any) -> bool:
 
 
 def _check_subject(subject: dict) -> None:
+    identity = subject.get("identity", 1)
+    if not isinstance(identity, int) or isinstance(identity, bool) or not 1 <= identity <= MAX_IDENTITIES:
+        raise ProtocolError(f"a marked subject's identity is 1 to {MAX_IDENTITIES}, got {identity!r}")
     if not isinstance(subject.get("frame", 0), int) or subject.get("frame", 0) < 0:
         raise ProtocolError(f"a marked subject's frame must be a frame index, got {subject.get('frame')!r}")
     box, points = subject.get("box"), subject.get("points")

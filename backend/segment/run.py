@@ -184,18 +184,24 @@ def write_masks(tracks: Tracks, spec: SegmentSpec, out: Path, names: list[str],
     """Paint frame t of the kept identities into out/names[t]; return (identities for the record, warnings)."""
     from ..media import write_png_atomic
 
-    pick = list(range(len(tracks.instances))) if spec.subjects else spec.pick  # every marked subject is kept
     boxes = tracks.first_boxes()
-    order, warnings = arrange_identities(tracks.areas(), boxes, spec.max_identities, pick)
-    if not tracks.instances:
-        warnings.append(f"no instance of '{spec.prompt}' found: the mask is background only")
-    ids = [tracks.instances[i] for i in order]
+    if spec.subjects:  # marked by hand: subject k is painted with the identity the user gave it
+        numbers, warnings = [s.get("identity", k + 1) - 1 for k, s in enumerate(spec.subjects)], []
+        slots = [None] * (max(numbers) + 1)
+        for instance, number in enumerate(numbers):
+            slots[number] = instance
+    else:
+        order, warnings = arrange_identities(tracks.areas(), boxes, spec.max_identities, spec.pick)
+        slots = list(order)
+        if not tracks.instances:
+            warnings.append(f"no instance of '{spec.prompt}' found: the mask is background only")
+    ids = [None if i is None else tracks.instances[i] for i in slots]
     for t, name in enumerate(names):
         write_png_atomic(out / name, paint(tracks.frame_coverage(t, ids), spec.mode, for_reference=spec.still))
         progress(t)
     identities = [{"identity": k, "colour": list(PALETTE[k]), "instance": int(i),
                    "box": [None if np.isnan(v) else round(float(v), 2) for v in boxes[i]]}
-                  for k, i in enumerate(order)]
+                  for k, i in enumerate(slots) if i is not None]
     return identities, warnings
 
 

@@ -52,9 +52,10 @@ class Tracks:
                            align_corners=False)
         return up[0, 0].sigmoid().numpy()
 
-    def frame_coverage(self, frame: int, instances: list[int]) -> np.ndarray:
-        """[len(instances), height, width] soft coverage of one frame."""
-        stack = [self.coverage(i, frame) for i in instances]
+    def frame_coverage(self, frame: int, instances: list[int | None]) -> np.ndarray:
+        """[len(instances), height, width] soft coverage of one frame (zeros for a None: an unused identity)."""
+        empty = np.zeros((self.height, self.width), np.float32)
+        stack = [empty if i is None else self.coverage(i, frame) for i in instances]
         return np.stack(stack) if stack else np.zeros((0, self.height, self.width), np.float32)
 
     def areas(self) -> np.ndarray:

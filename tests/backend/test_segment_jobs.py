@@ -136,7 +136,22 @@ def test_marked_subjects_go_through_sam2_one_identity_each(tmp_path, models):
                        subjects=[{"frame": 1, "box": [1000, 100, 1900, 1000]}, {"frame": 0, "points": [[300, 500]]}])
     record = run_segment_job(spec, tmp_path, models)
     assert record["model"] == "tiny" and record["instances_found"] == 2
-    assert sorted(i["instance"] for i in record["identities"]) == [0, 1]
+    assert [(i["identity"], i["instance"]) for i in record["identities"]] == [(0, 0), (1, 1)]  # in mark order
+
+
+def test_marked_subjects_keep_the_identities_the_user_gave(tmp_path):
+    masks = squares_clip()
+    tracks = tracks_of(masks[::-1], ids=[0, 1])  # subject 0 is the right square, subject 1 the left one
+    subjects = [{"frame": 0, "box": [40, 10, 52, 26], "identity": 1}, {"frame": 0, "box": [4, 8, 16, 20], "identity": 4}]
+    spec = SegmentSpec(task="masks", source="unused.mp4", subjects=subjects)
+    names = [f"mask_{t:05d}.png" for t in range(4)]
+    identities, _ = write_masks(tracks, spec, tmp_path, names)
+    assert [(i["identity"], i["instance"]) for i in identities] == [(0, 0), (3, 1)]
+    for t, name in enumerate(names):
+        image, _ = read_image(tmp_path / name)
+        assert (image[masks[1, t]] == PALETTE[0]).all(), "the right square stays blue: no left-to-right reorder"
+        assert (image[masks[0, t]] == PALETTE[3]).all(), "the left square is magenta, as marked"
+        assert colours(image) == {PALETTE[0], PALETTE[3], BLACK}
 
 
 def test_cli_masks_and_matte(tmp_path, capsys):

@@ -110,6 +110,8 @@ def test_segment_spec_round_trips_and_defaults_to_person():
     ({"subjects": [{"points": [[1, 2]], "labels": [2]}]}, "labels are 1"),
     ({"subjects": [{"frame": -1, "points": [[1, 2]]}]}, "frame must be a frame index"),
     ({"subjects": [{"frame": 0}]}, "either a box or points"),
+    ({"subjects": [{"box": [0, 0, 1, 1], "identity": 7}]}, "identity is 1 to 6"),
+    ({"subjects": [{"box": [0, 0, 1, 1], "identity": 2}, {"box": [0, 0, 1, 1]}]}, "share an identity"),
     ({"frame_start": 4, "frame_end": 4}, "is empty"),
 ])
 def test_invalid_segment_specs_give_one_clear_line(changes, message):
