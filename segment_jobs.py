@@ -6,6 +6,9 @@ Standard library only and no ``bpy`` (tests load it without Blender, as
 only then changes Blender data.
 
 * :func:`masks_spec` / :func:`matte_spec`: the ``protocol.SegmentSpec`` of a job.
+* :func:`identity_boxes`, :func:`scale_box` and :func:`refine_subjects`: Refine
+  Masks' marked subjects (SAM 2 boxes, each keeping its palette number) from a
+  rough colour mask's frames.
 * :func:`load_record`: a finished job folder (its ``segment.json``, written last
   by the backend) checked file by file, as a :class:`SegmentRecord`.
 * :func:`limit_timing` and :func:`mask_elements`: which mask file each scene
@@ -18,11 +21,14 @@ only then changes Blender data.
 __all__ = (
     "SegmentError",
     "SegmentRecord",
+    "identity_boxes",
     "limit_timing",
     "load_record",
     "mask_elements",
     "masks_spec",
     "matte_spec",
+    "refine_subjects",
+    "scale_box",
     "sequence_sources",
 )
 
@@ -51,13 +57,16 @@ def _one_line(text):
 # --------------------------------------------------------------------------------------------
 # Specs.
 
-def masks_spec(source, *, prompt, mode, identities, frame_start=0, frame_end=None, still=False):
-    """A masks job of ``source`` (a clip, or with ``still`` an image) as a checked ``protocol.SegmentSpec``."""
+def masks_spec(source, *, prompt, mode, identities, frame_start=0, frame_end=None, still=False, subjects=()):
+    """A masks job of ``source`` (a clip, or with ``still`` an image) as a checked ``protocol.SegmentSpec``.
+
+    ``subjects``: subjects marked by hand (see ``protocol.SegmentSpec.subjects``), tracked instead of ``prompt``.
+    """
     try:
         return protocol.SegmentSpec(
             task="masks", source=source, prompt=prompt.strip(), mode=mode, still=still,
             max_identities=identities, frame_start=0 if still else frame_start,
-            frame_end=None if still else frame_end,
+            frame_end=None if still else frame_end, subjects=[dict(s) for s in subjects],
         ).validate()
     except (protocol.ProtocolError, TypeError) as ex:
         raise SegmentError(_one_line(ex)) from None
@@ -73,6 +82,91 @@ def matte_spec(job_dir, prompt):
     except protocol.ProtocolError as ex:
         raise SegmentError(_one_line(ex)) from None
     return spec, os.path.join(job_dir, protocol.MATTE_FOLDER)
+
+
+# --------------------------------------------------------------------------------------------
+# Refine Masks: a box per identity of a rough colour mask, as SAM 2's marked subjects.
+
+# A channel is "on" above 225 of 255, as the backend and sources/pixels.py read masks.
+_CHANNEL_ON = 225.5 / 255.0
+# Colour codes R*4 + G*2 + B (each channel on or off) of identities 1..6.
+_IDENTITY_OF_CODE = {(r > 127) * 4 + (g > 127) * 2 + (b > 127): i + 1 for i, (r, g, b) in enumerate(protocol.PALETTE)}
+_TIMES = {k: bytes(min(v * k, 255) for v in range(256)) for k in (2, 4)}
+
+
+def identity_boxes(pixels, width, height, channels=4):
+    """``{identity: (x0, y0, x1, y1)}``: the box of each palette colour in a colour-mask picture.
+
+    ``pixels``: flat floats in 0..1 (``Image.pixels``: RGBA, rows bottom-up, as
+    Blender stores them). Boxes are in pixels from the picture's top-left
+    corner, ``x1`` and ``y1`` past the last pixel (a box of one pixel at the
+    corner is ``(0, 0, 1, 1)``). Identities not painted are left out.
+    """
+    if len(pixels) != width * height * channels:
+        raise SegmentError("The mask picture has {:d} values, not {:d}x{:d}x{:d}".format(
+            len(pixels), width, height, channels))
+    on = _CHANNEL_ON.__lt__
+    r = bytes(map(on, pixels[0::channels])).translate(_TIMES[4])
+    g = bytes(map(on, pixels[1::channels])).translate(_TIMES[2])
+    b = bytes(map(on, pixels[2::channels]))
+    code = bytes(map(int.__or__, bytes(map(int.__or__, r, g)), b))
+    boxes = {}
+    for value, identity in sorted(_IDENTITY_OF_CODE.items(), key=lambda item: item[1]):
+        mark = bytes((value,))
+        if mark not in code:
+            continue
+        x0, x1, rows = width, 0, []
+        for row in range(height):
+            line = code[row * width:(row + 1) * width]
+            first = line.find(mark)
+            if first < 0:
+                continue
+            x0, x1 = min(x0, first), max(x1, line.rfind(mark) + 1)
+            rows.append(row)
+        # Rows are bottom-up: row r is y = height - 1 - r from the top.
+        boxes[identity] = (x0, height - 1 - rows[-1], x1, height - rows[0])
+    return boxes
+
+
+def scale_box(box, mask_size, clip_size):
+    """``box`` (pixels of a ``mask_size`` picture) in the pixels of a ``clip_size`` frame it covers exactly.
+
+    Sizes are ``(width, height)``; the result is ``[x0, y0, x1, y1]`` rounded
+    to hundredths of a pixel and kept inside the frame.
+    """
+    (mw, mh), (cw, ch) = mask_size, clip_size
+    if min(mw, mh, cw, ch) <= 0:
+        raise SegmentError("Cannot scale a box from {:d}x{:d} to {:d}x{:d} pixels".format(mw, mh, cw, ch))
+    x0, y0, x1, y1 = box
+    sx, sy = cw / mw, ch / mh
+    return [round(min(max(x0 * sx, 0.0), cw), 2), round(min(max(y0 * sy, 0.0), ch), 2),
+            round(min(max(x1 * sx, 0.0), cw), 2), round(min(max(y1 * sy, 0.0), ch), 2)]
+
+
+def refine_subjects(frame_boxes, mask_size, clip_size):
+    """``(subjects, identities)``: one marked subject per identity of a rough mask, in palette order.
+
+    ``frame_boxes``: ``(frame, {identity: box})`` per frame of the rough mask,
+    ``frame`` counted from the job's first frame, boxes in the pixels of a
+    ``mask_size`` picture (see :func:`identity_boxes`). Each identity is marked
+    with its box in the first frame it appears in, scaled to the clip's
+    ``clip_size`` pixels. SegmentError without any identity or with more than
+    SCAIL-2 binds.
+    """
+    first = {}
+    for frame, boxes in frame_boxes:
+        for identity, box in boxes.items():
+            first.setdefault(identity, (frame, box))
+    if not first:
+        raise SegmentError("The rough mask shows no identity colour (blue, red, green, magenta, cyan, yellow)")
+    if len(first) > protocol.MAX_IDENTITIES:
+        raise SegmentError("The rough mask has {:d} identities; SCAIL-2 binds at most {:d}".format(
+            len(first), protocol.MAX_IDENTITIES))
+    identities = sorted(first)
+    # Each subject keeps its palette number: the artist who coloured the rough mask decided who is who.
+    subjects = [{"frame": first[i][0], "box": scale_box(first[i][1], mask_size, clip_size), "identity": i}
+                for i in identities]
+    return subjects, identities
 
 
 # --------------------------------------------------------------------------------------------

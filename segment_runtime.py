@@ -12,6 +12,11 @@ Starting:
   one the driving footage was exported from) is read straight from its file or
   baked by ``sources.export_strip``, as for a job's driving footage; its visible
   range (or the Generate panel's frame limit) is segmented;
+* :func:`start_refined_masks` (Refine Masks): the same footage and frames, the
+  subjects marked by hand: the Inputs' mask strip (rough masks, one palette
+  colour per identity) is exported as for a job and each identity becomes a
+  SAM 2 box, where it first appears, scaled to the clip's pixels; the result
+  lands as Auto Masks' does, named "<footage> Refined Masks";
 * :func:`start_reference_mask`: the reference, exported as for a job, as a still;
 * :func:`start_matte`: a finished generation's frames, into ``<job>/frames_rgba``.
 
@@ -35,12 +40,16 @@ __all__ = (
     "apply",
     "finish_job",
     "footage_strip",
+    "rough_mask_strip",
+    "rough_subjects",
     "start_driving_masks",
     "start_matte",
+    "start_refined_masks",
     "start_reference_mask",
     "switch_to_matte",
 )
 
+import dataclasses
 import os
 
 import bpy
@@ -48,20 +57,25 @@ import bpy
 from . import compat
 from . import job_runtime
 from . import job_settings
+from . import protocol
 from . import results
 from . import segment_jobs
 from . import sources
 from .operators import backend_check
 from .operators import export_inputs
 from .operators import import_result
-from .segment_jobs import SegmentError
+from .segment_jobs import SegmentError, identity_boxes
 from .sources.clip import ExportedStill, identity_names
+from .sources.masks import driving_frame_size
+from .sources.render import read_pixels
 
 # Custom property (a group) on the strips Auto Masks adds: where they came from.
 MASKS_PROP = "scail2_masks"
 FOOTAGE_SUBDIR = "auto_masks_footage"  # in the inputs folder: footage baked for Auto Masks
 NAME_LIMIT = 63  # characters of a strip name
+ROUGH_SUBDIR = "refine_masks_rough"  # in the inputs folder: the rough mask Refine Masks read
 DRIVING, REFERENCE, MATTE = "driving_masks", "reference_mask", "matte"
+AUTO_MASKS, REFINED_MASKS = "Auto Masks", "Refined Masks"  # what the strips of driving masks are called
 
 
 def _prompt(src):
@@ -74,8 +88,11 @@ def _prompt(src):
 # --------------------------------------------------------------------------------------------
 # Starting.
 
-def footage_strip(context):
-    """``(sequencer scene, strip)`` Auto Masks works on: the active strip, or the footage it was made from."""
+def footage_strip(context, not_strip=None):
+    """``(sequencer scene, strip)`` Auto Masks works on: the active strip, or the footage it was made from.
+
+    An active strip named ``not_strip`` (Refine Masks' rough mask) is not footage: the recorded driving strip is.
+    """
     seq_scene = compat.sequencer_scene(context)
     editor = seq_scene.sequence_editor if seq_scene is not None else None
     if editor is None:
@@ -85,6 +102,8 @@ def footage_strip(context):
     for key, name in ((import_result.PROP_KEY, "driving_strip"), (MASKS_PROP, "footage_strip")):
         if strip is not None and key in strip:
             strip = editor.strips_all.get(strip[key].get(name, ""))
+    if strip is not None and not_strip is not None and strip.name == not_strip:
+        strip = None
     if strip is None:
         recorded = sources.load_inputs(export_inputs.inputs_folder(context, context.scene)).get("driving") or {}
         strip = editor.strips_all.get(recorded.get("strip") or "")
@@ -95,29 +114,120 @@ def footage_strip(context):
     return seq_scene, strip
 
 
-def start_driving_masks(context):
-    """Submit the masks job of the footage strip; ``(job, level, message)`` as ``job_runtime.run_job``."""
+def _footage_clip(context, rough=None):
+    """What Auto Masks and Refine Masks segment: ``(seq_scene, strip, inputs folder, clip, timing)``.
+
+    The footage strip (``rough``, the rough mask strip, never stands for it)
+    read or baked as for a job; ``timing``: ``(frame_start, frame_end,
+    scene_frame_start, shown)`` of its visible range, or of the Generate
+    panel's frame limit.
+    """
     scene = context.scene
     src = sources.get_settings(scene)
     settings = job_settings.get_job_settings(scene)
-    prompt = _prompt(src)
-    seq_scene, strip = footage_strip(context)
+    seq_scene, strip = footage_strip(context, not_strip=rough)
     inputs = export_inputs.inputs_folder(context, scene)
     clip = sources.export_strip(seq_scene, strip, os.path.join(inputs, FOOTAGE_SUBDIR), max_size=src.max_size)
     timing = clip.frame_start, clip.frame_end, clip.scene_frame_start, list(clip.shown)
     if settings.use_frame_range:
         timing = segment_jobs.limit_timing(clip.frame_start, clip.scene_frame_start, clip.shown,
                                            settings.frame_start, settings.frame_end)
-    frame_start, frame_end, scene_frame_start, shown = timing
-    spec = segment_jobs.masks_spec(clip.path, prompt=prompt, mode=src.mode, identities=src.auto_mask_identities,
-                                   frame_start=frame_start, frame_end=frame_end)
-    meta = job_runtime.job_meta(scene, seq_scene, {}, {"prompt": prompt},
-                                label="Auto Masks: {:s} in {:s}".format(prompt, strip.name))
+    return seq_scene, strip, inputs, clip, timing
+
+
+def _submit_driving(context, spec, found, label, name, ui):
+    """Queue the masks job ``spec`` of ``found`` (``_footage_clip``'s result); its masks land as ``name``."""
+    seq_scene, strip, inputs, clip, timing = found
+    frame_start, _frame_end, scene_frame_start, shown = timing
+    meta = job_runtime.job_meta(context.scene, seq_scene, {}, ui, label=label)
     meta["segment"] = {
-        "kind": DRIVING, "strip": strip.name, "baked": clip.baked, "inputs": inputs,
+        "kind": DRIVING, "strip": strip.name, "baked": clip.baked, "inputs": inputs, "name": name,
         "frame_start": frame_start, "scene_frame_start": scene_frame_start, "shown": shown,
     }
     return job_runtime.run_job(context, spec, meta, task="masks")
+
+
+def start_driving_masks(context):
+    """Submit the masks job of the footage strip; ``(job, level, message)`` as ``job_runtime.run_job``."""
+    src = sources.get_settings(context.scene)
+    prompt = _prompt(src)
+    found = _footage_clip(context)
+    clip, (frame_start, frame_end, _first, _shown) = found[3], found[4]
+    spec = segment_jobs.masks_spec(clip.path, prompt=prompt, mode=src.mode, identities=src.auto_mask_identities,
+                                   frame_start=frame_start, frame_end=frame_end)
+    return _submit_driving(context, spec, found, "Auto Masks: {:s} in {:s}".format(prompt, found[1].name),
+                           AUTO_MASKS, {"prompt": prompt})
+
+
+def rough_mask_strip(context):
+    """``(sequencer scene, strip)``: the Inputs' mask strip, which Refine Masks reads as the rough mask."""
+    src = sources.get_settings(context.scene)
+    if src.mask_source != 'MASK_STRIP':
+        raise SegmentError("Set the Inputs' mask to a mask strip: Refine Masks refines its rough masks")
+    seq_scene = compat.sequencer_scene(context)
+    editor = seq_scene.sequence_editor if seq_scene is not None else None
+    strip = editor.strips_all.get(src.mask_strip) if editor is not None and src.mask_strip else None
+    if strip is None:
+        raise SegmentError("No rough mask: there is no strip named {:s}".format(src.mask_strip) if src.mask_strip
+                           else "No rough mask: choose the mask strip in the Inputs")
+    if strip.type == 'MASK' and strip.mask is not None:
+        layers = [layer for layer in strip.mask.layers if not layer.hide_render]
+        if len(layers) > protocol.MAX_IDENTITIES:
+            raise SegmentError("The rough mask {:s} has {:d} identities (mask layers); SCAIL-2 binds at most {:d}"
+                               .format(strip.mask.name, len(layers), protocol.MAX_IDENTITIES))
+    return seq_scene, strip
+
+
+def rough_subjects(seq_scene, rough, clip, timing, folder, mode, max_size):
+    """``(subjects, identities)`` of the rough mask strip ``rough`` over ``clip``'s frames in ``timing``.
+
+    The rough mask is exported as for a job (``sources.export_mask_strip``,
+    covering the footage's frame) into ``folder``; each identity is marked with
+    its box in the first exported frame it appears in, scaled to the clip's pixels.
+    """
+    frame_start, frame_end, scene_frame_start, shown = timing
+    offset = frame_start - clip.frame_start
+    part = dataclasses.replace(clip, frame_start=frame_start, frame_end=frame_end,
+                               scene_frames=list(clip.scene_frames[offset:offset + frame_end - frame_start]),
+                               scene_frame_start=scene_frame_start, shown=list(shown))
+    exported = sources.export_mask_strip(seq_scene, rough, part, folder, mode, max_size=max_size)
+    wanted, sizes = set(exported.identities), set()
+
+    def frame_boxes():
+        seen = set()
+        for index in range(frame_start, frame_end):
+            pixels, width, height = read_pixels(exported.files[index])
+            sizes.add((width, height))
+            boxes = identity_boxes(pixels, width, height)
+            seen |= set(boxes)
+            yield index - frame_start, boxes
+            if wanted and wanted <= seen:
+                return  # every identity has its first box
+
+    frames = list(frame_boxes())
+    mask_size = sizes.pop()
+    clip_size = driving_frame_size(clip, 0)  # the clip's own pixels, as the worker reads them
+    try:
+        return segment_jobs.refine_subjects(frames, mask_size, clip_size)
+    except SegmentError as ex:
+        raise SegmentError("{!s}: {:s}".format(ex, rough.name)) from None
+
+
+def start_refined_masks(context):
+    """Submit a masks job tracking the identities of the rough mask strip (SAM 2, a box each).
+
+    Same footage, frames and landing as Auto Masks; ``(job, level, message)`` as ``job_runtime.run_job``.
+    """
+    src = sources.get_settings(context.scene)
+    seq_scene, rough = rough_mask_strip(context)
+    found = _footage_clip(context, rough=rough.name)
+    clip, timing = found[3], found[4]
+    folder = os.path.join(found[2], ROUGH_SUBDIR)
+    subjects, identities = rough_subjects(seq_scene, rough, clip, timing, folder, src.mode, src.max_size)
+    spec = segment_jobs.masks_spec(clip.path, prompt="", mode=src.mode, identities=len(subjects),
+                                   frame_start=timing[0], frame_end=timing[1], subjects=subjects)
+    return _submit_driving(context, spec, found, "Refine Masks: {:s} in {:s}".format(rough.name, found[1].name),
+                           REFINED_MASKS, {"rough": rough.name, "identities": identities})
 
 
 def start_reference_mask(context):
@@ -197,8 +307,8 @@ def _with_warnings(message, warnings):
     return 'WARNING', "{:s} ({:s})".format(message, "; ".join(warnings))
 
 
-def _strip_name(footage):
-    suffix = " Auto Masks"
+def _strip_name(footage, name=AUTO_MASKS):
+    suffix = " " + name
     return footage[:NAME_LIMIT - len(suffix)] + suffix
 
 
@@ -224,7 +334,8 @@ def _apply_driving_masks(job, context):
     channel = results.free_channel(((s.channel, *compat.strip_handles(s)) for s in editor.strips), lowest, first, end)
     if channel is None:
         raise SegmentError("No free channel above channel {:d} for frames {:d}-{:d}".format(lowest - 1, first, end - 1))
-    strip = editor.strips.new_image(_strip_name(info["strip"]), files[0], channel, first, fit_method='FIT')
+    name = info.get("name", AUTO_MASKS)
+    strip = editor.strips.new_image(_strip_name(info["strip"], name), files[0], channel, first, fit_method='FIT')
     try:
         for path in files[1:]:
             strip.elements.append(os.path.basename(path))
@@ -244,9 +355,10 @@ def _apply_driving_masks(job, context):
     if sources.load_inputs(info["inputs"]).get("driving_mask"):
         sources.save_inputs(info["inputs"], driving_mask=None, driving_mask_mode=None)
     found = identity_names(record.identities) or "none"
-    return _with_warnings("Auto Masks: strip {:s} (muted) on channel {:d}, frames {:d}-{:d}, identities {:s}; "
-                          "it is the mask strip of the Inputs now".format(strip.name, channel, first, end - 1, found),
-                          record.warnings)
+    return _with_warnings("{:s}: strip {:s} (muted) on channel {:d}, frames {:d}-{:d}, identities {:s}; "
+                          "it is the mask strip of the Inputs now".format(name, strip.name, channel, first, end - 1,
+                                                                          found),
+                          [*info.get("warnings", ()), *record.warnings])
 
 
 def _apply_reference_mask(job, context):

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Operators running segmentation jobs: Auto Masks of the footage and of the reference, Matte of a result.
+"""Operators running segmentation jobs: Auto Masks of the footage and of the reference, Refine Masks of a rough
+mask strip, Matte of a result.
 
 Thin: ``segment_runtime`` builds the jobs, the session's queue runs them on
 the worker (Blender never waits on the model) and ``segment_runtime`` uses
@@ -12,6 +13,7 @@ __all__ = (
     "SCAIL2_OT_auto_masks",
     "SCAIL2_OT_auto_reference_mask",
     "SCAIL2_OT_matte_result",
+    "SCAIL2_OT_refine_masks",
     "classes",
 )
 
@@ -56,6 +58,31 @@ class SCAIL2_OT_auto_masks(Operator):
 
     def execute(self, context):
         return _start(self, segment_runtime.start_driving_masks, context)
+
+
+class SCAIL2_OT_refine_masks(Operator):
+    """Track the subjects of your rough mask strip through the footage (SAM 2, a box per colour where it """ \
+        """first appears) and make a clean colour-mask strip of them, used as the driving mask. """ \
+        """Runs in the background"""
+    bl_idname = "scail2.refine_masks"
+    bl_label = "Refine Masks"
+    bl_options = {'REGISTER'}
+
+    @classmethod
+    def poll(cls, context):
+        if not SCAIL2_OT_auto_masks.poll(context):
+            return False
+        src = sources.get_settings(context.scene)
+        if src.mask_source != 'MASK_STRIP':
+            cls.poll_message_set("Set the mask to a mask strip: Refine Masks follows its rough masks")
+            return False
+        if not src.mask_strip:
+            cls.poll_message_set("Choose the rough mask strip")
+            return False
+        return True
+
+    def execute(self, context):
+        return _start(self, segment_runtime.start_refined_masks, context)
 
 
 class SCAIL2_OT_auto_reference_mask(Operator):
@@ -115,6 +142,7 @@ class SCAIL2_OT_apply_segmentation(Operator):
 
 classes = (
     SCAIL2_OT_auto_masks,
+    SCAIL2_OT_refine_masks,
     SCAIL2_OT_auto_reference_mask,
     SCAIL2_OT_matte_result,
     SCAIL2_OT_apply_segmentation,

@@ -211,7 +211,8 @@ def draw_inputs(layout, context):
 
 
 def draw_auto_masks(layout, context, src):
-    """Auto Masks of the footage strip: what to look for, how many, the button and the latest such job."""
+    """Auto Masks of the footage strip: what to look for, how many, the buttons (Refine Masks with a mask strip)
+    and the latest such job."""
     box = layout.box()
     col = box.column()
     col.prop(src, "auto_mask_prompt")
@@ -219,6 +220,8 @@ def draw_auto_masks(layout, context, src):
     job = _latest_job(context.scene, ("masks",), kind="driving_masks")
     row = col.row(align=True)
     row.operator("scail2.auto_masks", icon='SHADERFX')
+    if src.mask_source == 'MASK_STRIP':
+        row.operator("scail2.refine_masks", icon='MOD_MASK')
     if job is not None and job.active:
         row.operator("scail2.cancel_job", text="", icon='CANCEL').job = job.key
     if job is not None:

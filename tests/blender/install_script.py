@@ -52,6 +52,7 @@ EXPECTED_CLASSES = {
     "SCAIL2_OT_setup_backend",
     "SCAIL2_OT_stop_worker",
     "SCAIL2_OT_auto_masks",
+    "SCAIL2_OT_refine_masks",
     "SCAIL2_OT_auto_reference_mask",
     "SCAIL2_OT_matte_result",
     "SCAIL2_OT_apply_segmentation",

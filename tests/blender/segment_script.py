@@ -360,6 +360,78 @@ def interactive_auto_masks_is_one_undo_step():
         SCENES.clear()  # undo replaced every datablock
 
 
+# Refine Masks' rough mask: per footage frame, (palette colour, x0, y0, x1, y1) from the top left of the
+# 64x34 mask canvas of the 2048x1080 clip (Inputs' size limit 64). Red enters on frame 1.
+ROUGH_CANVAS = (64, 34)
+ROUGH_FRAMES = [
+    [((0, 0, 255), 4, 6, 20, 30)],
+    [((0, 0, 255), 6, 6, 22, 30), ((255, 0, 0), 40, 2, 56, 32)],
+    [((0, 0, 255), 8, 6, 24, 30), ((255, 0, 0), 38, 2, 54, 32)],
+    [((0, 0, 255), 10, 6, 26, 30), ((255, 0, 0), 36, 2, 52, 32)],
+]
+
+
+def _paint_rough(folder, frames, size=ROUGH_CANVAS):
+    """Painted rough masks as an image sequence (rough_000.png, ...) on black; returns the first file."""
+    pixels = module(".sources.pixels")
+    os.makedirs(folder, exist_ok=True)
+    width, height = size
+    for index, rects in enumerate(frames):
+        rows = [bytearray(bytes(3) * width) for _ in range(height)]
+        for colour, x0, y0, x1, y1 in rects:
+            for y in range(y0, y1):
+                rows[y][3 * x0:3 * x1] = bytes(colour) * (x1 - x0)
+        pixels.write_png(os.path.join(folder, "rough_{:03d}.png".format(index)), width, height,
+                         b"".join(rows), bottom_up=False)
+    return os.path.join(folder, "rough_000.png")
+
+
+def _rough_strip(scene, name, first, count, channel):
+    strip = scene.sequence_editor.strips.new_image(name, first, channel, 1, fit_method='FIT')
+    for index in range(1, count):
+        strip.elements.append("rough_{:03d}.png".format(index))
+    return strip
+
+
+@step
+def refine_masks_of_a_rough_mask_strip():
+    """A rough two-colour mask strip over 4 frames of 16 fps footage: Refine Masks marks a box per colour."""
+    scene = new_scene("Refine16", 16)
+    footage = scene.sequence_editor.strips.new_movie("footage", CONFIG["footage"], 1, 1, fit_method='FIT')
+    footage.frame_final_end = 5  # footage frames 0-3 at scene frames 1-4
+    src = set_up_inputs(scene, footage)
+    # No rough mask yet: the button is not available; a strip without identity colours is refused.
+    src.mask_source = 'NONE'
+    unavailable = run_expect_error(bpy.ops.scail2.refine_masks)
+    blank = _rough_strip(scene, "blank", _paint_rough(os.path.join(WORK_DIR, "blank"), [[]] * 4), 4, 3)
+    src.mask_source, src.mask_strip = 'MASK_STRIP', blank.name
+    no_identity = run_expect_error(bpy.ops.scail2.refine_masks)
+    scene.sequence_editor.strips.remove(blank)
+    rough = _rough_strip(scene, "rough", _paint_rough(os.path.join(WORK_DIR, "rough"), ROUGH_FRAMES), 4, 2)
+    src.mask_strip = rough.name
+    scene.sequence_editor.active_strip = footage
+    result = bpy.ops.scail2.refine_masks()
+    assert result == {'FINISHED'}, result
+    job = last_job(scene, "masks")
+    with open(job.record, encoding="utf-8") as fh:
+        record = json.load(fh)
+    refined = [s for s in mask_strips(scene) if s.name.endswith("Refined Masks")]
+    _frames, width, height = module(".sources.render").movie_info(CONFIG["footage"])
+    return {
+        "unavailable": unavailable,
+        "no_identity": no_identity,
+        "clip_size": [width, height],
+        "job": {"status": job.status, "task": job.task, "spec": job.spec, "job_dir": job.job_dir},
+        "record": record,
+        "strips": [strip_detail(s) for s in refined],
+        "footage": strip_detail(footage),
+        "rough": strip_detail(rough),
+        "mask_source": src.mask_source,
+        "mask_strip": src.mask_strip,
+        "colours": colours_of(os.path.join(job.job_dir, record["files"][0])),
+    }
+
+
 @step
 def generate_then_matte():
     """A tiny generation brought back as strip and plane, then its Matte: both switch to the RGBA frames."""

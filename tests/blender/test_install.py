@@ -46,6 +46,7 @@ EXPECTED_CLASSES = [
     "SCAIL2_OT_matte_result",
     "SCAIL2_OT_open_output_folder",
     "SCAIL2_OT_preview_mask",
+    "SCAIL2_OT_refine_masks",
     "SCAIL2_OT_remove_identity",
     "SCAIL2_OT_setup_backend",
     "SCAIL2_OT_stop_worker",

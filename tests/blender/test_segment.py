@@ -4,7 +4,8 @@ One child Python (``segment_script.py``) installs the built extension with
 isolated user folders, points it at the backend environment and runs
 segmentation jobs on scenes built in code around the fixture clip (65 frames
 at 16 fps) and reference still: Auto Masks of a footage strip trimmed to 4
-footage frames, the Preview Mask and the mask export of the strip it makes,
+footage frames, the Preview Mask and the mask export of the strip it makes, Refine Masks of a rough
+two-colour mask strip,
 Auto Mask of the reference, a failed, a cancelled and an interactive job, and
 the Matte of a tiny generation brought back as strip and camera plane. The
 tiny segmentation model's masks are arbitrary: timing, files, colours and what
@@ -65,7 +66,8 @@ def shown_footage(report, scene_frames):
 
 def test_operators_and_the_worker_command_line(report):
     detail = step(report, "install")
-    assert {"auto_masks", "auto_reference_mask", "matte_result", "apply_segmentation"} <= set(detail["ops"])
+    assert {"auto_masks", "auto_reference_mask", "refine_masks", "matte_result", "apply_segmentation"} <= set(
+        detail["ops"])
     assert "--sam3-weights" not in detail["args"] and "--sam2-weights" not in detail["args"]
     args = detail["args_with_sam3"]
     assert args[args.index("--sam3-weights") + 1].endswith("sam3") and "--sam2-weights" not in args
@@ -100,6 +102,36 @@ def test_auto_masks_land_as_a_mask_strip_on_the_footage_timing(report):
     # Palette colours of at most two identities on animation's black, nothing else.
     assert {tuple(c) for c in detail["colours"]} <= {tuple(BLACK), tuple(BLUE), tuple(RED)}
     assert detail["before"]["mask"] == ["NONE", "", ""]
+
+
+def test_refine_masks_track_the_rough_masks_boxes(report):
+    detail = step(report, "refine_masks_of_a_rough_mask_strip")
+    assert "Set the mask to a mask strip" in detail["unavailable"]
+    assert "shows no identity colour" in detail["no_identity"] and "blank" in detail["no_identity"]
+    job, record, footage = detail["job"], detail["record"], detail["footage"]
+    assert job["status"] == "done" and job["task"] == "masks"
+    spec = job["spec"]
+    assert (spec["source"], spec["frame_start"], spec["frame_end"]) == (FOOTAGE, 0, 4)
+    assert (spec["prompt"], spec["max_identities"], spec["mode"]) == ("", 2, "animate")
+    # The painted boxes on the 64x34 mask canvas, where each colour first appears, in the clip's 2048x1080 pixels.
+    assert detail["clip_size"] == [2048, 1080]
+    sx, sy = 2048 / 64, 1080 / 34
+    expected = [(0, (4, 6, 20, 30)), (1, (40, 2, 56, 32))]  # blue on frame 0; red enters on frame 1
+    assert [s["frame"] for s in spec["subjects"]] == [frame for frame, _box in expected]
+    assert [s["identity"] for s in spec["subjects"]] == [1, 2]
+    for subject, (_frame, (x0, y0, x1, y1)) in zip(spec["subjects"], expected):
+        assert subject["box"] == pytest.approx([x0 * sx, y0 * sy, x1 * sx, y1 * sy], abs=0.01)
+    assert record["status"] == "done" and record["frame_start"] == 0 and len(record["files"]) == 4
+    # It lands as Auto Masks' result does: muted, above the footage (and the rough strip), one mask per frame.
+    [strip] = detail["strips"]
+    assert strip["name"] == "footage Refined Masks" and strip["type"] == 'IMAGE' and strip["mute"]
+    assert (strip["frame_final_start"], strip["frame_final_end"]) == (1, 5) == (
+        footage["frame_final_start"], footage["frame_final_end"])
+    assert strip["elements"] == ["mask_{:05d}.png".format(k) for k in range(4)]
+    assert strip["channel"] == 3 and detail["rough"]["channel"] == 2 and footage["channel"] == 1
+    assert strip["props"]["scail2_masks"]["footage_strip"] == "footage"
+    assert (detail["mask_source"], detail["mask_strip"]) == ("MASK_STRIP", strip["name"])
+    assert {tuple(c) for c in detail["colours"]} <= {tuple(BLACK), tuple(BLUE), tuple(RED)}
 
 
 def test_preview_mask_shows_the_mask_strip_at_the_current_frame(report):
@@ -222,7 +254,8 @@ def test_panels_draw_auto_masks_and_matte(report):
     for space in ("sequencer", "view3d"):
         inputs = drawn["SCAIL2_PT_{:s}_inputs".format(space)]
         for call in ("operator:scail2.auto_masks", "prop:auto_mask_prompt", "prop:auto_mask_identities",
-                     "operator:scail2.preview_mask", "prop:reference_mask_file", "operator:scail2.auto_reference_mask"):
+                     "operator:scail2.preview_mask", "prop:reference_mask_file", "operator:scail2.auto_reference_mask",
+                     "operator:scail2.refine_masks"):
             assert call in inputs, (space, call, inputs)
         assert "prop:use_matte" in drawn["SCAIL2_PT_{:s}_generate".format(space)]
         history = drawn["SCAIL2_PT_{:s}_history".format(space)]

@@ -103,6 +103,74 @@ def test_matte_spec_of_a_job_folder(tmp_path):
         segment_jobs.matte_spec(str(tmp_path / "gone"), "person")
 
 
+# --- Refine Masks: boxes of a rough mask's identities, scaled to the clip.
+
+def picture(width, height, rects, background=(0, 0, 0)):
+    """Flat RGBA floats, rows bottom-up as Image.pixels: ``rects`` are (colour, x0, y0, x1, y1) from the top left."""
+    rows = [[background] * width for _ in range(height)]
+    for colour, x0, y0, x1, y1 in rects:
+        for y in range(y0, y1):
+            rows[y][x0:x1] = [colour] * (x1 - x0)
+    values = []
+    for row in reversed(rows):  # Blender stores the bottom row first
+        for r, g, b in row:
+            values += [r / 255.0, g / 255.0, b / 255.0, 1.0]
+    return values
+
+
+def test_identity_boxes_of_a_two_colour_mask():
+    # Blue spans x 2..5, y 1..6 (from the top); red is a single pixel at the bottom right corner.
+    pixels = picture(10, 8, [((0, 0, 255), 2, 1, 6, 4), ((0, 0, 255), 3, 4, 4, 7), ((255, 0, 0), 9, 7, 10, 8)])
+    assert segment_jobs.identity_boxes(pixels, 10, 8) == {1: (2, 1, 6, 7), 2: (9, 7, 10, 8)}
+
+
+def test_identity_boxes_read_colours_as_the_backend_does():
+    # On white (replacement): only channels above 225 of 255 are on; an anti-aliased edge (200) is not blue.
+    pixels = picture(6, 4, [((0, 0, 255), 1, 1, 3, 3), ((0, 0, 200), 3, 1, 5, 3), ((255, 0, 255), 5, 0, 6, 1),
+                            ((0, 255, 0), 0, 3, 2, 4)], background=(255, 255, 255))
+    assert segment_jobs.identity_boxes(pixels, 6, 4) == {1: (1, 1, 3, 3), 3: (0, 3, 2, 4), 4: (5, 0, 6, 1)}
+    assert segment_jobs.identity_boxes(picture(4, 2, []), 4, 2) == {}
+    with pytest.raises(SegmentError, match="not 4x3x4"):
+        segment_jobs.identity_boxes(picture(4, 2, []), 4, 3)
+
+
+def test_scale_box_to_the_clips_pixels():
+    # A 64x36 rough mask of a 1280x720 clip: 20 clip pixels per mask pixel.
+    assert segment_jobs.scale_box((8, 4, 24, 30), (64, 36), (1280, 720)) == [160.0, 80.0, 480.0, 600.0]
+    # Aspects that differ by rounding (64x34 over 1000x540) scale each axis on its own.
+    assert segment_jobs.scale_box((0, 0, 64, 34), (64, 34), (1000, 540)) == [0.0, 0.0, 1000.0, 540.0]
+    assert segment_jobs.scale_box((1, 1, 2, 2), (3, 3), (10, 10)) == [3.33, 3.33, 6.67, 6.67]
+    with pytest.raises(SegmentError, match="Cannot scale"):
+        segment_jobs.scale_box((0, 0, 1, 1), (0, 36), (1280, 720))
+
+
+def test_refine_subjects_mark_each_identity_where_it_first_appears():
+    frames = [
+        (0, {2: (32, 4, 48, 30)}),  # red first, on frame 0
+        (1, {2: (30, 4, 46, 30), 1: (4, 8, 20, 36)}),  # blue enters on frame 1
+        (2, {1: (0, 0, 10, 10), 2: (0, 0, 5, 5), 3: (50, 0, 60, 10)}),  # green on frame 2
+    ]
+    subjects, identities = segment_jobs.refine_subjects(frames, (64, 36), (1280, 720))
+    assert identities == [1, 2, 3]  # each subject keeps its palette number, whatever its place
+    assert subjects == [
+        {"frame": 1, "box": [80.0, 160.0, 400.0, 720.0], "identity": 1},
+        {"frame": 0, "box": [640.0, 80.0, 960.0, 600.0], "identity": 2},
+        {"frame": 2, "box": [1000.0, 0.0, 1200.0, 200.0], "identity": 3},
+    ]
+    spec = segment_jobs.masks_spec("/clips/dance.mp4", prompt="", mode="animate", identities=len(subjects),
+                                   frame_start=40, frame_end=44, subjects=subjects)
+    assert spec.subjects == subjects and spec.max_identities == 3 and spec.prompt == ""
+    assert protocol.spec_from_submit({"task": "masks", "job": spec.to_dict()}) == spec
+
+
+def test_refine_subjects_refuse_no_identity_and_more_than_six():
+    with pytest.raises(SegmentError, match="shows no identity colour"):
+        segment_jobs.refine_subjects([(0, {}), (1, {})], (64, 36), (1280, 720))
+    seven = {i: (0, 0, 1, 1) for i in range(1, 8)}
+    with pytest.raises(SegmentError, match="has 7 identities; SCAIL-2 binds at most 6"):
+        segment_jobs.refine_subjects([(0, seven)], (64, 36), (1280, 720))
+
+
 # --- Finished folders.
 
 def test_load_record(tmp_path):
