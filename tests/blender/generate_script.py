@@ -25,7 +25,7 @@ MODE = sys.argv[4] if len(sys.argv) > 4 else "main"
 
 import bpy  # noqa: E402  (after the environment is set)
 from script_common import (  # noqa: E402,F401
-    HAS_SEQUENCER_SCENE, PKG, REPO, install_tiny, module, pump, report, show, step, window)
+    HAS_SEQUENCER_SCENE, PKG, REPO, draw_panels, install_tiny, module, pump, report, show, step, window)
 
 with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
     CONFIG = json.load(fh)
@@ -323,31 +323,10 @@ else:
     @step
     def panels_draw():
         """Every SCAIL panel draws (through Blender's real layout calls) in both editors."""
-        import types
-
         scene = SCENES["24"]
         show(scene)
-        drawn = []
-        for name in sorted(n for n in dir(bpy.types) if n.startswith("SCAIL2_PT_")):
-            cls = getattr(bpy.types, name)
-            texts = []
-
-            class Layout:
-                """Records labels; every other call returns another recorder."""
-
-                def __getattr__(self, attr, texts=texts):
-                    def call(*args, **kwargs):
-                        if attr == "label":
-                            texts.append(kwargs.get("text", ""))
-                        return Layout()
-                    return call
-
-                def __setattr__(self, attr, value):
-                    pass
-
-            cls.draw(types.SimpleNamespace(layout=Layout()), bpy.context)
-            drawn.append([name, texts])
-        return drawn
+        return {name: [call[len("label:"):] for call in calls if call.startswith("label:")]
+                for name, calls in draw_panels().items()}
 
     @step
     def history_survives_save_and_reload():

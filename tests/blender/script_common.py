@@ -63,3 +63,38 @@ def install_tiny(zip_path, backend_python, output_dir):
     prefs.device = 'CPU'
     prefs.output_dir = output_dir
     return prefs
+
+
+def draw_panels():
+    """``{panel class name: [calls]}``: each SCAIL panel's real ``draw`` run against a recording layout.
+
+    Calls are ``label:TEXT``, ``operator:IDNAME`` and ``prop:NAME``; every other layout call returns
+    another recorder. An icon this Blender does not know raises, as Blender would print an error.
+    """
+    import types
+
+    icons = {i.identifier for i in bpy.types.UILayout.bl_rna.functions["operator"].parameters["icon"].enum_items}
+    drawn = {}
+    for name in sorted(n for n in dir(bpy.types) if n.startswith("SCAIL2_PT_")):
+        calls = []
+
+        class Layout:
+            def __getattr__(self, attr, calls=calls):
+                def call(*args, **kwargs):
+                    if kwargs.get("icon", 'NONE') not in icons:
+                        raise ValueError("no icon {!r} in this Blender".format(kwargs["icon"]))
+                    if attr == "label":
+                        calls.append("label:" + kwargs.get("text", ""))
+                    elif attr == "operator":
+                        calls.append("operator:" + args[0])
+                    elif attr in ("prop", "prop_search"):
+                        calls.append("prop:" + args[1])
+                    return Layout()
+                return call
+
+            def __setattr__(self, attr, value):
+                pass
+
+        getattr(bpy.types, name).draw(types.SimpleNamespace(layout=Layout()), bpy.context)
+        drawn[name] = calls
+    return drawn

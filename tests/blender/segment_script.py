@@ -23,7 +23,7 @@ ZIP_PATH, WORK_DIR, REPORT_PATH = sys.argv[1:4]
 
 import bpy  # noqa: E402  (after the environment is set)
 from script_common import (  # noqa: E402,F401
-    HAS_SEQUENCER_SCENE, PKG, REPO, install_tiny, module, pump, report, show, step, window)
+    HAS_SEQUENCER_SCENE, PKG, REPO, draw_panels, install_tiny, module, pump, report, show, step, window)
 import numpy as np  # noqa: E402  (bundled with bpy)
 
 with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
@@ -488,39 +488,10 @@ def generate_with_matte():
 @step
 def panels_draw():
     """The SCAIL panels draw, with the Auto Masks and Matte parts, in both editors."""
-    import types
-
     scene = bpy.data.scenes["Matte24"]
     show(scene)
     scene.scail2_sources.mask_source = 'MASK_STRIP'
-    icons = {i.identifier for i in bpy.types.UILayout.bl_rna.functions["operator"].parameters["icon"].enum_items}
-    drawn = {}
-    for name in sorted(n for n in dir(bpy.types) if n.startswith("SCAIL2_PT_")):
-        cls = getattr(bpy.types, name)
-        calls = []
-
-        class Layout:
-            """Records labels, operators and properties; every other call returns another recorder."""
-
-            def __getattr__(self, attr, calls=calls):
-                def call(*args, **kwargs):
-                    if kwargs.get("icon", 'NONE') not in icons:
-                        raise ValueError("no icon {!r} in this Blender".format(kwargs["icon"]))
-                    if attr == "label":
-                        calls.append("label:" + kwargs.get("text", ""))
-                    elif attr == "operator":
-                        calls.append("operator:" + args[0])
-                    elif attr in ("prop", "prop_search"):
-                        calls.append("prop:" + args[1])
-                    return Layout()
-                return call
-
-            def __setattr__(self, attr, value):
-                pass
-
-        cls.draw(types.SimpleNamespace(layout=Layout()), bpy.context)
-        drawn[name] = calls
-    return drawn
+    return draw_panels()
 
 
 @step

@@ -181,7 +181,7 @@ def test_cancel_leaves_the_scene_and_keeps_the_job_folder(report):
 
 
 def test_panels_draw(report):
-    drawn = dict(step(report, "panels_draw"))
+    drawn = step(report, "panels_draw")
     for space in ("sequencer", "view3d"):
         assert "SCAIL2_PT_{:s}_generate".format(space) in drawn
         history = drawn["SCAIL2_PT_{:s}_history".format(space)]
