@@ -25,7 +25,8 @@ MODE = sys.argv[4] if len(sys.argv) > 4 else "main"
 
 import bpy  # noqa: E402  (after the environment is set)
 from script_common import (  # noqa: E402,F401
-    HAS_SEQUENCER_SCENE, PKG, REPO, draw_panels, install_tiny, module, pump, report, show, step, window)
+    HAS_SEQUENCER_SCENE, PKG, REPO, add_movie_as_in_the_ui, draw_panels, install_tiny, module, pump, report, show,
+    step, window)
 
 with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
     CONFIG = json.load(fh)
@@ -41,19 +42,6 @@ def new_scene(name, fps):
     scene.frame_start, scene.frame_end = 1, 65
     scene.sequence_editor_create()
     return scene
-
-
-def add_movie_as_in_the_ui(scene, channel, frame_start):
-    """The sequencer's own operator, as an artist adds footage ("Adjust Playback Rate" on)."""
-    show(scene)
-    win = window()
-    area = win.screen.areas[-1]
-    area.type = 'SEQUENCE_EDITOR'
-    with bpy.context.temp_override(window=win, screen=win.screen, area=area):
-        result = bpy.ops.sequencer.movie_strip_add(
-            filepath=CONFIG["footage"], frame_start=frame_start, channel=channel, sound=False, use_framerate=False)
-    assert result == {'FINISHED'}, result
-    return scene.sequence_editor.active_strip
 
 
 def set_up_shot(scene, strip, first, last, **settings):
@@ -177,7 +165,7 @@ else:
     @step
     def generate_30fps_ui_strip():
         scene = new_scene("Shot30", 30)
-        strip = add_movie_as_in_the_ui(scene, 1, 1)
+        strip = add_movie_as_in_the_ui(scene, CONFIG["footage"], 1, 1)
         set_up_shot(scene, strip, 1, 12, use_seed_lock=True, seed=1234)
         SCENES["30"] = scene
         result = bpy.ops.scail2.generate()

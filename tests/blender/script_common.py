@@ -98,3 +98,16 @@ def draw_panels():
         getattr(bpy.types, name).draw(types.SimpleNamespace(layout=Layout()), bpy.context)
         drawn[name] = calls
     return drawn
+
+
+def add_movie_as_in_the_ui(scene, filepath, channel, frame_start):
+    """The sequencer's own operator, as an artist adds footage ("Adjust Playback Rate" on); the new strip."""
+    show(scene)
+    win = window()
+    area = win.screen.areas[-1]
+    area.type = 'SEQUENCE_EDITOR'
+    with bpy.context.temp_override(window=win, screen=win.screen, area=area):
+        result = bpy.ops.sequencer.movie_strip_add(
+            filepath=filepath, frame_start=frame_start, channel=channel, sound=False, use_framerate=False)
+    assert result == {'FINISHED'}, result
+    return scene.sequence_editor.active_strip

@@ -23,7 +23,8 @@ ZIP_PATH, WORK_DIR, REPORT_PATH = sys.argv[1:4]
 
 import bpy  # noqa: E402  (after the environment is set)
 from script_common import (  # noqa: E402,F401
-    HAS_SEQUENCER_SCENE, PKG, REPO, draw_panels, install_tiny, module, pump, report, show, step, window)
+    HAS_SEQUENCER_SCENE, PKG, REPO, add_movie_as_in_the_ui, draw_panels, install_tiny, module, pump, report, show,
+    step, window)
 import numpy as np  # noqa: E402  (bundled with bpy)
 
 with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
@@ -43,17 +44,8 @@ def new_scene(name, fps, resolution=(256, 135)):
     return scene
 
 
-def add_movie_as_in_the_ui(scene, channel, frame_start, name="footage"):
-    """The sequencer's own operator, as an artist adds footage ("Adjust Playback Rate" on)."""
-    show(scene)
-    win = window()
-    area = win.screen.areas[-1]
-    area.type = 'SEQUENCE_EDITOR'
-    with bpy.context.temp_override(window=win, screen=win.screen, area=area):
-        result = bpy.ops.sequencer.movie_strip_add(
-            filepath=CONFIG["footage"], frame_start=frame_start, channel=channel, sound=False, use_framerate=False)
-    assert result == {'FINISHED'}, result
-    strip = scene.sequence_editor.active_strip
+def add_footage(scene, channel, frame_start, name="footage"):
+    strip = add_movie_as_in_the_ui(scene, CONFIG["footage"], channel, frame_start)
     strip.name = name
     return strip
 
@@ -183,7 +175,7 @@ def install():
 def auto_masks_of_a_footage_strip():
     """A 16 fps clip added as in the interface to a 24 fps scene, trimmed to scene frames 1-6."""
     scene = new_scene("Masks24", 24)
-    footage = add_movie_as_in_the_ui(scene, 2, 1)
+    footage = add_footage(scene, 2, 1)
     footage.frame_final_end = 7
     other = scene.sequence_editor.strips.new_image("busy", CONFIG["reference"], 3, 1)
     other.frame_final_end = 20
@@ -309,7 +301,7 @@ def cancelled_masks_job_changes_nothing():
     runtime = module(".job_runtime")
     runtime.force_async = True
     scene = new_scene("Cancel", 24)
-    footage = add_movie_as_in_the_ui(scene, 1, 1)  # the whole clip
+    footage = add_footage(scene, 1, 1)  # the whole clip
     set_up_inputs(scene, footage)
     before = snapshot(scene)
     try:
