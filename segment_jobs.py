@@ -6,9 +6,9 @@ Standard library only and no ``bpy`` (tests load it without Blender, as
 only then changes Blender data.
 
 * :func:`masks_spec` / :func:`matte_spec`: the ``protocol.SegmentSpec`` of a job.
-* :func:`identity_boxes`, :func:`scale_box` and :func:`refine_subjects`: Refine
-  Masks' marked subjects (SAM 2 boxes, each keeping its palette number) from a
-  rough colour mask's frames.
+* :func:`scale_box` and :func:`refine_subjects`: Refine Masks' marked subjects
+  (SAM 2 boxes, each keeping its palette number) from the boxes
+  ``sources.pixels.identity_boxes`` finds in a rough colour mask's frames.
 * :func:`load_record`: a finished job folder (its ``segment.json``, written last
   by the backend) checked file by file, as a :class:`SegmentRecord`.
 * :func:`limit_timing` and :func:`mask_elements`: which mask file each scene
@@ -21,7 +21,6 @@ only then changes Blender data.
 __all__ = (
     "SegmentError",
     "SegmentRecord",
-    "identity_boxes",
     "limit_timing",
     "load_record",
     "mask_elements",
@@ -87,47 +86,6 @@ def matte_spec(job_dir, prompt):
 # --------------------------------------------------------------------------------------------
 # Refine Masks: a box per identity of a rough colour mask, as SAM 2's marked subjects.
 
-# A channel is "on" above 225 of 255, as the backend and sources/pixels.py read masks.
-_CHANNEL_ON = 225.5 / 255.0
-# Colour codes R*4 + G*2 + B (each channel on or off) of identities 1..6.
-_IDENTITY_OF_CODE = {(r > 127) * 4 + (g > 127) * 2 + (b > 127): i + 1 for i, (r, g, b) in enumerate(protocol.PALETTE)}
-_TIMES = {k: bytes(min(v * k, 255) for v in range(256)) for k in (2, 4)}
-
-
-def identity_boxes(pixels, width, height, channels=4):
-    """``{identity: (x0, y0, x1, y1)}``: the box of each palette colour in a colour-mask picture.
-
-    ``pixels``: flat floats in 0..1 (``Image.pixels``: RGBA, rows bottom-up, as
-    Blender stores them). Boxes are in pixels from the picture's top-left
-    corner, ``x1`` and ``y1`` past the last pixel (a box of one pixel at the
-    corner is ``(0, 0, 1, 1)``). Identities not painted are left out.
-    """
-    if len(pixels) != width * height * channels:
-        raise SegmentError("The mask picture has {:d} values, not {:d}x{:d}x{:d}".format(
-            len(pixels), width, height, channels))
-    on = _CHANNEL_ON.__lt__
-    r = bytes(map(on, pixels[0::channels])).translate(_TIMES[4])
-    g = bytes(map(on, pixels[1::channels])).translate(_TIMES[2])
-    b = bytes(map(on, pixels[2::channels]))
-    code = bytes(map(int.__or__, bytes(map(int.__or__, r, g)), b))
-    boxes = {}
-    for value, identity in sorted(_IDENTITY_OF_CODE.items(), key=lambda item: item[1]):
-        mark = bytes((value,))
-        if mark not in code:
-            continue
-        x0, x1, rows = width, 0, []
-        for row in range(height):
-            line = code[row * width:(row + 1) * width]
-            first = line.find(mark)
-            if first < 0:
-                continue
-            x0, x1 = min(x0, first), max(x1, line.rfind(mark) + 1)
-            rows.append(row)
-        # Rows are bottom-up: row r is y = height - 1 - r from the top.
-        boxes[identity] = (x0, height - 1 - rows[-1], x1, height - rows[0])
-    return boxes
-
-
 def scale_box(box, mask_size, clip_size):
     """``box`` (pixels of a ``mask_size`` picture) in the pixels of a ``clip_size`` frame it covers exactly.
 
@@ -148,7 +106,7 @@ def refine_subjects(frame_boxes, mask_size, clip_size):
 
     ``frame_boxes``: ``(frame, {identity: box})`` per frame of the rough mask,
     ``frame`` counted from the job's first frame, boxes in the pixels of a
-    ``mask_size`` picture (see :func:`identity_boxes`). Each identity is marked
+    ``mask_size`` picture (see ``sources.pixels.identity_boxes``). Each identity is marked
     with its box in the first frame it appears in, scaled to the clip's
     ``clip_size`` pixels. SegmentError without any identity or with more than
     SCAIL-2 binds.

@@ -64,7 +64,8 @@ from . import sources
 from .operators import backend_check
 from .operators import export_inputs
 from .operators import import_result
-from .segment_jobs import SegmentError, identity_boxes
+from .segment_jobs import SegmentError
+from .sources.pixels import identity_boxes
 from .sources.clip import ExportedStill, identity_names
 from .sources.masks import driving_frame_size
 from .sources.render import read_pixels

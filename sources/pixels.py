@@ -13,6 +13,7 @@ __all__ = (
     "compose_layers",
     "coverage",
     "fill",
+    "identity_boxes",
     "interleave",
     "write_png",
 )
@@ -28,7 +29,7 @@ from .clip import PALETTE
 # A channel is "on" above 225 of 255, as the backend reads masks (backend/masks.py);
 # the half step keeps 225 itself off whatever float rounding the pixels went through.
 CHANNEL_ON = 225.5 / 255.0
-# classify(): colour codes are R*4 + G*2 + B with each channel on/off.
+# Colour codes are R*4 + G*2 + B with each channel on/off.
 _CODE_OF_IDENTITY = tuple((r > 127) * 4 + (g > 127) * 2 + (b > 127) for r, g, b in PALETTE)
 _TIMES = {k: bytes(min(v * k, 255) for v in range(256)) for k in (2, 4)}
 
@@ -43,6 +44,14 @@ def coverage(pixels, channels=4, threshold=0.5):
     return _bits(pixels[0::channels], threshold)
 
 
+def _colour_codes(pixels, channels):
+    """bytes, one per pixel: its colour code (a channel is on above 225 of 255, as the backend reads masks)."""
+    r = _bits(pixels[0::channels], CHANNEL_ON).translate(_TIMES[4])
+    g = _bits(pixels[1::channels], CHANNEL_ON).translate(_TIMES[2])
+    b = _bits(pixels[2::channels], CHANNEL_ON)
+    return bytes(map(operator.or_, bytes(map(operator.or_, r, g)), b))
+
+
 def classify(pixels, channels=4):
     """Count the mask colours of an image: ``{'identities': {1: n, ...}, 'black': n, 'white': n, 'exact': bool}``.
 
@@ -50,10 +59,7 @@ def classify(pixels, channels=4):
     as the backend reads them); ``exact`` is True when every RGB value is
     exactly 0 or 1 (no anti-aliased edge, no dithering).
     """
-    r = _bits(pixels[0::channels], CHANNEL_ON).translate(_TIMES[4])
-    g = _bits(pixels[1::channels], CHANNEL_ON).translate(_TIMES[2])
-    b = _bits(pixels[2::channels], CHANNEL_ON)
-    code = bytes(map(operator.or_, bytes(map(operator.or_, r, g)), b))
+    code = _colour_codes(pixels, channels)
     counts = [code.count(bytes((k,))) for k in range(8)]
     values = set(pixels[0::channels]) | set(pixels[1::channels]) | set(pixels[2::channels])
     return {
@@ -62,6 +68,34 @@ def classify(pixels, channels=4):
         "white": counts[7],
         "exact": values <= {0.0, 1.0},
     }
+
+
+def identity_boxes(pixels, width, height, channels=4):
+    """``{identity: (x0, y0, x1, y1)}``: the box of each palette colour (identities 1..6) painted in a picture.
+
+    Boxes are in pixels from the picture's top-left corner, ``x1`` and ``y1``
+    past the last pixel (one pixel at the corner is ``(0, 0, 1, 1)``).
+    Colours are read as :func:`classify` reads them; identities not painted are left out.
+    """
+    if len(pixels) != width * height * channels:
+        raise ValueError("the picture has {:d} values, not {:d}x{:d}x{:d}".format(
+            len(pixels), width, height, channels))
+    code = _colour_codes(pixels, channels)
+    boxes = {}
+    for identity, value in enumerate(_CODE_OF_IDENTITY, start=1):
+        mark = bytes((value,))
+        if mark not in code:
+            continue
+        x0, x1, rows = width, 0, []
+        for row in range(height):
+            line = code[row * width:(row + 1) * width]
+            first = line.find(mark)
+            if first >= 0:
+                x0, x1 = min(x0, first), max(x1, line.rfind(mark) + 1)
+                rows.append(row)
+        # Rows are bottom-up: row r is y = height - 1 - r from the top.
+        boxes[identity] = (x0, height - 1 - rows[-1], x1, height - rows[0])
+    return boxes
 
 
 def compose_layers(layers, pixel_count):

@@ -105,35 +105,6 @@ def test_matte_spec_of_a_job_folder(tmp_path):
 
 # --- Refine Masks: boxes of a rough mask's identities, scaled to the clip.
 
-def picture(width, height, rects, background=(0, 0, 0)):
-    """Flat RGBA floats, rows bottom-up as Image.pixels: ``rects`` are (colour, x0, y0, x1, y1) from the top left."""
-    rows = [[background] * width for _ in range(height)]
-    for colour, x0, y0, x1, y1 in rects:
-        for y in range(y0, y1):
-            rows[y][x0:x1] = [colour] * (x1 - x0)
-    values = []
-    for row in reversed(rows):  # Blender stores the bottom row first
-        for r, g, b in row:
-            values += [r / 255.0, g / 255.0, b / 255.0, 1.0]
-    return values
-
-
-def test_identity_boxes_of_a_two_colour_mask():
-    # Blue spans x 2..5, y 1..6 (from the top); red is a single pixel at the bottom right corner.
-    pixels = picture(10, 8, [((0, 0, 255), 2, 1, 6, 4), ((0, 0, 255), 3, 4, 4, 7), ((255, 0, 0), 9, 7, 10, 8)])
-    assert segment_jobs.identity_boxes(pixels, 10, 8) == {1: (2, 1, 6, 7), 2: (9, 7, 10, 8)}
-
-
-def test_identity_boxes_read_colours_as_the_backend_does():
-    # On white (replacement): only channels above 225 of 255 are on; an anti-aliased edge (200) is not blue.
-    pixels = picture(6, 4, [((0, 0, 255), 1, 1, 3, 3), ((0, 0, 200), 3, 1, 5, 3), ((255, 0, 255), 5, 0, 6, 1),
-                            ((0, 255, 0), 0, 3, 2, 4)], background=(255, 255, 255))
-    assert segment_jobs.identity_boxes(pixels, 6, 4) == {1: (1, 1, 3, 3), 3: (0, 3, 2, 4), 4: (5, 0, 6, 1)}
-    assert segment_jobs.identity_boxes(picture(4, 2, []), 4, 2) == {}
-    with pytest.raises(SegmentError, match="not 4x3x4"):
-        segment_jobs.identity_boxes(picture(4, 2, []), 4, 3)
-
-
 def test_scale_box_to_the_clips_pixels():
     # A 64x36 rough mask of a 1280x720 clip: 20 clip pixels per mask pixel.
     assert segment_jobs.scale_box((8, 4, 24, 30), (64, 36), (1280, 720)) == [160.0, 80.0, 480.0, 600.0]

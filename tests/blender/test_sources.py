@@ -59,6 +59,35 @@ def test_plain_modules_have_no_blender_imports():
             assert "import bpy" not in fh.read()
 
 
+def picture(width, height, rects, background=(0, 0, 0)):
+    """Flat RGBA floats, rows bottom-up as Image.pixels: ``rects`` are (colour, x0, y0, x1, y1) from the top left."""
+    rows = [[background] * width for _ in range(height)]
+    for colour, x0, y0, x1, y1 in rects:
+        for y in range(y0, y1):
+            rows[y][x0:x1] = [colour] * (x1 - x0)
+    values = []
+    for row in reversed(rows):  # Blender stores the bottom row first
+        for r, g, b in row:
+            values += [r / 255.0, g / 255.0, b / 255.0, 1.0]
+    return values
+
+
+def test_identity_boxes_of_a_two_colour_mask():
+    # Blue spans x 2..5, y 1..6 (from the top); red is a single pixel at the bottom right corner.
+    values = picture(10, 8, [((0, 0, 255), 2, 1, 6, 4), ((0, 0, 255), 3, 4, 4, 7), ((255, 0, 0), 9, 7, 10, 8)])
+    assert pixels.identity_boxes(values, 10, 8) == {1: (2, 1, 6, 7), 2: (9, 7, 10, 8)}
+
+
+def test_identity_boxes_read_colours_as_the_backend_does():
+    # On white (replacement): only channels above 225 of 255 are on; an anti-aliased edge (200) is not blue.
+    values = picture(6, 4, [((0, 0, 255), 1, 1, 3, 3), ((0, 0, 200), 3, 1, 5, 3), ((255, 0, 255), 5, 0, 6, 1),
+                            ((0, 255, 0), 0, 3, 2, 4)], background=(255, 255, 255))
+    assert pixels.identity_boxes(values, 6, 4) == {1: (1, 1, 3, 3), 3: (0, 3, 2, 4), 4: (5, 0, 6, 1)}
+    assert pixels.identity_boxes(picture(4, 2, []), 4, 2) == {}
+    with pytest.raises(ValueError, match="not 4x3x4"):
+        pixels.identity_boxes(picture(4, 2, []), 4, 3)
+
+
 def test_backgrounds_per_mode():
     assert clip.backgrounds("animate") == (clip.BLACK, clip.WHITE)
     assert clip.backgrounds("replace") == (clip.WHITE, clip.BLACK)
