@@ -51,6 +51,7 @@ __all__ = (
 
 import dataclasses
 import os
+from collections import namedtuple
 
 import bpy
 
@@ -65,9 +66,9 @@ from .operators import backend_check
 from .operators import export_inputs
 from .operators import import_result
 from .segment_jobs import SegmentError
-from .sources.pixels import identity_boxes
 from .sources.clip import ExportedStill, identity_names
 from .sources.masks import driving_frame_size
+from .sources.pixels import identity_boxes
 from .sources.render import read_pixels
 
 # Custom property (a group) on the strips Auto Masks adds: where they came from.
@@ -115,8 +116,12 @@ def footage_strip(context, not_strip=None):
     return seq_scene, strip
 
 
+# What Auto Masks and Refine Masks segment: the footage strip, the inputs folder, its exported clip and timing.
+Footage = namedtuple("Footage", "seq_scene strip inputs clip timing")
+
+
 def _footage_clip(context, rough=None):
-    """What Auto Masks and Refine Masks segment: ``(seq_scene, strip, inputs folder, clip, timing)``.
+    """The ``Footage`` Auto Masks and Refine Masks segment.
 
     The footage strip (``rough``, the rough mask strip, never stands for it)
     read or baked as for a job; ``timing``: ``(frame_start, frame_end,
@@ -133,7 +138,7 @@ def _footage_clip(context, rough=None):
     if settings.use_frame_range:
         timing = segment_jobs.limit_timing(clip.frame_start, clip.scene_frame_start, clip.shown,
                                            settings.frame_start, settings.frame_end)
-    return seq_scene, strip, inputs, clip, timing
+    return Footage(seq_scene, strip, inputs, clip, timing)
 
 
 def _submit_driving(context, spec, found, label, name, ui):
@@ -153,10 +158,10 @@ def start_driving_masks(context):
     src = sources.get_settings(context.scene)
     prompt = _prompt(src)
     found = _footage_clip(context)
-    clip, (frame_start, frame_end, _first, _shown) = found[3], found[4]
-    spec = segment_jobs.masks_spec(clip.path, prompt=prompt, mode=src.mode, identities=src.auto_mask_identities,
+    frame_start, frame_end, _first, _shown = found.timing
+    spec = segment_jobs.masks_spec(found.clip.path, prompt=prompt, mode=src.mode, identities=src.auto_mask_identities,
                                    frame_start=frame_start, frame_end=frame_end)
-    return _submit_driving(context, spec, found, "Auto Masks: {:s} in {:s}".format(prompt, found[1].name),
+    return _submit_driving(context, spec, found, "Auto Masks: {:s} in {:s}".format(prompt, found.strip.name),
                            AUTO_MASKS, {"prompt": prompt})
 
 
@@ -222,12 +227,12 @@ def start_refined_masks(context):
     src = sources.get_settings(context.scene)
     seq_scene, rough = rough_mask_strip(context)
     found = _footage_clip(context, rough=rough.name)
-    clip, timing = found[3], found[4]
-    folder = os.path.join(found[2], ROUGH_SUBDIR)
+    clip, timing = found.clip, found.timing
+    folder = os.path.join(found.inputs, ROUGH_SUBDIR)
     subjects, identities = rough_subjects(seq_scene, rough, clip, timing, folder, src.mode, src.max_size)
     spec = segment_jobs.masks_spec(clip.path, prompt="", mode=src.mode, identities=len(subjects),
                                    frame_start=timing[0], frame_end=timing[1], subjects=subjects)
-    return _submit_driving(context, spec, found, "Refine Masks: {:s} in {:s}".format(rough.name, found[1].name),
+    return _submit_driving(context, spec, found, "Refine Masks: {:s} in {:s}".format(rough.name, found.strip.name),
                            REFINED_MASKS, {"rough": rough.name, "identities": identities})
 
 
@@ -458,7 +463,5 @@ def _switch_plane(obj, result, rgb):
     shader = next((n for n in tree.nodes if n.type == 'BSDF_PRINCIPLED'), None)
     if shader is None:
         raise SegmentError("its material has no Principled BSDF")
-    tree.links.new(shader.inputs["Alpha"], texture.outputs["Alpha"])
-    material.surface_render_method = 'BLENDED'
-    material.use_transparent_shadow = True
+    import_result.use_image_alpha(material, shader, texture, blended=True)
     obj[import_result.PROP_KEY]["matte"] = True

@@ -370,6 +370,13 @@ def _select_strip(strip):
     editor.active_strip = strip
 
 
+def use_image_alpha(material, shader, texture, blended):
+    """The image's alpha into the shader's; ``blended`` for a matte's soft edges, else dithered (cut-out)."""
+    material.node_tree.links.new(shader.inputs["Alpha"], texture.outputs["Alpha"])
+    material.use_transparent_shadow = True
+    material.surface_render_method = 'BLENDED' if blended else 'DITHERED'
+
+
 def _build_material(material, image, timed, shading, use_alpha, blended=False):
     tree = compat.material_node_tree(material)
     tree.nodes.clear()
@@ -395,9 +402,9 @@ def _build_material(material, image, timed, shading, use_alpha, blended=False):
     else:
         tree.links.new(shader.inputs["Base Color"], texture.outputs["Color"])
     if use_alpha:
-        tree.links.new(shader.inputs["Alpha"], texture.outputs["Alpha"])
-        material.use_transparent_shadow = True
-    material.surface_render_method = 'BLENDED' if blended else 'DITHERED'  # a matte's soft edges: blended
+        use_image_alpha(material, shader, texture, blended)
+    else:
+        material.surface_render_method = 'DITHERED'
     tree.links.new(output.inputs["Surface"], shader.outputs["BSDF"])
     return texture
 
