@@ -25,7 +25,7 @@ __all__ = (
     "build_job",
     "get_queue",
     "history_entry_settings",
-    "find_scene",
+    "job_scenes",
     "run_job",
     "scene_jobs",
     "scene_overrides",
@@ -440,9 +440,10 @@ def scene_overrides(scene, seq_scene):
     return {"scene": scene, "view_layer": _view_layer(scene), "sequencer_scene": seq_scene}
 
 
-def find_scene(name, pointer):
-    """The scene a job was started in, or None when another file was opened meanwhile."""
-    return _find_scene(name, pointer)
+def job_scenes(meta):
+    """``(scene, sequencer scene)`` a job was started in; the scene is None when another file was opened since."""
+    scene = _find_scene(meta.get("scene", ""), meta.get("scene_pointer"))
+    return scene, _find_scene(meta.get("seq_scene", ""), meta.get("seq_scene_pointer")) or scene
 
 
 def import_job(scene, seq_scene, manifest, import_settings, undo=False):
@@ -468,12 +469,11 @@ def import_job(scene, seq_scene, manifest, import_settings, undo=False):
 def finish_job(job, interactive):
     """A done job: add it to its scene's history and import it. Returns ``(level, message)``."""
     meta = job.meta
-    scene = _find_scene(meta.get("scene", ""), meta.get("scene_pointer"))
+    scene, seq_scene = job_scenes(meta)
     job_id = os.path.basename(os.path.normpath(job.job_dir)) or job.id
     if scene is None:
         return 'WARNING', ("SCAIL-2 job {:s} finished, but its scene is no longer open; "
                            "import {:s} with Import Result").format(job_id, job.manifest)
-    seq_scene = _find_scene(meta.get("seq_scene", ""), meta.get("seq_scene_pointer")) or scene
     settings = job_settings.get_job_settings(scene)
     item = settings.history.add()
     item.name = backend_check.one_line(meta.get("label") or job_id, 60)

@@ -173,7 +173,6 @@ class Job:
     record: str = ""  # a segmentation's segment.json, once done
     frame: int = 0  # frames finished in a segmentation's (or a generation's matte's) stage
     stage: str = ""  # that stage: "segment" or "write"
-    identities: list = field(default_factory=list)  # a masks job's identities, from "done"
     error: JobError = None
     warnings: list = field(default_factory=list)
     noise_only: bool = False
@@ -656,7 +655,6 @@ class JobQueue:
             if job.task != "generate":
                 job.record = os.path.join(job.job_dir, protocol.SEGMENT_RECORD)
                 job.frames_ready = int(message.get("frames") or job.frames)
-                job.identities = list(message.get("identities") or [])
                 job.warnings = list(message.get("warnings") or job.warnings)
             self._end(job, "done")
         elif kind == "cancelled":

@@ -281,10 +281,9 @@ def start_matte(context, item):
 def finish_job(job, interactive):
     """A done segmentation job: use its result in its scene (one undo step). Returns ``(level, message)``."""
     meta = job.meta
-    scene = job_runtime.find_scene(meta.get("scene", ""), meta.get("scene_pointer"))
+    scene, seq_scene = job_runtime.job_scenes(meta)
     if scene is None:
         return 'WARNING', "The segmentation job finished, but its scene is no longer open: " + job.job_dir
-    seq_scene = job_runtime.find_scene(meta.get("seq_scene", ""), meta.get("seq_scene_pointer")) or scene
     meta.pop("applied", None)
     try:
         with bpy.context.temp_override(**job_runtime.scene_overrides(scene, seq_scene)):
