@@ -1,4 +1,7 @@
-"""`python -m backend ...`: generate, convert, demo, serve, doctor, masks, matte. Bad input is one line on stderr, exit code 2."""
+"""`python -m backend ...`: generate, convert, demo, serve, doctor, masks, matte.
+
+Bad input is one line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -196,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(handler=run_doctor)
     masks = commands.add_parser("masks", help="colour-coded masks of a clip or still (SAM 3 text prompt or SAM 2 "
                                 "marks)", description="Segment a clip (driving mask frames) or a still (reference "
-                                "mask): identities left to right, SCAIL-2 palette, the mode's background.")
+                                "mask): SCAIL-2 palette on the mode's background; found instances numbered left to right, "
+                                "marked subjects in the order given.")
     add_masks_arguments(masks)
     masks.set_defaults(handler=run_masks)
     matte = commands.add_parser("matte", help="RGBA copies of frames with the character's alpha (SAM 3)",

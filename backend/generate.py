@@ -10,10 +10,8 @@ resume from its last completed segment with the same noise.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import secrets
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import torch.nn.functional as F
 import protocol
 
 from . import media
+from .media import write_json_atomic
 from .components import Components
 from .inputs import PreparedInputs, fallback_mask
 from .masks import encode_mask_video, to_signed_unit
@@ -63,15 +62,6 @@ def preset_settings(spec, short_side: int) -> SamplerSettings:
 
 def frame_name(index: int) -> str:
     return f"frames/frame_{index:06d}.png"
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_state(job_dir: Path) -> dict[str, Any]:

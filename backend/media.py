@@ -12,6 +12,7 @@ No model code lives here. Conventions used throughout:
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -532,6 +533,19 @@ def _replace_durably(temp: str, path: str) -> None:
             _fsync_path(os.path.dirname(os.path.abspath(path)))
         except OSError:
             pass  # some file systems refuse fsync on folders; the data itself is synced
+
+
+def write_json_atomic(path: PathLike, data: dict) -> None:
+    """Write JSON so a reader sees the old file or the whole new one: temp file, fsync, os.replace."""
+    path = os.fspath(path)
+    temp = _temp_beside(path, ".tmp")
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        _replace_durably(temp, path)
+    except BaseException:
+        _remove_quietly(temp)
+        raise
 
 
 def write_png_atomic(path: PathLike, image: np.ndarray) -> None:

@@ -352,7 +352,8 @@ class SCAIL2_UL_history(UIList):
 def _has_matte(job_dir):
     """Whether the job folder holds a finished matte (cached on the folder's files' times)."""
     stamps = []
-    for path in (os.path.join(job_dir, "manifest.json"), os.path.join(job_dir, "frames_rgba", "segment.json")):
+    for path in (os.path.join(job_dir, results.MANIFEST_NAME),
+                 os.path.join(job_dir, results.MATTE_FOLDER, results.SEGMENT_RECORD)):
         try:
             stamps.append(os.path.getmtime(path))
         except OSError:

@@ -26,22 +26,6 @@ def mask_box(mask: np.ndarray, threshold: float = 0.5) -> tuple[float, float, fl
     return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
 
-def first_boxes(coverage: np.ndarray) -> np.ndarray:
-    """Each instance's box [N, 4] in the first frame where it appears (NaN if it never does).
-
-    coverage: [N, T, H, W] in [0, 1].
-    """
-    coverage = np.asarray(coverage)
-    boxes = np.full((coverage.shape[0], 4), np.nan, np.float32)
-    for n in range(coverage.shape[0]):
-        for frame in coverage[n]:
-            box = mask_box(frame)
-            if box is not None:
-                boxes[n] = box
-                break
-    return boxes
-
-
 def left_to_right(boxes: np.ndarray) -> list[int]:
     """Indices of `boxes` [N, 4] (x0, y0, x1, y1) by box centre x, left first; boxes with NaN go last."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)

@@ -18,7 +18,7 @@ import numpy as np
 
 from protocol import MATTE_FOLDER, PALETTE, SEGMENT_RECORD, SegmentSpec
 
-from ..generate import write_json_atomic
+from ..media import write_json_atomic
 from .identities import (
     SegmentationError,
     arrange_identities,

@@ -9,7 +9,6 @@ import torch
 from backend.segment.identities import (
     SegmentationError,
     arrange_identities,
-    first_boxes,
     left_to_right,
     select_instances,
 )
@@ -25,8 +24,19 @@ def moving_squares(xs_per_instance, frames=5, height=32, width=64):
     return cov
 
 
+def tracks_of(cov):
+    """Tracks holding coverage [N, T, H, W] as +-8 logits, instance n = n."""
+    n, frames, height, width = cov.shape
+    tracks = Tracks(frames, height, width)
+    for k in range(n):
+        for t in range(frames):
+            tracks.add(k, t, torch.from_numpy(np.where(cov[k, t] >= 0.5, 8.0, -8.0)))
+    return tracks
+
+
 def stats(cov):
-    return cov.reshape(cov.shape[0], -1).mean(axis=1), first_boxes(cov)
+    tracks = tracks_of(cov)
+    return tracks.areas(), tracks.first_boxes()
 
 
 def test_identity_one_is_the_left_one():
@@ -45,7 +55,7 @@ def test_order_uses_first_frame_box_centre():
 def test_first_boxes_use_first_appearance():
     cov = np.zeros((1, 3, 8, 8), np.float32)
     cov[0, 1, 2:4, 5:7] = 1
-    assert first_boxes(cov)[0].tolist() == [5, 2, 7, 4]
+    assert tracks_of(cov).first_boxes()[0].tolist() == [5, 2, 7, 4]
 
 
 def test_more_than_six_keeps_the_six_largest_in_left_right_order():
