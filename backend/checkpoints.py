@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .model import SCAIL2_14B_CONFIG, SCAIL2Transformer3DModel
+from .models.transformer_scail2 import SCAIL2_14B_CONFIG, SCAIL2Transformer3DModel
 
 SAT = "sat"
 SINGLE_FILE = "single-file"

@@ -115,7 +115,7 @@ def weights_report(weights: Path | None) -> dict:
         return {"folder": None}
     from .checkpoints import detect_layout, find_transformer
 
-    from . import encoders
+    from .models import encoders
 
     report: dict = {"folder": str(weights)}
     try:
@@ -143,7 +143,7 @@ def transformer_params() -> float:
     """Parameters of the SCAIL-2 14B transformer, counted on the meta device (no memory used)."""
     try:
         from .checkpoints import meta_model
-        from .model import SCAIL2_14B_CONFIG
+        from .models.transformer_scail2 import SCAIL2_14B_CONFIG
 
         return float(sum(p.numel() for p in meta_model(SCAIL2_14B_CONFIG).parameters()))
     except Exception:

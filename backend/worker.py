@@ -433,7 +433,7 @@ class Worker:
 
     def _model_label(self) -> str:
         if self.model == "tiny":
-            from .tiny import TINY_LABEL
+            from .models.tiny import TINY_LABEL
 
             return TINY_LABEL
         return f"SCAIL-2 weights in {self.model} (not loaded yet)"

@@ -19,7 +19,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.model import SCAIL2_14B_CONFIG, SCAIL2Transformer3DModel  # noqa: E402
+from backend.models.transformer_scail2 import SCAIL2_14B_CONFIG, SCAIL2Transformer3DModel  # noqa: E402
 
 # A small configuration for CPU runs of the benchmark code itself (not for figures that matter).
 CPU_CONFIG = dict(SCAIL2_14B_CONFIG, dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=64, freq_dim=64)

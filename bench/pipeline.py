@@ -38,8 +38,8 @@ def full_size_components(device: torch.device, memory: MemoryOptions) -> Compone
     from diffusers import AutoencoderKLWan
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
-    from backend.encoders import Encoders, ImageEncoder, TextEncoder, VideoVAE
-    from backend.tiny import tiny_tokenizer
+    from backend.models.encoders import Encoders, ImageEncoder, TextEncoder, VideoVAE
+    from backend.models.tiny import tiny_tokenizer
 
     with torch.device("meta"):
         text = UMT5EncoderModel(UMT5Config(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from scail_fixtures import TINY_WEIGHTS, tiny_config
 
 from backend import encoder_checkpoints as ec
-from backend.encoders import CLIP_MEAN, CLIP_STD
+from backend.models.encoders import CLIP_MEAN, CLIP_STD
 
 SAT_PREFIX = "model.diffusion_model."
 OFFICIAL_FILES = {
@@ -132,7 +132,7 @@ __all__ = ["tiny_config", "tiny_weights", "wan_to_sat", "write_sat_release", "wr
            "fp8_scaled", "stock_wan_i2v", "RELEASE_CHECKPOINT"]
 
 
-# -- encoders and VAE (`tiny` is an Encoders from backend.tiny) ----------------------------------
+# -- encoders and VAE (`tiny` is an Encoders from backend.models.tiny) ---------------------------
 
 
 def write_official_encoders(folder: Path, tiny) -> Path:

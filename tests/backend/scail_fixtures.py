@@ -22,7 +22,7 @@ def tiny_config() -> dict:
 
 
 def tiny_model():
-    from backend.model import SCAIL2Transformer3DModel
+    from backend.models.transformer_scail2 import SCAIL2Transformer3DModel
 
     model = SCAIL2Transformer3DModel(**tiny_config())
     model.load_state_dict(load_file(TINY_WEIGHTS), strict=True)

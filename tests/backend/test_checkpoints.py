@@ -37,7 +37,7 @@ from backend.checkpoints import (
     sat_to_wan_names,
 )
 from backend.convert import convert, convert_main, parse_size
-from backend.model import SCAIL2_14B_CONFIG, SCAIL2Transformer3DModel
+from backend.models.transformer_scail2 import SCAIL2_14B_CONFIG, SCAIL2Transformer3DModel
 
 PARITY_TOLERANCE = 2e-6
 

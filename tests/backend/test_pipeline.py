@@ -231,7 +231,7 @@ def weights_folders(tmp_path_factory):
     from scail_fixtures import TINY_WEIGHTS, tiny_config
 
     from backend.convert import convert
-    from backend.tiny import tiny_encoders
+    from backend.models.tiny import tiny_encoders
 
     encoders = tiny_encoders()
     official = write_official_encoders(tmp_path_factory.mktemp("official"), encoders)

@@ -12,7 +12,7 @@ from ckpt_builders import OFFICIAL_FILES, write_diffusers_encoders, write_offici
 from scail_fixtures import tiny_config
 
 from backend import encoder_checkpoints as ec
-from backend.encoders import (
+from backend.models.encoders import (
     CLIP_MEAN,
     CLIP_STD,
     EncoderError,
@@ -21,7 +21,7 @@ from backend.encoders import (
     detect_layout,
     load_encoders,
 )
-from backend.tiny import TINY_LABEL, TINY_VAE_CONFIG, tiny_encoders, tiny_transformer
+from backend.models.tiny import TINY_LABEL, TINY_VAE_CONFIG, tiny_encoders, tiny_transformer
 
 PROMPTS = ["a cat", "", "  h&eacute;llo \n  world  "]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from scail_fixtures import case_inputs, tiny_model
 
-from backend.model import SCAIL2Transformer3DModel
-from backend.rope import TokenLayout
+from backend.models.transformer_scail2 import SCAIL2Transformer3DModel
+from backend.models.rope import TokenLayout
 
 PARITY_TOLERANCE = 2e-6  # the fixture README: legitimate float32 differences stay below 5e-7
 

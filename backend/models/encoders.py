@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .encoder_checkpoints import (
+from ..encoder_checkpoints import (
     EncoderError,
     load_open_clip_visual,
     load_wan_t5,

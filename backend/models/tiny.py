@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .encoders import Encoders, ImageEncoder, TextEncoder, VideoVAE
-from .model import CLIP_DIM, SCAIL2Transformer3DModel
+from .transformer_scail2 import CLIP_DIM, SCAIL2Transformer3DModel
 
 TINY_LABEL = "tiny (random weights: output is noise)"
 

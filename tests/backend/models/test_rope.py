@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from backend.rope import SIDE_OFFSET, TokenLayout, _grid_angles, apply_rotary, axis_pairs, rotary_factors
+from backend.models.rope import SIDE_OFFSET, TokenLayout, _grid_angles, apply_rotary, axis_pairs, rotary_factors
 
 
 def test_axis_split_matches_the_spec():
