@@ -3,59 +3,88 @@
 
 Blender side of the extension. It uses only the Python standard library and
 ``bpy``; the model itself runs in a separate Python (the ``backend`` package,
-started as a subprocess with its own environment).
+started as a subprocess with its own environment). The layers, each importing
+only those before it:
+
+* ``protocol``, ``compat``, ``preferences``: shared settings, Blender version
+  differences, the add-on's folders;
+* ``core/``: plain logic, no ``bpy`` (job queue, worker client, results maths);
+* ``props/``: what is stored on the scene;
+* ``sources/``: exports of a job's inputs from Blender;
+* ``runtime/``: jobs, imports and setup inside Blender;
+* ``operators/`` and ``panels/``: thin operators, drawing only.
 """
 
-if "bpy" in locals():
-    # "Reload Scripts": reload the sub-modules too, dependencies first.
-    import importlib
+# Every sub-module, dependencies first: "Reload Scripts" reloads them in this order.
+_modules = (
+    "protocol",
+    "compat",
+    "preferences",
+    "core.util",
+    "core.inputs",
+    "core.pixels",
+    "core.timing",
+    "core.results",
+    "core.job",
+    "core.worker_client",
+    "core.queue",
+    "core.segmentation",
+    "core.setup",
+    "core.checks",
+    "props.job_settings",
+    "props.input_settings",
+    "props",
+    "sources.render",
+    "sources.sequencer",
+    "sources.footage",
+    "sources.masks",
+    "sources.reference",
+    "sources",
+    "sources.exports",
+    "runtime.session",
+    "runtime.result_plan",
+    "runtime.result_create",
+    "runtime.generation",
+    "runtime.matte",
+    "runtime.segmentation",
+    "runtime.follow",
+    "runtime.setup",
+    "operators.common",
+    "operators.setup",
+    "operators.inputs",
+    "operators.import_result",
+    "operators.jobs",
+    "operators.segmentation",
+    "operators",
+    "panels.common",
+    "panels.preferences",
+    "panels.setup",
+    "panels.jobs",
+    "panels",
+)
 
-    compat = importlib.reload(compat)
-    preferences = importlib.reload(preferences)
-    results = importlib.reload(results)
-    operators.backend_check = importlib.reload(operators.backend_check)
-    operators.backend = importlib.reload(operators.backend)
-    operators.import_result = importlib.reload(operators.import_result)
-    for _name in ("clip", "pixels", "render", "settings", "sequencer", "footage", "masks", "reference"):
-        importlib.reload(getattr(sources, _name))
-    sources = importlib.reload(sources)
-    operators.export_inputs = importlib.reload(operators.export_inputs)
-    jobs = importlib.reload(jobs)
-    backend_setup = importlib.reload(backend_setup)
-    job_settings = importlib.reload(job_settings)
-    job_runtime = importlib.reload(job_runtime)
-    segment_jobs = importlib.reload(segment_jobs)
-    segment_runtime = importlib.reload(segment_runtime)
-    operators.generate = importlib.reload(operators.generate)
-    operators.setup_backend = importlib.reload(operators.setup_backend)
-    operators.segment = importlib.reload(operators.segment)
-    operators = importlib.reload(operators)
-    panels.setup = importlib.reload(panels.setup)
-    panels.jobs = importlib.reload(panels.jobs)
-    panels = importlib.reload(panels)
-    del importlib
+if "bpy" in locals():
+    import importlib
+    import sys
+
+    for _name in _modules:
+        _module = sys.modules.get(__name__ + "." + _name)
+        if _module is not None:
+            importlib.reload(_module)
+    del importlib, sys, _name, _module
 
 import bpy
 
-from . import (
-    backend_setup,
-    compat,
-    job_settings,
-    jobs,
-    operators,
-    panels,
-    preferences,
-    results,
-    sources,
-)
-from . import job_runtime
-from . import segment_jobs
-from . import segment_runtime
+from . import operators
+from . import panels
+from . import preferences
+from . import props
+from .runtime import follow
+from .runtime import setup
 
 # Registered in this order, unregistered in reverse.
 _classes = (
-    *preferences.classes,
-    *job_settings.classes,
+    *props.classes,
     *operators.classes,
     *panels.classes,
 )
@@ -74,14 +103,13 @@ def register():
         raise
     # Create the user data folder up front, so it exists whatever runs first.
     preferences.data_dir()
-    job_runtime.register()
+    follow.register()
 
 
 def unregister():
     # Jobs first: the timer and the worker stop before the classes they use go.
-    job_runtime.unregister()
-    operators.setup_backend.forget()
+    follow.unregister()
+    setup.forget()
     panels.jobs.forget_previews()
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)
-    operators.backend.forget_checks()

@@ -82,7 +82,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         addon = load_addon()
-        export_strip, pixels = addon.sources.export_strip, addon.sources.pixels
+        export_strip, pixels = addon.sources.export_strip, addon.core.pixels
 
         for frames in args.frames:
             scene = bpy.data.scenes.new(f"bench{frames}")

@@ -2,7 +2,8 @@
 
     .venvs/backend/bin/python bench/worker_start.py [--model tiny | --weights DIR] [--repeats 3]
 
-Uses the add-on's own client (worker_client.py, standard library only).
+Uses the add-on's own client (core/worker_client.py, standard library only), imported as part of the add-on
+package without running its ``__init__`` (which needs Blender).
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+_addon = types.ModuleType("scail2")
+_addon.__path__ = [str(REPO)]
+sys.modules.setdefault("scail2", _addon)
 
-import protocol  # noqa: E402
-from worker_client import WorkerClient  # noqa: E402
+from scail2 import protocol  # noqa: E402
+from scail2.core.worker_client import WorkerClient  # noqa: E402
 
 FOOTAGE = REPO.parent / "shared" / "fixtures" / "footage"
 

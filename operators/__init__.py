@@ -1,27 +1,25 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Operators of the SCAIL-2 add-on.
+"""Operators of the SCAIL-2 add-on, one file per feature.
 
-Operators stay thin: the work is done by plain functions in modules such as
-``backend_check`` and the top-level ``results`` (standard library only), which
-tests drive directly.
+Operators stay thin: properties, ``poll`` and reports. The work is done in
+``runtime`` (jobs, imports, setup state), ``sources`` (exports) and ``core``
+(plain logic, no ``bpy``), which tests drive directly.
 """
 
 __all__ = (
     "classes",
 )
 
-from . import backend
-from . import export_inputs
 from . import import_result
-from . import generate
-from . import setup_backend
-from . import segment
+from . import inputs
+from . import jobs
+from . import segmentation
+from . import setup
 
 classes = (
-    *backend.classes,
-    *export_inputs.classes,
+    *setup.classes,
+    *inputs.classes,
     *import_result.classes,
-    *generate.classes,
-    *setup_backend.classes,
-    *segment.classes,
+    *jobs.classes,
+    *segmentation.classes,
 )

@@ -1,14 +1,16 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Sidebar panels of the SCAIL-2 add-on (the "SCAIL" tab)."""
+"""What the artist sees: the add-on's preferences and the sidebar panels of the "SCAIL" tab. Drawing only."""
 
 __all__ = (
     "classes",
 )
 
-from . import setup
 from . import jobs
+from . import preferences
+from . import setup
 
 classes = (
+    *preferences.classes,
     *setup.classes,
     *jobs.classes,
 )

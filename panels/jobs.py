@@ -23,12 +23,14 @@ import bpy
 from bpy.types import Panel, UIList
 
 from .. import compat
-from .. import job_runtime
-from .. import job_settings
-from .. import results
 from .. import sources
-from ..sources.clip import PALETTE_NAMES
-from .setup import _label_wrapped
+from ..core import results
+from ..core.inputs import INPUTS_NAME, PALETTE_NAMES
+from ..props import job_settings
+from ..props.input_settings import get_settings
+from ..runtime import follow, session
+from ..sources.exports import inputs_folder
+from .common import label_wrapped
 
 _STATUS_ICONS = {
     "submitting": 'SORTTIME',
@@ -77,10 +79,9 @@ def _thumbnail_icon(path):
 
 def _recorded_inputs(context, scene):
     """What the scene's inputs folder holds (inputs.json), or None when it cannot be read."""
-    from ..operators.export_inputs import inputs_folder
 
     folder = inputs_folder(context, scene)
-    path = os.path.join(folder, sources.clip.INPUTS_NAME)
+    path = os.path.join(folder, INPUTS_NAME)
     try:
         mtime = os.path.getmtime(path)
     except OSError:
@@ -113,15 +114,15 @@ class SCAIL2_UL_identities(UIList):
 def _recorded_line(layout, context, label, entry, missing):
     if entry:
         note = entry.get("note") or entry.get("source") or entry.get("path", "")
-        _label_wrapped(layout, context, "{:s}: {:s}".format(label, note), 'CHECKMARK')
+        label_wrapped(layout, context, "{:s}: {:s}".format(label, note), 'CHECKMARK')
     else:
-        _label_wrapped(layout, context, "{:s}: {:s}".format(label, missing), 'DOT')
+        label_wrapped(layout, context, "{:s}: {:s}".format(label, missing), 'DOT')
 
 
 def draw_inputs(layout, context):
     """Where the job's driving footage, masks and reference come from, and what has been exported."""
     scene = context.scene
-    src = sources.get_settings(scene)
+    src = get_settings(scene)
     layout.use_property_split = True
     layout.use_property_decorate = False
 
@@ -207,7 +208,7 @@ def draw_inputs(layout, context):
         _recorded_line(box, context, "Mask", inputs.get("driving_mask"), "not exported yet")
     _recorded_line(box, context, "Reference", inputs.get("reference"), "not exported yet")
     if src.last_check:
-        _label_wrapped(box, context, src.last_check, 'INFO')
+        label_wrapped(box, context, src.last_check, 'INFO')
 
 
 def draw_auto_masks(layout, context, src):
@@ -233,7 +234,7 @@ def draw_auto_masks(layout, context, src):
 
 def _latest_job(scene, tasks=("generate",), kind=None):
     """The scene's running job of ``tasks`` (of that segmentation ``kind``), else the newest one."""
-    jobs = [job for job in job_runtime.scene_jobs(scene, tasks)
+    jobs = [job for job in session.scene_jobs(scene, tasks)
             if kind is None or job.meta.get("segment", {}).get("kind") == kind]
     active = [job for job in jobs if job.active]
     return active[-1] if active else (jobs[-1] if jobs else None)
@@ -244,17 +245,17 @@ def draw_job_state(layout, context, job):
     col = layout.column(align=True)
     icon = _STATUS_ICONS.get(job.status, 'INFO')
     if job.status == "failed" and job.error is not None:
-        _label_wrapped(col, context, job.error.message, 'ERROR')
+        label_wrapped(col, context, job.error.message, 'ERROR')
         if job.error.hint:
-            _label_wrapped(col, context, job.error.hint, 'INFO')
+            label_wrapped(col, context, job.error.hint, 'INFO')
         return
-    _label_wrapped(col, context, job.phase_text(), icon)
+    label_wrapped(col, context, job.phase_text(), icon)
     if job.active:
         text = "About {:s} left".format(job.eta_text()) if job.eta_s is not None else "Working out the time left"
         col.progress(factor=job.progress(), type='BAR', text=text)
     if job.noise_only:
         col.label(text="Test model: the frames are noise", icon='INFO')
-    image = bpy.data.images.get(job_runtime.PREVIEW_IMAGE)
+    image = bpy.data.images.get(follow.PREVIEW_IMAGE)
     if job.preview and image is not None and image.preview is not None and image.preview.icon_id:
         layout.template_icon(icon_value=image.preview.icon_id, scale=8.0)
 
@@ -263,7 +264,7 @@ def draw_generate(layout, context):
     """The job's settings, Generate and Cancel, and the scene's latest job."""
     scene = context.scene
     settings = job_settings.get_job_settings(scene)
-    src = sources.get_settings(scene)
+    src = get_settings(scene)
     layout.use_property_split = True
     layout.use_property_decorate = False
 
@@ -316,9 +317,9 @@ def draw_generate(layout, context):
 
 def draw_queue(layout, context):
     """Every job of this session, newest first, with its state; cancel buttons for the unfinished ones."""
-    queue = job_runtime.get_queue(create=False)
+    queue = session.get_queue(create=False)
     if queue is not None and queue.notice:
-        _label_wrapped(layout, context, queue.notice, 'INFO')
+        label_wrapped(layout, context, queue.notice, 'INFO')
     jobs = list(queue.jobs.values())[::-1] if queue is not None else []
     if not jobs:
         layout.label(text="No jobs in this session")
@@ -382,14 +383,14 @@ def draw_history(layout, context):
     col = box.column(align=True)
     col.label(text="Job {:s}: {:d} frames, seed {:d}".format(item.job_id, item.frames, item.seed), translate=False)
     if item.note:
-        _label_wrapped(col, context, "Not imported: " + item.note, 'ERROR')
+        label_wrapped(col, context, "Not imported: " + item.note, 'ERROR')
     if _has_matte(item.job_dir):
         col.label(text="Matte: RGBA frames (imports show the characters alone)", icon='CHECKMARK')
     row = box.row(align=True)
     row.operator("scail2.history_import", icon='IMPORT').index = index
     row.operator("scail2.history_redo", icon='FILE_REFRESH').index = index
     row.operator("scail2.matte_result", icon='SHADERFX').index = index
-    matte = [job for job in job_runtime.scene_jobs(context.scene, ("matte",))
+    matte = [job for job in session.scene_jobs(context.scene, ("matte",))
              if job.meta.get("segment", {}).get("job_dir") == item.job_dir]
     if matte and (matte[-1].active or matte[-1].status == "failed"):
         draw_job_state(box, context, matte[-1])

@@ -12,14 +12,13 @@ __all__ = (
     "draw_setup",
 )
 
-import textwrap
-
 from bpy.types import Panel
 
 from .. import compat
 from .. import preferences
-from ..operators import backend_check
-from ..operators.backend import last_check
+from ..core import checks
+from ..runtime.setup import last_check
+from .common import label_wrapped
 
 _STATE_ICONS = {
     'OK': 'CHECKMARK',
@@ -27,26 +26,11 @@ _STATE_ICONS = {
     'PROBLEM': 'ERROR',
 }
 
-# Rough width of one character of interface text, in pixels at scale 1.0.
-_CHAR_WIDTH_PX = 7.0
-
-
-def _label_wrapped(layout, context, text, icon):
-    """Draw ``text`` over as many lines as the sidebar's width needs."""
-    region = context.region
-    width = region.width if region is not None else 300
-    scale = context.preferences.system.ui_scale or 1.0
-    chars = max(16, int(width / (_CHAR_WIDTH_PX * scale)) - 4)
-    col = layout.column(align=True)
-    for i, line in enumerate(textwrap.wrap(text, chars) or [""]):
-        col.label(text=line, icon=icon if i == 0 else 'BLANK1', translate=False)
-
-
 def draw_setup(layout, context):
     """Draw the backend setup summary and its buttons into ``layout``."""
     prefs = preferences.get_preferences(context)
     python = preferences.resolved_python(prefs)
-    items = backend_check.setup_status(
+    items = checks.setup_status(
         python,
         preferences.resolved_weights_dir(prefs),
         preferences.effective_output_dir(prefs),
@@ -61,7 +45,7 @@ def draw_setup(layout, context):
 
     result = last_check(python)
     if result is not None:
-        _label_wrapped(layout, context, result.message, 'CHECKMARK' if result.ok else 'ERROR')
+        label_wrapped(layout, context, result.message, 'CHECKMARK' if result.ok else 'ERROR')
 
     col = layout.column(align=True)
     col.operator("scail2.check_backend", icon='CHECKMARK')

@@ -13,10 +13,9 @@ they are and which scene frames they stand for:
   and the check that every identity of the driving mask has a character;
 * :mod:`.reference`: the reference still from a file, an Image, a strip's
   frame or a render through a camera (alpha kept);
-* :mod:`.clip`: :class:`ExportedClip`, :class:`ExportedStill` and the
-  ``inputs.json`` record a job is built from (standard library only);
-* :mod:`.settings`: what the artist chose, on the scene
-  (``Scene.scail2_sources``), including the identity assignment.
+* ``core.inputs``: :class:`ExportedClip`, :class:`ExportedStill` and the
+  ``inputs.json`` record a job is built from (standard library only); what
+  the artist chose is ``props.input_settings`` (``Scene.scail2_sources``).
 
 Nothing here changes the user's scene: renders happen in a temporary copy of
 it, and the few shared values an export must change (object colours, mask
@@ -31,12 +30,10 @@ __all__ = (
     "attach_reference_mask",
     "bake_reasons",
     "check_identities",
-    "classes",
     "export_mask_file",
     "export_mask_strip",
     "export_sequencer_range",
     "export_strip",
-    "get_settings",
     "job_fields",
     "load_inputs",
     "preview_mask_strip",
@@ -50,7 +47,7 @@ __all__ = (
     "save_inputs",
 )
 
-from .clip import ExportError, ExportedClip, ExportedStill, job_fields, load_inputs, save_inputs
+from ..core.inputs import ExportError, ExportedClip, ExportedStill, job_fields, load_inputs, save_inputs
 from .footage import bake_reasons, export_sequencer_range, export_strip, render_camera_clip
 from .masks import (
     NO_MASK,
@@ -68,4 +65,3 @@ from .reference import (
     reference_from_strip,
     render_reference,
 )
-from .settings import classes, get_settings

@@ -23,8 +23,8 @@ import bisect
 import os
 
 from .. import compat
-from .. import results
-from .clip import ExportError, ExportedClip
+from ..core import timing
+from ..core.inputs import ExportError, ExportedClip
 from .render import (
     DEFAULT_MAX_SIZE,
     abspath,
@@ -102,7 +102,7 @@ def bake_reasons(scene, strip):
 
 
 def strip_playback(scene, strip, footage_frames=None):
-    """How a movie or image strip shows its footage, as :class:`results.StripPlayback`.
+    """How a movie or image strip shows its footage, as :class:`timing.StripPlayback`.
 
     The same rule the import side uses to put generated frames back (see
     ``results``): footage frame ``animation_offset_start + r(p)`` at scene frame
@@ -111,7 +111,7 @@ def strip_playback(scene, strip, footage_frames=None):
     """
     if strip.type == 'IMAGE':
         duration = compat.strip_content_duration(strip)
-        return results.StripPlayback(
+        return timing.StripPlayback(
             content_start=compat.strip_content_start(strip),
             content_frames=duration,
             rate=1.0,
@@ -128,10 +128,10 @@ def strip_playback(scene, strip, footage_frames=None):
         raise ExportError("Cannot tell the frame rate of the movie " + path)
     used = max(1, total - strip.animation_offset_start - strip.animation_offset_end)
     duration = compat.strip_content_duration(strip)
-    return results.StripPlayback(
+    return timing.StripPlayback(
         content_start=compat.strip_content_start(strip),
         content_frames=duration,
-        rate=results.movie_rate(duration, used, media_fps, scene_fps(scene)),
+        rate=timing.movie_rate(duration, used, media_fps, scene_fps(scene)),
         footage_offset=strip.animation_offset_start,
         footage_frames=used,
         footage_fps=media_fps,

@@ -29,9 +29,9 @@ import os
 import bpy
 
 from .. import compat
-from .clip import PALETTE, ExportError, ExportedClip, backgrounds, identity_check, identity_names
+from ..core.inputs import PALETTE, ExportError, ExportedClip, backgrounds, identity_check, identity_names
 from .sequencer import animated_paths, folder_listing, sequencer_copy
-from .pixels import classify, compose_layers, coverage, fill, interleave, write_png
+from ..core.pixels import classify, compose_layers, coverage, fill, interleave, write_png
 from .render import (
     DEFAULT_MAX_SIZE,
     Restorer,
@@ -46,7 +46,7 @@ from .render import (
     set_png_output,
     temporary_scene,
 )
-from .settings import assigned_objects
+from ..props.input_settings import assigned_objects
 
 MASK_NAME = "mask_{:06d}.png"
 BLANK_NAME = ".blank.png"

@@ -22,8 +22,8 @@ import os
 import bpy
 
 from .. import compat
-from .clip import ExportError, ExportedStill, identity_names
-from .pixels import classify
+from ..core.inputs import ExportError, ExportedStill, identity_names
+from ..core.pixels import classify
 from .footage import ENGINES, bake_reasons
 from .sequencer import keep_for, render_sequencer_frames
 from .masks import render_reference_mask
@@ -38,7 +38,7 @@ from .render import (
     set_png_output,
     temporary_scene,
 )
-from .settings import assigned_objects
+from ..props.input_settings import assigned_objects
 
 # What the backend reads as a still (backend/media.py, IMAGE_EXTENSIONS).
 REFERENCE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp"})

@@ -34,7 +34,7 @@ import os
 import bpy
 
 from .. import compat
-from .clip import ExportError
+from ..core.inputs import ExportError
 
 # Longest side of what an export renders by default: the model's largest tier is 1280 wide.
 DEFAULT_MAX_SIZE = 1280

@@ -25,7 +25,7 @@ import bpy
 from bpy_extras import anim_utils
 
 from .. import compat
-from .clip import ExportError
+from ..core.inputs import ExportError
 from .render import (
     DEFAULT_MAX_SIZE,
     IMAGE_EXTENSIONS,

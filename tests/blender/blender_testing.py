@@ -65,18 +65,23 @@ def run_blender_ext(*args, timeout=120):
     )
 
 
-def load_plain_module(relpath, name):
-    """Load a standard-library-only add-on module straight from its file, outside the package."""
-    path = os.path.join(REPO_ROOT, relpath)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look the module up while the class is built.
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
+ADDON_PACKAGE = "scail2"
+
+
+def addon_package():
+    """The add-on as the package ``scail2``, without running its ``__init__`` (which imports ``bpy``).
+
+    Its ``core`` modules (standard library only) then import as inside Blender: ``from scail2.core import queue``.
+    """
+    import types
+
+    package = sys.modules.get(ADDON_PACKAGE)
+    if package is None:
+        package = types.ModuleType(ADDON_PACKAGE)
+        package.__path__ = [REPO_ROOT]
+        package.__package__ = ADDON_PACKAGE
+        sys.modules[ADDON_PACKAGE] = package
+    return package
 
 
 def isolated_blender_env(user_dir):

@@ -4,6 +4,9 @@ import pytest
 
 import blender_testing
 
+# Tests import the add-on's plain modules as a package (``from scail2.core import queue``), as Blender does.
+blender_testing.addon_package()
+
 
 @pytest.fixture(scope="session")
 def built_zip(tmp_path_factory):

@@ -11,7 +11,7 @@ stop the later ones. The checks themselves are in test_generate.py.
 The bpy module always runs in background mode, so ``scail2.generate`` runs its
 job to the end before returning (the render-farm path). The interactive path
 (return at once, a timer follows the job) is exercised by setting
-``job_runtime.force_async`` and calling the timer function ``job_runtime.tick``
+``runtime.session.force_async`` and calling the timer function ``runtime.follow.tick``
 by hand, as Blender's event loop would.
 """
 
@@ -220,8 +220,8 @@ else:
             message = run_expect_error()
         finally:
             scene.scail2_job.prompt = ""
-        runtime = module(".job_runtime")
-        job = runtime.scene_jobs(scene)[-1]
+        session, follow = module(".runtime.session"), module(".runtime.follow")
+        job = session.scene_jobs(scene)[-1]
         return {
             "message": message,
             "error": {"code": job.error.code, "message": job.error.message, "hint": job.error.hint},
@@ -232,8 +232,8 @@ else:
 
     @step
     def interactive_generate():
-        runtime = module(".job_runtime")
-        runtime.force_async = True
+        session, follow = module(".runtime.session"), module(".runtime.follow")
+        session.force_async = True
         try:
             scene = SCENES["24"]
             show(scene)
@@ -242,22 +242,22 @@ else:
             result = bpy.ops.scail2.generate()
             returned = time.monotonic() - started
             assert result == {'FINISHED'}, result
-            assert bpy.app.timers.is_registered(runtime.tick)
-            job = runtime.scene_jobs(scene)[-1]
+            assert bpy.app.timers.is_registered(follow.tick)
+            job = session.scene_jobs(scene)[-1]
             status_seen = []
             phases = set()
 
             def finished():
                 phases.add(job.phase)
                 if job.status == "running":
-                    status_seen.append(runtime.status_line(runtime.get_queue(create=False)))
+                    status_seen.append(follow.status_line(session.get_queue(create=False)))
                 return job.finished
 
             queued_status = job.status
             ticks = pump(finished)
             # One more tick: the queue is idle and the timer stops itself.
-            last = runtime.tick()
-            image = bpy.data.images.get(runtime.PREVIEW_IMAGE)
+            last = follow.tick()
+            image = bpy.data.images.get(follow.PREVIEW_IMAGE)
             return {
                 "returned_after": returned,
                 "status_at_return": queued_status,
@@ -274,12 +274,12 @@ else:
                 "eta_seen": job.eta_s,
             }
         finally:
-            runtime.force_async = False
+            session.force_async = False
 
     @step
     def cancel_running_job():
-        runtime = module(".job_runtime")
-        runtime.force_async = True
+        session, follow = module(".runtime.session"), module(".runtime.follow")
+        session.force_async = True
         scene = SCENES["24"]
         show(scene)
         job_settings = scene.scail2_job
@@ -287,13 +287,13 @@ else:
         before = snapshot(scene)
         try:
             assert bpy.ops.scail2.generate() == {'FINISHED'}
-            job = runtime.scene_jobs(scene)[-1]
+            job = session.scene_jobs(scene)[-1]
             pump(lambda: job.status == "running" and job.phase == "sample" and job.step >= 2)
             assert bpy.ops.scail2.cancel_job() == {'FINISHED'}
             asked = time.monotonic()
             pump(lambda: job.finished, timeout=60.0)
             took = time.monotonic() - asked
-            runtime.tick()
+            follow.tick()
             return {
                 "status": job.status,
                 "step": job.step,
@@ -306,7 +306,7 @@ else:
             }
         finally:
             job_settings.steps = 2
-            runtime.force_async = False
+            session.force_async = False
 
     @step
     def panels_draw():
@@ -359,10 +359,10 @@ else:
 
     @step
     def disable_stops_the_worker():
-        runtime = module(".job_runtime")
-        queue = runtime.get_queue(create=False)
+        session, follow = module(".runtime.session"), module(".runtime.follow")
+        queue = session.get_queue(create=False)
         pid = queue.client.pid if queue is not None and queue.client is not None else None
-        functions = [runtime.tick]
+        functions = [follow.tick]
         bpy.ops.preferences.addon_disable(module=PKG)
         alive = None
         if pid is not None:

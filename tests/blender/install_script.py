@@ -317,7 +317,7 @@ def check_backend_ok():
     assert bpy.ops.scail2.check_backend.poll()
     result = bpy.ops.scail2.check_backend()
     assert result == {'FINISHED'}, result
-    last = addon_module(".operators.backend").last_check(FAKE_PYTHON)
+    last = addon_module(".runtime.setup").last_check(FAKE_PYTHON)
     assert last is not None and last.ok, last
     with open(FAKE_PYTHON + ".calls", encoding="utf-8") as fh:
         args, cwd = fh.read().splitlines()[:2]
@@ -411,14 +411,14 @@ def reenable_and_disable():
     # Change a sub-module and the add-on's time stamp on disk, as when developing:
     # enabling again reloads the add-on, which must reload its sub-modules too.
     installed = report["install"]["detail"]
-    with open(os.path.join(installed, "operators", "backend_check.py"), "a", encoding="utf-8") as fh:
+    with open(os.path.join(installed, "core", "checks.py"), "a", encoding="utf-8") as fh:
         fh.write("\nRELOADED_BY_TEST = True\n")
     init = os.path.join(installed, "__init__.py")
     stamp = os.path.getmtime(init) + 10
     os.utime(init, (stamp, stamp))
 
     bpy.ops.preferences.addon_enable(module=PKG)
-    assert getattr(addon_module(".operators.backend_check"), "RELOADED_BY_TEST", False), "sub-module not reloaded"
+    assert getattr(addon_module(".core.checks"), "RELOADED_BY_TEST", False), "sub-module not reloaded"
     classes = addon_classes()
     assert set(classes) == EXPECTED_CLASSES, sorted(classes)
     assert all(cls.is_registered for cls in classes.values())

@@ -579,7 +579,7 @@ def failures_leave_scene_unchanged():
         after = snapshot()
         assert after == before, "{:s} changed the scene: {!r}".format(name, snapshot_diff(before, after))
     # A failure half-way through creating (after the strip, image and material exist) undoes it all.
-    module = sys.modules[PKG + ".operators.import_result"]
+    module = sys.modules[PKG + ".runtime.result_create"]
     original = module._build_material
 
     def broken(*args, **kwargs):

@@ -42,12 +42,12 @@ def show(scene):
 
 def pump(until, timeout=120.0):
     """Call the timer function as Blender's event loop would, until ``until()`` or the timeout."""
-    runtime = module(".job_runtime")
+    follow = module(".runtime.follow")
     deadline = time.monotonic() + timeout
     ticks = 0
     while not until():
         assert time.monotonic() < deadline, "timed out"
-        interval = runtime.tick()
+        interval = follow.tick()
         ticks += 1
         time.sleep(0.05 if interval is None else min(interval, 0.05))
     return ticks

@@ -11,7 +11,7 @@ later ones. The checks themselves are in test_segment.py.
 
 The bpy module runs in background mode, so the operators run their job to the
 end before returning; the interactive path (a timer follows the job) is run by
-setting ``job_runtime.force_async`` and calling ``job_runtime.tick`` by hand.
+setting ``runtime.session.force_async`` and calling ``runtime.follow.tick`` by hand.
 """
 
 import json
@@ -136,7 +136,7 @@ def run_expect_error(op, **props):
 
 
 def last_job(scene, task):
-    return module(".job_runtime").scene_jobs(scene, (task,))[-1]
+    return module(".runtime.session").scene_jobs(scene, (task,))[-1]
 
 
 def material_detail(obj):
@@ -163,9 +163,9 @@ def material_detail(obj):
 @step
 def install():
     prefs = install_tiny(ZIP_PATH, CONFIG["backend_python"], os.path.join(WORK_DIR, "output"))
-    worker, _root = module(".job_runtime").worker_setting(prefs)
+    worker, _root = module(".runtime.session").worker_setting(prefs)
     prefs.sam3_weights_dir = os.path.join(WORK_DIR, "sam3")
-    with_weights, _root = module(".job_runtime").worker_setting(prefs)
+    with_weights, _root = module(".runtime.session").worker_setting(prefs)
     prefs.sam3_weights_dir = ""
     return {"ops": sorted(op for op in dir(bpy.ops.scail2)), "args": list(worker.args),
             "args_with_sam3": list(with_weights.args)}
@@ -208,7 +208,7 @@ def auto_masks_of_a_footage_strip():
 
 def _paint_masks(strip, count):
     """Replace the auto masks by flat palette colours (the user's own masks): footage frame k gets colour k."""
-    pixels = module(".sources.pixels")
+    pixels = module(".core.pixels")
     folder = bpy.path.abspath(strip.directory)
     for name in sorted(set(e.filename for e in strip.elements)):
         k = int(name.split("_")[1].split(".")[0])
@@ -234,7 +234,7 @@ def preview_and_export_use_the_mask_strip():
     scene.sequence_editor.active_strip = strip
     assert bpy.ops.scail2.export_all_inputs() == {'FINISHED'}
     active = scene.sequence_editor.active_strip.name
-    folder = module(".operators.export_inputs").inputs_folder(bpy.context, scene)
+    folder = module(".sources.exports").inputs_folder(bpy.context, scene)
     with open(os.path.join(folder, "inputs.json"), encoding="utf-8") as fh:
         inputs = json.load(fh)
     mask = inputs["driving_mask"]
@@ -253,7 +253,7 @@ def auto_mask_of_the_reference():
     result = bpy.ops.scail2.auto_reference_mask()
     assert result == {'FINISHED'}, result
     job = last_job(scene, "masks")
-    folder = module(".operators.export_inputs").inputs_folder(bpy.context, scene)
+    folder = module(".sources.exports").inputs_folder(bpy.context, scene)
     with open(os.path.join(folder, "inputs.json"), encoding="utf-8") as fh:
         inputs = json.load(fh)
     with open(job.record, encoding="utf-8") as fh:
@@ -298,8 +298,8 @@ def failed_masks_job_changes_nothing():
 
 @step
 def cancelled_masks_job_changes_nothing():
-    runtime = module(".job_runtime")
-    runtime.force_async = True
+    session, follow = module(".runtime.session"), module(".runtime.follow")
+    session.force_async = True
     scene = new_scene("Cancel", 24)
     footage = add_footage(scene, 1, 1)  # the whole clip
     set_up_inputs(scene, footage)
@@ -311,17 +311,17 @@ def cancelled_masks_job_changes_nothing():
         seen = job.phase_text()
         assert bpy.ops.scail2.cancel_job(job=job.key) == {'FINISHED'}
         pump(lambda: job.finished, timeout=60.0)
-        runtime.tick()
+        follow.tick()
         return {"status": job.status, "seen": seen, "before": before, "after": snapshot(scene),
                 "job_dir": job.job_dir, "record": os.path.isfile(os.path.join(job.job_dir, "segment.json"))}
     finally:
-        runtime.force_async = False
+        session.force_async = False
 
 
 @step
 def interactive_auto_masks_is_one_undo_step():
-    runtime = module(".job_runtime")
-    runtime.force_async = True
+    session, follow = module(".runtime.session"), module(".runtime.follow")
+    session.force_async = True
     scene = new_scene("Undo", 16)
     footage = scene.sequence_editor.strips.new_movie("footage", CONFIG["footage"], 1, 1, fit_method='FIT')
     footage.frame_final_end = 4
@@ -337,7 +337,7 @@ def interactive_auto_masks_is_one_undo_step():
         status_at_return = job.status
         phases = set()
         pump(lambda: phases.add(job.phase_text()) or job.finished)
-        runtime.tick()
+        follow.tick()
         after = snapshot(scene)
         with bpy.context.temp_override(window=window()):
             assert bpy.ops.ed.undo() == {'FINISHED'}
@@ -348,7 +348,7 @@ def interactive_auto_masks_is_one_undo_step():
         return {"returned_after": returned, "status_at_return": status_at_return, "status": job.status,
                 "phases": sorted(phases), "before": before, "after": after, "undone": undone, "redone": redone}
     finally:
-        runtime.force_async = False
+        session.force_async = False
         SCENES.clear()  # undo replaced every datablock
 
 
@@ -365,7 +365,7 @@ ROUGH_FRAMES = [
 
 def _paint_rough(folder, frames, size=ROUGH_CANVAS):
     """Painted rough masks as an image sequence (rough_000.png, ...) on black; returns the first file."""
-    pixels = module(".sources.pixels")
+    pixels = module(".core.pixels")
     os.makedirs(folder, exist_ok=True)
     width, height = size
     for index, rects in enumerate(frames):

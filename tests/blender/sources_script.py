@@ -30,10 +30,12 @@ scail2 = importlib.util.module_from_spec(spec)
 sys.modules["scail2"] = scail2
 spec.loader.exec_module(scail2)
 from scail2 import compat, protocol, sources  # noqa: E402
-from scail2.operators import export_inputs  # noqa: E402
-from scail2.sources import pixels, render, sequencer  # noqa: E402
+from scail2.core import pixels  # noqa: E402
+from scail2.operators import inputs as export_inputs  # noqa: E402
+from scail2.props import input_settings  # noqa: E402
+from scail2.sources import render, sequencer  # noqa: E402
 
-for cls in export_inputs.classes:
+for cls in (*input_settings.classes, *export_inputs.classes):
     bpy.utils.register_class(cls)
 
 report = {"blender_version": bpy.app.version_string, "footage": FOOTAGE}
@@ -376,7 +378,7 @@ def two_character_scene(name):
         sphere.location = (2.2 - dx, 0.0, 0.3)
         cube.keyframe_insert("location", frame=frame)
         sphere.keyframe_insert("location", frame=frame)
-    settings = sources.get_settings(scene)
+    settings = input_settings.get_settings(scene)
     item = settings.identities.add()
     item.identity, item.target, item.object = 1, 'OBJECT', cube
     item = settings.identities.add()
@@ -571,7 +573,7 @@ def operators_and_inputs():
     old_scene = window.scene
     window.scene = scene
     try:
-        settings = sources.get_settings(scene)
+        settings = input_settings.get_settings(scene)
         settings.identities.clear()
         settings.inputs_dir = out("operators", "inputs")
         settings.driving_source = 'CAMERA'

@@ -1,4 +1,4 @@
-"""Setting up the backend from Blender (backend_setup.py: plain Python, no Blender).
+"""Setting up the backend from Blender (core/setup.py: plain Python, no Blender).
 
 The real setup downloads PyTorch and needs the internet; here everything runs
 offline: the CUDA detection against fake ``nvidia-smi`` programs, the exact
@@ -18,7 +18,7 @@ import zipfile
 import pytest
 
 import blender_testing
-import backend_setup
+from scail2.core import setup as backend_setup
 
 REPO = blender_testing.REPO_ROOT
 BACKEND_PYTHON = os.path.join(REPO, ".venvs", "backend", "bin", "python")
@@ -36,9 +36,9 @@ Tue Nov 24 10:00:00 2026
 
 
 def test_module_has_no_blender_imports():
-    with open(os.path.join(REPO, "backend_setup.py"), encoding="utf-8") as fh:
+    with open(os.path.join(REPO, "core", "setup.py"), encoding="utf-8") as fh:
         source = fh.read()
-    assert "import bpy" not in source and "from ." not in source
+    assert "import bpy" not in source
 
 
 @pytest.mark.parametrize("cuda, version", [("12.8", (12, 8)), ("13.0", (13, 0)), ("12.4", (12, 4))])

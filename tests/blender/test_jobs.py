@@ -1,4 +1,4 @@
-"""The add-on's job queue (jobs.py: plain Python, no Blender) pumped against real workers.
+"""The add-on's job queue (core/job.py, core/queue.py: plain Python, no Blender) pumped against real workers.
 
 The queue runs here, in the Blender test environment but without importing bpy;
 the worker runs in the backend's own Python (`.venvs/backend/bin/python`) with the
@@ -17,8 +17,9 @@ import time
 import pytest
 
 import blender_testing
-import jobs
-import protocol
+from scail2 import protocol
+from scail2.core import job as jobs
+from scail2.core import queue as job_queue
 
 REPO = blender_testing.REPO_ROOT
 BACKEND_PYTHON = os.path.join(REPO, ".venvs", "backend", "bin", "python")
@@ -65,7 +66,7 @@ def queue(tmp_path_factory):
     if not os.path.exists(BACKEND_PYTHON):
         pytest.skip("no backend environment")
     root = tmp_path_factory.mktemp("jobs")
-    queue = jobs.JobQueue(tiny_worker(env=(("SCAIL2_TEST_FAIL_OOM", OOM_PROMPT),)), str(root))
+    queue = job_queue.JobQueue(tiny_worker(env=(("SCAIL2_TEST_FAIL_OOM", OOM_PROMPT),)), str(root))
     yield queue
     client = queue.client
     queue.shutdown(timeout=30)
@@ -82,9 +83,10 @@ def pump(queue):
 # -- plain logic ----------------------------------------------------------------------------------
 
 def test_module_has_no_blender_imports():
-    with open(os.path.join(REPO, "jobs.py"), encoding="utf-8") as fh:
-        source = fh.read()
-    assert "import bpy" not in source and "mathutils" not in source
+    for name in ("job.py", "queue.py"):
+        with open(os.path.join(REPO, "core", name), encoding="utf-8") as fh:
+            source = fh.read()
+        assert "import bpy" not in source and "mathutils" not in source
 
 
 @pytest.mark.parametrize("seconds, text", [(None, ""), (0.4, "0 s"), (59, "59 s"), (75, "1 min 15 s"),
@@ -116,7 +118,7 @@ class FakeClock:
 def test_eta_from_step_timing():
     """2 s per step, 3 segments of 10 steps: the ETA counts the steps and segment decodes left."""
     clock = FakeClock()
-    queue = jobs.JobQueue(jobs.LocalWorker("/nowhere/python"), "/tmp/jobs", clock=clock)
+    queue = job_queue.JobQueue(jobs.LocalWorker("/nowhere/python"), "/tmp/jobs", clock=clock)
     job = jobs.Job(key="k", spec={}, id="w1", status="queued", sent=True)
     queue.jobs[job.key] = job
 
@@ -147,7 +149,7 @@ def test_eta_from_step_timing():
 
 
 def test_invalid_spec_fails_without_a_worker(tmp_path):
-    queue = jobs.JobQueue(jobs.LocalWorker("/nowhere/python"), str(tmp_path))
+    queue = job_queue.JobQueue(jobs.LocalWorker("/nowhere/python"), str(tmp_path))
     job = queue.submit(dict(small_spec().to_dict(), mode="dance"))
     assert job.status == "failed" and job.error.code == "bad_input"
     assert "mode must be one of" in job.error.message
@@ -156,7 +158,7 @@ def test_invalid_spec_fails_without_a_worker(tmp_path):
 
 
 def test_missing_python_fails_at_once_with_a_hint(tmp_path):
-    queue = jobs.JobQueue(jobs.LocalWorker(str(tmp_path / "no-python")), str(tmp_path))
+    queue = job_queue.JobQueue(jobs.LocalWorker(str(tmp_path / "no-python")), str(tmp_path))
     job = queue.submit(small_spec())
     assert job.status == "failed"
     assert job.error.code == "worker_not_started"
@@ -268,7 +270,7 @@ def test_worker_error_with_hint(queue, pump):
 
 @needs_backend
 def test_worker_that_dies_fails_its_jobs_and_is_replaced(tmp_path):
-    queue = jobs.JobQueue(tiny_worker(), str(tmp_path))
+    queue = job_queue.JobQueue(tiny_worker(), str(tmp_path))
     pump = Pump(queue)
     try:
         job = queue.submit(small_spec(steps=2000))
@@ -289,7 +291,7 @@ def test_worker_that_dies_fails_its_jobs_and_is_replaced(tmp_path):
 
 @needs_backend
 def test_worker_that_cannot_start_is_not_restarted_in_a_loop(tmp_path):
-    queue = jobs.JobQueue(tiny_worker("--no-such-option"), str(tmp_path))
+    queue = job_queue.JobQueue(tiny_worker("--no-such-option"), str(tmp_path))
     pump = Pump(queue)
     try:
         job = queue.submit(small_spec())
@@ -323,13 +325,13 @@ def test_remote_worker(tmp_path):
                 break
         else:
             pytest.fail("the worker did not listen (status {!r})".format(proc.wait()))
-        refused = jobs.JobQueue(jobs.RemoteWorker("127.0.0.1", port, "wrong"), str(tmp_path))
+        refused = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, "wrong"), str(tmp_path))
         job = refused.submit(small_spec())
         Pump(refused).until(lambda: job.finished, timeout=30)
         assert job.status == "failed" and job.error.code == "connection_failed"
         assert "refused the token" in job.error.message
 
-        queue = jobs.JobQueue(jobs.RemoteWorker("127.0.0.1", port, token), str(tmp_path / "jobs"))
+        queue = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, token), str(tmp_path / "jobs"))
         pump = Pump(queue)
         job = queue.submit(small_spec())
         assert job.status == "submitting"  # connecting runs in a thread
@@ -345,23 +347,26 @@ def test_remote_worker(tmp_path):
         proc.wait(10)
 
 
-def test_module_runs_without_the_package(tmp_path):
-    """jobs.py imports protocol and worker_client as top-level modules outside the add-on."""
-    code = "import jobs, sys; assert 'bpy' not in sys.modules; print(jobs.ACTIVE)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+def test_module_runs_without_blender(tmp_path):
+    """The queue imports as part of the add-on package in a plain Python, never pulling in bpy."""
+    code = ("import sys, types; pkg = types.ModuleType('scail2'); pkg.__path__ = [sys.argv[1]]; "
+            "sys.modules['scail2'] = pkg; from scail2.core import job, queue; "
+            "assert 'bpy' not in sys.modules; print(job.ACTIVE)")
+    out = subprocess.run([sys.executable, "-c", code, REPO], cwd=str(tmp_path), capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
 
 
 @needs_backend
 def test_python_without_the_backend_packages_gets_the_setup_hint(tmp_path):
     """A Python that lacks torch (here: this test environment's own) cannot serve."""
-    queue = jobs.JobQueue(jobs.LocalWorker(sys.executable, ("--model", "tiny"), cwd=REPO), str(tmp_path))
+    queue = job_queue.JobQueue(jobs.LocalWorker(sys.executable, ("--model", "tiny"), cwd=REPO), str(tmp_path))
     pump = Pump(queue)
     try:
         job = queue.submit(small_spec())
         pump.until(lambda: job.finished, timeout=60)
         assert job.status == "failed" and job.error.code == "worker_exited"
         assert "No module named" in job.error.message
-        assert job.error.hint == jobs.MISSING_PACKAGES_HINT
+        assert job.error.hint == job_queue.MISSING_PACKAGES_HINT
     finally:
         queue.shutdown()

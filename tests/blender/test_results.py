@@ -22,7 +22,7 @@ import pytest
 
 import blender_testing
 
-results = blender_testing.load_plain_module("results.py", "scail2_test_results")
+from scail2.core import results, timing  # noqa: E402
 
 pytestmark = pytest.mark.lts
 
@@ -124,19 +124,20 @@ def source_frame_of(frames, filename):
     raise KeyError(filename)
 
 
-# --- Plain Python: results.py.
+# --- Plain Python: core/results.py and core/timing.py.
 
 def test_module_has_no_blender_imports():
-    with open(os.path.join(blender_testing.REPO_ROOT, "results.py"), encoding="utf-8") as fh:
-        source = fh.read()
-    assert "import bpy" not in source and "from ." not in source and "mathutils" not in source
+    for name in ("results.py", "timing.py"):
+        with open(os.path.join(blender_testing.REPO_ROOT, "core", name), encoding="utf-8") as fh:
+            source = fh.read()
+        assert "import bpy" not in source and "mathutils" not in source
 
 
 @pytest.mark.parametrize("moment, expected", [
     (-1.0, 0), (0.0, 0), (0.03, 0), (0.0625, 1), (0.09375, 1), (0.1, 2), (5.0, 3),
 ])
 def test_nearest_frame_ties_go_to_the_earlier(moment, expected):
-    assert results.nearest_frame([0.0, 0.0625, 0.125, 0.1875], moment) == expected
+    assert timing.nearest_frame([0.0, 0.0625, 0.125, 0.1875], moment) == expected
 
 
 def job(tmp_path, source_frames, **kwargs):
@@ -145,7 +146,7 @@ def job(tmp_path, source_frames, **kwargs):
 
 def test_real_time_at_24_fps_repeats_frames(tmp_path):
     result = job(tmp_path, range(8))
-    timed = results.real_time_frames(result, 100, 24.0)
+    timed = timing.real_time_frames(result, 100, 24.0)
     assert timed.first_frame == 100
     # 16 model frames per second at 24 scene frames per second: every other frame twice.
     assert list(timed.indices) == [0, 1, 1, 2, 3, 3, 4, 5, 5, 6, 7, 7]
@@ -153,22 +154,22 @@ def test_real_time_at_24_fps_repeats_frames(tmp_path):
 
 def test_real_time_at_12_fps_skips_frames(tmp_path):
     result = job(tmp_path, range(8))
-    timed = results.real_time_frames(result, -3, 12.0)
+    timed = timing.real_time_frames(result, -3, 12.0)
     assert timed.first_frame == -3
     assert list(timed.indices) == [0, 1, 3, 4, 5, 7]  # moments 0, 1/12, 2/12 ...: frames nearest in time
 
 
 def test_real_time_at_the_model_rate_is_one_to_one(tmp_path):
     result = job(tmp_path, range(10, 20))
-    assert list(results.real_time_frames(result, 1, 16.0).indices) == list(range(10))
+    assert list(timing.real_time_frames(result, 1, 16.0).indices) == list(range(10))
 
 
 @pytest.mark.parametrize("rounding", ['FLOOR', 'ROUND'])
 def test_strip_frames_follow_the_footage_shown(tmp_path, rounding):
     result = job(tmp_path, range(FOOTAGE_FRAMES))
-    rate = results.movie_rate(97, FOOTAGE_FRAMES, 16.0, 24.0)
-    playback = results.StripPlayback(10.0, 97, rate, 0, FOOTAGE_FRAMES, FOOTAGE_FPS, rounding)
-    timed = results.strip_frames(result, playback)
+    rate = timing.movie_rate(97, FOOTAGE_FRAMES, 16.0, 24.0)
+    playback = timing.StripPlayback(10.0, 97, rate, 0, FOOTAGE_FRAMES, FOOTAGE_FPS, rounding)
+    timed = timing.strip_frames(result, playback)
     assert (timed.first_frame, timed.end_frame) == (10, 107)
     version = (5, 0) if rounding == 'FLOOR' else (4, 5)
     for f in range(10, 107):
@@ -177,8 +178,8 @@ def test_strip_frames_follow_the_footage_shown(tmp_path, rounding):
 
 def test_strip_frames_of_part_of_the_clip(tmp_path):
     result = job(tmp_path, range(10, 40))
-    playback = results.StripPlayback(10.0, 65, 1.0, 0, FOOTAGE_FRAMES, FOOTAGE_FPS)
-    timed = results.strip_frames(result, playback)
+    playback = timing.StripPlayback(10.0, 65, 1.0, 0, FOOTAGE_FRAMES, FOOTAGE_FPS)
+    timed = timing.strip_frames(result, playback)
     assert (timed.first_frame, timed.end_frame) == (20, 50)
     assert list(timed.indices) == list(range(30))
 
@@ -186,26 +187,26 @@ def test_strip_frames_of_part_of_the_clip(tmp_path):
 def test_strip_frames_with_footage_offset(tmp_path):
     # The strip skips the clip's first 5 frames: content position 0 is footage frame 5.
     result = job(tmp_path, range(FOOTAGE_FRAMES))
-    playback = results.StripPlayback(0.0, 60, 1.0, 5, 60, FOOTAGE_FPS)
-    timed = results.strip_frames(result, playback)
+    playback = timing.StripPlayback(0.0, 60, 1.0, 5, 60, FOOTAGE_FPS)
+    timed = timing.strip_frames(result, playback)
     assert (timed.first_frame, timed.indices[0], timed.indices[-1]) == (0, 5, 64)
 
 
 def test_strip_frames_when_nothing_overlaps(tmp_path):
     result = job(tmp_path, range(50, 60))
-    assert results.strip_frames(result, results.StripPlayback(0.0, 40, 1.0, 0, 40, FOOTAGE_FPS)) is None
+    assert timing.strip_frames(result, timing.StripPlayback(0.0, 40, 1.0, 0, 40, FOOTAGE_FPS)) is None
 
 
 @pytest.mark.parametrize("duration, footage, media, scene, expected", [
-    (97, 65, 16.0, 24.0, results._f32(16.0 / 24.0)),  # added in the interface: real time
+    (97, 65, 16.0, 24.0, timing._f32(16.0 / 24.0)),  # added in the interface: real time
     (65, 65, 16.0, 24.0, 1.0),  # added from Python: one footage frame per scene frame
-    (121, 65, 16.0, 30.0, results._f32(16.0 / 30.0)),
+    (121, 65, 16.0, 30.0, timing._f32(16.0 / 30.0)),
     (65, 65, 16.0, 30.0, 1.0),
     (65, 65, 16.0, 16.0, 1.0),
     (32, 65, 16.0, 8.0, 2.0),
 ])
 def test_movie_rate(duration, footage, media, scene, expected):
-    assert results.movie_rate(duration, footage, media, scene) == pytest.approx(expected)
+    assert timing.movie_rate(duration, footage, media, scene) == pytest.approx(expected)
 
 
 def test_free_channel():
@@ -326,7 +327,7 @@ def test_load_result_refuses_bad_json(tmp_path, text, message):
 
 def test_scene_rate_sequence(tmp_path):
     result = job(tmp_path, range(6))
-    timed = results.TimedFrames(40, (2, 2, 3, 5))
+    timed = timing.TimedFrames(40, (2, 2, 3, 5))
     first = results.ensure_scene_rate_sequence(result, timed)
     folder = os.path.dirname(first)
     assert os.path.basename(first) == "frame_000001.png"
@@ -341,7 +342,7 @@ def test_scene_rate_sequence(tmp_path):
     assert os.listdir(os.path.dirname(folder)) == [os.path.basename(folder)]
     assert results.ensure_scene_rate_sequence(result, timed) == first
     # Another timing, or a rewritten frame, gets its own folder.
-    other = results.ensure_scene_rate_sequence(result, results.TimedFrames(40, (2, 3)))
+    other = results.ensure_scene_rate_sequence(result, timing.TimedFrames(40, (2, 3)))
     assert os.path.dirname(other) != folder
     os.utime(result.frames[5].path, ns=(1, 1))
     assert os.path.dirname(results.ensure_scene_rate_sequence(result, timed)) != folder
@@ -355,7 +356,7 @@ def test_scene_rate_sequence_copies_when_links_fail(tmp_path, monkeypatch):
 
     monkeypatch.setattr(results.os, "symlink", refuse)
     monkeypatch.setattr(results.os, "link", refuse)
-    first = results.ensure_scene_rate_sequence(result, results.TimedFrames(1, (0, 1, 2)))
+    first = results.ensure_scene_rate_sequence(result, timing.TimedFrames(1, (0, 1, 2)))
     assert not os.path.islink(first)
     with open(first, "rb") as a, open(result.frames[0].path, "rb") as b:
         assert a.read() == b.read()
@@ -369,7 +370,7 @@ def test_scene_rate_sequence_in_a_read_only_job(tmp_path, monkeypatch):
 
     monkeypatch.setattr(results.tempfile, "mkdtemp", refuse)
     with pytest.raises(results.ResultError, match="Cannot write in the job folder"):
-        results.ensure_scene_rate_sequence(result, results.TimedFrames(1, (0, 1)))
+        results.ensure_scene_rate_sequence(result, timing.TimedFrames(1, (0, 1)))
 
 
 # --- Real Blender: one child process does the work, the tests read its report.

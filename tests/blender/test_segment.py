@@ -20,7 +20,7 @@ import pytest
 
 import blender_testing
 
-results = blender_testing.load_plain_module("results.py", "scail2_test_results_segment")
+from scail2.core import results  # noqa: E402
 
 pytestmark = [
     pytest.mark.lts,

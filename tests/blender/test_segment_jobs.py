@@ -1,4 +1,4 @@
-"""Segmentation jobs on the add-on side without Blender: segment_jobs.py, the queue's tasks, mattes in results.py.
+"""Segmentation jobs on the add-on side without Blender: core/segmentation.py, the queue's tasks, mattes in core/results.py.
 
 Plain Python (no bpy): specs, finished folders as the backend writes them
 (``segment.json`` last), which mask each scene frame shows, the scene-rate
@@ -15,12 +15,12 @@ import zlib
 import pytest
 
 import blender_testing
-import jobs
-import protocol
-import segment_jobs
-from segment_jobs import SegmentError
-
-results = blender_testing.load_plain_module("results.py", "scail2_test_results_matte")
+from scail2 import protocol
+from scail2.core import job as jobs
+from scail2.core import queue as job_queue
+from scail2.core import results
+from scail2.core import segmentation as segment_jobs
+from scail2.core.segmentation import SegmentError
 
 pytestmark = pytest.mark.lts
 
@@ -59,7 +59,7 @@ def masks_folder(folder, frame_start, count, status="done", task="masks", identi
 
 
 def test_module_has_no_blender_imports():
-    with open(os.path.join(blender_testing.REPO_ROOT, "segment_jobs.py"), encoding="utf-8") as fh:
+    with open(os.path.join(blender_testing.REPO_ROOT, "core", "segmentation.py"), encoding="utf-8") as fh:
         source = fh.read()
     assert "import bpy" not in source and "mathutils" not in source
 
@@ -295,7 +295,7 @@ def test_load_result_ignores_an_unfinished_or_incomplete_matte(tmp_path):
 # --- The queue follows a segmentation job's events.
 
 def test_queue_refuses_a_bad_segmentation_without_a_worker(tmp_path):
-    queue = jobs.JobQueue(jobs.LocalWorker("/nowhere/python"), str(tmp_path))
+    queue = job_queue.JobQueue(jobs.LocalWorker("/nowhere/python"), str(tmp_path))
     spec = dict(protocol.SegmentSpec("masks", "/clips/dance.mp4").to_dict(), max_identities=7)
     job = queue.submit(spec, task="masks")
     assert job.status == "failed" and job.error.code == "bad_input" and job.task == "masks"
@@ -306,7 +306,7 @@ def test_queue_refuses_a_bad_segmentation_without_a_worker(tmp_path):
 
 
 def test_queue_follows_a_masks_job(tmp_path):
-    queue = jobs.JobQueue(jobs.LocalWorker("/nowhere/python"), str(tmp_path))
+    queue = job_queue.JobQueue(jobs.LocalWorker("/nowhere/python"), str(tmp_path))
     job = jobs.Job(key="k", spec={}, task="masks", id="w1", status="queued", sent=True, job_dir=str(tmp_path))
     queue.jobs[job.key] = job
 
@@ -328,7 +328,7 @@ def test_queue_follows_a_masks_job(tmp_path):
 
 
 def test_reconnected_queue_finds_a_finished_segmentation(tmp_path):
-    queue = jobs.JobQueue(jobs.LocalWorker("/nowhere/python"), str(tmp_path))
+    queue = job_queue.JobQueue(jobs.LocalWorker("/nowhere/python"), str(tmp_path))
     done = jobs.Job(key="a", spec={}, task="matte", id="w1", status="running", sent=True,
                     job_dir=str(tmp_path / "a"))
     lost = jobs.Job(key="b", spec={}, task="masks", id="w2", status="running", sent=True,
@@ -341,7 +341,7 @@ def test_reconnected_queue_finds_a_finished_segmentation(tmp_path):
 
 
 def test_queue_follows_the_matte_phase_of_a_generation():
-    queue = jobs.JobQueue(jobs.LocalWorker("/nowhere/python"), "/tmp/jobs")
+    queue = job_queue.JobQueue(jobs.LocalWorker("/nowhere/python"), "/tmp/jobs")
     job = jobs.Job(key="k", spec={}, id="w1", status="queued", sent=True)
     queue.jobs[job.key] = job
 

@@ -7,13 +7,11 @@ so "exactly the frames shown on the timeline" is checked against Blender
 itself. Marked ``lts``: everything also runs on Blender 4.5.
 """
 
-import importlib.util
 import json
 import os
 import struct
 import subprocess
 import sys
-import types
 import zlib
 
 import pytest
@@ -27,35 +25,16 @@ FOOTAGE = os.path.join(os.path.dirname(blender_testing.REPO_ROOT), "shared", "fi
 needs_footage = pytest.mark.skipif(not os.path.isfile(FOOTAGE), reason="footage fixture missing: " + FOOTAGE)
 
 
-def load_sources_modules(*names):
-    """Standard-library modules of ``sources`` loaded without Blender (the package __init__ imports bpy)."""
-    package = "scail2_plain_sources"
-    if package not in sys.modules:
-        module = types.ModuleType(package)
-        module.__path__ = [os.path.join(blender_testing.REPO_ROOT, "sources")]
-        sys.modules[package] = module
-    loaded = []
-    for name in names:
-        full = package + "." + name
-        if full not in sys.modules:
-            spec = importlib.util.spec_from_file_location(
-                full, os.path.join(blender_testing.REPO_ROOT, "sources", name + ".py"))
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[full] = module
-            spec.loader.exec_module(module)
-        loaded.append(sys.modules[full])
-    return loaded
-
-
-clip, pixels = load_sources_modules("clip", "pixels")
+from scail2.core import inputs as clip  # noqa: E402
+from scail2.core import pixels  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------
 # Without Blender.
 
 def test_plain_modules_have_no_blender_imports():
-    for name in ("clip.py", "pixels.py"):
-        with open(os.path.join(blender_testing.REPO_ROOT, "sources", name), encoding="utf-8") as fh:
+    for name in ("inputs.py", "pixels.py"):
+        with open(os.path.join(blender_testing.REPO_ROOT, "core", name), encoding="utf-8") as fh:
             assert "import bpy" not in fh.read()
 
 
@@ -408,12 +387,9 @@ def test_operators_write_inputs_a_job_accepts(report):
 
 
 def test_blender_side_palette_is_the_protocols():
-    """sources/clip.py keeps a copy (it is loaded standalone); protocol.py is the one source of truth."""
-    import protocol
+    """core/inputs.py takes the palette from protocol.py, the one source of truth."""
+    from scail2 import protocol
 
-    spec = importlib.util.spec_from_file_location("clip_copy", os.path.join(blender_testing.REPO_ROOT, "sources", "clip.py"))
-    clip = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(clip)
     assert clip.PALETTE == protocol.PALETTE
     assert clip.PALETTE_NAMES == protocol.PALETTE_NAMES
     assert clip.MODES == protocol.MODES and clip.MAX_IDENTITIES == protocol.MAX_IDENTITIES

@@ -21,9 +21,9 @@ import zlib
 import pytest
 
 import blender_testing
-import protocol
-import worker_client
-from worker_client import WorkerClient, WorkerClientError
+from scail2 import protocol
+from scail2.core import worker_client
+from scail2.core.worker_client import WorkerClient, WorkerClientError
 
 REPO = blender_testing.REPO_ROOT
 BACKEND_PYTHON = os.path.join(REPO, ".venvs", "backend", "bin", "python")
@@ -150,7 +150,7 @@ def serve_tcp(port, jobs_root, token):
 
 
 def test_client_uses_only_the_standard_library_and_protocol():
-    path = os.path.join(REPO, "worker_client.py")
+    path = os.path.join(REPO, "core", "worker_client.py")
     with open(path, encoding="utf-8") as fh:
         tree = ast.parse(fh.read())
     imported = set()
@@ -159,18 +159,18 @@ def test_client_uses_only_the_standard_library_and_protocol():
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0] if node.module and not node.level else "." + (node.module or ""))
-    assert imported <= set(sys.stdlib_module_names) | {"protocol", "."}
+    assert imported <= set(sys.stdlib_module_names) | {".", ".util"}  # the add-on's protocol, core/util.py
 
 
 def test_client_imports_as_part_of_the_add_on_package():
-    # Inside Blender the add-on is a package: `from . import protocol` must find its sibling.
+    # Inside Blender the add-on is a package: `from .. import protocol` must find the root's.
     package = types.ModuleType("scail2_pkg_test")
     package.__path__ = [REPO]  # the root __init__ (which imports bpy) is not executed
     sys.modules[package.__name__] = package
     try:
-        module = importlib.import_module("scail2_pkg_test.worker_client")
+        module = importlib.import_module("scail2_pkg_test.core.worker_client")
         assert module.protocol.__name__ == "scail2_pkg_test.protocol"
-        assert worker_client.protocol is protocol  # and top-level, as the tests import it
+        assert worker_client.protocol is protocol  # and as the tests import it
     finally:
         for name in [n for n in sys.modules if n.startswith("scail2_pkg_test")]:
             del sys.modules[name]

@@ -40,19 +40,18 @@ __all__ = (
 import collections
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
+
+from .util import LineLog, kill_process_tree, popen_kwargs, python_env
 
 TORCH_INDEX_URL = "https://download.pytorch.org/whl/"
 VENV_DIRNAME = "backend-venv"
 NVIDIA_SMI_TIMEOUT_S = 10.0
 DOCTOR_TIMEOUT_S = 180.0
 LOG_LINES = 400
-_ENV_DROP = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONNOUSERSITE",
-             "VIRTUAL_ENV", "__PYVENV_LAUNCHER__")
 _CUDA_RE = re.compile(r"CUDA Version\s*:\s*(\d+)\.(\d+)")
 
 
@@ -86,7 +85,7 @@ def detect_cuda(nvidia_smi="nvidia-smi", timeout=NVIDIA_SMI_TIMEOUT_S):
     """``(cuda version or None, one line)`` from running ``nvidia-smi``; never raises."""
     try:
         proc = subprocess.run([nvidia_smi], capture_output=True, text=True, timeout=timeout,
-                              **_popen_platform_kwargs())
+                              **popen_kwargs())
     except FileNotFoundError:
         return None, "No NVIDIA driver found (nvidia-smi is missing): PyTorch for the CPU"
     except (OSError, subprocess.TimeoutExpired) as ex:
@@ -190,19 +189,8 @@ def doctor_findings(lines):
 # Running steps without blocking.
 
 def command_env(extra=None):
-    env = {key: value for key, value in os.environ.items() if key not in _ENV_DROP}
-    env["PYTHONIOENCODING"] = "utf-8"
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    env.update(extra or {})
-    return env
-
-
-def _popen_platform_kwargs():
-    if os.name == "nt":
-        return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)}
-    return {"start_new_session": True}
+    """The environment of a setup step: another Python's (``util.python_env``), pip quiet about its version."""
+    return python_env(dict({"PIP_DISABLE_PIP_VERSION_CHECK": "1"}, **(extra or {})))
 
 
 class CommandRun:
@@ -260,33 +248,14 @@ class CommandRun:
     def _add(self, line, log):
         with self._lock:
             self._lines.append(line)
-        if log is not None:
-            try:
-                log.write(line + "\n")
-                log.flush()
-            except OSError:
-                pass
+        log.write(line)
 
     def _kill(self):
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            if os.name != "nt":
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                proc.kill()
-        except OSError:
-            pass
+        if self._proc is not None:
+            kill_process_tree(self._proc)
 
     def _run(self):
-        log = None
-        if self._log_path:
-            try:
-                os.makedirs(os.path.dirname(self._log_path) or ".", exist_ok=True)
-                log = open(self._log_path, "a", encoding="utf-8")
-            except OSError:
-                log = None
+        log = LineLog(self._log_path)
         try:
             for index, step in enumerate(self.steps):
                 self.step_index = index
@@ -306,14 +275,13 @@ class CommandRun:
         except Exception as ex:  # never lose the thread silently
             self._end("failed", "Setup failed: {:s}".format(str(ex).splitlines()[0] if str(ex) else type(ex).__name__))
         finally:
-            if log is not None:
-                log.close()
+            log.close()
 
     def _run_step(self, step, log):
         try:
             self._proc = subprocess.Popen(
                 list(step.argv), cwd=step.cwd, env=self._env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **_popen_platform_kwargs(),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen_kwargs(),
             )
         except OSError as ex:
             return False, "cannot run {:s} ({:s})".format(step.argv[0], ex.strerror or str(ex))

@@ -1,8 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""What an export hands to a job: files on disk plus their timing. Standard library only.
+"""The inputs record: what an export hands to a job, files on disk plus their timing. Standard library only.
 
-No ``bpy`` and no imports from the add-on, so tests (and the job side) load
-this file on its own.
+No ``bpy``: the job side and tests use it without Blender.
 
 Timing vocabulary
 -----------------
@@ -42,22 +41,11 @@ __all__ = (
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 
-# protocol.MODES and protocol.MAX_IDENTITIES (not imported: this file stands alone).
-MODES = ("animate", "replace")
-MAX_IDENTITIES = 6
-# Identity 1..6, as 8-bit RGB, in the order of the SCAIL-2 release (spec section 1).
-PALETTE = (
-    (0, 0, 255),
-    (255, 0, 0),
-    (0, 255, 0),
-    (255, 0, 255),
-    (0, 255, 255),
-    (255, 255, 0),
-)
-PALETTE_NAMES = ("blue", "red", "green", "magenta", "cyan", "yellow")
+from ..protocol import MAX_IDENTITIES, MODES, PALETTE, PALETTE_NAMES
+from .util import write_json_atomic
+
 BLACK = (0, 0, 0)
 WHITE = (255, 255, 255)
 BACKGROUND_NAMES = {BLACK: "black", WHITE: "white"}
@@ -191,22 +179,6 @@ def identity_check(driving_identities, reference_identities, extra_identities=()
 # --------------------------------------------------------------------------------------------
 # inputs.json: what one export session wrote, for the job that uses it.
 
-def _write_json_atomic(path, data):
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=".", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.remove(temp)
-        except OSError:
-            pass
-        raise
-
-
 def load_inputs(folder):
     """The inputs recorded in ``folder`` (an empty record when there are none yet)."""
     path = os.path.join(folder, INPUTS_NAME)
@@ -232,7 +204,7 @@ def save_inputs(folder, **entries):
             data[key] = value.to_dict()
         else:
             data[key] = value
-    _write_json_atomic(os.path.join(folder, INPUTS_NAME), data)
+    write_json_atomic(os.path.join(folder, INPUTS_NAME), data)
     return data
 
 

@@ -2,13 +2,13 @@
 """Segmentation jobs (automatic masks, mattes) as plain data: specs, finished folders, timing.
 
 Standard library only and no ``bpy`` (tests load it without Blender, as
-``jobs.py``). ``segment_runtime.py`` reads the scene, calls these functions and
+``core/queue.py``). ``runtime/segmentation.py`` reads the scene, calls these functions and
 only then changes Blender data.
 
 * :func:`masks_spec` / :func:`matte_spec`: the ``protocol.SegmentSpec`` of a job.
 * :func:`scale_box` and :func:`refine_subjects`: Refine Masks' marked subjects
   (SAM 2 boxes, each keeping its palette number) from the boxes
-  ``sources.pixels.identity_boxes`` finds in a rough colour mask's frames.
+  ``core.pixels.identity_boxes`` finds in a rough colour mask's frames.
 * :func:`load_record`: a finished job folder (its ``segment.json``, written last
   by the backend) checked file by file, as a :class:`SegmentRecord`.
 * :func:`limit_timing` and :func:`mask_elements`: which mask file each scene
@@ -36,21 +36,13 @@ import json
 import os
 from dataclasses import dataclass, field
 
-if __package__:
-    from . import protocol
-else:  # a top-level module (tests): protocol.py sits beside this file
-    import protocol
+from .. import protocol
+from .util import one_line
 
-MAX_LINE = 200
 
 
 class SegmentError(Exception):
     """A segmentation job that cannot be started or used, as one line for the artist."""
-
-
-def _one_line(text):
-    text = " ".join(str(text).split())
-    return text if len(text) <= MAX_LINE else text[:MAX_LINE - 1] + "\u2026"
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,7 +60,7 @@ def masks_spec(source, *, prompt, mode, identities, frame_start=0, frame_end=Non
             frame_end=None if still else frame_end, subjects=[dict(s) for s in subjects],
         ).validate()
     except (protocol.ProtocolError, TypeError) as ex:
-        raise SegmentError(_one_line(ex)) from None
+        raise SegmentError(one_line(ex)) from None
 
 
 def matte_spec(job_dir, prompt):
@@ -79,7 +71,7 @@ def matte_spec(job_dir, prompt):
     try:
         spec = protocol.SegmentSpec(task="matte", source=frames, prompt=prompt.strip()).validate()
     except protocol.ProtocolError as ex:
-        raise SegmentError(_one_line(ex)) from None
+        raise SegmentError(one_line(ex)) from None
     return spec, os.path.join(job_dir, protocol.MATTE_FOLDER)
 
 
@@ -106,7 +98,7 @@ def refine_subjects(frame_boxes, mask_size, clip_size):
 
     ``frame_boxes``: ``(frame, {identity: box})`` per frame of the rough mask,
     ``frame`` counted from the job's first frame, boxes in the pixels of a
-    ``mask_size`` picture (see ``sources.pixels.identity_boxes``). Each identity is marked
+    ``mask_size`` picture (see ``core.pixels.identity_boxes``). Each identity is marked
     with its box in the first frame it appears in, scaled to the clip's
     ``clip_size`` pixels. SegmentError without any identity or with more than
     SCAIL-2 binds.
@@ -176,7 +168,7 @@ def load_record(job_dir, task=None):
     except FileNotFoundError:
         raise SegmentError("The segmentation job left no record: " + path) from None
     except (OSError, ValueError, UnicodeDecodeError) as ex:
-        raise SegmentError(_one_line("Cannot read {:s}: {!s}".format(path, ex))) from None
+        raise SegmentError(one_line("Cannot read {:s}: {!s}".format(path, ex))) from None
     if not isinstance(data, dict):
         raise SegmentError("Not a segmentation record: " + path)
     if data.get("status") != "done":

@@ -1,28 +1,26 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Checking the SCAIL-2 backend and describing the add-on's setup.
 
-Plain logic behind the operators and panels. This module uses the Python
-standard library only (no ``bpy``, no imports from the add-on package), so
-tests can load it straight from its file and drive it without Blender.
+Plain logic behind the operators and panels: standard library only (no ``bpy``),
+so tests drive it without Blender.
 
 Every message meant for the artist is a single line without a traceback,
 ready for ``Operator.report``.
 """
 
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 
+from .util import MAX_LINE, first_line, kill_process_tree, last_line, one_line, popen_kwargs, python_env
+
 __all__ = (
     "BackendCheck",
-    "operator_error_line",
     "DEFAULT_TIMEOUT_S",
     "SetupItem",
     "backend_command",
     "check_backend",
-    "one_line",
     "python_problem",
     "setup_status",
     "weights_problem",
@@ -32,12 +30,8 @@ __all__ = (
 # ``python -m backend --version`` is expected to answer without loading models.
 DEFAULT_TIMEOUT_S = 10.0
 
-# Longest message handed to the interface; the rest is cut with an ellipsis.
-MAX_MESSAGE_CHARS = 200
-
-# Environment variables that would point the backend's Python at the wrong
-# standard library or packages (for example Blender's own).
-_ENV_DROP = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE")
+# Longest message handed to the interface (``util.MAX_LINE``).
+MAX_MESSAGE_CHARS = MAX_LINE
 
 
 @dataclass(frozen=True)
@@ -66,26 +60,6 @@ class SetupItem:
     """Its current value or problem, e.g. a path or "Not set"."""
     state: str
     """``'OK'``, ``'DEFAULT'`` (nothing set, a default applies) or ``'PROBLEM'``."""
-
-
-def one_line(text, limit=MAX_MESSAGE_CHARS):
-    """Collapse whitespace (newlines included) and cut ``text`` to ``limit`` characters."""
-    text = " ".join(text.split())
-    if len(text) > limit:
-        text = text[:limit - 1].rstrip() + "\u2026"
-    return text
-
-
-def _last_line(text):
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def _first_line(text):
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
 
 
 def python_problem(python):
@@ -118,37 +92,6 @@ def backend_command(python):
     return [python, "-m", "backend", "--version"]
 
 
-def _backend_env():
-    env = {key: value for key, value in os.environ.items() if key not in _ENV_DROP}
-    env["PYTHONIOENCODING"] = "utf-8"
-    # The extension folder may be read-only and is replaced on every update:
-    # keep ``__pycache__`` folders out of it.
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-def _popen_platform_kwargs():
-    if os.name == "nt":
-        # No console window flashing up over Blender.
-        return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)}
-    # A session of its own, so a timeout can stop the backend's children too.
-    return {"start_new_session": True}
-
-
-def _stop(proc):
-    """Kill ``proc`` and, on POSIX, everything it started."""
-    if os.name != "nt":
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-            return
-        except OSError:
-            pass
-    try:
-        proc.kill()
-    except OSError:
-        pass
-
-
 def check_backend(python, cwd, timeout=DEFAULT_TIMEOUT_S):
     """Run ``<python> -m backend --version`` in ``cwd`` and describe the outcome.
 
@@ -166,11 +109,11 @@ def check_backend(python, cwd, timeout=DEFAULT_TIMEOUT_S):
         proc = subprocess.Popen(
             backend_command(python),
             cwd=cwd,
-            env=_backend_env(),
+            env=python_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            **_popen_platform_kwargs(),
+            **popen_kwargs(),
         )
     except OSError as ex:
         reason = ex.strerror or str(ex)
@@ -183,7 +126,7 @@ def check_backend(python, cwd, timeout=DEFAULT_TIMEOUT_S):
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _stop(proc)
+        kill_process_tree(proc)
         try:
             proc.communicate(timeout=2.0)
         except (subprocess.TimeoutExpired, OSError, ValueError):
@@ -202,7 +145,7 @@ def check_backend(python, cwd, timeout=DEFAULT_TIMEOUT_S):
     err = err.decode("utf-8", errors="replace")
 
     if proc.returncode != 0:
-        detail = _last_line(err) or _last_line(out) or "no error message"
+        detail = last_line(err) or last_line(out) or "no error message"
         return BackendCheck(
             ok=False,
             message=one_line("Backend check failed (exit code {:d}): {:s}".format(proc.returncode, detail)),
@@ -210,7 +153,7 @@ def check_backend(python, cwd, timeout=DEFAULT_TIMEOUT_S):
             seconds=seconds,
         )
 
-    version = one_line(_first_line(out), limit=80)
+    version = one_line(first_line(out), limit=80)
     if not version:
         return BackendCheck(
             ok=False,
@@ -248,12 +191,3 @@ def setup_status(python, weights_dir, output_dir, output_is_default):
     items.append(SetupItem("Output", output_dir, 'DEFAULT' if output_is_default else 'OK'))
     return items
 
-
-def operator_error_line(ex):
-    """The artist's line from an operator's RuntimeError: its last line, without "Error: "."""
-    lines = [line.strip() for line in str(ex).splitlines() if line.strip()]
-    line = lines[-1] if lines else type(ex).__name__
-    for prefix in ("Error: ", "Warning: "):
-        if line.startswith(prefix):
-            line = line[len(prefix):]
-    return one_line(line)

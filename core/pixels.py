@@ -19,12 +19,11 @@ __all__ = (
 )
 
 import operator
-import os
 import struct
-import tempfile
 import zlib
 
-from .clip import PALETTE
+from ..protocol import PALETTE
+from .util import write_bytes_atomic
 
 # A channel is "on" above 225 of 255, as the backend reads masks (backend/masks.py);
 # the half step keeps 225 itself off whatever float rounding the pixels went through.
@@ -151,16 +150,4 @@ def write_png(path, width, height, data, channels=3, bottom_up=True):
         _chunk(b"IDAT", zlib.compress(raw, 6)),
         _chunk(b"IEND", b""),
     ))
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=".", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as fh:
-            fh.write(png)
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.remove(temp)
-        except OSError:
-            pass
-        raise
+    write_bytes_atomic(path, png)

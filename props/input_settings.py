@@ -24,7 +24,7 @@ from bpy.props import (
 )
 from bpy.types import PropertyGroup
 
-from .clip import MAX_IDENTITIES, PALETTE_NAMES
+from ..protocol import MAX_IDENTITIES, PALETTE_NAMES
 
 SCENE_PROPERTY = "scail2_sources"
 

@@ -27,13 +27,11 @@ import subprocess
 import threading
 import time
 
-if __package__:
-    from . import protocol  # inside the add-on package
-else:  # a top-level module (tests, tools): protocol.py sits beside this file on sys.path
-    import protocol
+from .. import protocol
+from .util import LineLog, kill_process_tree, popen_kwargs, python_env
 
-ADDON_DIR = os.path.dirname(os.path.abspath(__file__))
-_ENV_DROP = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE")
+# The extension's root folder, which holds the ``backend`` package.
+ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LINE_BYTES = 16 << 20
 WRITE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 10.0
@@ -77,17 +75,6 @@ def _split_lines(read, on_line):
             buffer = b""
 
 
-def worker_env(extra=None):
-    """The environment for the worker: Blender's Python variables removed, UTF-8 output."""
-    env = {key: value for key, value in os.environ.items() if key not in _ENV_DROP}
-    env["PYTHONIOENCODING"] = "utf-8"
-    env["PYTHONUNBUFFERED"] = "1"
-    # The extension folder may be read-only and is replaced on every update.
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.update(extra or {})
-    return env
-
-
 class WorkerClient:
     """One worker, local (a subprocess) or remote (TCP). Use `start` or `connect` to make one."""
 
@@ -117,15 +104,11 @@ class WorkerClient:
         """
         client = cls()
         command = [python, "-m", "backend", "serve", *args]
-        kwargs = {}
-        if os.name == "nt":
-            kwargs["creationflags"] = getattr(subprocess, "CREATE_NO_WINDOW", 0)
-        else:
-            kwargs["start_new_session"] = True  # stop() can reach the worker's own children
         try:
+            # A session of its own: stop() reaches the worker's children too.
             client._proc = subprocess.Popen(
-                command, cwd=cwd or ADDON_DIR, env=worker_env(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, **kwargs,
+                command, cwd=cwd or ADDON_DIR, env=python_env(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, **popen_kwargs(),
             )
         except OSError as ex:
             raise WorkerClientError("cannot start the worker ({:s}): {:s}".format(ex.strerror or str(ex), python))
@@ -314,18 +297,7 @@ class WorkerClient:
         self._put(parse_line(raw))
 
     def _signal(self, sig):
-        proc = self._proc
-        if proc.poll() is not None:
-            return
-        try:
-            if os.name != "nt":
-                os.killpg(proc.pid, sig)  # the worker's own session: its children too
-            elif sig == signal.SIGTERM:
-                proc.terminate()
-            else:
-                proc.kill()
-        except OSError:
-            pass
+        kill_process_tree(self._proc, sig)
 
     # local worker
     def _write_process(self, data):
@@ -370,12 +342,7 @@ class WorkerClient:
             self._put(local_error("worker_exited", message + (": " + last if last else ""), hint=last))
 
     def _read_stderr(self, log_path):
-        log = None
-        if log_path:
-            try:
-                log = open(log_path, "a", encoding="utf-8")
-            except OSError:
-                log = None
+        log = LineLog(log_path)
         fd = self._proc.stderr.fileno()
 
         def read(n):
@@ -387,18 +354,12 @@ class WorkerClient:
         def on_line(raw):
             text = raw.decode("utf-8", errors="replace").rstrip("\r")
             self._stderr.append(text)
-            if log is not None:
-                try:
-                    log.write(text + "\n")
-                    log.flush()
-                except OSError:
-                    pass
+            log.write(text)
 
         try:
             _split_lines(read, on_line)
         finally:
-            if log is not None:
-                log.close()
+            log.close()
 
     # remote worker
     def _open_socket(self, timeout):

@@ -1,28 +1,28 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Auto Masks and Matte inside Blender: segmentation jobs on the session's queue, and what they bring back.
+"""Auto Masks, Refine Masks and Matte inside Blender: segmentation jobs built from the scene, and what they bring.
 
-The operators in ``operators/segment.py`` stay thin; this module builds the
-jobs and uses their results. The jobs run on the same worker and queue as
-generations (``job_runtime.run_job``): Blender never waits on the model, a
-timer follows the job, and background mode runs it to its end.
+The operators in ``operators/segmentation.py`` stay thin; this module builds the
+jobs (each a ``session.JobRequest``) and uses their results. The jobs run on the
+same worker and queue as generations (``runtime.follow.run_job``): Blender never
+waits on the model, a timer follows the job, and background mode runs it to its end.
 
-Starting:
+Building:
 
-* :func:`start_driving_masks`: the footage strip (the active strip, else the
+* :func:`driving_masks_job`: the footage strip (the active strip, else the
   one the driving footage was exported from) is read straight from its file or
   baked by ``sources.export_strip``, as for a job's driving footage; its visible
   range (or the Generate panel's frame limit) is segmented;
-* :func:`start_refined_masks` (Refine Masks): the same footage and frames, the
+* :func:`refined_masks_job` (Refine Masks): the same footage and frames, the
   subjects marked by hand: the Inputs' mask strip (rough masks, one palette
   colour per identity) is exported as for a job and each identity becomes a
   SAM 2 box, where it first appears, scaled to the clip's pixels; the result
   lands as Auto Masks' does, named "<footage> Refined Masks";
-* :func:`start_reference_mask`: the reference, exported as for a job, as a still;
-* :func:`start_matte`: a finished generation's frames, into ``<job>/frames_rgba``.
+* :func:`reference_mask_job`: the reference, exported as for a job, as a still;
+* :func:`matte_job`: a finished generation's frames, into ``<job>/frames_rgba``.
 
-Finishing (``job_runtime.apply_changes`` calls :func:`finish_job`), through the
-internal operator ``scail2.apply_segmentation``: one undo step. A failed or
-cancelled job never gets here: the scene stays as it was.
+Finishing (``runtime.follow`` calls :func:`finish_job`), through the internal
+operator ``scail2.apply_segmentation``: one undo step. A failed or cancelled job
+never gets here: the scene stays as it was.
 
 * driving masks: an image strip of the mask frames on a free channel above the
   footage strip, each scene frame showing the mask of the footage frame the
@@ -30,23 +30,19 @@ cancelled job never gets here: the scene stays as it was.
   the preview and in the sequencer's output); Preview Mask and the mask export
   read it all the same. It becomes the Inputs' mask strip;
 * reference mask: the Inputs' Reference Mask file, and the recorded reference's mask;
-* matte: every strip and camera plane imported from that result switches, in
-  place, to the RGBA frames (strip: alpha over; plane: the image's alpha into
-  the shader's, blended). A result not imported yet gets them when imported.
+* matte: ``runtime.matte``.
 """
 
 __all__ = (
-    "MASKS_PROP",
     "apply",
+    "driving_masks_job",
     "finish_job",
     "footage_strip",
+    "matte_job",
+    "reference_mask_job",
+    "refined_masks_job",
     "rough_mask_strip",
     "rough_subjects",
-    "start_driving_masks",
-    "start_matte",
-    "start_refined_masks",
-    "start_reference_mask",
-    "switch_to_matte",
 )
 
 import dataclasses
@@ -55,24 +51,23 @@ from collections import namedtuple
 
 import bpy
 
-from . import compat
-from . import job_runtime
-from . import job_settings
-from . import protocol
-from . import results
-from . import segment_jobs
-from . import sources
-from .operators import backend_check
-from .operators import export_inputs
-from .operators import import_result
-from .segment_jobs import SegmentError
-from .sources.clip import ExportedStill, identity_names
-from .sources.masks import driving_frame_size
-from .sources.pixels import identity_boxes
-from .sources.render import read_pixels
+from .. import compat
+from .. import protocol
+from .. import sources
+from ..core import results
+from ..core import segmentation as segmentation_jobs
+from ..core.inputs import ExportedStill, identity_names
+from ..core.pixels import identity_boxes
+from ..core.segmentation import SegmentError
+from ..core.util import operator_error_line, with_warnings
+from ..props import MASKS_PROP, input_settings, job_settings
+from ..sources.exports import export_reference, footage_behind, inputs_folder, mask_strip
+from ..sources.masks import driving_frame_size
+from ..sources.render import read_pixels
+from .matte import apply_matte
+from . import session
+from .session import JobRequest, job_meta, job_scenes, scene_overrides
 
-# Custom property (a group) on the strips Auto Masks adds: where they came from.
-MASKS_PROP = "scail2_masks"
 FOOTAGE_SUBDIR = "auto_masks_footage"  # in the inputs folder: footage baked for Auto Masks
 NAME_LIMIT = 63  # characters of a strip name
 ROUGH_SUBDIR = "refine_masks_rough"  # in the inputs folder: the rough mask Refine Masks read
@@ -88,7 +83,7 @@ def _prompt(src):
 
 
 # --------------------------------------------------------------------------------------------
-# Starting.
+# Building.
 
 def footage_strip(context, not_strip=None):
     """``(sequencer scene, strip)`` Auto Masks works on: the active strip, or the footage it was made from.
@@ -99,15 +94,12 @@ def footage_strip(context, not_strip=None):
     editor = seq_scene.sequence_editor if seq_scene is not None else None
     if editor is None:
         raise SegmentError("The sequencer has no strips")
-    strip = editor.active_strip
     # A result or an auto-mask strip stands for the footage it was made from.
-    for key, name in ((import_result.PROP_KEY, "driving_strip"), (MASKS_PROP, "footage_strip")):
-        if strip is not None and key in strip:
-            strip = editor.strips_all.get(strip[key].get(name, ""))
+    strip = footage_behind(editor, editor.active_strip)
     if strip is not None and not_strip is not None and strip.name == not_strip:
         strip = None
     if strip is None:
-        recorded = sources.load_inputs(export_inputs.inputs_folder(context, context.scene)).get("driving") or {}
+        recorded = sources.load_inputs(inputs_folder(context, context.scene)).get("driving") or {}
         strip = editor.strips_all.get(recorded.get("strip") or "")
     if strip is None:
         raise SegmentError("Make the footage the active strip")
@@ -129,50 +121,48 @@ def _footage_clip(context, rough=None):
     panel's frame limit.
     """
     scene = context.scene
-    src = sources.get_settings(scene)
+    src = input_settings.get_settings(scene)
     settings = job_settings.get_job_settings(scene)
     seq_scene, strip = footage_strip(context, not_strip=rough)
-    inputs = export_inputs.inputs_folder(context, scene)
+    inputs = inputs_folder(context, scene)
     clip = sources.export_strip(seq_scene, strip, os.path.join(inputs, FOOTAGE_SUBDIR), max_size=src.max_size)
     timing = clip.frame_start, clip.frame_end, clip.scene_frame_start, list(clip.shown)
     if settings.use_frame_range:
-        timing = segment_jobs.limit_timing(clip.frame_start, clip.scene_frame_start, clip.shown,
+        timing = segmentation_jobs.limit_timing(clip.frame_start, clip.scene_frame_start, clip.shown,
                                            settings.frame_start, settings.frame_end)
     return Footage(seq_scene, strip, inputs, clip, timing)
 
 
-def _submit_driving(context, spec, found, label, name, ui):
+def _driving_request(context, spec, found, label, name, ui):
     """Queue the masks job ``spec`` of ``found`` (``_footage_clip``'s result); its masks land as ``name``."""
     seq_scene, strip, inputs, clip, timing = found
     frame_start, _frame_end, scene_frame_start, shown = timing
-    meta = job_runtime.job_meta(context.scene, seq_scene, {}, ui, label=label)
+    meta = job_meta(context.scene, seq_scene, {}, ui, label=label)
     meta["segment"] = {
         "kind": DRIVING, "strip": strip.name, "baked": clip.baked, "inputs": inputs, "name": name,
         "frame_start": frame_start, "scene_frame_start": scene_frame_start, "shown": shown,
     }
-    return job_runtime.run_job(context, spec, meta, task="masks")
+    return JobRequest(spec, meta, "masks")
 
 
-def start_driving_masks(context):
-    """Submit the masks job of the footage strip; ``(job, level, message)`` as ``job_runtime.run_job``."""
-    src = sources.get_settings(context.scene)
+def driving_masks_job(context):
+    """The masks job of the footage strip, a ``session.JobRequest``."""
+    src = input_settings.get_settings(context.scene)
     prompt = _prompt(src)
     found = _footage_clip(context)
     frame_start, frame_end, _first, _shown = found.timing
-    spec = segment_jobs.masks_spec(found.clip.path, prompt=prompt, mode=src.mode, identities=src.auto_mask_identities,
+    spec = segmentation_jobs.masks_spec(found.clip.path, prompt=prompt, mode=src.mode, identities=src.auto_mask_identities,
                                    frame_start=frame_start, frame_end=frame_end)
-    return _submit_driving(context, spec, found, "Auto Masks: {:s} in {:s}".format(prompt, found.strip.name),
+    return _driving_request(context, spec, found, "Auto Masks: {:s} in {:s}".format(prompt, found.strip.name),
                            AUTO_MASKS, {"prompt": prompt})
 
 
 def rough_mask_strip(context):
     """``(sequencer scene, strip)``: the Inputs' mask strip, which Refine Masks reads as the rough mask."""
-    src = sources.get_settings(context.scene)
+    src = input_settings.get_settings(context.scene)
     if src.mask_source != 'MASK_STRIP':
         raise SegmentError("Set the Inputs' mask to a mask strip: Refine Masks refines its rough masks")
-    seq_scene = compat.sequencer_scene(context)
-    editor = seq_scene.sequence_editor if seq_scene is not None else None
-    strip = editor.strips_all.get(src.mask_strip) if editor is not None and src.mask_strip else None
+    seq_scene, strip = mask_strip(context, src)
     if strip is None:
         raise SegmentError("No rough mask: there is no strip named {:s}".format(src.mask_strip) if src.mask_strip
                            else "No rough mask: choose the mask strip in the Inputs")
@@ -214,65 +204,65 @@ def rough_subjects(seq_scene, rough, clip, timing, folder, mode, max_size):
     mask_size = sizes.pop()
     clip_size = driving_frame_size(clip, 0)  # the clip's own pixels, as the worker reads them
     try:
-        return segment_jobs.refine_subjects(frames, mask_size, clip_size)
+        return segmentation_jobs.refine_subjects(frames, mask_size, clip_size)
     except SegmentError as ex:
         raise SegmentError("{!s}: {:s}".format(ex, rough.name)) from None
 
 
-def start_refined_masks(context):
-    """Submit a masks job tracking the identities of the rough mask strip (SAM 2, a box each).
+def refined_masks_job(context):
+    """A masks job tracking the identities of the rough mask strip (SAM 2, a box each).
 
-    Same footage, frames and landing as Auto Masks; ``(job, level, message)`` as ``job_runtime.run_job``.
+    Same footage, frames and landing as Auto Masks; a ``session.JobRequest``.
     """
-    src = sources.get_settings(context.scene)
+    src = input_settings.get_settings(context.scene)
     seq_scene, rough = rough_mask_strip(context)
     found = _footage_clip(context, rough=rough.name)
     clip, timing = found.clip, found.timing
     folder = os.path.join(found.inputs, ROUGH_SUBDIR)
     subjects, identities = rough_subjects(seq_scene, rough, clip, timing, folder, src.mode, src.max_size)
-    spec = segment_jobs.masks_spec(clip.path, prompt="", mode=src.mode, identities=len(subjects),
+    spec = segmentation_jobs.masks_spec(clip.path, prompt="", mode=src.mode, identities=len(subjects),
                                    frame_start=timing[0], frame_end=timing[1], subjects=subjects)
-    return _submit_driving(context, spec, found, "Refine Masks: {:s} in {:s}".format(rough.name, found.strip.name),
+    return _driving_request(context, spec, found, "Refine Masks: {:s} in {:s}".format(rough.name, found.strip.name),
                            REFINED_MASKS, {"rough": rough.name, "identities": identities})
 
 
-def start_reference_mask(context):
-    """Export the reference as for a job, then submit its still masks job."""
+def reference_mask_job(context):
+    """Export the reference as for a job; its still masks job."""
     scene = context.scene
-    src = sources.get_settings(scene)
+    src = input_settings.get_settings(scene)
     prompt = _prompt(src)
     if src.reference_source == 'CAMERA':
         raise SegmentError("A reference rendered through a camera is masked by its alpha or the assigned identities")
     try:
-        bpy.ops.scail2.export_reference()
-    except RuntimeError as ex:
-        raise SegmentError(backend_check.operator_error_line(ex)) from None
-    inputs = export_inputs.inputs_folder(context, scene)
+        export_reference(context)
+    except sources.ExportError as ex:
+        raise SegmentError(str(ex)) from None
+    inputs = inputs_folder(context, scene)
     reference = sources.load_inputs(inputs).get("reference")
     if not reference:
         raise SegmentError("The reference could not be exported")
     path = reference["path"]
-    spec = segment_jobs.masks_spec(path, prompt=prompt, mode=src.mode, identities=src.auto_mask_identities,
+    spec = segmentation_jobs.masks_spec(path, prompt=prompt, mode=src.mode, identities=src.auto_mask_identities,
                                    still=True)
-    meta = job_runtime.job_meta(scene, compat.sequencer_scene(context) or scene, {}, {"prompt": prompt},
+    meta = job_meta(scene, compat.sequencer_scene(context) or scene, {}, {"prompt": prompt},
                                 label="Auto Mask: {:s} in {:s}".format(prompt, os.path.basename(path)))
     meta["segment"] = {"kind": REFERENCE, "reference": path, "inputs": inputs}
-    return job_runtime.run_job(context, spec, meta, task="masks")
+    return JobRequest(spec, meta, "masks")
 
 
-def start_matte(context, item):
-    """Submit the matte job of history entry ``item``: its frames, into ``<job>/frames_rgba``."""
+def matte_job(context, item):
+    """The matte job of history entry ``item``: its frames, into ``<job>/frames_rgba``."""
     scene = context.scene
-    prompt = _prompt(sources.get_settings(scene))
-    queue = job_runtime.get_queue(context, create=False)
+    prompt = _prompt(input_settings.get_settings(scene))
+    queue = session.get_queue(context, create=False)
     for job in queue.active_jobs() if queue is not None else ():
         if job.task == "matte" and job.meta.get("segment", {}).get("job_dir") == item.job_dir:
             raise SegmentError("The matte of {:s} is being made already".format(item.job_id))
-    spec, folder = segment_jobs.matte_spec(item.job_dir, prompt)
-    meta = job_runtime.job_meta(scene, compat.sequencer_scene(context) or scene, {}, {"prompt": prompt},
+    spec, folder = segmentation_jobs.matte_spec(item.job_dir, prompt)
+    meta = job_meta(scene, compat.sequencer_scene(context) or scene, {}, {"prompt": prompt},
                                 label="Matte: {:s}".format(item.name or item.job_id))
     meta["segment"] = {"kind": MATTE, "job_dir": item.job_dir, "manifest": item.manifest}
-    return job_runtime.run_job(context, spec, meta, task="matte", job_dir=folder)
+    return JobRequest(spec, meta, "matte", folder)
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,16 +271,16 @@ def start_matte(context, item):
 def finish_job(job, interactive):
     """A done segmentation job: use its result in its scene (one undo step). Returns ``(level, message)``."""
     meta = job.meta
-    scene, seq_scene = job_runtime.job_scenes(meta)
+    scene, seq_scene = job_scenes(meta)
     if scene is None:
         return 'WARNING', "The segmentation job finished, but its scene is no longer open: " + job.job_dir
     meta.pop("applied", None)
     try:
-        with bpy.context.temp_override(**job_runtime.scene_overrides(scene, seq_scene)):
+        with bpy.context.temp_override(**scene_overrides(scene, seq_scene)):
             bpy.ops.scail2.apply_segmentation('EXEC_DEFAULT', interactive, job=job.key)
     except RuntimeError as ex:
         return 'ERROR', "{:s} finished but could not be used: {:s}".format(
-            meta.get("label", "The job"), backend_check.operator_error_line(ex))
+            meta.get("label", "The job"), operator_error_line(ex))
     return meta.get("applied") or ('ERROR', "{:s} finished but was not used".format(meta.get("label", "The job")))
 
 
@@ -302,14 +292,8 @@ def apply(job, context):
     if kind == REFERENCE:
         return _apply_reference_mask(job, context)
     if kind == MATTE:
-        return _apply_matte(job)
+        return apply_matte(job)
     raise SegmentError("Unknown segmentation job {!r}".format(kind))
-
-
-def _with_warnings(message, warnings):
-    if not warnings:
-        return 'INFO', message
-    return 'WARNING', "{:s} ({:s})".format(message, "; ".join(warnings))
 
 
 def _strip_name(footage, name=AUTO_MASKS):
@@ -327,8 +311,8 @@ def _line_up(strip, footage):
 
 def _apply_driving_masks(job, context):
     info = job.meta["segment"]
-    record = segment_jobs.load_record(job.job_dir, "masks")
-    first, files = segment_jobs.mask_elements(record, info["frame_start"], info["scene_frame_start"], info["shown"])
+    record = segmentation_jobs.load_record(job.job_dir, "masks")
+    first, files = segmentation_jobs.mask_elements(record, info["frame_start"], info["scene_frame_start"], info["shown"])
     seq_scene = compat.sequencer_scene(context) or context.scene
     if seq_scene.sequence_editor is None:
         raise SegmentError("The sequencer scene {:s} has no strips any more".format(seq_scene.name))
@@ -352,7 +336,7 @@ def _apply_driving_masks(job, context):
     except BaseException:
         editor.strips.remove(strip)
         raise
-    src = sources.get_settings(context.scene)
+    src = input_settings.get_settings(context.scene)
     src.mask_source = 'MASK_STRIP'
     src.mask_strip = strip.name
     src.mask_preview = ""
@@ -360,7 +344,7 @@ def _apply_driving_masks(job, context):
     if sources.load_inputs(info["inputs"]).get("driving_mask"):
         sources.save_inputs(info["inputs"], driving_mask=None, driving_mask_mode=None)
     found = identity_names(record.identities) or "none"
-    return _with_warnings("{:s}: strip {:s} (muted) on channel {:d}, frames {:d}-{:d}, identities {:s}; "
+    return with_warnings("{:s}: strip {:s} (muted) on channel {:d}, frames {:d}-{:d}, identities {:s}; "
                           "it is the mask strip of the Inputs now".format(name, strip.name, channel, first, end - 1,
                                                                           found),
                           [*info.get("warnings", ()), *record.warnings])
@@ -368,10 +352,10 @@ def _apply_driving_masks(job, context):
 
 def _apply_reference_mask(job, context):
     info = job.meta["segment"]
-    record = segment_jobs.load_record(job.job_dir, "masks")
+    record = segmentation_jobs.load_record(job.job_dir, "masks")
     path = record.files[0]
     scene = context.scene
-    src = sources.get_settings(scene)
+    src = input_settings.get_settings(scene)
     src.reference_mask_file = path
     inputs = sources.load_inputs(info["inputs"])
     reference = inputs.get("reference")
@@ -383,84 +367,4 @@ def _apply_reference_mask(job, context):
         inputs["mode"] = src.mode
         _ok, src.last_check = sources.check_identities(inputs)
     found = identity_names(record.identities) or "none"
-    return _with_warnings("Reference mask: identities {:s} ({:s})".format(found, path), record.warnings)
-
-
-def _apply_matte(job):
-    info = job.meta["segment"]
-    segment_jobs.load_record(job.job_dir, "matte")
-    result = results.load_result(info["manifest"] or info["job_dir"])
-    if not result.matte:
-        raise SegmentError(next((w for w in result.warnings if "matte" in w), "The matte is incomplete"))
-    switched, problems = switch_to_matte(result)
-    if not switched and not problems:
-        return 'INFO', "Matte of {:s} ready: importing it brings the RGBA frames".format(result.job_id)
-    return _with_warnings("Matte of {:s}: {:s} now show the RGBA frames".format(
-        result.job_id, ", ".join(switched) or "nothing"), problems)
-
-
-# --------------------------------------------------------------------------------------------
-# Switching what was imported to the matte.
-
-def _imported_from(block, job_dir):
-    props = block.get(import_result.PROP_KEY)
-    return props is not None and os.path.normpath(str(props.get("job_dir", ""))) == os.path.normpath(job_dir)
-
-
-def switch_to_matte(result):
-    """Make every strip and camera plane imported from ``result`` (loaded with its matte) show the RGBA frames.
-
-    Returns ``(names switched, one line per item that could not be)``.
-    """
-    switched, problems = [], []
-    folder = os.path.join(result.frames_dir, "")
-    for scene in bpy.data.scenes:
-        editor = scene.sequence_editor
-        for strip in editor.strips_all if editor is not None else ():
-            if strip.type == 'IMAGE' and _imported_from(strip, result.job_dir):
-                strip.directory = folder
-                strip.blend_type = 'ALPHA_OVER'
-                strip[import_result.PROP_KEY]["matte"] = True
-                switched.append("strip " + strip.name)
-    rgb = results.load_result(result.manifest_path, use_matte=False)
-    for obj in bpy.data.objects:
-        if obj.type == 'MESH' and _imported_from(obj, result.job_dir):
-            try:
-                _switch_plane(obj, result, rgb)
-            except (SegmentError, results.ResultError, OSError) as ex:
-                problems.append("plane {:s} kept its frames: {!s}".format(obj.name, ex))
-                continue
-            switched.append("plane " + obj.name)
-    return switched, problems
-
-
-def _plane_texture(obj):
-    material = obj.active_material
-    tree = material.node_tree if material is not None else None
-    texture = next((n for n in tree.nodes if n.type == 'TEX_IMAGE' and n.image is not None), None) if tree else None
-    if texture is None:
-        raise SegmentError("its material shows no image")
-    return material, tree, texture
-
-
-def _switch_plane(obj, result, rgb):
-    """Point the plane's image at a scene-rate sequence of the RGBA frames with the same timing."""
-    material, tree, texture = _plane_texture(obj)
-    image = texture.image
-    first = os.path.normpath(bpy.path.abspath(image.filepath))
-    try:
-        names = segment_jobs.sequence_sources(first, rgb.frames_dir)
-    except SegmentError:
-        names = segment_jobs.sequence_sources(first, result.frames_dir)  # switched before: an older matte
-    index_of = {os.path.basename(frame.path): i for i, frame in enumerate(result.frames)}
-    if any(name not in index_of for name in names):
-        raise SegmentError("its frames are not the job's")
-    timed = results.TimedFrames(texture.image_user.frame_start, tuple(index_of[name] for name in names[1:]))
-    image.filepath = results.ensure_scene_rate_sequence(result, timed)
-    image.alpha_mode = 'STRAIGHT'
-    image.reload()
-    shader = next((n for n in tree.nodes if n.type == 'BSDF_PRINCIPLED'), None)
-    if shader is None:
-        raise SegmentError("its material has no Principled BSDF")
-    import_result.use_image_alpha(material, shader, texture, blended=True)
-    obj[import_result.PROP_KEY]["matte"] = True
+    return with_warnings("Reference mask: identities {:s} ({:s})".format(found, path), record.warnings)

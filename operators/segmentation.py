@@ -2,8 +2,8 @@
 """Operators running segmentation jobs: Auto Masks of the footage and of the reference, Refine Masks of a rough
 mask strip, Matte of a result.
 
-Thin: ``segment_runtime`` builds the jobs, the session's queue runs them on
-the worker (Blender never waits on the model) and ``segment_runtime`` uses
+Thin: ``runtime.segmentation`` builds the jobs, ``runtime.follow`` runs them on
+the worker (Blender never waits on the model) and ``runtime.segmentation`` uses
 their results, through :class:`SCAIL2_OT_apply_segmentation` (one undo step).
 Cancel them with ``scail2.cancel_job`` like any job.
 """
@@ -21,24 +21,26 @@ from bpy.props import StringProperty
 from bpy.types import Operator
 
 from .. import compat
-from .. import job_runtime as runtime
-from .. import results
-from .. import segment_runtime
 from .. import sources
-from ..segment_jobs import SegmentError
-from .generate import _HistoryOperator, _finish, _history_item
+from ..core.results import ResultError
+from ..core.segmentation import SegmentError
+from ..props.input_settings import get_settings
+from ..runtime import follow, segmentation, session
+from .common import HistoryOperator, history_item, report_outcome
 
 # What starting a segmentation job can refuse with, as one line for the artist.
-_REFUSALS = (SegmentError, sources.ExportError, runtime.GenerateError)
+_REFUSALS = (SegmentError, sources.ExportError, session.GenerateError)
 
 
-def _start(operator, start, *args):
+def _start(operator, context, build, *args):
+    """Build a job with ``build(context, *args)`` (a ``session.JobRequest``) and queue it; the operator's return
+    value."""
     try:
-        _job, level, message = start(*args)
+        _job, level, message = follow.run_job(context, *build(context, *args))
     except _REFUSALS as ex:
         operator.report({'ERROR'}, str(ex))
         return {'CANCELLED'}
-    return _finish(operator, level, message)
+    return report_outcome(operator, level, message)
 
 
 class SCAIL2_OT_auto_masks(Operator):
@@ -57,7 +59,7 @@ class SCAIL2_OT_auto_masks(Operator):
         return True
 
     def execute(self, context):
-        return _start(self, segment_runtime.start_driving_masks, context)
+        return _start(self, context, segmentation.driving_masks_job)
 
 
 class SCAIL2_OT_refine_masks(Operator):
@@ -72,7 +74,7 @@ class SCAIL2_OT_refine_masks(Operator):
     def poll(cls, context):
         if not SCAIL2_OT_auto_masks.poll(context):
             return False
-        src = sources.get_settings(context.scene)
+        src = get_settings(context.scene)
         if src.mask_source != 'MASK_STRIP':
             cls.poll_message_set("Set the mask to a mask strip: Refine Masks follows its rough masks")
             return False
@@ -82,7 +84,7 @@ class SCAIL2_OT_refine_masks(Operator):
         return True
 
     def execute(self, context):
-        return _start(self, segment_runtime.start_refined_masks, context)
+        return _start(self, context, segmentation.refined_masks_job)
 
 
 class SCAIL2_OT_auto_reference_mask(Operator):
@@ -94,27 +96,27 @@ class SCAIL2_OT_auto_reference_mask(Operator):
 
     @classmethod
     def poll(cls, context):
-        if context.scene is None or sources.get_settings(context.scene).reference_source == 'CAMERA':
+        if context.scene is None or get_settings(context.scene).reference_source == 'CAMERA':
             cls.poll_message_set("A camera render is masked by its alpha or the assigned identities")
             return False
         return True
 
     def execute(self, context):
-        return _start(self, segment_runtime.start_reference_mask, context)
+        return _start(self, context, segmentation.reference_mask_job)
 
 
-class SCAIL2_OT_matte_result(_HistoryOperator, Operator):
+class SCAIL2_OT_matte_result(HistoryOperator, Operator):
     """Cut the characters of this result out (SAM 3): RGBA frames that its strip and camera plane then show """ \
         """over what lies behind. Runs in the background"""
     bl_idname = "scail2.matte_result"
     bl_label = "Matte"
 
     def execute(self, context):
-        item = _history_item(context, self.index)
+        item = history_item(context, self.index)
         if item is None:
             self.report({'ERROR'}, "No such history entry")
             return {'CANCELLED'}
-        return _start(self, segment_runtime.start_matte, context, item)
+        return _start(self, context, segmentation.matte_job, item)
 
 
 class SCAIL2_OT_apply_segmentation(Operator):
@@ -126,14 +128,14 @@ class SCAIL2_OT_apply_segmentation(Operator):
     job: StringProperty(name="Job", description="The finished job (its key in this session's queue)")
 
     def execute(self, context):
-        queue = runtime.get_queue(create=False)
+        queue = session.get_queue(create=False)
         job = queue.get(self.job) if queue is not None else None
         if job is None or job.status != "done" or job.task == "generate":
             self.report({'ERROR'}, "No finished segmentation job {:s} in this session".format(self.job))
             return {'CANCELLED'}
         try:
-            level, message = segment_runtime.apply(job, context)
-        except (SegmentError, results.ResultError, sources.ExportError) as ex:
+            level, message = segmentation.apply(job, context)
+        except (SegmentError, ResultError, sources.ExportError) as ex:
             self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}
         job.meta["applied"] = (level, message)

@@ -1,0 +1,227 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""SCAIL-2 jobs as Blender sees them: `Job` (status, phase, segment i/n, step j/m, an ETA from the
+step timing, the latest frame, the error, the manifest once done), the worker settings and `Change`.
+
+Standard library only and no ``bpy``. `core.queue.JobQueue` runs the jobs over one worker.
+"""
+
+__all__ = (
+    "ACTIVE",
+    "Change",
+    "FINISHED",
+    "Job",
+    "JobError",
+        "LocalWorker",
+    "RemoteWorker",
+    "format_duration",
+    "parse_address",
+)
+
+from dataclasses import dataclass, field
+
+from .util import one_line
+
+# Job statuses. "submitting": not yet accepted by the worker.
+ACTIVE = ("submitting", "queued", "running")
+FINISHED = ("done", "failed", "cancelled")
+PHASE_NAMES = {
+    "load": "Loading the model",
+    "encode": "Encoding the inputs",
+    "sample": "Generating",
+    "decode": "Decoding frames",
+    "segment": "Segmenting",
+    "write": "Writing frames",
+    "matte": "Cutting out the characters",  # a generation's matte: stages segment, write
+}
+
+
+def format_duration(seconds):
+    """``75`` -> ``"1 min 15 s"``; ``None`` -> ``""``."""
+    if seconds is None:
+        return ""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return "{:d} s".format(seconds)
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return "{:d} min {:d} s".format(minutes, seconds)
+    hours, minutes = divmod(minutes, 60)
+    return "{:d} h {:d} min".format(hours, minutes)
+
+
+def parse_address(text):
+    """``"host:port"`` (``[v6]:port`` too) -> ``(host, port)``; ValueError with one line if it is not one."""
+    text = text.strip()
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host:
+        raise ValueError("Give the worker's address as HOST:PORT, for example 192.168.1.20:7860")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError("The worker's port must be a number: {:s}".format(text)) from None
+    if not 0 < number < 65536:
+        raise ValueError("The worker's port must be 1-65535: {:s}".format(text))
+    return host, number
+
+
+@dataclass(frozen=True)
+class LocalWorker:
+    """A worker started here: ``python -m backend serve *args`` in ``cwd`` (see WorkerClient.start)."""
+
+    python: str
+    args: tuple = ()
+    cwd: str = None
+    env: tuple = ()  # extra environment variables, as (name, value) pairs
+    log_path: str = None
+
+    def describe(self):
+        return "local worker ({:s})".format(self.python)
+
+
+@dataclass(frozen=True)
+class RemoteWorker:
+    """A worker serving TCP (``serve --listen``); it must see the same paths as Blender."""
+
+    host: str
+    port: int
+    token: str = None
+
+    def describe(self):
+        return "worker at {:s}:{:d}".format(self.host, self.port)
+
+
+@dataclass
+class JobError:
+    """Why a job failed: the worker's code, one line for the artist and a hint (may be empty)."""
+
+    code: str
+    message: str
+    hint: str = ""
+
+    def text(self):
+        """One line: the message, then the hint."""
+        if self.hint and self.hint not in self.message:
+            return one_line("{:s} ({:s})".format(self.message, self.hint))
+        return one_line(self.message)
+
+
+@dataclass
+class Job:
+    """One job as the add-on tracks it."""
+
+    key: str  # ours, known at once
+    spec: dict
+    task: str = "generate"  # or a segmentation: protocol.SEGMENT_TASKS
+    job_dir: str = ""
+    meta: dict = field(default_factory=dict)  # the caller's own data (scene, import settings...)
+    id: str = ""  # the worker's, once queued
+    status: str = "submitting"
+    position: int = 0  # jobs ahead of it while queued
+    phase: str = ""
+    segment: int = 0
+    segments: int = 0
+    step: int = 0
+    steps: int = 0
+    frames: int = 0  # frames the job will write (from "started")
+    frames_ready: int = 0
+    preview: str = ""  # the latest frame written
+    first_frame: str = ""
+    manifest: str = ""
+    record: str = ""  # a segmentation's segment.json, once done
+    frame: int = 0  # frames finished in a segmentation's (or a generation's matte's) stage
+    stage: str = ""  # that stage: "segment" or "write"
+    error: JobError = None
+    warnings: list = field(default_factory=list)
+    noise_only: bool = False
+    submitted_at: float = 0.0
+    started_at: float = None
+    finished_at: float = None
+    eta_s: float = None  # seconds left, estimated from the step timing
+    cancel_requested: bool = False
+    sent: bool = False  # the submit has gone to the worker
+    _step_log: list = field(default_factory=list, repr=False)  # (segment, step, time) of sample steps
+    _segment_tail: list = field(default_factory=list, repr=False)  # seconds from a segment's last step to its frames
+    _decoded_segment: int = -1  # the latest segment whose frames have arrived
+
+    @property
+    def active(self):
+        return self.status in ACTIVE
+
+    @property
+    def finished(self):
+        return self.status in FINISHED
+
+    def phase_text(self):
+        """What the job is doing, in words: "Generating: segment 1/2, step 3/8"."""
+        if self.status == "submitting":
+            return "Starting the worker" if not self.id else "Submitting"
+        if self.status == "queued":
+            return "Queued ({:d} ahead)".format(self.position) if self.position else "Queued"
+        if self.status == "done":
+            return "Done: {:d} frames".format(self.frames_ready or self.frames)
+        if self.status == "cancelled":
+            return "Cancelled"
+        if self.status == "failed":
+            return "Failed: " + (self.error.text() if self.error else "unknown error")
+        text = PHASE_NAMES.get(self.phase, "Starting")
+        parts = []
+        if self.stage in ("segment", "write") and self.frames:
+            parts.append("frame {:d}/{:d}".format(min(self.frame, self.frames), self.frames))
+        elif self.segments and self.segment:
+            parts.append("segment {:d}/{:d}".format(self.segment, self.segments))
+        if self.phase == "sample" and self.steps:
+            parts.append("step {:d}/{:d}".format(self.step, self.steps))
+        if parts:
+            text += ": " + ", ".join(parts)
+        return text
+
+    def progress(self):
+        """Fraction done (0..1) from the segments and steps, for a progress bar."""
+        if self.status == "done":
+            return 1.0
+        if self.task != "generate" or self.phase == "matte":  # segmenting, then writing, frame by frame
+            within = min(self.frame, self.frames) / self.frames if self.frames else 0.0
+            within = {"segment": 0.9 * within, "write": 0.9 + 0.1 * within}.get(self.stage, 0.0)
+            return within if self.task != "generate" else 0.9 + 0.1 * within
+        if not self.segments:
+            return 0.0
+        done_segments = max(0, self.segment - 1)
+        within = 0.0
+        if self.phase == "sample" and self.steps:
+            within = 0.9 * self.step / self.steps
+        elif self.phase == "decode":
+            within = 0.9
+        return min(1.0, (done_segments + within) / self.segments)
+
+    def eta_text(self):
+        return format_duration(self.eta_s)
+
+    # -- ETA -------------------------------------------------------------------------------------
+    def _seconds_per_step(self):
+        """Mean time of a denoising step, from consecutive steps of one segment (None until two)."""
+        intervals = [
+            b[2] - a[2] for a, b in zip(self._step_log, self._step_log[1:])
+            if a[0] == b[0] and b[1] == a[1] + 1
+        ]
+        recent = intervals[-20:]
+        return sum(recent) / len(recent) if recent else None
+
+    def _update_eta(self):
+        per_step = self._seconds_per_step()
+        if per_step is None or not self.steps or not self.segments:
+            self.eta_s = None
+            return
+        left_steps = max(0, self.steps - self.step) + max(0, self.segments - self.segment) * self.steps
+        tail = sum(self._segment_tail) / len(self._segment_tail) if self._segment_tail else per_step
+        this_one = self.phase in ("sample", "decode") and self._decoded_segment != self.segment
+        segments_to_decode = max(0, self.segments - self.segment) + (1 if this_one else 0)
+        self.eta_s = left_steps * per_step + segments_to_decode * tail
+
+
+@dataclass
+class Change:
+    """A job whose state changed: ``kind`` is queued, started, progress, frame, done, cancelled or failed."""
+
+    job: Job
+    kind: str

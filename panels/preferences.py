@@ -1,0 +1,204 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The add-on's preferences: what they store (where the backend lives, how it runs) and how they are drawn.
+
+The rest of the add-on reads them through ``preferences.py`` (``get_preferences``
+and the ``resolved_*`` paths).
+"""
+
+__all__ = (
+    "SCAIL2_AddonPreferences",
+    "classes",
+)
+
+import textwrap
+
+from bpy.props import (
+    EnumProperty,
+    StringProperty,
+)
+from bpy.types import AddonPreferences
+
+from ..core import setup as backend_setup
+from ..runtime import setup
+from ..preferences import ADDON_ID, effective_output_dir, resolved_python, resolved_weights_dir
+
+
+class SCAIL2_AddonPreferences(AddonPreferences):
+    bl_idname = ADDON_ID
+
+    python_path: StringProperty(
+        name="Backend Python",
+        description=(
+            "Python program of the SCAIL-2 backend environment, the one with PyTorch installed "
+            "(for example .venvs/backend/bin/python, or python.exe on Windows)"
+        ),
+        subtype='FILE_PATH',
+    )
+    weights_dir: StringProperty(
+        name="Weights Folder",
+        description="Folder holding the downloaded SCAIL-2 model weights",
+        subtype='DIR_PATH',
+    )
+    sam3_weights_dir: StringProperty(
+        name="SAM 3 Weights",
+        description="Folder holding facebook/sam3 for Auto Masks and Matte "
+                    "(empty: the Hugging Face cache of the backend's environment)",
+        subtype='DIR_PATH',
+    )
+    sam2_weights_dir: StringProperty(
+        name="SAM 2 Weights",
+        description="Folder holding facebook/sam2.1-hiera-large, for subjects marked by hand "
+                    "(empty: the Hugging Face cache of the backend's environment)",
+        subtype='DIR_PATH',
+    )
+    output_dir: StringProperty(
+        name="Output Folder",
+        description=(
+            "Folder where generated frames and videos are saved. "
+            "Leave empty to use the add-on's own folder in your Blender user directory"
+        ),
+        subtype='DIR_PATH',
+    )
+    worker_location: EnumProperty(
+        name="Worker",
+        description="Where the SCAIL-2 model runs",
+        items=(
+            ('LOCAL', "This Computer", "Start the backend here, with the backend Python below"),
+            ('REMOTE', "Remote Worker",
+             "Send jobs to a worker started elsewhere with `python -m backend serve --listen HOST:PORT`; "
+             "it must see your files under the same paths (a shared drive)"),
+        ),
+        default='LOCAL',
+    )
+    remote_address: StringProperty(
+        name="Address",
+        description="The remote worker's HOST:PORT, for example 192.168.1.20:7860",
+    )
+    remote_token: StringProperty(
+        name="Token",
+        description="The secret the remote worker was started with (--token)",
+        subtype='PASSWORD',
+    )
+    model_source: EnumProperty(
+        name="Model",
+        description="Which model the worker runs",
+        items=(
+            ('WEIGHTS', "SCAIL-2 Weights", "The SCAIL-2 model from the weights folder"),
+            ('TINY', "Test Model",
+             "A tiny model with random weights: the frames are noise. Checks the whole setup in seconds, "
+             "without the weights or a GPU"),
+        ),
+        default='WEIGHTS',
+    )
+    device: EnumProperty(
+        name="Device",
+        description="Hardware that runs the model",
+        items=(
+            ('CUDA', "NVIDIA GPU (CUDA)", "Run on the graphics card; needed for practical speed"),
+            ('CPU', "CPU", "Run on the processor; very slow, for testing only"),
+        ),
+        default='CUDA',
+    )
+    memory_mode: EnumProperty(
+        name="Memory Mode",
+        description="Trade speed for graphics memory when the model does not fit on the GPU",
+        items=(
+            ('FULL_BF16', "Full (bf16)",
+             "Keep the whole model on the GPU in bf16: fastest, needs the most graphics memory"),
+            ('FP8_STORAGE', "FP8 Storage",
+             "Store weights in fp8 and compute in bf16: about half the graphics memory, "
+             "slightly lower quality"),
+            ('GROUP_OFFLOAD', "Group Offload",
+             "Keep weights in system memory and move them to the GPU group by group: "
+             "least graphics memory, slowest"),
+        ),
+        default='FP8_STORAGE',
+    )
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+
+        col = layout.column(heading="Worker")
+        col.prop(self, "worker_location", expand=True)
+        if self.worker_location == 'REMOTE':
+            col.prop(self, "remote_address")
+            col.prop(self, "remote_token")
+
+        col = layout.column(heading="Backend")
+        col.prop(self, "python_path")
+        row = col.row(align=True)
+        row.operator("scail2.check_backend", icon='CHECKMARK')
+        row.operator("scail2.setup_backend", icon='CONSOLE')
+        result = setup.last_check(resolved_python(self))
+        if result is not None:
+            col.label(text=result.message, icon='CHECKMARK' if result.ok else 'ERROR', translate=False)
+        _draw_setup(col, setup.setup_state())
+
+        col = layout.column(heading="Model")
+        col.prop(self, "model_source")
+        col.prop(self, "weights_dir")
+        col.operator("scail2.check_weights", icon='VIEWZOOM')
+        col.prop(self, "sam3_weights_dir")
+        col.prop(self, "sam2_weights_dir")
+        _draw_doctor(col, setup.doctor_state(resolved_python(self), resolved_weights_dir(self)))
+
+        col = layout.column(heading="Output")
+        col.prop(self, "output_dir")
+        if not self.output_dir.strip():
+            col.label(text="Default: " + effective_output_dir(self), icon='INFO', translate=False)
+
+        col = layout.column(heading="Performance")
+        col.prop(self, "device")
+        col.prop(self, "memory_mode")
+        col.operator("scail2.stop_worker", icon='CANCEL')
+
+
+# Icons per run status of the setup and the weights check.
+_RUN_ICONS = {"running": 'SORTTIME', "done": 'CHECKMARK', "failed": 'ERROR', "cancelled": 'CANCEL'}
+SETUP_LOG_LINES = 8
+DOCTOR_LINE_CHARS = 110
+
+
+def _draw_setup(layout, state):
+    if state is None:
+        return
+    run = state["run"]
+    box = layout.box()
+    col = box.column(align=True)
+    col.label(text=state["cuda"], icon='INFO', translate=False)
+    if run.status == "running":
+        col.label(text="Step {:d}/{:d}: {:s}".format(run.step_index + 1, len(run.steps), run.message),
+                  icon=_RUN_ICONS["running"], translate=False)
+        col.operator("scail2.cancel_setup_backend", icon='CANCEL')
+    elif run.status == "done":
+        col.label(text="Backend set up: " + state["python"], icon='CHECKMARK', translate=False)
+    else:
+        col.label(text=run.message, icon=_RUN_ICONS[run.status], translate=False)
+    lines = box.column(align=True)
+    lines.scale_y = 0.7
+    for line in run.lines(SETUP_LOG_LINES):
+        lines.label(text=line[-140:], translate=False)
+
+
+def _draw_doctor(layout, state):
+    if state is None:
+        return
+    run = state["run"]
+    box = layout.box()
+    col = box.column(align=True)
+    if run.status == "running":
+        col.label(text="Checking the weights\u2026", icon='SORTTIME')
+        return
+    if run.status != "done":
+        col.label(text=run.message, icon=_RUN_ICONS[run.status], translate=False)
+    for line in backend_setup.doctor_findings(run.lines()):
+        icon = 'ERROR' if "MISSING" in line else 'NONE'
+        for i, part in enumerate(textwrap.wrap(line, DOCTOR_LINE_CHARS) or [""]):
+            col.label(text=part, icon=icon if i == 0 else 'BLANK1', translate=False)
+
+
+classes = (
+    SCAIL2_AddonPreferences,
+)

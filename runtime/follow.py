@@ -1,0 +1,222 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Following the session's jobs: queueing them, the timer pumping the queue, progress, and each task's finish.
+
+* interactively, a ``bpy.app.timers`` callback (:func:`tick`) polls the queue
+  a few times a second: it updates the panels, the status bar and the preview
+  Image (``SCAIL Preview``, reloaded on every new frame), and when a job is
+  done it hands it to its task's finisher (:data:`FINISHERS`). A failed or
+  cancelled job changes nothing in the scene: its error (one line and a hint)
+  is reported and shown in the panel; its frames stay on disk;
+* in background mode (``blender -b``: render farms, tests) :func:`run_job`
+  pumps the queue itself until its job has ended, then finishes it.
+
+:func:`shutdown` (add-on disabled, Blender quitting: an ``atexit`` hook) stops
+the timer and the worker.
+"""
+
+__all__ = (
+    "FINISHERS",
+    "PREVIEW_IMAGE",
+    "apply_changes",
+    "register",
+    "run_job",
+    "shutdown",
+    "status_line",
+    "tick",
+    "unregister",
+)
+
+import atexit
+import os
+import traceback
+
+import bpy
+
+from . import generation
+from . import segmentation
+from . import session
+
+PREVIEW_IMAGE = "SCAIL Preview"
+TICK_S = 0.25
+
+# How a done job of each task comes into the scene: ``finish(job, interactive) -> (level, message)``.
+FINISHERS = {
+    "generate": generation.finish_job,
+    "masks": segmentation.finish_job,
+    "matte": segmentation.finish_job,
+}
+
+_status_shown = False
+
+
+def run_job(context, spec, meta, task="generate", job_dir=None):
+    """Queue a job (the fields of a ``session.JobRequest``). Returns ``(job, level, message)``: at once, or at
+    its end in background mode.
+
+    ``task``: a generation, or a segmentation (``spec`` a protocol.SegmentSpec); :data:`FINISHERS` finish it.
+    """
+    queue = session.get_queue(context)
+    job = queue.submit(spec, job_dir=job_dir, meta=meta, task=task)
+    if not session.synchronous():
+        if job.status == "failed":  # refused before reaching a worker: the operator reports it
+            apply_changes([change for change in queue.poll() if change.job is not job], interactive=True)
+            return job, 'ERROR', job.error.text()
+        _ensure_timer()
+        return job, 'INFO', "SCAIL-2 job queued: {:s}".format(meta.get("label", ""))[:200]
+    print("SCAIL-2: job {:s} started in {:s}".format(job.key, job.job_dir), flush=True)
+    queue.wait(job, on_change=lambda changes: apply_changes(changes, interactive=False))
+    apply_changes(queue.poll(), interactive=False)
+    level, message = job.meta.get("outcome") or _outcome(job)
+    return job, level, message
+
+
+def _outcome(job):
+    if job.status == "failed":
+        return 'ERROR', job.error.text() if job.error else "The job failed"
+    if job.status == "cancelled" and job.task != "generate":
+        return 'WARNING', "The {:s} job was cancelled; the scene is unchanged".format(
+            "Auto Masks" if job.task == "masks" else "Matte")
+    if job.status == "cancelled":
+        return 'WARNING', "The job was cancelled; nothing was imported (its frames are kept in {:s})".format(
+            job.job_dir)
+    return 'INFO', "The job finished"
+
+
+def _ensure_timer():
+    if not bpy.app.timers.is_registered(tick):
+        bpy.app.timers.register(tick, first_interval=TICK_S, persistent=True)
+
+
+def tick():
+    """The timer: pump the queue, show progress, import finished jobs. Never raises."""
+    queue = session.get_queue(create=False)
+    if queue is None:
+        _set_status(None)
+        return None
+    try:
+        apply_changes(queue.poll(), interactive=True)
+    except Exception:
+        traceback.print_exc()
+    busy = queue.busy
+    _set_status(status_line(queue) if busy else None)
+    _redraw()
+    return TICK_S if busy else None
+
+
+def status_line(queue):
+    """One line for the status bar: the running job's phase, step and ETA, and how many wait."""
+    running = queue.running_job() or next(iter(queue.active_jobs()), None)
+    if running is None:
+        return ""
+    text = "SCAIL-2: " + running.phase_text()
+    if running.eta_s is not None:
+        text += " \u2013 about {:s} left".format(running.eta_text())
+    waiting = sum(1 for job in queue.active_jobs() if job is not running)
+    if waiting:
+        text += " ({:d} more queued)".format(waiting)
+    return text
+
+
+def apply_changes(changes, interactive):
+    """Act on the queue's changes: preview, progress output, import and history, error reports."""
+    latest_frame = None
+    for change in changes:
+        job = change.job
+        if change.kind == "frame":
+            latest_frame = job.preview
+        elif change.kind == "done":
+            level, message = FINISHERS[job.task](job, interactive)
+            job.meta["outcome"] = (level, message)
+            _notify(level, message, interactive)
+        elif change.kind in ("failed", "cancelled"):
+            level, message = _outcome(job)
+            job.meta["outcome"] = (level, message)
+            _notify(level, message, interactive)
+        elif not interactive and change.kind in ("queued", "started", "progress"):
+            eta = " (about {:s} left)".format(job.eta_text()) if job.eta_s is not None else ""
+            print("SCAIL-2: {:s}{:s}".format(job.phase_text(), eta), flush=True)
+    if latest_frame and interactive:
+        update_preview(latest_frame)
+
+
+def _notify(level, message, interactive):
+    if not interactive:
+        print("SCAIL-2: {:s}".format(message), flush=True)
+        return
+    # An operator's report reaches the status bar and the Info editor, also from a timer
+    # (which has no window of its own).
+    windows = session.windows()
+    try:
+        with bpy.context.temp_override(**({"window": windows[0]} if windows else {})):
+            bpy.ops.scail2.job_report(level=level, message=message)
+    except (RuntimeError, AttributeError, TypeError):
+        pass  # an ERROR report raises here too, once shown
+
+
+# --------------------------------------------------------------------------------------------
+# What the artist sees while a job runs.
+
+def update_preview(path):
+    """Show ``path`` in the ``SCAIL Preview`` image (created on first use)."""
+    if not path or not os.path.isfile(path):
+        return
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    try:
+        if image is None:
+            image = bpy.data.images.load(path, check_existing=False)
+            image.name = PREVIEW_IMAGE
+        elif bpy.path.abspath(image.filepath) != path:
+            image.filepath = path
+            image.reload()
+        else:
+            image.reload()
+        preview = image.preview_ensure()
+        if preview is not None:
+            preview.reload()
+    except (RuntimeError, ReferenceError):
+        pass
+
+
+def _set_status(text):
+    global _status_shown
+    if text is None and not _status_shown:
+        return
+    for window in session.windows():
+        workspace = window.workspace
+        if workspace is None:
+            continue
+        # The status bar text belongs to a window: a timer has none in its context.
+        with bpy.context.temp_override(window=window):
+            workspace.status_text_set(text)
+    _status_shown = text is not None
+
+
+def _redraw():
+    for window in session.windows():
+        for area in window.screen.areas:
+            if area.type in {'SEQUENCE_EDITOR', 'VIEW_3D', 'PREFERENCES', 'IMAGE_EDITOR'}:
+                area.tag_redraw()
+
+
+# --------------------------------------------------------------------------------------------
+# The add-on's lifetime.
+
+def shutdown(timeout=session.STOP_TIMEOUT_S):
+    """Stop the timer and the worker (the add-on is disabled or Blender quits)."""
+    if bpy.app.timers.is_registered(tick):
+        bpy.app.timers.unregister(tick)
+    session.close_queue(timeout)
+    _set_status(None)
+
+
+def _at_exit():
+    session.close_queue()
+
+
+def register():
+    atexit.register(_at_exit)
+
+
+def unregister():
+    atexit.unregister(_at_exit)
+    shutdown()

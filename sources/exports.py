@@ -1,0 +1,238 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A job's inputs exported as the Inputs panel sets them up, into the scene's inputs folder.
+
+One function per input (:func:`export_driving`, :func:`export_masks`,
+:func:`export_reference`), each returning ``(level, message)`` for the artist
+or raising ``ExportError`` with one line, and each recorded in the folder's
+``inputs.json`` (``core.inputs``). The Export operators, Generate, Auto Masks
+and Refine Masks all come here, so an input is exported the same way whoever
+asks for it.
+"""
+
+__all__ = (
+    "driving_problem",
+    "export_driving",
+    "export_masks",
+    "export_missing",
+    "export_reference",
+    "footage_behind",
+    "frame_range",
+    "inputs_folder",
+    "mask_strip",
+    "record_check",
+)
+
+import os
+import re
+
+import bpy
+
+from .. import compat
+from .. import preferences
+from ..core.inputs import ExportError, ExportedClip, load_inputs, save_inputs
+from ..props import MASKS_PROP, RESULT_PROP
+from ..props.input_settings import get_settings
+from .footage import export_sequencer_range, export_strip, render_camera_clip
+from .masks import NO_MASK, check_identities, export_mask_file, export_mask_strip, render_driving_masks
+from .reference import (
+    attach_reference_mask,
+    reference_from_file,
+    reference_from_image,
+    reference_from_strip,
+    render_reference,
+)
+
+INPUTS_SUBDIR = "inputs"
+
+
+def _safe_name(name):
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "scene"
+
+
+def inputs_folder(context, scene):
+    """Where exports for ``scene`` go: its chosen inputs folder, else ``<output>/inputs/<blend>_<scene>``."""
+    chosen = get_settings(scene).inputs_dir.strip()
+    if chosen:
+        return os.path.normpath(bpy.path.abspath(chosen))
+    blend = os.path.splitext(os.path.basename(bpy.data.filepath))[0] or "untitled"
+    output = preferences.effective_output_dir(preferences.get_preferences(context))
+    return os.path.join(output, INPUTS_SUBDIR, _safe_name(blend + "_" + scene.name))
+
+
+def frame_range(scene):
+    """The scene's preview range when it is on, else its frame range: ``(first, last)``."""
+    if scene.use_preview_range:
+        return scene.frame_preview_start, scene.frame_preview_end
+    return scene.frame_start, scene.frame_end
+
+
+def record_check(scene, folder):
+    """Run the identity check on what ``folder`` holds; store and return ``(ok, line)``."""
+    inputs = load_inputs(folder)
+    inputs["mode"] = get_settings(scene).mode  # the mode the job will be run in
+    ok, line = check_identities(inputs)
+    get_settings(scene).last_check = line
+    return ok, line
+
+
+def footage_behind(editor, strip):
+    """The footage strip ``strip`` stands for: itself, or for an imported result or an Auto Masks strip the
+    footage it was made from (None when that strip is gone)."""
+    for key, name in ((RESULT_PROP, "driving_strip"), (MASKS_PROP, "footage_strip")):
+        if strip is not None and key in strip:
+            strip = editor.strips_all.get(strip[key].get(name, ""))
+    return strip
+
+
+def mask_strip(context, src):
+    """``(sequencer scene, the Inputs' mask strip or None)``."""
+    seq_scene = compat.sequencer_scene(context)
+    editor = seq_scene.sequence_editor if seq_scene is not None else None
+    strip = editor.strips_all.get(src.mask_strip) if editor is not None and src.mask_strip else None
+    return seq_scene, strip
+
+
+# --------------------------------------------------------------------------------------------
+# One input each.
+
+def driving_problem(context):
+    """Why the driving footage cannot be exported as set up, or "" (also the Export Driving button's poll)."""
+    settings = get_settings(context.scene)
+    if settings.driving_source == 'CAMERA':
+        if (settings.driving_camera or context.scene.camera) is None:
+            return "Choose a driving camera (or give the scene a camera)"
+        return ""
+    scene = compat.sequencer_scene(context)
+    if scene is None or scene.sequence_editor is None:
+        return "The sequencer has no strips"
+    if settings.driving_source == 'STRIP' and scene.sequence_editor.active_strip is None:
+        return "Make the driving footage the active strip"
+    return ""
+
+
+def export_driving(context, strip=None):
+    """The driving footage: ``strip`` (default: the active strip), the sequencer output or a camera's view."""
+    problem = driving_problem(context)
+    if problem:
+        raise ExportError(problem)
+    scene = context.scene
+    settings = get_settings(scene)
+    folder = inputs_folder(context, scene)
+    target = os.path.join(folder, "driving")
+    if settings.driving_source == 'CAMERA':
+        start, end = frame_range(scene)
+        clip = render_camera_clip(
+            scene, settings.driving_camera or scene.camera, start, end, target,
+            engine=settings.engine, max_size=settings.max_size,
+        )
+    else:
+        seq_scene = compat.sequencer_scene(context)
+        if settings.driving_source == 'STRIP':
+            clip = export_strip(
+                seq_scene, strip or seq_scene.sequence_editor.active_strip, target, max_size=settings.max_size)
+        else:
+            start, end = frame_range(seq_scene)
+            clip = export_sequencer_range(seq_scene, start, end, target, max_size=settings.max_size)
+    # A mask made for other driving frames no longer lines up.
+    save_inputs(folder, driving=clip, driving_mask=None, driving_mask_mode=None, mode=settings.mode)
+    return 'INFO', clip.note
+
+
+def export_masks(context):
+    """The driving mask for the exported driving footage, then the identity check."""
+    scene = context.scene
+    settings = get_settings(scene)
+    folder = inputs_folder(context, scene)
+    inputs = load_inputs(folder)
+    if not inputs.get("driving"):
+        raise ExportError("Export the driving footage first")
+    driving = ExportedClip.from_dict(inputs["driving"])
+    target = os.path.join(folder, "driving_mask")
+    source = settings.mask_source
+    if source == 'NONE':
+        save_inputs(folder, driving_mask=None, driving_mask_mode=None, mode=settings.mode)
+        mask, note = None, NO_MASK
+    elif source == 'IDENTITIES':
+        camera = settings.driving_camera or scene.camera
+        mask = render_driving_masks(scene, camera, driving, target, settings.mode, max_size=settings.max_size)
+        note = mask.note
+    elif source == 'MASK_STRIP':
+        seq_scene, strip = mask_strip(context, settings)
+        if strip is None:
+            raise ExportError("No strip named {:s} in the sequencer".format(settings.mask_strip or '""'))
+        mask = export_mask_strip(seq_scene, strip, driving, target, settings.mode, max_size=settings.max_size)
+        note = mask.note
+    else:
+        mask = export_mask_file(settings.mask_file, driving)
+        note = mask.note
+    if mask is not None:
+        made_for = None if source == 'FILE' else settings.mode  # a file's backgrounds are its own
+        save_inputs(folder, driving_mask=mask, driving_mask_mode=made_for, mode=settings.mode)
+    if load_inputs(folder).get("reference"):
+        ok, line = record_check(scene, folder)
+        return ('INFO' if ok else 'WARNING'), "{:s}. {:s}".format(note, line)
+    return 'INFO', note
+
+
+def export_reference(context):
+    """The reference still as chosen in the Inputs panel, with its mask where it has one; then the check."""
+    scene = context.scene
+    settings = get_settings(scene)
+    folder = inputs_folder(context, scene)
+    target = os.path.join(folder, "reference")
+    source = settings.reference_source
+    if source == 'FILE':
+        still = reference_from_file(settings.reference_file)
+    elif source == 'IMAGE':
+        still = reference_from_image(settings.reference_image, target)
+    elif source == 'STRIP':
+        seq_scene = compat.sequencer_scene(context)
+        editor = seq_scene.sequence_editor if seq_scene is not None else None
+        if editor is None or editor.active_strip is None:
+            raise ExportError("Make the reference picture the active strip")
+        still = reference_from_strip(
+            seq_scene, editor.active_strip, seq_scene.frame_current, target, max_size=settings.max_size)
+    else:
+        camera = settings.reference_camera or scene.camera
+        still = render_reference(
+            scene, camera, target, settings.mode, engine=settings.reference_engine,
+            max_size=settings.max_size, with_mask=settings.reference_mask,
+        )
+    made_for = settings.mode if still.mask_path else None
+    if source != 'CAMERA' and settings.reference_mask_file.strip():
+        still, made_for = attach_reference_mask(still, settings.reference_mask_file)
+    save_inputs(folder, reference=still, reference_mask_mode=made_for, mode=settings.mode)
+    ok, line = record_check(scene, folder)
+    return ('INFO' if ok else 'WARNING'), "{:s}. {:s}".format(still.note, line)
+
+
+# --------------------------------------------------------------------------------------------
+# Everything a job needs.
+
+def _driving_strip(context):
+    """The strip to export as driving footage: the active strip, or the footage an imported result or an Auto
+    Masks strip was made from (importing makes the result the active strip; the next job means its footage)."""
+    if get_settings(context.scene).driving_source != 'STRIP':
+        return None
+    seq_scene = compat.sequencer_scene(context)
+    editor = seq_scene.sequence_editor if seq_scene is not None else None
+    active = editor.active_strip if editor is not None else None
+    return footage_behind(editor, active) if active is not None else None
+
+
+def export_missing(context, everything):
+    """Export what a job still lacks (or, with ``everything``, all of it) in order; ExportError if one fails."""
+    settings = get_settings(context.scene)
+    inputs = load_inputs(inputs_folder(context, context.scene))
+    steps = []
+    if everything or not inputs.get("driving"):
+        steps.append(("driving footage", lambda: export_driving(context, _driving_strip(context))))
+    if settings.mask_source != 'NONE' and (everything or not inputs.get("driving_mask") or steps):
+        steps.append(("masks", lambda: export_masks(context)))
+    if everything or not inputs.get("reference"):
+        steps.append(("reference", lambda: export_reference(context)))
+    for what, export in steps:
+        try:
+            export()
+        except ExportError as ex:
+            raise ExportError("Could not export the {:s}: {:s}".format(what, ex)) from None
