@@ -59,6 +59,7 @@ _modules = (
     "panels.common",
     "panels.preferences",
     "panels.setup",
+    "panels.inputs",
     "panels.jobs",
     "panels",
 )
@@ -110,6 +111,8 @@ def unregister():
     # Jobs first: the timer and the worker stop before the classes they use go.
     follow.unregister()
     setup.forget()
-    panels.jobs.forget_previews()
+    panels.common.forget_previews()
+    panels.inputs.forget()
+    panels.jobs.forget()
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)

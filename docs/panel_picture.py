@@ -140,8 +140,8 @@ def record():
     with contextlib.suppress(RuntimeError):  # the Setup panel says why
         bpy.ops.scail2.check_backend()
     # Background Blender makes no preview icons (their id is 0): give thumbnails an id, as the interface would.
-    jobs = sys.modules[demo.ADDON + ".panels.jobs"]
-    jobs._thumbnail_icon = lambda path, real=jobs._thumbnail_icon: real(path) or os.path.isfile(path) and \
+    common = sys.modules[demo.ADDON + ".panels.common"]
+    common.thumbnail_icon = lambda path, real=common.thumbnail_icon: real(path) or os.path.isfile(path) and \
         _ICON_PATHS.setdefault(path, len(_ICON_PATHS) + 1)
     ctx = types.SimpleNamespace(scene=scene, sequencer_scene=scene, region=types.SimpleNamespace(width=REGION_W),
                                 preferences=bpy.context.preferences, window_manager=bpy.context.window_manager)

@@ -5,6 +5,8 @@ __all__ = (
     "classes",
 )
 
+from . import common  # noqa: F401  (unregister frees its thumbnails)
+from . import inputs
 from . import jobs
 from . import preferences
 from . import setup
@@ -12,5 +14,6 @@ from . import setup
 classes = (
     *preferences.classes,
     *setup.classes,
+    *inputs.classes,
     *jobs.classes,
 )
