@@ -13,7 +13,7 @@ import protocol
 from protocol import JobSpec
 
 from . import __version__
-from .convert import add_convert_arguments, run_convert
+from .loaders.convert import add_convert_arguments, run_convert
 from .doctor import add_doctor_arguments, run_doctor
 from .options import (
     add_device_arguments,
@@ -112,9 +112,9 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    from .components import load_components
+    from .loaders.components import load_components
     from .generate import NOISE_LABEL, GenerationJob, JobDirectoryError
-    from .lora import lora_specs
+    from .loaders.lora import lora_specs
     from .segment import SegmentationError
     from .segment.run import Segmenters
 

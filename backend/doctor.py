@@ -21,6 +21,7 @@ import platform
 import sys
 from pathlib import Path
 
+from .loaders.errors import first_line
 from .options import add_segmenter_arguments
 
 GB = 1e9
@@ -57,7 +58,7 @@ def cuda_info(device: str | None = None) -> dict:
                     total_bytes=int(total), capability=".".join(map(str, torch.cuda.get_device_capability(index))),
                     count=torch.cuda.device_count())
     except Exception as exc:  # a broken driver is part of the report, not a crash
-        info["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        info["error"] = first_line(exc)
     return info
 
 
@@ -113,9 +114,8 @@ def weights_report(weights: Path | None) -> dict:
     """The transformer and encoders found in `weights`, their layouts, or why not."""
     if weights is None:
         return {"folder": None}
-    from .checkpoints import detect_layout, find_transformer
-
-    from .models import encoders
+    from .loaders import encoder_folders
+    from .loaders.layouts import detect_layout, find_transformer
 
     report: dict = {"folder": str(weights)}
     try:
@@ -123,17 +123,12 @@ def weights_report(weights: Path | None) -> dict:
         report["transformer"] = {"path": str(path), "layout": detect_layout(path),
                                  "size_bytes": _size_on_disk(path)}
     except (ValueError, OSError) as exc:
-        report["transformer"] = {"error": _line(exc)}
+        report["transformer"] = {"error": first_line(exc)}
     try:
-        report["encoders"] = {"layout": encoders.detect_layout(weights)}
+        report["encoders"] = {"layout": encoder_folders.detect_layout(weights)}
     except (ValueError, OSError) as exc:
-        report["encoders"] = {"error": _line(exc)}
+        report["encoders"] = {"error": first_line(exc)}
     return report
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- memory estimates -----------------------------------------------------------------------------
@@ -142,7 +137,7 @@ def _line(exc: BaseException) -> str:
 def transformer_params() -> float:
     """Parameters of the SCAIL-2 14B transformer, counted on the meta device (no memory used)."""
     try:
-        from .checkpoints import meta_model
+        from .loaders.checkpoints import meta_model
         from .models.transformer_scail2 import SCAIL2_14B_CONFIG
 
         return float(sum(p.numel() for p in meta_model(SCAIL2_14B_CONFIG).parameters()))

@@ -27,7 +27,7 @@ import protocol
 
 from . import media
 from .media import write_json_atomic
-from .components import Components
+from .loaders.components import Components
 from .inputs import PreparedInputs, fallback_mask
 from .masks import encode_mask_video, to_signed_unit
 from .sampler import Cancelled, SamplerSettings, SegmentConditioning, sample_segment

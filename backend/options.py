@@ -53,7 +53,7 @@ def memory_options(settings: dict, device: str):
     """MemoryOptions from `memory_settings`; the dtype defaults to bf16 on CUDA and fp32 on CPU."""
     import torch
 
-    from .components import MemoryOptions
+    from .loaders.components import MemoryOptions
 
     settings = dict(settings)
     dtype = settings.pop("dtype", None) or ("bf16" if device.startswith("cuda") else "fp32")

@@ -55,6 +55,8 @@ from typing import TYPE_CHECKING, Any
 
 import protocol
 
+from .loaders.errors import first_line
+
 if TYPE_CHECKING:
     from .serve import Output
 
@@ -116,11 +118,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     except (ImportError, AttributeError):
         pass
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def error_line(code: str, message: str, hint: str = "", job: str | None = None, request_id: Any = None) -> str:
@@ -477,7 +474,7 @@ class Worker:
         """Run one job, reporting its events; return (code, message, hint) if it failed with a model error."""
         from .generate import GenerationJob, JobDirectoryError
         from .inputs import InputError, prepare_inputs
-        from .lora import LoraError, lora_specs
+        from .loaders.lora import LoraError, lora_specs
         from .media import MediaError
         from .sampler import Cancelled
         from .segment import SegmentationError
@@ -554,7 +551,7 @@ class Worker:
         if self.components is not None:
             return self.components
 
-        from .components import load_components
+        from .loaders.components import load_components
         from .options import memory_options
 
         device = self._device()

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from common import CPU_CONFIG, SCAIL2_14B_CONFIG, emit, environment, forward_inputs, random_transformer, time_call
 
-from backend.components import MemoryOptions, apply_memory_options
+from backend.loaders.components import MemoryOptions, apply_memory_options
 
 MODES = {
     "bf16": MemoryOptions(storage="bf16", offload="none"),

@@ -19,7 +19,7 @@ import torch
 from common import SCAIL2_14B_CONFIG, emit, environment, random_transformer
 
 from backend import media
-from backend.components import Components, MemoryOptions, apply_memory_options, load_components
+from backend.loaders.components import Components, MemoryOptions, apply_memory_options, load_components
 from backend.generate import GenerationJob
 from backend.inputs import prepare_inputs
 from protocol import JobSpec

@@ -1,10 +1,9 @@
 """SCAIL-2's three frozen encoders: umT5 text encoder, CLIP vision encoder, Wan 2.1 VAE.
 
 Thin wrappers around the field's classes (transformers `UMT5EncoderModel` and
-`CLIPVisionModel`, diffusers `AutoencoderKLWan`) that apply the preprocessing of
-the reference (SCAIL2_SPEC.md, sections 2 and 4), plus `load_encoders`, which
-reads either a Wan2.1-I2V diffusers folder or the official SCAIL-2 / Wan release
-files (`.pth`, mapped in `encoder_checkpoints`).
+`CLIPVisionModel`, diffusers `AutoencoderKLWan`) that apply the reference's
+preprocessing (`docs/model.md`, sections "Preprocessing" and "Encoders"). Reading
+them from a weights folder is `backend.loaders.encoder_folders.load_encoders`.
 
 All `encode`/`decode` results are float32 on the wrapped model's device.
 """
@@ -13,21 +12,12 @@ from __future__ import annotations
 
 import gc
 import html
-import json
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from ..encoder_checkpoints import (
-    EncoderError,
-    load_open_clip_visual,
-    load_wan_t5,
-    load_wan_vae,
-)
 
 __all__ = [
     "CLIP_MEAN",
@@ -38,22 +28,15 @@ __all__ = [
     "ImageEncoder",
     "TextEncoder",
     "VideoVAE",
-    "detect_layout",
-    "load_encoders",
 ]
 
 TEXT_LEN = 512
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-DIFFUSERS_REPO = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
-OFFICIAL_REPO = "zai-org/SCAIL-2"
-OFFICIAL_VAE = "Wan2.1_VAE.pth"
-OFFICIAL_T5 = "models_t5_umt5-xxl-enc-bf16.pth"
-OFFICIAL_T5_DIR = "umt5-xxl"
-OFFICIAL_CLIP = "models_clip_open-clip-xlm-roberta-large-vit-huge-14-onlyvisual.pth"
-WAN_CLIP = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"  # Wan 2.1 release: full CLIP
-TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
+
+class EncoderError(ValueError):
+    """A missing, incomplete or unrecognised encoder checkpoint; the message says what to do."""
 
 
 # --------------------------------------------------------------------------- wrappers
@@ -83,7 +66,7 @@ class _Wrapper:
 
     def to(self, device=None, dtype: torch.dtype | None = None):
         """Move (and optionally cast) the weights; returns self."""
-        _move(self.model, device, dtype)
+        module_to(self.model, device, dtype)
         return self
 
     def free(self, drop: bool = False) -> None:
@@ -93,13 +76,13 @@ class _Wrapper:
         if drop:
             self._model = None
         else:
-            _move(self._model, "cpu")
+            module_to(self._model, "cpu")
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
 
-def _move(model: torch.nn.Module, device=None, dtype: torch.dtype | None = None) -> torch.nn.Module:
+def module_to(model: torch.nn.Module, device=None, dtype: torch.dtype | None = None) -> torch.nn.Module:
     """Plain `nn.Module.to`: diffusers' override warns on every dtype cast, even for models without fp32 parts."""
     args = [a for a in (device, dtype) if a is not None]
     return torch.nn.Module.to(model, *args) if args else model
@@ -265,145 +248,3 @@ class Encoders:
     def free(self, drop: bool = False) -> None:
         for part in (self.text, self.image, self.vae):
             part.free(drop)
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def detect_layout(weights_dir: Path) -> str:
-    """"diffusers" (Wan2.1-I2V diffusers folder) or "official" (SCAIL-2 / Wan release files)."""
-    weights_dir = Path(weights_dir)
-    if not weights_dir.is_dir():
-        raise EncoderError(f"encoder weights folder {weights_dir} does not exist")
-    if any((weights_dir / name).is_dir() for name in ("vae", "text_encoder", "image_encoder")) or (
-        weights_dir / "model_index.json"
-    ).is_file():
-        return "diffusers"
-    official = (OFFICIAL_VAE, OFFICIAL_T5, OFFICIAL_T5_DIR, OFFICIAL_CLIP, WAN_CLIP)
-    if any((weights_dir / name).exists() for name in official):
-        return "official"
-    raise EncoderError(
-        f"no encoder weights in {weights_dir}: put there either the {OFFICIAL_REPO} release files "
-        f"({OFFICIAL_VAE}, {OFFICIAL_T5_DIR}/{OFFICIAL_T5} with its tokenizer files, {OFFICIAL_CLIP}) "
-        f"or the vae/, text_encoder/, tokenizer/ and image_encoder/ folders of {DIFFUSERS_REPO}"
-    )
-
-
-def load_encoders(
-    weights_dir: Path,
-    device="cpu",
-    dtype: torch.dtype = torch.bfloat16,
-    *,
-    vae_dtype: torch.dtype = torch.float32,
-) -> Encoders:
-    """Load the three encoders from `weights_dir` (layout detected), cast and moved to `device`.
-
-    `dtype` is for the text and image encoders (the reference: bf16 / fp16); the VAE
-    runs in `vae_dtype` (float32 as in the Wan reference).
-    """
-    weights_dir = Path(weights_dir)
-    layout = detect_layout(weights_dir)
-    if layout == "diffusers":
-        text, image, vae = _load_diffusers(weights_dir, dtype, vae_dtype)
-        label = f"Wan2.1-I2V encoders (diffusers folder {weights_dir})"
-    else:
-        text, image, vae = _load_official(weights_dir, dtype, vae_dtype)
-        label = f"SCAIL-2 release encoders ({weights_dir})"
-    return Encoders(text=text, image=image, vae=vae, label=label).to(device)
-
-
-def _load_tokenizer(folder: Path, where: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except Exception as exc:  # noqa: BLE001 - report any tokenizer failure as one clear line
-        reason = f"{exc.__class__.__name__}: {exc}".replace("\n", " ")
-        raise EncoderError(
-            f"cannot load the umT5 tokenizer from {folder} ({reason}); "
-            f"it needs the google/umt5-xxl tokenizer files (tokenizer.json, tokenizer_config.json, "
-            f"special_tokens_map.json, spiece.model) from {where}"
-        ) from exc
-
-
-def _has_weights(folder: Path) -> bool:
-    return any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json"))
-
-
-def _missing_diffusers_parts(weights_dir: Path) -> list[str]:
-    missing = []
-    for name in ("vae", "text_encoder", "image_encoder"):
-        folder = weights_dir / name
-        if not (folder / "config.json").is_file() or not _has_weights(folder):
-            missing.append(f"{name}/")
-    if not any((weights_dir / "tokenizer" / f).is_file() for f in TOKENIZER_FILES):
-        missing.append("tokenizer/")
-    return missing
-
-
-def _clip_stats(weights_dir: Path):
-    config = weights_dir / "image_processor" / "preprocessor_config.json"
-    if config.is_file():
-        data = json.loads(config.read_text())
-        if "image_mean" in data and "image_std" in data:
-            return tuple(data["image_mean"]), tuple(data["image_std"])
-    return CLIP_MEAN, CLIP_STD
-
-
-def _load_diffusers(weights_dir: Path, dtype, vae_dtype):
-    from diffusers import AutoencoderKLWan
-    from transformers import CLIPVisionModel, UMT5EncoderModel
-
-    missing = _missing_diffusers_parts(weights_dir)
-    if missing:
-        raise EncoderError(
-            f"missing {', '.join(missing)} in {weights_dir}: download these folders (config.json and "
-            f".safetensors weights; tokenizer files) of Hugging Face {DIFFUSERS_REPO} into {weights_dir}"
-        )
-    opts = dict(local_files_only=True, use_safetensors=True)
-    vae = AutoencoderKLWan.from_pretrained(str(weights_dir / "vae"), torch_dtype=vae_dtype, **opts)
-    text = UMT5EncoderModel.from_pretrained(str(weights_dir / "text_encoder"), dtype=dtype, **opts)
-    image = CLIPVisionModel.from_pretrained(str(weights_dir / "image_encoder"), dtype=dtype, **opts)
-    tokenizer = _load_tokenizer(weights_dir / "tokenizer", f"the tokenizer/ folder of {DIFFUSERS_REPO}")
-    mean, std = _clip_stats(weights_dir)
-    return TextEncoder(text, tokenizer), ImageEncoder(image, mean, std), VideoVAE(vae)
-
-
-def _official_paths(weights_dir: Path) -> dict[str, Path]:
-    """The release files (first existing candidate of each), or one EncoderError listing all missing ones."""
-    wanted = {
-        "vae": ([OFFICIAL_VAE], "Wan 2.1 VAE"),
-        "t5": ([f"{OFFICIAL_T5_DIR}/{OFFICIAL_T5}", OFFICIAL_T5], "umT5-XXL text encoder"),
-        "clip": ([OFFICIAL_CLIP, WAN_CLIP], "CLIP ViT-H/14 image encoder"),
-    }
-    found, missing = {}, []
-    for key, (candidates, description) in wanted.items():
-        path = next((weights_dir / c for c in candidates if (weights_dir / c).is_file()), None)
-        if path is None:
-            missing.append(f"{candidates[0]} ({description})")
-        else:
-            found[key] = path
-    # SCAIL-2 keeps the tokenizer next to the T5 weights; the Wan 2.1 release in google/umt5-xxl/.
-    folders = [weights_dir / OFFICIAL_T5_DIR, weights_dir / "google" / "umt5-xxl"]
-    if "t5" in found:
-        folders.insert(0, found["t5"].parent)
-    tokenizer = next((d for d in folders if any((d / f).is_file() for f in TOKENIZER_FILES)), None)
-    if tokenizer is None:
-        missing.append(f"{OFFICIAL_T5_DIR}/tokenizer.json, tokenizer_config.json, special_tokens_map.json, "
-                       "spiece.model (umT5 tokenizer)")
-    if missing:
-        raise EncoderError(
-            f"missing {'; '.join(missing)} in {weights_dir}: download them from Hugging Face {OFFICIAL_REPO} "
-            f"and put them at the same paths under {weights_dir}"
-        )
-    found["tokenizer"] = tokenizer
-    return found
-
-
-def _load_official(weights_dir: Path, dtype, vae_dtype):
-    paths = _official_paths(weights_dir)
-    tokenizer = _load_tokenizer(paths["tokenizer"], f"{OFFICIAL_REPO} {OFFICIAL_T5_DIR}/")
-    vae = _move(load_wan_vae(paths["vae"]), dtype=vae_dtype)
-    text = _move(load_wan_t5(paths["t5"]), dtype=dtype)
-    image = _move(load_open_clip_visual(paths["clip"]), dtype=dtype)
-    return TextEncoder(text, tokenizer), ImageEncoder(image), VideoVAE(vae)

@@ -1,7 +1,7 @@
 """Tiny checkpoints in the layouts users download, built from the parity fixture's weights.
 
 The SAT layout is written with the inverse of the SAT -> Wan mapping, spelled out here name by
-name from the spec's table (independently of `backend.checkpoints`' rule table, so a slip in
+name from the spec's table (independently of `backend.loaders.sat`'s rule table, so a slip in
 either shows up as a failing round trip).
 """
 
@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from scail_fixtures import TINY_WEIGHTS, tiny_config
 
-from backend import encoder_checkpoints as ec
+from backend.loaders import encoder_checkpoints as ec
 from backend.models.encoders import CLIP_MEAN, CLIP_STD
 
 SAT_PREFIX = "model.diffusion_model."

@@ -13,7 +13,7 @@ import torch
 from scail_fixtures import FOOTAGE, REPO
 
 from backend import cli, media
-from backend.components import MemoryOptions, load_components
+from backend.loaders.components import MemoryOptions, load_components
 from backend.generate import GenerationJob, JobDirectoryError, match_colours
 from backend.inputs import prepare_inputs
 from backend.sampler import Cancelled, SamplerSettings, make_scheduler
@@ -188,12 +188,12 @@ def bad_input_cases(tmp_path):
 
 
 def test_bad_input_is_one_line_and_loads_no_model(tmp_path, capsys, monkeypatch):
-    import backend.components
+    import backend.loaders.components
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded for bad input")
 
-    monkeypatch.setattr(backend.components, "load_components", no_model)
+    monkeypatch.setattr(backend.loaders.components, "load_components", no_model)
     base = {"--driving": str(DRIVING), "--reference": str(REFERENCE), "--out": str(tmp_path / "out")}
     for name, (override, message) in bad_input_cases(tmp_path).items():
         args = dict(base)
@@ -230,7 +230,7 @@ def weights_folders(tmp_path_factory):
     from ckpt_builders import write_diffusers_encoders, write_official_encoders, write_single_file
     from scail_fixtures import TINY_WEIGHTS, tiny_config
 
-    from backend.convert import convert
+    from backend.loaders.convert import convert
     from backend.models.tiny import tiny_encoders
 
     encoders = tiny_encoders()

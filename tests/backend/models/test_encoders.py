@@ -11,16 +11,9 @@ import torch.nn.functional as F
 from ckpt_builders import OFFICIAL_FILES, write_diffusers_encoders, write_official_encoders
 from scail_fixtures import tiny_config
 
-from backend import encoder_checkpoints as ec
-from backend.models.encoders import (
-    CLIP_MEAN,
-    CLIP_STD,
-    EncoderError,
-    ImageEncoder,
-    VideoVAE,
-    detect_layout,
-    load_encoders,
-)
+from backend.loaders import encoder_checkpoints as ec
+from backend.loaders.encoder_folders import detect_layout, load_encoders
+from backend.models.encoders import CLIP_MEAN, CLIP_STD, EncoderError, ImageEncoder, VideoVAE
 from backend.models.tiny import TINY_LABEL, TINY_VAE_CONFIG, tiny_encoders, tiny_transformer
 
 PROMPTS = ["a cat", "", "  h&eacute;llo \n  world  "]

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from ..models.encoders import EncoderError
+
 # Wan 2.1 VAE latent statistics (the `WanVAE` mean/std of the reference; also
 # the defaults of diffusers' `AutoencoderKLWan` config).
 WAN21_LATENTS_MEAN = [
@@ -47,10 +49,6 @@ WAN_T5_EPS = 1e-6
 # open-clip ViT-H/14: 16 heads of 80 on a 1280 width (head count is not in the state dict).
 OPEN_CLIP_HEAD_DIM = 80
 OPEN_CLIP_EPS = 1e-5
-
-
-class EncoderError(ValueError):
-    """A missing, incomplete or unrecognised encoder checkpoint; the message says what to do."""
 
 
 # --------------------------------------------------------------------------- files

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 from scail_fixtures import TINY_WEIGHTS, case_inputs
 
-from backend.lora import LoraError, merge_loras
+from backend.loaders.lora import LoraError, merge_loras
 
 RANK, ALPHA = 4, 8.0
 SCALE = ALPHA / RANK  # 2: exact in every layout

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .models.encoders import Encoders
-from .models.transformer_scail2 import SCAIL2Transformer3DModel
+from ..models.encoders import Encoders
+from ..models.transformer_scail2 import SCAIL2Transformer3DModel
 
 TINY = "tiny"
 OFFLOAD_MODES = ("none", "model", "group")
@@ -73,7 +73,7 @@ def load_components(
     device = torch.device(device)
     memory = memory or MemoryOptions()
     if model == TINY:
-        from .models.tiny import tiny_encoders, tiny_transformer
+        from ..models.tiny import tiny_encoders, tiny_transformer
 
         transformer, encoders = tiny_transformer(), tiny_encoders()
         report = merge_loras(transformer, list(loras))
@@ -81,8 +81,9 @@ def load_components(
         return Components(transformer.eval(), encoders.to(device), device, encoders.label, noise_only=True,
                           offload=memory.offload, loras=report)
 
-    from .checkpoints import find_transformer, load_transformer
-    from .models.encoders import load_encoders
+    from .checkpoints import load_transformer
+    from .encoder_folders import load_encoders
+    from .layouts import find_transformer
 
     weights = Path(model)
     transformer_path = find_transformer(weights)

@@ -21,7 +21,6 @@ import math
 import re
 import sys
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,17 +28,17 @@ if TYPE_CHECKING:
 
 # torch is imported where it is used: building the command line (and `--version`) stays fast.
 DTYPE_NAMES = ("bf16", "fp16", "fp32")
+DEFAULT_SHARD_SIZE = "5GB"  # diffusers' default
+EXIT_BAD_INPUT = 2
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
 def torch_dtype(name: str) -> "torch.dtype":
     import torch
 
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
-DEFAULT_SHARD_SIZE = "5GB"  # diffusers' default
-EXIT_BAD_INPUT = 2
-
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
 def parse_size(size: int | str) -> int:
@@ -93,7 +92,9 @@ def convert(
     """
     from safetensors.torch import save_file
 
-    from .checkpoints import INDEX_NAME, WEIGHTS_NAME, CheckpointError, open_checkpoint, storage_dtype
+    from .checkpoints import open_checkpoint, storage_dtype
+    from .errors import CheckpointError
+    from .layouts import INDEX_NAME, WEIGHTS_NAME
 
     dtype = torch_dtype(dtype) if isinstance(dtype, str) else dtype
     dst = Path(dst)
@@ -146,7 +147,7 @@ def _shard_size(text: str) -> int:
 
 def run_convert(args: argparse.Namespace) -> int:
     """The `convert` subcommand: 0 on success, 2 with one line on stderr for a bad checkpoint."""
-    from .checkpoints import CheckpointError
+    from .errors import CheckpointError
 
     try:
         convert(args.src, args.dst, args.dtype, args.shard_size, progress=print)

@@ -21,22 +21,19 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from scail_fixtures import TINY_WEIGHTS, case_inputs
 
-from backend.checkpoints import (
+from backend.loaders.checkpoints import infer_config, load_state_dict, load_transformer, meta_model
+from backend.loaders.convert import convert, convert_main, parse_size
+from backend.loaders.errors import CheckpointError
+from backend.loaders.layouts import (
     DIFFUSERS,
     INDEX_NAME,
     SAT,
     SINGLE_FILE,
     WEIGHTS_NAME,
-    CheckpointError,
     detect_layout,
     find_transformer,
-    infer_config,
-    load_state_dict,
-    load_transformer,
-    meta_model,
-    sat_to_wan_names,
 )
-from backend.convert import convert, convert_main, parse_size
+from backend.loaders.sat import sat_to_wan_names
 from backend.models.transformer_scail2 import SCAIL2_14B_CONFIG, SCAIL2Transformer3DModel
 
 PARITY_TOLERANCE = 2e-6

@@ -6,7 +6,7 @@ parameter's own dtype (bfloat16 weights stay bfloat16, `_keep_in_fp32_modules` s
 All files are read and checked against the model before the first parameter changes, so a
 bad file leaves the model as it was.
 
-Per module, a file may hold (spec section 5):
+Per module, a file may hold (`docs/model.md`, section "LoRA files"):
 
 * a low-rank pair, ``down`` [rank, in, *kernel] and ``up`` [out, rank, *ones], with an optional
   ``alpha``: delta W = strength * (alpha / rank, or 1 without alpha) * (up @ down); conv weights
@@ -14,36 +14,14 @@ Per module, a file may hold (spec section 5):
 * ``.diff``, a full weight delta (also for 1-D norm weights and the bare ``modulation`` tensors),
   and ``.diff_b``, a full bias delta: delta = strength * diff.
 
-Key layouts (all normalised to the model's parameter names, e.g. ``blocks.0.self_attn.q.weight``):
-
-* Wan-native (LightX2V, ComfyUI, the official wan-scail2 converter's output):
-  ``[diffusion_model.]blocks.0.self_attn.q.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``,
-  ``...q.diff``, ``...q.diff_b``; also under ``model.diffusion_model.``, ``transformer.`` or
-  ``base_model.model.``;
-* PEFT factor names ``.lora_A.weight`` / ``.lora_B.weight`` (A = down, B = up), on Wan-native names
-  or on diffusers' `WanTransformer3DModel` names (``blocks.0.attn1.to_q``, ``ffn.net.0.proj``,
-  ``condition_embedder.time_proj`` ...; the table is diffusers' own Wan single-file conversion);
-* kohya / musubi-tuner / ComfyUI flattened names, ``lora_unet_blocks_0_self_attn_q.lora_down.weight``
-  (+ ``.alpha``), resolved by matching against the model's own module names with dots as
-  underscores (``lora_transformer_`` and an inner ``diffusion_model_`` are accepted too);
-* SAT names, as in the official release's ``model/bias-aware-dpo-lora.pt`` and
-  ``model/relighting-lora.pt`` (torch zip pickles, state dict under ``"module"``), mapped with
-  `backend.checkpoints.sat_to_wan_names`. Facts, from two public copies of the official
-  ``convert_lora.py`` (branch wan-scail2) and a third-party converter that applied the DPO file:
-  keys are ``model.diffusion_model.transformer.layers.{i}.<SAT module>.lora_layer[.{j}].{down,up}.weight``
-  (and ``.diff_b``); the fused projections carry one sub-LoRA per part, ``query_key_value.lora_layer.{0,1,2}``
-  = q/k/v and ``key_value.lora_layer.{0,1}`` = k/v, each with its own down and up; there is no
-  alpha and the converter applies the pairs unscaled (scale 1). Assumptions, not seen in a
-  released file: a fused module's LoRA without the part index (``query_key_value.lora_layer.up.weight``)
-  is one down shared by the parts and an up whose output rows are the parts concatenated in
-  SAT's order (split like the fused weight itself); ``.diff`` / ``.diff_b`` on a fused module are
-  split the same way; ``lora_layer`` may be absent (``mixins.adaln_layer.adaLN_modulations.0.diff``).
+The key layouts a file may use (Wan-native, PEFT, diffusers, kohya-style flattened, SAT) are
+`lora_keys`'.
 
 Every tensor in a file must be understood: a key that matches no module of the model (a text
 encoder LoRA, another architecture, LoHa / LoKr / DoRA factors, a block the model lacks) is an
 error naming the keys, never silently skipped.
 
-Safety: ``.pt`` files are read by `backend.checkpoints`' weights-only, memory-mapped unpickler,
+Safety: ``.pt`` files are read by `backend.loaders.sat`'s weights-only, memory-mapped unpickler,
 which refuses any pickled code.
 """
 
@@ -51,64 +29,17 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .checkpoints import CheckpointError, _few, _load_pickled_state_dict, sat_to_wan_names
-
-_ZIP_MAGIC = b"PK\x03\x04"
-
-# Suffix -> kind. Longer spellings first (".lora_down.weight" also ends with ".down.weight").
-_KINDS = (
-    (".lora_down.weight", "down"),
-    (".lora_up.weight", "up"),
-    (".lora_A.weight", "down"),
-    (".lora_B.weight", "up"),
-    (".down.weight", "down"),  # SAT: `<module>.lora_layer[.j].down.weight`
-    (".up.weight", "up"),
-    (".alpha", "alpha"),
-    (".diff_b", "diff_b"),
-    (".diff", "diff"),
-)
-
-# Prefixes of dotted names, each tried in turn (and none): the first reading that names a
-# module of the model wins, so SAT's `transformer.layers.` is never mistaken for `transformer.`.
-_DOTTED_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.model.", "transformer.",
-                    "model.", "module.")
-_FLAT_PREFIXES = ("lora_unet_", "lora_transformer_")
-_FLAT_INNER = "diffusion_model_"
-
-# Factors of LoRA variants that are not a plain low-rank product; named in the error.
-_VARIANT_HINTS = {"hada_": "LoHa", "lokr_": "LoKr", "dora_scale": "DoRA", "lora_mid": "LoCon/Tucker"}
-
-# Wan-native -> diffusers `WanTransformer3DModel` names (diffusers' Wan single-file conversion).
-_DIFFUSERS_IN_BLOCK = {
-    "self_attn.q": "attn1.to_q", "self_attn.k": "attn1.to_k", "self_attn.v": "attn1.to_v",
-    "self_attn.o": "attn1.to_out.0", "self_attn.norm_q": "attn1.norm_q", "self_attn.norm_k": "attn1.norm_k",
-    "cross_attn.q": "attn2.to_q", "cross_attn.k": "attn2.to_k", "cross_attn.v": "attn2.to_v",
-    "cross_attn.o": "attn2.to_out.0", "cross_attn.norm_q": "attn2.norm_q", "cross_attn.norm_k": "attn2.norm_k",
-    "cross_attn.k_img": "attn2.add_k_proj", "cross_attn.v_img": "attn2.add_v_proj",
-    "cross_attn.norm_k_img": "attn2.norm_added_k",
-    "norm3": "norm2",  # Wan's affine cross-attention norm is diffusers' norm2
-    "modulation": "scale_shift_table", "ffn.0": "ffn.net.0.proj", "ffn.2": "ffn.net.2",
-}
-_DIFFUSERS_TOP = {
-    "head.head": "proj_out", "head.modulation": "scale_shift_table",
-    "time_embedding.0": "condition_embedder.time_embedder.linear_1",
-    "time_embedding.2": "condition_embedder.time_embedder.linear_2",
-    "text_embedding.0": "condition_embedder.text_embedder.linear_1",
-    "text_embedding.2": "condition_embedder.text_embedder.linear_2",
-    "time_projection.1": "condition_embedder.time_proj",
-    "img_emb.proj.0": "condition_embedder.image_embedder.norm1",
-    "img_emb.proj.1": "condition_embedder.image_embedder.ff.net.0.proj",
-    "img_emb.proj.3": "condition_embedder.image_embedder.ff.net.2",
-    "img_emb.proj.4": "condition_embedder.image_embedder.norm2",
-}
-
+from .errors import CheckpointError, few, first_line
+from .layouts import ZIP_MAGIC
+from .lora_keys import VARIANT_HINTS, ModuleNames, split_kind
+from .sat import load_pickled_state_dict
+from .sources import squeezed
 
 class LoraError(ValueError):
     """A LoRA file that cannot be merged into this model; the message is one line for the user."""
@@ -139,9 +70,9 @@ class _LoraFile:
         self._state: dict[str, torch.Tensor] | None = None
         if size == 0:
             raise LoraError(f"{path}: the file is empty (an interrupted download?)")
-        if head.startswith(_ZIP_MAGIC):
+        if head.startswith(ZIP_MAGIC):
             try:
-                self._state = _load_pickled_state_dict(path)
+                self._state = load_pickled_state_dict(path)
             except CheckpointError as exc:
                 raise LoraError(str(exc)) from None
             self.keys = list(self._state)
@@ -149,7 +80,7 @@ class _LoraFile:
             try:
                 self._handle = safe_open(path, framework="pt", device="cpu")
             except SafetensorError as exc:
-                raise LoraError(f"{path}: truncated or corrupt safetensors file ({_first_line(exc)})") from None
+                raise LoraError(f"{path}: truncated or corrupt safetensors file ({first_line(exc)})") from None
             except OSError as exc:
                 raise LoraError(f"{path}: cannot open ({exc.strerror or exc})") from None
             self.keys = list(self._handle.keys())
@@ -165,7 +96,7 @@ class _LoraFile:
         try:
             return tuple(self._handle.get_slice(key).get_shape())
         except SafetensorError as exc:
-            raise LoraError(f"{self.path}: cannot read {key} ({_first_line(exc)})") from None
+            raise LoraError(f"{self.path}: cannot read {key} ({first_line(exc)})") from None
 
     def tensor(self, key: str) -> torch.Tensor:
         if self._state is not None:
@@ -173,87 +104,7 @@ class _LoraFile:
         try:
             return self._handle.get_tensor(key)
         except SafetensorError as exc:
-            raise LoraError(f"{self.path}: cannot read {key} ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-# ---------------------------------------------------------------------------------------------
-# Names: a file's module names -> the model's
-# ---------------------------------------------------------------------------------------------
-
-
-def _diffusers_name(base: str) -> str | None:
-    if base in _DIFFUSERS_TOP:
-        return _DIFFUSERS_TOP[base]
-    match = re.fullmatch(r"blocks\.(\d+)\.(.+)", base)
-    if match and match.group(2) in _DIFFUSERS_IN_BLOCK:
-        return f"blocks.{match.group(1)}.{_DIFFUSERS_IN_BLOCK[match.group(2)]}"
-    return None
-
-
-class _Names:
-    """The model's parameters and every spelling of its module names a LoRA file may use."""
-
-    def __init__(self, transformer: torch.nn.Module):
-        self.params: dict[str, torch.nn.Parameter] = dict(transformer.named_parameters())
-        self.modules: set[str] = set()  # a module with .weight/.bias, or a bare parameter's own name
-        for name in self.params:
-            for suffix in (".weight", ".bias"):
-                if name.endswith(suffix):
-                    self.modules.add(name[: -len(suffix)])
-                    break
-            else:
-                self.modules.add(name)
-        self.aliases: dict[str, str] = {}
-        spellings = [(base, base) for base in sorted(self.modules)]
-        spellings += [(d, base) for base in sorted(self.modules) if (d := _diffusers_name(base))]
-        for alias, base in spellings:  # Wan-native spellings first: they win any clash
-            self.aliases.setdefault(alias, base)
-        self.flat: dict[str, str] = {}
-        for alias, base in spellings:
-            self.flat.setdefault(alias.replace(".", "_"), base)
-
-    def resolve(self, raw: str) -> tuple[tuple[str, ...], int | None] | None:
-        """(module names, part) for a file's module name `raw` (its key less the LoRA suffix).
-
-        Several names for a fused SAT module; `part` is the index of a SAT sub-LoRA into them.
-        None when nothing in the model matches.
-        """
-        for prefix in (*_DOTTED_PREFIXES, ""):
-            if raw.startswith(prefix):
-                rest = raw[len(prefix):]
-                if rest in self.aliases:
-                    return (self.aliases[rest],), None
-                sat = self._resolve_sat(rest)
-                if sat is not None:
-                    return sat
-        for prefix in _FLAT_PREFIXES:
-            if raw.startswith(prefix):
-                rest = raw[len(prefix):]
-                rest = rest[len(_FLAT_INNER):] if rest.startswith(_FLAT_INNER) else rest
-                if rest in self.flat:
-                    return (self.flat[rest],), None
-        return None
-
-    def _resolve_sat(self, name: str) -> tuple[tuple[str, ...], int | None] | None:
-        match = re.fullmatch(r"(.+?)(?:\.lora_layer(?:\.(\d+))?)?", name)
-        module, part = match.group(1), match.group(2)
-        targets = sat_to_wan_names(module + ".weight")
-        if targets is not None:
-            bases = tuple(t[: -len(".weight")] for t in targets)
-        else:
-            bases = sat_to_wan_names(module)  # a bare parameter (adaLN_modulations.i)
-        if not bases or not all(base in self.modules for base in bases):
-            return None
-        if part is None:
-            return bases, None
-        if int(part) >= len(bases):
-            return None
-        return bases, int(part)
+            raise LoraError(f"{self.path}: cannot read {key} ({first_line(exc)})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,18 +135,11 @@ class _Plan:
     layers: int
 
 
-def _split_kind(key: str) -> tuple[str, str] | None:
-    for suffix, kind in _KINDS:
-        if key.endswith(suffix) and len(key) > len(suffix):
-            return key[: -len(suffix)], kind
-    return None
-
-
-def _plan(file: _LoraFile, strength: float, names: _Names) -> _Plan:
+def _plan(file: _LoraFile, strength: float, names: ModuleNames) -> _Plan:
     groups: dict[str, _Group] = {}
     unknown: list[str] = []
     for key in file.keys:
-        split = _split_kind(key)
+        split = split_kind(key)
         if split is None:
             unknown.append(key)
             continue
@@ -315,10 +159,10 @@ def _plan(file: _LoraFile, strength: float, names: _Names) -> _Plan:
             group.bases, group.part = resolved
     if unknown:
         unknown.sort()
-        hint = next((f"; {variant} LoRAs are not supported" for marker, variant in _VARIANT_HINTS.items()
+        hint = next((f"; {variant} LoRAs are not supported" for marker, variant in VARIANT_HINTS.items()
                      if any(marker in key for key in unknown)), "")
         raise LoraError(f"{file.name}: {len(unknown)} of {len(file.keys)} tensors match nothing in this "
-                        f"SCAIL-2 model (e.g. {_few(unknown)}){hint}")
+                        f"SCAIL-2 model (e.g. {few(unknown)}){hint}")
 
     written: dict[tuple[str, str], str] = {}
     for group in groups.values():
@@ -339,7 +183,7 @@ def _has(group: _Group, kind: str) -> bool:
     return "down" in group.keys if kind == "pair" else kind in group.keys
 
 
-def _weight_name(names: _Names, base: str, kind: str) -> str | None:
+def _weight_name(names: ModuleNames, base: str, kind: str) -> str | None:
     """The parameter a `kind` entry on module `base` changes, or None if it has none."""
     if kind == "diff_b":
         return base + ".bias" if base + ".bias" in names.params else None
@@ -350,7 +194,7 @@ def _weight_name(names: _Names, base: str, kind: str) -> str | None:
     return None
 
 
-def _check_group(file: _LoraFile, group: _Group, names: _Names) -> None:
+def _check_group(file: _LoraFile, group: _Group, names: ModuleNames) -> None:
     keys, parts = group.keys, len(group.targets)
     if ("down" in keys) != ("up" in keys):
         have, lack = ("down", "up") if "down" in keys else ("up", "down")
@@ -370,7 +214,7 @@ def _check_group(file: _LoraFile, group: _Group, names: _Names) -> None:
             _check_pair(file, group, want, parts, params[0])
         else:
             have = file.shape(keys[kind])
-            fits = (_squeeze(have) == _squeeze(want) if parts == 1
+            fits = (squeezed(have) == squeezed(want) if parts == 1
                     else len(have) == len(want) and have[0] == parts * want[0] and have[1:] == want[1:])
             if not fits:
                 raise LoraError(f"{file.name}: {keys[kind]} has shape {have}, which does not fit "
@@ -396,10 +240,6 @@ def _parts_text(params: list[str], parts: int) -> str:
     return params[0] if parts == 1 else f"{parts} parts like {params[0]}"
 
 
-def _squeeze(shape) -> tuple[int, ...]:
-    return tuple(n for n in shape if n != 1)
-
-
 # ---------------------------------------------------------------------------------------------
 # Merging
 # ---------------------------------------------------------------------------------------------
@@ -413,7 +253,7 @@ def merge_loras(transformer: torch.nn.Module, loras) -> list[str]:
     first; a LoraError (missing or unreadable file, no LoRA tensors, unknown keys, shapes that do
     not fit) leaves the model unchanged. A strength of 0 checks the file and changes nothing.
     """
-    names = _Names(transformer)
+    names = ModuleNames(transformer)
     plans = []
     for path, strength in loras:
         try:
@@ -433,7 +273,7 @@ def merge_loras(transformer: torch.nn.Module, loras) -> list[str]:
 
 
 @torch.no_grad()
-def _apply(plan: _Plan, names: _Names) -> None:
+def _apply(plan: _Plan, names: ModuleNames) -> None:
     file, strength = plan.file, plan.strength
     for group in plan.groups:
         keys, targets, parts = group.keys, group.targets, len(group.targets)

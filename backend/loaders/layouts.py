@@ -1,0 +1,138 @@
+"""Which checkpoint layout a file or folder holds, and where a weights folder keeps its backbone.
+
+Layouts, as `detect_layout` names them (`docs/model.md`, section "Checkpoint layouts"):
+
+* ``"sat"``: the official release, ``<root>/model/1/fsdp2_rank_0000_checkpoint.pt``. A torch zip
+  pickle ``{"module": {SAT name: tensor}, ...training state}`` whose names sit under
+  ``model.diffusion_model.`` and fuse the attention projections (q|k|v, k|v, k_img|v_img).
+* ``"single-file"``: one safetensors file with Wan-native names, possibly under a
+  ``model.diffusion_model.`` or ``diffusion_model.`` prefix: the community fp16 file, and
+  ComfyUI's ``fp8_scaled`` variant (float8 weights, each with a float32 scale).
+* ``"diffusers"``: our converted folder, ``config.json`` plus ``diffusion_pytorch_model.safetensors``
+  or its shards and ``diffusion_pytorch_model.safetensors.index.json`` (diffusers' own layout, so
+  ``SCAIL2Transformer3DModel.from_pretrained`` reads it too). `backend.loaders.convert` writes it.
+
+Judged by a folder's contents or a file's first bytes, never by its suffix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
+
+from ..models.transformer_scail2 import SCAIL2Transformer3DModel
+from .errors import CheckpointError
+
+SAT = "sat"
+SINGLE_FILE = "single-file"
+DIFFUSERS = "diffusers"
+LAYOUTS = (SAT, SINGLE_FILE, DIFFUSERS)
+
+RELEASE_CHECKPOINT = Path("model") / "1" / "fsdp2_rank_0000_checkpoint.pt"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+INDEX_NAME = WEIGHTS_NAME + ".index.json"
+MODEL_CLASS_NAME = SCAIL2Transformer3DModel.__name__
+
+ZIP_MAGIC = b"PK\x03\x04"
+_GGUF_MAGIC = b"GGUF"
+
+
+def detect_layout(path: str | Path) -> str:
+    """`"sat"`, `"single-file"` or `"diffusers"` for a checkpoint file or folder (see module doc).
+
+    Judged by the folder's contents or the file's first bytes, not by its suffix.
+    Raises CheckpointError for a missing path, an unknown folder or an unreadable file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if _has_diffusers_files(path):
+            return DIFFUSERS
+        if (path / RELEASE_CHECKPOINT).is_file():
+            return SAT
+        raise CheckpointError(
+            f"{path}: no SCAIL-2 checkpoint in this folder (looked for {CONFIG_NAME} with {WEIGHTS_NAME} "
+            f"or its shards, and for {RELEASE_CHECKPOINT.as_posix()})"
+        )
+    if path.name in (CONFIG_NAME, INDEX_NAME):
+        return detect_layout(path.parent)
+    kind = _file_kind(path)
+    return SAT if kind == "torch" else SINGLE_FILE
+
+
+def _has_diffusers_files(folder: Path) -> bool:
+    return (folder / CONFIG_NAME).is_file() and ((folder / INDEX_NAME).is_file() or (folder / WEIGHTS_NAME).is_file())
+
+
+def _file_kind(path: Path) -> str:
+    """"torch" (a zip written by torch.save) or "safetensors", from the file's first bytes."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(9)
+    if size == 0:
+        raise CheckpointError(f"{path}: the file is empty (an interrupted download?)")
+    if head.startswith(ZIP_MAGIC):
+        return "torch"
+    if head.startswith(_GGUF_MAGIC):
+        raise CheckpointError(f"{path}: GGUF files are not supported; use the fp16 or fp8_scaled safetensors file")
+    # safetensors: an 8-byte little-endian header length, then the JSON header.
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:1] == b"\x80":  # a bare pickle: torch's legacy format, which cannot be memory-mapped
+        raise CheckpointError(
+            f"{path}: a legacy (non-zip) torch pickle; re-save it with a current torch.save or use safetensors"
+        )
+    raise CheckpointError(f"{path}: neither a safetensors file nor a torch checkpoint (truncated or corrupt?)")
+
+
+def find_transformer(weights: str | Path) -> Path:
+    """The SCAIL-2 backbone checkpoint inside a weights folder (or `weights` itself if a file).
+
+    Looked for, in order: a converted `transformer/` subfolder (not a stock Wan one), the folder
+    itself if converted, the official release's `model/1/fsdp2_rank_0000_checkpoint.pt`, then any
+    `*.safetensors` directly in the folder or in `diffusion_models/` whose header names
+    `patch_embedding_mask` (unquantised files before fp8 ones).
+    """
+    weights = Path(weights)
+    if not weights.exists():
+        raise CheckpointError(f"{weights}: no such file or folder")
+    if weights.is_file():
+        return weights
+    for folder in (weights / "transformer", weights):
+        if _is_converted_folder(folder):
+            return folder
+    if (weights / RELEASE_CHECKPOINT).is_file():
+        return weights / RELEASE_CHECKPOINT
+    candidates = sorted(weights.glob("*.safetensors")) + sorted((weights / "diffusion_models").glob("*.safetensors"))
+    scail2 = [p for p in candidates if _names_scail2_mask(p)]
+    scail2.sort(key=lambda p: "fp8" in p.name.lower())  # stable: unquantised first
+    if scail2:
+        return scail2[0]
+    raise CheckpointError(
+        f"{weights}: no SCAIL-2 transformer found (looked for transformer/ from `python -m backend convert`, "
+        f"{RELEASE_CHECKPOINT.as_posix()} from the official release, or a SCAIL-2 .safetensors file)"
+    )
+
+
+def _is_converted_folder(folder: Path) -> bool:
+    """A diffusers folder of SCAIL-2 (a Wan2.1-I2V diffusers folder's stock `transformer/` is not)."""
+    if not _has_diffusers_files(folder):
+        return False
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # let loading report the broken file
+    return not isinstance(config, dict) or config.get("_class_name", MODEL_CLASS_NAME) == MODEL_CLASS_NAME
+
+
+def _names_scail2_mask(path: Path) -> bool:
+    try:
+        with safe_open(path, framework="pt") as f:
+            return any(key.endswith("patch_embedding_mask.weight") for key in f.keys())
+    except (SafetensorError, OSError):
+        return False
+
