@@ -235,4 +235,4 @@ def export_missing(context, everything):
         try:
             export()
         except ExportError as ex:
-            raise ExportError("Could not export the {:s}: {:s}".format(what, ex)) from None
+            raise ExportError("Could not export the {:s}: {!s}".format(what, ex)) from None
