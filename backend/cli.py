@@ -104,7 +104,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .inputs import InputError, prepare_inputs
+    from .pipeline.inputs import InputError, prepare_inputs
 
     try:
         inputs = prepare_inputs(spec_from_args(args))
@@ -113,7 +113,7 @@ def run_generate(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     from .loaders.components import load_components
-    from .generate import NOISE_LABEL, GenerationJob, JobDirectoryError
+    from .pipeline.generate import NOISE_LABEL, GenerationJob, JobDirectoryError
     from .loaders.lora import lora_specs
     from .segment import SegmentationError
     from .segment.run import Segmenters

@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import media
-from .masks import PALETTE
+from .pipeline import media
+from .pipeline.masks import PALETTE
 
 DEMO_FPS = 24.0
 DEMO_SECONDS = 6.0  # 96 model frames: two overlapping segments

@@ -472,11 +472,11 @@ class Worker:
 
     def _run_job(self, job: Job) -> tuple[str, str, str] | None:
         """Run one job, reporting its events; return (code, message, hint) if it failed with a model error."""
-        from .generate import GenerationJob, JobDirectoryError
-        from .inputs import InputError, prepare_inputs
+        from .pipeline.generate import GenerationJob, JobDirectoryError
+        from .pipeline.inputs import InputError, prepare_inputs
         from .loaders.lora import LoraError, lora_specs
-        from .media import MediaError
-        from .sampler import Cancelled
+        from .pipeline.media import MediaError
+        from .pipeline.sampler import Cancelled
         from .segment import SegmentationError
 
         def emit(kind: str, **fields: Any) -> None:

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from common import SCAIL2_14B_CONFIG, emit, environment, random_transformer
 
-from backend import media
 from backend.loaders.components import Components, MemoryOptions, apply_memory_options, load_components
-from backend.generate import GenerationJob
-from backend.inputs import prepare_inputs
+from backend.pipeline import media
+from backend.pipeline.generate import GenerationJob
+from backend.pipeline.inputs import prepare_inputs
 from protocol import JobSpec
 
 

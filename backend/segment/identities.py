@@ -80,7 +80,7 @@ def paint(coverage: np.ndarray, mode: str, for_reference: bool = False) -> np.nd
     """Identity-ordered coverage [M, ..., H, W] -> uint8 RGB [..., H, W, 3] on the mode's background."""
     import torch
 
-    from ..masks import paint_identities
+    from ..pipeline.masks import paint_identities
 
     return paint_identities(torch.from_numpy(np.ascontiguousarray(coverage, np.float32)), mode,
                             for_reference=for_reference).numpy()

@@ -18,7 +18,7 @@ import numpy as np
 
 from protocol import MATTE_FOLDER, PALETTE, SEGMENT_RECORD, SegmentSpec
 
-from ..media import write_json_atomic
+from ..pipeline.media import write_json_atomic
 from .identities import (
     SegmentationError,
     arrange_identities,
@@ -99,8 +99,8 @@ def run_segment_job(spec: SegmentSpec, out: Path, models: Segmenters, events: Ev
     frame, frames}. Raises sampler.Cancelled when `should_cancel()` turns true, and
     SegmentationError or MediaError on bad input (before any model runs).
     """
-    from ..media import iter_frames, probe_clip, read_image
-    from ..sampler import Cancelled
+    from ..pipeline.media import iter_frames, probe_clip, read_image
+    from ..pipeline.sampler import Cancelled
 
     spec.validate()
     out = Path(out)
@@ -182,7 +182,7 @@ def _frame_name(task: str, info, index: int) -> str:
 def write_masks(tracks: Tracks, spec: SegmentSpec, out: Path, names: list[str],
                 progress: Callable[[int], None] = lambda t: None) -> tuple[list[dict], list[str]]:
     """Paint frame t of the kept identities into out/names[t]; return (identities for the record, warnings)."""
-    from ..media import write_png_atomic
+    from ..pipeline.media import write_png_atomic
 
     boxes = tracks.first_boxes()
     if spec.subjects:  # marked by hand: subject k is painted with the identity the user gave it
@@ -208,7 +208,7 @@ def write_masks(tracks: Tracks, spec: SegmentSpec, out: Path, names: list[str],
 def write_matte(tracks: Tracks, frames: Iterable[np.ndarray], out: Path, names: list[str],
                 progress: Callable[[int], None] = lambda t: None) -> None:
     """Frame t as straight-alpha RGBA in out/names[t]: colours untouched, alpha the soft union of all instances."""
-    from ..media import write_png_atomic
+    from ..pipeline.media import write_png_atomic
 
     for t, (name, frame) in enumerate(zip(names, frames)):
         write_png_atomic(out / name, with_alpha(frame, tracks, t))
@@ -226,7 +226,7 @@ def _write_progress(events: EventSink, cancelled: Callable[[], bool], count: int
     def written(t: int) -> None:
         events("progress", phase="write", frame=t + 1, frames=count)
         if cancelled():
-            from ..sampler import Cancelled
+            from ..pipeline.sampler import Cancelled
 
             raise Cancelled()
 

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 from scail_fixtures import PARITY
 
-from backend.masks import (
+from backend.pipeline.masks import (
     PALETTE,
     encode_mask_video,
     identities_present,

@@ -25,11 +25,11 @@ import torch.nn.functional as F
 
 import protocol
 
+from ..loaders.components import Components
 from . import media
-from .media import write_json_atomic
-from .loaders.components import Components
 from .inputs import PreparedInputs, fallback_mask
 from .masks import encode_mask_video, to_signed_unit
+from .media import write_json_atomic
 from .sampler import Cancelled, SamplerSettings, SegmentConditioning, sample_segment
 from .segments import Segment, plan_segments
 
@@ -276,7 +276,7 @@ class GenerationJob:
         return manifest
 
     def _make_matte(self, should_cancel: Callable[[], bool]) -> None:
-        from .segment.run import matte_generation
+        from ..segment.run import matte_generation
 
         def progress(kind: str, **fields) -> None:
             # One generation, one `started`: the matte reports as a phase of this job.

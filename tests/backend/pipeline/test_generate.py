@@ -12,12 +12,13 @@ import pytest
 import torch
 from scail_fixtures import FOOTAGE, REPO
 
-from backend import cli, media
+from backend import cli
 from backend.loaders.components import MemoryOptions, load_components
-from backend.generate import GenerationJob, JobDirectoryError, match_colours
-from backend.inputs import prepare_inputs
-from backend.sampler import Cancelled, SamplerSettings, make_scheduler
-from backend.segments import plan_segments
+from backend.pipeline import media
+from backend.pipeline.generate import GenerationJob, JobDirectoryError, match_colours
+from backend.pipeline.inputs import prepare_inputs
+from backend.pipeline.sampler import Cancelled, SamplerSettings, make_scheduler
+from backend.pipeline.segments import plan_segments
 from protocol import JobSpec
 
 SMALL = dict(height=64, width=128, steps=2, seed=3)

@@ -1,3 +1,4 @@
+# Over 450 lines on purpose: every frame, still and file a job reads or writes, under one set of conventions.
 """Media files on disk <-> numpy frames: probing, decoding, resampling, resizing, writing.
 
 No model code lives here. Conventions used throughout:
@@ -17,7 +18,7 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -535,17 +536,26 @@ def _replace_durably(temp: str, path: str) -> None:
             pass  # some file systems refuse fsync on folders; the data itself is synced
 
 
-def write_json_atomic(path: PathLike, data: dict) -> None:
-    """Write JSON so a reader sees the old file or the whole new one: temp file, fsync, os.replace."""
-    path = os.fspath(path)
-    temp = _temp_beside(path, ".tmp")
+def _write_atomic(path: str, write: Callable[[str], None], suffix: str = ".tmp") -> None:
+    """`write(temp)` into a new temporary file beside `path`, then put it in place durably;
+    on any failure the temporary file is removed and `path` is left as it was."""
+    temp = _temp_beside(path, suffix)
     try:
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
+        write(temp)
         _replace_durably(temp, path)
     except BaseException:
         _remove_quietly(temp)
         raise
+
+
+def write_json_atomic(path: PathLike, data: dict) -> None:
+    """Write JSON so a reader sees the old file or the whole new one: temp file, fsync, os.replace."""
+
+    def write(temp: str) -> None:
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+
+    _write_atomic(os.fspath(path), write)
 
 
 def write_png_atomic(path: PathLike, image: np.ndarray) -> None:
@@ -566,14 +576,12 @@ def write_png_atomic(path: PathLike, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise MediaError(f"cannot encode PNG: {path}")
-    temp = _temp_beside(path, ".tmp")
-    try:
+
+    def write(temp: str) -> None:
         with open(temp, "wb") as f:
             f.write(encoded.tobytes())
-        _replace_durably(temp, path)
-    except BaseException:
-        _remove_quietly(temp)
-        raise
+
+    _write_atomic(path, write)
 
 
 def write_preview_mp4(path: PathLike, frames_uint8: np.ndarray, fps: float) -> None:
@@ -592,8 +600,8 @@ def write_preview_mp4(path: PathLike, frames_uint8: np.ndarray, fps: float) -> N
         raise ValueError(f"frame rate must be positive, got {fps}")
     _, height, width, _ = frames.shape
     pad_h, pad_w = height % 2, width % 2
-    temp = _temp_beside(path, ".mp4")
-    try:
+
+    def write(temp: str) -> None:
         writer = cv2.VideoWriter(temp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width + pad_w, height + pad_h))
         if not writer.isOpened():
             raise MediaError(f"cannot write video: {path}")
@@ -606,10 +614,8 @@ def write_preview_mp4(path: PathLike, frames_uint8: np.ndarray, fps: float) -> N
             writer.release()
         if os.path.getsize(temp) == 0:
             raise MediaError(f"cannot write video: {path}")
-        _replace_durably(temp, path)
-    except BaseException:
-        _remove_quietly(temp)
-        raise
+
+    _write_atomic(path, write, suffix=".mp4")
 
 
 def _remove_quietly(path: str) -> None:

@@ -1,4 +1,4 @@
-"""backend.media on real files: the footage fixtures and clips, sequences and images made here."""
+"""backend.pipeline.media on real files: the footage fixtures and clips, sequences and images made here."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from scail_fixtures import FOOTAGE
 
-from backend import media
+from backend.pipeline import media
 
 DRIVING = FOOTAGE / "scail_001_driving.mp4"
 
