@@ -17,16 +17,14 @@ __all__ = (
     "classes",
 )
 
-import os
 
 from bpy.props import EnumProperty, IntProperty
 from bpy.types import Operator
 
 from .. import sources
-from ..core.inputs import PALETTE_NAMES, backgrounds, identity_names
-from ..props.input_settings import get_settings
+from ..core.inputs import identity_names
+from ..props.input_settings import assign_identity, get_settings
 from ..sources import exports
-from ..sources.masks import render_identity_frames
 
 
 class _ExportOperator:
@@ -118,29 +116,12 @@ class SCAIL2_OT_preview_mask(Operator):
         return True
 
     def execute(self, context):
-        scene = context.scene
-        src = get_settings(scene)
-        camera = src.driving_camera or scene.camera
-        path = os.path.join(exports.inputs_folder(context, scene), "mask_preview.png")
-        background = backgrounds(src.mode)[0]
         try:
-            if src.mask_source == 'MASK_STRIP':
-                seq_scene, strip = exports.mask_strip(context, src)
-                path, found = sources.preview_mask_strip(
-                    seq_scene, strip, seq_scene.frame_current, os.path.join(exports.inputs_folder(context, scene),
-                                                                            "mask_preview"),
-                    src.mode, max_size=src.max_size)
-                counts, warnings = [{"identities": found}], []
-            else:
-                counts, warnings = render_identity_frames(scene, camera, [scene.frame_current], [path], background,
-                                                          max_size=src.max_size)
+            level, message = exports.preview_mask(context)
         except sources.ExportError as ex:
             self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}
-        src.mask_preview = path
-        found = sorted(counts[0]["identities"])
-        names = ", ".join("{:d} ({:s})".format(i, PALETTE_NAMES[i - 1]) for i in found) or "none"
-        self.report({'WARNING'} if warnings else {'INFO'}, "; ".join(["Identities in view: " + names, *warnings]))
+        self.report({level}, message)
         return {'FINISHED'}
 
 
@@ -173,17 +154,7 @@ class SCAIL2_OT_assign_identity(Operator):
             if not targets:
                 self.report({'ERROR'}, "Select the objects of one character")
                 return {'CANCELLED'}
-        for kind, block in targets:
-            item = next((i for i in items if i.target == kind and (i.object if kind == 'OBJECT' else i.collection)
-                         == block), None)
-            if item is None:
-                item = items.add()
-                item.target = kind
-                if kind == 'OBJECT':
-                    item.object = block
-                else:
-                    item.collection = block
-            item.identity = self.identity
+        assign_identity(items, targets, self.identity)
         self.report({'INFO'}, "{:d} assigned to identity {:s}".format(len(targets), identity_names([self.identity])))
         return {'FINISHED'}
 

@@ -8,6 +8,7 @@ identity 1..6 in the colour masks Blender renders.
 __all__ = (
     "SCAIL2_IdentityAssignment",
     "SCAIL2_SceneSources",
+    "assign_identity",
     "assigned_objects",
     "classes",
     "get_settings",
@@ -166,6 +167,22 @@ class SCAIL2_SceneSources(PropertyGroup):
     @classmethod
     def unregister(cls):
         delattr(bpy.types.Scene, SCENE_PROPERTY)
+
+
+def assign_identity(items, targets, identity):
+    """Bind each ``(kind, block)`` of ``targets`` (``'OBJECT'`` or ``'COLLECTION'``) to ``identity`` in the
+    assignment ``items``, reusing a block's entry when it has one."""
+    for kind, block in targets:
+        item = next((i for i in items if i.target == kind and (i.object if kind == 'OBJECT' else i.collection)
+                     == block), None)
+        if item is None:
+            item = items.add()
+            item.target = kind
+            if kind == 'OBJECT':
+                item.object = block
+            else:
+                item.collection = block
+        item.identity = identity
 
 
 def get_settings(scene):

@@ -19,6 +19,7 @@ __all__ = (
     "frame_range",
     "inputs_folder",
     "mask_strip",
+    "preview_mask",
     "record_check",
 )
 
@@ -29,11 +30,19 @@ import bpy
 
 from .. import compat
 from .. import preferences
-from ..core.inputs import ExportError, ExportedClip, load_inputs, save_inputs
+from ..core.inputs import PALETTE_NAMES, ExportError, ExportedClip, backgrounds, load_inputs, save_inputs
 from ..props import MASKS_PROP, RESULT_PROP
 from ..props.input_settings import get_settings
 from .footage import export_sequencer_range, export_strip, render_camera_clip
-from .masks import NO_MASK, check_identities, export_mask_file, export_mask_strip, render_driving_masks
+from .masks import (
+    NO_MASK,
+    check_identities,
+    export_mask_file,
+    export_mask_strip,
+    preview_mask_strip,
+    render_driving_masks,
+    render_identity_frames,
+)
 from .reference import (
     attach_reference_mask,
     reference_from_file,
@@ -204,6 +213,26 @@ def export_reference(context):
     save_inputs(folder, reference=still, reference_mask_mode=made_for, mode=settings.mode)
     ok, line = record_check(scene, folder)
     return ('INFO' if ok else 'WARNING'), "{:s}. {:s}".format(still.note, line)
+
+
+def preview_mask(context):
+    """Render the driving mask at the current frame (the identities, or the mask strip) for the Inputs panel."""
+    scene = context.scene
+    src = get_settings(scene)
+    folder = inputs_folder(context, scene)
+    if src.mask_source == 'MASK_STRIP':
+        seq_scene, strip = mask_strip(context, src)
+        path, found = preview_mask_strip(seq_scene, strip, seq_scene.frame_current,
+                                         os.path.join(folder, "mask_preview"), src.mode, max_size=src.max_size)
+        counts, warnings = [{"identities": found}], []
+    else:
+        path = os.path.join(folder, "mask_preview.png")
+        counts, warnings = render_identity_frames(scene, src.driving_camera or scene.camera, [scene.frame_current],
+                                                  [path], backgrounds(src.mode)[0], max_size=src.max_size)
+    src.mask_preview = path
+    found = sorted(counts[0]["identities"])
+    names = ", ".join("{:d} ({:s})".format(i, PALETTE_NAMES[i - 1]) for i in found) or "none"
+    return ('WARNING' if warnings else 'INFO'), "; ".join(["Identities in view: " + names, *warnings])
 
 
 # --------------------------------------------------------------------------------------------
