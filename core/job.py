@@ -197,6 +197,50 @@ class Job:
     def eta_text(self):
         return format_duration(self.eta_s)
 
+    # -- what the worker said ---------------------------------------------------------------------
+    def on_started(self, message, now):
+        """The worker's ``started`` event, at clock time ``now``."""
+        self.status = "running"
+        self.started_at = self.started_at or now
+        self.frames = int(message.get("frames") or 0)
+        self.segments = int(message.get("segments") or 0)
+        self.warnings = list(message.get("warnings") or [])
+        self.noise_only = bool(message.get("noise_only"))
+
+    def on_progress(self, message, now):
+        """A ``progress`` event: phase, segment i/n and step j/m (a generation), or frame i/n (a segmentation)."""
+        if self.status != "running":
+            self.status = "running"
+            self.started_at = self.started_at or now
+        self.phase = message.get("phase", "")
+        if self.task != "generate" or self.phase == "matte":
+            self.stage = message.get("stage", self.phase)
+            self.frame = int(message.get("frame") or 0)
+            self.frames = int(message.get("frames") or self.frames)
+            self.eta_s = None  # not worked out for segmentation
+            return
+        self.segment = int(message.get("segment") or 0)
+        self.segments = int(message.get("segments") or self.segments)
+        if self.phase == "sample":
+            self.step = int(message.get("step") or 0)
+            self.steps = int(message.get("steps") or 0)
+            self._step_log.append((self.segment, self.step, now))
+            del self._step_log[:-64]
+        self._update_eta()
+
+    def on_frame(self, message, now):
+        """A ``frame_ready`` event: the newest preview frame; the first of a segment ends its decode."""
+        self.preview = message.get("path", "")
+        if int(message.get("index", -1)) == 0 or not self.first_frame:
+            self.first_frame = self.first_frame or self.preview
+        self.frames_ready += 1
+        last_step = self._step_log[-1] if self._step_log else None
+        if self._decoded_segment != self.segment:
+            self._decoded_segment = self.segment
+            if last_step is not None and last_step[0] == self.segment:
+                self._segment_tail.append(now - last_step[2])
+            self._update_eta()
+
     # -- ETA -------------------------------------------------------------------------------------
     def _seconds_per_step(self):
         """Mean time of a denoising step, from consecutive steps of one segment (None until two)."""

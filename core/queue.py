@@ -387,45 +387,13 @@ class JobQueue:
             if job.cancel_requested:
                 self._request("cancel", job=job.id, request_id=CANCEL_PREFIX + job.key)
         elif kind == "started":
-            job.status = "running"
-            job.started_at = job.started_at or now
-            job.frames = int(message.get("frames") or 0)
-            job.segments = int(message.get("segments") or 0)
-            job.warnings = list(message.get("warnings") or [])
-            job.noise_only = bool(message.get("noise_only"))
+            job.on_started(message, now)
             self._change(job, "started")
         elif kind == "progress":
-            if job.status != "running":
-                job.status = "running"
-                job.started_at = job.started_at or now
-            job.phase = message.get("phase", "")
-            if job.task != "generate" or job.phase == "matte":
-                job.stage = message.get("stage", job.phase)
-                job.frame = int(message.get("frame") or 0)
-                job.frames = int(message.get("frames") or job.frames)
-                job.eta_s = None  # not worked out for segmentation
-                self._change(job, "progress")
-                return
-            job.segment = int(message.get("segment") or 0)
-            job.segments = int(message.get("segments") or job.segments)
-            if job.phase == "sample":
-                job.step = int(message.get("step") or 0)
-                job.steps = int(message.get("steps") or 0)
-                job._step_log.append((job.segment, job.step, now))
-                del job._step_log[:-64]
-            job._update_eta()
+            job.on_progress(message, now)
             self._change(job, "progress")
         elif kind == "frame_ready":
-            job.preview = message.get("path", "")
-            if int(message.get("index", -1)) == 0 or not job.first_frame:
-                job.first_frame = job.first_frame or job.preview
-            job.frames_ready += 1
-            last_step = job._step_log[-1] if job._step_log else None
-            if job._decoded_segment != job.segment:  # the first frame of a segment: its decode is over
-                job._decoded_segment = job.segment
-                if last_step is not None and last_step[0] == job.segment:
-                    job._segment_tail.append(now - last_step[2])
-                job._update_eta()
+            job.on_frame(message, now)
             self._change(job, "frame")
         elif kind == "done":
             job.manifest = message.get("manifest", "")
