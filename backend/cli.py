@@ -21,10 +21,8 @@ from .options import (
     add_matte_arguments,
     add_model_arguments,
     add_segmenter_arguments,
-    memory_options,
     memory_settings,
     model_name,
-    resolve_device,
 )
 from .serve import add_serve_arguments, run_serve
 
@@ -115,8 +113,9 @@ def run_generate(args: argparse.Namespace) -> int:
     from .loaders.components import load_components
     from .pipeline.generate import NOISE_LABEL, GenerationJob, JobDirectoryError
     from .loaders.lora import lora_specs
-    from .segment import SegmentationError
-    from .segment.run import Segmenters
+    from .loaders.devices import memory_options, resolve_device
+    from .segmentation import SegmentationError
+    from .segmentation.run import Segmenters
 
     device = resolve_device(args.device)
     memory = memory_options(memory_settings(args), device)
@@ -161,13 +160,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_masks(args: argparse.Namespace) -> int:
-    from .segment.commands import run_masks as run
+    from .segmentation.commands import run_masks as run
 
     return run(args)
 
 
 def run_matte(args: argparse.Namespace) -> int:
-    from .segment.commands import run_matte as run
+    from .segmentation.commands import run_matte as run
 
     return run(args)
 

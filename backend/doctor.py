@@ -181,9 +181,8 @@ def memory_table(gpu_total: int | None, params: float) -> list[dict]:
 
 def segmentation_report(sam3: Path | None = None, sam2: Path | None = None) -> dict:
     """Where the optional SAM 3 / SAM 2 weights are (a named folder or the hub cache), or why not."""
-    from .options import SAM2_REPO, SAM3_REPO
-    from .segment.identities import SegmentationError
-    from .segment.weights import resolve_weights
+    from .segmentation import SegmentationError
+    from .segmentation.weights import SAM2_REPO, SAM3_REPO, resolve_weights
 
     found = {}
     for name, folder, repo in (("sam3", sam3, SAM3_REPO), ("sam2", sam2, SAM2_REPO)):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from protocol import MATTE_FOLDER, MAX_IDENTITIES
 
-SAM3_REPO = "facebook/sam3"
-SAM2_REPO = "facebook/sam2.1-hiera-large"
+from .segmentation.weights import SAM2_REPO, SAM3_REPO
+
 DEFAULT_PROMPT = "person"
 
 
@@ -38,26 +38,10 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def memory_settings(args: argparse.Namespace) -> dict:
-    """The device-and-memory options as plain data (what a worker keeps until it loads a model)."""
+    """The device-and-memory options as plain data (what a worker keeps until it loads a model);
+    `loaders.devices.memory_options` turns them into MemoryOptions."""
     return dict(dtype=args.dtype, storage=args.storage, offload=args.offload, vae_tiling=args.vae_tiling,
                 attention_backend=args.attention)
-
-
-def resolve_device(device: str | None) -> str:
-    import torch
-
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def memory_options(settings: dict, device: str):
-    """MemoryOptions from `memory_settings`; the dtype defaults to bf16 on CUDA and fp32 on CPU."""
-    import torch
-
-    from .loaders.components import MemoryOptions
-
-    settings = dict(settings)
-    dtype = settings.pop("dtype", None) or ("bf16" if device.startswith("cuda") else "fp32")
-    return MemoryOptions(dtype={"bf16": torch.bfloat16, "fp32": torch.float32}[dtype], **settings)
 
 
 def add_segmenter_arguments(parser: argparse.ArgumentParser, standalone: bool = True) -> None:

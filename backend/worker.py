@@ -157,7 +157,7 @@ class Worker:
 
     def __init__(self, model: str, device: str | None, memory_args: dict, jobs_root: Path, token: str | None = None,
                  segmentation_weights: tuple[Path | None, Path | None] = (None, None)):
-        from .segment.run import Segmenters
+        from .segmentation.run import Segmenters
 
         self.model, self.device_name, self.memory_args = model, device, memory_args
         self.segmenters = Segmenters(model == "tiny", *segmentation_weights, device=device)
@@ -386,7 +386,7 @@ class Worker:
         return spec
 
     def _check_segmenters(self, marks: bool) -> None:
-        from .segment import SegmentationError
+        from .segmentation import SegmentationError
 
         try:
             self.segmenters.check(marks=marks)
@@ -436,7 +436,7 @@ class Worker:
         return f"SCAIL-2 weights in {self.model} (not loaded yet)"
 
     def _device(self) -> str:
-        from .options import resolve_device
+        from .loaders.devices import resolve_device
 
         return resolve_device(self.device_name)
 
@@ -477,7 +477,7 @@ class Worker:
         from .loaders.lora import LoraError, lora_specs
         from .pipeline.media import MediaError
         from .pipeline.sampler import Cancelled
-        from .segment import SegmentationError
+        from .segmentation import SegmentationError
 
         def emit(kind: str, **fields: Any) -> None:
             self._broadcast(kind, job=job.id, **fields)
@@ -534,7 +534,7 @@ class Worker:
 
     def _run_segment_job(self, job: Job, on_event) -> None:
         """A masks or matte job; its events mirror a generation's (started, progress, done)."""
-        from .segment.run import run_segment_job
+        from .segmentation.run import run_segment_job
 
         spec = protocol.SegmentSpec.from_dict(job.spec)
         record = run_segment_job(spec, job.job_dir, self.segmenters, events=on_event, should_cancel=job.cancel.is_set)
@@ -552,7 +552,7 @@ class Worker:
             return self.components
 
         from .loaders.components import load_components
-        from .options import memory_options
+        from .loaders.devices import memory_options
 
         device = self._device()
         memory = memory_options(self.memory_args, device)

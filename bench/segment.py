@@ -24,8 +24,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.segment.run import Segmenters, write_masks, write_matte  # noqa: E402
-from backend.segment.sam3 import Sam3Segmenter, tiny_tokenizer  # noqa: E402
+from backend.segmentation.run import Segmenters, write_masks, write_matte  # noqa: E402
+from backend.segmentation.sam3 import Sam3Segmenter, tiny_tokenizer  # noqa: E402
 from protocol import SegmentSpec  # noqa: E402
 
 

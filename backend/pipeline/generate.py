@@ -167,7 +167,8 @@ class GenerationJob:
 
     def __init__(self, inputs: PreparedInputs, components: Components, job_dir: Path, events: EventSink | None = None,
                  segmenters=None):
-        """`segmenters` (segment.run.Segmenters) makes the RGBA frames of a job whose spec asks for a matte."""
+        """`segmenters` (segmentation.run.Segmenters, or anything with its `matte_generation`) makes the
+        RGBA frames of a job whose spec asks for a matte."""
         if inputs.spec.matte and segmenters is None:
             raise ValueError("this job asks for a matte but no segmentation model was given")
         self.inputs, self.components, self.segmenters = inputs, components, segmenters
@@ -276,15 +277,13 @@ class GenerationJob:
         return manifest
 
     def _make_matte(self, should_cancel: Callable[[], bool]) -> None:
-        from ..segment.run import matte_generation
-
         def progress(kind: str, **fields) -> None:
             # One generation, one `started`: the matte reports as a phase of this job.
             if kind == "progress" and fields["phase"] != "load":
                 self.events("progress", phase="matte", stage=fields["phase"], frame=fields["frame"],
                             frames=fields["frames"])
 
-        matte_generation(self.job_dir, self.inputs.spec.matte_prompt, self.segmenters, progress, should_cancel)
+        self.segmenters.matte_generation(self.job_dir, self.inputs.spec.matte_prompt, progress, should_cancel)
 
     def _run_segments(self, should_cancel: Callable[[], bool]) -> None:
         device = self.components.device

@@ -19,11 +19,8 @@ import numpy as np
 from protocol import MATTE_FOLDER, PALETTE, SEGMENT_RECORD, SegmentSpec
 
 from ..pipeline.media import write_json_atomic
-from .identities import (
-    SegmentationError,
-    arrange_identities,
-    paint,
-)
+from . import SegmentationError
+from .identities import arrange_identities, paint
 from .tracks import Tracks
 
 SEGMENT_FORMAT = "scail2-segment/1"
@@ -45,7 +42,7 @@ class Segmenters:
     _loaded: dict = field(default_factory=dict, repr=False)
 
     def _device(self) -> str:
-        from ..options import resolve_device
+        from ..loaders.devices import resolve_device
 
         return resolve_device(self.device)
 
@@ -71,13 +68,22 @@ class Segmenters:
         """Raise SegmentationError now if the weights a job will need are missing (before any model time)."""
         if self.tiny:
             return
-        from ..options import SAM2_REPO, SAM3_REPO
-        from .weights import resolve_weights
+        from .weights import SAM2_REPO, SAM3_REPO, resolve_weights
 
         resolve_weights(*((self.sam2_weights, SAM2_REPO) if marks else (self.sam3_weights, SAM3_REPO)))
 
     def unload(self) -> None:
         self._loaded.clear()
+
+    def matte_generation(self, job_dir: Path, prompt: str, events: EventSink | None = None,
+                         should_cancel: Callable[[], bool] | None = None) -> dict:
+        """RGBA copies of a generation job's frames in job_dir/frames_rgba (its `matte` option).
+
+        `pipeline.generate.GenerationJob` calls this on the segmenters it is given, so the
+        pipeline never imports segmentation.
+        """
+        spec = SegmentSpec(task="matte", source=str(Path(job_dir) / "frames"), prompt=prompt)
+        return run_segment_job(spec, Path(job_dir) / MATTE_FOLDER, self, events, should_cancel)
 
 
 def finished_record(out: Path, spec: SegmentSpec) -> dict | None:
@@ -231,13 +237,6 @@ def _write_progress(events: EventSink, cancelled: Callable[[], bool], count: int
             raise Cancelled()
 
     return written
-
-
-def matte_generation(job_dir: Path, prompt: str, models: Segmenters, events: EventSink | None = None,
-                     should_cancel: Callable[[], bool] | None = None) -> dict:
-    """RGBA copies of a generation job's frames in job_dir/frames_rgba (its `matte` option)."""
-    spec = SegmentSpec(task="matte", source=str(Path(job_dir) / "frames"), prompt=prompt)
-    return run_segment_job(spec, Path(job_dir) / MATTE_FOLDER, models, events, should_cancel)
 
 
 def record_summary(record: dict[str, Any]) -> str:

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from backend.segment.identities import (
-    SegmentationError,
+from backend.segmentation import SegmentationError
+from backend.segmentation.identities import (
     arrange_identities,
     left_to_right,
     select_instances,
 )
-from backend.segment.tracks import Tracks
+from backend.segmentation.tracks import Tracks
 
 
 def moving_squares(xs_per_instance, frames=5, height=32, width=64):

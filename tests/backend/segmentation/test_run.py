@@ -12,8 +12,8 @@ from backend import cli
 from backend.pipeline.masks import BLACK, WHITE
 from backend.pipeline.media import probe_clip, read_frames, read_image
 from backend.pipeline.sampler import Cancelled
-from backend.segment.run import Segmenters, run_segment_job, with_alpha, write_masks
-from backend.segment.tracks import Tracks
+from backend.segmentation.run import Segmenters, run_segment_job, with_alpha, write_masks
+from backend.segmentation.tracks import Tracks
 from protocol import PALETTE, SEGMENT_RECORD, SegmentSpec
 from scail_fixtures import FOOTAGE
 

@@ -15,11 +15,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..options import SAM2_REPO
-from .identities import SegmentationError
+from . import SegmentationError
 from .preprocess import SamModel, load_pretrained
 from .tracks import Tracks
-from .weights import resolve_weights
+from .weights import SAM2_REPO, resolve_weights
 
 BOX_LABELS = (2, 3)  # SAM's point labels for a box's top-left and bottom-right corners
 SAM2_MEAN, SAM2_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, as SAM 2 was trained

@@ -19,11 +19,10 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
-from ..options import SAM3_REPO
-from .identities import SegmentationError
+from . import SegmentationError
 from .preprocess import SamModel, load_pretrained
 from .tracks import Tracks
-from .weights import resolve_weights
+from .weights import SAM3_REPO, resolve_weights
 
 TEXT_TOKENS = 32  # SAM 3's text context length
 DUPLICATE_IOU = 0.7  # stills: a weaker detection overlapping a stronger one this much is the same instance

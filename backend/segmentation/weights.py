@@ -8,7 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .identities import SegmentationError
+from . import SegmentationError
+
+SAM3_REPO = "facebook/sam3"
+SAM2_REPO = "facebook/sam2.1-hiera-large"
 
 
 def _problem(folder: Path) -> str | None:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from backend.segment.identities import SegmentationError
-from backend.segment.sam2 import Sam2Tracker, tiny_video_config as tiny_sam2_config
-from backend.segment.sam3 import Sam3Segmenter, tiny_tokenizer, tiny_video_config
-from backend.segment.weights import resolve_weights
+from backend.segmentation import SegmentationError
+from backend.segmentation.sam2 import Sam2Tracker, tiny_video_config as tiny_sam2_config
+from backend.segmentation.sam3 import Sam3Segmenter, tiny_tokenizer, tiny_video_config
+from backend.segmentation.weights import resolve_weights
 
 FRAMES = np.random.default_rng(0).integers(0, 256, (4, 40, 72, 3), dtype=np.uint8)
 

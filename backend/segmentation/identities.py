@@ -12,9 +12,7 @@ import numpy as np
 
 from protocol import MAX_IDENTITIES
 
-
-class SegmentationError(ValueError):
-    """Segmentation that cannot run, as one line."""
+from . import SegmentationError
 
 
 def mask_box(mask: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float, float] | None:

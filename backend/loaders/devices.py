@@ -1,0 +1,26 @@
+"""Where a job's models run: the device, and the memory options its models are loaded with.
+
+Kept free of module-level torch imports: the command line and the segmentation jobs import it
+without paying for the model stack.
+"""
+
+from __future__ import annotations
+
+
+def resolve_device(device: str | None) -> str:
+    """`device` when given, else "cuda" when a GPU is available, else "cpu"."""
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def memory_options(settings: dict, device: str):
+    """MemoryOptions from plain settings (`options.memory_settings`); the dtype defaults to bf16 on
+    CUDA and fp32 on CPU."""
+    import torch
+
+    from .components import MemoryOptions
+
+    settings = dict(settings)
+    dtype = settings.pop("dtype", None) or ("bf16" if device.startswith("cuda") else "fp32")
+    return MemoryOptions(dtype={"bf16": torch.bfloat16, "fp32": torch.float32}[dtype], **settings)
