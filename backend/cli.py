@@ -24,7 +24,7 @@ from .options import (
     memory_settings,
     model_name,
 )
-from .serve import add_serve_arguments, run_serve
+from .service.serve import add_serve_arguments, run_serve
 
 EXIT_BAD_INPUT = 2
 

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import protocol
 
-from .loaders.errors import first_line
+from ..loaders.errors import first_line
 
 if TYPE_CHECKING:
     from .serve import Output
@@ -157,7 +157,7 @@ class Worker:
 
     def __init__(self, model: str, device: str | None, memory_args: dict, jobs_root: Path, token: str | None = None,
                  segmentation_weights: tuple[Path | None, Path | None] = (None, None)):
-        from .segmentation.run import Segmenters
+        from ..segmentation.run import Segmenters
 
         self.model, self.device_name, self.memory_args = model, device, memory_args
         self.segmenters = Segmenters(model == "tiny", *segmentation_weights, device=device)
@@ -256,8 +256,8 @@ class Worker:
             output.send(error_line(INTERNAL_ERROR, f"request failed: {first_line(exc)}", request_id=request_id))
 
     def _on_hello(self, message: dict) -> tuple[str, dict]:
-        from . import __version__
-        from .doctor import attention_backends, cuda_info
+        from .. import __version__
+        from ..doctor import attention_backends, cuda_info
 
         cuda = cuda_info(self.device_name)
         model = {
@@ -386,7 +386,7 @@ class Worker:
         return spec
 
     def _check_segmenters(self, marks: bool) -> None:
-        from .segmentation import SegmentationError
+        from ..segmentation import SegmentationError
 
         try:
             self.segmenters.check(marks=marks)
@@ -430,13 +430,13 @@ class Worker:
 
     def _model_label(self) -> str:
         if self.model == "tiny":
-            from .models.tiny import TINY_LABEL
+            from ..models.tiny import TINY_LABEL
 
             return TINY_LABEL
         return f"SCAIL-2 weights in {self.model} (not loaded yet)"
 
     def _device(self) -> str:
-        from .loaders.devices import resolve_device
+        from ..loaders.devices import resolve_device
 
         return resolve_device(self.device_name)
 
@@ -472,12 +472,12 @@ class Worker:
 
     def _run_job(self, job: Job) -> tuple[str, str, str] | None:
         """Run one job, reporting its events; return (code, message, hint) if it failed with a model error."""
-        from .pipeline.generate import GenerationJob, JobDirectoryError
-        from .pipeline.inputs import InputError, prepare_inputs
-        from .loaders.lora import LoraError, lora_specs
-        from .pipeline.media import MediaError
-        from .pipeline.sampler import Cancelled
-        from .segmentation import SegmentationError
+        from ..pipeline.generate import GenerationJob, JobDirectoryError
+        from ..pipeline.inputs import InputError, prepare_inputs
+        from ..loaders.lora import LoraError, lora_specs
+        from ..pipeline.media import MediaError
+        from ..pipeline.sampler import Cancelled
+        from ..segmentation import SegmentationError
 
         def emit(kind: str, **fields: Any) -> None:
             self._broadcast(kind, job=job.id, **fields)
@@ -534,7 +534,7 @@ class Worker:
 
     def _run_segment_job(self, job: Job, on_event) -> None:
         """A masks or matte job; its events mirror a generation's (started, progress, done)."""
-        from .segmentation.run import run_segment_job
+        from ..segmentation.run import run_segment_job
 
         spec = protocol.SegmentSpec.from_dict(job.spec)
         record = run_segment_job(spec, job.job_dir, self.segmenters, events=on_event, should_cancel=job.cancel.is_set)
@@ -551,8 +551,8 @@ class Worker:
         if self.components is not None:
             return self.components
 
-        from .loaders.components import load_components
-        from .loaders.devices import memory_options
+        from ..loaders.components import load_components
+        from ..loaders.devices import memory_options
 
         device = self._device()
         memory = memory_options(self.memory_args, device)

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from .options import (
+from ..options import (
     add_device_arguments,
     add_model_arguments,
     add_segmenter_arguments,
