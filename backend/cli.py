@@ -21,10 +21,10 @@ from .options import (
     add_matte_arguments,
     add_model_arguments,
     add_segmenter_arguments,
+    add_serve_arguments,
     memory_settings,
     model_name,
 )
-from .service.serve import add_serve_arguments, run_serve
 
 EXIT_BAD_INPUT = 2
 
@@ -169,6 +169,42 @@ def run_matte(args: argparse.Namespace) -> int:
     from .segmentation.commands import run_matte as run
 
     return run(args)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .service.jobs import default_jobs_root, log
+    from .service.serve import TOKEN_ENV, is_loopback, parse_listen, serve_stdio, serve_tcp
+    from .service.worker import Worker
+
+    token = args.token or None
+    listen = None
+    if args.listen:
+        try:
+            listen = parse_listen(args.listen)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if not is_loopback(listen[0]) and not token:
+            print(f"error: listening on {listen[0]} (not loopback) requires --token (or ${TOKEN_ENV})",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+    jobs_root = args.jobs_root or default_jobs_root()
+    memory_args = memory_settings(args)
+    model = model_name(args)
+    import torch  # noqa: F401  (imported up front so the first request is answered quickly)
+
+    worker = Worker(model, args.device, memory_args, jobs_root, token=token,
+                    segmentation_weights=(args.sam3_weights, args.sam2_weights))
+    if listen is None:
+        serve_stdio(worker)
+    else:
+        try:
+            serve_tcp(worker, *listen)
+        except OSError as exc:
+            print(f"error: cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    log("stopped")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

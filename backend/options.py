@@ -1,4 +1,5 @@
-"""Command-line options: which model, which device, how much memory (`generate`, `serve`), `masks` and `matte`.
+"""Command-line options: which model, which device, how much memory (`generate`, `serve`), `serve`'s
+transport, `masks` and `matte`.
 
 Kept free of torch imports, so building the parser (and `--version`) stays fast.
 """
@@ -6,11 +7,14 @@ Kept free of torch imports, so building the parser (and `--version`) stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from protocol import MATTE_FOLDER, MAX_IDENTITIES
 
 from .segmentation.weights import SAM2_REPO, SAM3_REPO
+from .service.jobs import default_jobs_root
+from .service.serve import TOKEN_ENV
 
 DEFAULT_PROMPT = "person"
 
@@ -42,6 +46,20 @@ def memory_settings(args: argparse.Namespace) -> dict:
     `loaders.devices.memory_options` turns them into MemoryOptions."""
     return dict(dtype=args.dtype, storage=args.storage, offload=args.offload, vae_tiling=args.vae_tiling,
                 attention_backend=args.attention)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    transport = parser.add_argument_group("transport")
+    transport.add_argument("--listen", metavar="HOST:PORT",
+                           help="serve over TCP instead of stdin/stdout (HOST defaults to 127.0.0.1; port 0 picks "
+                                "one and logs it); any non-loopback HOST requires --token")
+    transport.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                           help=f"shared secret every request must carry as \"token\" (default: ${TOKEN_ENV})")
+    parser.add_argument("--jobs-root", type=Path, default=None,
+                        help=f"where job folders go when a submit names none (default: {default_jobs_root()})")
+    add_model_arguments(parser)
+    add_device_arguments(parser)
+    add_segmenter_arguments(parser, standalone=False)
 
 
 def add_segmenter_arguments(parser: argparse.ArgumentParser, standalone: bool = True) -> None:

@@ -1,29 +1,25 @@
-"""Serving the worker: line transport over stdin/stdout or TCP, and `python -m backend serve`.
+"""Serving the worker: its line transport over stdin/stdout or TCP.
 
-Over stdin/stdout, stdout carries protocol lines only (anything else printed goes to
-stderr). Over TCP (`--listen HOST:PORT`) the worker binds 127.0.0.1 unless told
-otherwise, and any other address requires a token that every request must carry.
+`python -m backend serve` (in `backend.cli`) builds the `Worker` and hands it to `serve_stdio`
+or `serve_tcp`, which run until the worker stops. Over stdin/stdout, stdout carries protocol
+lines only (anything else printed goes to stderr). Over TCP (`--listen HOST:PORT`) the worker
+binds 127.0.0.1 unless told otherwise, and any other address requires a token that every
+request must carry.
 """
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import os
 import socket
 import sys
 import threading
-from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..options import (
-    add_device_arguments,
-    add_model_arguments,
-    add_segmenter_arguments,
-    memory_settings,
-    model_name,
-)
-from .worker import MAX_LINE_BYTES, Worker, default_jobs_root, log
+from .jobs import MAX_LINE_BYTES, log
+
+if TYPE_CHECKING:
+    from .worker import Worker
 
 TOKEN_ENV = "SCAIL2_WORKER_TOKEN"
 SEND_TIMEOUT_S = 10.0  # a TCP client that stops reading is dropped rather than stalling the jobs
@@ -204,49 +200,3 @@ def _wait_until_stopping(worker: Worker) -> None:
     except KeyboardInterrupt:
         log("interrupted")
     worker.close()
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    transport = parser.add_argument_group("transport")
-    transport.add_argument("--listen", metavar="HOST:PORT",
-                           help="serve over TCP instead of stdin/stdout (HOST defaults to 127.0.0.1; port 0 picks "
-                                "one and logs it); any non-loopback HOST requires --token")
-    transport.add_argument("--token", default=os.environ.get(TOKEN_ENV),
-                           help=f"shared secret every request must carry as \"token\" (default: ${TOKEN_ENV})")
-    parser.add_argument("--jobs-root", type=Path, default=None,
-                        help=f"where job folders go when a submit names none (default: {default_jobs_root()})")
-    add_model_arguments(parser)
-    add_device_arguments(parser)
-    add_segmenter_arguments(parser, standalone=False)
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    token = args.token or None
-    listen = None
-    if args.listen:
-        try:
-            listen = parse_listen(args.listen)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        if not is_loopback(listen[0]) and not token:
-            print(f"error: listening on {listen[0]} (not loopback) requires --token (or ${TOKEN_ENV})",
-                  file=sys.stderr)
-            return 2
-    jobs_root = args.jobs_root or default_jobs_root()
-    memory_args = memory_settings(args)
-    model = model_name(args)
-    import torch  # noqa: F401  (imported up front so the first request is answered quickly)
-
-    worker = Worker(model, args.device, memory_args, jobs_root, token=token,
-                    segmentation_weights=(args.sam3_weights, args.sam2_weights))
-    if listen is None:
-        serve_stdio(worker)
-    else:
-        try:
-            serve_tcp(worker, *listen)
-        except OSError as exc:
-            print(f"error: cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
-    log("stopped")
-    return 0

@@ -1,6 +1,8 @@
 """The long-lived worker the Blender add-on drives: requests, the job queue, the kept model.
 
-Transport and the `serve` command live in `serve.py`.
+`Worker` holds the state and runs the job thread; its parts live beside it: `requests` (the
+request handlers, a base class of `Worker`), `tasks` (one function per task type), `jobs`
+(the job record, error codes, job folders). The transports are `serve`'s.
 
 The worker speaks the line-delimited JSON protocol of `protocol.py`: one request
 per line in, one event per line out. Over stdin/stdout by default (stdout
@@ -40,119 +42,35 @@ CUDA out-of-memory error right after the model is loaded.
 from __future__ import annotations
 
 import gc
-import hmac
-import json
-import os
-import sys
 import threading
 import time
 import traceback
-import uuid
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import protocol
 
 from ..loaders.errors import first_line
+from .jobs import (
+    BAD_INPUT,
+    JOB_FAILED,
+    OOM_HINT,
+    OUT_OF_MEMORY,
+    SHUTDOWN_GRACE_S,
+    Job,
+    folder_summary,
+    is_out_of_memory,
+    log,
+)
+from .requests import Requests
+from .tasks import TASKS
 
 if TYPE_CHECKING:
     from .serve import Output
 
-TEST_FAIL_OOM_ENV = "SCAIL2_TEST_FAIL_OOM"
-OOM_HINT = "lower the resolution, use fp8 storage or group offload"
-MAX_LINE_BYTES = 1 << 20  # a job spec is a few kB; anything longer is refused, not buffered
-SHUTDOWN_GRACE_S = 30.0  # how long shutdown waits for the running job to stop at a step boundary
 
-BAD_REQUEST = "bad_request"
-UNAUTHORIZED = "unauthorized"
-UNKNOWN_JOB = "unknown_job"
-BAD_INPUT = "bad_input"
-OUT_OF_MEMORY = "out_of_memory"
-JOB_FAILED = "job_failed"
-INTERNAL_ERROR = "internal_error"
-
-
-def log(message: str) -> None:
-    print(f"[scail2 worker] {message}", file=sys.stderr, flush=True)
-
-
-def default_jobs_root() -> Path:
-    if os.name == "nt":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "scail2" / "jobs"
-
-
-# -- jobs ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Job:
-    id: str
-    spec: dict
-    job_dir: Path
-    task: str = "generate"  # protocol.TASKS
-    status: str = "queued"  # queued -> running -> done | failed | cancelled
-    cancel: threading.Event = field(default_factory=threading.Event)
-
-
-class ProtocolFailure(Exception):
-    """A request that gets an error reply: code and one line."""
-
-    def __init__(self, code: str, message: str, hint: str = ""):
-        super().__init__(message)
-        self.code, self.hint = code, hint
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    try:
-        import torch
-
-        if isinstance(exc, torch.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):
-        pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def error_line(code: str, message: str, hint: str = "", job: str | None = None, request_id: Any = None) -> str:
-    """protocol.error_event, plus the request's `request_id` when it gave one."""
-    line = protocol.error_event(code, message, hint=hint, job=job)
-    if request_id is None:
-        return line
-    return protocol.encode_message("error", **{**json.loads(line), "request_id": request_id})
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _frames_written(job_dir: Path) -> int:
-    try:
-        return sum(1 for p in (job_dir / "frames").iterdir() if p.name.startswith("frame_") and p.suffix == ".png")
-    except OSError:
-        return 0
-
-
-def _spec_files(spec: protocol.JobSpec) -> list[tuple[str, str | None]]:
-    files = [("driving clip", spec.driving), ("reference image", spec.reference)]
-    files += [("driving mask", spec.driving_mask), ("reference image mask", spec.reference_mask)]
-    files += [(f"extra reference {i + 1}", p) for i, p in enumerate(spec.extra_references)]
-    files += [(f"extra reference {i + 1} mask", p) for i, p in enumerate(spec.extra_reference_masks)]
-    files += [("LoRA file", lora["path"]) for lora in spec.loras]
-    return files
-
-
-class Worker:
+class Worker(Requests):
     """Job queue, model and request handling, independent of the transport."""
 
     def __init__(self, model: str, device: str | None, memory_args: dict, jobs_root: Path, token: str | None = None,
@@ -218,228 +136,6 @@ class Worker:
             if not output.send(line):
                 self.remove_output(output)
 
-    # -- requests -----------------------------------------------------------------------------
-    def handle_line(self, raw: bytes | str | None, output: Output) -> None:
-        """Answer one request line on `output`. Never raises."""
-        request_id = None
-        try:
-            if raw is None:
-                raise ProtocolFailure(BAD_REQUEST, f"line longer than {MAX_LINE_BYTES} bytes refused")
-            if isinstance(raw, bytes):
-                raw = raw.decode("utf-8", errors="replace")
-            if not raw.strip():
-                return
-            try:
-                message = protocol.decode_message(raw)
-            except protocol.ProtocolError as exc:
-                raise ProtocolFailure(BAD_REQUEST, str(exc)) from None
-            request_id = message.get("request_id")
-            if self.token is not None:
-                given = message.get("token")
-                if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
-                    raise ProtocolFailure(UNAUTHORIZED, "unauthorized")
-            kind = message["type"]
-            if kind not in protocol.REQUESTS:
-                raise ProtocolFailure(BAD_REQUEST, f"{kind!r} is an event, not a request")
-            reply = getattr(self, f"_on_{kind}")(message)
-            if reply is not None:
-                kind_out, fields = reply
-                if request_id is not None:
-                    fields["request_id"] = request_id
-                output.send(protocol.encode_message(kind_out, **fields))
-            # Job events reach a connection only after it has made an authorised request.
-            self.add_output(output)
-        except ProtocolFailure as exc:
-            output.send(error_line(exc.code, str(exc), exc.hint, request_id=request_id))
-        except Exception as exc:  # a bug must not take the worker down
-            log("request failed:\n" + traceback.format_exc())
-            output.send(error_line(INTERNAL_ERROR, f"request failed: {first_line(exc)}", request_id=request_id))
-
-    def _on_hello(self, message: dict) -> tuple[str, dict]:
-        from .. import __version__
-        from ..doctor import attention_backends, cuda_info
-
-        cuda = cuda_info(self.device_name)
-        model = {
-            "name": self.model,
-            "loaded": self.components is not None,
-            "noise_only": self.model == "tiny",
-            "label": self.components.label if self.components is not None else self._model_label(),
-            "loras": list(self.components.loras) if self.components is not None else [],
-        }
-        import platform
-
-        import torch
-
-        return "capabilities", dict(
-            protocol=protocol.PROTOCOL_VERSION, backend=__version__, python=platform.python_version(),
-            torch=torch.__version__, cuda=cuda, device=self._device(), model=model,
-            attention_backends=attention_backends(cuda["available"]), requests=list(protocol.REQUESTS),
-            jobs_root=str(self.jobs_root), pid=os.getpid(),
-        )
-
-    def _on_submit(self, message: dict) -> tuple[str, dict]:
-        if not isinstance(message.get("job"), dict):
-            raise ProtocolFailure(BAD_REQUEST, "submit needs 'job': a job specification object")
-        job_dir = message.get("job_dir")
-        if job_dir is not None and (not isinstance(job_dir, str) or not job_dir.strip()):
-            raise ProtocolFailure(BAD_REQUEST, "'job_dir' must be a folder path")
-        task = message.get("task", "generate")
-        spec = self._check_spec(message["job"]) if task == "generate" else self._check_segment_spec(message)
-        job_id = uuid.uuid4().hex[:12]
-        folder = Path(job_dir).expanduser() if job_dir else self.jobs_root / job_id
-        return self._enqueue(Job(job_id, spec.to_dict(), folder.resolve(), task=task))
-
-    def _on_resume(self, message: dict) -> tuple[str, dict]:
-        job_dir = message.get("job_dir")
-        if not isinstance(job_dir, str) or not job_dir.strip():
-            raise ProtocolFailure(BAD_REQUEST, "resume needs 'job_dir': the folder of the job")
-        folder = Path(job_dir).expanduser().resolve()
-        manifest = _read_json(folder / "manifest.json")
-        if manifest is None or not isinstance(manifest.get("job"), dict):
-            raise ProtocolFailure(BAD_REQUEST, f"no readable manifest.json in {folder}: nothing to resume")
-        state = _read_json(folder / "state.json") or {}
-        if state.get("status") == "done":
-            raise ProtocolFailure(BAD_REQUEST, f"the job in {folder} is already finished")
-        spec = self._check_spec(manifest["job"])
-        return self._enqueue(Job(uuid.uuid4().hex[:12], spec.to_dict(), folder))
-
-    def _on_cancel(self, message: dict) -> None:
-        job_id = message.get("job")
-        with self._cond:
-            if self._running is not None and self._running.id == job_id:
-                self._running.cancel.set()
-                return None  # the job thread reports `cancelled` once the job has stopped
-            for job in self._queue:
-                if job.id == job_id:
-                    self._queue.remove(job)
-                    job.status = "cancelled"
-                    break
-            else:
-                raise ProtocolFailure(UNKNOWN_JOB, f"no queued or running job {job_id!r}")
-        self._broadcast("cancelled", job=job.id, job_dir=str(job.job_dir), was="queued")
-        return None
-
-    def _on_list_jobs(self, message: dict) -> tuple[str, dict]:
-        jobs = []
-        with self._cond:
-            active = self._active_jobs()
-            session_dirs = set(self._session_dirs)
-        for position, job in enumerate(active):
-            entry = {"job": job.id, "job_dir": str(job.job_dir), "status": job.status}
-            if job.status == "queued":
-                entry["position"] = position  # jobs ahead of it
-            jobs.append(self._folder_summary(job.job_dir) | entry)
-        busy = {job.job_dir for job in active}
-        candidates = set(session_dirs)
-        try:
-            candidates |= {p.resolve() for p in self.jobs_root.iterdir() if p.is_dir()}
-        except OSError:
-            pass
-        for folder in sorted(candidates - busy):
-            summary = self._folder_summary(folder)
-            if summary and summary.get("state") != "done":
-                jobs.append({"job": None, "job_dir": str(folder), "status": "unfinished"} | summary)
-        return "jobs", {"jobs": jobs}
-
-    def _on_free_memory(self, message: dict) -> tuple[str, dict]:
-        with self._cond:  # held while unloading, so no job can start meanwhile
-            if self._running is not None and self._running.status != "running":
-                # A job that has reported its end is returning: wait for it to let go of the model.
-                self._cond.wait_for(lambda: self._running is None, timeout=10.0)
-            busy = self._running is not None or bool(self._queue)
-            if busy:
-                self._free_when_idle = True
-            else:
-                self._unload()
-        return "ok", {"request": "free_memory", "freed": not busy, "deferred": busy}
-
-    def _on_shutdown(self, message: dict) -> tuple[str, dict]:
-        self.stopping.set()
-        return "ok", {"request": "shutdown"}
-
-    # -- request helpers ----------------------------------------------------------------------
-    def _check_spec(self, data: dict) -> protocol.JobSpec:
-        """The cheap checks, answered at once: settings, and that every named file exists."""
-        try:
-            spec = protocol.JobSpec.from_dict(data)
-        except protocol.ProtocolError as exc:
-            raise ProtocolFailure(BAD_INPUT, str(exc)) from None
-        if not all(isinstance(lora, dict) and isinstance(lora.get("path"), str) for lora in spec.loras):
-            raise ProtocolFailure(BAD_INPUT, 'each LoRA must be {"path": FILE, "strength": NUMBER}')
-        for what, path in _spec_files(spec):
-            if path is not None and (not isinstance(path, str) or not Path(path).exists()):
-                raise ProtocolFailure(BAD_INPUT, f"{what} not found: {path}")
-        if spec.matte:
-            self._check_segmenters(marks=False)
-        return spec
-
-    def _check_segment_spec(self, message: dict) -> protocol.SegmentSpec:
-        """A masks or matte job: its settings, its source, and the weights it needs, answered at once."""
-        try:
-            spec = protocol.spec_from_submit(message)
-        except protocol.ProtocolError as exc:
-            raise ProtocolFailure(BAD_INPUT, str(exc)) from None
-        if not Path(spec.source).exists() and "%" not in spec.source:
-            raise ProtocolFailure(BAD_INPUT, f"{'image' if spec.still else 'clip'} not found: {spec.source}")
-        self._check_segmenters(marks=bool(spec.subjects))
-        return spec
-
-    def _check_segmenters(self, marks: bool) -> None:
-        from ..segmentation import SegmentationError
-
-        try:
-            self.segmenters.check(marks=marks)
-        except SegmentationError as exc:
-            raise ProtocolFailure(BAD_INPUT, str(exc)) from None
-
-    def _enqueue(self, job: Job) -> tuple[str, dict]:
-        manifest = _read_json(job.job_dir / "manifest.json")
-        if manifest is not None and manifest.get("job") != job.spec:
-            raise ProtocolFailure(BAD_INPUT, f"{job.job_dir} holds a different job; choose another output folder")
-        with self._cond:
-            if self.stopping.is_set():
-                raise ProtocolFailure(BAD_REQUEST, "the worker is shutting down")
-            active = self._active_jobs()
-            if any(other.job_dir == job.job_dir for other in active):
-                raise ProtocolFailure(BAD_REQUEST, f"a job for {job.job_dir} is already queued or running")
-            position = len(active)  # jobs ahead of this one
-            self._queue.append(job)
-            self._session_dirs.add(job.job_dir)
-            self._cond.notify_all()
-        return "queued", {"job": job.id, "job_dir": str(job.job_dir), "position": position}
-
-    def _active_jobs(self) -> list[Job]:
-        """The running job, then the queue (a job that has just ended no longer counts). Hold _cond."""
-        return [job for job in [self._running, *self._queue] if job and job.status in ("queued", "running")]
-
-    @staticmethod
-    def _folder_summary(folder: Path) -> dict:
-        """What a job folder says about itself ({} when it holds no job)."""
-        manifest = _read_json(folder / "manifest.json")
-        if manifest is None:
-            return {}
-        state = _read_json(folder / "state.json") or {}
-        return {
-            "state": state.get("status", manifest.get("status")),
-            "completed_segments": int(state.get("completed_segments", 0)),
-            "segments": len(manifest.get("segments", [])),
-            "frames": len(manifest.get("frames", [])),
-            "frames_written": _frames_written(folder),
-        }
-
-    def _model_label(self) -> str:
-        if self.model == "tiny":
-            from ..models.tiny import TINY_LABEL
-
-            return TINY_LABEL
-        return f"SCAIL-2 weights in {self.model} (not loaded yet)"
-
-    def _device(self) -> str:
-        from ..loaders.devices import resolve_device
-
-        return resolve_device(self.device_name)
-
     # -- the job thread -----------------------------------------------------------------------
     def _job_loop(self) -> None:
         while True:
@@ -472,9 +168,9 @@ class Worker:
 
     def _run_job(self, job: Job) -> tuple[str, str, str] | None:
         """Run one job, reporting its events; return (code, message, hint) if it failed with a model error."""
-        from ..pipeline.generate import GenerationJob, JobDirectoryError
-        from ..pipeline.inputs import InputError, prepare_inputs
-        from ..loaders.lora import LoraError, lora_specs
+        from ..loaders.lora import LoraError
+        from ..pipeline.generate import JobDirectoryError
+        from ..pipeline.inputs import InputError
         from ..pipeline.media import MediaError
         from ..pipeline.sampler import Cancelled
         from ..segmentation import SegmentationError
@@ -493,30 +189,10 @@ class Worker:
 
         log(f"job {job.id} ({job.task}) starts in {job.job_dir}")
         try:
-            if job.task != "generate":
-                self._run_segment_job(job, on_event)
-                return None
-            try:
-                spec = protocol.JobSpec.from_dict(job.spec)
-            except protocol.ProtocolError as exc:
-                raise InputError(str(exc)) from None
-            inputs = prepare_inputs(spec)
-            if job.cancel.is_set():
-                raise Cancelled()
-            components = self._load_components(emit, lora_specs(spec.loras))
-            self._test_hook_out_of_memory(spec)
-            generation = GenerationJob(inputs, components, job.job_dir, events=on_event, segmenters=self.segmenters)
-            generation.check_resumable()
-            emit("started", job_dir=str(job.job_dir), frames=len(inputs.frame_times),
-                 segments=len(generation.segments),
-                 completed_segments=int(generation.state.get("completed_segments", 0)),
-                 size=[inputs.height, inputs.width], noise_only=components.noise_only, warnings=inputs.warnings)
-            generation.run(should_cancel=job.cancel.is_set)
-            job.status = "done"
-            log(f"job {job.id} done")
+            TASKS[job.task](self, job, emit, on_event)
         except Cancelled:
             job.status = "cancelled"
-            summary = self._folder_summary(job.job_dir)
+            summary = folder_summary(job.job_dir)
             emit("cancelled", job_dir=str(job.job_dir), was="running",
                  completed_segments=summary.get("completed_segments", 0),
                  frames_written=summary.get("frames_written", 0))
@@ -532,18 +208,8 @@ class Worker:
             return JOB_FAILED, first_line(exc), ""
         return None
 
-    def _run_segment_job(self, job: Job, on_event) -> None:
-        """A masks or matte job; its events mirror a generation's (started, progress, done)."""
-        from ..segmentation.run import run_segment_job
-
-        spec = protocol.SegmentSpec.from_dict(job.spec)
-        record = run_segment_job(spec, job.job_dir, self.segmenters, events=on_event, should_cancel=job.cancel.is_set)
-        job.status = "done"
-        on_event("done", task=job.task, frames=record["frame_count"], identities=record["identities"],
-                 warnings=record["warnings"], record=str(job.job_dir / protocol.SEGMENT_RECORD))
-        log(f"job {job.id} done")
-
-    def _load_components(self, emit, loras: list[tuple[str, float]]) -> Any:
+    # -- the kept model -----------------------------------------------------------------------
+    def components_for(self, emit, loras: list[tuple[str, float]]) -> Any:
         """The kept model, loaded (again) if there is none or the job merges other LoRAs."""
         if self.components is not None and self._loaded_loras != loras:
             log("the job's LoRAs differ from the loaded model's: reloading")
@@ -566,16 +232,6 @@ class Worker:
         log(f"model loaded in {time.perf_counter() - start:.1f} s: {self.components.label}")
         return self.components
 
-    @staticmethod
-    def _test_hook_out_of_memory(spec: protocol.JobSpec) -> None:
-        trigger = os.environ.get(TEST_FAIL_OOM_ENV)
-        if trigger and spec.prompt == trigger:
-            import torch
-
-            raise torch.OutOfMemoryError(
-                f"CUDA out of memory. Tried to allocate 20.00 GiB (simulated by {TEST_FAIL_OOM_ENV})"
-            )
-
     def _unload(self) -> None:
         """Drop the models and return cached accelerator memory."""
         self.components = None
@@ -589,5 +245,7 @@ class Worker:
         except ImportError:
             pass
 
+    def _device(self) -> str:
+        from ..loaders.devices import resolve_device
 
-# -- serving ------------------------------------------------------------------------------------
+        return resolve_device(self.device_name)

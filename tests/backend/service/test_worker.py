@@ -25,7 +25,7 @@ import pytest
 from scail_fixtures import FOOTAGE, REPO
 
 import protocol
-from backend.service.worker import OOM_HINT, TEST_FAIL_OOM_ENV
+from backend.service.jobs import OOM_HINT, TEST_FAIL_OOM_ENV
 
 DRIVING = str(FOOTAGE / "scail_001_driving.mp4")
 REFERENCE = str(FOOTAGE / "scail_001_ref.jpg")

@@ -1,0 +1,118 @@
+"""What the worker's parts share: the job record, error codes and replies, the log, job folders.
+
+The codes are those of `worker`'s protocol description; `requests` raises `ProtocolFailure`
+for a request that gets an error reply, and `worker` and `tasks` map a job's failures to codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import protocol
+
+TEST_FAIL_OOM_ENV = "SCAIL2_TEST_FAIL_OOM"
+OOM_HINT = "lower the resolution, use fp8 storage or group offload"
+MAX_LINE_BYTES = 1 << 20  # a job spec is a few kB; anything longer is refused, not buffered
+SHUTDOWN_GRACE_S = 30.0  # how long shutdown waits for the running job to stop at a step boundary
+
+BAD_REQUEST = "bad_request"
+UNAUTHORIZED = "unauthorized"
+UNKNOWN_JOB = "unknown_job"
+BAD_INPUT = "bad_input"
+OUT_OF_MEMORY = "out_of_memory"
+JOB_FAILED = "job_failed"
+INTERNAL_ERROR = "internal_error"
+
+
+def log(message: str) -> None:
+    """One line on stderr (stdout belongs to the protocol)."""
+    print(f"[scail2 worker] {message}", file=sys.stderr, flush=True)
+
+
+def default_jobs_root() -> Path:
+    """Where job folders go when a submit names none."""
+    if os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "scail2" / "jobs"
+
+
+@dataclass
+class Job:
+    """One job of the worker: its spec as a dict, its folder, and where it stands."""
+
+    id: str
+    spec: dict
+    job_dir: Path
+    task: str = "generate"  # protocol.TASKS
+    status: str = "queued"  # queued -> running -> done | failed | cancelled
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class ProtocolFailure(Exception):
+    """A request that gets an error reply: code and one line."""
+
+    def __init__(self, code: str, message: str, hint: str = ""):
+        super().__init__(message)
+        self.code, self.hint = code, hint
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is the host or the GPU running out of memory."""
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def error_line(code: str, message: str, hint: str = "", job: str | None = None, request_id: Any = None) -> str:
+    """protocol.error_event, plus the request's `request_id` when it gave one."""
+    line = protocol.error_event(code, message, hint=hint, job=job)
+    if request_id is None:
+        return line
+    return protocol.encode_message("error", **{**json.loads(line), "request_id": request_id})
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from `path`, or None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def frames_written(job_dir: Path) -> int:
+    """How many frame PNGs a generation job folder holds."""
+    try:
+        return sum(1 for p in (job_dir / "frames").iterdir() if p.name.startswith("frame_") and p.suffix == ".png")
+    except OSError:
+        return 0
+
+
+def folder_summary(folder: Path) -> dict:
+    """What a job folder says about itself ({} when it holds no job)."""
+    manifest = read_json(folder / "manifest.json")
+    if manifest is None:
+        return {}
+    state = read_json(folder / "state.json") or {}
+    return {
+        "state": state.get("status", manifest.get("status")),
+        "completed_segments": int(state.get("completed_segments", 0)),
+        "segments": len(manifest.get("segments", [])),
+        "frames": len(manifest.get("frames", [])),
+        "frames_written": frames_written(folder),
+    }

@@ -1,0 +1,252 @@
+"""Answering the worker's requests: `handle_line` and one `_on_<request>` method per request type.
+
+`Requests` is a part of `worker.Worker` (its base class): the handlers read and change the
+worker's queue and model under its lock (`_cond`), and call its `_unload` and `_device`.
+Submits are checked here, cheaply and at once (settings, files, segmentation weights), so a
+bad job is refused before it is queued.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import traceback
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import protocol
+
+from ..loaders.errors import first_line
+from .jobs import (
+    BAD_INPUT,
+    BAD_REQUEST,
+    INTERNAL_ERROR,
+    MAX_LINE_BYTES,
+    UNAUTHORIZED,
+    UNKNOWN_JOB,
+    Job,
+    ProtocolFailure,
+    error_line,
+    folder_summary,
+    log,
+    read_json,
+)
+
+if TYPE_CHECKING:
+    from .serve import Output
+
+
+def _spec_files(spec: protocol.JobSpec) -> list[tuple[str, str | None]]:
+    files = [("driving clip", spec.driving), ("reference image", spec.reference)]
+    files += [("driving mask", spec.driving_mask), ("reference image mask", spec.reference_mask)]
+    files += [(f"extra reference {i + 1}", p) for i, p in enumerate(spec.extra_references)]
+    files += [(f"extra reference {i + 1} mask", p) for i, p in enumerate(spec.extra_reference_masks)]
+    files += [("LoRA file", lora["path"]) for lora in spec.loras]
+    return files
+
+
+class Requests:
+    """The request handlers of `worker.Worker`."""
+
+    def handle_line(self, raw: bytes | str | None, output: Output) -> None:
+        """Answer one request line on `output`. Never raises."""
+        request_id = None
+        try:
+            if raw is None:
+                raise ProtocolFailure(BAD_REQUEST, f"line longer than {MAX_LINE_BYTES} bytes refused")
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8", errors="replace")
+            if not raw.strip():
+                return
+            try:
+                message = protocol.decode_message(raw)
+            except protocol.ProtocolError as exc:
+                raise ProtocolFailure(BAD_REQUEST, str(exc)) from None
+            request_id = message.get("request_id")
+            if self.token is not None:
+                given = message.get("token")
+                if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
+                    raise ProtocolFailure(UNAUTHORIZED, "unauthorized")
+            kind = message["type"]
+            if kind not in protocol.REQUESTS:
+                raise ProtocolFailure(BAD_REQUEST, f"{kind!r} is an event, not a request")
+            reply = getattr(self, f"_on_{kind}")(message)
+            if reply is not None:
+                kind_out, fields = reply
+                if request_id is not None:
+                    fields["request_id"] = request_id
+                output.send(protocol.encode_message(kind_out, **fields))
+            # Job events reach a connection only after it has made an authorised request.
+            self.add_output(output)
+        except ProtocolFailure as exc:
+            output.send(error_line(exc.code, str(exc), exc.hint, request_id=request_id))
+        except Exception as exc:  # a bug must not take the worker down
+            log("request failed:\n" + traceback.format_exc())
+            output.send(error_line(INTERNAL_ERROR, f"request failed: {first_line(exc)}", request_id=request_id))
+
+    def _on_hello(self, message: dict) -> tuple[str, dict]:
+        from .. import __version__
+        from ..doctor import attention_backends, cuda_info
+
+        cuda = cuda_info(self.device_name)
+        model = {
+            "name": self.model,
+            "loaded": self.components is not None,
+            "noise_only": self.model == "tiny",
+            "label": self.components.label if self.components is not None else self._model_label(),
+            "loras": list(self.components.loras) if self.components is not None else [],
+        }
+        import platform
+
+        import torch
+
+        return "capabilities", dict(
+            protocol=protocol.PROTOCOL_VERSION, backend=__version__, python=platform.python_version(),
+            torch=torch.__version__, cuda=cuda, device=self._device(), model=model,
+            attention_backends=attention_backends(cuda["available"]), requests=list(protocol.REQUESTS),
+            jobs_root=str(self.jobs_root), pid=os.getpid(),
+        )
+
+    def _on_submit(self, message: dict) -> tuple[str, dict]:
+        if not isinstance(message.get("job"), dict):
+            raise ProtocolFailure(BAD_REQUEST, "submit needs 'job': a job specification object")
+        job_dir = message.get("job_dir")
+        if job_dir is not None and (not isinstance(job_dir, str) or not job_dir.strip()):
+            raise ProtocolFailure(BAD_REQUEST, "'job_dir' must be a folder path")
+        task = message.get("task", "generate")
+        spec = self._check_spec(message["job"]) if task == "generate" else self._check_segment_spec(message)
+        job_id = uuid.uuid4().hex[:12]
+        folder = Path(job_dir).expanduser() if job_dir else self.jobs_root / job_id
+        return self._enqueue(Job(job_id, spec.to_dict(), folder.resolve(), task=task))
+
+    def _on_resume(self, message: dict) -> tuple[str, dict]:
+        job_dir = message.get("job_dir")
+        if not isinstance(job_dir, str) or not job_dir.strip():
+            raise ProtocolFailure(BAD_REQUEST, "resume needs 'job_dir': the folder of the job")
+        folder = Path(job_dir).expanduser().resolve()
+        manifest = read_json(folder / "manifest.json")
+        if manifest is None or not isinstance(manifest.get("job"), dict):
+            raise ProtocolFailure(BAD_REQUEST, f"no readable manifest.json in {folder}: nothing to resume")
+        state = read_json(folder / "state.json") or {}
+        if state.get("status") == "done":
+            raise ProtocolFailure(BAD_REQUEST, f"the job in {folder} is already finished")
+        spec = self._check_spec(manifest["job"])
+        return self._enqueue(Job(uuid.uuid4().hex[:12], spec.to_dict(), folder))
+
+    def _on_cancel(self, message: dict) -> None:
+        job_id = message.get("job")
+        with self._cond:
+            if self._running is not None and self._running.id == job_id:
+                self._running.cancel.set()
+                return None  # the job thread reports `cancelled` once the job has stopped
+            for job in self._queue:
+                if job.id == job_id:
+                    self._queue.remove(job)
+                    job.status = "cancelled"
+                    break
+            else:
+                raise ProtocolFailure(UNKNOWN_JOB, f"no queued or running job {job_id!r}")
+        self._broadcast("cancelled", job=job.id, job_dir=str(job.job_dir), was="queued")
+        return None
+
+    def _on_list_jobs(self, message: dict) -> tuple[str, dict]:
+        jobs = []
+        with self._cond:
+            active = self._active_jobs()
+            session_dirs = set(self._session_dirs)
+        for position, job in enumerate(active):
+            entry = {"job": job.id, "job_dir": str(job.job_dir), "status": job.status}
+            if job.status == "queued":
+                entry["position"] = position  # jobs ahead of it
+            jobs.append(folder_summary(job.job_dir) | entry)
+        busy = {job.job_dir for job in active}
+        candidates = set(session_dirs)
+        try:
+            candidates |= {p.resolve() for p in self.jobs_root.iterdir() if p.is_dir()}
+        except OSError:
+            pass
+        for folder in sorted(candidates - busy):
+            summary = folder_summary(folder)
+            if summary and summary.get("state") != "done":
+                jobs.append({"job": None, "job_dir": str(folder), "status": "unfinished"} | summary)
+        return "jobs", {"jobs": jobs}
+
+    def _on_free_memory(self, message: dict) -> tuple[str, dict]:
+        with self._cond:  # held while unloading, so no job can start meanwhile
+            if self._running is not None and self._running.status != "running":
+                # A job that has reported its end is returning: wait for it to let go of the model.
+                self._cond.wait_for(lambda: self._running is None, timeout=10.0)
+            busy = self._running is not None or bool(self._queue)
+            if busy:
+                self._free_when_idle = True
+            else:
+                self._unload()
+        return "ok", {"request": "free_memory", "freed": not busy, "deferred": busy}
+
+    def _on_shutdown(self, message: dict) -> tuple[str, dict]:
+        self.stopping.set()
+        return "ok", {"request": "shutdown"}
+
+    # -- request helpers ----------------------------------------------------------------------
+    def _check_spec(self, data: dict) -> protocol.JobSpec:
+        """The cheap checks, answered at once: settings, and that every named file exists."""
+        try:
+            spec = protocol.JobSpec.from_dict(data)
+        except protocol.ProtocolError as exc:
+            raise ProtocolFailure(BAD_INPUT, str(exc)) from None
+        if not all(isinstance(lora, dict) and isinstance(lora.get("path"), str) for lora in spec.loras):
+            raise ProtocolFailure(BAD_INPUT, 'each LoRA must be {"path": FILE, "strength": NUMBER}')
+        for what, path in _spec_files(spec):
+            if path is not None and (not isinstance(path, str) or not Path(path).exists()):
+                raise ProtocolFailure(BAD_INPUT, f"{what} not found: {path}")
+        if spec.matte:
+            self._check_segmenters(marks=False)
+        return spec
+
+    def _check_segment_spec(self, message: dict) -> protocol.SegmentSpec:
+        """A masks or matte job: its settings, its source, and the weights it needs, answered at once."""
+        try:
+            spec = protocol.spec_from_submit(message)
+        except protocol.ProtocolError as exc:
+            raise ProtocolFailure(BAD_INPUT, str(exc)) from None
+        if not Path(spec.source).exists() and "%" not in spec.source:
+            raise ProtocolFailure(BAD_INPUT, f"{'image' if spec.still else 'clip'} not found: {spec.source}")
+        self._check_segmenters(marks=bool(spec.subjects))
+        return spec
+
+    def _check_segmenters(self, marks: bool) -> None:
+        from ..segmentation import SegmentationError
+
+        try:
+            self.segmenters.check(marks=marks)
+        except SegmentationError as exc:
+            raise ProtocolFailure(BAD_INPUT, str(exc)) from None
+
+    def _enqueue(self, job: Job) -> tuple[str, dict]:
+        manifest = read_json(job.job_dir / "manifest.json")
+        if manifest is not None and manifest.get("job") != job.spec:
+            raise ProtocolFailure(BAD_INPUT, f"{job.job_dir} holds a different job; choose another output folder")
+        with self._cond:
+            if self.stopping.is_set():
+                raise ProtocolFailure(BAD_REQUEST, "the worker is shutting down")
+            active = self._active_jobs()
+            if any(other.job_dir == job.job_dir for other in active):
+                raise ProtocolFailure(BAD_REQUEST, f"a job for {job.job_dir} is already queued or running")
+            position = len(active)  # jobs ahead of this one
+            self._queue.append(job)
+            self._session_dirs.add(job.job_dir)
+            self._cond.notify_all()
+        return "queued", {"job": job.id, "job_dir": str(job.job_dir), "position": position}
+
+    def _active_jobs(self) -> list[Job]:
+        """The running job, then the queue (a job that has just ended no longer counts). Hold _cond."""
+        return [job for job in [self._running, *self._queue] if job and job.status in ("queued", "running")]
+
+    def _model_label(self) -> str:
+        if self.model == "tiny":
+            from ..models.tiny import TINY_LABEL
+
+            return TINY_LABEL
+        return f"SCAIL-2 weights in {self.model} (not loaded yet)"
+

@@ -1,0 +1,80 @@
+"""The worker's task types, one function each: a generation, and a masks or matte job.
+
+`worker.Worker` picks the function for a job's `task` (`TASKS`) and turns what it raises into
+the job's `cancelled` or `error` event. Each function runs its job to the end, reporting through
+`emit` (worker events of this job) and `on_event` (the pipeline's events, which also check for
+cancellation), and sets `job.status` to "done".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import protocol
+
+from .jobs import TEST_FAIL_OOM_ENV, Job, log
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+EventSink = Callable[..., None]
+
+
+def run_generation(worker: Worker, job: Job, emit: EventSink, on_event: EventSink) -> None:
+    """A generation: inputs checked, the kept model (re)loaded, every unfinished segment generated."""
+    from ..loaders.lora import lora_specs
+    from ..pipeline.generate import GenerationJob
+    from ..pipeline.inputs import InputError, prepare_inputs
+    from ..pipeline.sampler import Cancelled
+
+    try:
+        spec = protocol.JobSpec.from_dict(job.spec)
+    except protocol.ProtocolError as exc:
+        raise InputError(str(exc)) from None
+    inputs = prepare_inputs(spec)
+    if job.cancel.is_set():
+        raise Cancelled()
+    components = worker.components_for(emit, lora_specs(spec.loras))
+    _test_hook_out_of_memory(spec)
+    generation = GenerationJob(inputs, components, job.job_dir, events=on_event, segmenters=worker.segmenters)
+    generation.check_resumable()
+    emit("started", job_dir=str(job.job_dir), frames=len(inputs.frame_times),
+         segments=len(generation.segments),
+         completed_segments=int(generation.state.get("completed_segments", 0)),
+         size=[inputs.height, inputs.width], noise_only=components.noise_only, warnings=inputs.warnings)
+    generation.run(should_cancel=job.cancel.is_set)
+    job.status = "done"
+    log(f"job {job.id} done")
+
+
+def run_segmentation(worker: Worker, job: Job, emit: EventSink, on_event: EventSink) -> None:
+    """A masks or matte job; its events mirror a generation's (started, progress, done)."""
+    from ..segmentation.run import run_segment_job
+
+    spec = protocol.SegmentSpec.from_dict(job.spec)
+    record = run_segment_job(spec, job.job_dir, worker.segmenters, events=on_event, should_cancel=job.cancel.is_set)
+    job.status = "done"
+    on_event("done", task=job.task, frames=record["frame_count"], identities=record["identities"],
+             warnings=record["warnings"], record=str(job.job_dir / protocol.SEGMENT_RECORD))
+    log(f"job {job.id} done")
+
+
+# Task name (protocol.TASKS) -> the function that runs it.
+TASKS: dict[str, Callable[[Worker, Job, EventSink, EventSink], None]] = {
+    "generate": run_generation,
+    "masks": run_segmentation,
+    "matte": run_segmentation,
+}
+
+
+def _test_hook_out_of_memory(spec: protocol.JobSpec) -> None:
+    """Tests only: a simulated CUDA out-of-memory error for a job whose prompt is $SCAIL2_TEST_FAIL_OOM."""
+    trigger = os.environ.get(TEST_FAIL_OOM_ENV)
+    if trigger and spec.prompt == trigger:
+        import torch
+
+        raise torch.OutOfMemoryError(
+            f"CUDA out of memory. Tried to allocate 20.00 GiB (simulated by {TEST_FAIL_OOM_ENV})"
+        )
