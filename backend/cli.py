@@ -1,90 +1,32 @@
 """`python -m backend ...`: generate, convert, demo, serve, doctor, masks, matte.
 
-Bad input is one line on stderr and exit code 2.
+What each command does; what it accepts is `options`' (and `loaders.convert`'s for `convert`).
+`COMMANDS` lists them in the order `--help` shows them. Bad input is one line on stderr and
+exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import protocol
 from protocol import JobSpec
 
 from . import __version__
 from .loaders.convert import add_convert_arguments, run_convert
-from .doctor import add_doctor_arguments, run_doctor
 from .options import (
-    add_device_arguments,
+    add_demo_arguments,
+    add_doctor_arguments,
+    add_generate_arguments,
     add_masks_arguments,
     add_matte_arguments,
-    add_model_arguments,
-    add_segmenter_arguments,
     add_serve_arguments,
     memory_settings,
     model_name,
 )
+from .tools.doctor import run_doctor
 
 EXIT_BAD_INPUT = 2
-
-
-def _lora(text: str) -> dict:
-    """FILE or FILE:STRENGTH."""
-    path, sep, strength = text.rpartition(":")
-    try:
-        return {"path": path, "strength": float(strength)} if sep else {"path": text, "strength": 1.0}
-    except ValueError:
-        return {"path": text, "strength": 1.0}
-
-
-def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    io = parser.add_argument_group("inputs and output")
-    io.add_argument("--driving", required=True, help="driving clip: video file (mp4/mov/mkv/avi), folder of frames "
-                    "or printf pattern (PNG/JPEG/EXR)")
-    io.add_argument("--reference", required=True, help="reference still of the character (PNG/JPEG; alpha is its mask)")
-    io.add_argument("--driving-mask", help="colour-coded mask video/sequence, one frame per driving frame")
-    io.add_argument("--reference-mask", help="colour-coded mask image of the reference")
-    io.add_argument("--extra-reference", action="append", default=[], metavar="IMAGE",
-                    help="another view of the character(s); repeatable")
-    io.add_argument("--extra-reference-mask", action="append", default=[], metavar="IMAGE",
-                    help="mask of each extra view, in the same order")
-    io.add_argument("--out", required=True, type=Path, help="job directory to create (or resume)")
-    add_model_arguments(parser)
-    add_segmenter_arguments(parser, standalone=False)
-
-    gen = parser.add_argument_group("generation")
-    gen.add_argument("--mode", choices=protocol.MODES, default="animate",
-                     help="animate: background from the reference; replace: background from the driving clip")
-    gen.add_argument("--prompt", default="", help="text prompt")
-    gen.add_argument("--negative-prompt", default="", help="negative prompt (the unconditional branch)")
-    gen.add_argument("--preset", choices=protocol.PRESETS, default="quality",
-                     help="quality: UniPC 40 steps, CFG 5; fast: 8 steps, CFG 1 (use with the distillation LoRA)")
-    gen.add_argument("--resolution", choices=sorted(protocol.RESOLUTIONS), default=None,
-                     help="512p (512x896) or 704p (704x1280), orientation from the reference; default 512p, "
-                          "704p with --pose-driven")
-    gen.add_argument("--height", type=int, default=0, help="explicit height in pixels (multiple of 32)")
-    gen.add_argument("--width", type=int, default=0, help="explicit width in pixels (multiple of 32)")
-    gen.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
-    gen.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the preset's)")
-    gen.add_argument("--shift", type=float, help="flow shift (default: the preset's)")
-    gen.add_argument("--sampler", choices=["unipc", "euler"], help="solver (default: the preset's)")
-    gen.add_argument("--seed", type=int, default=-1, help="noise seed; -1 picks one and records it")
-    gen.add_argument("--fps", type=float, default=protocol.MODEL_FPS, help="model frame rate (default 16)")
-    gen.add_argument("--driving-fps", type=float, help="frame rate of an image-sequence driving clip")
-    gen.add_argument("--start", type=int, default=0, help="first driving frame (0-based)")
-    gen.add_argument("--end", type=int, help="driving frame to stop before (default: the end)")
-    gen.add_argument("--no-color-match", action="store_true", help="do not colour-match segments of long clips")
-    gen.add_argument("--lora", action="append", default=[], type=_lora, metavar="FILE[:STRENGTH]",
-                     help="LoRA to merge (Wan-native, LightX2V or ComfyUI keys); repeatable")
-    gen.add_argument("--pose-driven", action="store_true",
-                     help="the driving clip is a pose/skeleton render (a label; selects 704p by default)")
-    gen.add_argument("--matte", action="store_true",
-                     help="also write RGBA frames (frames_rgba/) with the character's alpha, by SAM 3")
-    gen.add_argument("--matte-prompt", default=protocol.DEFAULT_SEGMENT_PROMPT,
-                     help="what the matte keeps (default: person)")
-
-    add_device_arguments(parser)
 
 
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
@@ -111,9 +53,9 @@ def run_generate(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     from .loaders.components import load_components
-    from .pipeline.generate import NOISE_LABEL, GenerationJob, JobDirectoryError
-    from .loaders.lora import lora_specs
     from .loaders.devices import memory_options, resolve_device
+    from .loaders.lora import lora_specs
+    from .pipeline.generate import NOISE_LABEL, GenerationJob, JobDirectoryError
     from .segmentation import SegmentationError
     from .segmentation.run import Segmenters
 
@@ -154,9 +96,9 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo as demo
+    from .tools.demo import run_demo as demo
 
-    return demo(args.out)
+    return demo(args.out, main)
 
 
 def run_masks(args: argparse.Namespace) -> int:
@@ -207,42 +149,43 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# name, help, description (None: the help), its options, what it does
+COMMANDS = (
+    ("generate", "animate a reference still with a driving clip",
+     "Animate a reference still with a driving clip into a job directory.",
+     add_generate_arguments, run_generate),
+    ("convert", "rewrite SCAIL-2 transformer weights as sharded safetensors",
+     "Rewrite a SCAIL-2 transformer checkpoint (official release or single file) as sharded safetensors, "
+     "streaming tensor by tensor.",
+     add_convert_arguments, run_convert),
+    ("demo", "generate from a built-in synthetic clip with the tiny profile", None,
+     add_demo_arguments, run_demo),
+    ("serve", "run the worker the Blender add-on drives (JSON lines)",
+     "Run the job worker: one JSON request per line on stdin, events on stdout (logs on stderr), or the same "
+     "protocol over TCP with --listen.",
+     add_serve_arguments, run_serve),
+    ("doctor", "report Python, torch, GPU, attention backends, weights, presets",
+     "Report what this machine and weights folder can run (always exits 0).",
+     add_doctor_arguments, run_doctor),
+    ("masks", "colour-coded masks of a clip or still (SAM 3 text prompt or SAM 2 marks)",
+     "Segment a clip (driving mask frames) or a still (reference mask): SCAIL-2 palette on the mode's "
+     "background; found instances numbered left to right, marked subjects in the order given.",
+     add_masks_arguments, run_masks),
+    ("matte", "RGBA copies of frames with the character's alpha (SAM 3)",
+     "Write straight-alpha RGBA PNGs of a generation job's frames (or any clip), the alpha being the soft "
+     "coverage of every instance of the prompt.",
+     add_matte_arguments, run_matte),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m backend", description="SCAIL-2 backend for the Blender add-on")
     parser.add_argument("--version", action="version", version=f"scail2-backend {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    generate = commands.add_parser("generate", help="animate a reference still with a driving clip",
-                                   description="Animate a reference still with a driving clip into a job directory.")
-    add_generate_arguments(generate)
-    generate.set_defaults(handler=run_generate)
-    convert = commands.add_parser("convert", help="rewrite SCAIL-2 transformer weights as sharded safetensors",
-                                  description="Rewrite a SCAIL-2 transformer checkpoint (official release or "
-                                  "single file) as sharded safetensors, streaming tensor by tensor.")
-    add_convert_arguments(convert)
-    convert.set_defaults(handler=run_convert)
-    demo = commands.add_parser("demo", help="generate from a built-in synthetic clip with the tiny profile")
-    demo.add_argument("--out", type=Path, default=Path("build/demo"))
-    demo.set_defaults(handler=run_demo)
-    serve = commands.add_parser("serve", help="run the worker the Blender add-on drives (JSON lines)",
-                                description="Run the job worker: one JSON request per line on stdin, events on "
-                                "stdout (logs on stderr), or the same protocol over TCP with --listen.")
-    add_serve_arguments(serve)
-    serve.set_defaults(handler=run_serve)
-    doctor = commands.add_parser("doctor", help="report Python, torch, GPU, attention backends, weights, presets",
-                                 description="Report what this machine and weights folder can run (always exits 0).")
-    add_doctor_arguments(doctor)
-    doctor.set_defaults(handler=run_doctor)
-    masks = commands.add_parser("masks", help="colour-coded masks of a clip or still (SAM 3 text prompt or SAM 2 "
-                                "marks)", description="Segment a clip (driving mask frames) or a still (reference "
-                                "mask): SCAIL-2 palette on the mode's background; found instances numbered left to right, "
-                                "marked subjects in the order given.")
-    add_masks_arguments(masks)
-    masks.set_defaults(handler=run_masks)
-    matte = commands.add_parser("matte", help="RGBA copies of frames with the character's alpha (SAM 3)",
-                                description="Write straight-alpha RGBA PNGs of a generation job's frames (or any "
-                                "clip), the alpha being the soft coverage of every instance of the prompt.")
-    add_matte_arguments(matte)
-    matte.set_defaults(handler=run_matte)
+    for name, help_text, description, add_arguments, handler in COMMANDS:
+        command = commands.add_parser(name, help=help_text, description=description)
+        add_arguments(command)
+        command.set_defaults(handler=handler)
     return parser
 
 

@@ -1,5 +1,8 @@
-"""Command-line options: which model, which device, how much memory (`generate`, `serve`), `serve`'s
-transport, `masks` and `matte`.
+"""Command-line options: what each `python -m backend` command accepts (what it does is `cli`'s).
+
+Shared groups (which model, which device, how much memory, the segmentation weights) and one
+`add_<command>_arguments` per command; `convert`'s live with the converter
+(`loaders.convert.add_convert_arguments`), which also has a command line of its own.
 
 Kept free of torch imports, so building the parser (and `--version`) stays fast.
 """
@@ -10,6 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
+import protocol
 from protocol import MATTE_FOLDER, MAX_IDENTITIES
 
 from .segmentation.weights import SAM2_REPO, SAM3_REPO
@@ -46,6 +50,64 @@ def memory_settings(args: argparse.Namespace) -> dict:
     `loaders.devices.memory_options` turns them into MemoryOptions."""
     return dict(dtype=args.dtype, storage=args.storage, offload=args.offload, vae_tiling=args.vae_tiling,
                 attention_backend=args.attention)
+
+
+def _lora(text: str) -> dict:
+    """FILE or FILE:STRENGTH."""
+    path, sep, strength = text.rpartition(":")
+    try:
+        return {"path": path, "strength": float(strength)} if sep else {"path": text, "strength": 1.0}
+    except ValueError:
+        return {"path": text, "strength": 1.0}
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    io = parser.add_argument_group("inputs and output")
+    io.add_argument("--driving", required=True, help="driving clip: video file (mp4/mov/mkv/avi), folder of frames "
+                    "or printf pattern (PNG/JPEG/EXR)")
+    io.add_argument("--reference", required=True, help="reference still of the character (PNG/JPEG; alpha is its mask)")
+    io.add_argument("--driving-mask", help="colour-coded mask video/sequence, one frame per driving frame")
+    io.add_argument("--reference-mask", help="colour-coded mask image of the reference")
+    io.add_argument("--extra-reference", action="append", default=[], metavar="IMAGE",
+                    help="another view of the character(s); repeatable")
+    io.add_argument("--extra-reference-mask", action="append", default=[], metavar="IMAGE",
+                    help="mask of each extra view, in the same order")
+    io.add_argument("--out", required=True, type=Path, help="job directory to create (or resume)")
+    add_model_arguments(parser)
+    add_segmenter_arguments(parser, standalone=False)
+
+    gen = parser.add_argument_group("generation")
+    gen.add_argument("--mode", choices=protocol.MODES, default="animate",
+                     help="animate: background from the reference; replace: background from the driving clip")
+    gen.add_argument("--prompt", default="", help="text prompt")
+    gen.add_argument("--negative-prompt", default="", help="negative prompt (the unconditional branch)")
+    gen.add_argument("--preset", choices=protocol.PRESETS, default="quality",
+                     help="quality: UniPC 40 steps, CFG 5; fast: 8 steps, CFG 1 (use with the distillation LoRA)")
+    gen.add_argument("--resolution", choices=sorted(protocol.RESOLUTIONS), default=None,
+                     help="512p (512x896) or 704p (704x1280), orientation from the reference; default 512p, "
+                          "704p with --pose-driven")
+    gen.add_argument("--height", type=int, default=0, help="explicit height in pixels (multiple of 32)")
+    gen.add_argument("--width", type=int, default=0, help="explicit width in pixels (multiple of 32)")
+    gen.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
+    gen.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the preset's)")
+    gen.add_argument("--shift", type=float, help="flow shift (default: the preset's)")
+    gen.add_argument("--sampler", choices=["unipc", "euler"], help="solver (default: the preset's)")
+    gen.add_argument("--seed", type=int, default=-1, help="noise seed; -1 picks one and records it")
+    gen.add_argument("--fps", type=float, default=protocol.MODEL_FPS, help="model frame rate (default 16)")
+    gen.add_argument("--driving-fps", type=float, help="frame rate of an image-sequence driving clip")
+    gen.add_argument("--start", type=int, default=0, help="first driving frame (0-based)")
+    gen.add_argument("--end", type=int, help="driving frame to stop before (default: the end)")
+    gen.add_argument("--no-color-match", action="store_true", help="do not colour-match segments of long clips")
+    gen.add_argument("--lora", action="append", default=[], type=_lora, metavar="FILE[:STRENGTH]",
+                     help="LoRA to merge (Wan-native, LightX2V or ComfyUI keys); repeatable")
+    gen.add_argument("--pose-driven", action="store_true",
+                     help="the driving clip is a pose/skeleton render (a label; selects 704p by default)")
+    gen.add_argument("--matte", action="store_true",
+                     help="also write RGBA frames (frames_rgba/) with the character's alpha, by SAM 3")
+    gen.add_argument("--matte-prompt", default=protocol.DEFAULT_SEGMENT_PROMPT,
+                     help="what the matte keeps (default: person)")
+
+    add_device_arguments(parser)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,3 +189,14 @@ def add_matte_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="what to keep (default: person)")
     add_frame_range_arguments(parser)
     add_segmenter_arguments(parser)
+
+
+def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", type=Path, help="weights folder to check (layout of transformer and encoders)")
+    parser.add_argument("--device", default=None, help="GPU to report on, e.g. cuda:1 (default: the current one)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_segmenter_arguments(parser, standalone=False)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("build/demo"))

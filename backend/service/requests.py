@@ -87,7 +87,7 @@ class Requests:
 
     def _on_hello(self, message: dict) -> tuple[str, dict]:
         from .. import __version__
-        from ..doctor import attention_backends, cuda_info
+        from ..tools.doctor import attention_backends, cuda_info
 
         cuda = cuda_info(self.device_name)
         model = {

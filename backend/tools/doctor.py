@@ -21,8 +21,7 @@ import platform
 import sys
 from pathlib import Path
 
-from .loaders.errors import first_line
-from .options import add_segmenter_arguments
+from ..loaders.errors import first_line
 
 GB = 1e9
 # Parameter counts of the parts besides the transformer (the transformer is counted from its config).
@@ -114,8 +113,8 @@ def weights_report(weights: Path | None) -> dict:
     """The transformer and encoders found in `weights`, their layouts, or why not."""
     if weights is None:
         return {"folder": None}
-    from .loaders import encoder_folders
-    from .loaders.layouts import detect_layout, find_transformer
+    from ..loaders import encoder_folders
+    from ..loaders.layouts import detect_layout, find_transformer
 
     report: dict = {"folder": str(weights)}
     try:
@@ -137,8 +136,8 @@ def weights_report(weights: Path | None) -> dict:
 def transformer_params() -> float:
     """Parameters of the SCAIL-2 14B transformer, counted on the meta device (no memory used)."""
     try:
-        from .loaders.checkpoints import meta_model
-        from .models.transformer_scail2 import SCAIL2_14B_CONFIG
+        from ..loaders.checkpoints import meta_model
+        from ..models.transformer_scail2 import SCAIL2_14B_CONFIG
 
         return float(sum(p.numel() for p in meta_model(SCAIL2_14B_CONFIG).parameters()))
     except Exception:
@@ -181,8 +180,8 @@ def memory_table(gpu_total: int | None, params: float) -> list[dict]:
 
 def segmentation_report(sam3: Path | None = None, sam2: Path | None = None) -> dict:
     """Where the optional SAM 3 / SAM 2 weights are (a named folder or the hub cache), or why not."""
-    from .segmentation import SegmentationError
-    from .segmentation.weights import SAM2_REPO, SAM3_REPO, resolve_weights
+    from ..segmentation import SegmentationError
+    from ..segmentation.weights import SAM2_REPO, SAM3_REPO, resolve_weights
 
     found = {}
     for name, folder, repo in (("sam3", sam3, SAM3_REPO), ("sam2", sam2, SAM2_REPO)):
@@ -197,7 +196,7 @@ def build_report(weights: Path | None = None, device: str | None = None, sam3: P
                  sam2: Path | None = None) -> dict:
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     cuda = cuda_info(device)
     params = transformer_params()
@@ -222,6 +221,8 @@ def build_report(weights: Path | None = None, device: str | None = None, sam3: P
 
 def advice(report: dict) -> list[str]:
     """What to install or download for what is missing."""
+    from ..segmentation.weights import SAM2_REPO, SAM3_REPO
+
     tips = []
     torch_version = report["torch"].split("+")[0]
     cuda = report["cuda"]
@@ -249,8 +250,8 @@ def advice(report: dict) -> list[str]:
             tips.append("download the encoders and VAE: from zai-org/SCAIL-2 (Wan2.1_VAE.pth, umt5-xxl/, the "
                         "open-clip ...-onlyvisual.pth) or the vae/, text_encoder/, tokenizer/ and image_encoder/ "
                         "folders of Wan-AI/Wan2.1-I2V-14B-480P-Diffusers")
-    for name, repo, use in (("sam3", "facebook/sam3", "automatic masks and mattes"),
-                             ("sam2", "facebook/sam2.1-hiera-large", "masks of subjects marked by hand")):
+    for name, repo, use in (("sam3", SAM3_REPO, "automatic masks and mattes"),
+                             ("sam2", SAM2_REPO, "masks of subjects marked by hand")):
         if "error" in report["segmentation"][name]:
             tips.append(f"optional, for {use}: download '{repo}' from Hugging Face into a folder and pass "
                         f"--{name}-weights (or the add-on preferences)")
@@ -317,13 +318,6 @@ def format_report(report: dict) -> str:
         lines.append("to do:")
         lines.extend(f"  - {tip}" for tip in report["advice"])
     return "\n".join(lines)
-
-
-def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", type=Path, help="weights folder to check (layout of transformer and encoders)")
-    parser.add_argument("--device", default=None, help="GPU to report on, e.g. cuda:1 (default: the current one)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    add_segmenter_arguments(parser, standalone=False)
 
 
 def run_doctor(args: argparse.Namespace) -> int:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .pipeline import media
-from .pipeline.masks import PALETTE
+from ..pipeline import media
+from ..pipeline.masks import PALETTE
 
 DEMO_FPS = 24.0
 DEMO_SECONDS = 6.0  # 96 model frames: two overlapping segments
@@ -83,11 +84,13 @@ def contact_sheet(manifest: dict, job_dir: Path, inputs: dict[str, Path], column
     return np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
 
 
-def run_demo(out: Path) -> int:
-    """Generate the demo into `out`; print where the results are."""
-    import json
+def run_demo(out: Path, run_command: Callable[[list[str]], int]) -> int:
+    """Generate the demo into `out`; print where the results are.
 
-    from .cli import main as cli_main
+    `run_command(argv)` runs one `python -m backend` command (the command line passes its own
+    `main`): the demo is a `generate` command with made-up inputs.
+    """
+    import json
 
     out = Path(out)
     inputs = write_demo_inputs(out / "inputs")
@@ -101,7 +104,7 @@ def run_demo(out: Path) -> int:
     shutil.rmtree(job_dir, ignore_errors=True)  # the demo always generates afresh
     model_args = ["--weights", weights, "--preset", "fast"] if use_weights else [
         "--model", "tiny", "--height", str(SIZE[0]), "--width", str(SIZE[1]), "--steps", "4", "--seed", "0"]
-    status = cli_main([
+    status = run_command([
         "generate", "--driving", str(inputs["driving"]), "--driving-mask", str(inputs["driving_mask"]),
         "--reference", str(inputs["reference"]), "--mode", "animate", "--out", str(job_dir),
         "--prompt", "a dancer", *model_args,
