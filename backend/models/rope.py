@@ -1,7 +1,7 @@
 """SCAIL-2's mode-specific 3-D rotary position embedding.
 
 SCAIL-2 lays several token chunks side by side in one sequence and tells them
-apart only through RoPE start offsets (spec section 3):
+apart only through RoPE start offsets (`docs/model.md`, section "RoPE"):
 
     [extra refs N*h*w][ref h*w][video T*h*w][driving T*(h/2)*(w/2)]
 
@@ -91,7 +91,7 @@ class TokenLayout:
         return self.prefix_tokens + self.video_tokens + self.driving_tokens
 
     def starts(self) -> dict[str, tuple[int, int, int]]:
-        """RoPE (t, h, w) start of each chunk: spec section 3's table."""
+        """RoPE (t, h, w) start of each chunk: the table in `docs/model.md`, section "RoPE"."""
         n = self.extra_refs
         ref_h = SIDE_OFFSET if self.replace else 0
         video_t = n if self.replace else n + 1

@@ -1,8 +1,9 @@
 """The SCAIL-2 diffusion transformer (Wan 2.1 I2V backbone with in-context conditioning).
 
 Parameter names are the Wan-native names of the official checkpoint, so an
-official state dict loads with `load_state_dict(strict=True)` as is. Spec:
-`SCAIL2_SPEC.md`, section 3.
+official state dict loads with `load_state_dict(strict=True)` as is. How the
+inputs become one token sequence: `docs/model.md`, section "Token layout"; the
+position embedding: section "RoPE".
 
 Precision follows the reference: the residual stream, modulation, time
 embedding and output head run in float32; linear layers of the blocks and the
@@ -97,6 +98,8 @@ class SCAIL2Attention(nn.Module, AttentionModuleMixin):
         self.set_processor(self._default_processor_cls())
 
     def forward(self, hidden_states, context=None, rotary=None):
+        """hidden_states [B, S, dim] -> [B, S, dim]. Self-attention takes `rotary`, (cos, sin) each
+        [S, head_dim // 2]; cross-attention takes `context` [B, 257 + text_len, dim]."""
         return self.processor(self, hidden_states, context=context, rotary=rotary)
 
 
@@ -134,6 +137,7 @@ class SCAIL2Head(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
 
     def forward(self, x, e):
+        """x [B, S, dim], e [B, dim] (float32) -> [B, S, out_dim * prod(patch_size)] float32."""
         shift, scale = (self.modulation.float() + e[:, None, :]).chunk(2, dim=1)
         return self.head((self.norm(x) * (1 + scale) + shift).to(self.head.weight.dtype)).float()
 
@@ -152,6 +156,7 @@ class SCAIL2ImageProjection(nn.Module):
         )
 
     def forward(self, clip_fea):
+        """[B, 257, 1280] -> [B, 257, dim]."""
         return self.proj(clip_fea)
 
 
@@ -174,7 +179,12 @@ def _tokens(embedded: torch.Tensor) -> torch.Tensor:
 
 
 class SCAIL2Transformer3DModel(ModelMixin, ConfigMixin):
-    """SCAIL-2 backbone. Constructor arguments are the reference's; 14B values in `SCAIL2_14B_CONFIG`."""
+    """SCAIL-2 backbone. Constructor arguments are the reference's; 14B values in `SCAIL2_14B_CONFIG`.
+
+    `in_dim` is 16 latent + 4 extra channels, `mask_dim` the 28 mask channels, `out_dim` the
+    predicted latent channels; `patch_size` (t, h, w) serves all three patch embeddings.
+    `model_type` must be "i2v" and `window_size` (-1, -1), as in every release.
+    """
 
     _supports_gradient_checkpointing = False
     _no_split_modules = ["SCAIL2TransformerBlock"]

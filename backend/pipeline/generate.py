@@ -42,7 +42,8 @@ class JobDirectoryError(ValueError):
 
 
 def preset_settings(spec, short_side: int) -> SamplerSettings:
-    """The preset's sampler settings (spec section 5), overridden by any explicit value in the spec.
+    """The preset's sampler settings (`docs/model.md`, section "Sampler settings"), overridden by any
+    explicit value in the spec.
 
     quality: the official defaults, UniPC 40 steps, CFG 5, shift 3 at 512p and 5 above.
     fast: the official step-distilled recipe, 8 steps, no CFG, shift 1 (meant for the

@@ -1,4 +1,6 @@
-"""SCAIL-2's colour-coded masks and their 28-channel latent encoding (spec sections 1-2).
+"""SCAIL-2's colour-coded masks and their 28-channel latent encoding.
+
+`docs/model.md`, sections "Masks and identities" and "Mask channels".
 
 A mask is an RGB image: black hides the background, white shows it, and a
 palette colour binds one character of the reference to one moving subject of

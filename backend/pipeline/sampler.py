@@ -1,4 +1,6 @@
-"""Flow-matching sampling of one SCAIL-2 segment, with CFG and history overwrite (spec section 5).
+"""Flow-matching sampling of one SCAIL-2 segment, with CFG and history overwrite.
+
+`docs/model.md`, sections "Sampler settings" and "Segments and overlap".
 
 The schedulers are diffusers'; what is SCAIL-2-specific is the schedule the
 reference uses, the text-only unconditional branch, and clean history latents

@@ -1,4 +1,6 @@
-"""Splitting a model-rate clip into SCAIL-2 segments without losing frames (spec section 5).
+"""Splitting a model-rate clip into SCAIL-2 segments without losing frames.
+
+`docs/model.md`, section "Segments and overlap".
 
 The reference drops the frames after its last full 81-frame segment. Here
 every frame gets an output: each segment after the first starts `overlap`
