@@ -252,16 +252,14 @@ class GenerationJob:
         Raises sampler.Cancelled when `should_cancel()` turns true (checked between denoising
         steps, segments and stages); state.json then says "cancelled" and the job resumes later.
         """
-        self.check_resumable()
-        (self.job_dir / "frames").mkdir(parents=True, exist_ok=True)
-        self.state.setdefault("seed", self._seed())
-        self._save_state(status="running")
-        write_json_atomic(self.job_dir / "manifest.json", self.manifest("running"))
-        if self.components.device.type == "cuda":  # the manifest's peak is this job's, not the process's
-            torch.cuda.reset_peak_memory_stats(self.components.device)
         should_cancel = should_cancel or (lambda: False)
+        # 1. Check that the folder takes this job, then record it as running
+        self.check_resumable()
+        self._start()
         try:
+            # 2. Generate every unfinished segment, writing its frames as it is decoded
             self._run_segments(should_cancel)
+            # 3. RGBA copies of the frames, when the job asks for a matte
             if self.inputs.spec.matte:
                 self._timed("matte", self._make_matte, should_cancel)
         except Cancelled:
@@ -270,7 +268,22 @@ class GenerationJob:
         except BaseException:
             self._save_state(status="failed")
             raise
+        # 4. The preview video
         self._timed("preview", self._write_preview)
+        # 5. Record the job as done
+        return self._finish()
+
+    def _start(self) -> None:
+        """Create frames/, fix the seed, and write state.json and manifest.json as "running"."""
+        (self.job_dir / "frames").mkdir(parents=True, exist_ok=True)
+        self.state.setdefault("seed", self._seed())
+        self._save_state(status="running")
+        write_json_atomic(self.job_dir / "manifest.json", self.manifest("running"))
+        if self.components.device.type == "cuda":  # the manifest's peak is this job's, not the process's
+            torch.cuda.reset_peak_memory_stats(self.components.device)
+
+    def _finish(self) -> Path:
+        """state.json and manifest.json as "done", then the `done` event; returns the manifest path."""
         self._save_state(status="done")
         manifest = self.job_dir / "manifest.json"
         write_json_atomic(manifest, self.manifest("done"))
@@ -288,6 +301,7 @@ class GenerationJob:
 
     def _run_segments(self, should_cancel: Callable[[], bool]) -> None:
         device = self.components.device
+        # 1. Encode what every segment shares: the reference, its mask and the prompts
         self.events("progress", phase="encode", segment=0, segments=len(self.segments))
         context = self._timed("encode", build_job_context, self.components, self.inputs)
         generator = torch.Generator("cpu").manual_seed(self.state["seed"])
@@ -295,7 +309,8 @@ class GenerationJob:
         previous_tail = self._frames_from_disk(self.segments[done - 1]) if done else None
 
         for segment in self.segments:
-            # One generator draws every segment's noise in turn, so a resumed job draws the same noise.
+            # 2. Draw the segment's noise: one generator draws every segment's in turn, so a
+            #    resumed job draws the same noise for the segments it has left
             noise = torch.randn(
                 16, segment.latent_frames, self.inputs.height // 8, self.inputs.width // 8, generator=generator
             ).to(device)
@@ -303,10 +318,12 @@ class GenerationJob:
                 continue
             if should_cancel():
                 raise Cancelled()
+            # 3. Generate the segment and write its new frames
             video = self._generate_segment(segment, context, noise, previous_tail, should_cancel)
             written = media.from_model_tensor(video[:, segment.history : segment.length])
             self._write_frames(segment, written)
-            # History is what was written (8-bit), so a resumed job continues exactly as an uninterrupted one.
+            # 4. Keep its tail as the next segment's history: what was written (8-bit), so a resumed
+            #    job continues exactly as an uninterrupted one
             previous_tail = media.to_model_tensor(written[-self._overlap() :])
             self._save_state(completed_segments=segment.index + 1)
 
@@ -314,6 +331,23 @@ class GenerationJob:
         return self.segments[1].history if len(self.segments) > 1 else 5
 
     def _generate_segment(self, segment, context, noise, previous_tail, should_cancel) -> torch.Tensor:
+        """Decoded video [3, padded_length, H, W] of one segment, history frames included."""
+        # 1. Conditioning: driving frames and masks, the reference masks, the history latents
+        cond = self._conditioning(segment, context, previous_tail)
+        # 2. Denoise
+        latents = self._sample(segment, cond, noise, should_cancel)
+        if should_cancel():
+            raise Cancelled()
+        # 3. Decode
+        self.events("progress", phase="decode", segment=segment.index + 1, segments=len(self.segments))
+        video = self._timed("decode", self.components.encoders.vae.decode, latents).float().cpu()
+        # 4. Colour-match: scale the video so its history frames match the previous segment's tail
+        if segment.history and self.inputs.spec.color_match:
+            video = match_colours(video, video[:, : segment.history], previous_tail.float().cpu())
+        return video
+
+    def _conditioning(self, segment: Segment, context: JobContext, previous_tail) -> SegmentConditioning:
+        """Everything the network sees for `segment` besides the noisy latents."""
         enc, device = self.components.encoders, self.components.device
         frames, masks = self._timed("read", segment_driving, self.inputs, segment)
         driving = _half_size(media.to_model_tensor(frames).to(device))
@@ -327,7 +361,7 @@ class GenerationJob:
         history = None
         if segment.history:
             history = self._timed("encode", enc.vae.encode, previous_tail.to(device))
-        cond = SegmentConditioning(
+        return SegmentConditioning(
             pose_latents=pose_latents, driving_masks=driving_masks, ref_latents=context.ref_latents,
             ref_masks=ref_masks, clip=context.clip, context=context.context,
             negative_context=context.negative_context, replace=self.inputs.spec.mode == "replace",
@@ -335,20 +369,17 @@ class GenerationJob:
             history_latents=history,
         )
 
+    def _sample(self, segment: Segment, cond: SegmentConditioning, noise: torch.Tensor,
+                should_cancel: Callable[[], bool]) -> torch.Tensor:
+        """Clean latents of `segment`, reporting every denoising step."""
+
         def on_step(step, steps):
             self.events("progress", phase="sample", segment=segment.index + 1, segments=len(self.segments),
                         step=step, steps=steps)
 
         with self.components.sampling() as transformer:
-            latents = self._timed("sample", sample_segment, transformer, cond, noise, self.settings, on_step,
-                                  should_cancel)
-        if should_cancel():
-            raise Cancelled()
-        self.events("progress", phase="decode", segment=segment.index + 1, segments=len(self.segments))
-        video = self._timed("decode", enc.vae.decode, latents).float().cpu()
-        if segment.history and self.inputs.spec.color_match:
-            video = match_colours(video, video[:, : segment.history], previous_tail.float().cpu())
-        return video
+            return self._timed("sample", sample_segment, transformer, cond, noise, self.settings, on_step,
+                               should_cancel)
 
     def _write_frames(self, segment: Segment, frames: np.ndarray) -> None:
         for k, rgb in zip(segment.new_frames, frames):
