@@ -102,7 +102,7 @@ def run_segment_job(spec: SegmentSpec, out: Path, models: Segmenters, events: Ev
     """Run a masks or matte job into `out`; return its segment.json record.
 
     Events: started {job_dir, task, frames}, then progress {phase: "load" | "segment" | "write",
-    frame, frames}. Raises sampler.Cancelled when `should_cancel()` turns true, and
+    frame, frames}. Raises pipeline.sampler.Cancelled when `should_cancel()` turns true, and
     SegmentationError or MediaError on bad input (before any model runs).
     """
     from ..pipeline.media import iter_frames, probe_clip, read_image
