@@ -27,6 +27,7 @@ PALETTE = ((0, 0, 255), (255, 0, 0), (0, 255, 0), (255, 0, 255), (0, 255, 255), 
 PALETTE_NAMES = ("blue", "red", "green", "magenta", "cyan", "yellow")
 MODEL_FPS = 16.0
 MANIFEST_FORMAT = "scail2-job/1"  # a job folder's manifest.json, written by the backend
+MANIFEST_NAME = "manifest.json"
 SEGMENT_FRAMES = 81
 SEGMENT_OVERLAP = 5
 DEFAULT_SEGMENT_PROMPT = "person"  # what a mask or matte looks for unless told

@@ -37,6 +37,7 @@ __all__ = (
     "job_fields",
     "load_inputs",
     "save_inputs",
+    "stale_inputs",
 )
 
 import json
@@ -56,6 +57,8 @@ REFERENCE = "reference"
 # The file an export session writes beside its inputs, for the job that uses them.
 INPUTS_NAME = "inputs.json"
 INPUTS_FORMAT = "scail2-inputs/1"
+# The key of inputs.json recording what each input was exported from.
+MADE_FROM = "made_from"
 
 
 class ExportError(Exception):
@@ -194,18 +197,33 @@ def load_inputs(folder):
     return data
 
 
-def save_inputs(folder, **entries):
-    """Record ``entries`` (ExportedClip / ExportedStill / plain values; None removes) in ``folder``."""
+def save_inputs(folder, made_from=None, **entries):
+    """Record ``entries`` (ExportedClip / ExportedStill / plain values; None removes) in ``folder``.
+
+    ``made_from``: ``{entry: fingerprint}`` of what entries were exported from (see :func:`stale_inputs`);
+    an entry removed loses its fingerprint too.
+    """
     data = load_inputs(folder)
+    recorded = data.setdefault(MADE_FROM, {})
     for key, value in entries.items():
         if value is None:
             data.pop(key, None)
+            recorded.pop(key, None)
         elif isinstance(value, (ExportedClip, ExportedStill)):
             data[key] = value.to_dict()
         else:
             data[key] = value
+    recorded.update(json.loads(json.dumps(made_from or {})))
     write_json_atomic(os.path.join(folder, INPUTS_NAME), data)
     return data
+
+
+def stale_inputs(inputs, current):
+    """The entries of ``current`` (``{entry: fingerprint of its source now}``) to export again: not exported
+    yet, or exported from something else (another file, a moved strip, another camera or frame range)."""
+    recorded = inputs.get(MADE_FROM) or {}
+    return [key for key, fingerprint in current.items()
+            if not inputs.get(key) or recorded.get(key) != json.loads(json.dumps(fingerprint))]
 
 
 def job_fields(inputs):

@@ -17,10 +17,14 @@ __all__ = (
     "parse_address",
 )
 
+import os
 from dataclasses import dataclass, field
 
+from .. import protocol
 from .util import one_line
 
+# Errors that end a job with its worker, not because of it: such a generation can be resumed.
+RESUMABLE_ERRORS = ("worker_exited", "connection_lost")
 # Job statuses. "submitting": not yet accepted by the worker.
 ACTIVE = ("submitting", "queued", "running")
 FINISHED = ("done", "failed", "cancelled")
@@ -193,6 +197,13 @@ class Job:
         elif self.phase == "decode":
             within = 0.9
         return min(1.0, (done_segments + within) / self.segments)
+
+    @property
+    def resumable(self):
+        """A generation that ended with its worker (killed, connection lost) and whose folder it had started."""
+        return (self.task == "generate" and self.status == "failed" and self.error is not None
+                and self.error.code in RESUMABLE_ERRORS
+                and os.path.isfile(os.path.join(self.job_dir, protocol.MANIFEST_NAME)))
 
     def eta_text(self):
         return format_duration(self.eta_s)

@@ -28,6 +28,7 @@ Several jobs can be queued: the worker runs them one at a time in order.
 __all__ = (
     "JobQueue",
     "MISSING_PACKAGES_HINT",
+    "RESUME_HINT",
 )
 
 import collections
@@ -44,6 +45,7 @@ from .util import one_line, read_json
 CANCEL_PREFIX = "cancel-"  # request ids of cancel requests
 LIST_REQUEST = "list-after-reconnect"
 KEEP_FINISHED = 50  # finished jobs kept in the list of a session
+RESUME_HINT = "its finished segments are kept: Resume continues the job in its folder"
 MISSING_PACKAGES_HINT = "this Python lacks the backend's packages: use Set Up Backend in the add-on preferences"
 
 
@@ -105,8 +107,16 @@ class JobQueue:
         self.worker = worker
 
     # -- requests --------------------------------------------------------------------------------
-    def submit(self, spec, job_dir=None, meta=None, task="generate"):
-        """Queue ``spec`` (a protocol.JobSpec, or a SegmentSpec with its ``task``, or its dict); returns the Job."""
+    def resume(self, job):
+        """Continue the ended generation ``job`` in its folder (its finished segments are kept); the new Job."""
+        meta = dict(job.meta, resumed_from=job.key)
+        return self.submit(job.spec, job_dir=job.job_dir, meta=meta, resume=True)
+
+    def submit(self, spec, job_dir=None, meta=None, task="generate", resume=False):
+        """Queue ``spec`` (a protocol.JobSpec, or a SegmentSpec with its ``task``, or its dict); returns the Job.
+
+        ``resume``: continue the generation already in ``job_dir`` (the worker reads its manifest).
+        """
         data = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
         job = Job(key=uuid.uuid4().hex[:10], spec=data, task=task, job_dir=job_dir or self.new_job_dir(),
                   meta=dict(meta or {}), submitted_at=self._clock())
@@ -118,6 +128,9 @@ class JobQueue:
             protocol.spec_from_submit({"task": task, "job": data})
         except protocol.ProtocolError as ex:
             self._fail(job, "bad_input", str(ex))
+            return job
+        if resume:
+            self._request("resume", job_dir=job.job_dir, request_id=job.key)
             return job
         extra = {"task": task} if task != "generate" else {}  # a generation's submit is as before tasks
         self._request("submit", job=data, job_dir=job.job_dir, request_id=job.key, **extra)
@@ -294,12 +307,18 @@ class JobQueue:
         for message in messages:
             self._handle(message)
         if self.client is not None:
-            self._worker_gone("the worker stopped (exit status {!s})".format(self.client.returncode))
+            code = self.client.returncode
+            self._worker_gone(worker_client.stopped_message(code), killed=code is not None and code < 0)
 
-    def _worker_gone(self, message, hint=""):
-        """The worker ended: every job it had taken ends with it; jobs not yet sent wait for the next one."""
+    def _worker_gone(self, message, hint="", killed=False):
+        """The worker ended: every job it had taken ends with it; jobs not yet sent wait for the next one.
+
+        ``killed``: by a signal, so its last output line is not the cause; a generation it ran can be resumed.
+        """
         detail = ""
-        if self.client is not None:
+        if killed:
+            hint = RESUME_HINT
+        elif self.client is not None:
             tail = [line for line in self.client.stderr_tail(5) if line.strip()]
             detail = tail[-1] if tail else ""
         if "No module named" in message + hint + detail:
@@ -366,7 +385,8 @@ class JobQueue:
                 self.notice = one_line(message.get("message"))
                 self._reconnected = True
             elif message.get("code") == "worker_exited":
-                self._worker_gone(message.get("message", "the worker stopped"), message.get("hint", ""))
+                self._worker_gone(message.get("message", "the worker stopped"), message.get("hint", ""),
+                                  killed=bool(message.get("signal")))
             else:
                 self.notice = one_line(message.get("message"))
             return

@@ -55,7 +55,7 @@ from .. import protocol
 from .timing import TIME_EPS
 from .util import read_json
 
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = protocol.MANIFEST_NAME
 MATTE_FOLDER = protocol.MATTE_FOLDER
 SEGMENT_RECORD = protocol.SEGMENT_RECORD
 MANIFEST_FORMAT_PREFIX = protocol.MANIFEST_FORMAT.rpartition("/")[0] + "/"

@@ -43,9 +43,20 @@ class WorkerClientError(RuntimeError):
     """The worker cannot be reached: not started, exited, or disconnected."""
 
 
-def local_error(code, message, hint=""):
+def local_error(code, message, hint="", **fields):
     return {"v": protocol.PROTOCOL_VERSION, "type": "error", "code": code, "message": message, "hint": hint,
-            "job": None, "local": True}
+            "job": None, "local": True, **fields}
+
+
+def stopped_message(returncode):
+    """How a worker process ended, in words: "the worker stopped (signal 9, SIGKILL)" or "(exit status 3)"."""
+    if returncode is not None and returncode < 0:
+        try:
+            name = ", " + signal.Signals(-returncode).name
+        except ValueError:
+            name = ""
+        return "the worker stopped (signal {:d}{:s})".format(-returncode, name)
+    return "the worker stopped (exit status {!s})".format(returncode)
 
 
 def parse_line(raw):
@@ -336,9 +347,13 @@ class WorkerClient:
         if self._closing.is_set() and code == 0:
             return
         if not self._closing.is_set() or code not in (0, None):
+            message = stopped_message(code)
+            if code is not None and code < 0:
+                # Killed from outside (out of memory, a user, a crash): its last output line is not the cause.
+                self._put(local_error("worker_exited", message, signal=-code))
+                return
             self._stderr_thread.join(1.0)  # the worker's last words
             last = next((line for line in reversed(self._stderr) if line.strip()), "")
-            message = "the worker stopped (exit status {!s})".format(code)
             self._put(local_error("worker_exited", message + (": " + last if last else ""), hint=last))
 
     def _read_stderr(self, log_path):

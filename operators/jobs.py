@@ -15,6 +15,7 @@ __all__ = (
     "SCAIL2_OT_history_redo",
     "SCAIL2_OT_history_remove",
     "SCAIL2_OT_job_report",
+    "SCAIL2_OT_resume_job",
     "SCAIL2_OT_stop_worker",
     "classes",
 )
@@ -67,6 +68,37 @@ class SCAIL2_OT_generate(Operator):
             return {'CANCELLED'}
         try:
             job, level, message = follow.run_job(context, *generation.build_job(context))
+        except session.GenerateError as ex:
+            self.report({'ERROR'}, str(ex))
+            return {'CANCELLED'}
+        return report_outcome(self, level, message)
+
+
+class SCAIL2_OT_resume_job(Operator):
+    """Continue a generation whose worker stopped, in its own folder: the segments already made are kept"""
+    bl_idname = "scail2.resume_job"
+    bl_label = "Resume"
+    bl_options = {'REGISTER'}
+
+    job: StringProperty(name="Job", description="The job to resume (its key in this session's queue)",
+                        options={'SKIP_SAVE'})
+
+    @classmethod
+    def poll(cls, context):
+        queue = session.get_queue(create=False)
+        if queue is None or not any(job.resumable for job in queue.jobs.values()):
+            cls.poll_message_set("No stopped SCAIL-2 job to resume")
+            return False
+        return True
+
+    def execute(self, context):
+        queue = session.get_queue(create=False)
+        job = queue.get(self.job) if self.job else None
+        if job is None or not job.resumable:
+            self.report({'ERROR'}, "That job cannot be resumed (it is not a generation whose worker stopped)")
+            return {'CANCELLED'}
+        try:
+            _job, level, message = follow.resume_job(context, job)
         except session.GenerateError as ex:
             self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}
@@ -222,6 +254,7 @@ classes = (
     SCAIL2_OT_generate,
     SCAIL2_OT_export_all_inputs,
     SCAIL2_OT_cancel_job,
+    SCAIL2_OT_resume_job,
     SCAIL2_OT_history_import,
     SCAIL2_OT_history_redo,
     SCAIL2_OT_history_remove,

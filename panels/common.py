@@ -89,6 +89,8 @@ def draw_job_state(layout, context, job):
         label_wrapped(col, context, job.error.message, 'ERROR')
         if job.error.hint:
             label_wrapped(col, context, job.error.hint, 'INFO')
+        if job.resumable and "resumed_as" not in job.meta:
+            col.operator("scail2.resume_job", icon='PLAY').job = job.key
         return
     label_wrapped(col, context, job.phase_text(), icon)
     if job.active:

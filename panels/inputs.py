@@ -22,6 +22,7 @@ from .. import compat
 from .. import sources
 from ..core.inputs import INPUTS_NAME, PALETTE_NAMES
 from ..props.input_settings import get_settings
+from ..sources import exports
 from ..sources.exports import inputs_folder
 from . import common
 from .common import label_wrapped
@@ -69,12 +70,19 @@ class SCAIL2_UL_identities(UIList):
                   icon='OBJECT_DATA' if item.target == 'OBJECT' else 'OUTLINER_COLLECTION', translate=False)
 
 
-def _recorded_line(layout, context, label, entry, missing):
-    if entry:
-        note = entry.get("note") or entry.get("source") or entry.get("path", "")
-        label_wrapped(layout, context, "{:s}: {:s}".format(label, note), 'CHECKMARK')
-    else:
-        label_wrapped(layout, context, "{:s}: {:s}".format(label, missing), 'DOT')
+def _recorded_line(layout, context, label, entry, stale):
+    """What a job will use for one input: its file and how it was made, or that Generate exports it first."""
+    if not entry:
+        label_wrapped(layout, context, "{:s}: not exported yet (Generate exports it)".format(label), 'DOT')
+        return
+    path = os.path.basename(os.path.normpath(entry.get("path", "")))
+    if stale:
+        label_wrapped(layout, context, "{:s}: its source changed since {:s} was exported; Generate exports it "
+                                       "again".format(label, path or "it"), 'FILE_REFRESH')
+        return
+    note = entry.get("note") or entry.get("source") or ""
+    label_wrapped(layout, context, "{:s}: {:s}{:s}".format(label, path, " \u2013 " + note if note else ""),
+                  'CHECKMARK')
 
 
 def draw_inputs(layout, context):
@@ -161,10 +169,11 @@ def draw_inputs(layout, context):
     if inputs is None:
         box.label(text="The inputs record cannot be read: export again", icon='ERROR')
         return
-    _recorded_line(box, context, "Driving", inputs.get("driving"), "not exported yet")
+    stale = exports.stale_exports(context, inputs)
+    _recorded_line(box, context, "Driving", inputs.get("driving"), "driving" in stale)
     if src.mask_source != 'NONE' or inputs.get("driving_mask"):
-        _recorded_line(box, context, "Mask", inputs.get("driving_mask"), "not exported yet")
-    _recorded_line(box, context, "Reference", inputs.get("reference"), "not exported yet")
+        _recorded_line(box, context, "Mask", inputs.get("driving_mask"), "driving_mask" in stale)
+    _recorded_line(box, context, "Reference", inputs.get("reference"), "reference" in stale)
     if src.last_check:
         label_wrapped(box, context, src.last_check, 'INFO')
 

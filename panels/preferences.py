@@ -13,6 +13,7 @@ __all__ = (
 import textwrap
 
 from bpy.props import (
+    BoolProperty,
     EnumProperty,
     StringProperty,
 )
@@ -78,6 +79,12 @@ class SCAIL2_AddonPreferences(AddonPreferences):
         name="Token",
         description="The secret the remote worker was started with (--token)",
         subtype='PASSWORD',
+    )
+    resume_automatically: BoolProperty(
+        name="Resume Automatically",
+        description="When the worker stops in the middle of a generation (killed, out of memory), start it again "
+                    "once and continue the job in its folder, keeping the segments already made",
+        default=False,
     )
     model_source: EnumProperty(
         name="Model",
@@ -152,6 +159,7 @@ class SCAIL2_AddonPreferences(AddonPreferences):
         col = layout.column(heading="Performance")
         col.prop(self, "device")
         col.prop(self, "memory_mode")
+        col.prop(self, "resume_automatically")
         col.operator("scail2.stop_worker", icon='CANCEL')
 
 

@@ -19,6 +19,7 @@ __all__ = (
     "PREVIEW_IMAGE",
     "apply_changes",
     "register",
+    "resume_job",
     "run_job",
     "shutdown",
     "status_line",
@@ -32,6 +33,7 @@ import traceback
 
 import bpy
 
+from .. import preferences
 from . import generation
 from . import segmentation
 from . import session
@@ -49,14 +51,14 @@ FINISHERS = {
 _status_shown = False
 
 
-def run_job(context, spec, meta, task="generate", job_dir=None):
+def run_job(context, spec, meta, task="generate", job_dir=None, resume=False):
     """Queue a job (the fields of a ``session.JobRequest``). Returns ``(job, level, message)``: at once, or at
     its end in background mode.
 
     ``task``: a generation, or a segmentation (``spec`` a protocol.SegmentSpec); :data:`FINISHERS` finish it.
     """
     queue = session.get_queue(context)
-    job = queue.submit(spec, job_dir=job_dir, meta=meta, task=task)
+    job = queue.submit(spec, job_dir=job_dir, meta=meta, task=task, resume=resume)
     if not session.synchronous():
         if job.status == "failed":  # refused before reaching a worker: the operator reports it
             apply_changes([change for change in queue.poll() if change.job is not job], interactive=True)
@@ -66,8 +68,31 @@ def run_job(context, spec, meta, task="generate", job_dir=None):
     print("SCAIL-2: job {:s} started in {:s}".format(job.key, job.job_dir), flush=True)
     queue.wait(job, on_change=lambda changes: apply_changes(changes, interactive=False))
     apply_changes(queue.poll(), interactive=False)
+    while job.meta.get("resumed_as") in queue.jobs:  # resumed automatically: follow it to its end
+        job = queue.jobs[job.meta["resumed_as"]]
+        queue.wait(job, on_change=lambda changes: apply_changes(changes, interactive=False))
+        apply_changes(queue.poll(), interactive=False)
     level, message = job.meta.get("outcome") or _outcome(job)
     return job, level, message
+
+
+def resume_job(context, job):
+    """Continue the ended generation ``job`` in its folder; ``(new job, level, message)`` as :func:`run_job`."""
+    return run_job(context, job.spec, dict(job.meta, resumed_from=job.key), job_dir=job.job_dir, resume=True)
+
+
+def _resume_automatically(job):
+    """Resume ``job`` once when the artist allows it (preferences) and its worker stopped; the new job or None."""
+    try:
+        allowed = preferences.get_preferences().resume_automatically
+    except (KeyError, AttributeError):
+        return None
+    if not allowed or not job.resumable or "resumed_from" in job.meta:
+        return None
+    queue = session.get_queue(create=False)
+    again = queue.resume(job)
+    job.meta["resumed_as"] = again.key
+    return again
 
 
 def _outcome(job):
@@ -130,6 +155,8 @@ def apply_changes(changes, interactive):
             _notify(level, message, interactive)
         elif change.kind in ("failed", "cancelled"):
             level, message = _outcome(job)
+            if change.kind == "failed" and _resume_automatically(job) is not None:
+                level, message = 'WARNING', "{:s}; resuming it once, in its folder".format(message)
             job.meta["outcome"] = (level, message)
             _notify(level, message, interactive)
         elif not interactive and change.kind in ("queued", "started", "progress"):

@@ -21,6 +21,7 @@ __all__ = (
     "mask_strip",
     "preview_mask",
     "record_check",
+    "stale_exports",
 )
 
 import os
@@ -30,9 +31,19 @@ import bpy
 
 from .. import compat
 from .. import preferences
-from ..core.inputs import PALETTE_NAMES, ExportError, ExportedClip, backgrounds, load_inputs, save_inputs
+from ..core.inputs import (
+    MADE_FROM,
+    PALETTE_NAMES,
+    ExportError,
+    ExportedClip,
+    backgrounds,
+    load_inputs,
+    save_inputs,
+    stale_inputs,
+)
 from ..props import MASKS_PROP, RESULT_PROP
 from ..props.input_settings import get_settings
+from .fingerprints import driving_fingerprint, mask_fingerprint, reference_fingerprint
 from .footage import export_sequencer_range, export_strip, render_camera_clip
 from .masks import (
     NO_MASK,
@@ -52,6 +63,8 @@ from .reference import (
 )
 
 INPUTS_SUBDIR = "inputs"
+# The entries of inputs.json an export writes.
+DRIVING, DRIVING_MASK, REFERENCE = "driving", "driving_mask", "reference"
 
 
 def _safe_name(name):
@@ -112,7 +125,8 @@ def driving_problem(context):
             return "Choose a driving camera (or give the scene a camera)"
         return ""
     scene = compat.sequencer_scene(context)
-    if scene is None or scene.sequence_editor is None:
+    if scene is None or scene.sequence_editor is None or not len(scene.sequence_editor.strips):
+        # An empty sequencer renders the 3D scene instead, which Blender refuses without a camera.
         return "The sequencer has no strips"
     if settings.driving_source == 'STRIP' and scene.sequence_editor.active_strip is None:
         return "Make the driving footage the active strip"
@@ -143,7 +157,8 @@ def export_driving(context, strip=None):
             start, end = frame_range(seq_scene)
             clip = export_sequencer_range(seq_scene, start, end, target, max_size=settings.max_size)
     # A mask made for other driving frames no longer lines up.
-    save_inputs(folder, driving=clip, driving_mask=None, driving_mask_mode=None, mode=settings.mode)
+    save_inputs(folder, driving=clip, driving_mask=None, driving_mask_mode=None, mode=settings.mode,
+                made_from={DRIVING: driving_fingerprint(context, strip)})
     return 'INFO', clip.note
 
 
@@ -176,7 +191,9 @@ def export_masks(context):
         note = mask.note
     if mask is not None:
         made_for = None if source == 'FILE' else settings.mode  # a file's backgrounds are its own
-        save_inputs(folder, driving_mask=mask, driving_mask_mode=made_for, mode=settings.mode)
+        made_from = mask_fingerprint(context, (inputs.get(MADE_FROM) or {}).get(DRIVING))
+        save_inputs(folder, driving_mask=mask, driving_mask_mode=made_for, mode=settings.mode,
+                    made_from={DRIVING_MASK: made_from})
     if load_inputs(folder).get("reference"):
         ok, line = record_check(scene, folder)
         return ('INFO' if ok else 'WARNING'), "{:s}. {:s}".format(note, line)
@@ -210,7 +227,8 @@ def export_reference(context):
     made_for = settings.mode if still.mask_path else None
     if source != 'CAMERA' and settings.reference_mask_file.strip():
         still, made_for = attach_reference_mask(still, settings.reference_mask_file)
-    save_inputs(folder, reference=still, reference_mask_mode=made_for, mode=settings.mode)
+    save_inputs(folder, reference=still, reference_mask_mode=made_for, mode=settings.mode,
+                made_from={REFERENCE: reference_fingerprint(context)})
     ok, line = record_check(scene, folder)
     return ('INFO' if ok else 'WARNING'), "{:s}. {:s}".format(still.note, line)
 
@@ -249,18 +267,36 @@ def _driving_strip(context):
     return footage_behind(editor, active) if active is not None else None
 
 
+def stale_exports(context, inputs):
+    """The inputs Generate exports again: not exported yet, or their source changed since (see ``fingerprints``);
+    in export order."""
+    settings = get_settings(context.scene)
+    driving = driving_fingerprint(context, _driving_strip(context))
+    current = {DRIVING: driving, REFERENCE: reference_fingerprint(context)}
+    if settings.mask_source != 'NONE':
+        current[DRIVING_MASK] = mask_fingerprint(context, driving)
+    stale = set(stale_inputs(inputs, current))
+    if settings.mask_source == 'NONE' and inputs.get(DRIVING_MASK):
+        stale.add(DRIVING_MASK)  # a mask exported before would still be used
+    if DRIVING in stale and settings.mask_source != 'NONE':
+        stale.add(DRIVING_MASK)  # made for other driving frames
+    return [key for key in (DRIVING, DRIVING_MASK, REFERENCE) if key in stale]
+
+
 def export_missing(context, everything):
-    """Export what a job still lacks (or, with ``everything``, all of it) in order; ExportError if one fails."""
+    """Export what a job lacks or what changed since it was exported (with ``everything``: all of it), in order;
+    ExportError if one fails."""
     settings = get_settings(context.scene)
     inputs = load_inputs(inputs_folder(context, context.scene))
-    steps = []
-    if everything or not inputs.get("driving"):
-        steps.append(("driving footage", lambda: export_driving(context, _driving_strip(context))))
-    if settings.mask_source != 'NONE' and (everything or not inputs.get("driving_mask") or steps):
-        steps.append(("masks", lambda: export_masks(context)))
-    if everything or not inputs.get("reference"):
-        steps.append(("reference", lambda: export_reference(context)))
-    for what, export in steps:
+    keys = stale_exports(context, inputs)
+    if everything:
+        keys = [DRIVING, *([DRIVING_MASK] if settings.mask_source != 'NONE' else []), REFERENCE]
+    exports = {
+        DRIVING: ("driving footage", lambda: export_driving(context, _driving_strip(context))),
+        DRIVING_MASK: ("masks", lambda: export_masks(context)),
+        REFERENCE: ("reference", lambda: export_reference(context)),
+    }
+    for what, export in (exports[key] for key in keys):
         try:
             export()
         except ExportError as ex:

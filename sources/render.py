@@ -34,12 +34,15 @@ import os
 import bpy
 
 from .. import compat
-from ..core.inputs import ExportError
+from ..core.inputs import INPUTS_NAME, ExportError
+from ..core.util import operator_error_line
 
 # Longest side of what an export renders by default: the model's largest tier is 1280 wide.
 DEFAULT_MAX_SIZE = 1280
 # The files an export writes into its folders (and removes again before writing anew).
 OWN_PREFIXES = ("frame_", "mask_", ".blank")
+# In every folder an export fills: its frame_ and mask_ files are the add-on's to replace.
+EXPORT_MARKER = ".scail2-export"
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp"})
 
 
@@ -75,13 +78,18 @@ def prepare_folder(folder):
     """Create ``folder``, removing what an earlier export wrote there; refuse folders with other images.
 
     A job reads every image of a folder, so a folder with images of its own is
-    never used for frames.
+    never used for frames. Only a folder an export filled before (it holds
+    :data:`EXPORT_MARKER`, or lies in an inputs folder the add-on records) has its
+    ``frame_``/``mask_`` files removed: anyone else's files are never deleted.
     """
     os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        if name.startswith(OWN_PREFIXES) and os.path.isfile(path):
-            os.remove(path)
+    marker = os.path.join(folder, EXPORT_MARKER)
+    ours = os.path.isfile(marker) or os.path.isfile(os.path.join(os.path.dirname(folder), INPUTS_NAME))
+    if ours:
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if name.startswith(OWN_PREFIXES) and os.path.isfile(path):
+                os.remove(path)
     strangers = sorted(
         name for name in os.listdir(folder)
         if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
@@ -89,6 +97,8 @@ def prepare_folder(folder):
     if strangers:
         raise ExportError("The folder {:s} already holds other images ({:s}); choose an empty folder".format(
             folder, strangers[0]))
+    with open(marker, "w", encoding="utf-8") as fh:
+        fh.write("Frames written by the SCAIL-2 add-on's exports: exporting again replaces them.\n")
     return folder
 
 
@@ -159,8 +169,11 @@ def set_png_output(scene, color_mode='RGB'):
 def render_still(scene, path):
     """Render ``scene`` at its current frame to ``path`` (a still); return ``path``."""
     scene.render.filepath = path
-    with bpy.context.temp_override(scene=scene):
-        result = bpy.ops.render.render(write_still=True)
+    try:
+        with bpy.context.temp_override(scene=scene):
+            result = bpy.ops.render.render(write_still=True)
+    except RuntimeError as ex:  # Blender's own refusal ("Cannot render, no camera"), as one line
+        raise ExportError("Blender could not render {:s}: {:s}".format(path, operator_error_line(ex))) from None
     if result != {'FINISHED'} or not os.path.isfile(path):
         raise ExportError("Blender could not render {:s}".format(path))
     return path

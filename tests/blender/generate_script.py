@@ -179,6 +179,35 @@ else:
         }
 
     @step
+    def changed_sources_are_exported_again():
+        """Generate (default: export what is missing) after the reference file changed and the strip moved."""
+        import shutil
+
+        scene = new_scene("ShotStale", 24)
+        strip = scene.sequence_editor.strips.new_movie("driving", CONFIG["footage"], 2, 1, fit_method='FIT')
+        set_up_shot(scene, strip, 1, 8)
+        inputs_json = os.path.join(WORK_DIR, "output", "inputs", "untitled_ShotStale", "inputs.json")
+        session = module(".runtime.session")
+
+        def generate():
+            assert bpy.ops.scail2.generate() == {'FINISHED'}
+            with open(inputs_json, encoding="utf-8") as fh:
+                inputs = json.load(fh)
+            spec = session.scene_jobs(scene)[-1].spec
+            return {"reference": spec["reference"], "frame_start": spec["frame_start"],
+                    "frame_end": spec["frame_end"], "scene_frame_start": inputs["driving"]["scene_frame_start"],
+                    "inputs_mtime": os.stat(inputs_json).st_mtime_ns}
+
+        first = generate()
+        unchanged = generate()
+        other = os.path.join(WORK_DIR, "other_reference.jpg")
+        shutil.copy(CONFIG["reference"], other)
+        scene.scail2_sources.reference_file = other
+        strip.frame_start = 3  # the footage now starts two frames later
+        changed = generate()
+        return {"first": first, "unchanged": unchanged, "changed": changed, "other": other}
+
+    @step
     def missing_reference():
         scene = SCENES["24"]
         show(scene)
@@ -189,6 +218,26 @@ else:
         finally:
             scene.scail2_sources.reference_file = CONFIG["reference"]
         return {"message": message, "before": before, "after": snapshot(scene)}
+
+    @step
+    def sequencer_output_without_strips():
+        """Driving = Sequencer Output in a scene whose sequencer is empty and that has no camera."""
+        scene = bpy.data.scenes.new("No Strips")
+        scene.sequence_editor_create()
+        scene.scail2_sources.driving_source = 'SEQUENCER'
+        scene.scail2_sources.reference_file = CONFIG["reference"]
+        show(scene)
+        try:
+            generate = run_expect_error(export='ALL')
+            try:
+                bpy.ops.scail2.export_driving()
+                export = "exported"
+            except RuntimeError as ex:
+                export = str(ex)
+        finally:
+            show(SCENES["24"])
+            bpy.data.scenes.remove(scene)
+        return {"generate": generate, "export": export}
 
     @step
     def reference_missing_on_disk():
@@ -307,6 +356,52 @@ else:
         finally:
             job_settings.steps = 2
             session.force_async = False
+
+    @step
+    def resume_after_the_worker_was_killed():
+        """The worker is killed mid-job: the job says so, offers Resume, and resumes in its folder (by hand, then
+        automatically once when the preferences allow it)."""
+        import signal
+
+        session, follow = module(".runtime.session"), module(".runtime.follow")
+        session.force_async = True
+        scene = new_scene("ShotResume", 24)
+        strip = scene.sequence_editor.strips.new_movie("driving", CONFIG["footage"], 2, 1, fit_method='FIT')
+        set_up_shot(scene, strip, 1, 8, steps=30)
+        prefs = bpy.context.preferences.addons[PKG].preferences
+
+        def killed_job():
+            assert bpy.ops.scail2.generate() == {'FINISHED'}
+            job = session.scene_jobs(scene)[-1]
+            pump(lambda: job.status == "running" and job.phase == "sample" and job.step >= 1)
+            os.kill(session.get_queue(create=False).client.pid, signal.SIGKILL)
+            pump(lambda: job.finished, timeout=60.0)
+            follow.tick()
+            return job
+
+        try:
+            job = killed_job()
+            failed = {"status": job.status, "message": job.error.message, "hint": job.error.hint,
+                      "resume_offered": "operator:scail2.resume_job" in draw_panels()["SCAIL2_PT_view3d_generate"]}
+            assert bpy.ops.scail2.resume_job(job=job.key) == {'FINISHED'}
+            again = session.scene_jobs(scene)[-1]
+            pump(lambda: again.finished, timeout=120.0)
+            follow.tick()
+            resumed = {"status": again.status, "same_folder": again.job_dir == job.job_dir,
+                       "history": len(scene.scail2_job.history), "strips": len(imported_strips(scene))}
+            prefs.resume_automatically = True
+            job = killed_job()
+            auto = session.get_queue(create=False).get(job.meta.get("resumed_as", ""))
+            assert auto is not None, job.meta
+            pump(lambda: auto.finished, timeout=120.0)
+            follow.tick()
+            automatic = {"status": auto.status, "same_folder": auto.job_dir == job.job_dir,
+                         "history": len(scene.scail2_job.history)}
+            return {"failed": failed, "resumed": resumed, "automatic": automatic}
+        finally:
+            prefs.resume_automatically = False
+            session.force_async = False
+            show(SCENES["24"])
 
     @step
     def panels_draw():

@@ -209,6 +209,23 @@ def check_clip_against_timeline(scene, clip, tag):
 # --- Steps.
 
 @step
+def export_folders_keep_other_files():
+    """An export never deletes a file it did not write: someone's frame_*.png is refused, ours replaced."""
+    theirs = out("theirs", "driving")
+    pixels.write_png(os.path.join(theirs, "frame_000000.png"), 8, 8, bytes(8 * 8 * 3))
+    try:
+        render.prepare_folder(theirs)
+        refused = ""
+    except sources.ExportError as ex:
+        refused = str(ex)
+    ours = out("ours", "driving")
+    render.prepare_folder(ours)
+    pixels.write_png(os.path.join(ours, "frame_000000.png"), 8, 8, bytes(8 * 8 * 3))
+    render.prepare_folder(ours)
+    return {"refused": refused, "theirs_kept": os.listdir(theirs), "ours_left": sorted(os.listdir(ours))}
+
+
+@step
 def movie_strip_direct():
     scene, strip = trimmed_movie_scene("movie direct")
     before = snapshot(scene)

@@ -7,7 +7,9 @@ the whole module; the tests that need a worker of their own (killed, refusing to
 start, remote) start small ones.
 """
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -368,5 +370,29 @@ def test_python_without_the_backend_packages_gets_the_setup_hint(tmp_path):
         assert job.status == "failed" and job.error.code == "worker_exited"
         assert "No module named" in job.error.message
         assert job.error.hint == job_queue.MISSING_PACKAGES_HINT
+    finally:
+        queue.shutdown()
+
+
+@needs_backend
+def test_killed_worker_is_named_as_such_and_its_job_resumes_in_its_folder(tmp_path):
+    queue = job_queue.JobQueue(tiny_worker(), str(tmp_path))
+    pump = Pump(queue)
+    try:
+        job = queue.submit(small_spec(steps=60))
+        pump.until(lambda: job.status == "running" and job.step >= 1)
+        os.kill(queue.client.pid, signal.SIGKILL)
+        pump.until(lambda: job.finished, timeout=30)
+        assert job.status == "failed" and job.error.code == "worker_exited"
+        assert "signal 9" in job.error.message
+        # Its last output line ("model loaded ...") is not the cause: the hint says what can be done instead.
+        assert job.error.hint == job_queue.RESUME_HINT
+        assert job.resumable
+        again = queue.resume(job)
+        pump.until(lambda: again.finished)
+        assert again.status == "done", again.error
+        assert again.job_dir == job.job_dir and again.meta["resumed_from"] == job.key
+        with open(os.path.join(job.job_dir, "state.json"), encoding="utf-8") as fh:
+            assert json.load(fh)["status"] == "done"
     finally:
         queue.shutdown()

@@ -139,6 +139,35 @@ def test_missing_reference_is_one_line_and_changes_nothing(report):
     assert detail["after"] == detail["before"]
 
 
+def test_inputs_whose_source_changed_are_exported_again(report):
+    detail = step(report, "changed_sources_are_exported_again")
+    first, unchanged, changed = detail["first"], detail["unchanged"], detail["changed"]
+    # Nothing changed: nothing is exported again.
+    assert unchanged["inputs_mtime"] == first["inputs_mtime"]
+    assert unchanged["reference"] == first["reference"] and unchanged["scene_frame_start"] == 1
+    # A new reference file and a moved strip: both exported again before the job.
+    assert changed["reference"] == detail["other"] != first["reference"]
+    assert changed["scene_frame_start"] == 3
+    assert changed["frame_end"] - changed["frame_start"] < first["frame_end"] - first["frame_start"]
+
+
+def test_a_killed_workers_job_is_named_so_and_resumes_in_its_folder(report):
+    detail = step(report, "resume_after_the_worker_was_killed")
+    failed = detail["failed"]
+    assert failed["status"] == "failed" and "signal 9" in failed["message"]
+    assert "loaded" not in failed["message"] + failed["hint"]  # not the worker's last output line
+    assert failed["resume_offered"]
+    assert detail["resumed"] == {"status": "done", "same_folder": True, "history": 1, "strips": 1}
+    assert detail["automatic"] == {"status": "done", "same_folder": True, "history": 2}
+
+
+def test_sequencer_output_without_strips_is_one_line(report):
+    detail = step(report, "sequencer_output_without_strips")
+    for message in (detail["generate"], detail["export"]):
+        assert "The sequencer has no strips" in message, message
+        assert "Traceback" not in message and "ops.py" not in message, message
+
+
 def test_reference_gone_from_disk_is_refused_by_the_worker(report):
     detail = step(report, "reference_missing_on_disk")
     assert "reference image not found" in detail["message"] and "gone.jpg" in detail["message"]

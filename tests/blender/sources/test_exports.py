@@ -205,6 +205,13 @@ def step(report, name):
     return result["detail"]
 
 
+def test_an_export_never_deletes_files_it_did_not_write(report):
+    detail = step(report, "export_folders_keep_other_files")
+    assert "already holds other images (frame_000000.png)" in detail["refused"]
+    assert detail["theirs_kept"] == ["frame_000000.png"]
+    assert detail["ours_left"] == [".scail2-export"]
+
+
 def test_movie_strip_is_read_from_its_file_with_the_timeline_timing(report):
     # 16 fps footage in a 24 fps scene (added from Python: one footage frame per scene frame),
     # content from frame 10, hard trims 5 and 3, handles moved in by 7 and 6.
