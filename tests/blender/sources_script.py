@@ -260,7 +260,7 @@ def movie_strip_baked():
     return {
         "direct": direct.to_dict(), "baked": baked.to_dict(), "adjustment": adjustment.name,
         "exported": exported, "expected": expected, "changed": diff(before, after),
-        "listing": sorted(os.listdir(baked.path)),
+        "listing": sorted(n for n in os.listdir(baked.path) if not n.startswith(".")),  # the export marker aside
     }
 
 
