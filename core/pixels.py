@@ -25,7 +25,7 @@ import zlib
 from ..protocol import PALETTE
 from .util import write_bytes_atomic
 
-# A channel is "on" above 225 of 255, as the backend reads masks (backend/masks.py);
+# A channel is "on" above 225 of 255, as the backend reads masks (backend/pipeline/masks.py);
 # the half step keeps 225 itself off whatever float rounding the pixels went through.
 CHANNEL_ON = 225.5 / 255.0
 # Colour codes are R*4 + G*2 + B with each channel on/off.

@@ -40,7 +40,7 @@ from .render import (
 )
 from ..props.input_settings import assigned_objects
 
-# What the backend reads as a still (backend/media.py, IMAGE_EXTENSIONS).
+# What the backend reads as a still (backend/pipeline/media.py, IMAGE_EXTENSIONS).
 REFERENCE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp"})
 REFERENCE_NAME = "reference.png"
 REFERENCE_MASK_NAME = "reference_mask.png"

@@ -86,7 +86,7 @@ def adjustments_above(scene, strip):
 
 
 def folder_listing(folder):
-    """Image files of ``folder`` in the order a job reads them (see backend/media.py, _folder_frames)."""
+    """Image files of ``folder`` in the order a job reads them (see backend/pipeline/media.py, _folder_frames)."""
     def natural(name):
         return [int(part) if i % 2 else part.lower() for i, part in enumerate(re.split(r"(\d+)", name))]
     try:
