@@ -17,6 +17,8 @@ import bpy
 
 from ..runtime import follow, session
 
+# Warnings of a job shown in its panel (the manifest keeps them all).
+MAX_WARNINGS = 3
 # Thumbnails of the mask preview and the history (a preview collection, not Blender data).
 _previews = None
 
@@ -98,6 +100,8 @@ def draw_job_state(layout, context, job):
         col.progress(factor=job.progress(), type='BAR', text=text)
     if job.noise_only:
         col.label(text="Test model: the frames are noise", icon='INFO')
+    for warning in job.warnings[:MAX_WARNINGS]:
+        label_wrapped(col, context, warning, 'ERROR')
     image = bpy.data.images.get(follow.PREVIEW_IMAGE)
     if job.preview and image is not None and image.preview is not None and image.preview.icon_id:
         layout.template_icon(icon_value=image.preview.icon_id, scale=8.0)

@@ -101,9 +101,11 @@ def _outcome(job):
     if job.status == "cancelled" and job.task != "generate":
         return 'WARNING', "The {:s} job was cancelled; the scene is unchanged".format(
             "Auto Masks" if job.task == "masks" else "Matte")
+    if job.status == "cancelled" and not job.frames_ready:
+        return 'WARNING', "The job was cancelled before its first frame; nothing was imported"
     if job.status == "cancelled":
-        return 'WARNING', "The job was cancelled; nothing was imported (its frames are kept in {:s})".format(
-            job.job_dir)
+        return 'WARNING', ("The job was cancelled; nothing was imported (its {:d} frames so far are kept in {:s})"
+                           .format(job.frames_ready, job.job_dir))
     return 'INFO', "The job finished"
 
 

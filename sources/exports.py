@@ -24,6 +24,7 @@ __all__ = (
     "stale_exports",
 )
 
+import functools
 import os
 import re
 
@@ -114,6 +115,18 @@ def mask_strip(context, src):
     return seq_scene, strip
 
 
+def _files_as_one_line(export):
+    """An export whose folder cannot be written (read-only, not a folder, disk full) fails with one line."""
+    @functools.wraps(export)
+    def wrapper(context, *args, **kwargs):
+        try:
+            return export(context, *args, **kwargs)
+        except OSError as ex:
+            where = ex.filename or inputs_folder(context, context.scene)
+            raise ExportError("Cannot write the inputs to {!s}: {:s}".format(where, ex.strerror or str(ex))) from None
+    return wrapper
+
+
 # --------------------------------------------------------------------------------------------
 # One input each.
 
@@ -133,6 +146,7 @@ def driving_problem(context):
     return ""
 
 
+@_files_as_one_line
 def export_driving(context, strip=None):
     """The driving footage: ``strip`` (default: the active strip), the sequencer output or a camera's view."""
     problem = driving_problem(context)
@@ -162,6 +176,7 @@ def export_driving(context, strip=None):
     return 'INFO', clip.note
 
 
+@_files_as_one_line
 def export_masks(context):
     """The driving mask for the exported driving footage, then the identity check."""
     scene = context.scene
@@ -200,6 +215,7 @@ def export_masks(context):
     return 'INFO', note
 
 
+@_files_as_one_line
 def export_reference(context):
     """The reference still as chosen in the Inputs panel, with its mask where it has one; then the check."""
     scene = context.scene
@@ -233,6 +249,7 @@ def export_reference(context):
     return ('INFO' if ok else 'WARNING'), "{:s}. {:s}".format(still.note, line)
 
 
+@_files_as_one_line
 def preview_mask(context):
     """Render the driving mask at the current frame (the identities, or the mask strip) for the Inputs panel."""
     scene = context.scene

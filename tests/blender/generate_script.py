@@ -240,6 +240,28 @@ else:
         return {"generate": generate, "export": export}
 
     @step
+    def output_folder_not_writable():
+        """The output folder is a file: Generate and Export Reference say so in one line."""
+        scene = SCENES["24"]
+        show(scene)
+        prefs = bpy.context.preferences.addons[PKG].preferences
+        blocker = os.path.join(WORK_DIR, "not-a-folder")
+        with open(blocker, "w", encoding="utf-8") as fh:
+            fh.write("a file where the output folder should be\n")
+        before, saved = snapshot(scene), prefs.output_dir
+        prefs.output_dir = blocker
+        try:
+            generate = run_expect_error(export='ALL')
+            try:
+                bpy.ops.scail2.export_reference()
+                export = "exported"
+            except RuntimeError as ex:
+                export = str(ex)
+        finally:
+            prefs.output_dir = saved
+        return {"generate": generate, "export": export, "before": before, "after": snapshot(scene)}
+
+    @step
     def reference_missing_on_disk():
         """The recorded reference was deleted after exporting: the worker refuses the job at once."""
         import shutil
@@ -352,6 +374,7 @@ else:
                 "before": before,
                 "after": snapshot(scene),
                 "eta": job.eta_s,
+                "outcome": list(job.meta.get("outcome") or ()),
             }
         finally:
             job_settings.steps = 2

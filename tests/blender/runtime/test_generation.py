@@ -161,6 +161,14 @@ def test_a_killed_workers_job_is_named_so_and_resumes_in_its_folder(report):
     assert detail["automatic"] == {"status": "done", "same_folder": True, "history": 2}
 
 
+def test_an_output_folder_that_cannot_be_written_is_one_line(report):
+    detail = step(report, "output_folder_not_writable")
+    for message in (detail["generate"], detail["export"]):
+        assert "not-a-folder" in message and "Not a directory" in message, message
+        assert "Traceback" not in message, message
+    assert detail["after"] == detail["before"]
+
+
 def test_sequencer_output_without_strips_is_one_line(report):
     detail = step(report, "sequencer_output_without_strips")
     for message in (detail["generate"], detail["export"]):
@@ -207,6 +215,8 @@ def test_cancel_leaves_the_scene_and_keeps_the_job_folder(report):
     assert os.path.isdir(detail["job_dir"])
     state = manifest(os.path.join(detail["job_dir"], "state.json"))
     assert state["status"] == "cancelled"
+    # Cancelled during the first segment's steps: no frame was made, and the message does not claim any.
+    assert detail["outcome"] == ["WARNING", "The job was cancelled before its first frame; nothing was imported"]
 
 
 def test_panels_draw(report):
