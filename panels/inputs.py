@@ -100,9 +100,16 @@ def draw_inputs(layout, context):
     elif src.driving_source == 'STRIP':
         seq_scene = compat.sequencer_scene(context)
         editor = seq_scene.sequence_editor if seq_scene is not None else None
-        strip = editor.active_strip if editor is not None else None
-        col.label(text=strip.name if strip is not None else "No active strip",
-                  icon='SEQUENCE' if strip is not None else 'ERROR', translate=False)
+        active = editor.active_strip if editor is not None else None
+        # An imported result or an Auto Masks strip stands for its footage, which is what Generate exports.
+        strip = exports.footage_behind(editor, active) if active is not None else None
+        if strip is None:
+            col.label(text="No active strip", icon='ERROR')
+        elif strip != active:
+            col.label(text="{:s} (the footage of {:s})".format(strip.name, active.name), icon='SEQUENCE',
+                      translate=False)
+        else:
+            col.label(text=strip.name, icon='SEQUENCE', translate=False)
 
     col = layout.column()
     col.prop(src, "mask_source")
@@ -174,7 +181,9 @@ def draw_inputs(layout, context):
     if src.mask_source != 'NONE' or inputs.get("driving_mask"):
         _recorded_line(box, context, "Mask", inputs.get("driving_mask"), "driving_mask" in stale)
     _recorded_line(box, context, "Reference", inputs.get("reference"), "reference" in stale)
-    if src.last_check:
+    if src.mask_source == 'NONE' and not inputs.get("driving_mask"):
+        label_wrapped(box, context, "No mask: the whole frame is character 1", 'INFO')
+    elif src.last_check:
         label_wrapped(box, context, src.last_check, 'INFO')
 
 

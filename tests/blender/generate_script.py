@@ -431,6 +431,7 @@ else:
         """Every SCAIL panel draws (through Blender's real layout calls) in both editors."""
         scene = SCENES["24"]
         show(scene)
+        scene.sequence_editor.active_strip = imported_strips(scene)[-1]  # as an import leaves it
         return {name: [call[len("label:"):] for call in calls if call.startswith("label:")]
                 for name, calls in draw_panels().items()}
 

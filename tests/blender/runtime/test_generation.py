@@ -228,6 +228,10 @@ def test_panels_draw(report):
         queue = drawn["SCAIL2_PT_{:s}_queue".format(space)]
         assert any("Done" in text for text in queue), queue
         assert any("Cancelled" in text for text in queue), queue
+        # The active strip is an imported result: the Inputs name the footage Generate will export.
+        inputs = drawn["SCAIL2_PT_{:s}_inputs".format(space)]
+        assert any(text.startswith("driving (the footage of ") for text in inputs), inputs
+        assert "No mask: the whole frame is character 1" in " ".join(inputs), inputs  # wrapped to the width
 
 
 def test_history_survives_save_and_reload(report):
