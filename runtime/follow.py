@@ -18,6 +18,7 @@ __all__ = (
     "FINISHERS",
     "PREVIEW_IMAGE",
     "apply_changes",
+    "redraw_job_panels",
     "register",
     "resume_job",
     "run_job",
@@ -40,6 +41,9 @@ from . import session
 
 PREVIEW_IMAGE = "SCAIL Preview"
 TICK_S = 0.25
+# While nothing changes, the timer waits a step longer every few ticks, up to this.
+MAX_TICK_S = 1.0
+IDLE_TICKS_PER_STEP = 4
 
 # How a done job of each task comes into the scene: ``finish(job, interactive) -> (level, message)``.
 FINISHERS = {
@@ -48,7 +52,8 @@ FINISHERS = {
     "matte": segmentation.finish_job,
 }
 
-_status_shown = False
+_status_shown = None  # the status bar text this module shows, or None
+_idle_ticks = 0  # ticks in a row in which nothing changed
 
 
 def run_job(context, spec, meta, task="generate", job_dir=None, resume=False):
@@ -115,19 +120,32 @@ def _ensure_timer():
 
 
 def tick():
-    """The timer: pump the queue, show progress, import finished jobs. Never raises."""
+    """The timer: pump the queue, show progress, import finished jobs. Never raises.
+
+    It redraws only the panels that show jobs, only when the queue changed, and polls less often
+    while nothing happens (a long denoising step), so Blender stays as light as when idle.
+    """
+    global _idle_ticks
     queue = session.get_queue(create=False)
     if queue is None:
         _set_status(None)
         return None
+    changes = []
     try:
-        apply_changes(queue.poll(), interactive=True)
+        changes = queue.poll()
+        apply_changes(changes, interactive=True)
     except Exception:
         traceback.print_exc()
     busy = queue.busy
-    _set_status(status_line(queue) if busy else None)
-    _redraw()
-    return TICK_S if busy else None
+    shown = _set_status(status_line(queue) if busy else None)
+    if changes or shown:
+        _idle_ticks = 0
+        redraw_job_panels(preview=any(change.kind == "frame" for change in changes))
+    else:
+        _idle_ticks += 1
+    if not busy:
+        return None
+    return min(MAX_TICK_S, TICK_S * (1 + _idle_ticks // IDLE_TICKS_PER_STEP))
 
 
 def status_line(queue):
@@ -207,9 +225,10 @@ def update_preview(path):
 
 
 def _set_status(text):
+    """Show ``text`` in the status bar (None: clear it); whether that changed what is shown."""
     global _status_shown
-    if text is None and not _status_shown:
-        return
+    if text == _status_shown:
+        return False
     for window in session.windows():
         workspace = window.workspace
         if workspace is None:
@@ -217,13 +236,19 @@ def _set_status(text):
         # The status bar text belongs to a window: a timer has none in its context.
         with bpy.context.temp_override(window=window):
             workspace.status_text_set(text)
-    _status_shown = text is not None
+    _status_shown = text
+    return True
 
 
-def _redraw():
+def redraw_job_panels(preview=False):
+    """Redraw the sidebars that hold the SCAIL panels (and, for a new ``preview`` frame, image editors)."""
     for window in session.windows():
         for area in window.screen.areas:
-            if area.type in {'SEQUENCE_EDITOR', 'VIEW_3D', 'PREFERENCES', 'IMAGE_EDITOR'}:
+            if area.type in {'SEQUENCE_EDITOR', 'VIEW_3D'}:
+                for region in area.regions:
+                    if region.type == 'UI':
+                        region.tag_redraw()
+            elif preview and area.type == 'IMAGE_EDITOR':
                 area.tag_redraw()
 
 
