@@ -23,7 +23,7 @@ from bpy.types import Operator
 
 from .. import compat
 from ..core.results import ResultError
-from ..runtime.result_create import create_import
+from ..runtime.result_create import create_import, viewport_hint
 from ..runtime.result_plan import plan_import
 
 
@@ -150,6 +150,9 @@ class SCAIL2_OT_import_result(Operator):
                 strip.name, strip.channel, left, right - 1))
         if plane is not None:
             done.append("plane {:s} under camera {:s}".format(plane.name, plan.camera.name))
+            hint = viewport_hint(context)
+            if hint:
+                self.report({'INFO'}, hint)
         self.report({'INFO'}, "Imported {:s}: {:s}".format(plan.result.job_id, "; ".join(done)))
         return {'FINISHED'}
 

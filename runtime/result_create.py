@@ -7,6 +7,7 @@ import leaves the scene as it was.
 
 __all__ = (
     "create_import",
+    "viewport_hint",
     "use_image_alpha",
 )
 
@@ -97,6 +98,7 @@ def _build_material(material, image, timed, shading, use_alpha, blended=False):
     output.location = (300, 0)
     texture.location = (-400, 0)
     texture.image = image
+    texture.show_texture = True  # what Solid shading shows with Color set to Texture
     texture.extension = 'EXTEND'
     user = texture.image_user
     user.frame_start = timed.first_frame
@@ -214,3 +216,15 @@ def create_import(plan, context, *, shading='EMISSION', use_alpha=True):
     if plane is not None:
         _select_plane(plane, context)
     return strip, plane
+
+
+def viewport_hint(context):
+    """One line on how to see an imported plane's frames when a 3D viewport would show it plain grey, or ""."""
+    screen = getattr(context, "screen", None)
+    for area in screen.areas if screen is not None else ():
+        if area.type == 'VIEW_3D':
+            shading = area.spaces.active.shading
+            if shading.type == 'SOLID' and shading.color_type != 'TEXTURE':
+                return ("The plane shows its frames in Material Preview and Rendered shading; in Solid shading set "
+                        "Color to Texture (viewport header, Shading popover)")
+    return ""

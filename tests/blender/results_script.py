@@ -170,6 +170,7 @@ def plane_detail(plane):
         "image_source": image.source,
         "image_filepath": bpy.path.abspath(image.filepath),
         "image_alpha_mode": image.alpha_mode,
+        "shown_in_solid_texture_mode": texture.show_texture,
         "frame_start": user.frame_start,
         "frame_duration": user.frame_duration,
         "frame_offset": user.frame_offset,
@@ -620,6 +621,29 @@ def undo_is_one_step():
     return {
         "before": before, "after": after, "undone": undone, "redone": redone,
     }
+
+
+@step
+def viewport_hint():
+    """The line an import adds when a 3D viewport's Solid shading would show the plane plain grey."""
+    import types
+
+    area = WINDOW.screen.areas[0]
+    kept = area.type
+    area.type = 'VIEW_3D'
+    try:
+        shading = area.spaces.active.shading
+        hint = sys.modules[PKG + ".runtime.result_create"].viewport_hint
+        context = types.SimpleNamespace(screen=WINDOW.screen)
+        shading.type, shading.color_type = 'SOLID', 'MATERIAL'
+        solid = hint(context)
+        shading.color_type = 'TEXTURE'
+        texture = hint(context)
+        shading.type = 'MATERIAL'
+        preview = hint(context)
+    finally:
+        area.type = kept
+    return {"solid": solid, "texture": texture, "preview": preview}
 
 
 @step

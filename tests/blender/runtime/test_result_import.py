@@ -580,6 +580,7 @@ def test_plane_under_the_camera_with_image_sequence(report):
     assert (plane["frame_start"], plane["frame_duration"], plane["frame_offset"]) == (first, end - first, 0)
     assert plane["use_auto_refresh"] and not plane["use_cyclic"]
     assert os.path.basename(plane["image_filepath"]) == "frame_000001.png"
+    assert plane["shown_in_solid_texture_mode"]  # Solid shading with Color = Texture shows the frames
     # Number n is scene frame first + n - 1, number 0 holds the first frame.
     frames = manifest_frames(report["_jobs"]["full"])
     files = {os.path.basename(f["file"]): f for f in frames}
@@ -704,3 +705,9 @@ def test_undo_removes_the_import_in_one_step(report):
 
 def test_disables_cleanly(report):
     step(report, "disable")
+
+
+def test_an_import_says_how_to_see_a_plane_in_solid_shading(report):
+    detail = step(report, "viewport_hint")
+    assert "set Color to Texture" in detail["solid"]
+    assert detail["texture"] == detail["preview"] == ""
