@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,34 @@ MANIFEST_NAME = "manifest.json"
 SEGMENT_FRAMES = 81
 SEGMENT_OVERLAP = 5
 DEFAULT_SEGMENT_PROMPT = "person"  # what a mask or matte looks for unless told
+SAMPLERS = ("unipc", "euler")
+
+# Limits every job is checked against (`JobSpec.validate`), so the add-on, the CLI and the worker
+# refuse the same settings, in one line, before any file is read or any model is loaded.
+# A job's own size: each side at most MAX_JOB_SIDE pixels. The model is trained at 512p and 704p
+# (long side 896 / 1280); 2048 leaves room for 1080p and keeps a segment's tensors in the GBs
+# (32000 x 32000 was OOM-killed at 19.7 GB before any message).
+MAX_JOB_SIDE = 2048
+# Every input frame or still is checked from its file header before it is decoded: at most
+# `JobSpec.max_input_pixels` pixels (width x height). The default, 2**26 (8192 x 8192, 67 MP),
+# takes 8K footage and the stills of a 61 MP camera; decoding it costs about 1.5 GB. OpenCV
+# itself refuses images over 2**30 pixels, the highest limit a job may set.
+DEFAULT_MAX_INPUT_PIXELS = 1 << 26
+MAX_INPUT_PIXELS_LIMIT = 1 << 30
+# Sampler numbers (`docs/model.md`, section "Sampler settings"). Guidance 1 turns classifier-free
+# guidance off and the sampler ignores values below 1, so they are refused rather than silently
+# read as 1; Wan 2.1's recipes use 1 to 6. Shift must be positive (the flow-shifted sigmas
+# s*x/(1+(s-1)*x) leave [0, 1] otherwise); the recipes use 1 to 12, and at shift 0 the Euler
+# schedule divides by zero. Above 20 either one only saturates the frames.
+GUIDANCE_RANGE = (1.0, 20.0)
+SHIFT_RANGE = (0.1, 20.0)
+# Steps: the recipes use 8 and 40; a schedule of 10**12 steps would not even fit in memory.
+MAX_STEPS = 10_000
+# Frame rates (the model's, and an image sequence's): outside this range a rate comes from a typo
+# or broken metadata (a 90 kHz time base), not from footage.
+FPS_RANGE = (0.1, 1000.0)
+LORA_STRENGTH_RANGE = (-10.0, 10.0)  # merged as weight + strength * delta; 0..2 is usual
+SEED_LIMIT = 1 << 64  # torch seeds a generator with 64 bits; -1 means "pick one"
 
 
 class ProtocolError(ValueError):
@@ -92,29 +121,61 @@ class JobSpec:
     pose_driven: bool = False
     matte: bool = False  # also write RGBA frames (MATTE_FOLDER) with the generated character's alpha
     matte_prompt: str = DEFAULT_SEGMENT_PROMPT  # what the matte keeps (SAM 3 text prompt)
+    # The most pixels (width x height) an input frame or still may have, checked from its file
+    # header before it is decoded; a safety limit, not part of the result.
+    max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS
 
     def validate(self) -> JobSpec:
-        """Raise ProtocolError on values no run could accept; return self."""
+        """Raise ProtocolError on values no run could accept; return self.
+
+        Beyond the types: every number finite and in the range a run can use (the constants
+        above say why each range), paths without NUL bytes, the size within MAX_JOB_SIDE, the
+        seed -1 or 64 bits, each LoRA a path and a strength.
+        """
         _check_types(self)
+        _check_floats(self)
+        if not self.driving.strip():
+            raise ProtocolError("no driving clip given")
+        if not self.reference.strip():
+            raise ProtocolError("no reference image given")
+        for name, path in self._paths():
+            _check_path(name, path)
         if self.mode not in MODES:
             raise ProtocolError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.preset not in PRESETS:
             raise ProtocolError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.resolution not in RESOLUTIONS:
             raise ProtocolError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {self.resolution!r}")
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise ProtocolError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if (self.height or self.width) and (self.height % 32 or self.width % 32 or self.height <= 0 or self.width <= 0):
             raise ProtocolError(f"height and width must be positive multiples of 32, got {self.height}x{self.width}")
+        if self.height > MAX_JOB_SIDE or self.width > MAX_JOB_SIDE:
+            raise ProtocolError(f"size {self.height}x{self.width} is over the limit of {MAX_JOB_SIDE} pixels a side "
+                                f"(the model is trained at 512p and 704p)")
+        if not 1 <= self.max_input_pixels <= MAX_INPUT_PIXELS_LIMIT:
+            raise ProtocolError(f"max_input_pixels must be 1 to {MAX_INPUT_PIXELS_LIMIT} (OpenCV's own limit), "
+                                f"got {self.max_input_pixels}")
         if len(self.extra_references) != len(self.extra_reference_masks) and self.extra_reference_masks:
             raise ProtocolError("give one mask per extra reference view, or none")
-        if self.model_fps <= 0:
-            raise ProtocolError(f"model frame rate must be positive, got {self.model_fps}")
         if self.frame_start < 0 or (self.frame_end is not None and self.frame_end <= self.frame_start):
             raise ProtocolError(f"frame range [{self.frame_start}, {self.frame_end}) is empty")
         if self.matte and not self.matte_prompt.strip():
             raise ProtocolError("a matte needs a text prompt saying what to keep, such as 'person'")
-        if self.steps is not None and self.steps < 1:
-            raise ProtocolError(f"steps must be at least 1, got {self.steps}")
+        if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
+            raise ProtocolError(f"steps must be at least 1 and at most {MAX_STEPS}, got {self.steps}")
+        if self.seed != -1 and not 0 <= self.seed < SEED_LIMIT:
+            raise ProtocolError(f"seed must be -1 (pick one) or 0 to 2**64 - 1, got {self.seed}"[:200])
+        for lora in self.loras:
+            _check_lora(lora)
         return self
+
+    def _paths(self) -> list[tuple[str, str | None]]:
+        paths = [("driving", self.driving), ("reference", self.reference), ("driving_mask", self.driving_mask),
+                 ("reference_mask", self.reference_mask)]
+        paths += [("extra_references", p) for p in self.extra_references]
+        paths += [("extra_reference_masks", p) for p in self.extra_reference_masks]
+        return paths
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,11 +185,73 @@ class JobSpec:
         return _from_dict(cls, data)
 
 
+# Settings that guard a run without changing its result: a job folder written under one limit
+# is the same job under another (a rerun with a raised limit resumes it).
+_SAFETY_SETTINGS = ("max_input_pixels",)
+
+
+def same_job(recorded: dict[str, Any], spec: JobSpec | dict[str, Any]) -> bool:
+    """Whether a job folder's recorded `job` (its manifest's) and `spec` ask for the same result.
+
+    Both sides are read as JobSpecs, so a manifest written before a setting existed still matches
+    a spec that leaves it at its default; safety limits (`max_input_pixels`) do not count. A
+    recorded job that is no longer a valid JobSpec matches nothing.
+    """
+    try:
+        old = JobSpec.from_dict(dict(recorded)).to_dict()
+        new = (spec if isinstance(spec, JobSpec) else JobSpec.from_dict(dict(spec))).to_dict()
+    except (ProtocolError, TypeError, ValueError):
+        return False
+    for name in _SAFETY_SETTINGS:
+        old.pop(name), new.pop(name)
+    return old == new
+
+
 def _check_types(spec: Any) -> None:
     for f in dataclasses.fields(spec):
         value = getattr(spec, f.name)
         if not _accepts(f.type, value):
             raise ProtocolError(f"{f.name} must be {f.type}, got {type(value).__name__} {value!r}"[:200])
+
+
+# JobSpec's float settings: (the range a run can use, what it is called in a message).
+_FLOAT_RANGES = {
+    "guidance": (GUIDANCE_RANGE, "guidance"),
+    "shift": (SHIFT_RANGE, "shift"),
+    "model_fps": (FPS_RANGE, "model frame rate"),
+    "driving_fps": (FPS_RANGE, "driving frame rate"),
+}
+
+
+def _check_floats(spec: JobSpec) -> None:
+    """Every float setting finite and in its range (None keeps the default)."""
+    for name, ((low, high), what) in _FLOAT_RANGES.items():
+        value = getattr(spec, name)
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            raise ProtocolError(f"{what} must be a finite number, got {value}")
+        if not low <= value <= high:
+            raise ProtocolError(f"{what} must be {low:g} to {high:g}, got {value:g}")
+
+
+def _check_path(name: str, path: str | None) -> None:
+    if path is not None and "\x00" in path:
+        raise ProtocolError(f"{name} holds a NUL character: {path!r}"[:200])
+
+
+def _check_lora(lora: dict) -> None:
+    """{"path": FILE, "strength": NUMBER}: a path, and a finite strength in LORA_STRENGTH_RANGE."""
+    unknown = sorted(set(lora) - {"path", "strength"})
+    if unknown:
+        raise ProtocolError(f"unknown LoRA settings: {', '.join(map(str, unknown))}"[:200])
+    path, strength = lora.get("path"), lora.get("strength", 1.0)
+    if not isinstance(path, str) or not path.strip():
+        raise ProtocolError('each LoRA must be {"path": FILE, "strength": NUMBER}')
+    _check_path("a LoRA path", path)
+    low, high = LORA_STRENGTH_RANGE
+    if not _is_number(strength) or not math.isfinite(strength) or not low <= strength <= high:
+        raise ProtocolError(f"LoRA strength must be a number from {low:g} to {high:g}, got {strength!r}: {path}"[:200])
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -178,6 +301,9 @@ class SegmentSpec:
     def validate(self) -> SegmentSpec:
         """Raise ProtocolError on values no run could accept; return self."""
         _check_types(self)
+        if not self.source.strip():
+            raise ProtocolError("no source clip or image given")
+        _check_path("source", self.source)
         if self.task not in SEGMENT_TASKS:
             raise ProtocolError(f"task must be one of {', '.join(SEGMENT_TASKS)}, got {self.task!r}")
         if self.mode not in MODES:
@@ -190,6 +316,8 @@ class SegmentSpec:
             asked = len(self.pick) if self.pick is not None else len(self.subjects) or self.max_identities
             if not 1 <= asked <= MAX_IDENTITIES:
                 raise ProtocolError(f"SCAIL-2 binds 1 to {MAX_IDENTITIES} identities, {asked} were asked for")
+        if self.pick is not None and any(index < 0 for index in self.pick):
+            raise ProtocolError(f"picked instance indices count from 0, got {self.pick}"[:200])
         for subject in self.subjects:
             _check_subject(subject)
         numbers = [subject.get("identity", k + 1) for k, subject in enumerate(self.subjects)]
@@ -211,6 +339,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value)
+
+
 def _check_subject(subject: dict) -> None:
     identity = subject.get("identity", 1)
     if not isinstance(identity, int) or isinstance(identity, bool) or not 1 <= identity <= MAX_IDENTITIES:
@@ -221,13 +353,13 @@ def _check_subject(subject: dict) -> None:
     if (box is None) == (points is None):
         raise ProtocolError("mark each subject with either a box or points")
     if box is not None:
-        if not (isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))
+        if not (isinstance(box, list) and len(box) == 4 and all(map(_is_finite, box))
                 and box[2] > box[0] and box[3] > box[1]):
             raise ProtocolError(f"a subject box is [x0, y0, x1, y1] with x1 > x0 and y1 > y0, got {box!r}"[:200])
         return
     labels = subject.get("labels", [1] * len(points) if isinstance(points, list) else None)
     if not (isinstance(points, list) and points
-            and all(isinstance(p, list) and len(p) == 2 and all(map(_is_number, p)) for p in points)):
+            and all(isinstance(p, list) and len(p) == 2 and all(map(_is_finite, p)) for p in points)):
         raise ProtocolError(f"subject points are [[x, y], ...], got {points!r}"[:200])
     if not (isinstance(labels, list) and len(labels) == len(points) and all(v in (0, 1) for v in labels)):
         raise ProtocolError("subject point labels are 1 (on the subject) or 0 (not), one per point")

@@ -137,3 +137,81 @@ def test_a_generation_matte_needs_a_prompt():
     assert JobSpec(driving="a", reference="b", matte=True).validate().matte_prompt == "person"
     with pytest.raises(ProtocolError, match="a matte needs a text prompt"):
         JobSpec(driving="a", reference="b", matte=True, matte_prompt=" ").validate()
+
+
+# -- numbers a run cannot use (issue 14, item 7) -------------------------------------------------
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"guidance": float("inf")}, "guidance must be a finite number, got inf"),
+    ({"guidance": float("nan")}, "guidance must be a finite number, got nan"),
+    ({"guidance": 0.5}, "guidance must be 1 to 20, got 0.5"),
+    ({"guidance": 21}, "guidance must be 1 to 20"),
+    ({"shift": -1.0}, "shift must be 0.1 to 20, got -1"),
+    ({"shift": 0}, "shift must be 0.1 to 20, got 0"),
+    ({"shift": float("-inf")}, "shift must be a finite number"),
+    ({"model_fps": 0}, "model frame rate must be 0.1 to 1000, got 0"),
+    ({"model_fps": float("nan")}, "model frame rate must be a finite number"),
+    ({"driving_fps": float("inf")}, "driving frame rate must be a finite number"),
+    ({"driving_fps": -24.0}, "driving frame rate must be 0.1 to 1000"),
+    ({"seed": 2 ** 64}, "seed must be -1 \\(pick one\\) or 0 to 2\\*\\*64 - 1"),
+    ({"seed": 2 ** 200}, "seed must be -1"),
+    ({"seed": -2}, "seed must be -1"),
+    ({"height": 32000, "width": 32000}, "size 32000x32000 is over the limit of 2048 pixels a side"),
+    ({"height": 2048, "width": 2080}, "over the limit of 2048"),
+    ({"steps": 10 ** 12}, "steps must be at least 1 and at most 10000"),
+    ({"sampler": "dpm"}, "sampler must be one of unipc, euler"),
+    ({"max_input_pixels": 0}, "max_input_pixels must be 1 to 1073741824"),
+    ({"max_input_pixels": 2 ** 31}, "max_input_pixels must be 1 to"),
+    ({"driving": ""}, "no driving clip given"),
+    ({"reference": " "}, "no reference image given"),
+    ({"reference_mask": "mask\x00.png"}, "reference_mask holds a NUL character"),
+    ({"loras": [{"path": "l.safetensors", "strength": float("nan")}]}, "LoRA strength must be a number from -10 to 10"),
+    ({"loras": [{"path": "l.safetensors", "strength": 1e9}]}, "LoRA strength must be a number"),
+    ({"loras": [{"path": "l.safetensors", "strength": "1"}]}, "LoRA strength must be a number"),
+    ({"loras": [{"strength": 1.0}]}, 'each LoRA must be {"path": FILE'),
+    ({"loras": [{"path": "l.safetensors", "weight": 1.0}]}, "unknown LoRA settings: weight"),
+])
+def test_impossible_numbers_and_settings_are_refused_in_one_line(changes, message):
+    data = JobSpec(driving="a.mp4", reference="b.png").to_dict() | changes
+    with pytest.raises(ProtocolError, match=message) as info:
+        JobSpec.from_dict(data)
+    assert "\n" not in str(info.value) and len(str(info.value)) <= 200
+
+
+@pytest.mark.parametrize("changes", [
+    {"guidance": 1}, {"guidance": 20.0}, {"shift": 0.1}, {"shift": 20}, {"seed": 0}, {"seed": 2 ** 64 - 1},
+    {"seed": -1}, {"height": 2048, "width": 2048}, {"steps": 10_000}, {"model_fps": 0.1}, {"driving_fps": 1000},
+    {"sampler": "euler"}, {"max_input_pixels": 1}, {"max_input_pixels": 2 ** 30},
+    {"loras": [{"path": "l.safetensors", "strength": -10}, {"path": "m.safetensors"}]},
+])
+def test_the_edges_of_every_range_are_accepted(changes):
+    spec = JobSpec.from_dict(JobSpec(driving="a.mp4", reference="b.png").to_dict() | changes)
+    json.dumps(spec.to_dict(), allow_nan=False)  # a valid job is always plain JSON
+
+
+def test_the_input_pixel_limit_has_a_sane_default():
+    assert JobSpec(driving="a", reference="b").max_input_pixels == protocol.DEFAULT_MAX_INPUT_PIXELS == 8192 * 8192
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"subjects": [{"box": [0, 0, float("inf"), 9]}]}, "a subject box is"),
+    ({"subjects": [{"points": [[float("nan"), 2]]}]}, "subject points are"),
+    ({"pick": [-1]}, "picked instance indices count from 0"),
+    ({"source": ""}, "no source clip or image given"),
+    ({"source": "clip\x00.mp4"}, "source holds a NUL character"),
+])
+def test_impossible_segment_settings_are_refused(changes, message):
+    with pytest.raises(ProtocolError, match=message):
+        protocol.SegmentSpec.from_dict({"task": "masks", "source": "clip.mp4", **changes})
+
+
+def test_same_job_reads_both_sides_as_job_specs_and_ignores_safety_limits():
+    spec = JobSpec(driving="a.mp4", reference="b.png", seed=4)
+    recorded = spec.to_dict()
+    del recorded["max_input_pixels"]  # a manifest written before the setting existed
+    assert protocol.same_job(recorded, spec)
+    assert protocol.same_job(spec.to_dict(), JobSpec(driving="a.mp4", reference="b.png", seed=4, max_input_pixels=10))
+    assert not protocol.same_job(recorded, JobSpec(driving="a.mp4", reference="b.png", seed=5))
+    assert not protocol.same_job(recorded | {"guidance": float("nan")}, spec)
+    assert protocol.same_job(recorded, spec.to_dict())
