@@ -24,7 +24,11 @@ from bpy.props import (
 )
 from bpy.types import PropertyGroup
 
+from .. import protocol
+
 SCENE_PROPERTY = "scail2_job"
+# The frame limit's untouched values (Blender's default scene range).
+FRAME_START, FRAME_END = 1, 250
 MAX_SEED = 2 ** 31 - 1
 
 FORM_ITEMS = (
@@ -32,6 +36,13 @@ FORM_ITEMS = (
     ('PLANE', "Camera Plane", "A plane parented to the camera, filling its view"),
     ('BOTH', "Both", "An image strip and a camera plane"),
 )
+
+
+def _start_limit_at_scene_range(settings, context):
+    """Turning the frame limit on for the first time starts it at the scene's range, not at 1-250."""
+    scene = settings.id_data
+    if settings.use_frame_range and (settings.frame_start, settings.frame_end) == (FRAME_START, FRAME_END):
+        settings.frame_start, settings.frame_end = scene.frame_start, scene.frame_end
 
 
 def _is_camera(_self, obj):
@@ -94,12 +105,12 @@ class SCAIL2_SceneJob(PropertyGroup):
     width: IntProperty(
         name="Width",
         description="Exact output width in pixels, a multiple of 32 (0: from the resolution and the reference)",
-        min=0, max=4096, step=32, default=0, subtype='PIXEL',
+        min=0, max=protocol.MAX_JOB_SIDE, step=32, default=0, subtype='PIXEL',
     )
     height: IntProperty(
         name="Height",
         description="Exact output height in pixels, a multiple of 32 (0: from the resolution and the reference)",
-        min=0, max=4096, step=32, default=0, subtype='PIXEL',
+        min=0, max=protocol.MAX_JOB_SIDE, step=32, default=0, subtype='PIXEL',
     )
     steps: IntProperty(
         name="Steps",
@@ -110,7 +121,7 @@ class SCAIL2_SceneJob(PropertyGroup):
         name="Guidance",
         description="How strongly the prompt and reference steer the result (0: the preset's, 5 for quality "
                     "and 1 for fast)",
-        min=0.0, soft_max=10.0, max=30.0, default=0.0, precision=2,
+        min=0.0, soft_max=10.0, max=protocol.GUIDANCE_RANGE[1], default=0.0, precision=2,
     )
     seed: IntProperty(
         name="Seed",
@@ -126,9 +137,10 @@ class SCAIL2_SceneJob(PropertyGroup):
         name="Limit Frames",
         description="Generate only part of the exported driving footage",
         default=False,
+        update=_start_limit_at_scene_range,
     )
-    frame_start: IntProperty(name="Start", description="First scene frame to generate", default=1)
-    frame_end: IntProperty(name="End", description="Last scene frame to generate", default=250)
+    frame_start: IntProperty(name="Start", description="First scene frame to generate", default=FRAME_START)
+    frame_end: IntProperty(name="End", description="Last scene frame to generate", default=FRAME_END)
     use_matte: BoolProperty(
         name="Matte",
         description="Also cut the generated characters out: RGBA frames the strip and the camera plane "

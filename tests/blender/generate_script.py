@@ -208,6 +208,20 @@ else:
         return {"first": first, "unchanged": unchanged, "changed": changed, "other": other}
 
     @step
+    def frame_limit_starts_at_scene_range():
+        scene = new_scene("ShotRange", 24)
+        scene.frame_start, scene.frame_end = 10, 40
+        job = scene.scail2_job
+        job.use_frame_range = True
+        first = [job.frame_start, job.frame_end]
+        job.frame_start, job.frame_end = 12, 20
+        job.use_frame_range = False
+        job.use_frame_range = True
+        kept = [job.frame_start, job.frame_end]
+        bpy.data.scenes.remove(scene)
+        return {"first": first, "kept": kept}
+
+    @step
     def missing_reference():
         scene = SCENES["24"]
         show(scene)

@@ -169,6 +169,11 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(report):
     assert detail["after"] == detail["before"]
 
 
+def test_the_frame_limit_starts_at_the_scenes_range(report):
+    detail = step(report, "frame_limit_starts_at_scene_range")
+    assert detail == {"first": [10, 40], "kept": [12, 20]}
+
+
 def test_sequencer_output_without_strips_is_one_line(report):
     detail = step(report, "sequencer_output_without_strips")
     for message in (detail["generate"], detail["export"]):
