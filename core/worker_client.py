@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Talking to the SCAIL-2 worker (``python -m backend serve``) from Blender.
 
+(Slightly over 450 lines on purpose: one class for both transports, so the queue sees one interface.)
+
 Standard library only and no ``bpy``: Blender polls a `WorkerClient` from a timer,
 and nothing here ever blocks Blender for longer than a call's own timeout.
 
