@@ -7,7 +7,10 @@ No model code lives here. Conventions used throughout:
 * a clip is a video file (mp4/m4v/mov/mkv/avi/webm) or an image sequence: a folder of frames,
   a printf pattern such as ``frames/img_%04d.png`` (Blender's ``img_####.png`` works too), or a
   single still image (a one-frame sequence);
-* frame indices count decoded frames from 0; times are seconds from the clip's first frame.
+* frame indices count decoded frames from 0; times are seconds from the clip's first frame;
+* nothing is decoded before its size is known to be within the input pixel limit
+  (`protocol.JobSpec.max_input_pixels`): images by their header (`probe`), videos by their
+  container.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from protocol import DEFAULT_MAX_INPUT_PIXELS
+
+from .probe import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, check_image, check_pixels, clip_files
+
 PathLike = Union[str, os.PathLike]
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"})
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp"})
 # Image sequences carry no frame rate; this is Blender's default scene rate.
 DEFAULT_SEQUENCE_FPS = 24.0
 # Rates outside this range come from broken container metadata (e.g. a 90 kHz time base).
@@ -53,10 +57,6 @@ _SEEK_MIN_SKIP = 64
 _FRAME_EPS = 1e-6
 
 
-class MediaError(ValueError):
-    """A media input that cannot be used, as one line naming the file."""
-
-
 @dataclass(frozen=True)
 class ClipInfo:
     """What probe_clip learnt about a clip. width/height in pixels, fps in frames per second."""
@@ -69,34 +69,32 @@ class ClipInfo:
     height: int
     # Sequences only: the frame files in playback order.
     files: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    # The most pixels a frame may have: every sequence frame's header is checked before it is decoded.
+    max_pixels: int = field(default=DEFAULT_MAX_INPUT_PIXELS, repr=False, compare=False)
+    what: str = field(default="clip", repr=False, compare=False)  # names the clip in messages
 
 
 # ---------------------------------------------------------------------------------------------
 # Probing
 
 
-def probe_clip(path: PathLike, fps: float | None = None, *, what: str = "driving clip") -> ClipInfo:
+def probe_clip(path: PathLike, fps: float | None = None, *, what: str = "driving clip",
+               max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> ClipInfo:
     """Probe a video file or an image sequence (folder, printf/'#' pattern, or single still).
 
     fps: the rate of an image sequence (default DEFAULT_SEQUENCE_FPS, 24). A video's own rate
     wins; `fps` is only used for a video whose container reports no usable rate.
     what: names the input in error messages ("driving clip not found: PATH").
+    max_pixels: frames over this many pixels are refused before they are decoded (a video by its
+    container's size, every sequence frame by its header).
     """
     path = os.fspath(path)
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise MediaError(f"frame rate must be positive, got {fps}: {path}")
-    if os.path.isdir(path):
-        return _probe_sequence(path, _folder_frames(path, what), fps, what)
-    if _pattern_regex(os.path.basename(path)) is not None and not os.path.exists(path):
-        return _probe_sequence(path, _pattern_frames(path, what), fps, what)
-    if not os.path.exists(path):
-        raise MediaError(f"{what} not found: {path}")
-    ext = os.path.splitext(path)[1].lower()
-    if ext in VIDEO_EXTENSIONS:
-        return _probe_video(path, fps, what)
-    if ext in IMAGE_EXTENSIONS:
-        return _probe_sequence(path, [path], fps, what)
-    raise MediaError(f"unsupported file type '{ext or os.path.basename(path)}': {path}")
+    files = clip_files(path, what)
+    if files is not None:
+        return _probe_sequence(path, files, fps, what, max_pixels)
+    return _probe_video(path, fps, what, max_pixels)
 
 
 def _open_video(path: str) -> cv2.VideoCapture:
@@ -108,9 +106,28 @@ def _open_video(path: str) -> cv2.VideoCapture:
     return cap
 
 
-def _probe_video(path: str, fps: float | None, what: str) -> ClipInfo:
+def video_size(cap: cv2.VideoCapture) -> tuple[int, int]:
+    """(width, height) a video's container reports, before any frame is decoded (0, 0 if none)."""
+    width, height = cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+    if not (math.isfinite(width) and math.isfinite(height)):
+        return 0, 0
+    return int(width), int(height)
+
+
+def check_video(path: PathLike, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS, what: str = "clip") -> None:
+    """Refuse a video whose container says its frames are over `max_pixels`; decodes nothing."""
+    path = os.fspath(path)
     cap = _open_video(path)
     try:
+        check_pixels(*video_size(cap), max_pixels, what, path)
+    finally:
+        cap.release()
+
+
+def _probe_video(path: str, fps: float | None, what: str, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> ClipInfo:
+    cap = _open_video(path)
+    try:
+        check_pixels(*video_size(cap), max_pixels, what, path)
         ok, first = cap.read()
         if not ok:
             raise MediaError(f"{what} has no frames: {path}")
@@ -122,10 +139,11 @@ def _probe_video(path: str, fps: float | None, what: str) -> ClipInfo:
             if fps is None:
                 raise MediaError(f"cannot tell the frame rate of {what}; give it explicitly: {path}")
             rate = fps
+        check_pixels(width, height, max_pixels, what, path)  # a container that reported no size
         count = _verified_frame_count(cap, path)
     finally:
         cap.release()
-    return ClipInfo(path, "video", count, float(rate), width, height)
+    return ClipInfo(path, "video", count, float(rate), width, height, max_pixels=max_pixels, what=what)
 
 
 def _verified_frame_count(cap: cv2.VideoCapture, path: str) -> int:
@@ -152,73 +170,12 @@ def _verified_frame_count(cap: cv2.VideoCapture, path: str) -> int:
     return max(count, 1)  # frame 0 did decode before
 
 
-_NUMBER = re.compile(r"(\d+)")
-
-
-def _natural_key(name: str) -> list:
-    # re.split with a capture group alternates text and digits, so positions never mix types.
-    return [int(part) if i % 2 else part.lower() for i, part in enumerate(_NUMBER.split(name))]
-
-
-def _folder_frames(folder: str, what: str) -> list[str]:
-    """Image files of a folder in natural order (img_2 before img_10); hidden files skipped,
-    which also skips the temporary files of write_png_atomic."""
-    names = [
-        n for n in os.listdir(folder)
-        if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
-        and os.path.isfile(os.path.join(folder, n))
-    ]
-    if not names:
-        raise MediaError(f"{what} has no frames: {folder}")
-    kinds = {os.path.splitext(n)[1].lower().replace(".jpeg", ".jpg").replace(".tiff", ".tif") for n in names}
-    if len(kinds) > 1:
-        raise MediaError(f"{what} folder mixes image types ({', '.join(sorted(kinds))}): {folder}")
-    return [os.path.join(folder, n) for n in sorted(names, key=_natural_key)]
-
-
-_PRINTF = re.compile(r"%(0?)(\d*)d")
-_HASHES = re.compile(r"#+")
-
-
-def _pattern_regex(name: str) -> re.Pattern | None:
-    """A regex with one number group for a printf ('%04d', '%d') or Blender ('####') file
-    name, or None if the name has no (or more than one) frame-number placeholder."""
-    found = [(m, "printf") for m in _PRINTF.finditer(name)] + [(m, "hash") for m in _HASHES.finditer(name)]
-    if len(found) != 1:
-        return None
-    match, style = found[0]
-    if style == "printf":
-        width = int(match.group(2)) if match.group(1) and match.group(2) else 1
-    else:
-        width = len(match.group(0))
-    # Padding is a minimum width: %04d prints 12345 with five digits.
-    number = rf"(\d{{{width},}})"
-    return re.compile(re.escape(name[: match.start()]) + number + re.escape(name[match.end():]) + r"\Z")
-
-
-def _pattern_frames(pattern: str, what: str) -> list[str]:
-    """Files matching a frame-number pattern, in number order. Missing numbers are closed up:
-    the existing files are the frames (a render with a frame step plays at the given rate)."""
-    folder, name = os.path.split(pattern)
-    folder = folder or "."
-    if not os.path.isdir(folder):
-        raise MediaError(f"{what} not found: {pattern}")
-    regex = _pattern_regex(name)
-    numbered = []
-    for entry in os.listdir(folder):
-        m = regex.match(entry)
-        if m and os.path.isfile(os.path.join(folder, entry)):
-            numbered.append((int(m.group(1)), entry))
-    if not numbered:
-        raise MediaError(f"{what} has no frames: {pattern}")
-    return [os.path.join(folder, entry) for _, entry in sorted(numbered)]
-
-
-def _probe_sequence(path: str, files: list[str], fps: float | None, what: str) -> ClipInfo:
-    first, _ = _read_rgb(files[0])
+def _probe_sequence(path: str, files: list[str], fps: float | None, what: str,
+                    max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> ClipInfo:
+    first, _ = _read_rgb(files[0], max_pixels, what)
     height, width = first.shape[:2]
     rate = DEFAULT_SEQUENCE_FPS if fps is None else float(fps)
-    return ClipInfo(path, "sequence", len(files), rate, width, height, tuple(files))
+    return ClipInfo(path, "sequence", len(files), rate, width, height, tuple(files), max_pixels, what)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +224,7 @@ def _decode(info: ClipInfo, wanted: list[int]):
     """Yield (index, RGB frame) for the sorted, unique frame indices `wanted`."""
     if info.kind != "video":
         for i in wanted:
-            yield i, _read_rgb(info.files[i])[0]
+            yield i, _read_rgb(info.files[i], info.max_pixels, f"frame {i} of the {info.what}")[0]
         return
     if not wanted:
         return
@@ -305,19 +262,23 @@ def _seek(cap: cv2.VideoCapture, info: ClipInfo, target: int) -> int:
     return 0
 
 
-def read_image(path: PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+def read_image(path: PathLike, *, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+               what: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
     """An image as RGB uint8 [H, W, 3] and its alpha uint8 [H, W] (None when it has none).
 
     Grey images become RGB; 16-bit images are scaled to 8 bits; float images (EXR) are taken
     as linear light and converted to sRGB. JPEGs are turned upright by their EXIF orientation.
+    An image over `max_pixels` (by its header) is refused before it is decoded.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise MediaError(f"image not found: {path}")
-    return _read_rgb(path)
+        raise MediaError(f"{what} not found: {path}")
+    return _read_rgb(path, max_pixels, what)
 
 
-def _read_rgb(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_rgb(path: str, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+              what: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
+    check_image(path, max_pixels, what)
     ext = os.path.splitext(path)[1].lower()
     if ext in (".jpg", ".jpeg"):
         # IMREAD_COLOR applies the EXIF orientation; JPEG has no alpha to lose.
@@ -549,13 +510,34 @@ def _write_atomic(path: str, write: Callable[[str], None], suffix: str = ".tmp")
 
 
 def write_json_atomic(path: PathLike, data: dict) -> None:
-    """Write JSON so a reader sees the old file or the whole new one: temp file, fsync, os.replace."""
+    """Write JSON so a reader sees the old file or the whole new one: temp file, fsync, os.replace.
+
+    Strict JSON only: a NaN or infinity is refused (MediaError naming where it is), never written
+    as the `NaN` / `Infinity` no other JSON reader accepts; the old file is then left as it was.
+    """
+    try:
+        text = json.dumps(data, indent=1, allow_nan=False)
+    except ValueError:
+        raise MediaError(f"cannot write {os.fspath(path)}: {_non_finite(data) or 'a value'} is not a finite "
+                         "number") from None
 
     def write(temp: str) -> None:
         with open(temp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
+            f.write(text)
 
     _write_atomic(os.fspath(path), write)
+
+
+def _non_finite(value, where: str = "") -> str | None:
+    """Where the first NaN or infinity in nested dicts and lists is, as "job.guidance"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "the value"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
 
 
 def write_png_atomic(path: PathLike, image: np.ndarray) -> None:

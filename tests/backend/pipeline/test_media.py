@@ -288,7 +288,8 @@ def test_bad_inputs_are_one_line_media_errors(tmp_path):
     assert "not found" in error_line(excinfo)
     with pytest.raises(media.MediaError) as excinfo:
         media.probe_clip(tmp_path / "img_%04d.png")
-    assert "has no frames" in error_line(excinfo)
+    assert error_line(excinfo) == (f"driving clip: no file in {tmp_path} matches the pattern img_%04d.png: "
+                                   f"{tmp_path / 'img_%04d.png'}")
 
     with pytest.raises(media.MediaError) as excinfo:
         media.read_image(tmp_path / "nope.png")
@@ -296,6 +297,14 @@ def test_bad_inputs_are_one_line_media_errors(tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
     with pytest.raises(media.MediaError) as excinfo:
+        media.read_image(broken)
+    assert error_line(excinfo) == f"cannot read image: not a PNG, JPEG, EXR, TIFF, BMP or WebP image: {broken}"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")  # cut short inside the header
+    with pytest.raises(media.MediaError) as excinfo:
+        media.read_image(broken)
+    assert error_line(excinfo) == f"cannot read image: the header is cut short (truncated file?): {broken}"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x40\x00\x00\x00\x30\x08\x02\x00\x00\x00")
+    with pytest.raises(media.MediaError) as excinfo:  # a whole header, no image data
         media.read_image(broken)
     assert error_line(excinfo) == f"cannot decode image: {broken}"
 
