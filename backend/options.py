@@ -73,6 +73,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--extra-reference-mask", action="append", default=[], metavar="IMAGE",
                     help="mask of each extra view, in the same order")
     io.add_argument("--out", required=True, type=Path, help="job directory to create (or resume)")
+    io.add_argument("--max-input-pixels", type=int, default=protocol.DEFAULT_MAX_INPUT_PIXELS, metavar="PIXELS",
+                    help="refuse any input frame or still with more pixels, read from its header before decoding "
+                         f"(default {protocol.DEFAULT_MAX_INPUT_PIXELS}: 8192x8192)")
     add_model_arguments(parser)
     add_segmenter_arguments(parser, standalone=False)
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 from enum import Enum
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from protocol import MAX_IDENTITIES, PALETTE  # identity order: blue, red, green, magenta, cyan, yellow
+from protocol import MAX_IDENTITIES, PALETTE, PALETTE_NAMES  # identity order: blue, red, green, magenta, cyan, yellow
 
 BLACK = (0, 0, 0)
 WHITE = (255, 255, 255)
@@ -136,3 +137,102 @@ def to_signed_unit(rgb_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 RGB [..., H, W, 3] -> float [3, ..., H, W] in [-1, 1] as (u - 127.5) / 127.5."""
     x = rgb_uint8.to(torch.float32).movedim(-1, 0)
     return (x - 127.5) / 127.5
+
+
+# -- checking a mask before it is used ------------------------------------------------------------
+#
+# The encoding reads every pixel as one of eight colours (each channel on above 225), so a colour
+# off the palette is not refused by the model: it silently becomes another identity or the
+# background (purple (128, 0, 255) is read as identity 1, orange (255, 165, 0) as identity 2, a
+# seventh identity in any extra colour merges into one of the six). `check_mask` finds such
+# colours and says what they are read as. The decision, and why:
+#
+# * A channel is clearly off at or below CLEAR_OFF (64) and on above 225; a pixel with any channel
+#   in 65..225 is off the palette: the encoding reads it, but not as anything the artist painted.
+# * Antialiased edges, resizing, JPEG and video compression put such values along every border.
+#   Those are not counted: an off-palette pixel counts only inside a flat region, where its whole
+#   5 x 5 neighbourhood is off the palette and no channel varies by more than FLAT_RANGE (12) in
+#   it. A painted region is flat; an edge or a feather narrower than ~85 pixels is not.
+# * Counted pixels over WARN_SHARE (0.05 % of the mask, about a 15 x 15 patch at 512 x 896) are
+#   a warning in the job (its manifest and the add-on's panel). Over REFUSE_SHARE (1 %, about a
+#   70 x 70 patch: the size of a subject) the job is refused: a subject would be bound to the
+#   wrong character or to none, and the result would be wrong.
+# * A mask whose background is the other mode's (white where `animate` wants black in the driving
+#   mask, and so on) is a warning: a mask made for the other mode shows or hides the wrong
+#   background. It is counted when the mode's own background covers under 1 % of the mask and
+#   the other one over a fifth of it.
+
+CLEAR_OFF = 64
+FLAT_RANGE = 12
+FLAT_WINDOW = 5
+WARN_SHARE = 0.0005
+REFUSE_SHARE = 0.01
+OTHER_BACKGROUND_SHARE = 0.2
+OWN_BACKGROUND_SHARE = 0.01
+
+
+class MaskError(ValueError):
+    """A mask that would be read wrongly, as one line naming it."""
+
+
+def read_as(colour) -> str:
+    """What the encoding reads an RGB colour as: an identity, or which background."""
+    bits = tuple(int(c > 225) for c in colour)
+    if bits == (1, 1, 1):
+        return "white (background shown)"
+    if bits == (0, 0, 0):
+        return "black (background hidden)"
+    for identity, palette_colour in enumerate(PALETTE):
+        if tuple(int(c > 225) for c in palette_colour) == bits:
+            return f"identity {identity + 1} ({PALETTE_NAMES[identity]})"
+    raise AssertionError(bits)  # the six palette colours and black and white are all eight
+
+
+def off_palette(mask) -> tuple[float, tuple[int, int, int] | None]:
+    """(share of the pixels in flat off-palette regions, their most common colour) of a uint8
+    [H, W, 3] mask; see the rules above."""
+    x = torch.from_numpy(np.ascontiguousarray(mask)) if isinstance(mask, np.ndarray) else torch.as_tensor(mask)
+    if x.dim() != 3 or x.shape[-1] != 3:
+        raise ValueError(f"a mask is [H, W, 3], got {tuple(x.shape)}")
+    x = x.to(torch.int16)
+    off = ((x > CLEAR_OFF) & (x <= 225)).any(dim=-1)
+    if not bool(off.any()):
+        return 0.0, None
+    pad = FLAT_WINDOW // 2
+    channels = x.permute(2, 0, 1)[None].float()
+    spread = F.max_pool2d(channels, FLAT_WINDOW, 1, pad) + F.max_pool2d(-channels, FLAT_WINDOW, 1, pad)
+    flat = (spread <= FLAT_RANGE).all(dim=1)[0]
+    inside = -F.max_pool2d(-off[None, None].float(), FLAT_WINDOW, 1, pad)[0, 0] > 0.5  # erosion
+    counted = off & flat & inside
+    share = float(counted.float().mean())
+    if share == 0.0:
+        return 0.0, None
+    colours, counts = torch.unique(x[counted], dim=0, return_counts=True)
+    return share, tuple(int(c) for c in colours[int(counts.argmax())])
+
+
+def check_mask(mask, what: str, mode: Mode | str, for_reference: bool = False) -> list[str]:
+    """Warnings for a uint8 [H, W, 3] colour mask of `mode` (a reference mask with
+    `for_reference`); MaskError when colours off the palette cover a subject's worth of it (the
+    rules above)."""
+    warnings = []
+    share, colour = off_palette(mask)
+    if share > WARN_SHARE:
+        line = (f"{share:.1%} of the {what} is not a palette colour, e.g. {colour}, which is read as "
+                f"{read_as(colour)}; paint identities only in {', '.join(PALETTE_NAMES)} (0 or 255 in each "
+                f"channel) on black or white")
+        if share > REFUSE_SHARE:
+            raise MaskError(f"{line}, saved losslessly (PNG)")
+        warnings.append(line)
+    mode = Mode(mode)
+    background = backgrounds(mode)[1 if for_reference else 0]
+    x = torch.from_numpy(np.ascontiguousarray(mask)) if isinstance(mask, np.ndarray) else torch.as_tensor(mask)
+    on = (x > 225).reshape(-1, 3)
+    white, black = float(on.all(dim=1).float().mean()), float((~on).all(dim=1).float().mean())
+    own, other = (white, black) if background == WHITE else (black, white)
+    if own < OWN_BACKGROUND_SHARE and other > OTHER_BACKGROUND_SHARE:
+        wanted, found = ("white", "black") if background == WHITE else ("black", "white")
+        other_mode = Mode.REPLACE if mode is Mode.ANIMATE else Mode.ANIMATE
+        warnings.append(f"the {what}'s background is {found}, but in {mode.value} mode it must be {wanted}: "
+                        f"was it made for {other_mode.value} mode?")
+    return warnings

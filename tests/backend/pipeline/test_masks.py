@@ -82,3 +82,68 @@ def test_encoded_identity_lands_in_its_indicator_channel():
 def test_more_than_six_identities_is_refused():
     with pytest.raises(ValueError, match="at most 6"):
         paint_identities(torch.zeros(7, 4, 4), "animate")
+
+
+# -- checking masks before use (issue 14, item 9) -------------------------------------------------
+
+
+def test_every_colour_is_read_as_an_identity_or_a_background():
+    from backend.pipeline.masks import read_as
+
+    assert read_as((128, 0, 255)) == "identity 1 (blue)"  # purple
+    assert read_as((255, 165, 0)) == "identity 2 (red)"  # orange
+    assert read_as((255, 0, 255)) == "identity 4 (magenta)"
+    assert read_as((200, 200, 200)) == "black (background hidden)"  # a light grey is below the threshold
+    assert read_as((226, 226, 226)) == "white (background shown)"
+
+
+def _six_subjects_and(seventh):
+    import numpy as np
+
+    mask = np.zeros((128, 224, 3), np.uint8)
+    for k, colour in enumerate([*PALETTE, seventh]):
+        mask[20:100, 4 + 30 * k : 28 + 30 * k] = colour
+    return mask
+
+
+def test_a_seventh_identity_is_refused_and_names_the_one_it_would_merge_into():
+    from backend.pipeline.masks import MaskError, check_mask, off_palette
+
+    assert off_palette(_six_subjects_and((0, 0, 0)))[0] == 0.0  # six palette identities on black: clean
+    with pytest.raises(MaskError, match=r"of the driving mask is not a palette colour, e.g. \(128, 128, 255\), which "
+                                        r"is read as identity 1 \(blue\)"):
+        check_mask(_six_subjects_and((128, 128, 255)), "driving mask", "animate")
+
+
+def test_edges_and_compression_are_not_counted_but_flat_off_colours_are():
+    import cv2
+    import numpy as np
+
+    from backend.pipeline.masks import check_mask, off_palette
+
+    mask = np.zeros((256, 448, 3), np.uint8)
+    cv2.circle(mask, (120, 128), 90, PALETTE[0], -1, lineType=cv2.LINE_AA)
+    cv2.ellipse(mask, (330, 128), (50, 110), 20, 0, 360, PALETTE[5], -1, lineType=cv2.LINE_AA)
+    assert off_palette(mask) == (0.0, None)
+    blurred = cv2.GaussianBlur(mask, (0, 0), 3)  # a soft, feathered mask
+    assert off_palette(blurred) == (0.0, None)
+    ok, jpeg = cv2.imencode(".jpg", mask, [cv2.IMWRITE_JPEG_QUALITY, 50])
+    assert off_palette(cv2.imdecode(jpeg, cv2.IMREAD_COLOR))[0] < 0.0005
+    assert check_mask(mask, "driving mask", "animate") == []
+    patch = mask.copy()
+    patch[10:30, 400:420] = (90, 90, 90)  # 400 px of grey: read as black
+    share, colour = off_palette(patch)
+    assert colour == (90, 90, 90) and 0.0005 < share < 0.01
+    assert check_mask(patch, "driving mask", "animate")[0].startswith(
+        "0.2% of the driving mask is not a palette colour, e.g. (90, 90, 90), which is read as black (background hidden)")
+
+
+def test_a_mask_of_the_other_mode_is_a_warning():
+    from backend.pipeline.masks import check_mask
+
+    white_background = _six_subjects_and((255, 255, 255))
+    white_background[white_background.sum(axis=-1) == 0] = 255
+    assert check_mask(white_background, "reference mask", "animate", for_reference=True) == []
+    assert check_mask(white_background, "driving mask", "animate") == [
+        "the driving mask's background is white, but in animate mode it must be black: was it made for replace mode?"]
+    assert check_mask(white_background, "driving mask", "replace") == []

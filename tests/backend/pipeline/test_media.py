@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import cv2
@@ -414,3 +415,13 @@ def test_file_sha256(tmp_path):
 
 def test_exr_support_is_switched_on():
     assert os.environ["OPENCV_IO_ENABLE_OPENEXR"] == "1"
+
+
+def test_the_manifest_is_strict_json(tmp_path):
+    media.write_json_atomic(tmp_path / "ok.json", {"a": [1.5, {"b": 2}]})
+    (tmp_path / "state.json").write_text('{"old": 1}')
+    with pytest.raises(media.MediaError) as info:
+        media.write_json_atomic(tmp_path / "state.json", {"job": {"guidance": float("nan")}, "t": 1.0})
+    assert str(info.value) == f"cannot write {tmp_path / 'state.json'}: job.guidance is not a finite number"
+    assert json.loads((tmp_path / "state.json").read_text()) == {"old": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.json", "state.json"]
