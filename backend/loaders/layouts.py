@@ -20,10 +20,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
-
 from ..models.transformer_scail2 import SCAIL2Transformer3DModel
 from .errors import CheckpointError
+from .headers import check_file
 
 SAT = "sat"
 SINGLE_FILE = "single-file"
@@ -95,7 +94,8 @@ def find_transformer(weights: str | Path) -> Path:
     Looked for, in order: a converted `transformer/` subfolder (not a stock Wan one), the folder
     itself if converted, the official release's `model/1/fsdp2_rank_0000_checkpoint.pt`, then any
     `*.safetensors` directly in the folder or in `diffusion_models/` whose header names
-    `patch_embedding_mask` (unquantised files before fp8 ones).
+    `patch_embedding_mask` (unquantised files before fp8 ones). When none is intact but some file
+    there is truncated or damaged, the error names that file and what is wrong with it.
     """
     weights = Path(weights)
     if not weights.exists():
@@ -108,10 +108,15 @@ def find_transformer(weights: str | Path) -> Path:
     if (weights / RELEASE_CHECKPOINT).is_file():
         return weights / RELEASE_CHECKPOINT
     candidates = sorted(weights.glob("*.safetensors")) + sorted((weights / "diffusion_models").glob("*.safetensors"))
-    scail2 = [p for p in candidates if _names_scail2_mask(p)]
+    checks = [check_file(p) for p in candidates]
+    scail2 = [Path(c.path) for c in checks if c.ok and c.names_scail2]
     scail2.sort(key=lambda p: "fp8" in p.name.lower())  # stable: unquantised first
     if scail2:
         return scail2[0]
+    damaged = [c for c in checks if not c.ok]
+    if damaged:  # a download cut short is not "no transformer": say which file and how
+        more = f" ({len(damaged) - 1} more damaged)" if len(damaged) > 1 else ""
+        raise CheckpointError(f"{damaged[0].line()}{more}; no intact SCAIL-2 transformer in {weights}")
     raise CheckpointError(
         f"{weights}: no SCAIL-2 transformer found (looked for transformer/ from `python -m backend convert`, "
         f"{RELEASE_CHECKPOINT.as_posix()} from the official release, or a SCAIL-2 .safetensors file)"
@@ -127,12 +132,3 @@ def _is_converted_folder(folder: Path) -> bool:
     except (OSError, ValueError):
         return True  # let loading report the broken file
     return not isinstance(config, dict) or config.get("_class_name", MODEL_CLASS_NAME) == MODEL_CLASS_NAME
-
-
-def _names_scail2_mask(path: Path) -> bool:
-    try:
-        with safe_open(path, framework="pt") as f:
-            return any(key.endswith("patch_embedding_mask.weight") for key in f.keys())
-    except (SafetensorError, OSError):
-        return False
-

@@ -5,7 +5,8 @@
 checkpoint (the release's backbone and its LoRAs) with torch's weights-only unpickler, which
 builds tensors and plain containers and refuses every other global; the only extra types
 allowed are the numpy array types of the training RNG state the release stores beside the
-weights. Nothing in a checkpoint can run code.
+weights (`headers.numpy_rng_globals`). Nothing in a checkpoint can run code; what a refused
+pickle would have imported is named by reading its opcodes (`headers.pickle_globals`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError, first_line
+from .headers import allowed_numpy_names, check_torch_zip, numpy_rng_globals
 
 # ---------------------------------------------------------------------------------------------
 # SAT -> Wan-native names
@@ -98,37 +100,14 @@ def sat_to_wan_names(sat_name: str) -> tuple[str, ...] | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _numpy_rng_globals() -> list:
-    """Numpy types the weights-only unpickler may build: the release stores numpy's RNG state
-    (a uint32 array) beside the weights (as a public port of the converter found). Arrays,
-    dtypes and scalars of plain numeric types carry data only; both module spellings of the
-    reconstructors are listed since numpy 2 moved `numpy.core` to `numpy._core`."""
-    import numpy as np
-
-    multiarray = np._core.multiarray
-    allowed = [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar]
-    allowed += [(multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-                (multiarray.scalar, "numpy.core.multiarray.scalar")]
-    allowed += [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFD"]
-    return allowed
-
-
-def _allowed_global_names() -> set[str]:
-    names = set()
-    for item in _numpy_rng_globals():
-        obj, name = item if isinstance(item, tuple) else (item, None)
-        names.add(name or f"{obj.__module__}.{obj.__qualname__}")
-    return names
-
-
 def load_pickled_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a torch zip checkpoint: under "module" (SAT/DeepSpeed/FSDP),
     "state_dict", or the top level. Memory-mapped; never runs pickled code."""
     try:
-        with torch.serialization.safe_globals(_numpy_rng_globals()):
+        with torch.serialization.safe_globals(numpy_rng_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError:
-        refused = sorted(set(_unsafe_globals(path)) - _allowed_global_names())
+        refused = sorted(set(_unsafe_globals(path)) - allowed_numpy_names())
         what = ", ".join(refused[:4]) if refused else "non-tensor objects"
         raise CheckpointError(
             f"{path}: refused to unpickle {what}: checkpoints are loaded without running pickled code, "
@@ -151,9 +130,6 @@ def load_pickled_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _unsafe_globals(path: Path) -> list[str]:
-    """Globals a pickle names, found by reading its opcodes (nothing is executed)."""
-    try:
-        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # best effort, only to name the culprit in the message
-        return []
+    """Globals a pickle names, found by reading its opcodes (nothing is executed; `headers`)."""
+    return check_torch_zip(path).globals
 

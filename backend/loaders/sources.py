@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .errors import CheckpointError, few, first_line
+from .headers import check_safetensors
 from .layouts import (
     CONFIG_NAME,
     DIFFUSERS,
@@ -256,6 +257,9 @@ def _open_safetensors(file: Path):
     try:
         return safe_open(file, framework="pt", device="cpu")
     except SafetensorError as exc:
+        check = check_safetensors(file)  # says how: truncated (by how much) or which tensor is damaged
+        if not check.ok:
+            raise CheckpointError(check.line()) from None
         raise CheckpointError(f"{file}: truncated or corrupt safetensors file ({first_line(exc)})") from None
     except OSError as exc:
         raise CheckpointError(f"{file}: cannot open ({exc.strerror or exc})") from None

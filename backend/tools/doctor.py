@@ -2,8 +2,9 @@
 
 Prints Python, torch and CUDA versions, the GPU and its free memory, the diffusers
 attention backends usable here, the weights found under `--weights` and their
-layouts, which memory presets should fit this GPU, and what to install or download
-for whatever is missing. It always exits 0 (it is a report, also without a GPU);
+layouts, every weights file there judged by its header (truncated, damaged, or a
+pickle carrying code: nothing is unpickled, `loaders.headers`), which memory presets
+should fit this GPU, and what to install or download for whatever is missing. It always exits 0 (it is a report, also without a GPU);
 only a crash gives another status.
 
 The memory table is an estimate from parameter counts, not a measurement: weights
@@ -103,24 +104,66 @@ def system_memory_bytes() -> int | None:
 # -- weights --------------------------------------------------------------------------------------
 
 
+def _inside(path: Path, target: Path) -> bool:
+    return path == target or target in path.parents
+
+
 def _size_on_disk(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+MAX_CHECKED_FILES = 500
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The weights files under `folder` (not in hidden folders), at most MAX_CHECKED_FILES."""
+    if folder.is_file():
+        return [folder]
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        if path.suffix.lower() in CHECKPOINT_SUFFIXES and path.is_file():
+            found.append(path)
+            if len(found) >= MAX_CHECKED_FILES:
+                break
+    return found
+
+
+def file_checks(folder: Path) -> list[dict]:
+    """Every weights file under `folder` judged by its header (`loaders.headers`): never unpickled."""
+    from ..loaders.headers import check_file
+
+    checks = []
+    for path in checkpoint_files(folder):
+        check = check_file(path)
+        checks.append({"path": check.path, "kind": check.kind, "status": check.status, "detail": check.detail,
+                       "tensors": check.tensors})
+    return checks
+
+
 def weights_report(weights: Path | None) -> dict:
-    """The transformer and encoders found in `weights`, their layouts, or why not."""
+    """The transformer and encoders found in `weights`, their layouts, or why not; every weights
+    file there checked by its header (truncated, damaged, carrying code)."""
     if weights is None:
         return {"folder": None}
     from ..loaders import encoder_folders
     from ..loaders.layouts import detect_layout, find_transformer
 
     report: dict = {"folder": str(weights)}
+    report["files"] = file_checks(weights) if weights.exists() else []
     try:
         path = find_transformer(weights)
         report["transformer"] = {"path": str(path), "layout": detect_layout(path),
                                  "size_bytes": _size_on_disk(path)}
+        bad = [check for check in (report["files"] if weights.is_dir() else file_checks(path))
+               if check["status"] != "ok" and _inside(Path(check["path"]), path)]
+        if bad:  # the file is found, but it cannot be loaded: say why instead of only its layout
+            report["transformer"]["problem"] = f"{bad[0]['path']}: {bad[0]['detail']}"
+            report["transformer"]["status"] = bad[0]["status"]
     except (ValueError, OSError) as exc:
         report["transformer"] = {"error": first_line(exc)}
     try:
@@ -246,6 +289,12 @@ def advice(report: dict) -> list[str]:
             tips.append("download the SCAIL-2 transformer: the official release from Hugging Face zai-org/SCAIL-2 "
                         "(model/1/fsdp2_rank_0000_checkpoint.pt) or the single file "
                         "wan2.1_14B_SCAIL_2_fp16.safetensors from Comfy-Org/SCAIL-2, into the weights folder")
+        for check in weights.get("files", []):
+            if check["status"] == "code":
+                tips.append(f"delete {check['path']}: it {check['detail'].split(';')[0]}; get the weights from the "
+                            "official release instead")
+            elif check["status"] != "ok":
+                tips.append(f"download {check['path']} again: {check['detail'].split(' (')[0]}")
         if "error" in weights.get("encoders", {}):
             tips.append("download the encoders and VAE: from zai-org/SCAIL-2 (Wan2.1_VAE.pth, umt5-xxl/, the "
                         "open-clip ...-onlyvisual.pth) or the vae/, text_encoder/, tokenizer/ and image_encoder/ "
@@ -291,12 +340,20 @@ def format_report(report: dict) -> str:
         transformer = weights["transformer"]
         if "error" in transformer:
             lines.append(f"  transformer: MISSING: {transformer['error']}")
+        elif "problem" in transformer:
+            verdict = "REFUSED" if transformer["status"] == "code" else transformer["status"].upper()
+            lines.append(f"  transformer: {verdict}: {transformer['problem']}")
         else:
             lines.append(f"  transformer: {transformer['layout']} layout, {transformer['path']} "
                          f"({_gb(transformer['size_bytes'])})")
         encoders = weights["encoders"]
         lines.append(f"  encoders:    MISSING: {encoders['error']}" if "error" in encoders
                      else f"  encoders:    {encoders['layout']} layout")
+        files = weights.get("files", [])
+        bad = [check for check in files if check["status"] != "ok"]
+        lines.append(f"  files:       {len(files)} weights files checked by their headers (nothing unpickled), "
+                     + (f"{len(bad)} not usable:" if bad else "all intact"))
+        lines.extend(f"    {check['status'].upper()}: {check['path']}: {check['detail']}" for check in bad)
 
     for name, label in (("sam3", "SAM 3  "), ("sam2", "SAM 2  ")):
         seg = report["segmentation"][name]
