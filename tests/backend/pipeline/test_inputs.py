@@ -106,6 +106,15 @@ def test_the_worker_refuses_impossible_numbers_at_submit(tmp_path):
 # -- the input pixel limit -----------------------------------------------------------------------
 
 
+def test_a_masks_job_reads_its_source_under_the_same_limit(tmp_path, capsys):
+    big = tmp_path / "big.png"
+    png_header_only(big, 20000, 20000)
+    status = cli.main(["masks", "--model", "tiny", "--device", "cpu", "--image", str(big), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err.strip()
+    assert status == cli.EXIT_BAD_INPUT and "\n" not in err, err
+    assert err.startswith("error: image is 20000x20000 (400 MP), over the limit"), err
+
+
 def test_the_input_limit_is_a_job_setting(tmp_path):
     spec = JobSpec(driving=str(DRIVING), reference=str(REFERENCE), **SMALL)
     assert prepare_inputs(spec).driving.width == 2048
