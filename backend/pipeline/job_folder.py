@@ -1,0 +1,330 @@
+"""A generation job's folder: whether it takes a job, who writes it now, what a killed run left.
+
+`check_folder(folder, job)` refuses, in one line and without changing anything, a folder that
+is a file, holds another job, holds a damaged manifest or state, or holds files no job wrote.
+`FolderClaim` is the right to write the folder: a lock file (`LOCK_NAME`, holding the writer's
+PID) that the operating system releases when the writer dies, so a killed run's lock is taken
+over and a second live run is refused. While it holds the claim, a run removes the hidden
+temporary files a killed run left (only names this job writes) and learns whether the last run
+was interrupted. `folder_state` reads what a folder says about itself without claiming it.
+
+Standard library only (the worker lists folders with it before torch is imported).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+from pathlib import Path
+
+import protocol
+
+LOCK_NAME = ".scail2-job.lock"
+STATE_NAME = "state.json"
+MANIFEST_NAME = protocol.MANIFEST_NAME
+FRAMES_FOLDER = "frames"
+# The hidden temporary files media's atomic writers leave when killed mid-write (".NAME.8hex" + suffix).
+_JOB_TEMP = re.compile(r"\.(state\.json|manifest\.json)\.[0-9a-f]{8}\.tmp|\.preview\.mp4\.[0-9a-f]{8}\.mp4")
+_FRAME_TEMP = re.compile(r"\.frame_\d{6}\.png\.[0-9a-f]{8}\.tmp")
+_MATTE_TEMP = re.compile(rf"{_FRAME_TEMP.pattern}|\.{re.escape(protocol.SEGMENT_RECORD)}\.[0-9a-f]{{8}}\.tmp")
+SEED_LIMIT = 1 << 64  # torch seeds its generator with 64 bits
+
+
+class JobDirectoryError(ValueError):
+    """The output folder cannot take this job; the message is one line for the user."""
+
+
+class OutputError(JobDirectoryError):
+    """Writing the job's folder failed (read-only, disk full); the finished segments are kept."""
+
+
+def output_error(exc: OSError, path: Path | str) -> OutputError:
+    """One line for a failed write of `path`, with what to do about it."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "free some space, then run the job again: its finished segments are kept"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        advice = "choose a folder you can write to"
+    else:
+        advice = "check the output folder"
+    return OutputError(f"cannot write {path}: {reason}; {advice}")
+
+
+def read_json_object(path: Path) -> dict | None:
+    """A JSON object from `path`; None when the file is missing; JobDirectoryError when it is damaged."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JobDirectoryError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise JobDirectoryError(f"{path} is damaged (not JSON: {exc.msg} at byte {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise JobDirectoryError(f"{path} is damaged (not a JSON object)")
+    return data
+
+
+def _same_job(folder: Path, recorded, job: dict) -> bool:
+    """Whether a manifest's job is `job`; settings added to JobSpec since it was written take their defaults."""
+    if recorded == job:
+        return True
+    if not isinstance(recorded, dict):
+        raise JobDirectoryError(f"{folder / MANIFEST_NAME} is damaged (no job settings)")
+    try:
+        return protocol.JobSpec.from_dict(recorded).to_dict() == job
+    except protocol.ProtocolError as exc:
+        raise JobDirectoryError(f"{folder} holds a job with settings this version refuses ({exc}); choose another "
+                                "output folder") from None
+
+
+def _read_or_refuse(path: Path, advice: str) -> dict | None:
+    try:
+        return read_json_object(path)
+    except JobDirectoryError as exc:
+        raise JobDirectoryError(f"{exc}; {advice}") from None
+
+
+def _own_entries_only(folder: Path) -> bool:
+    """Whether `folder` holds nothing but what a job writes before its manifest (lock, temp files, frames/)."""
+    try:
+        for entry in folder.iterdir():
+            if entry.name == LOCK_NAME or _JOB_TEMP.fullmatch(entry.name):
+                continue
+            if entry.name == FRAMES_FOLDER and entry.is_dir() and not any(
+                    not _FRAME_TEMP.fullmatch(p.name) for p in entry.iterdir()):
+                continue
+            return False
+    except OSError as exc:
+        raise JobDirectoryError(f"cannot read the output folder {folder}: {exc.strerror or exc}") from None
+    return True
+
+
+def check_folder(folder: Path, job: dict) -> dict | None:
+    """Refuse a folder that cannot take `job` (a JobSpec dict); return its state.json (None if new).
+
+    It takes the job when it does not exist, is empty, or holds this same job (to resume).
+    Nothing is written.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        if folder.is_symlink():
+            raise JobDirectoryError(f"the output folder {folder} is a broken link")
+        return None
+    if not folder.is_dir():
+        raise JobDirectoryError(f"the output folder {folder} is a file, not a folder; choose a folder")
+    manifest = _read_or_refuse(folder / MANIFEST_NAME, "choose another output folder")
+    if manifest is None:
+        if not _own_entries_only(folder):
+            raise JobDirectoryError(f"{folder} is not empty and holds no SCAIL-2 job; choose an empty or new folder "
+                                    "(nothing in it was changed)")
+        return None
+    if not _same_job(folder, manifest.get("job"), job):
+        raise JobDirectoryError(f"{folder} holds a different job; choose another output folder")
+    state = _read_or_refuse(folder / STATE_NAME, "delete it to resume from the frames on disk")
+    if state is None:
+        return None
+    seed = state.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT:
+        raise JobDirectoryError(f"{folder / STATE_NAME} holds the seed {str(seed)[:40]}, which is not 0 to 2**64 - 1; "
+                                "start the job in a new folder")
+    done = state.get("completed_segments", 0)
+    if not isinstance(done, int) or isinstance(done, bool) or done < 0:
+        raise JobDirectoryError(f"{folder / STATE_NAME} is damaged (completed_segments {str(done)[:40]})")
+    return state
+
+
+def recorded_seed(folder: Path) -> int | None:
+    """The seed a folder's manifest recorded (a state.json deleted by hand keeps the job's noise)."""
+    try:
+        seed = (read_json_object(Path(folder) / MANIFEST_NAME) or {}).get("seed")
+    except JobDirectoryError:
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < SEED_LIMIT else None
+
+
+# -- the claim ----------------------------------------------------------------------------------
+
+
+def _lock(fd: int) -> bool:
+    """Take the exclusive lock of an open lock file without waiting; False when another run holds it."""
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            os.lseek(fd, 1 << 20, os.SEEK_SET)  # a byte past the PID, so others can still read it
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            os.lseek(fd, 0, os.SEEK_SET)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EDEADLK):
+            return False
+        raise
+    return True
+
+
+def lock_holder(folder: Path) -> int | None:
+    """The PID in a folder's lock file, or None when there is none (or it is unreadable)."""
+    try:
+        text = (Path(folder) / LOCK_NAME).read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return int(text.split()[0]) if text.split() and text.split()[0].isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":
+        return True  # os.kill would end the process; a stale lock is still taken over by FolderClaim
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def live_holder(folder: Path) -> int | None:
+    """The PID of the live process whose lock file is in `folder` (this one included), or None."""
+    holder = lock_holder(folder)
+    return holder if holder is not None and _alive(holder) else None
+
+
+def folder_state(folder: Path) -> str | None:
+    """What a job folder's state.json says, "interrupted" for a run that died while "running", None if unreadable.
+
+    Reads only: the lock is not touched (a run starting meanwhile never sees it taken).
+    """
+    try:
+        state = read_json_object(Path(folder) / STATE_NAME)
+    except JobDirectoryError:
+        return None
+    status = (state or {}).get("status")
+    if status == "running" and live_holder(folder) is None:
+        return "interrupted"
+    return status if isinstance(status, str) else None
+
+
+class FolderClaim:
+    """The right to write one job folder, held from `claim()` to `release()` (also a context manager)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._fd: int | None = None
+        self._created: list[Path] = []
+        self.interrupted = False  # the run before this one died while "running"
+        self.removed_temp_files = 0
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def claim(self) -> FolderClaim:
+        """Create the folder if needed, take its lock (one line if another live run holds it), mark
+        an interrupted previous run, and remove the temporary files a killed run left."""
+        if self.held:
+            return self
+        self._make_folder()
+        path = self.folder / LOCK_NAME
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                self._remove_created()
+                raise output_error(exc, self.folder) from None
+            if not _lock(fd):
+                os.close(fd)
+                holder = lock_holder(self.folder)
+                self._remove_created()
+                who = f" (PID {holder})" if holder else ""
+                raise JobDirectoryError(f"{self.folder} is being written by another run{who}; wait for it to end "
+                                        "or cancel it")
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the run before released and removed this file meanwhile: lock the new one
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            os.close(fd)
+            raise output_error(exc, self.folder) from None
+        self._fd = fd
+        try:
+            self.interrupted = (read_json_object(self.folder / STATE_NAME) or {}).get("status") == "running"
+        except JobDirectoryError:
+            self.interrupted = False
+        self.removed_temp_files = self._remove_temp_files()
+        return self
+
+    def release(self) -> None:
+        """Give the folder up: remove the lock file (and the folder, if the claim made it and it stayed empty)."""
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.folder / LOCK_NAME)  # before closing: a run that opened it meanwhile retries
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+        self._remove_created()
+
+    def __enter__(self) -> FolderClaim:
+        return self.claim()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+    def _make_folder(self) -> None:
+        missing = []
+        for parent in (self.folder, *self.folder.parents):
+            if parent.exists():
+                break
+            missing.append(parent)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise JobDirectoryError(f"the output folder {self.folder} is a file, not a folder; choose a folder") from None
+        except OSError as exc:
+            raise output_error(exc, self.folder) from None
+        self._created = missing  # innermost first
+
+    def _remove_created(self) -> None:
+        for folder in self._created:
+            try:
+                os.rmdir(folder)  # only ever an empty folder
+            except OSError:
+                break
+        self._created = []
+
+    def _remove_temp_files(self) -> int:
+        """The hidden temporary files of this job's writers; nothing else is touched."""
+        removed = 0
+        for folder, pattern in ((self.folder, _JOB_TEMP), (self.folder / FRAMES_FOLDER, _FRAME_TEMP),
+                                (self.folder / protocol.MATTE_FOLDER, _MATTE_TEMP)):
+            try:
+                names = [entry.name for entry in os.scandir(folder) if entry.is_file(follow_symlinks=False)]
+            except OSError:
+                continue
+            for name in names:
+                if pattern.fullmatch(name):
+                    try:
+                        os.remove(folder / name)
+                        removed += 1
+                    except OSError:
+                        pass
+        return removed
