@@ -8,12 +8,14 @@ exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from protocol import JobSpec
 
 from . import __version__
 from .loaders.convert import add_convert_arguments, run_convert
+from .loaders.errors import first_line
 from .options import (
     add_demo_arguments,
     add_doctor_arguments,
@@ -30,6 +32,8 @@ EXIT_BAD_INPUT = 2
 
 
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
+    # --max-input-pixels is new in options (the input limits); the guard keeps older parsers working.
+    limits = {"max_input_pixels": args.max_input_pixels} if hasattr(args, "max_input_pixels") else {}
     return JobSpec(
         driving=args.driving, reference=args.reference, mode=args.mode,
         driving_mask=args.driving_mask, reference_mask=args.reference_mask,
@@ -39,60 +43,98 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         height=args.height, width=args.width, steps=args.steps, guidance=args.guidance, shift=args.shift,
         sampler=args.sampler, seed=args.seed, model_fps=args.fps, driving_fps=args.driving_fps,
         frame_start=args.start, frame_end=args.end, color_match=not args.no_color_match, loras=args.lora,
-        pose_driven=args.pose_driven, matte=args.matte, matte_prompt=args.matte_prompt,
+        pose_driven=args.pose_driven, matte=args.matte, matte_prompt=args.matte_prompt, **limits,
     )
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    """Check everything cheap (inputs, LoRA files, the output folder) before the model loads, then generate."""
+    from .loaders.lora import LoraError, lora_specs
     from .pipeline.inputs import InputError, prepare_inputs
+    from .pipeline.job_folder import FolderClaim, JobDirectoryError, check_folder
+    from .pipeline.media import MediaError
+    from .pipeline.preflight import check_lora_files
+    from .segmentation import SegmentationError
 
+    progress = _ProgressLine()
     try:
         inputs = prepare_inputs(spec_from_args(args))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        check_lora_files(lora_specs(inputs.spec.loras))
+        check_folder(args.out, inputs.spec.to_dict())
+    except (InputError, MediaError, LoraError, JobDirectoryError) as exc:
+        return _bad_input(exc)
+    claim = FolderClaim(args.out)
+    try:
+        claim.claim()  # a second run on this folder is refused here, before any model time
+        return _generate_in(claim, inputs, args, progress)
+    except (JobDirectoryError, SegmentationError, MediaError, LoraError) as exc:
+        return _bad_input(exc, progress)
+    finally:
+        claim.release()
 
+
+def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLine) -> int:
+    """The model loaded and the job run in the claimed folder; raises the errors run_generate reports."""
     from .loaders.components import load_components
     from .loaders.devices import memory_options, resolve_device
     from .loaders.lora import lora_specs
-    from .pipeline.generate import NOISE_LABEL, GenerationJob, JobDirectoryError
-    from .segmentation import SegmentationError
+    from .pipeline.generate import NOISE_LABEL, GenerationJob
     from .segmentation.run import Segmenters
 
     device = resolve_device(args.device)
     memory = memory_options(memory_settings(args), device)
     model = model_name(args)
     segmenters = Segmenters(tiny=model == "tiny", sam3_weights=args.sam3_weights, device=device)
-    try:
-        if inputs.spec.matte:
-            segmenters.check()
-    except SegmentationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    if inputs.spec.matte:
+        segmenters.check()
     try:
         components = load_components(model, device, memory, loras=lora_specs(inputs.spec.loras))
     except (OSError, ValueError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _bad_input(exc)
     if components.noise_only:
         print(f"note: {NOISE_LABEL}")
     for line in components.loras:
         print(f"LoRA {line}")
     for warning in inputs.warnings:
         print(f"warning: {warning}")
+    job = GenerationJob(inputs, components, args.out, segmenters=segmenters, claim=claim, events=progress)
+    job.open_folder()
+    if claim.interrupted:
+        print("note: the last run on this folder stopped without finishing (killed?); its finished segments are kept")
+    if job.missing_frames:
+        print(f"note: {job.missing_frames} frames of finished segments are missing; generating them again")
+    if job.completed:
+        print(f"resuming after segment {job.completed} of {len(job.segments)}")
+    manifest = job.run()
+    progress.end()
+    print(f"frames and manifest: {manifest}")
+    return 0
 
-    def report(kind, **fields):
+
+class _ProgressLine:
+    """The job's events as one updating line: segment i/n step j/m."""
+
+    def __init__(self):
+        self.open = False
+
+    def __call__(self, kind: str, **fields) -> None:
         if kind == "progress" and fields.get("phase") == "sample":
             print(f"\rsegment {fields['segment']}/{fields['segments']} step {fields['step']}/{fields['steps']}",
                   end="", flush=True)
+            self.open = True
 
-    try:
-        manifest = GenerationJob(inputs, components, args.out, events=report, segmenters=segmenters).run()
-    except (JobDirectoryError, SegmentationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"\nframes and manifest: {manifest}")
-    return 0
+    def end(self) -> None:
+        if self.open:
+            print(flush=True)
+            self.open = False
+
+
+def _bad_input(exc: BaseException, progress: _ProgressLine | None = None) -> int:
+    """One line on stderr (below the progress line, if one was printed); exit code 2."""
+    if progress is not None:
+        progress.end()
+    print(f"error: {first_line(exc)}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -126,6 +168,9 @@ def run_serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        if args.max_connections < 1 or not args.auth_timeout > 0:
+            print("error: --max-connections must be at least 1 and --auth-timeout above 0", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if not is_loopback(listen[0]) and not token:
             print(f"error: listening on {listen[0]} (not loopback) requires --token (or ${TOKEN_ENV})",
                   file=sys.stderr)
@@ -141,7 +186,7 @@ def run_serve(args: argparse.Namespace) -> int:
         serve_stdio(worker)
     else:
         try:
-            serve_tcp(worker, *listen)
+            serve_tcp(worker, *listen, max_connections=args.max_connections, auth_timeout=args.auth_timeout)
         except OSError as exc:
             print(f"error: cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -189,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_media_libraries() -> None:
+    """Keep OpenCV's and FFmpeg's own log lines ("moov atom not found", "[ WARN:0@0.1] ...") off stderr:
+    every failure they could explain is one error line of ours. Set before OpenCV first logs;
+    a value already in the environment wins (to see them when debugging)."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_media_libraries()
     return args.handler(args)

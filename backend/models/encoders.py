@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import html
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -168,6 +169,10 @@ class VideoVAE(_Wrapper):
 
     `tiled=True` (or `enable_tiling`) decodes in overlapping spatial tiles to save
     memory; tiles are blended, so the result differs slightly from a whole decode.
+
+    `before_chunk` (encode and decode): called before each chunk the VAE's causal encoder or
+    decoder takes (a latent frame, or four video frames; per tile when tiled). It may raise to
+    stop the call there, which is how a job is cancelled mid-decode; it changes no numbers.
     """
 
     _what = "VAE"
@@ -202,8 +207,23 @@ class VideoVAE(_Wrapper):
         finally:
             self.model.use_tiling = previous
 
+    @staticmethod
+    @contextmanager
+    def _before_each_call(module: torch.nn.Module, before_chunk: Callable[[], None] | None):
+        """`before_chunk()` before every forward of `module` (diffusers' VAE runs its encoder and
+        decoder once per chunk) inside the `with` block."""
+        if before_chunk is None:
+            yield
+            return
+        handle = module.register_forward_pre_hook(lambda _module, _args: before_chunk())
+        try:
+            yield
+        finally:
+            handle.remove()
+
     @torch.no_grad()
-    def encode(self, video: torch.Tensor, tiled: bool = False) -> torch.Tensor:
+    def encode(self, video: torch.Tensor, tiled: bool = False,
+               before_chunk: Callable[[], None] | None = None) -> torch.Tensor:
         """[3, T, H, W] (or [B, 3, T, H, W]) -> posterior mode, normalised with the config's mean/std."""
         batched = video.dim() == 5
         x = video if batched else video[None]
@@ -214,13 +234,14 @@ class VideoVAE(_Wrapper):
             raise ValueError(f"video must have 4k+1 frames, got {frames}")
         if height % self.spatial or width % self.spatial:
             raise ValueError(f"video height and width must be multiples of {self.spatial}, got {height}x{width}")
-        with self._tiling(tiled):
+        with self._tiling(tiled), self._before_each_call(self.model.encoder, before_chunk):
             z = self.model.encode(x.to(self.device, self.dtype)).latent_dist.mode().float()
         z = (z - self.mean.to(z.device)) / self.std.to(z.device)
         return z if batched else z[0]
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, tiled: bool | None = None,
+               before_chunk: Callable[[], None] | None = None) -> torch.Tensor:
         """Normalised latents [16, t, h, w] (or batched) -> video [3, 4(t-1)+1, 8h, 8w] in [-1, 1]."""
         batched = latents.dim() == 5
         z = latents if batched else latents[None]
@@ -228,7 +249,8 @@ class VideoVAE(_Wrapper):
             raise ValueError(f"latents must be [{self.z_dim}, t, h, w], got {tuple(latents.shape)}")
         z = z.to(self.device, torch.float32)
         z = z * self.std.to(z.device) + self.mean.to(z.device)
-        with self._tiling(self.tiled if tiled is None else tiled):
+        tiling = self._tiling(self.tiled if tiled is None else tiled)
+        with tiling, self._before_each_call(self.model.decoder, before_chunk):
             video = self.model.decode(z.to(self.dtype)).sample.float().clamp(-1.0, 1.0)
         return video if batched else video[0]
 

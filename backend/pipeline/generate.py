@@ -4,41 +4,51 @@ A job directory holds `manifest.json` (settings, inputs with hashes, the
 frame-to-source-time map, timings, warnings), `state.json` (how many segments
 are finished) and `frames/frame_NNNNNN.png`. Frames are written atomically as
 each segment is decoded, so an interrupted job keeps what it finished and can
-resume from its last completed segment with the same noise.
+resume from its last completed segment with the same noise. Which folder takes
+a job, and the lock a run holds on it, are `job_folder`'s.
 """
 
 from __future__ import annotations
 
-import json
 import resource
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import protocol
 
 from ..loaders.components import Components
 from . import media
-from .inputs import PreparedInputs, fallback_mask
+from .conditioning import JobContext, build_job_context, half_size, match_colours, segment_driving
+from .inputs import PreparedInputs
+from .job_folder import (
+    FRAMES_FOLDER,
+    MANIFEST_NAME,
+    STATE_NAME,
+    FolderClaim,
+    JobDirectoryError,
+    OutputError,
+    check_folder,
+    output_error,
+    recorded_seed,
+)
 from .masks import encode_mask_video, to_signed_unit
 from .media import write_json_atomic
 from .sampler import Cancelled, SamplerSettings, SegmentConditioning, sample_segment
 from .segments import Segment, plan_segments
 
+__all__ = ["NOISE_LABEL", "GenerationJob", "JobDirectoryError", "OutputError", "build_job_context", "match_colours",
+           "preset_settings"]
+
 NOISE_LABEL = "tiny profile: random weights, the frames are noise"
+PREVIEW_NAME = "preview.mp4"
 EventSink = Callable[..., None]
-
-
-class JobDirectoryError(ValueError):
-    """The output folder cannot take this job."""
 
 
 def preset_settings(spec, short_side: int) -> SamplerSettings:
@@ -62,99 +72,7 @@ def preset_settings(spec, short_side: int) -> SamplerSettings:
 
 
 def frame_name(index: int) -> str:
-    return f"frames/frame_{index:06d}.png"
-
-
-def read_state(job_dir: Path) -> dict[str, Any]:
-    path = job_dir / "state.json"
-    return json.loads(path.read_text()) if path.exists() else {"status": "new", "completed_segments": 0}
-
-
-@dataclass
-class JobContext:
-    """Per-job tensors that do not change between segments."""
-
-    ref_latents: torch.Tensor
-    ref_mask_latents: torch.Tensor  # [28, 1, H/8, W/8]
-    clip: torch.Tensor
-    context: torch.Tensor
-    negative_context: torch.Tensor
-    extra_ref_latents: torch.Tensor | None
-    extra_ref_masks: torch.Tensor | None
-
-
-def _mask_latents(rgb_uint8: np.ndarray) -> torch.Tensor:
-    """Colour mask still [H, W, 3] -> [28, 1, H/8, W/8]."""
-    return encode_mask_video(to_signed_unit(torch.from_numpy(rgb_uint8[None])))
-
-
-def _paste_on_black(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Replacement mode: the reference outside its character mask becomes black before encoding."""
-    background = (mask > 225).all(axis=-1) | (mask <= 225).all(axis=-1)  # white or black pixels
-    out = rgb.copy()
-    out[background] = 0
-    return out
-
-
-def build_job_context(components: Components, inputs: PreparedInputs) -> JobContext:
-    enc, device = components.encoders, components.device
-    spec = inputs.spec
-    reference = inputs.reference
-    if spec.mode == "replace":
-        reference = _paste_on_black(reference, inputs.reference_mask)
-    # A worker keeps its models between jobs; the encoders went off the device after the last one.
-    enc.text.to(device)
-    enc.image.to(device)
-    ref_video = media.to_model_tensor(reference[None]).to(device)
-    ref_latents = enc.vae.encode(ref_video)
-    clip = enc.image.encode(media.to_model_tensor(inputs.reference).to(device))
-    context, negative = enc.text.encode([spec.prompt, spec.negative_prompt])
-    extra_latents = extra_masks = None
-    if inputs.extra_references:
-        extra_latents = torch.cat(
-            [enc.vae.encode(media.to_model_tensor(rgb[None]).to(device)) for rgb, _ in inputs.extra_references], dim=1
-        )
-        extra_masks = torch.cat([_mask_latents(mask) for _, mask in inputs.extra_references], dim=1).to(device)
-    # The encoders' outputs exist now: their weights need no GPU memory for the rest of the job.
-    enc.text.free()
-    enc.image.free()
-    return JobContext(
-        ref_latents, _mask_latents(inputs.reference_mask).to(device), clip, context, negative,
-        extra_latents, extra_masks,
-    )
-
-
-def _pad_to(frames: np.ndarray, length: int) -> np.ndarray:
-    """Repeat the last frame so the segment has the model's 4k+1 frames."""
-    if len(frames) == length:
-        return frames
-    return np.concatenate([frames, np.repeat(frames[-1:], length - len(frames), axis=0)])
-
-
-def _half_size(video: torch.Tensor) -> torch.Tensor:
-    """[3, T, H, W] -> [3, T, H/2, W/2], bilinear as the reference."""
-    return F.interpolate(video.transpose(0, 1), scale_factor=0.5, mode="bilinear", align_corners=False).transpose(0, 1)
-
-
-def segment_driving(inputs: PreparedInputs, segment: Segment) -> tuple[np.ndarray, np.ndarray]:
-    """Driving frames and colour-mask frames of a segment at the job's size, padded to 4k+1."""
-    indices = [inputs.frame_times[k][0] for k in range(segment.start, segment.end)]
-    frames = media.resize_cover_crop(media.read_frames(inputs.driving, indices), inputs.height, inputs.width)
-    if inputs.driving_mask is not None:
-        masks = media.read_frames(inputs.driving_mask, indices)
-        # Like the reference: masks are resized as images; the encoding's >225 threshold cleans the edges.
-        masks = media.resize_cover_crop(masks, inputs.height, inputs.width)
-    else:
-        masks = np.repeat(fallback_mask(inputs.height, inputs.width)[None], len(indices), axis=0)
-    return _pad_to(frames, segment.padded_length), _pad_to(masks, segment.padded_length)
-
-
-def match_colours(video: torch.Tensor, overlap: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Shift/scale each channel of `video` [3, T, H, W] so its overlap frames match the target's statistics."""
-    dims = (1, 2, 3)
-    scale = target.std(dim=dims, keepdim=True) / overlap.std(dim=dims, keepdim=True).clamp_min(1e-4)
-    shift = target.mean(dim=dims, keepdim=True) - overlap.mean(dim=dims, keepdim=True) * scale
-    return (video * scale + shift).clamp(-1, 1)
+    return f"{FRAMES_FOLDER}/frame_{index:06d}.png"
 
 
 def _peak_memory(device: torch.device) -> int:
@@ -167,9 +85,11 @@ class GenerationJob:
     """One job directory being generated; `run()` can be called again after an interruption."""
 
     def __init__(self, inputs: PreparedInputs, components: Components, job_dir: Path, events: EventSink | None = None,
-                 segmenters=None):
+                 segmenters=None, claim: FolderClaim | None = None):
         """`segmenters` (segmentation.run.Segmenters, or anything with its `matte_generation`) makes the
-        RGBA frames of a job whose spec asks for a matte."""
+        RGBA frames of a job whose spec asks for a matte. `claim`: the folder, already claimed by the
+        caller (who releases it if the job fails); without one, `run()` claims the folder itself. A
+        job that finishes releases its folder before it reports `done`."""
         if inputs.spec.matte and segmenters is None:
             raise ValueError("this job asks for a matte but no segmentation model was given")
         self.inputs, self.components, self.segmenters = inputs, components, segmenters
@@ -177,8 +97,53 @@ class GenerationJob:
         self.events = events or (lambda kind, **fields: None)
         self.segments = plan_segments(len(inputs.frame_times))
         self.settings = preset_settings(inputs.spec, min(inputs.height, inputs.width))
-        self.state = read_state(self.job_dir)
-        self.timings: dict[str, float] = dict(self.state.get("timings", {}))
+        self.claim, self._own_claim = claim, claim is None
+        self.state: dict[str, Any] = {"status": "new", "completed_segments": 0}
+        self.completed = 0  # segments whose frames are all on disk, counted by open_folder()
+        self.missing_frames = 0  # frames of segments recorded as finished that are no longer on disk
+        self.timings: dict[str, float] = {}
+        self._should_cancel: Callable[[], bool] = lambda: False
+        self._opened = False
+
+    # -- the folder -----------------------------------------------------------------------------
+    def open_folder(self) -> None:
+        """Check that the folder takes this job, claim it, and find where the job stands.
+
+        Raises JobDirectoryError (one line) for a folder that is a file, holds another job or
+        other files, holds a damaged manifest or state, or is being written by another run.
+        """
+        if self._opened:
+            return
+        job = self.inputs.spec.to_dict()
+        check_folder(self.job_dir, job)  # before the claim: a refused folder is never written
+        if self.claim is None:
+            self.claim = FolderClaim(self.job_dir)
+        self.claim.claim()
+        try:
+            state = check_folder(self.job_dir, job)  # again, now that no other run can change it
+        except BaseException:
+            self._release()
+            raise
+        self.state = state or {"status": "new", "completed_segments": 0}
+        if "seed" not in self.state and (seed := recorded_seed(self.job_dir)) is not None:
+            self.state["seed"] = seed  # state.json deleted by hand: the manifest still knows the noise
+        self.timings = dict(self.state.get("timings", {}))
+        recorded = min(int(self.state.get("completed_segments", 0)), len(self.segments))
+        self.completed = self._finished_on_disk(recorded)
+        self.missing_frames = sum(not (self.job_dir / frame_name(k)).is_file()
+                                  for s in self.segments[self.completed : recorded] for k in s.new_frames)
+        self._opened = True
+
+    def _finished_on_disk(self, recorded: int) -> int:
+        """How many of the first `recorded` segments still have every frame (frames deleted by hand are made again)."""
+        for segment in self.segments[:recorded]:
+            if not all((self.job_dir / frame_name(k)).is_file() for k in segment.new_frames):
+                return segment.index
+        return recorded
+
+    def _release(self) -> None:
+        if self._own_claim and self.claim is not None:
+            self.claim.release()
 
     # -- manifest ---------------------------------------------------------------------------
     def _seed(self) -> int:
@@ -215,7 +180,7 @@ class GenerationJob:
                 for k, (src, t) in enumerate(inputs.frame_times)
             ],
             "segments": [vars(s) for s in self.segments],
-            "preview": "preview.mp4",
+            "preview": PREVIEW_NAME,
             "matte": protocol.MATTE_FOLDER if spec.matte else None,
             "timings": self.timings,
             "peak_memory_bytes": _peak_memory(self.components.device),
@@ -229,9 +194,23 @@ class GenerationJob:
                             "8 steps give a blurry result")
         return warnings + self.inputs.warnings
 
+    def _write_json(self, name: str, data: dict) -> None:
+        path = self.job_dir / name
+        try:
+            write_json_atomic(path, data)
+        except OSError as exc:
+            raise output_error(exc, path) from None
+
     def _save_state(self, **changes) -> None:
         self.state.update(changes, timings=self.timings)
-        write_json_atomic(self.job_dir / "state.json", self.state)
+        self._write_json(STATE_NAME, self.state)
+
+    def _save_end_state(self, status: str) -> None:
+        """Record how the run ended, if the folder still takes a write (a full disk may not)."""
+        try:
+            self._save_state(status=status)
+        except OutputError:
+            pass
 
     def _timed(self, stage: str, fn, *args, **kwargs):
         start = time.perf_counter()
@@ -239,73 +218,84 @@ class GenerationJob:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
         return result
 
-    # -- run ----------------------------------------------------------------------------------
-    def check_resumable(self) -> None:
-        """A job directory that holds another job's frames is never overwritten."""
-        manifest = self.job_dir / "manifest.json"
-        if manifest.exists() and json.loads(manifest.read_text()).get("job") != self.inputs.spec.to_dict():
-            raise JobDirectoryError(f"{self.job_dir} holds a different job; choose another output folder")
+    def _check_cancel(self) -> None:
+        """Raise Cancelled when the job is to stop: between denoising steps, VAE chunks, stages and frames."""
+        if self._should_cancel():
+            raise Cancelled()
 
+    # -- run ----------------------------------------------------------------------------------
     def run(self, should_cancel: Callable[[], bool] | None = None) -> Path:
         """Generate every unfinished segment; return the manifest path.
 
         Raises sampler.Cancelled when `should_cancel()` turns true (checked between denoising
-        steps, segments and stages); state.json then says "cancelled" and the job resumes later.
+        steps, VAE chunks, segments, stages and preview frames); state.json then says
+        "cancelled" and the job resumes later. Raises JobDirectoryError (OutputError for a
+        failed write) in one line.
         """
-        should_cancel = should_cancel or (lambda: False)
-        # 1. Check that the folder takes this job, then record it as running
-        self.check_resumable()
-        self._start()
+        self._should_cancel = should_cancel or (lambda: False)
         try:
-            # 2. Generate every unfinished segment, writing its frames as it is decoded
-            self._run_segments(should_cancel)
-            # 3. RGBA copies of the frames, when the job asks for a matte
-            if self.inputs.spec.matte:
-                self._timed("matte", self._make_matte, should_cancel)
-        except Cancelled:
-            self._save_state(status="cancelled")
-            raise
-        except BaseException:
-            self._save_state(status="failed")
-            raise
-        # 4. The preview video
-        self._timed("preview", self._write_preview)
-        # 5. Record the job as done
-        return self._finish()
+            # 1. Check that the folder takes this job and claim it, then record the job as running
+            self.open_folder()
+            self._start()
+            try:
+                # 2. Generate every unfinished segment, writing its frames as it is decoded
+                self._run_segments()
+                # 3. RGBA copies of the frames, when the job asks for a matte
+                if self.inputs.spec.matte:
+                    self._timed("matte", self._make_matte)
+                # 4. The preview video
+                self._timed("preview", self._write_preview)
+            except Cancelled:
+                self._save_end_state("cancelled")
+                raise
+            except BaseException:
+                self._save_end_state("failed")
+                raise
+            # 5. Record the job as done, give the folder up, then say so
+            manifest = self._finish()
+            self.claim.release()
+            self.events("done", manifest=str(manifest))
+            return manifest
+        finally:
+            self._release()
 
     def _start(self) -> None:
-        """Create frames/, fix the seed, and write state.json and manifest.json as "running"."""
-        (self.job_dir / "frames").mkdir(parents=True, exist_ok=True)
+        """Fix the seed; write manifest.json (first: it marks the folder as this job's), state.json as
+        "running", and frames/."""
         self.state.setdefault("seed", self._seed())
-        self._save_state(status="running")
-        write_json_atomic(self.job_dir / "manifest.json", self.manifest("running"))
+        self._write_json(MANIFEST_NAME, self.manifest("running"))
+        self._save_state(status="running", completed_segments=self.completed)
+        try:
+            (self.job_dir / FRAMES_FOLDER).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise output_error(exc, self.job_dir / FRAMES_FOLDER) from None
         if self.components.device.type == "cuda":  # the manifest's peak is this job's, not the process's
             torch.cuda.reset_peak_memory_stats(self.components.device)
 
     def _finish(self) -> Path:
-        """state.json and manifest.json as "done", then the `done` event; returns the manifest path."""
+        """state.json and manifest.json as "done"; returns the manifest path."""
         self._save_state(status="done")
-        manifest = self.job_dir / "manifest.json"
-        write_json_atomic(manifest, self.manifest("done"))
-        self.events("done", manifest=str(manifest))
-        return manifest
+        self._write_json(MANIFEST_NAME, self.manifest("done"))
+        return self.job_dir / MANIFEST_NAME
 
-    def _make_matte(self, should_cancel: Callable[[], bool]) -> None:
+    def _make_matte(self) -> None:
         def progress(kind: str, **fields) -> None:
             # One generation, one `started`: the matte reports as a phase of this job.
             if kind == "progress" and fields["phase"] != "load":
                 self.events("progress", phase="matte", stage=fields["phase"], frame=fields["frame"],
                             frames=fields["frames"])
 
-        self.segmenters.matte_generation(self.job_dir, self.inputs.spec.matte_prompt, progress, should_cancel)
+        self.segmenters.matte_generation(self.job_dir, self.inputs.spec.matte_prompt, progress, self._should_cancel)
 
-    def _run_segments(self, should_cancel: Callable[[], bool]) -> None:
+    def _run_segments(self) -> None:
         device = self.components.device
+        done = self.completed
+        if done == len(self.segments):
+            return  # every frame is on disk: nothing to encode
         # 1. Encode what every segment shares: the reference, its mask and the prompts
         self.events("progress", phase="encode", segment=0, segments=len(self.segments))
-        context = self._timed("encode", build_job_context, self.components, self.inputs)
+        context = self._timed("encode", build_job_context, self.components, self.inputs, self._check_cancel)
         generator = torch.Generator("cpu").manual_seed(self.state["seed"])
-        done = self.state.get("completed_segments", 0)
         previous_tail = self._frames_from_disk(self.segments[done - 1]) if done else None
 
         for segment in self.segments:
@@ -316,10 +306,9 @@ class GenerationJob:
             ).to(device)
             if segment.index < done:
                 continue
-            if should_cancel():
-                raise Cancelled()
+            self._check_cancel()
             # 3. Generate the segment and write its new frames
-            video = self._generate_segment(segment, context, noise, previous_tail, should_cancel)
+            video = self._generate_segment(segment, context, noise, previous_tail)
             written = media.from_model_tensor(video[:, segment.history : segment.length])
             self._write_frames(segment, written)
             # 4. Keep its tail as the next segment's history: what was written (8-bit), so a resumed
@@ -330,17 +319,17 @@ class GenerationJob:
     def _overlap(self) -> int:
         return self.segments[1].history if len(self.segments) > 1 else 5
 
-    def _generate_segment(self, segment, context, noise, previous_tail, should_cancel) -> torch.Tensor:
+    def _generate_segment(self, segment, context, noise, previous_tail) -> torch.Tensor:
         """Decoded video [3, padded_length, H, W] of one segment, history frames included."""
         # 1. Conditioning: driving frames and masks, the reference masks, the history latents
         cond = self._conditioning(segment, context, previous_tail)
         # 2. Denoise
-        latents = self._sample(segment, cond, noise, should_cancel)
-        if should_cancel():
-            raise Cancelled()
-        # 3. Decode
+        latents = self._sample(segment, cond, noise)
+        self._check_cancel()
+        # 3. Decode, latent frame by latent frame, stopping between them when cancelled
         self.events("progress", phase="decode", segment=segment.index + 1, segments=len(self.segments))
-        video = self._timed("decode", self.components.encoders.vae.decode, latents).float().cpu()
+        video = self._timed("decode", self.components.encoders.vae.decode, latents,
+                            before_chunk=self._check_cancel).float().cpu()
         # 4. Colour-match: scale the video so its history frames match the previous segment's tail
         if segment.history and self.inputs.spec.color_match:
             video = match_colours(video, video[:, : segment.history], previous_tail.float().cpu())
@@ -350,9 +339,10 @@ class GenerationJob:
         """Everything the network sees for `segment` besides the noisy latents."""
         enc, device = self.components.encoders, self.components.device
         frames, masks = self._timed("read", segment_driving, self.inputs, segment)
-        driving = _half_size(media.to_model_tensor(frames).to(device))
-        pose_latents = self._timed("encode", enc.vae.encode, driving)
-        driving_masks = encode_mask_video(_half_size(to_signed_unit(torch.from_numpy(masks)))).to(device)
+        self._check_cancel()
+        driving = half_size(media.to_model_tensor(frames).to(device))
+        pose_latents = self._timed("encode", enc.vae.encode, driving, before_chunk=self._check_cancel)
+        driving_masks = encode_mask_video(half_size(to_signed_unit(torch.from_numpy(masks)))).to(device)
         ref_masks = torch.cat(
             [context.ref_mask_latents, context.ref_mask_latents.new_zeros(28, segment.latent_frames,
                                                                            *context.ref_mask_latents.shape[2:])],
@@ -360,7 +350,7 @@ class GenerationJob:
         )
         history = None
         if segment.history:
-            history = self._timed("encode", enc.vae.encode, previous_tail.to(device))
+            history = self._timed("encode", enc.vae.encode, previous_tail.to(device), before_chunk=self._check_cancel)
         return SegmentConditioning(
             pose_latents=pose_latents, driving_masks=driving_masks, ref_latents=context.ref_latents,
             ref_masks=ref_masks, clip=context.clip, context=context.context,
@@ -369,8 +359,7 @@ class GenerationJob:
             history_latents=history,
         )
 
-    def _sample(self, segment: Segment, cond: SegmentConditioning, noise: torch.Tensor,
-                should_cancel: Callable[[], bool]) -> torch.Tensor:
+    def _sample(self, segment: Segment, cond: SegmentConditioning, noise: torch.Tensor) -> torch.Tensor:
         """Clean latents of `segment`, reporting every denoising step."""
 
         def on_step(step, steps):
@@ -379,12 +368,15 @@ class GenerationJob:
 
         with self.components.sampling() as transformer:
             return self._timed("sample", sample_segment, transformer, cond, noise, self.settings, on_step,
-                               should_cancel)
+                               self._should_cancel)
 
     def _write_frames(self, segment: Segment, frames: np.ndarray) -> None:
         for k, rgb in zip(segment.new_frames, frames):
             path = self.job_dir / frame_name(k)
-            media.write_png_atomic(path, rgb)
+            try:
+                media.write_png_atomic(path, rgb)
+            except OSError as exc:
+                raise output_error(exc, path) from None
             self.events("frame_ready", index=k, path=str(path), source_time=self.inputs.frame_times[k][1])
 
     def _frames_from_disk(self, segment: Segment) -> torch.Tensor:
@@ -394,7 +386,16 @@ class GenerationJob:
         return media.to_model_tensor(frames)
 
     def _write_preview(self) -> None:
-        frames = np.stack(
-            [media.read_image(self.job_dir / frame_name(k))[0] for k in range(len(self.inputs.frame_times))]
-        )
-        media.write_preview_mp4(self.job_dir / "preview.mp4", frames, self.inputs.spec.model_fps)
+        frames = []
+        for k in range(len(self.inputs.frame_times)):
+            if k % 16 == 0:
+                self._check_cancel()
+            frames.append(media.read_image(self.job_dir / frame_name(k))[0])
+        self._check_cancel()
+        path = self.job_dir / PREVIEW_NAME
+        try:
+            media.write_preview_mp4(path, np.stack(frames), self.inputs.spec.model_fps)
+        except OSError as exc:
+            raise output_error(exc, path) from None
+        except media.MediaError as exc:  # OpenCV's writer reports no reason: most likely the disk
+            raise OutputError(f"{exc}; is the disk full or the folder read-only? The frames are kept") from None

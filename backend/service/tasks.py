@@ -23,10 +23,13 @@ EventSink = Callable[..., None]
 
 
 def run_generation(worker: Worker, job: Job, emit: EventSink, on_event: EventSink) -> None:
-    """A generation: inputs checked, the kept model (re)loaded, every unfinished segment generated."""
+    """A generation: inputs, LoRA files and folder checked, the folder claimed, the kept model
+    (re)loaded, every unfinished segment generated. Nothing cheap is checked after the model loads."""
     from ..loaders.lora import lora_specs
     from ..pipeline.generate import GenerationJob
     from ..pipeline.inputs import InputError, prepare_inputs
+    from ..pipeline.job_folder import FolderClaim, check_folder
+    from ..pipeline.preflight import check_lora_files
     from ..pipeline.sampler import Cancelled
 
     try:
@@ -34,17 +37,24 @@ def run_generation(worker: Worker, job: Job, emit: EventSink, on_event: EventSin
     except protocol.ProtocolError as exc:
         raise InputError(str(exc)) from None
     inputs = prepare_inputs(spec)
+    loras = lora_specs(spec.loras)
+    check_lora_files(loras)
+    check_folder(job.job_dir, spec.to_dict())
     if job.cancel.is_set():
         raise Cancelled()
-    components = worker.components_for(emit, lora_specs(spec.loras))
-    _test_hook_out_of_memory(spec)
-    generation = GenerationJob(inputs, components, job.job_dir, events=on_event, segmenters=worker.segmenters)
-    generation.check_resumable()
-    emit("started", job_dir=str(job.job_dir), frames=len(inputs.frame_times),
-         segments=len(generation.segments),
-         completed_segments=int(generation.state.get("completed_segments", 0)),
-         size=[inputs.height, inputs.width], noise_only=components.noise_only, warnings=inputs.warnings)
-    generation.run(should_cancel=job.cancel.is_set)
+    with FolderClaim(job.job_dir) as claim:  # another process writing this folder is refused here
+        components = worker.components_for(emit, loras)
+        _test_hook_out_of_memory(spec)
+        generation = GenerationJob(inputs, components, job.job_dir, events=on_event, segmenters=worker.segmenters,
+                                   claim=claim)
+        generation.open_folder()
+        if claim.interrupted:
+            log(f"job {job.id}: the last run on {job.job_dir} stopped without finishing; resuming")
+        emit("started", job_dir=str(job.job_dir), frames=len(inputs.frame_times),
+             segments=len(generation.segments), completed_segments=generation.completed,
+             interrupted=claim.interrupted, missing_frames=generation.missing_frames,
+             size=[inputs.height, inputs.width], noise_only=components.noise_only, warnings=inputs.warnings)
+        generation.run(should_cancel=job.cancel.is_set)
     job.status = "done"
     log(f"job {job.id} done")
 

@@ -293,3 +293,40 @@ def test_command_line_starts_without_torch_or_numpy():
         run = subprocess.run([sys.executable, "-c", blocker + f"main({argv!r})"], cwd=REPO,
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, (argv, run.stderr[-800:])
+
+
+# -- cancelling outside sampling -------------------------------------------------------------------
+
+
+def test_the_vae_calls_back_before_every_chunk_and_its_numbers_do_not_change(tiny):
+    vae = tiny.encoders.vae
+    torch.manual_seed(0)
+    video = torch.rand(3, 9, 32, 64) * 2 - 1
+    chunks = []
+    latents = vae.encode(video, before_chunk=lambda: chunks.append("encode"))
+    torch.testing.assert_close(latents, vae.encode(video), atol=0, rtol=0)
+    decoded = vae.decode(latents, before_chunk=lambda: chunks.append("decode"))
+    torch.testing.assert_close(decoded, vae.decode(latents), atol=0, rtol=0)
+    assert chunks == ["encode"] * 3 + ["decode"] * 3  # 1 + 4 + 4 frames in, 3 latent frames out
+
+
+@pytest.mark.parametrize("phase, part", [("encode", "encoder"), ("decode", "decoder")])
+def test_a_cancel_during_encode_or_decode_stops_before_the_next_vae_chunk(tiny, tmp_path, phase, part):
+    spec = JobSpec(driving=str(DRIVING), reference=str(REFERENCE), frame_end=33, **SMALL)  # 9 latent frames
+    cancelled = []
+    chunks_after_cancel = []
+
+    def events(kind, **fields):
+        if kind == "progress" and fields["phase"] == phase:
+            cancelled.append(True)
+
+    vae_part = getattr(tiny.encoders.vae.model, part)
+    counting = vae_part.register_forward_hook(lambda *_: chunks_after_cancel.append(1) if cancelled else None)
+    try:
+        with pytest.raises(Cancelled):
+            GenerationJob(prepare_inputs(spec), tiny, tmp_path / "job", events=events).run(lambda: bool(cancelled))
+    finally:
+        counting.remove()
+    assert cancelled and chunks_after_cancel == []
+    assert json.loads((tmp_path / "job" / "state.json").read_text())["status"] == "cancelled"
+    assert not list((tmp_path / "job" / "frames").iterdir())

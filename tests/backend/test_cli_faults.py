@@ -1,0 +1,244 @@
+"""`python -m backend generate` under faults: every one a single error line (exit 2) and nothing lost.
+
+The output folder (a file, another's files, damaged records, another run, read-only, a full
+disk), frames deleted by hand, LoRA files that are none, a killed run, and the media
+libraries' own log lines. The tiny model on CPU; real files, real processes where it matters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from scail_fixtures import FOOTAGE, REPO
+
+from backend import cli
+from backend.pipeline.job_folder import LOCK_NAME
+
+DRIVING = FOOTAGE / "scail_001_driving.mp4"
+REFERENCE = FOOTAGE / "scail_001_ref.jpg"
+JOB_ARGS = ["--driving", str(DRIVING), "--reference", str(REFERENCE), "--model", "tiny", "--device", "cpu",
+            "--height", "64", "--width", "128", "--steps", "2", "--end", "5", "--seed", "4"]
+
+
+def generate(out, *extra) -> list[str]:
+    return ["generate", *JOB_ARGS, "--out", str(out), *extra]
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def frames(folder: Path) -> dict[str, bytes]:
+    return {name: data for name, data in contents(folder).items() if name.startswith("frames/")}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """One finished 5-frame job; tests copy it."""
+    out = tmp_path_factory.mktemp("finished") / "job"
+    assert cli.main(generate(out)) == 0
+    return out
+
+
+@pytest.fixture()
+def no_model(monkeypatch):
+    """Fail the test if a model is loaded."""
+    import backend.loaders.components
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(backend.loaders.components, "load_components", refuse)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def lock_holder(folder: Path) -> subprocess.Popen:
+    """Another process that holds the folder's lock until it is killed."""
+    code = textwrap.dedent(f"""
+        import time
+        from backend.pipeline.job_folder import FolderClaim
+        FolderClaim({str(folder)!r}).claim()
+        print("claimed", flush=True)
+        time.sleep(120)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "claimed"
+    return process
+
+
+# -- the output folder ----------------------------------------------------------------------------
+
+
+def test_an_out_that_cannot_take_the_job_is_one_line_before_any_model_and_nothing_changes(
+        finished, tmp_path, capsys, no_model):
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(finished, tmp_path / name))
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    foreign = tmp_path / "foreign"
+    (foreign / "frames").mkdir(parents=True)
+    (foreign / "frames" / "frame_000000.png").write_bytes(b"the user's own frame")
+    (foreign / "preview.mp4").write_bytes(b"the user's own preview")
+    (foreign / "state.json").write_text('{"mine": true}')
+    truncated_manifest, truncated_state, big_seed = copy("manifest"), copy("state"), copy("seed")
+    (truncated_manifest / "manifest.json").write_text((truncated_manifest / "manifest.json").read_text()[:100])
+    (truncated_state / "state.json").write_text('{"status": "do')
+    state = json.loads((big_seed / "state.json").read_text())
+    (big_seed / "state.json").write_text(json.dumps(state | {"seed": 2**70}))  # as an older version wrote it
+    cases = {
+        a_file: "is a file, not a folder",
+        foreign: "is not empty and holds no SCAIL-2 job",
+        truncated_manifest: "manifest.json is damaged (not JSON",
+        truncated_state: "state.json is damaged (not JSON",
+        big_seed: "holds the seed 1180591620717411303424",
+    }
+    for out, message in cases.items():
+        before = contents(out) if out.is_dir() else out.read_bytes()
+        assert cli.main(generate(out)) == cli.EXIT_BAD_INPUT, out
+        assert message in one_error_line(capsys), out
+        assert (contents(out) if out.is_dir() else out.read_bytes()) == before, f"{out} was changed"
+
+    busy = copy("busy")
+    other = lock_holder(busy)
+    try:
+        assert cli.main(generate(busy)) == cli.EXIT_BAD_INPUT
+        assert f"is being written by another run (PID {other.pid})" in one_error_line(capsys)
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_finished_job_whose_frames_were_deleted_makes_them_again_identically(finished, tmp_path, capsys):
+    out = Path(shutil.copytree(finished, tmp_path / "job"))
+    for k in (1, 3):
+        (out / f"frames/frame_{k:06d}.png").unlink()
+    assert cli.main(generate(out)) == 0, capsys.readouterr().err
+    assert "2 frames of finished segments are missing; generating them again" in capsys.readouterr().out
+    assert frames(out) == frames(finished)
+    assert json.loads((out / "state.json").read_text())["status"] == "done"
+
+
+def test_lora_files_are_checked_before_the_model_loads(tmp_path, capsys, no_model):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"blocks.0.self_attn.q.weight": torch.zeros(4, 4)}, tmp_path / "a_model.safetensors")
+    save_file({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(4, 48),
+               "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(48, 4)}, tmp_path / "lora.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "lora.safetensors").read_bytes()[:-100])
+    (tmp_path / "notes.safetensors").write_text("not a file of tensors")
+    torch.save({"x": torch.zeros(3)}, tmp_path / "cut.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "cut.pt").read_bytes()[:200])
+    cases = {
+        "missing.safetensors": "LoRA file not found",
+        "a_model.safetensors": "holds no LoRA tensors",
+        "cut.safetensors": "truncated safetensors file",
+        "notes.safetensors": "neither a safetensors file nor a torch checkpoint",
+        "cut.pt": "truncated or corrupt torch checkpoint",
+    }
+    for name, message in cases.items():
+        out = tmp_path / f"out_{name}"
+        assert cli.main(generate(out, "--lora", str(tmp_path / name))) == cli.EXIT_BAD_INPUT, name
+        assert message in one_error_line(capsys), name
+        assert not out.exists(), name  # nothing was created for a job that could not run
+
+
+def test_the_media_libraries_own_log_lines_never_bury_the_error(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00not a video" * 100)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    run = subprocess.run([sys.executable, "-m", "backend", "generate", "--driving", str(broken), "--reference",
+                          str(REFERENCE), "--out", str(tmp_path / "out"), "--model", "tiny"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [f"error: cannot decode video: {broken}"], run.stderr
+
+
+# -- a killed run --------------------------------------------------------------------------------
+
+
+def test_a_killed_run_is_reported_its_temp_files_removed_and_the_rerun_gives_the_same_frames(
+        finished, tmp_path, capsys):
+    out = tmp_path / "job"
+    victim = subprocess.Popen([sys.executable, "-m", "backend", *generate(out)], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "state.json").exists():
+            assert victim.poll() is None and time.monotonic() < deadline, "the run never started writing"
+            time.sleep(0.05)
+        os.kill(victim.pid, signal.SIGKILL)
+    finally:
+        victim.kill()
+        victim.wait()
+    assert json.loads((out / "state.json").read_text())["status"] == "running"
+    assert (out / LOCK_NAME).exists()  # the dead run's lock, still naming its PID
+    leftover = out / "frames" / ".frame_000002.png.5eed0a11.tmp"  # what a kill mid-write leaves
+    leftover.write_bytes(b"half a png")
+
+    assert cli.main(generate(out)) == 0
+    assert "the last run on this folder stopped without finishing" in capsys.readouterr().out
+    assert not leftover.exists() and not (out / LOCK_NAME).exists()
+    assert frames(out) == frames(finished)
+
+
+# -- read-only and full disks (a private mount namespace: root on Linux) -----------------------------
+
+
+def private_mounts_available() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not private_mounts_available(), reason="needs a private mount namespace (root on Linux)")
+def test_read_only_and_full_disks_are_one_line_and_the_job_resumes_once_space_is_freed(finished, tmp_path):
+    disk, results = tmp_path / "disk", tmp_path / "results"
+    disk.mkdir()
+    results.mkdir()
+    command = " ".join([sys.executable, "-m", "backend", "generate", *JOB_ARGS])
+    script = textwrap.dedent(f"""
+        set -u
+        mount -t tmpfs -o size=1m tmpfs {disk}
+        mkdir {disk}/ro && mount -t tmpfs -o ro tmpfs {disk}/ro
+        {command} --out {disk}/ro 2> {results}/ro.err; echo $? > {results}/ro.rc
+        head -c 983040 /dev/zero > {disk}/filler  # leaves 64 kB: the manifest, the state and a frame or two
+        {command} --out {disk}/job 2> {results}/full.err; echo $? > {results}/full.rc
+        cp -r {disk}/job {results}/after_full
+        rm {disk}/filler
+        {command} --out {disk}/job 2> {results}/freed.err; echo $? > {results}/freed.rc
+        cp -r {disk}/job {results}/after_freed
+    """)
+    subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=REPO, check=True, timeout=600,
+                   stdout=subprocess.DEVNULL)
+
+    def outcome(name: str) -> tuple[int, list[str]]:
+        return int((results / f"{name}.rc").read_text()), (results / f"{name}.err").read_text().splitlines()
+
+    status, lines = outcome("ro")
+    assert status == 2 and len(lines) == 1 and "Read-only file system" in lines[0], lines
+    status, lines = outcome("full")
+    assert status == 2 and len(lines) == 1 and "No space left on device" in lines[0], lines
+    assert "free some space, then run the job again" in lines[0]
+    partial = results / "after_full"
+    assert json.loads((partial / "state.json").read_text())["status"] in ("failed", "running")
+    assert not [p.name for p in partial.rglob(".*.tmp")]  # no half-written frame left behind
+    status, lines = outcome("freed")
+    assert status == 0, lines
+    assert frames(results / "after_freed") == frames(finished)
