@@ -18,7 +18,7 @@ from protocol import MATTE_FOLDER, MAX_IDENTITIES
 
 from .segmentation.weights import SAM2_REPO, SAM3_REPO
 from .service.jobs import default_jobs_root
-from .service.serve import TOKEN_ENV
+from .service.serve import AUTH_TIMEOUT_S, MAX_CONNECTIONS, TOKEN_ENV
 
 DEFAULT_PROMPT = "person"
 
@@ -120,6 +120,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                                 "one and logs it); any non-loopback HOST requires --token")
     transport.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                            help=f"shared secret every request must carry as \"token\" (default: ${TOKEN_ENV})")
+    transport.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, metavar="N",
+                           help=f"TCP: connections served at once; more are refused (default {MAX_CONNECTIONS})")
+    transport.add_argument("--auth-timeout", type=float, default=AUTH_TIMEOUT_S, metavar="SECONDS",
+                           help="TCP: a connection that makes no authorised request this long is closed "
+                                f"(default {AUTH_TIMEOUT_S:g})")
     parser.add_argument("--jobs-root", type=Path, default=None,
                         help=f"where job folders go when a submit names none (default: {default_jobs_root()})")
     add_model_arguments(parser)

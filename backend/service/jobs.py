@@ -26,8 +26,11 @@ UNAUTHORIZED = "unauthorized"
 UNKNOWN_JOB = "unknown_job"
 BAD_INPUT = "bad_input"
 OUT_OF_MEMORY = "out_of_memory"
+OUTPUT_ERROR = "output_error"  # the job's folder could not be written (disk full, read-only): resumable
 JOB_FAILED = "job_failed"
 INTERNAL_ERROR = "internal_error"
+TOO_MANY_CONNECTIONS = "too_many_connections"
+OUTPUT_HINT = "free space or choose a writable folder, then resume: the finished segments are kept"
 
 
 def log(message: str) -> None:
@@ -104,15 +107,27 @@ def frames_written(job_dir: Path) -> int:
 
 
 def folder_summary(folder: Path) -> dict:
-    """What a job folder says about itself ({} when it holds no job)."""
+    """What a job folder says about itself ({} when it holds no job).
+
+    `state` is state.json's status, except "interrupted" for a job whose state says "running"
+    while no live run holds the folder (the worker or command writing it was killed).
+    """
+    from ..pipeline.job_folder import folder_state
+
     manifest = read_json(folder / "manifest.json")
     if manifest is None:
         return {}
     state = read_json(folder / "state.json") or {}
+    completed = state.get("completed_segments", 0)
     return {
-        "state": state.get("status", manifest.get("status")),
-        "completed_segments": int(state.get("completed_segments", 0)),
+        "state": folder_state(folder) or manifest.get("status"),
+        "completed_segments": completed if isinstance(completed, int) else 0,
         "segments": len(manifest.get("segments", [])),
         "frames": len(manifest.get("frames", [])),
         "frames_written": frames_written(folder),
     }
+
+
+def is_finished(summary: dict) -> bool:
+    """Done, with every frame still on disk (a job whose frames were deleted is resumed, not skipped)."""
+    return summary.get("state") == "done" and summary.get("frames_written", 0) >= summary.get("frames", 0)

@@ -2,8 +2,8 @@
 
 `Requests` is a part of `worker.Worker` (its base class): the handlers read and change the
 worker's queue and model under its lock (`_cond`), and call its `_unload` and `_device`.
-Submits are checked here, cheaply and at once (settings, files, segmentation weights), so a
-bad job is refused before it is queued.
+Submits are checked here, cheaply and at once (settings, files, LoRA headers, the job folder,
+segmentation weights), so a bad job is refused before it is queued.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import traceback
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import protocol
 
@@ -29,21 +29,13 @@ from .jobs import (
     ProtocolFailure,
     error_line,
     folder_summary,
+    is_finished,
     log,
     read_json,
 )
 
 if TYPE_CHECKING:
     from .serve import Output
-
-
-def _spec_files(spec: protocol.JobSpec) -> list[tuple[str, str | None]]:
-    files = [("driving clip", spec.driving), ("reference image", spec.reference)]
-    files += [("driving mask", spec.driving_mask), ("reference image mask", spec.reference_mask)]
-    files += [(f"extra reference {i + 1}", p) for i, p in enumerate(spec.extra_references)]
-    files += [(f"extra reference {i + 1} mask", p) for i, p in enumerate(spec.extra_reference_masks)]
-    files += [("LoRA file", lora["path"]) for lora in spec.loras]
-    return files
 
 
 class Requests:
@@ -128,11 +120,12 @@ class Requests:
         manifest = read_json(folder / "manifest.json")
         if manifest is None or not isinstance(manifest.get("job"), dict):
             raise ProtocolFailure(BAD_REQUEST, f"no readable manifest.json in {folder}: nothing to resume")
-        state = read_json(folder / "state.json") or {}
-        if state.get("status") == "done":
+        summary = folder_summary(folder)
+        if is_finished(summary):
             raise ProtocolFailure(BAD_REQUEST, f"the job in {folder} is already finished")
         spec = self._check_spec(manifest["job"])
-        return self._enqueue(Job(uuid.uuid4().hex[:12], spec.to_dict(), folder))
+        kind, reply = self._enqueue(Job(uuid.uuid4().hex[:12], spec.to_dict(), folder))
+        return kind, reply | {"was": summary.get("state")}  # "interrupted": its last run was killed
 
     def _on_cancel(self, message: dict) -> None:
         job_id = message.get("job")
@@ -168,7 +161,7 @@ class Requests:
             pass
         for folder in sorted(candidates - busy):
             summary = folder_summary(folder)
-            if summary and summary.get("state") != "done":
+            if summary and not is_finished(summary):
                 jobs.append({"job": None, "job_dir": str(folder), "status": "unfinished"} | summary)
         return "jobs", {"jobs": jobs}
 
@@ -197,9 +190,13 @@ class Requests:
             raise ProtocolFailure(BAD_INPUT, str(exc)) from None
         if not all(isinstance(lora, dict) and isinstance(lora.get("path"), str) for lora in spec.loras):
             raise ProtocolFailure(BAD_INPUT, 'each LoRA must be {"path": FILE, "strength": NUMBER}')
-        for what, path in _spec_files(spec):
-            if path is not None and (not isinstance(path, str) or not Path(path).exists()):
-                raise ProtocolFailure(BAD_INPUT, f"{what} not found: {path}")
+        from ..pipeline.inputs import InputError, check_input_files
+
+        try:
+            check_input_files(spec)  # every input there (patterns too) and within the pixel limit, from headers
+        except InputError as exc:
+            raise ProtocolFailure(BAD_INPUT, first_line(exc)) from None
+        self._check_loras(spec)
         if spec.matte:
             self._check_segmenters(marks=False)
         return spec
@@ -215,6 +212,17 @@ class Requests:
         self._check_segmenters(marks=bool(spec.subjects))
         return spec
 
+    @staticmethod
+    def _check_loras(spec: protocol.JobSpec) -> None:
+        """Each LoRA file readable and a LoRA, from its header (the model is loaded only after)."""
+        from ..loaders.lora import LoraError, lora_specs
+        from ..pipeline.preflight import check_lora_files
+
+        try:
+            check_lora_files(lora_specs(spec.loras))
+        except LoraError as exc:
+            raise ProtocolFailure(BAD_INPUT, first_line(exc)) from None
+
     def _check_segmenters(self, marks: bool) -> None:
         from ..segmentation import SegmentationError
 
@@ -224,9 +232,8 @@ class Requests:
             raise ProtocolFailure(BAD_INPUT, str(exc)) from None
 
     def _enqueue(self, job: Job) -> tuple[str, dict]:
-        manifest = read_json(job.job_dir / "manifest.json")
-        if manifest is not None and manifest.get("job") != job.spec:
-            raise ProtocolFailure(BAD_INPUT, f"{job.job_dir} holds a different job; choose another output folder")
+        if job.task == "generate":
+            self._check_folder(job)
         with self._cond:
             if self.stopping.is_set():
                 raise ProtocolFailure(BAD_REQUEST, "the worker is shutting down")
@@ -238,6 +245,20 @@ class Requests:
             self._session_dirs.add(job.job_dir)
             self._cond.notify_all()
         return "queued", {"job": job.id, "job_dir": str(job.job_dir), "position": position}
+
+    @staticmethod
+    def _check_folder(job: Job) -> None:
+        """The folder takes this job (empty, new, or holding it) and no other live process writes it."""
+        from ..pipeline.job_folder import JobDirectoryError, check_folder, live_holder
+
+        try:
+            check_folder(job.job_dir, job.spec)
+        except JobDirectoryError as exc:
+            raise ProtocolFailure(BAD_INPUT, first_line(exc)) from None
+        holder = live_holder(job.job_dir)
+        if holder is not None and holder != os.getpid():
+            raise ProtocolFailure(BAD_INPUT, f"{job.job_dir} is being written by another run (PID {holder}); wait "
+                                  "for it to end or cancel it")
 
     def _active_jobs(self) -> list[Job]:
         """The running job, then the queue (a job that has just ended no longer counts). Hold _cond."""

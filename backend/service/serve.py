@@ -5,6 +5,12 @@ or `serve_tcp`, which run until the worker stops. Over stdin/stdout, stdout carr
 lines only (anything else printed goes to stderr). Over TCP (`--listen HOST:PORT`) the worker
 binds 127.0.0.1 unless told otherwise, and any other address requires a token that every
 request must carry.
+
+TCP faults never stop the worker: when accepting fails (no descriptors left) it logs, backs off
+and keeps accepting; at most `max_connections` are served at once (more get one error line and
+are closed); a connection that makes no authorised request within `auth_timeout` seconds is
+closed. On the way out every thread started here is stopped and joined (a thread still running
+torch code when the interpreter finalizes aborts the process).
 """
 
 from __future__ import annotations
@@ -14,15 +20,22 @@ import os
 import socket
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from .jobs import MAX_LINE_BYTES, log
+import protocol
+
+from .jobs import MAX_LINE_BYTES, TOO_MANY_CONNECTIONS, UNAUTHORIZED, log
 
 if TYPE_CHECKING:
     from .worker import Worker
 
 TOKEN_ENV = "SCAIL2_WORKER_TOKEN"
 SEND_TIMEOUT_S = 10.0  # a TCP client that stops reading is dropped rather than stalling the jobs
+MAX_CONNECTIONS = 16  # Blender holds one; a farm a few: far below any descriptor limit
+AUTH_TIMEOUT_S = 30.0  # a client sends its first request at once; a silent one holds a descriptor for nothing
+ACCEPT_BACKOFF_S = (0.05, 2.0)  # first and longest wait after accept() fails
+THREAD_JOIN_S = 5.0  # how long stopping waits for each transport thread
 
 
 def read_lines(read: Callable[[int], bytes]):
@@ -62,6 +75,7 @@ class Output:
         self._write, self.name, self._on_broken = write, name, on_broken
         self._lock = threading.Lock()
         self.broken = False
+        self.authorised = False  # set by the worker once this connection made an authorised request
 
     def send(self, line: str) -> bool:
         with self._lock:
@@ -129,19 +143,80 @@ def serve_stdio(worker: Worker) -> None:
         log("stdin closed: stopping")
         worker.stopping.set()
 
-    threading.Thread(target=reader, name="scail2-stdin", daemon=True).start()
+    thread = threading.Thread(target=reader, name="scail2-stdin", daemon=True)
+    thread.start()
     _wait_until_stopping(worker)
+    # After a `shutdown` request the reader returns at once; after a broken stdout it may sit in
+    # read() (a plain C call, harmless at exit), so it is not waited for long.
+    thread.join(THREAD_JOIN_S if not output.broken else 0.1)
 
 
-def serve_tcp(worker: Worker, host: str, port: int) -> None:
+class _Connections:
+    """The TCP connections being served: their count, their sockets and their threads."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, limit)
+        self._lock = threading.Lock()
+        self._open: dict[socket.socket, threading.Thread] = {}
+
+    def add(self, conn: socket.socket, thread: threading.Thread) -> bool:
+        with self._lock:
+            if len(self._open) >= self.limit:
+                return False
+            self._open[conn] = thread
+        thread.start()
+        return True
+
+    def remove(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._open.pop(conn, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def close_all(self) -> None:
+        """Hang up every connection (their reads return at once) and wait for their threads."""
+        with self._lock:
+            open_now = list(self._open.items())
+        for conn, _thread in open_now:
+            _hang_up(conn)
+        for _conn, thread in open_now:
+            thread.join(THREAD_JOIN_S)
+
+
+def _hang_up(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _refuse(conn: socket.socket, code: str, message: str) -> None:
+    """One error line to a connection that will not be served, then close it."""
+    try:
+        conn.settimeout(1.0)
+        conn.sendall(protocol.error_event(code, message).encode("utf-8"))
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def serve_tcp(worker: Worker, host: str, port: int, max_connections: int = MAX_CONNECTIONS,
+              auth_timeout: float = AUTH_TIMEOUT_S) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server = socket.create_server((host, port), family=family)
     server.settimeout(0.5)
     bound = server.getsockname()
     log(f"listening on {host}:{bound[1]}" + (" (token required)" if worker.token else ""))
+    connections = _Connections(max_connections)
 
     def serve_connection(conn: socket.socket, peer: str) -> None:
-        conn.settimeout(SEND_TIMEOUT_S)
+        connected = time.monotonic()
+        # Until its first authorised request, a connection is woken often enough to be timed out.
+        conn.settimeout(min(SEND_TIMEOUT_S, max(auth_timeout / 4, 0.05)))
+        output = Output(conn.sendall, f"client {peer}", on_broken=lambda: _hang_up(conn))
 
         def read(n: int) -> bytes:
             while True:
@@ -150,16 +225,16 @@ def serve_tcp(worker: Worker, host: str, port: int) -> None:
                 except TimeoutError:
                     if worker.stopping.is_set():
                         return b""
+                    if output.authorised:
+                        conn.settimeout(SEND_TIMEOUT_S)
+                    elif time.monotonic() - connected > auth_timeout:
+                        log(f"client {peer}: no authorised request in {auth_timeout:g} s; closing it")
+                        output.send(protocol.error_event(
+                            UNAUTHORIZED, f"no authorised request within {auth_timeout:g} s: connection closed"))
+                        return b""
                 except OSError:
                     return b""
 
-        def hang_up() -> None:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-        output = Output(conn.sendall, f"client {peer}", on_broken=hang_up)
         try:
             for line in read_lines(read):
                 worker.handle_line(line, output)
@@ -167,6 +242,7 @@ def serve_tcp(worker: Worker, host: str, port: int) -> None:
                     break
         finally:
             worker.remove_output(output)
+            connections.remove(conn)
             try:
                 conn.close()
             except OSError:
@@ -174,22 +250,43 @@ def serve_tcp(worker: Worker, host: str, port: int) -> None:
             log(f"client {peer} disconnected")
 
     def accept_loop() -> None:
+        wait = 0.0
         while not worker.stopping.is_set():
             try:
                 conn, address = server.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                return
+            except OSError as exc:
+                if worker.stopping.is_set():
+                    return
+                # Out of descriptors (EMFILE/ENFILE) or memory: the pending client stays queued;
+                # wait for connections to close rather than spin, and never stop accepting.
+                if not wait:
+                    log(f"cannot accept connections: {exc.strerror or exc} ({len(connections)} open); "
+                        "retrying")
+                wait = min(ACCEPT_BACKOFF_S[1], max(ACCEPT_BACKOFF_S[0], wait * 2))
+                worker.stopping.wait(wait)
+                continue
+            if wait:
+                log("accepting connections again")
+                wait = 0.0
             peer = f"{address[0]}:{address[1]}"
+            thread = threading.Thread(target=serve_connection, args=(conn, peer), name=f"scail2-{peer}", daemon=True)
+            if not connections.add(conn, thread):
+                log(f"client {peer} refused: {connections.limit} connections are open")
+                _refuse(conn, TOO_MANY_CONNECTIONS, f"the worker serves at most {connections.limit} connections at "
+                        "once; close one or try again later")
+                continue
             log(f"client {peer} connected")
-            threading.Thread(target=serve_connection, args=(conn, peer), name=f"scail2-{peer}", daemon=True).start()
 
-    threading.Thread(target=accept_loop, name="scail2-accept", daemon=True).start()
+    acceptor = threading.Thread(target=accept_loop, name="scail2-accept", daemon=True)
+    acceptor.start()
     try:
         _wait_until_stopping(worker)
     finally:
+        acceptor.join(THREAD_JOIN_S)
         server.close()
+        connections.close_all()
 
 
 def _wait_until_stopping(worker: Worker) -> None:
@@ -199,4 +296,8 @@ def _wait_until_stopping(worker: Worker) -> None:
             pass
     except KeyboardInterrupt:
         log("interrupted")
-    worker.close()
+    if not worker.close():
+        # Its thread is still in torch code, which would abort the interpreter's exit: leave without one.
+        log("stopped")
+        sys.stderr.flush()
+        os._exit(0)

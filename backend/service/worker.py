@@ -30,9 +30,12 @@ Requests and what they produce (every reply echoes the request's `request_id`):
 
 Error codes: bad_request (malformed or unknown line, missing field), unauthorized,
 unknown_job, bad_input (InputError, JobSpec, LoRA file or job folder problem; reported before
-sampling, and for missing files and invalid settings at once in reply to the submit),
-out_of_memory (with a hint), job_failed (any other exception, first line only),
-internal_error (a request the worker itself failed to answer; the worker keeps serving).
+the model loads, and for missing files, LoRA files that are none, folders that cannot take the
+job and invalid settings at once in reply to the submit), out_of_memory (with a hint),
+output_error (the job's folder could not be written: disk full, read-only; the model is kept
+and the job resumes once that is fixed), job_failed (any other exception, first line only),
+internal_error (a request the worker itself failed to answer; the worker keeps serving),
+too_many_connections (TCP: sent to a connection over the limit before it is closed).
 
 Test hook (tests only; harmless otherwise): when the environment variable
 SCAIL2_TEST_FAIL_OOM is set, a job whose prompt equals its value raises a simulated
@@ -57,6 +60,8 @@ from .jobs import (
     JOB_FAILED,
     OOM_HINT,
     OUT_OF_MEMORY,
+    OUTPUT_ERROR,
+    OUTPUT_HINT,
     SHUTDOWN_GRACE_S,
     Job,
     folder_summary,
@@ -97,8 +102,14 @@ class Worker(Requests):
     def start(self) -> None:
         self._job_thread.start()
 
-    def close(self) -> None:
-        """Stop the running job (it stays resumable), drop the queue, wait for the job thread."""
+    def close(self) -> bool:
+        """Stop the running job (it stays resumable), drop the queue, wait for the job thread, drop
+        the model; False when the job thread did not stop in time.
+
+        The model and the jobs' garbage are freed here, in the thread that exits: freed later
+        by a daemon thread while the interpreter finalizes, a tensor aborts the process
+        ("terminate called without an active exception").
+        """
         self.stopping.set()
         with self._cond:
             dropped = list(self._queue)
@@ -108,12 +119,17 @@ class Worker(Requests):
             self._cond.notify_all()
         for job in dropped:
             self._broadcast("cancelled", job=job.id, job_dir=str(job.job_dir), was="queued")
-        self._job_thread.join(SHUTDOWN_GRACE_S)
+        if self._job_thread.ident is not None:  # started
+            self._job_thread.join(SHUTDOWN_GRACE_S)
         if self._job_thread.is_alive():
             log("the running job did not stop in time; exiting anyway (its finished segments are kept)")
+            return False
+        self._unload()
+        return True
 
     # -- connections --------------------------------------------------------------------------
     def add_output(self, output: Output) -> None:
+        output.authorised = True
         with self._outputs_lock:
             if output not in self._outputs:
                 self._outputs.append(output)
@@ -162,6 +178,8 @@ class Worker(Requests):
                 self._unload()
                 code, message, hint = failure
                 self._broadcast_error(code, message, hint=hint, job=job)
+            else:
+                gc.collect()  # the job's garbage dies in this thread, not in whichever thread collects next
             with self._cond:
                 self._running = None
                 self._cond.notify_all()
@@ -169,8 +187,8 @@ class Worker(Requests):
     def _run_job(self, job: Job) -> tuple[str, str, str] | None:
         """Run one job, reporting its events; return (code, message, hint) if it failed with a model error."""
         from ..loaders.lora import LoraError
-        from ..pipeline.generate import JobDirectoryError
         from ..pipeline.inputs import InputError
+        from ..pipeline.job_folder import JobDirectoryError, OutputError
         from ..pipeline.media import MediaError
         from ..pipeline.sampler import Cancelled
         from ..segmentation import SegmentationError
@@ -197,9 +215,20 @@ class Worker(Requests):
                  completed_segments=summary.get("completed_segments", 0),
                  frames_written=summary.get("frames_written", 0))
             log(f"job {job.id} cancelled")
+        except OutputError as exc:  # the folder, not the model: the model stays loaded for the next job
+            job.status = "failed"
+            self._broadcast_error(OUTPUT_ERROR, first_line(exc), hint=OUTPUT_HINT, job=job)
         except (InputError, JobDirectoryError, LoraError, SegmentationError, MediaError) as exc:
             job.status = "failed"
             self._broadcast_error(BAD_INPUT, first_line(exc), job=job)
+        except OSError as exc:
+            job.status = "failed"
+            if not _inside(exc.filename, job.job_dir):
+                log(f"job {job.id} failed:\n" + traceback.format_exc())
+                return JOB_FAILED, first_line(exc), ""
+            # A write into the job's folder by a part that does not say so itself (the matte's frames)
+            self._broadcast_error(OUTPUT_ERROR, f"cannot write {exc.filename}: {exc.strerror or exc}",
+                                  hint=OUTPUT_HINT, job=job)
         except Exception as exc:
             job.status = "failed"
             log(f"job {job.id} failed:\n" + traceback.format_exc())
@@ -249,3 +278,13 @@ class Worker(Requests):
         from ..loaders.devices import resolve_device
 
         return resolve_device(self.device_name)
+
+
+def _inside(filename, folder: Path) -> bool:
+    """Whether an OSError's file lies in `folder`."""
+    if not isinstance(filename, (str, bytes)) or not filename:
+        return False
+    try:
+        return Path(filename if isinstance(filename, str) else filename.decode()).resolve().is_relative_to(folder)
+    except (OSError, ValueError):
+        return False

@@ -105,11 +105,11 @@ def read_rgb(path) -> np.ndarray:
 class WorkerProcess:
     """`python -m backend serve ...` with its stdout parsed line by line (every line must be protocol)."""
 
-    def __init__(self, *args: str, env: dict | None = None):
+    def __init__(self, *args: str, env: dict | None = None, **popen):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backend", "serve", *args], cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen,
         )
         self.inbox: queue.Queue = queue.Queue()
         self.seen: list[dict] = []
@@ -319,9 +319,18 @@ def test_bad_input_is_reported_before_model_work_and_the_next_job_runs(worker, t
 
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00not a video" * 100)
-    queued = worker.submit(small_job(driving=str(broken)), tmp_path / "broken_job")
+    unreadable = worker.reply("submit", job=small_job(driving=str(broken)), job_dir=str(tmp_path / "broken_job"))
+    assert unreadable["type"] == "error" and unreadable["code"] == "bad_input", unreadable
+    assert "cannot decode video" in unreadable["message"]  # from the container, at once
+
+    from backend.pipeline.media import write_preview_mp4
+
+    short_mask = tmp_path / "short_mask.mp4"  # what only reading the whole job tells: too few mask frames
+    write_preview_mp4(short_mask, np.zeros((3, 64, 64, 3), np.uint8), 16.0)
+    queued = worker.submit(small_job(driving_mask=str(short_mask)), tmp_path / "short_mask_job")
     events = worker.finish(queued["job"])
     assert events[-1]["type"] == "error" and events[-1]["code"] == "bad_input", events[-1]
+    assert "driving mask has 3 frames" in events[-1]["message"]
     assert not any(m["type"] in ("started", "progress") for m in events)
 
     queued = worker.submit(small_job(), tmp_path / "after_bad_input")
@@ -441,9 +450,12 @@ def test_a_job_with_other_loras_reloads_the_model_and_a_broken_lora_is_bad_input
 
     broken = tmp_path / "broken_lora.safetensors"
     broken.write_bytes(b"not a safetensors file at all")
-    queued = worker.submit(small_job(loras=[{"path": str(broken), "strength": 1.0}]), tmp_path / "broken_lora")
-    error = worker.finish(queued["job"])[-1]
+    # Refused from its header at once, in reply to the submit: the kept model is not touched.
+    error = worker.reply("submit", job=small_job(loras=[{"path": str(broken), "strength": 1.0}]),
+                         job_dir=str(tmp_path / "broken_lora"))
     assert error["type"] == "error" and error["code"] == "bad_input", error
+    assert "neither a safetensors file nor a torch checkpoint" in error["message"]
+    assert len(worker.reply("hello")["model"]["loras"]) == 1
 
     queued = worker.submit(small_job(), tmp_path / "without_lora")
     events = worker.finish(queued["job"])
@@ -480,14 +492,16 @@ def test_sigkill_mid_job_then_restart_and_resume_gives_the_uninterrupted_frames(
     restarted = WorkerProcess("--model", "tiny", "--jobs-root", str(jobs_root))
     try:
         listed = restarted.reply("list_jobs")["jobs"]
-        assert [(j["job_dir"], j["status"], j["completed_segments"]) for j in listed] == [
-            (str(killed_dir.resolve()), "unfinished", 1)
+        # state.json still says "running", but its writer is dead: the folder is reported interrupted.
+        assert [(j["job_dir"], j["status"], j["state"], j["completed_segments"]) for j in listed] == [
+            (str(killed_dir.resolve()), "unfinished", "interrupted", 1)
         ]
         resumed = restarted.reply("resume", job_dir=str(killed_dir))
+        assert resumed["was"] == "interrupted", resumed
         events = restarted.finish(resumed["job"])
         assert events[-1]["type"] == "done", events[-1]
         started = next(m for m in events if m["type"] == "started")
-        assert started["completed_segments"] == 1
+        assert started["completed_segments"] == 1 and started["interrupted"] is True
         assert min(int(e["index"]) for e in events if e["type"] == "frame_ready") == 81  # only the rest
         assert restarted.reply("list_jobs")["jobs"] == []
     finally:
