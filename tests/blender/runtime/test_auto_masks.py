@@ -177,7 +177,8 @@ def test_auto_mask_of_the_reference(report):
 def test_failed_masks_job_changes_nothing(report):
     detail = step(report, "failed_masks_job_changes_nothing")
     assert detail["status"] == "failed" and detail["error"] == "bad_input"
-    assert "cannot decode" in detail["message"] and "img_000.png" in detail["message"]
+    # The worker reads the broken file's header before decoding it, and says what it is not.
+    assert "not a PNG, JPEG" in detail["message"] and "img_000.png" in detail["message"]
     assert "Traceback" not in detail["message"]
     assert detail["after"] == detail["before"]
 
