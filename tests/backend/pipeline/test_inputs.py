@@ -125,6 +125,30 @@ def test_the_input_limit_is_a_job_setting(tmp_path):
                                                    "max_input_pixels": 1_000_000}))
 
 
+def test_the_cli_sets_the_input_limit(tmp_path, capsys, no_model):
+    status, err = generate(capsys, "--driving", DRIVING, "--reference", REFERENCE, "--out", tmp_path / "out",
+                           "--max-input-pixels", "1000000")
+    assert status == cli.EXIT_BAD_INPUT
+    assert err == (f"error: driving clip is 2048x1080 (2.21 MP), over the limit of 1 MP for inputs (max_input_pixels): "
+                   f"scale it down or raise the limit: {DRIVING}")
+
+
+def test_the_worker_queues_patterns_and_refuses_a_pattern_without_files(tmp_path):
+    from backend.service.jobs import BAD_INPUT, ProtocolFailure
+    from backend.service.worker import Worker
+
+    sequence(tmp_path / "shot", 3)
+    worker = Worker("tiny", "cpu", {}, tmp_path / "jobs")  # not started: submits are answered, nothing runs
+    for pattern in ("frame_%04d.png", "frame_####.png"):
+        job = JobSpec(driving=str(tmp_path / "shot" / pattern), reference=str(REFERENCE)).to_dict()
+        kind, reply = worker._on_submit({"job": job, "job_dir": str(tmp_path / pattern.replace("%", "p"))})
+        assert kind == "queued", reply
+    job = JobSpec(driving=str(tmp_path / "shot" / "take_####.png"), reference=str(REFERENCE)).to_dict()
+    with pytest.raises(ProtocolFailure, match="driving clip: no file in .* matches the pattern take_####.png") as info:
+        worker._on_submit({"job": job})
+    assert info.value.code == BAD_INPUT
+
+
 def test_the_worker_checks_inputs_from_their_headers_at_submit(tmp_path):
     sequence(tmp_path / "shot", 3)
     big = tmp_path / "big.png"
