@@ -3,14 +3,18 @@
 It needs no files and no weights: it draws a 24 fps driving clip with its
 colour mask and a reference still with alpha, generates (with real weights
 when SCAIL2_WEIGHTS names them and a CUDA GPU is present), and writes a
-contact sheet of driving / mask / result frames.
+contact sheet of driving / mask / result frames. Its folder holds only what it
+writes: a folder with anything else is refused, and only the demo's own job is
+removed before it generates afresh.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import shutil
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,11 +22,16 @@ import cv2
 import numpy as np
 
 from ..pipeline import media
+from ..pipeline.job_folder import FRAMES_FOLDER, LOCK_NAME, MANIFEST_NAME, STATE_NAME
 from ..pipeline.masks import PALETTE
 
 DEMO_FPS = 24.0
 DEMO_SECONDS = 6.0  # 96 model frames: two overlapping segments
 SIZE = (128, 224)  # small, so the tiny profile runs in seconds on a CPU
+INPUT_NAMES = ("driving.mp4", "driving_mask.mp4", "reference.png")
+SHEET_NAME = "contact_sheet.png"
+JOB_NAMES = (MANIFEST_NAME, STATE_NAME, "preview.mp4", LOCK_NAME)
+_TEMP = re.compile(r"\..+\.[0-9a-f]{8}\.(tmp|mp4)")  # media's atomic writers' temporary files
 
 
 def _skeleton(t: float, height: int, width: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
@@ -90,9 +99,11 @@ def run_demo(out: Path, run_command: Callable[[list[str]], int]) -> int:
     `run_command(argv)` runs one `python -m backend` command (the command line passes its own
     `main`): the demo is a `generate` command with made-up inputs.
     """
-    import json
-
     out = Path(out)
+    refusal = _foreign_content(out)
+    if refusal:
+        print(f"error: {out} {refusal}; choose an empty or new folder (nothing in it was changed)", file=sys.stderr)
+        return 2
     inputs = write_demo_inputs(out / "inputs")
     weights = os.environ.get("SCAIL2_WEIGHTS")
     use_weights = bool(weights)
@@ -101,7 +112,7 @@ def run_demo(out: Path, run_command: Callable[[list[str]], int]) -> int:
 
         use_weights = torch.cuda.is_available()
     job_dir = out / "job"
-    shutil.rmtree(job_dir, ignore_errors=True)  # the demo always generates afresh
+    _remove_demo_job(job_dir)  # the demo always generates afresh
     model_args = ["--weights", weights, "--preset", "fast"] if use_weights else [
         "--model", "tiny", "--height", str(SIZE[0]), "--width", str(SIZE[1]), "--steps", "4", "--seed", "0"]
     status = run_command([
@@ -118,3 +129,44 @@ def run_demo(out: Path, run_command: Callable[[list[str]], int]) -> int:
     print(f"job directory: {job_dir} ({len(manifest['frames'])} frames, {len(manifest['segments'])} segments)")
     print(f"contact sheet: {sheet}")
     return 0
+
+
+def _foreign_content(out: Path) -> str | None:
+    """Why `out` is no folder for the demo (it holds something the demo did not write), or None."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return "is a file, not a folder"
+    allowed = {"inputs": INPUT_NAMES, "job": None, SHEET_NAME: None}
+    for entry in out.iterdir():
+        if entry.name not in allowed and not _TEMP.fullmatch(entry.name):
+            return f"holds {entry.name}, which the demo did not write"
+    inputs = out / "inputs"
+    if inputs.is_dir() and any(p.name not in INPUT_NAMES and not _TEMP.fullmatch(p.name) for p in inputs.iterdir()):
+        return "holds inputs/ files the demo did not write"
+    job = out / "job"
+    if job.exists() and (not job.is_dir() or any(job.iterdir())) and not _is_demo_job(job, inputs):
+        return "holds a job/ folder that is not the demo's"
+    return None
+
+
+def _is_demo_job(job: Path, inputs: Path) -> bool:
+    try:
+        manifest = json.loads((job / MANIFEST_NAME).read_text(encoding="utf-8"))
+        return manifest["job"]["driving"] == str(inputs / "driving.mp4")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _remove_demo_job(job: Path) -> None:
+    """The files an earlier demo's generation wrote (anything else in its folder is left)."""
+    frames = job / FRAMES_FOLDER
+    if frames.is_dir():
+        for p in frames.iterdir():
+            if re.fullmatch(r"frame_\d{6}\.png", p.name) or _TEMP.fullmatch(p.name):
+                p.unlink()
+    for path in [*(job / name for name in JOB_NAMES), frames, job]:
+        try:
+            path.rmdir() if path.is_dir() else path.unlink()
+        except OSError:
+            pass  # missing, or a folder someone else also wrote into
