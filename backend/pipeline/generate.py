@@ -128,10 +128,15 @@ class GenerationJob:
         if "seed" not in self.state and (seed := recorded_seed(self.job_dir)) is not None:
             self.state["seed"] = seed  # state.json deleted by hand: the manifest still knows the noise
         self.timings = dict(self.state.get("timings", {}))
-        recorded = min(int(self.state.get("completed_segments", 0)), len(self.segments))
-        self.completed = self._finished_on_disk(recorded)
-        self.missing_frames = sum(not (self.job_dir / frame_name(k)).is_file()
-                                  for s in self.segments[self.completed : recorded] for k in s.new_frames)
+        if state is None:
+            # New, or state.json deleted by hand: the frames tell (only this job writes them, each
+            # segment's after its decode).
+            self.completed = self._finished_on_disk(len(self.segments))
+        else:
+            recorded = min(int(state.get("completed_segments", 0)), len(self.segments))
+            self.completed = self._finished_on_disk(recorded)
+            self.missing_frames = sum(not (self.job_dir / frame_name(k)).is_file()
+                                      for s in self.segments[self.completed : recorded] for k in s.new_frames)
         self._opened = True
 
     def _finished_on_disk(self, recorded: int) -> int:

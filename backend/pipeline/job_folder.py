@@ -63,7 +63,8 @@ def read_json_object(path: Path) -> dict | None:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise JobDirectoryError(f"{path} is damaged (not JSON: {exc.msg} at byte {exc.pos})") from None
+        raise JobDirectoryError(f"{path} is damaged (not JSON: {exc.msg.removesuffix(' at')}, at byte {exc.pos})"
+                                ) from None
     if not isinstance(data, dict):
         raise JobDirectoryError(f"{path} is damaged (not a JSON object)")
     return data
@@ -181,11 +182,23 @@ def lock_holder(folder: Path) -> int | None:
     return int(text.split()[0]) if text.split() and text.split()[0].isdigit() else None
 
 
-def _alive(pid: int) -> bool:
+def _lock_is_held(folder: Path) -> bool:
+    """Windows: whether a run holds the folder's lock, by trying it (os.kill there would end the process)."""
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        return not _lock(fd)
+    finally:
+        os.close(fd)  # which also lets go of the lock if the probe took it
+
+
+def _alive(pid: int, folder: Path) -> bool:
     if pid == os.getpid():
         return True
     if os.name == "nt":
-        return True  # os.kill would end the process; a stale lock is still taken over by FolderClaim
+        return _lock_is_held(folder)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -198,7 +211,7 @@ def _alive(pid: int) -> bool:
 def live_holder(folder: Path) -> int | None:
     """The PID of the live process whose lock file is in `folder` (this one included), or None."""
     holder = lock_holder(folder)
-    return holder if holder is not None and _alive(holder) else None
+    return holder if holder is not None and _alive(holder, Path(folder)) else None
 
 
 def folder_state(folder: Path) -> str | None:

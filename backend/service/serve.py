@@ -146,9 +146,9 @@ def serve_stdio(worker: Worker) -> None:
     thread = threading.Thread(target=reader, name="scail2-stdin", daemon=True)
     thread.start()
     _wait_until_stopping(worker)
-    # After a `shutdown` request the reader returns at once; after a broken stdout it may sit in
-    # read() (a plain C call, harmless at exit), so it is not waited for long.
-    thread.join(THREAD_JOIN_S if not output.broken else 0.1)
+    # After a `shutdown` request or the end of stdin the reader returns at once; otherwise (a broken
+    # stdout, Ctrl-C) it may sit in read(), a plain C call that is harmless at exit: not waited for long.
+    thread.join(1.0)
 
 
 class _Connections:

@@ -242,3 +242,14 @@ def test_read_only_and_full_disks_are_one_line_and_the_job_resumes_once_space_is
     status, lines = outcome("freed")
     assert status == 0, lines
     assert frames(results / "after_freed") == frames(finished)
+
+
+def test_a_job_whose_state_was_deleted_resumes_from_the_frames_on_disk(finished, tmp_path, capsys):
+    """What the damaged-state message advises: delete state.json; the frames and the manifest's seed suffice."""
+    out = Path(shutil.copytree(finished, tmp_path / "job"))
+    (out / "state.json").unlink()
+    assert cli.main(generate(out)) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "resuming after segment 1 of 1" in printed and "step" not in printed  # nothing generated again
+    assert frames(out) == frames(finished)
+    assert json.loads((out / "state.json").read_text())["seed"] == 4
