@@ -293,7 +293,7 @@ def advice(report: dict) -> list[str]:
             if check["status"] == "code":
                 tips.append(f"delete {check['path']}: it {check['detail'].split(';')[0]}; get the weights from the "
                             "official release instead")
-            elif check["status"] != "ok":
+            elif check["status"] in ("truncated", "damaged", "empty"):
                 tips.append(f"download {check['path']} again: {check['detail'].split(' (')[0]}")
         if "error" in weights.get("encoders", {}):
             tips.append("download the encoders and VAE: from zai-org/SCAIL-2 (Wan2.1_VAE.pth, umt5-xxl/, the "
