@@ -640,7 +640,7 @@ def operators_and_inputs():
 
 
 # Registered classes left at exit hang the 4.5 bpy module's shutdown.
-for cls in reversed(export_inputs.classes):
+for cls in reversed((*input_settings.classes, *export_inputs.classes)):
     bpy.utils.unregister_class(cls)
 
 with open(REPORT_PATH, "w", encoding="utf-8") as fh:
