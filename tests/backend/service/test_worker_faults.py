@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from scail_fixtures import REPO
-from test_worker import Connection, WorkerProcess, assert_frames_complete, frames_of, small_job
+from test_worker import Connection, WorkerProcess, frames_of, small_job
 
 pytestmark = pytest.mark.slow
 
