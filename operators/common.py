@@ -1,19 +1,26 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""What the job operators share: reporting a job's outcome, and the history entry an operator acts on."""
+"""What the job operators share: starting a job and reporting it, and the history entry an operator acts on."""
 
 __all__ = (
     "HistoryOperator",
     "history_item",
-    "report_outcome",
+    "start_job",
 )
 
 from bpy.props import IntProperty
 
 from ..props import job_settings
+from ..runtime.session import GenerateError
 
 
-def report_outcome(operator, level, message):
-    """Report ``(level, message)`` (from ``runtime.follow.run_job``); the operator's return value."""
+def start_job(operator, start, refusals=(GenerateError,)):
+    """Run ``start()`` (``runtime.follow.run_job`` or ``resume_job``: ``(job, level, message)``) and report it;
+    one of ``refusals`` is reported as the one line it is. The operator's return value."""
+    try:
+        _job, level, message = start()
+    except refusals as ex:
+        operator.report({'ERROR'}, str(ex))
+        return {'CANCELLED'}
     operator.report({level}, message)
     return {'CANCELLED'} if level == 'ERROR' else {'FINISHED'}
 

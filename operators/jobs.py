@@ -29,7 +29,7 @@ from ..core.util import operator_error_line
 from ..props import job_settings
 from ..runtime import follow, generation, session
 from ..sources import exports
-from .common import HistoryOperator, history_item, report_outcome
+from .common import HistoryOperator, history_item, start_job
 
 
 def export_inputs(operator, context, everything):
@@ -66,12 +66,7 @@ class SCAIL2_OT_generate(Operator):
     def execute(self, context):
         if self.export != 'NONE' and not export_inputs(self, context, self.export == 'ALL'):
             return {'CANCELLED'}
-        try:
-            job, level, message = follow.run_job(context, *generation.build_job(context))
-        except session.GenerateError as ex:
-            self.report({'ERROR'}, str(ex))
-            return {'CANCELLED'}
-        return report_outcome(self, level, message)
+        return start_job(self, lambda: follow.run_job(context, *generation.build_job(context)))
 
 
 class SCAIL2_OT_resume_job(Operator):
@@ -97,12 +92,7 @@ class SCAIL2_OT_resume_job(Operator):
         if job is None or not job.resumable:
             self.report({'ERROR'}, "That job cannot be resumed (it is not a generation whose worker stopped)")
             return {'CANCELLED'}
-        try:
-            _job, level, message = follow.resume_job(context, job)
-        except session.GenerateError as ex:
-            self.report({'ERROR'}, str(ex))
-            return {'CANCELLED'}
-        return report_outcome(self, level, message)
+        return start_job(self, lambda: follow.resume_job(context, job))
 
 
 class SCAIL2_OT_export_all_inputs(Operator):
@@ -187,16 +177,14 @@ class SCAIL2_OT_history_redo(HistoryOperator, Operator):
         if item is None:
             self.report({'ERROR'}, "No such history entry")
             return {'CANCELLED'}
-        scene = context.scene
-        try:
+        def redo():
+            scene = context.scene
             spec, import_settings, ui = generation.history_entry_settings(item)
             meta = session.job_meta(scene, compat.sequencer_scene(context) or scene, import_settings, ui,
                                     label=item.name)
-            job, level, message = follow.run_job(context, spec, meta)
-        except session.GenerateError as ex:
-            self.report({'ERROR'}, str(ex))
-            return {'CANCELLED'}
-        return report_outcome(self, level, message)
+            return follow.run_job(context, spec, meta)
+
+        return start_job(self, redo)
 
 
 class SCAIL2_OT_history_remove(HistoryOperator, Operator):

@@ -26,7 +26,7 @@ from ..core.results import ResultError
 from ..core.segmentation import SegmentError
 from ..props.input_settings import get_settings
 from ..runtime import follow, segmentation, session
-from .common import HistoryOperator, history_item, report_outcome
+from .common import HistoryOperator, history_item, start_job
 
 # What starting a segmentation job can refuse with, as one line for the artist.
 _REFUSALS = (SegmentError, sources.ExportError, session.GenerateError)
@@ -35,12 +35,7 @@ _REFUSALS = (SegmentError, sources.ExportError, session.GenerateError)
 def _start(operator, context, build, *args):
     """Build a job with ``build(context, *args)`` (a ``session.JobRequest``) and queue it; the operator's return
     value."""
-    try:
-        _job, level, message = follow.run_job(context, *build(context, *args))
-    except _REFUSALS as ex:
-        operator.report({'ERROR'}, str(ex))
-        return {'CANCELLED'}
-    return report_outcome(operator, level, message)
+    return start_job(operator, lambda: follow.run_job(context, *build(context, *args)), _REFUSALS)
 
 
 class SCAIL2_OT_auto_masks(Operator):

@@ -305,9 +305,10 @@ def export_missing(context, everything):
     ExportError if one fails."""
     settings = get_settings(context.scene)
     inputs = load_inputs(inputs_folder(context, context.scene))
-    keys = stale_exports(context, inputs)
     if everything:
         keys = [DRIVING, *([DRIVING_MASK] if settings.mask_source != 'NONE' else []), REFERENCE]
+    else:
+        keys = stale_exports(context, inputs)
     exports = {
         DRIVING: ("driving footage", lambda: export_driving(context, _driving_strip(context))),
         DRIVING_MASK: ("masks", lambda: export_masks(context)),
