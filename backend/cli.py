@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from protocol import JobSpec
@@ -79,6 +80,7 @@ def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLin
     from .loaders.devices import memory_options, resolve_device
     from .loaders.lora import lora_specs
     from .pipeline.generate import NOISE_LABEL, GenerationJob
+    from .pipeline.sampler import Cancelled
     from .segmentation.run import Segmenters
 
     device = resolve_device(args.device)
@@ -105,10 +107,51 @@ def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLin
         print(f"note: {job.missing_frames} frames of finished segments are missing; generating them again")
     if job.completed:
         print(f"resuming after segment {job.completed} of {len(job.segments)}")
-    manifest = job.run()
+    stop = _StopSignals()
+    with stop:
+        try:
+            manifest = job.run(should_cancel=stop.requested)
+        except Cancelled:
+            progress.end()
+            print(f"stopped by {stop.name} after {job.completed} of {len(job.segments)} segments; "
+                  "run the same command again to resume", file=sys.stderr)
+            return 128 + stop.signum
     progress.end()
     print(f"frames and manifest: {manifest}")
     return 0
+
+
+class _StopSignals:
+    """SIGTERM, SIGINT and SIGHUP stop a running generation at its next check (between denoising steps,
+    VAE chunks and frames), so state.json says "cancelled" and the same command resumes it; a second
+    signal ends the process at once (the folder's lock then tells the next run it was killed)."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+
+    def __init__(self):
+        self.signum = 0
+        self._previous = {}
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    def requested(self) -> bool:
+        return self.signum != 0
+
+    def _handle(self, signum, _frame) -> None:
+        if self.signum:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+        self.signum = signum  # a plain attribute: the handler takes no lock the sampler might hold
+
+    def __enter__(self):
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *_exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 class _ProgressLine:
@@ -180,6 +223,7 @@ def run_serve(args: argparse.Namespace) -> int:
     model = model_name(args)
     import torch  # noqa: F401  (imported up front so the first request is answered quickly)
 
+    _interrupt_on_termination()
     worker = Worker(model, args.device, memory_args, jobs_root, token=token,
                     segmentation_weights=(args.sam3_weights, args.sam2_weights))
     if listen is None:
@@ -192,6 +236,17 @@ def run_serve(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     log("stopped")
     return 0
+
+
+def _interrupt_on_termination() -> None:
+    """SIGTERM and SIGHUP (a service manager, a closed terminal) stop the worker as Ctrl-C does: the
+    running job is cancelled first, so its state.json says "cancelled" and it resumes later."""
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), interrupt)
 
 
 # name, help, description (None: the help), its options, what it does

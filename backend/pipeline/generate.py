@@ -158,11 +158,12 @@ class GenerationJob:
 
     @cached_property
     def input_hashes(self) -> dict[str, str]:
-        """SHA-256 of every input file, hashed once per run."""
+        """SHA-256 of every input (files, and frame folders or patterns as one digest each), hashed once per run."""
         spec = self.inputs.spec
-        files = [spec.driving, spec.reference, spec.driving_mask, spec.reference_mask, *spec.extra_references,
+        paths = [spec.driving, spec.reference, spec.driving_mask, spec.reference_mask, *spec.extra_references,
                  *spec.extra_reference_masks, *(lora["path"] for lora in spec.loras)]
-        return {f: media.file_sha256(f) for f in files if f and Path(f).is_file()}
+        hashes = {path: media.input_sha256(path) for path in paths if path}
+        return {path: digest for path, digest in hashes.items() if digest is not None}
 
     def manifest(self, status: str) -> dict[str, Any]:
         inputs, spec = self.inputs, self.inputs.spec

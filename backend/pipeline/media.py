@@ -614,3 +614,23 @@ def file_sha256(path: PathLike, chunk_bytes: int = 1 << 20) -> str:
         while chunk := f.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def input_sha256(path: PathLike) -> str | None:
+    """Hex SHA-256 of an input as the job reads it, None when it names nothing readable.
+
+    A file hashes to its bytes. An image sequence (folder or frame pattern, as Blender's exports are)
+    hashes to one digest over each frame's name and digest in playback order, so a changed, added or
+    renumbered frame changes it.
+    """
+    try:
+        files = clip_files(path, "input")
+    except MediaError:
+        return file_sha256(path) if os.path.isfile(path) else None
+    if files is None or (len(files) == 1 and os.fspath(path) == files[0]):
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for frame in files:
+        digest.update(f"{os.path.basename(frame)}\0{file_sha256(frame)}\n".encode())
+    return digest.hexdigest()
+

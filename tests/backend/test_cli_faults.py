@@ -256,3 +256,27 @@ def test_a_job_whose_state_was_deleted_resumes_from_the_frames_on_disk(finished,
     assert "resuming after segment 1 of 1" in printed and "step" not in printed  # nothing generated again
     assert frames(out) == frames(finished)
     assert json.loads((out / "state.json").read_text())["seed"] == 4
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_terminated_run_records_itself_cancelled_and_the_same_command_resumes(tmp_path, stop):
+    out = tmp_path / "job"
+    # Enough steps that the signal lands in the middle of sampling.
+    command = [sys.executable, "-m", "backend", *generate(out, "--steps", "400")]
+    victim = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "state.json").exists():
+            assert victim.poll() is None and time.monotonic() < deadline, "the run never started writing"
+            time.sleep(0.05)
+        victim.send_signal(stop)
+        _, stderr = victim.communicate(timeout=60)
+    finally:
+        victim.kill()
+        victim.wait()
+    assert victim.returncode == 128 + stop, stderr
+    assert stderr.strip().splitlines()[-1] == (f"stopped by {stop.name} after 0 of 1 segments; "
+                                               "run the same command again to resume")
+    assert "Traceback" not in stderr
+    assert json.loads((out / "state.json").read_text())["status"] == "cancelled"
+    assert not (out / LOCK_NAME).exists()

@@ -197,6 +197,25 @@ def test_pattern_sequence(tmp_path, pattern):
     assert [frame_number(f) for f in frames] == [1, 2, 3, 10, 11]
 
 
+def test_input_hash_covers_every_frame_of_a_sequence(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for number in (1, 2, 3):
+        cv2.imwrite(str(frames / f"img_{number:04d}.png"), coded_frame(number))
+    pattern = frames / "img_####.png"
+    first = media.input_sha256(frames)
+    assert first == media.input_sha256(pattern) and len(first) == 64
+    still = frames / "img_0001.png"
+    assert media.input_sha256(still) == hashlib.sha256(still.read_bytes()).hexdigest()
+    cv2.imwrite(str(frames / "img_0002.png"), coded_frame(7))  # one frame re-rendered
+    changed = media.input_sha256(frames)
+    assert changed != first
+    os.rename(frames / "img_0003.png", frames / "img_0004.png")  # same pixels, another frame number
+    assert media.input_sha256(frames) not in (first, changed)
+    assert media.input_sha256(tmp_path / "missing_####.png") is None
+    assert media.input_sha256(tmp_path / "missing.mp4") is None
+
+
 def test_exr_sequence_is_converted_to_srgb(tmp_path):
     linear = [0.0, 0.0031308, 0.18, 0.5, 1.0, 4.0]  # 4.0: over-range light clips to white
     expected = [0, 10, 118, 188, 255, 255]  # the curve's knee: 0.0031308 * 12.92 = 0.0404

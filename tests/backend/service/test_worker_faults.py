@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -141,6 +142,17 @@ def test_shutdown_right_after_a_job_exits_cleanly(tmp_path):
         assert events[-1]["type"] == "done", events[-1]
         assert process.stop() == 0, "".join(process.stderr)[-1500:]
         assert not any("terminate called" in line for line in process.stderr)
+
+
+def test_a_terminated_worker_cancels_its_running_job_so_it_resumes(tmp_path):
+    process = WorkerProcess("--model", "tiny", "--jobs-root", str(tmp_path / "jobs"))
+    job_dir = tmp_path / "job"
+    job_id = process.submit(small_job(steps=400), job_dir)["job"]
+    process.wait_for(lambda m: m.get("job") == job_id and m["type"] == "progress" and m.get("phase") == "sample")
+    process.proc.send_signal(signal.SIGTERM)  # as systemd or a farm's job manager stops it
+    assert process.proc.wait(timeout=60) == 0, "".join(process.stderr)[-2000:]
+    assert json.loads((job_dir / "state.json").read_text())["status"] == "cancelled"
+    assert not any("Traceback" in line for line in process.stderr)
 
 
 # -- TCP ------------------------------------------------------------------------------------------
