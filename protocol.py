@@ -62,6 +62,29 @@ LORA_STRENGTH_RANGE = (-10.0, 10.0)  # merged as weight + strength * delta; 0..2
 SEED_LIMIT = 1 << 64  # torch seeds a generator with 64 bits; -1 means "pick one"
 
 
+def preset_sampling(preset: str, short_side: int) -> dict[str, Any]:
+    """What `preset` uses for the steps, guidance and shift a job leaves unset (`docs/model.md`,
+    section "Sampler settings"): the backend samples with it and the add-on shows it.
+
+    quality: the official defaults, 40 steps, guidance 5, shift 3 at 512p and 5 above.
+    fast: the official step-distilled recipe (LightX2V LoRA), 8 steps, no guidance, shift 1.
+    """
+    if preset == "fast":
+        return {"steps": 8, "guidance": 1.0, "shift": 1.0}
+    return {"steps": 40, "guidance": 5.0, "shift": 3.0 if short_side <= 512 else 5.0}
+
+
+def output_size(resolution: str, height: int | None, width: int | None,
+                reference_shape: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of a job's frames: the explicit size when both sides are given, else the tier's size in
+    the orientation of the reference (`reference_shape` is its (H, W)): landscape when W >= H."""
+    if height and width:
+        return height, width
+    short, long = RESOLUTIONS[resolution]
+    ref_h, ref_w = reference_shape
+    return (short, long) if ref_w >= ref_h else (long, short)
+
+
 class ProtocolError(ValueError):
     """A message or job specification that cannot be accepted, as one line."""
 

@@ -20,6 +20,7 @@ import os
 import bpy
 from bpy.types import Panel, UIList
 
+from .. import protocol
 from ..core import results
 from ..props import job_settings
 from ..props.input_settings import get_settings
@@ -41,6 +42,54 @@ def forget():
 # --------------------------------------------------------------------------------------------
 # Generate.
 
+def _value_row(layout, text, value):
+    """A read-only ``text: value`` row lined up with the property-split rows around it."""
+    split = layout.split(factor=0.4)
+    split.alignment = 'RIGHT'
+    split.label(text=text)
+    split.label(text=value)
+
+
+def _reference_shape(src, scene):
+    """(H, W) of the reference where the settings already tell it without reading a file, else None."""
+    if src.reference_source == 'IMAGE' and src.reference_image is not None and all(src.reference_image.size):
+        width, height = src.reference_image.size
+        return height, width
+    if src.reference_source == 'CAMERA':
+        return scene.render.resolution_y, scene.render.resolution_x
+    return None
+
+
+def _output_size_text(settings, src, scene):
+    """The size the job's frames will have: the one place that shows what Resolution and Size decide."""
+    if settings.width and settings.height:
+        return "{:d} x {:d}".format(settings.width, settings.height)
+    shape = _reference_shape(src, scene)
+    if shape is None:
+        short, long = protocol.RESOLUTIONS[settings.resolution]
+        return "{:d} x {:d} or {:d} x {:d}, as the reference".format(long, short, short, long)
+    height, width = protocol.output_size(settings.resolution, None, None, shape)
+    return "{:d} x {:d}, as the reference".format(width, height)
+
+
+def _draw_sampling(layout, settings):
+    """Steps, guidance and shift: the preset's values, shown as such, until the artist overrides them."""
+    col = layout.column(align=True)
+    col.prop(settings, "use_custom_sampling")
+    if settings.use_custom_sampling:
+        col.prop(settings, "steps")
+        col.prop(settings, "guidance")
+        col.prop(settings, "shift")
+    else:
+        values = job_settings.preset_sampling(settings)
+        _value_row(col, "Steps", "Preset ({:d})".format(values["steps"]))
+        _value_row(col, "Guidance", "Preset ({:.1f})".format(values["guidance"]))
+        _value_row(col, "Shift", "Preset ({:.1f})".format(values["shift"]))
+    row = col.row(align=True)
+    row.prop(settings, "seed")
+    row.prop(settings, "use_seed_lock", text="", icon='LOCKED' if settings.use_seed_lock else 'UNLOCKED')
+
+
 def draw_generate(layout, context):
     """The job's settings, Generate and Cancel, and the scene's latest job."""
     scene = context.scene
@@ -57,15 +106,11 @@ def draw_generate(layout, context):
     col.prop(settings, "resolution")
 
     col = layout.column(align=True)
-    col.prop(settings, "steps")
-    col.prop(settings, "guidance")
-    row = col.row(align=True)
-    row.prop(settings, "seed")
-    row.prop(settings, "use_seed_lock", text="", icon='LOCKED' if settings.use_seed_lock else 'UNLOCKED')
-
-    col = layout.column(align=True)
     col.prop(settings, "width", text="Size X")
     col.prop(settings, "height", text="Y")
+    _value_row(layout.column(), "Output", _output_size_text(settings, src, scene))
+
+    _draw_sampling(layout, settings)
 
     col = layout.column(heading="Frames")
     col.prop(settings, "use_frame_range", text="Limit")

@@ -90,8 +90,9 @@ class SCAIL2_SceneSources(PropertyGroup):
         default='WORKBENCH',
     )
     max_size: IntProperty(
-        name="Size",
-        description="Longest side in pixels of what is rendered for the job",
+        name="Render Size",
+        description="Longest side in pixels of the footage, masks and reference as they are rendered or "
+                    "saved for the job; the job scales them to its output size (Generate panel)",
         min=64, max=4096, default=1280, subtype='PIXEL',
     )
     mask_source: EnumProperty(

@@ -45,6 +45,25 @@ def _start_limit_at_scene_range(settings, context):
         settings.frame_start, settings.frame_end = scene.frame_start, scene.frame_end
 
 
+def short_side(settings):
+    """The short side in pixels of the frames a job with ``settings`` makes (the explicit size, or the tier's)."""
+    if settings.width and settings.height:
+        return min(settings.width, settings.height)
+    return protocol.RESOLUTIONS[settings.resolution][0]
+
+
+def preset_sampling(settings):
+    """``{"steps", "guidance", "shift"}`` the chosen preset uses at the chosen size (``protocol.preset_sampling``)."""
+    return protocol.preset_sampling(settings.preset, short_side(settings))
+
+
+def _start_override_at_preset(settings, _context):
+    """Turning the override on starts each value at what the preset was using, not at a stale number."""
+    if settings.use_custom_sampling:
+        values = preset_sampling(settings)
+        settings.steps, settings.guidance, settings.shift = values["steps"], values["guidance"], values["shift"]
+
+
 def _is_camera(_self, obj):
     return obj.type == 'CAMERA'
 
@@ -112,16 +131,28 @@ class SCAIL2_SceneJob(PropertyGroup):
         description="Exact output height in pixels, a multiple of 32 (0: from the resolution and the reference)",
         min=0, max=protocol.MAX_JOB_SIDE, step=32, default=0, subtype='PIXEL',
     )
+    use_custom_sampling: BoolProperty(
+        name="Override Preset",
+        description="Set the steps, guidance and shift yourself instead of taking the preset's",
+        default=False,
+        update=_start_override_at_preset,
+    )
     steps: IntProperty(
         name="Steps",
-        description="Denoising steps (0: the preset's, 40 for quality and 8 for fast)",
-        min=0, soft_max=100, max=1000, default=0,
+        description="Denoising steps: more is slower and finer (the quality preset uses 40, fast 8)",
+        min=1, soft_max=100, max=1000, default=40,
     )
     guidance: FloatProperty(
         name="Guidance",
-        description="How strongly the prompt and reference steer the result (0: the preset's, 5 for quality "
-                    "and 1 for fast)",
-        min=0.0, soft_max=10.0, max=protocol.GUIDANCE_RANGE[1], default=0.0, precision=2,
+        description="How strongly the prompt and reference steer the result; 1 turns guidance off and halves "
+                    "the time of a step (the quality preset uses 5, fast 1)",
+        min=protocol.GUIDANCE_RANGE[0], soft_max=10.0, max=protocol.GUIDANCE_RANGE[1], default=5.0, precision=2,
+    )
+    shift: FloatProperty(
+        name="Shift",
+        description="Where the steps are spent: higher spends more on the overall motion, lower on detail "
+                    "(the quality preset uses 3 at 512p and 5 at 704p, fast 1)",
+        min=protocol.SHIFT_RANGE[0], soft_max=12.0, max=protocol.SHIFT_RANGE[1], default=3.0, precision=2,
     )
     seed: IntProperty(
         name="Seed",

@@ -52,22 +52,14 @@ EventSink = Callable[..., None]
 
 
 def preset_settings(spec, short_side: int) -> SamplerSettings:
-    """The preset's sampler settings (`docs/model.md`, section "Sampler settings"), overridden by any
-    explicit value in the spec.
-
-    quality: the official defaults, UniPC 40 steps, CFG 5, shift 3 at 512p and 5 above.
-    fast: the official step-distilled recipe, 8 steps, no CFG, shift 1 (meant for the
-    LightX2V distillation LoRA).
-    """
-    if spec.preset == "fast":
-        defaults = SamplerSettings(steps=8, guidance=1.0, shift=1.0, solver="unipc")
-    else:
-        defaults = SamplerSettings(steps=40, guidance=5.0, shift=3.0 if short_side <= 512 else 5.0, solver="unipc")
+    """The preset's sampler settings (`protocol.preset_sampling`, UniPC), overridden by any explicit
+    value in the spec."""
+    defaults = protocol.preset_sampling(spec.preset, short_side)
     return SamplerSettings(
-        steps=spec.steps or defaults.steps,
-        guidance=defaults.guidance if spec.guidance is None else spec.guidance,
-        shift=defaults.shift if spec.shift is None else spec.shift,
-        solver=spec.sampler or defaults.solver,
+        steps=spec.steps or defaults["steps"],
+        guidance=defaults["guidance"] if spec.guidance is None else spec.guidance,
+        shift=defaults["shift"] if spec.shift is None else spec.shift,
+        solver=spec.sampler or "unipc",
     )
 
 

@@ -47,12 +47,8 @@ class PreparedInputs:
 
 
 def job_size(spec: JobSpec, reference_shape: tuple[int, int]) -> tuple[int, int]:
-    """(H, W): explicit, or the tier's size in the reference's orientation (landscape if W >= H)."""
-    if spec.height and spec.width:
-        return spec.height, spec.width
-    short, long = protocol.RESOLUTIONS[spec.resolution]
-    ref_h, ref_w = reference_shape
-    return (short, long) if ref_w >= ref_h else (long, short)
+    """(H, W): explicit, or the tier's size in the reference's orientation (`protocol.output_size`)."""
+    return protocol.output_size(spec.resolution, spec.height, spec.width, reference_shape)
 
 
 def fallback_mask(height: int, width: int) -> np.ndarray:

@@ -53,7 +53,9 @@ def set_up_shot(scene, strip, first, last, **settings):
     src.reference_source = 'FILE'
     src.reference_file = CONFIG["reference"]
     job = scene.scail2_job
-    job.width, job.height, job.steps = 128, 64, 2
+    job.width, job.height = 128, 64
+    job.use_custom_sampling = True  # first: turning it on starts the values at the preset's
+    job.steps = 2
     job.use_frame_range = True
     job.frame_start, job.frame_end = first, last
     for key, value in settings.items():

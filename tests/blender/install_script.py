@@ -392,6 +392,27 @@ def draw_job_panels():
 
 
 @step
+def preset_values():
+    """What the Generate panel says of steps, guidance, shift and the output size, as the artist changes them."""
+    scene = bpy.context.scene
+    job = scene.scail2_job
+    context = ContextStub(sequencer_scene=scene, region=types.SimpleNamespace(width=400))
+    job.use_custom_sampling, job.preset, job.resolution, job.width, job.height = False, 'quality', '512p', 0, 0
+    scene.scail2_sources.reference_source = 'CAMERA'
+    scene.render.resolution_x, scene.render.resolution_y = 1080, 1920
+    shown = {"quality 512p": texts(draw_panel("SCAIL2_PT_view3d_generate", context))}
+    job.resolution = '704p'
+    shown["quality 704p"] = texts(draw_panel("SCAIL2_PT_view3d_generate", context))
+    job.preset, job.width, job.height = 'fast', 256, 128
+    shown["fast 256x128"] = texts(draw_panel("SCAIL2_PT_view3d_generate", context))
+    job.preset = 'quality'
+    job.use_custom_sampling = True
+    shown["overridden"] = [job.steps, round(job.guidance, 3), round(job.shift, 3)]
+    job.use_custom_sampling, job.width, job.height, job.resolution = False, 0, 0, '512p'
+    return shown
+
+
+@step
 def disable():
     functions = addon_functions()
     assert functions, "found no add-on functions to check timers with"

@@ -432,7 +432,9 @@ def generate_then_matte():
     add_camera(scene)
     set_up_inputs(scene, footage)
     job = scene.scail2_job
-    job.width, job.height, job.steps = 128, 64, 2
+    job.width, job.height = 128, 64
+    job.use_custom_sampling = True  # first: turning it on starts the values at the preset's
+    job.steps = 2
     job.use_frame_range, job.frame_start, job.frame_end = True, 1, 4
     job.form = 'BOTH'
     assert bpy.ops.scail2.generate() == {'FINISHED'}

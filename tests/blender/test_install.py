@@ -193,3 +193,13 @@ def test_job_panels_and_preferences_draw_with_real_layout_calls(report):
     assert "No jobs in this session" in drawn["SCAIL2_PT_view3d_queue"]
     assert "No finished jobs in this scene yet" in drawn["SCAIL2_PT_view3d_history"]
     assert "scail2.generate" in drawn["operators"] and "scail2.setup_backend" in drawn["operators"]
+
+
+def test_generate_panel_shows_the_presets_values_and_the_output_size(report):
+    shown = step(report, "preset_values")
+    assert {"Preset (40)", "Preset (5.0)", "Preset (3.0)", "512 x 896, as the reference"} <= set(shown["quality 512p"])
+    assert {"Preset (40)", "Preset (5.0)", "Preset (5.0)", "704 x 1280, as the reference"} <= set(shown["quality 704p"])
+    assert "Preset (3.0)" not in shown["quality 704p"]
+    assert {"Preset (8)", "Preset (1.0)", "256 x 128"} <= set(shown["fast 256x128"])
+    # Override Preset starts from what the preset was using (quality at 256x128: short side 128 <= 512).
+    assert shown["overridden"] == [40, 5.0, 3.0]
