@@ -180,15 +180,23 @@ def apply_changes(changes, interactive):
             job.meta["outcome"] = (level, message)
             _notify(level, message, interactive)
         elif not interactive and change.kind in ("queued", "started", "progress"):
-            eta = " (about {:s} left)".format(job.eta_text()) if job.eta_s is not None else ""
-            print("SCAIL-2: {:s}{:s}".format(job.phase_text(), eta), flush=True)
+            _print_progress(job)
     if latest_frame and interactive:
         update_preview(latest_frame)
 
 
+def _print_progress(job):
+    """One line per change of what the job is doing (a terminal or a farm's log has no panel)."""
+    eta = " (about {:s} left)".format(job.eta_text()) if job.eta_s is not None else ""
+    line = "SCAIL-2: {:s}{:s}".format(job.phase_text(), eta)
+    if line != job.meta.get("printed"):
+        job.meta["printed"] = line
+        print(line, flush=True)
+
+
 def _notify(level, message, interactive):
     if not interactive:
-        print("SCAIL-2: {:s}".format(message), flush=True)
+        print(message if message.startswith("SCAIL-2") else "SCAIL-2: " + message, flush=True)
         return
     # An operator's report reaches the status bar and the Info editor, also from a timer
     # (which has no window of its own).

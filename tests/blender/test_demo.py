@@ -39,6 +39,11 @@ def test_demo_makes_a_scene_a_job_and_a_contact_sheet(tmp_path):
                          env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "contact sheet:" in run.stdout and "noise" in run.stdout
+    # Background mode's log: one line per change of phase, each with one prefix.
+    status = [line for line in run.stdout.splitlines() if line.startswith("SCAIL-2")]
+    assert any("finished and was imported" in line for line in status), status
+    assert not any(line.startswith("SCAIL-2: SCAIL-2") for line in status), status
+    assert all(a != b for a, b in zip(status, status[1:])), status
 
     (job_dir,) = (out / "output" / "jobs").iterdir()
     manifest = json.loads((job_dir / "manifest.json").read_text())
