@@ -114,6 +114,28 @@ class Step:
     timeout_s: float = None
 
 
+# Failures whose last line does not say what to do: (text in the command's output, what to say instead).
+KNOWN_FAILURES = (
+    ("ensurepip is not available",
+     "this Python cannot create environments (no ensurepip, as in a Linux distribution's Blender): install "
+     "the python3-venv package (Debian/Ubuntu: sudo apt install python3-venv) or set Backend Python to a "
+     "Python 3.11 or newer that has it"),
+    ("No module named ensurepip",
+     "this Python cannot create environments (no ensurepip): set Backend Python to a Python 3.11 or newer "
+     "that has venv and ensurepip"),
+    ("No space left on device", "the disk is full: free some space (the backend needs about 8 GB) and run it again"),
+)
+
+
+def explain_failure(lines):
+    """What to say of a failed command whose output was ``lines``, or None when its last line says it."""
+    output = " ".join(" ".join(lines).split())  # the messages are wrapped over lines
+    for text, explanation in KNOWN_FAILURES:
+        if text in output:
+            return explanation
+    return None
+
+
 def venv_python(venv_dir):
     """The Python program of the virtual environment at ``venv_dir``."""
     if os.name == "nt":
@@ -294,12 +316,12 @@ class CommandRun:
             timer = threading.Timer(step.timeout_s, expire)
             timer.daemon = True
             timer.start()
-        last = ""
+        seen = []
         try:
             for raw in iter(self._proc.stdout.readline, b""):
                 line = raw.decode("utf-8", errors="replace").rstrip()
                 if line.strip():
-                    last = line.strip()
+                    seen.append(line.strip())
                     self._add(line, log)
         finally:
             self._proc.stdout.close()
@@ -308,8 +330,9 @@ class CommandRun:
                 timer.cancel()
         if timed_out.is_set():
             return False, "no answer within {:g} s".format(step.timeout_s)
+        last = seen[-1] if seen else ""
         if self.returncode != 0:
-            return False, last or "exit status {:d}".format(self.returncode)
+            return False, explain_failure(seen) or last or "exit status {:d}".format(self.returncode)
         return True, last
 
     def _end(self, status, message):

@@ -211,6 +211,20 @@ def test_setup_failure_is_one_line(offline_setup):
     assert "scail2-not-available-offline" in run.message and "\n" not in run.message
 
 
+def test_a_python_without_ensurepip_gets_what_to_install(tmp_path):
+    # What Debian's and Ubuntu's Python prints for `-m venv` without python3-venv (their own Blender
+    # package runs on it); the last line alone only names a failed command.
+    distro_python = (sys.executable, "-c", "import sys; print('The virtual environment was not created "
+                     "successfully because ensurepip is not\\navailable.  On Debian/Ubuntu systems, you need to "
+                     "install the python3-venv\\npackage.'); print(\"Error: Command '['/x/bin/python3', '-m', "
+                     "'ensurepip']' returned non-zero exit status 1.\"); sys.exit(1)")
+    run = backend_setup.CommandRun.start([backend_setup.Step("Creating the environment", distro_python)])
+    follow(run)
+    assert run.status == "failed"
+    assert run.message.startswith("Creating the environment failed: this Python cannot create environments")
+    assert "sudo apt install python3-venv" in run.message and "\n" not in run.message
+
+
 def test_cancel_and_timeout():
     sleeper = (sys.executable, "-c", "import time; print('waiting', flush=True); time.sleep(60)")
     run = backend_setup.CommandRun.start([backend_setup.Step("Waiting", sleeper),
