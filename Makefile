@@ -12,7 +12,7 @@ BLENDER_PY := $(VENVS)/blender/bin/python
 BLENDER45_PY := $(VENVS)/blender45/bin/python
 PYTEST_FLAGS ?= -q
 
-.PHONY: setup demo test test-backend test-blender test-blender45 clean
+.PHONY: setup demo extension test test-backend test-blender test-blender45 clean
 
 STUBS := $(VENVS)/stubs-4.5/.installed $(VENVS)/stubs-5.2/.installed
 
@@ -40,6 +40,12 @@ $(VENVS)/stubs-%/.installed: requirements/stubs-%.txt | $(VENVS)
 demo: setup
 	rm -rf build/demo
 	BLENDER_USER_RESOURCES=$(CURDIR)/build/demo/blender-user $(BLENDER_PY) demo/blender_demo.py build/demo
+
+# The zip to install in Blender: with a Blender application (`make extension BLENDER=blender`), or else with
+# the bpy module of the test environment.
+BLENDER ?=
+extension: $(if $(BLENDER),,$(VENVS)/blender/.installed)
+	$(if $(BLENDER),$(PYTHON),$(BLENDER_PY)) packaging/build_extension.py $(if $(BLENDER),--blender $(BLENDER)) build/scail2.zip
 
 # Runs every suite, then fails if any of them failed.
 test: setup

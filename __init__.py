@@ -76,22 +76,45 @@ if "bpy" in locals():
 
 import bpy
 
-from . import operators
-from . import panels
-from . import preferences
-from . import props
-from .runtime import follow
-from .runtime import setup
+# Blender 4.2 and newer read blender_manifest.toml and refuse releases below its minimum. Older ones
+# install the zip as a legacy add-on: they read this, list the add-on with its minimum, and
+# ``register`` says in one line what it needs instead of failing on code they cannot run.
+# Literals only: Blender lists add-ons by reading bl_info with ast.literal_eval, without running the file.
+bl_info = {
+    "name": "SCAIL-2 Character Animation",
+    "description": "Animate a reference character with SCAIL-2 (needs Blender 4.5 or newer)",
+    "blender": (4, 5, 0),
+    "version": (0, 1, 0),
+    "location": "Sequencer and 3D Viewport > Sidebar > SCAIL",
+    "category": "Animation",
+}
+MINIMUM_BLENDER = bl_info["blender"]
+TOO_OLD = bpy.app.version < MINIMUM_BLENDER
+
+if not TOO_OLD:
+    from . import operators
+    from . import panels
+    from . import preferences
+    from . import props
+    from .runtime import follow
+    from .runtime import setup
 
 # Registered in this order, unregistered in reverse.
-_classes = (
+_classes = () if TOO_OLD else (
     *props.classes,
     *operators.classes,
     *panels.classes,
 )
 
 
+def too_old_message(version_string):
+    return "SCAIL-2 needs Blender {:s} or newer; this is Blender {:s}. Install Blender 4.5 LTS or newer".format(
+        ".".join(map(str, MINIMUM_BLENDER[:2])), version_string)
+
+
 def register():
+    if TOO_OLD:
+        raise RuntimeError(too_old_message(bpy.app.version_string))
     registered = []
     try:
         for cls in _classes:
@@ -108,6 +131,8 @@ def register():
 
 
 def unregister():
+    if TOO_OLD:
+        return
     # Jobs first: the timer and the worker stop before the classes they use go.
     follow.unregister()
     setup.forget()
