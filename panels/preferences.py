@@ -145,6 +145,8 @@ class SCAIL2_AddonPreferences(AddonPreferences):
 
         col = layout.column(heading="Model")
         col.prop(self, "model_source")
+        for hint in first_run_hints(self, setup.nvidia_driver_found()):
+            col.label(text=hint, icon='INFO')
         col.prop(self, "weights_dir")
         col.operator("scail2.check_weights", icon='VIEWZOOM')
         col.prop(self, "sam3_weights_dir")
@@ -161,6 +163,18 @@ class SCAIL2_AddonPreferences(AddonPreferences):
         col.prop(self, "memory_mode")
         col.prop(self, "resume_automatically")
         col.operator("scail2.stop_worker", icon='CANCEL')
+
+
+def first_run_hints(prefs, nvidia_driver):
+    """What a fresh install needs said: the SCAIL-2 weights and an NVIDIA GPU are the defaults."""
+    if prefs.model_source != 'WEIGHTS' or prefs.worker_location == 'REMOTE':
+        return []
+    hints = []
+    if not prefs.weights_dir.strip():
+        hints.append("No weights folder yet: download them (see the README), or pick Test Model to try the add-on")
+    if prefs.device == 'CUDA' and not nvidia_driver:
+        hints.append("No NVIDIA GPU found here: use a remote worker, or the Test Model on the CPU")
+    return hints
 
 
 # Icons per run status of the setup and the weights check.

@@ -23,6 +23,7 @@ __all__ = (
 )
 
 import os
+import shutil
 import sys
 
 import bpy
@@ -37,6 +38,7 @@ SETUP_LOG = "backend-setup.log"
 _last_check = None  # core.checks.BackendCheck
 _setup = None  # {"run": CommandRun, "python": the new environment's Python, "cuda": one line}
 _doctor = None  # {"run": CommandRun, "python": ..., "weights": ...}
+_nvidia_driver = None  # whether nvidia-smi is on PATH, once looked up
 
 
 class SetupError(Exception):
@@ -72,6 +74,14 @@ def doctor_state(python, weights):
     if _doctor is not None and _doctor["python"] == python and _doctor["weights"] == weights:
         return _doctor
     return None
+
+
+def nvidia_driver_found():
+    """Whether this computer has NVIDIA's driver tools (``nvidia-smi`` on PATH); looked up once per session."""
+    global _nvidia_driver
+    if _nvidia_driver is None:
+        _nvidia_driver = shutil.which("nvidia-smi") is not None
+    return _nvidia_driver
 
 
 def setup_running():
@@ -155,7 +165,8 @@ def _poll_doctor():
 
 def forget():
     """Stop what runs and drop the state (on unregister)."""
-    global _setup, _doctor, _last_check
+    global _setup, _doctor, _last_check, _nvidia_driver
+    _nvidia_driver = None
     for fn in (_poll_setup, _poll_doctor):
         if bpy.app.timers.is_registered(fn):
             bpy.app.timers.unregister(fn)

@@ -9,6 +9,7 @@ stop the later ones, so the test shows every problem at once.
 
 import json
 import os
+import shutil
 import sys
 import traceback
 import types
@@ -278,6 +279,19 @@ def preferences_defaults():
         "devices": [i.identifier for i in p.bl_rna.properties["device"].enum_items],
         "memory_modes": [i.identifier for i in p.bl_rna.properties["memory_mode"].enum_items],
     }
+
+
+@step
+def first_run_hints():
+    """The preferences of a fresh install on this machine (no NVIDIA driver), then set up for the CPU."""
+    p = prefs()
+    context = ContextStub(sequencer_scene=bpy.context.scene, region=types.SimpleNamespace(width=400))
+    fresh = texts(draw_preferences(context))
+    weights, device = p.weights_dir, p.device
+    p.weights_dir, p.device = USER_DIR, 'CPU'
+    set_up = texts(draw_preferences(context))
+    p.weights_dir, p.device = weights, device
+    return {"fresh": fresh, "set_up": set_up, "nvidia_smi": shutil.which("nvidia-smi") is not None}
 
 
 @step

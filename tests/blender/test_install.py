@@ -203,3 +203,12 @@ def test_generate_panel_shows_the_presets_values_and_the_output_size(report):
     assert {"Preset (8)", "Preset (1.0)", "256 x 128"} <= set(shown["fast 256x128"])
     # Override Preset starts from what the preset was using (quality at 256x128: short side 128 <= 512).
     assert shown["overridden"] == [40, 5.0, 3.0]
+
+
+def test_fresh_preferences_say_what_is_missing_and_point_to_the_test_model(report):
+    hints = step(report, "first_run_hints")
+    weights_hint = "No weights folder yet: download them (see the README), or pick Test Model to try the add-on"
+    assert weights_hint in hints["fresh"]
+    gpu_hint = "No NVIDIA GPU found here: use a remote worker, or the Test Model on the CPU"
+    assert (gpu_hint in hints["fresh"]) == (not hints["nvidia_smi"])
+    assert weights_hint not in hints["set_up"] and gpu_hint not in hints["set_up"]
