@@ -48,6 +48,7 @@ _modules = (
     "runtime.matte",
     "runtime.segmentation",
     "runtime.follow",
+    "runtime.input_render",
     "runtime.setup",
     "operators.common",
     "operators.setup",
@@ -97,6 +98,7 @@ if not TOO_OLD:
     from . import preferences
     from . import props
     from .runtime import follow
+    from .runtime import input_render
     from .runtime import setup
 
 # Registered in this order, unregistered in reverse.
@@ -133,7 +135,8 @@ def register():
 def unregister():
     if TOO_OLD:
         return
-    # Jobs first: the timer and the worker stop before the classes they use go.
+    # Jobs first: the timers and the worker stop before the classes they use go.
+    input_render.unregister()
     follow.unregister()
     setup.forget()
     panels.common.forget_previews()

@@ -8,6 +8,7 @@ it runs the job to its end and imports it before returning.
 """
 
 __all__ = (
+    "SCAIL2_OT_cancel_input_render",
     "SCAIL2_OT_cancel_job",
     "SCAIL2_OT_export_all_inputs",
     "SCAIL2_OT_generate",
@@ -27,7 +28,7 @@ from .. import compat
 from .. import sources
 from ..core.util import operator_error_line
 from ..props import job_settings
-from ..runtime import follow, generation, session
+from ..runtime import follow, generation, input_render, session
 from ..sources import exports
 from .common import HistoryOperator, history_item, start_job
 
@@ -64,9 +65,40 @@ class SCAIL2_OT_generate(Operator):
         return context.scene is not None
 
     def execute(self, context):
-        if self.export != 'NONE' and not export_inputs(self, context, self.export == 'ALL'):
+        def queue_job(context):
+            return follow.run_job(context, *generation.build_job(context))
+
+        try:
+            keys = [] if self.export == 'NONE' else exports.exports_needed(context, self.export == 'ALL')
+        except sources.ExportError as ex:
+            self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}
-        return start_job(self, lambda: follow.run_job(context, *generation.build_job(context)))
+        if keys and not session.synchronous():
+            # Rendered from a timer, a few frames at a time: the job's first phase, with Cancel.
+            def render_then_queue():
+                generation.check_settings(context.scene)
+                return input_render.start(context, keys, then=queue_job)
+
+            return start_job(self, render_then_queue)
+        if keys and not export_inputs(self, context, self.export == 'ALL'):
+            return {'CANCELLED'}
+        return start_job(self, lambda: queue_job(context))
+
+
+class SCAIL2_OT_cancel_input_render(Operator):
+    """Stop rendering the inputs for the job; nothing is queued"""
+    bl_idname = "scail2.cancel_input_render"
+    bl_label = "Cancel"
+    bl_options = {'REGISTER'}
+
+    @classmethod
+    def poll(cls, context):
+        return input_render.active() is not None
+
+    def execute(self, context):
+        level, message = input_render.cancel()
+        self.report({level}, message)
+        return {'FINISHED'}
 
 
 class SCAIL2_OT_resume_job(Operator):
@@ -242,6 +274,7 @@ classes = (
     SCAIL2_OT_generate,
     SCAIL2_OT_export_all_inputs,
     SCAIL2_OT_cancel_job,
+    SCAIL2_OT_cancel_input_render,
     SCAIL2_OT_resume_job,
     SCAIL2_OT_history_import,
     SCAIL2_OT_history_redo,

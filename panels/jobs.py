@@ -24,7 +24,7 @@ from .. import protocol
 from ..core import results
 from ..props import job_settings
 from ..props.input_settings import get_settings
-from ..runtime import session
+from ..runtime import input_render, session
 from . import common
 from .common import label_wrapped
 
@@ -127,14 +127,21 @@ def draw_generate(layout, context):
         col.prop(settings, "distance")
 
     job = common.latest_job(scene)
+    rendering = input_render.active(scene)
     col = layout.column(align=True)
     row = col.row(align=True)
     row.scale_y = 1.5
+    row.enabled = rendering is None
     row.operator("scail2.generate", icon='PLAY')
-    if job is not None and job.active:
+    if rendering is not None:
+        # The job's first phase: its inputs rendered in Blender, a few frames per timer tick.
+        row = col.row(align=True)
+        row.progress(factor=rendering.factor(), type='BAR', text=rendering.text())
+        row.operator("scail2.cancel_input_render", text="Cancel", icon='CANCEL')
+    elif job is not None and job.active:
         props = row.operator("scail2.cancel_job", text="Cancel", icon='CANCEL')
         props.job = job.key
-    if job is not None:
+    if job is not None and rendering is None:
         common.draw_job_state(layout, context, job)
 
 

@@ -194,6 +194,11 @@ def _print_progress(job):
         print(line, flush=True)
 
 
+def notify(level, message):
+    """Tell the artist ``(level, message)`` from a timer: the status bar and Info editor, or the console."""
+    _notify(level, message, not bpy.app.background or session.force_async)
+
+
 def _notify(level, message, interactive):
     if not interactive:
         print(message if message.startswith("SCAIL-2") else "SCAIL-2: " + message, flush=True)

@@ -140,6 +140,11 @@ def _import_settings(scene, seq_scene, settings, clip, spec):
     }
 
 
+def check_settings(scene):
+    """The Generate panel's own settings checked before any input is rendered; GenerateError if they are wrong."""
+    _check_size(job_settings.get_job_settings(scene))
+
+
 def build_job(context, scene=None):
     """A generation of ``scene``'s settings and exported inputs as a ``JobRequest``; GenerateError if incomplete."""
     scene = scene or context.scene

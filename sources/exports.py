@@ -18,6 +18,7 @@ __all__ = (
     "footage_behind",
     "frame_range",
     "inputs_folder",
+    "iter_export_missing",
     "mask_strip",
     "preview_mask",
     "record_check",
@@ -25,6 +26,7 @@ __all__ = (
 )
 
 import functools
+import inspect
 import os
 import re
 
@@ -45,16 +47,17 @@ from ..core.inputs import (
 from ..props import MASKS_PROP, RESULT_PROP
 from ..props.input_settings import get_settings
 from .fingerprints import driving_fingerprint, mask_fingerprint, reference_fingerprint
-from .footage import export_sequencer_range, export_strip, render_camera_clip
+from .footage import iter_export_sequencer_range, iter_export_strip, iter_render_camera_clip
 from .masks import (
     NO_MASK,
     check_identities,
     export_mask_file,
-    export_mask_strip,
+    iter_export_mask_strip,
+    iter_render_driving_masks,
     preview_mask_strip,
-    render_driving_masks,
     render_identity_frames,
 )
+from .render import drain
 from .reference import (
     attach_reference_mask,
     reference_from_file,
@@ -115,15 +118,28 @@ def mask_strip(context, src):
     return seq_scene, strip
 
 
+def _cannot_write(context, ex):
+    where = ex.filename or inputs_folder(context, context.scene)
+    return ExportError("Cannot write the inputs to {!s}: {:s}".format(where, ex.strerror or str(ex)))
+
+
 def _files_as_one_line(export):
     """An export whose folder cannot be written (read-only, not a folder, disk full) fails with one line."""
+    if inspect.isgeneratorfunction(export):
+        @functools.wraps(export)
+        def steps(context, *args, **kwargs):
+            try:
+                return (yield from export(context, *args, **kwargs))
+            except OSError as ex:
+                raise _cannot_write(context, ex) from None
+        return steps
+
     @functools.wraps(export)
     def wrapper(context, *args, **kwargs):
         try:
             return export(context, *args, **kwargs)
         except OSError as ex:
-            where = ex.filename or inputs_folder(context, context.scene)
-            raise ExportError("Cannot write the inputs to {!s}: {:s}".format(where, ex.strerror or str(ex))) from None
+            raise _cannot_write(context, ex) from None
     return wrapper
 
 
@@ -146,9 +162,14 @@ def driving_problem(context):
     return ""
 
 
-@_files_as_one_line
 def export_driving(context, strip=None):
     """The driving footage: ``strip`` (default: the active strip), the sequencer output or a camera's view."""
+    return drain(iter_export_driving(context, strip))
+
+
+@_files_as_one_line
+def iter_export_driving(context, strip=None):
+    """:func:`export_driving` a frame at a time (see ``render.drain``)."""
     problem = driving_problem(context)
     if problem:
         raise ExportError(problem)
@@ -158,27 +179,32 @@ def export_driving(context, strip=None):
     target = os.path.join(folder, "driving")
     if settings.driving_source == 'CAMERA':
         start, end = frame_range(scene)
-        clip = render_camera_clip(
+        clip = yield from iter_render_camera_clip(
             scene, settings.driving_camera or scene.camera, start, end, target,
             engine=settings.engine, max_size=settings.max_size,
         )
     else:
         seq_scene = compat.sequencer_scene(context)
         if settings.driving_source == 'STRIP':
-            clip = export_strip(
+            clip = yield from iter_export_strip(
                 seq_scene, strip or seq_scene.sequence_editor.active_strip, target, max_size=settings.max_size)
         else:
             start, end = frame_range(seq_scene)
-            clip = export_sequencer_range(seq_scene, start, end, target, max_size=settings.max_size)
+            clip = yield from iter_export_sequencer_range(seq_scene, start, end, target, max_size=settings.max_size)
     # A mask made for other driving frames no longer lines up.
     save_inputs(folder, driving=clip, driving_mask=None, driving_mask_mode=None, mode=settings.mode,
                 made_from={DRIVING: driving_fingerprint(context, strip)})
     return 'INFO', clip.note
 
 
-@_files_as_one_line
 def export_masks(context):
     """The driving mask for the exported driving footage, then the identity check."""
+    return drain(iter_export_masks(context))
+
+
+@_files_as_one_line
+def iter_export_masks(context):
+    """:func:`export_masks` a frame at a time (see ``render.drain``)."""
     scene = context.scene
     settings = get_settings(scene)
     folder = inputs_folder(context, scene)
@@ -193,13 +219,15 @@ def export_masks(context):
         mask, note = None, NO_MASK
     elif source == 'IDENTITIES':
         camera = settings.driving_camera or scene.camera
-        mask = render_driving_masks(scene, camera, driving, target, settings.mode, max_size=settings.max_size)
+        mask = yield from iter_render_driving_masks(scene, camera, driving, target, settings.mode,
+                                                    max_size=settings.max_size)
         note = mask.note
     elif source == 'MASK_STRIP':
         seq_scene, strip = mask_strip(context, settings)
         if strip is None:
             raise ExportError("No strip named {:s} in the sequencer".format(settings.mask_strip or '""'))
-        mask = export_mask_strip(seq_scene, strip, driving, target, settings.mode, max_size=settings.max_size)
+        mask = yield from iter_export_mask_strip(seq_scene, strip, driving, target, settings.mode,
+                                                 max_size=settings.max_size)
         note = mask.note
     else:
         mask = export_mask_file(settings.mask_file, driving)
@@ -300,22 +328,56 @@ def stale_exports(context, inputs):
     return [key for key in (DRIVING, DRIVING_MASK, REFERENCE) if key in stale]
 
 
-def export_missing(context, everything):
-    """Export what a job lacks or what changed since it was exported (with ``everything``: all of it), in order;
-    ExportError if one fails."""
-    settings = get_settings(context.scene)
-    inputs = load_inputs(inputs_folder(context, context.scene))
+# What each input is called in progress and error lines.
+INPUT_NAMES = {DRIVING: "driving footage", DRIVING_MASK: "masks", REFERENCE: "reference"}
+
+
+def exports_needed(context, everything):
+    """The inputs a job needs exported, in order: what it lacks or what changed since it was exported (with
+    ``everything``: all of them)."""
     if everything:
-        keys = [DRIVING, *([DRIVING_MASK] if settings.mask_source != 'NONE' else []), REFERENCE]
-    else:
-        keys = stale_exports(context, inputs)
-    exports = {
-        DRIVING: ("driving footage", lambda: export_driving(context, _driving_strip(context))),
-        DRIVING_MASK: ("masks", lambda: export_masks(context)),
-        REFERENCE: ("reference", lambda: export_reference(context)),
-    }
-    for what, export in (exports[key] for key in keys):
+        masks = get_settings(context.scene).mask_source != 'NONE'
+        return [DRIVING, *([DRIVING_MASK] if masks else []), REFERENCE]
+    return stale_exports(context, load_inputs(inputs_folder(context, context.scene)))
+
+
+def export_missing(context, everything):
+    """Export what a job lacks or what changed since (:func:`exports_needed`); ExportError if one fails."""
+    return drain(iter_export_missing(context, exports_needed(context, everything)))
+
+
+def iter_export_missing(context, keys):
+    """Export the inputs ``keys`` in order, a frame at a time: yields ``(input name, frames done, frames in
+    all)`` of the input being rendered. ExportError names the input that failed.
+
+    Closed before its end (Cancel), the input being rendered is dropped from ``inputs.json``: its folder
+    was emptied for the new frames, so the next Generate exports it again.
+    """
+    for key in keys:
+        what = INPUT_NAMES[key]
         try:
-            export()
+            if key == DRIVING:
+                yield from _named(what, iter_export_driving(context, _driving_strip(context)))
+            elif key == DRIVING_MASK:
+                yield from _named(what, iter_export_masks(context))
+            else:
+                export_reference(context)  # one still: no pause is needed
+                yield what, 1, 1
         except ExportError as ex:
             raise ExportError("Could not export the {:s}: {!s}".format(what, ex)) from None
+        except GeneratorExit:
+            try:
+                save_inputs(inputs_folder(context, context.scene), **{key: None})
+            except OSError:
+                pass  # the folder went away or cannot be written: nothing records the partial export
+            raise
+
+
+def _named(what, steps):
+    """``steps`` (an export's ``(done, total)``) as ``(what, done, total)``, closed with it: a cancel removes
+    the export's temporary scene at once."""
+    try:
+        for done, total in steps:
+            yield what, done, total
+    finally:
+        steps.close()

@@ -15,6 +15,9 @@ __all__ = (
     "bake_reasons",
     "export_sequencer_range",
     "export_strip",
+    "iter_export_sequencer_range",
+    "iter_export_strip",
+    "iter_render_camera_clip",
     "render_camera_clip",
     "strip_playback",
 )
@@ -28,6 +31,7 @@ from ..core.inputs import ExportError, ExportedClip
 from .render import (
     DEFAULT_MAX_SIZE,
     abspath,
+    drain,
     movie_frame_count,
     output_size,
     prepare_folder,
@@ -42,9 +46,9 @@ from .sequencer import (
     animated_paths,
     effects_using,
     folder_listing,
+    iter_render_sequencer_frames,
     keep_for,
     link_or_copy,
-    render_sequencer_frames,
     strip_data_path,
 )
 
@@ -226,7 +230,12 @@ def _rendered_clip(files, folder, scene, scene_frames, source, note):
     )
 
 
-def export_strip(scene, strip, folder, *, max_size=DEFAULT_MAX_SIZE, bake=None):
+def export_strip(scene, strip, folder, **options):
+    """Driving footage from ``strip`` of ``scene`` over its visible range (:func:`iter_export_strip`)."""
+    return drain(iter_export_strip(scene, strip, folder, **options))
+
+
+def iter_export_strip(scene, strip, folder, *, max_size=DEFAULT_MAX_SIZE, bake=None):
     """Driving footage from ``strip`` of ``scene`` over its visible range (handles applied).
 
     Read straight from the strip's movie or image files when Blender shows them
@@ -249,7 +258,8 @@ def export_strip(scene, strip, folder, *, max_size=DEFAULT_MAX_SIZE, bake=None):
         return _direct_images(scene, strip, folder)
     prepare_folder(folder)
     frames = range(left, right)
-    files = render_sequencer_frames(scene, frames, folder, keep=keep_for(scene, strip), max_size=max_size)
+    files = yield from iter_render_sequencer_frames(scene, frames, folder, keep=keep_for(scene, strip),
+                                                    max_size=max_size)
     why = "; ".join(reasons) if reasons else "asked to"
     return _rendered_clip(
         files, folder, scene, list(frames), 'strip "{:s}"'.format(strip.name),
@@ -257,13 +267,18 @@ def export_strip(scene, strip, folder, *, max_size=DEFAULT_MAX_SIZE, bake=None):
     )
 
 
-def export_sequencer_range(scene, frame_start, frame_end, folder, *, max_size=DEFAULT_MAX_SIZE):
+def export_sequencer_range(scene, frame_start, frame_end, folder, **options):
     """Driving footage from the sequencer's output over scene frames ``frame_start``..``frame_end`` (inclusive)."""
+    return drain(iter_export_sequencer_range(scene, frame_start, frame_end, folder, **options))
+
+
+def iter_export_sequencer_range(scene, frame_start, frame_end, folder, *, max_size=DEFAULT_MAX_SIZE):
+    """:func:`export_sequencer_range` a frame at a time (see ``render.drain``)."""
     if frame_end < frame_start:
         raise ExportError("The frame range {:d}-{:d} is empty".format(frame_start, frame_end))
     prepare_folder(folder)
     frames = range(frame_start, frame_end + 1)
-    files = render_sequencer_frames(scene, frames, folder, max_size=max_size)
+    files = yield from iter_render_sequencer_frames(scene, frames, folder, max_size=max_size)
     return _rendered_clip(
         files, folder, scene, list(frames), 'sequencer of "{:s}"'.format(scene.name),
         "Rendered the sequencer output: scene frames {:d}-{:d}".format(frame_start, frame_end),
@@ -273,9 +288,15 @@ def export_sequencer_range(scene, frame_start, frame_end, folder, *, max_size=DE
 # --------------------------------------------------------------------------------------------
 # Rendering the 3D scene.
 
-def render_camera_clip(scene, camera, frame_start, frame_end, folder, *, engine='WORKBENCH', size=None,
-                       max_size=DEFAULT_MAX_SIZE, samples=16):
-    """Driving footage rendered from ``camera`` over scene frames ``frame_start``..``frame_end`` (inclusive).
+def render_camera_clip(scene, camera, frame_start, frame_end, folder, **options):
+    """Driving footage rendered from ``camera`` (:func:`iter_render_camera_clip`)."""
+    return drain(iter_render_camera_clip(scene, camera, frame_start, frame_end, folder, **options))
+
+
+def iter_render_camera_clip(scene, camera, frame_start, frame_end, folder, *, engine='WORKBENCH', size=None,
+                            max_size=DEFAULT_MAX_SIZE, samples=16):
+    """Driving footage rendered from ``camera`` over scene frames ``frame_start``..``frame_end`` (inclusive),
+    a frame at a time (see ``render.drain``).
 
     ``engine``: 'WORKBENCH' (fast, the scene's Workbench settings), 'EEVEE'
     (``samples`` samples) or 'SCENE' (the scene's own engine and settings).
@@ -306,6 +327,7 @@ def render_camera_clip(scene, camera, frame_start, frame_end, folder, *, engine=
         for i, frame in enumerate(frames):
             copy.frame_current = frame
             files.append(render_still(copy, os.path.join(folder, FRAME_NAME.format(i))))
+            yield i + 1, len(frames)
     return _rendered_clip(
         files, folder, scene, list(frames), 'camera "{:s}"'.format(camera.name),
         "Rendered through camera {:s} ({:s}, {:d}x{:d}): scene frames {:d}-{:d}".format(

@@ -18,6 +18,8 @@ __all__ = (
     "driving_frame_size",
     "export_mask_file",
     "export_mask_strip",
+    "iter_export_mask_strip",
+    "iter_render_driving_masks",
     "preview_mask_strip",
     "render_driving_masks",
     "render_identity_frames",
@@ -36,6 +38,7 @@ from .render import (
     DEFAULT_MAX_SIZE,
     Restorer,
     abspath,
+    drain,
     image_info,
     movie_info,
     neutral_colour,
@@ -132,8 +135,15 @@ def _flat_workbench(copy, camera, width, height, background, made):
     set_png_output(copy, 'RGB')
 
 
-def render_identity_frames(scene, camera, frames, paths, background, *, size=None, max_size=DEFAULT_MAX_SIZE):
-    """Render the identity assignment of ``scene`` through ``camera`` at each scene frame to its path.
+def render_identity_frames(scene, camera, frames, paths, background, **options):
+    """Render the identity assignment of ``scene`` through ``camera`` at each scene frame to its path
+    (:func:`iter_render_identity_frames`); ``(counts, warnings)``."""
+    return drain(iter_render_identity_frames(scene, camera, frames, paths, background, **options))
+
+
+def iter_render_identity_frames(scene, camera, frames, paths, background, *, size=None, max_size=DEFAULT_MAX_SIZE):
+    """Render the identity assignment of ``scene`` through ``camera`` at each scene frame to its path, a frame
+    at a time (see ``render.drain``).
 
     Returns ``(counts, warnings)``: per frame, :func:`~.pixels.classify`'s
     result for what was written. Object colours are put back afterwards.
@@ -160,6 +170,7 @@ def render_identity_frames(scene, camera, frames, paths, background, *, size=Non
             render_still(copy, path)
             pixels, _w, _h = read_pixels(path)
             counts.append(classify(pixels))
+            yield len(counts), len(paths)
     not_exact = sum(1 for c in counts if not c["exact"])
     if not_exact:
         warnings.append("{:d} mask frames have colours between the palette's".format(not_exact))
@@ -183,8 +194,14 @@ def _rendered_objects(scene, owners):
     return found
 
 
-def render_driving_masks(scene, camera, driving, folder, mode, *, size=None, max_size=DEFAULT_MAX_SIZE):
-    """The driving mask for ``driving`` (an :class:`ExportedClip`), rendered from the assigned identities.
+def render_driving_masks(scene, camera, driving, folder, mode, **options):
+    """The driving mask for ``driving``, rendered from the assigned identities (:func:`iter_render_driving_masks`)."""
+    return drain(iter_render_driving_masks(scene, camera, driving, folder, mode, **options))
+
+
+def iter_render_driving_masks(scene, camera, driving, folder, mode, *, size=None, max_size=DEFAULT_MAX_SIZE):
+    """The driving mask for ``driving`` (an :class:`ExportedClip`), rendered from the assigned identities, a
+    frame at a time (see ``render.drain``).
 
     One mask per driving frame, rendered through ``camera`` at the scene frame
     that shows it; written to ``folder`` aligned with the driving clip.
@@ -192,7 +209,7 @@ def render_driving_masks(scene, camera, driving, folder, mode, *, size=None, max
     background = backgrounds(mode)[0]
     prepare_folder(folder)
     paths = [os.path.join(folder, MASK_NAME.format(driving.frame_start + i)) for i in range(driving.count)]
-    counts, warnings = render_identity_frames(
+    counts, warnings = yield from iter_render_identity_frames(
         scene, camera, driving.scene_frames, paths, background, size=size, max_size=max_size)
     width, height = output_size(scene, max_size, size)
     _pad(folder, driving, background, width, height)
@@ -222,8 +239,14 @@ def render_reference_mask(scene, camera, path, mode, *, frame=None, size=None, m
 # --------------------------------------------------------------------------------------------
 # Mask strips: a Blender mask (one layer per identity) or a colour-mask video in the timeline.
 
-def export_mask_strip(scene, strip, driving, folder, mode, *, max_size=DEFAULT_MAX_SIZE):
-    """The driving mask for ``driving`` from a strip of ``scene``, aligned with the driving clip.
+def export_mask_strip(scene, strip, driving, folder, mode, **options):
+    """The driving mask for ``driving`` from a strip of ``scene`` (:func:`iter_export_mask_strip`)."""
+    return drain(iter_export_mask_strip(scene, strip, driving, folder, mode, **options))
+
+
+def iter_export_mask_strip(scene, strip, driving, folder, mode, *, max_size=DEFAULT_MAX_SIZE):
+    """The driving mask for ``driving`` from a strip of ``scene``, aligned with the driving clip, a frame at a
+    time (see ``render.drain``).
 
     A mask strip (a Blender Mask, drawn in the Movie Clip Editor): mask layer
     ``i`` is identity ``i`` (layers hidden from rendering are left out; with
@@ -286,6 +309,7 @@ def export_mask_strip(scene, strip, driving, folder, mode, *, max_size=DEFAULT_M
                 size = (width, height)
                 identities |= set(classify(pixels)["identities"])
                 rendered[frame] = path
+                yield i + 1, len(driving.scene_frames)
         finally:
             if os.path.exists(scratch):
                 os.remove(scratch)

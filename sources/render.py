@@ -14,6 +14,7 @@ __all__ = (
     "DEFAULT_MAX_SIZE",
     "Restorer",
     "abspath",
+    "drain",
     "image_info",
     "movie_frame_count",
     "movie_info",
@@ -164,6 +165,20 @@ def set_png_output(scene, color_mode='RGB'):
     settings.color_depth = '8'
     settings.compression = 15
     scene.render.use_file_extension = True
+
+
+def drain(steps):
+    """Run an export's ``iter_*`` steps to their end; their return value.
+
+    The ``iter_*`` exports are generators that pause after each rendered frame, yielding
+    ``(frames done, frames in all)``, so a timer can render the inputs a frame at a time while
+    Blender stays responsive; the plain exports run them through here in one go.
+    """
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def render_still(scene, path):

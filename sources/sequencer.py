@@ -8,6 +8,7 @@ __all__ = (
     "animated_paths",
     "effects_using",
     "folder_listing",
+    "iter_render_sequencer_frames",
     "keep_for",
     "link_or_copy",
     "render_sequencer_frames",
@@ -29,6 +30,7 @@ from ..core.inputs import ExportError
 from .render import (
     DEFAULT_MAX_SIZE,
     IMAGE_EXTENSIONS,
+    drain,
     neutral_colour,
     render_still,
     set_png_output,
@@ -180,9 +182,14 @@ def sequencer_copy(scene, *, keep=None, canvas=None, max_size=DEFAULT_MAX_SIZE, 
         yield copy, made
 
 
-def render_sequencer_frames(scene, frames, folder, *, keep=None, canvas=None, max_size=DEFAULT_MAX_SIZE,
-                            name=FRAME_NAME, color_mode='RGB'):
-    """Render the sequencer output of ``scene`` at each of ``frames`` to ``folder``; return the files.
+def render_sequencer_frames(scene, frames, folder, **options):
+    """Render the sequencer output of ``scene`` at each of ``frames`` to ``folder``; return the files."""
+    return drain(iter_render_sequencer_frames(scene, frames, folder, **options))
+
+
+def iter_render_sequencer_frames(scene, frames, folder, *, keep=None, canvas=None, max_size=DEFAULT_MAX_SIZE,
+                                 name=FRAME_NAME, color_mode='RGB'):
+    """:func:`render_sequencer_frames` a frame at a time (see ``render.drain``).
 
     ``name``: file name pattern, formatted with the frame's position in ``frames``.
     """
@@ -191,4 +198,5 @@ def render_sequencer_frames(scene, frames, folder, *, keep=None, canvas=None, ma
         for i, frame in enumerate(frames):
             copy.frame_current = frame
             files.append(render_still(copy, os.path.join(folder, name.format(i))))
+            yield i + 1, len(frames)
     return files

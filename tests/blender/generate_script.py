@@ -25,8 +25,8 @@ MODE = sys.argv[4] if len(sys.argv) > 4 else "main"
 
 import bpy  # noqa: E402  (after the environment is set)
 from script_common import (  # noqa: E402,F401
-    HAS_SEQUENCER_SCENE, PKG, REPO, add_movie_as_in_the_ui, draw_panels, install_tiny, module, pump, report, show,
-    step, window)
+    HAS_SEQUENCER_SCENE, PKG, REPO, add_movie_as_in_the_ui, draw_panels, install_tiny, module, pump, render_inputs,
+    report, show, step, window)
 
 with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
     CONFIG = json.load(fh)
@@ -411,6 +411,7 @@ else:
 
         def killed_job():
             assert bpy.ops.scail2.generate() == {'FINISHED'}
+            render_inputs()  # the first time: the inputs are rendered before the job is queued
             job = session.scene_jobs(scene)[-1]
             pump(lambda: job.status == "running" and job.phase == "sample" and job.step >= 1)
             os.kill(session.get_queue(create=False).client.pid, signal.SIGKILL)
@@ -439,6 +440,73 @@ else:
             return {"failed": failed, "resumed": resumed, "automatic": automatic}
         finally:
             prefs.resume_automatically = False
+            session.force_async = False
+            show(SCENES["24"])
+
+    @step
+    def inputs_render_from_a_timer():
+        """Interactively, Generate renders the 3D scene's inputs a few frames per timer tick, then queues the job;
+        Cancel stops it with nothing queued, the temporary scene gone and the interrupted input forgotten."""
+        session, follow = module(".runtime.session"), module(".runtime.follow")
+        input_render = module(".runtime.input_render")
+        scene = bpy.data.scenes.new("ShotCamera")
+        scene.render.fps, scene.frame_start, scene.frame_end = 24, 1, 12
+        scene.render.resolution_x, scene.render.resolution_y = 128, 64
+        camera = bpy.data.objects.new("ShotCam", bpy.data.cameras.new("ShotCam"))
+        scene.collection.objects.link(camera)
+        camera.location = (0.0, -8.0, 1.0)
+        camera.rotation_euler = (1.5, 0.0, 0.0)
+        scene.camera = camera
+        cube = bpy.data.objects.new("Dancer", bpy.data.meshes.new("Dancer"))
+        scene.collection.objects.link(cube)
+        show(scene)
+        src = scene.scail2_sources
+        src.driving_source, src.mask_source = 'CAMERA', 'NONE'
+        src.reference_source, src.reference_file = 'FILE', CONFIG["reference"]
+        job = scene.scail2_job
+        job.width, job.height = 128, 64
+        job.use_custom_sampling = True
+        job.steps = 2
+        inputs_json = os.path.join(WORK_DIR, "output", "inputs", "untitled_ShotCamera", "inputs.json")
+        session.force_async = True
+        try:
+            jobs_before = len(session.scene_jobs(scene))
+            started = time.monotonic()
+            assert bpy.ops.scail2.generate() == {'FINISHED'}
+            returned = time.monotonic() - started
+            rendering = input_render.active(scene)
+            assert rendering is not None
+            panel = draw_panels()["SCAIL2_PT_view3d_generate"]
+            queued_at_once = len(session.scene_jobs(scene)) - jobs_before
+            input_render._tick()
+            temporary = [s.name for s in bpy.data.scenes if s.name.startswith("SCAIL2 export")]
+            cancelled = bpy.ops.scail2.cancel_input_render()
+            after_cancel = {
+                "result": sorted(cancelled),
+                "active": input_render.active() is not None,
+                "temporary_scenes": [s.name for s in bpy.data.scenes if s.name.startswith("SCAIL2 export")],
+                "queued": len(session.scene_jobs(scene)) - jobs_before,
+                "driving_recorded": bool(json.load(open(inputs_json, encoding="utf-8")).get("driving"))
+                if os.path.exists(inputs_json) else False,
+            }
+            assert bpy.ops.scail2.generate() == {'FINISHED'}
+            shown = render_inputs()
+            queued = session.scene_jobs(scene)[jobs_before:]
+            assert len(queued) == 1, queued
+            pump(lambda: queued[0].finished)
+            follow.tick()
+            return {
+                "returned_after": returned,
+                "queued_at_once": queued_at_once,
+                "panel": [entry for entry in panel if "Rendering" in str(entry) or "cancel_input_render" in str(entry)],
+                "temporary_during": temporary,
+                "after_cancel": after_cancel,
+                "shown": shown,
+                "status": queued[0].status,
+                "strips": len(imported_strips(scene)) if scene.sequence_editor else 0,
+                "history": len(scene.scail2_job.history),
+            }
+        finally:
             session.force_async = False
             show(SCENES["24"])
 

@@ -53,6 +53,18 @@ def pump(until, timeout=120.0):
     return ticks
 
 
+def render_inputs(timeout=120.0):
+    """Call the input render's timer function as Blender's event loop would, until it ends; the texts it showed."""
+    input_render = module(".runtime.input_render")
+    deadline = time.monotonic() + timeout
+    shown = []
+    while input_render.active() is not None:
+        assert time.monotonic() < deadline, "timed out"
+        shown.append(input_render.active().text())
+        input_render._tick()
+    return shown
+
+
 def install_tiny(zip_path, backend_python, output_dir):
     """Install and enable the built extension, pointed at the backend environment with the tiny models on the CPU."""
     result = bpy.ops.extensions.package_install_files(filepath=zip_path, repo=REPO, enable_on_install=True)

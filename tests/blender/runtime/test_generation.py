@@ -212,6 +212,21 @@ def test_interactive_generate_returns_at_once_and_the_timer_imports(report):
     assert detail["history"] == 2
 
 
+def test_inputs_render_from_a_timer_with_progress_and_cancel(report):
+    detail = step(report, "inputs_render_from_a_timer")
+    assert detail["returned_after"] < 2.0, detail  # Generate no longer renders 12 frames before returning
+    assert detail["queued_at_once"] == 0  # the job waits for its inputs
+    assert "operator:scail2.cancel_input_render" in detail["panel"]
+    assert detail["temporary_during"] == ["SCAIL2 export (ShotCamera)"]
+    assert detail["after_cancel"] == {"result": ["FINISHED"], "active": False, "temporary_scenes": [], "queued": 0,
+                                      "driving_recorded": False}
+    # A few frames per tick, counted up, then the reference; then the job runs and is imported.
+    driving = [text for text in detail["shown"] if text.startswith("Rendering the driving footage")]
+    assert len(driving) >= 3 and driving[-1].endswith("/12"), detail["shown"]
+    assert "Rendering the driving footage 0/0" not in driving
+    assert detail["status"] == "done" and detail["history"] == 1 and detail["strips"] == 1
+
+
 def test_cancel_leaves_the_scene_and_keeps_the_job_folder(report):
     detail = step(report, "cancel_running_job")
     assert detail["status"] == "cancelled"
