@@ -153,10 +153,22 @@ def _place(source: Path, target: Path) -> bool:
         return False
 
 
-def write_bundle(spec: protocol.JobSpec, farm_dir: Path, name: str) -> Bundle:
-    """Write the bundle `farm_dir/name` of `spec` (or keep the same one); BundleError in one line."""
+@dataclass(frozen=True)
+class BundlePlan:
+    """A bundle checked and ready to write: its inputs found and hashed, nothing written yet."""
+
+    name: str
+    target: Path
+    bundled: protocol.JobSpec  # paths relative to the bundle; the seed still -1 if the spec's was
+    sources: dict  # input name -> (absolute source path, [source files])
+    inputs: list  # the record's entries
+    existing: Bundle | None  # the same bundle, already there
+
+
+def plan_bundle(spec: protocol.JobSpec, farm_dir: Path, name: str) -> BundlePlan:
+    """Check that `spec` can be bundled as `farm_dir/name`; BundleError in one line. Writes nothing."""
     check_name(name)
-    farm_dir = Path(farm_dir)
+    target = Path(farm_dir) / name
     # 1. Every input's files and new path, hashed (the record, and whether an existing bundle is this one).
     sources, new_paths = {}, {}
     for key, path in _spec_inputs(spec):
@@ -168,38 +180,49 @@ def write_bundle(spec: protocol.JobSpec, farm_dir: Path, name: str) -> Bundle:
         base = Path(new_paths[key]) if os.path.isdir(source) else Path(new_paths[key]).parent
         inputs.append({"input": key, "source": source, "files": [
             {"path": (base / f.name).as_posix(), "bytes": f.stat().st_size, "sha256": sha256(f)} for f in files]})
-    target = farm_dir / name
-    # 2. The same bundle already there: keep it (and the farm's results in it).
+    # 2. A bundle already there must be this one (it is kept, with the farm's results in it).
+    existing = None
     if target.exists():
         existing = read_bundle(target, verify=False)
         wanted = dict(bundled.to_dict(), seed=existing.spec.seed) if spec.seed == -1 else bundled.to_dict()
         if existing.spec.to_dict() != wanted or _hashes(existing.record) != _hashes({"inputs": inputs}):
             raise BundleError(f"{target} holds another bundle; choose another name or farm folder")
-        return Bundle(target, name, existing.spec, existing.record, reused=True)
-    # 3. A new bundle, built in a hidden folder and renamed into place.
+    return BundlePlan(name, target, bundled, sources, inputs, existing)
+
+
+def write_planned(plan: BundlePlan) -> Bundle:
+    """Write a planned bundle, built in a hidden folder and renamed into place (or keep the same one)."""
+    if plan.existing is not None:
+        return Bundle(plan.target, plan.name, plan.existing.spec, plan.existing.record, reused=True)
+    bundled, farm_dir, temp = plan.bundled, plan.target.parent, None
     if bundled.seed == -1:
         seed = random.SystemRandom().randrange(protocol.SEED_LIMIT)
         bundled = protocol.JobSpec.from_dict(dict(bundled.to_dict(), seed=seed))
-    record = {"format": BUNDLE_FORMAT, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "backend_version": __version__, "spec": SPEC_NAME, "job_dir": OUTPUT_FOLDER, "inputs": inputs}
+    inputs = [dict(entry, files=[dict(f) for f in entry["files"]]) for entry in plan.inputs]
+    record = {"format": BUNDLE_FORMAT, "name": plan.name, "backend_version": __version__, "spec": SPEC_NAME,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "job_dir": OUTPUT_FOLDER,
+              "inputs": inputs}
     try:
         farm_dir.mkdir(parents=True, exist_ok=True)
-        temp = farm_dir / f".{name}.partial-{secrets.token_hex(4)}"
+        temp = farm_dir / f".{plan.name}.partial-{secrets.token_hex(4)}"
         temp.mkdir()
-    except OSError as exc:
-        raise BundleError(f"cannot write the farm folder {farm_dir}: {exc.strerror or exc}") from None
-    try:
         for entry in inputs:
-            for record_file, source in zip(entry["files"], sources[entry["input"]][1]):
+            for record_file, source in zip(entry["files"], plan.sources[entry["input"]][1]):
                 record_file["linked"] = _place(source, temp / record_file["path"])
         (temp / OUTPUT_FOLDER).mkdir()
         _write_json(temp / SPEC_NAME, bundled.to_dict())
         _write_json(temp / BUNDLE_RECORD, record)
-        os.rename(temp, target)
+        os.rename(temp, plan.target)
     except OSError as exc:
-        shutil.rmtree(temp, ignore_errors=True)  # only what this call wrote
-        raise BundleError(f"cannot write the bundle {target}: {exc.strerror or exc}") from None
-    return Bundle(target, name, bundled, record)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)  # only what this call wrote
+        raise BundleError(f"cannot write the bundle {plan.target}: {exc.strerror or exc}") from None
+    return Bundle(plan.target, plan.name, bundled, record)
+
+
+def write_bundle(spec: protocol.JobSpec, farm_dir: Path, name: str) -> Bundle:
+    """Write the bundle `farm_dir/name` of `spec` (or keep the same one); BundleError in one line."""
+    return write_planned(plan_bundle(spec, farm_dir, name))
 
 
 def _hashes(record: dict) -> list:

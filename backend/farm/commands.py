@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..pipeline.job_folder import folder_state
-from .bundle import BundleError, bundles_in, check_name, name_from, read_spec, write_bundle
+from .bundle import BundleError, bundles_in, check_name, name_from, plan_bundle, read_spec, write_planned
 from .run import EXIT_BAD_INPUT, run_bundle
 from .templates import MODELS, OFFLOADS, STORAGES, TaskDefaults, write_job_descriptions
 
@@ -113,7 +113,8 @@ def _run_bundle_command(args: argparse.Namespace, _main) -> int:
                             device=args.device, storage=args.storage, offload=args.offload, extra_args=args.extra)
     try:
         specs = _load_specs(args)
-        written = [write_bundle(spec, args.out, name) for name, spec in specs]
+        plans = [plan_bundle(spec, args.out, name) for name, spec in specs]  # every spec checked first
+        written = [write_planned(plan) for plan in plans]
         everything = bundles_in(args.out)
         descriptions = write_job_descriptions(args.out, everything, defaults)
     except BundleError as exc:
