@@ -53,10 +53,15 @@ def farm_target(context, scene, directory=""):
     new one in the output folder's ``farm/``; the bundle is named after the file, the scene and the time."""
     blend = os.path.splitext(os.path.basename(bpy.data.filepath))[0] or "untitled"
     name = "{:s}_{:s}_{:s}".format(_safe(blend), _safe(scene.name), time.strftime("%Y%m%d-%H%M%S"))[-64:].lstrip("._-")
-    if directory.strip():
-        return os.path.normpath(bpy.path.abspath(directory.strip())), name
-    root = os.path.join(preferences.effective_output_dir(preferences.get_preferences(context)), FARM_SUBDIR)
-    return os.path.join(root, name), name
+    if not directory.strip():
+        root = os.path.join(preferences.effective_output_dir(preferences.get_preferences(context)), FARM_SUBDIR)
+        return os.path.join(root, name), name
+    farm_dir = os.path.normpath(bpy.path.abspath(directory.strip()))
+    taken, number = name, 1
+    while os.path.exists(os.path.join(farm_dir, taken)):  # sent twice within a second
+        number += 1
+        taken = "{:s}-{:d}".format(name[:60], number)
+    return farm_dir, taken
 
 
 def bundle_command(prefs, farm_dir, name):

@@ -11,11 +11,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 ZIP_PATH, WORK_DIR, REPORT_PATH = sys.argv[1:4]
 
 import bpy  # noqa: E402  (after the environment is set)
-from script_common import draw_panels, install_tiny, report, show, step  # noqa: E402
+from script_common import draw_panels, install_tiny, module, report, show, step  # noqa: E402
 
 with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
     CONFIG = json.load(fh)
@@ -52,7 +53,10 @@ def send_to_farm():
     result = bpy.ops.scail2.send_to_farm(directory=os.path.join(WORK_DIR, "farm"))
     assert result == {'FINISHED'}, result
     item = job.history[-1]
+    with open(json.loads(item.settings_json)["farm"]["openjd"], encoding="utf-8") as fh:
+        steps = [s["name"] for s in json.load(fh)["steps"]]
     return {
+        "steps": steps,
         "history": len(job.history),
         "item": {"job_id": item.job_id, "job_dir": item.job_dir, "manifest": item.manifest, "status": item.status,
                  "note": item.note, "seed": item.seed, "settings": json.loads(item.settings_json)},
@@ -92,6 +96,34 @@ def import_from_the_history():
         "status": item.status,
         "note": item.note,
     }
+
+
+@step
+def interactive_send_returns_at_once():
+    """With a timer (as in the interface): the operator returns before the bundle exists; the timer adds the entry."""
+    scene = STATE["scene"]
+    session, farm = module(".runtime.session"), module(".runtime.farm")
+    session.force_async = True
+    try:
+        before = len(scene.scail2_job.history)
+        started = time.monotonic()
+        result = bpy.ops.scail2.send_to_farm(directory=os.path.join(WORK_DIR, "farm"))
+        returned_after = time.monotonic() - started
+        at_return = len(scene.scail2_job.history)
+        timer_registered = bpy.app.timers.is_registered(farm._poll)
+        polls = 0
+        while farm._poll() is not None:  # as Blender's event loop calls it
+            polls += 1
+            assert time.monotonic() - started < 120, "timed out"
+            time.sleep(0.05)
+    finally:
+        session.force_async = False
+    item = scene.scail2_job.history[-1]
+    with open(os.path.join(WORK_DIR, "farm", "scail2.openjd.json"), encoding="utf-8") as fh:
+        steps = [s["name"] for s in json.load(fh)["steps"]]
+    return {"result": sorted(result), "returned_after": returned_after, "before": before, "at_return": at_return,
+            "after": len(scene.scail2_job.history), "timer": timer_registered, "polls": polls,
+            "job_dir": item.job_dir, "job_id": item.job_id, "steps": steps}
 
 
 with open(REPORT_PATH, "w", encoding="utf-8") as fh:

@@ -106,7 +106,8 @@ def test_the_compiled_command_runs_with_the_managers_variables_filled_in(farm_di
     (farm_dir / "sh010_ben" / "output" / "state.json").write_text(json.dumps({"status": "done"}))
     run = subprocess.run([exe, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "bundle sh010_ben: already done ({})".format(farm_dir.resolve() / "sh010_ben" / "output")
+    job_dir = farm_dir.resolve() / "sh010_ben" / "output"
+    assert run.stdout.strip() == f"bundle sh010_ben: already done ({job_dir})"
 
 
 def test_bad_settings_fail_the_compile(tmp_path):

@@ -4,6 +4,7 @@ One child Python (``farm_script.py``) installs the built extension (tiny model, 
 shot over scene frames 1-4 to a farm folder, runs the bundle's OpenJD step locally as the farm would
 (the template's defaults: tiny, CPU) and imports the frames from the history entry. The farm's frames
 come in as a local Generate's would: a strip from scene frame 1, one footage frame per scene frame.
+Marked ``lts``: also runs on Blender 4.5.
 """
 
 import json
@@ -14,6 +15,7 @@ import pytest
 import blender_testing
 
 pytestmark = [
+    pytest.mark.lts,
     pytest.mark.slow,
     pytest.mark.skipif(os.name == "nt", reason="POSIX paths of the backend environment"),
 ]
@@ -63,9 +65,7 @@ def test_send_to_farm_writes_a_bundle_and_a_history_entry_for_its_job_folder(rep
     assert (spec["frame_start"], spec["frame_end"], spec["seed"], item["seed"]) == (0, 4, 99, 99)
     assert item["settings"]["import"]["driving_strip"] == "driving"
     assert item["settings"]["import"]["frame_start"] == 1
-    with open(farm["openjd"], encoding="utf-8") as fh:
-        steps = [s["name"] for s in json.load(fh)["steps"]]
-    assert steps == [item["job_id"]]
+    assert detail["steps"] == [item["job_id"]]  # one step: this shot
 
 
 def test_the_farms_frames_are_imported_like_a_local_jobs(report):
@@ -83,3 +83,14 @@ def test_the_farms_frames_are_imported_like_a_local_jobs(report):
     assert strip["manifest"] == item["manifest"]
     assert strip["channel"] > detail["driving_channel"]
     assert (detail["status"], detail["note"]) == ("IMPORTED", "")
+
+
+def test_interactively_the_bundle_is_written_while_a_timer_waits(report):
+    detail = step(report, "interactive_send_returns_at_once")
+    first = step(report, "send_to_farm")["item"]
+    assert detail["result"] == ["FINISHED"] and detail["timer"]
+    assert detail["at_return"] == detail["before"] and detail["after"] == detail["before"] + 1
+    assert detail["polls"] >= 1
+    # Sent to the same farm folder: a second bundle, and one farm job with a step per shot.
+    assert detail["job_id"] != first["job_id"] and os.path.isdir(detail["job_dir"])
+    assert sorted(detail["steps"]) == sorted([first["job_id"], detail["job_id"]])
