@@ -40,7 +40,7 @@ def add_farm_arguments(parser: argparse.ArgumentParser) -> None:
     bundle = commands.add_parser(
         "bundle", help="write a self-contained bundle per job spec, and the farm folder's job descriptions",
         description="Write one bundle per job spec (inputs hard-linked or copied in, paths made bundle-relative) "
-                    "into FARM_DIR, then FARM_DIR/scail2.openjd.json (OpenJD, one step per bundle) and "
+                    "into FARM_DIR, then FARM_DIR/template.json (OpenJD, one step per bundle) and "
                     "FARM_DIR/flamenco-job.json (Flamenco job type scail2, one task per bundle). Whole shots and "
                     "characters run in parallel; the segments of one shot never split.")
     bundle.add_argument("specs", nargs="+", metavar="SPEC", help="job spec JSON file (the worker's JobSpec); "

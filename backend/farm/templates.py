@@ -6,7 +6,8 @@ needed), running `farm run` on the bundle. One step (OpenJD) or task (Flamenco) 
 per segment: the segments of a shot are chained by the history.
 
 * `OPENJD_NAME`: an OpenJD job template (specification `jobtemplate-2023-09`), as AWS Deadline Cloud
-  and `openjd run` take it. Job parameters: the Python, the backend folder, the farm folder (a PATH,
+  and `openjd run` take it; named `template.json`, which makes the farm folder a Deadline Cloud job
+  bundle (`deadline bundle submit FARM_DIR`). Job parameters: the Python, the backend folder, the farm folder (a PATH,
   so path mapping and job attachments apply), the model, the weights folder, device and memory.
 * `FLAMENCO_NAME`: the body of a Flamenco 3 job submission (`POST /api/v3/jobs`) of the job type
   `scail2` (the script `scail2.js` beside this module, installed on the Manager). Its Python, backend
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from .bundle import Bundle
 
-OPENJD_NAME = "scail2.openjd.json"
+OPENJD_NAME = "template.json"
 FLAMENCO_NAME = "flamenco-job.json"
 FLAMENCO_JOB_TYPE = "scail2"
 TEMPLATE_VERSION = "jobtemplate-2023-09"

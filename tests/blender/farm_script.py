@@ -119,7 +119,7 @@ def interactive_send_returns_at_once():
     finally:
         session.force_async = False
     item = scene.scail2_job.history[-1]
-    with open(os.path.join(WORK_DIR, "farm", "scail2.openjd.json"), encoding="utf-8") as fh:
+    with open(os.path.join(WORK_DIR, "farm", "template.json"), encoding="utf-8") as fh:
         steps = [s["name"] for s in json.load(fh)["steps"]]
     return {"result": sorted(result), "returned_after": returned_after, "before": before, "at_return": at_return,
             "after": len(scene.scail2_job.history), "timer": timer_registered, "polls": polls,

@@ -135,7 +135,7 @@ def test_stdin_json_summary_and_status(shot):
     folder = shot["farm"].resolve() / "hero"
     assert summary["bundles"][0]["folder"] == str(folder)
     assert summary["bundles"][0]["job_dir"] == str(folder / "output")
-    assert summary["openjd"] == str(shot["farm"].resolve() / "scail2.openjd.json")
+    assert summary["openjd"] == str(shot["farm"].resolve() / "template.json")
     status = farm("status", shot["farm"])
     assert status.returncode == 0 and status.stdout.strip() == "hero: not started"
 

@@ -46,7 +46,7 @@ def openjd(*args) -> subprocess.CompletedProcess:
 
 
 def test_the_template_passes_openjd_check_with_one_step_per_bundle(farm_dir):
-    template = farm_dir / "scail2.openjd.json"
+    template = farm_dir / "template.json"
     check = openjd("check", template)
     assert check.returncode == 0 and "passes validation checks" in check.stdout, check.stdout + check.stderr
     data = json.loads(template.read_text())
@@ -61,7 +61,7 @@ def test_the_template_passes_openjd_check_with_one_step_per_bundle(farm_dir):
 
 
 def test_openjd_run_generates_one_bundle_into_its_job_folder(farm_dir):
-    run = openjd("run", farm_dir / "scail2.openjd.json", "--step", "shot010_hero")
+    run = openjd("run", farm_dir / "template.json", "--step", "shot010_hero")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "Session ended successfully" in run.stdout
     job_dir = farm_dir / "shot010_hero" / "output"
@@ -71,7 +71,7 @@ def test_openjd_run_generates_one_bundle_into_its_job_folder(farm_dir):
     assert all((job_dir / f["file"]).is_file() for f in manifest["frames"])
     assert manifest["job"]["reference"] == "inputs/reference/ref.jpg"  # relative: the same job on any mount
     assert not (farm_dir / "shot010" / "output" / "manifest.json").exists()  # only the step asked for
-    again = openjd("run", farm_dir / "scail2.openjd.json", "--step", "shot010_hero")
+    again = openjd("run", farm_dir / "template.json", "--step", "shot010_hero")
     assert again.returncode == 0 and "bundle shot010_hero: already done" in again.stdout
     status = subprocess.run([sys.executable, "-m", "backend", "farm", "status", farm_dir], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
