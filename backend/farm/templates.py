@@ -90,8 +90,11 @@ def openjd_template(farm_dir: Path, bundles: list[Bundle], defaults: TaskDefault
         args = task_args("{{Param.BackendDir}}", "{{Param.FarmDir}}/" + bundle.name, model="{{Param.Model}}",
                          weights="{{Param.Weights}}", device="{{Param.Device}}", storage="{{Param.Storage}}",
                          offload="{{Param.Offload}}", extra_args="{{Param.ExtraArgs}}")
-        steps.append({"name": bundle.name, "script": {"actions": {"onRun": {
-            "command": "{{Param.BackendPython}}", "args": args}}}})
+        step = {"name": bundle.name, "script": {"actions": {"onRun": {
+            "command": "{{Param.BackendPython}}", "args": args}}}}
+        if defaults.device != "cpu":  # Deadline Cloud schedules the step on a worker with a GPU
+            step["hostRequirements"] = {"amounts": [{"name": "amount.worker.gpu", "min": 1}]}
+        steps.append(step)
     return {"specificationVersion": TEMPLATE_VERSION, "name": _job_name(farm_dir),
             "description": "SCAIL-2 generations, one step per shot or character (see each bundle's job.json)",
             "parameterDefinitions": parameters, "steps": steps}

@@ -74,6 +74,8 @@ def farm_dir(tmp_path: Path) -> Path:
 
 
 def test_one_exec_task_of_type_scail2_per_bundle(farm_dir, tmp_path):
+    template = json.loads((farm_dir / "template.json").read_text())  # bundled for cuda: steps want a GPU
+    assert all(s["hostRequirements"]["amounts"] == [{"name": "amount.worker.gpu", "min": 1}] for s in template["steps"])
     submission = json.loads((farm_dir / "flamenco-job.json").read_text())
     assert submission["type"] == "scail2" and submission["settings"]["shots"] == "sh010_anna,sh010_ben"
     compiled = compile_job(tmp_path, submission)

@@ -58,6 +58,7 @@ def test_the_template_passes_openjd_check_with_one_step_per_bundle(farm_dir):
     assert params["FarmDir"]["type"] == "PATH" and params["FarmDir"]["dataFlow"] == "INOUT"
     # No task parameters: a step is one task, the whole shot (its segments are chained).
     assert all("parameterSpace" not in step for step in data["steps"])
+    assert all("hostRequirements" not in step for step in data["steps"])  # bundled for the CPU
 
 
 def test_openjd_run_generates_one_bundle_into_its_job_folder(farm_dir):
@@ -76,3 +77,17 @@ def test_openjd_run_generates_one_bundle_into_its_job_folder(farm_dir):
     status = subprocess.run([sys.executable, "-m", "backend", "farm", "status", farm_dir], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert status.stdout.splitlines() == ["shot010: not started", "shot010_hero: done"]
+
+
+def test_a_gpu_template_passes_openjd_check(farm_dir, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "backend", "farm", "bundle", farm_dir.parent / "shot010.json",
+                          "--out", tmp_path / "gpu", "--weights", "/models/SCAIL-2", "--storage", "fp8"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    check = openjd("check", tmp_path / "gpu" / "template.json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    data = json.loads((tmp_path / "gpu" / "template.json").read_text())
+    assert data["steps"][0]["hostRequirements"] == {"amounts": [{"name": "amount.worker.gpu", "min": 1}]}
+    params = {p["name"]: p["default"] for p in data["parameterDefinitions"]}
+    assert (params["Model"], params["Weights"], params["Device"], params["Storage"]) == (
+        "scail2", "/models/SCAIL-2", "cuda", "fp8")
