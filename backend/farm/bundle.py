@@ -123,7 +123,7 @@ def _source_files(key: str, path: str) -> tuple[list[Path], str]:
         if frames is not None and not os.path.isfile(path):  # a frame pattern: its name stays a pattern
             return [Path(p) for p in frames], f"{INPUTS_FOLDER}/{key}/{os.path.basename(path)}"
     if not os.path.isfile(path):
-        raise BundleError(f"{what} not found: {path}")
+        raise BundleError(f"{what} {'is not a file' if os.path.exists(path) else 'not found'}: {path}")
     return [Path(path)], f"{INPUTS_FOLDER}/{key}/{os.path.basename(path)}"
 
 

@@ -5,7 +5,8 @@ rebuilds from it is the same spec). `run_bundle` checks the bundle's inputs agai
 hashes, skips a bundle whose job is already done (a requeued task costs no model time), then runs
 `generate` with the bundle as the working directory: the spec's paths stay bundle-relative, so the
 job folder's manifest names the same job whichever worker and mount point picks the task up again,
-and a retried task resumes from the last finished segment.
+and a retried task resumes from the last finished segment. (A relative weights folder is made
+absolute first; paths in the extra options should be absolute.)
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def task_argv(bundle_spec: protocol.JobSpec, *, model: str, weights: str, device
 
 def run_bundle(folder: str, main: Callable[[list[str]], int], *, dry_run: bool = False, **task) -> int:
     """Run the bundle in `folder` with `main` (the backend's command line); its exit code."""
+    if task.get("weights", "").strip():
+        task["weights"] = os.path.abspath(task["weights"])  # given from where the task started, not the bundle
     try:
         bundle = read_bundle(folder)
         argv = task_argv(bundle.spec, **task)

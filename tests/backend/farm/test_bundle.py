@@ -166,6 +166,8 @@ def test_farm_run_asks_generate_for_exactly_the_bundled_spec(shot):
     assert spec_from_args(args).to_dict() == bundled.to_dict()
     assert (str(args.out), str(args.weights), args.device, args.storage, args.attention, args.vae_tiling) == (
         "output", "/models/SCAIL-2", "cuda:1", "fp8", "sage", True)
+    relative = farm("run", folder, "--weights", "models/w", "--dry-run")  # from where the task started
+    assert f"--weights={REPO / 'models' / 'w'}" in relative.stdout.split()
     with pytest.raises(BundleError, match="no weights folder"):
         task_argv(bundled, model="scail2", weights=" ", device="", storage="bf16", offload="none", extra="")
 
