@@ -185,3 +185,14 @@ def test_every_spec_field_survives_the_generate_command_line():
     plain = protocol.JobSpec(driving="d.mp4", reference="r.png")
     args = build_parser().parse_args(["generate", *generate_argv(plain, "out"), "--model", "tiny"])
     assert spec_from_args(args).to_dict() == plain.to_dict()
+
+
+def test_bundling_needs_neither_torch_nor_numpy(shot):
+    """A submit host or the add-on's machine bundles without the heavy packages (only `farm run` needs them)."""
+    blocker = ("import sys; sys.modules.update(numpy=None, torch=None, cv2=None); from backend.cli import main; "
+               "sys.exit(main(sys.argv[1:]))")
+    for argv in (["bundle", shot["path"], "--out", shot["farm"], "--model", "tiny"], ["status", shot["farm"]],
+                 ["run", shot["farm"] / "shot010", "--model", "tiny", "--dry-run"]):
+        run = subprocess.run([sys.executable, "-c", blocker, "farm", *map(str, argv)], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, (argv, run.stderr[-800:])
