@@ -117,8 +117,9 @@ def _finish(process, meta, spec, timeout=None):
         return 'ERROR', "Writing the farm bundle took too long and was stopped"
     if process.returncode != 0:
         lines = [line for line in err.splitlines() if line.strip()]
-        return 'ERROR', one_line(lines[-1] if lines else "the backend exited with code {:d}".format(
-            process.returncode))
+        reason = lines[-1].removeprefix("error: ") if lines else "the backend exited with code {:d}".format(
+            process.returncode)
+        return 'ERROR', one_line("Could not write the farm bundle: " + reason)
     try:
         written = json.loads(out.strip().splitlines()[-1])
         bundle = written["bundles"][0]

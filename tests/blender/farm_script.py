@@ -66,6 +66,20 @@ def send_to_farm():
 
 
 @step
+def a_farm_folder_that_is_a_file_is_one_line():
+    scene = STATE["scene"]
+    not_a_folder = os.path.join(WORK_DIR, "not-a-folder")
+    with open(not_a_folder, "w", encoding="utf-8") as fh:
+        fh.write("a file")
+    before = len(scene.scail2_job.history)
+    try:
+        bpy.ops.scail2.send_to_farm(directory=not_a_folder)
+    except RuntimeError as ex:
+        return {"message": str(ex), "history": len(scene.scail2_job.history) - before}
+    raise AssertionError("Send to Farm did not fail")
+
+
+@step
 def farm_runs_the_bundle():
     """What the farm does, locally: ``openjd run`` of the bundle's step, the template's own defaults."""
     item = STATE["scene"].scail2_job.history[-1]

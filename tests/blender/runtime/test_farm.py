@@ -94,3 +94,11 @@ def test_interactively_the_bundle_is_written_while_a_timer_waits(report):
     # Sent to the same farm folder: a second bundle, and one farm job with a step per shot.
     assert detail["job_id"] != first["job_id"] and os.path.isdir(detail["job_dir"])
     assert sorted(detail["steps"]) == sorted([first["job_id"], detail["job_id"]])
+
+
+def test_a_bundle_that_cannot_be_written_is_one_line_and_adds_no_entry(report):
+    detail = step(report, "a_farm_folder_that_is_a_file_is_one_line")
+    assert detail["history"] == 0
+    message = detail["message"]
+    assert "Could not write the farm bundle: " in message and "not-a-folder" in message, message
+    assert "Traceback" not in message and len(message.strip().splitlines()) == 1, message
