@@ -1,4 +1,4 @@
-"""`python -m backend ...`: generate, convert, demo, serve, doctor, masks, matte.
+"""`python -m backend ...`: generate, convert, demo, serve, doctor, masks, matte, farm.
 
 What each command does; what it accepts is `options`' (and `loaders.convert`'s for `convert`).
 `COMMANDS` lists them in the order `--help` shows them. Bad input is one line on stderr and
@@ -15,6 +15,7 @@ import sys
 from protocol import JobSpec
 
 from . import __version__
+from .farm.commands import add_farm_arguments
 from .loaders.convert import add_convert_arguments, run_convert
 from .loaders.errors import first_line
 from .options import (
@@ -198,6 +199,12 @@ def run_matte(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def run_farm(args: argparse.Namespace) -> int:
+    from .farm.commands import run_farm as run
+
+    return run(args, main)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from .service.jobs import default_jobs_root, log
     from .service.serve import TOKEN_ENV, is_loopback, parse_listen, serve_stdio, serve_tcp
@@ -275,6 +282,10 @@ COMMANDS = (
      "Write straight-alpha RGBA PNGs of a generation job's frames (or any clip), the alpha being the soft "
      "coverage of every instance of the prompt.",
      add_matte_arguments, run_matte),
+    ("farm", "render farms: job bundles per shot, OpenJD and Flamenco job descriptions, a bundle's task",
+     "Bundle jobs for a render farm (one self-contained folder per shot or character, with an OpenJD job "
+     "template and a Flamenco job), run one bundle as a farm task, or list a farm folder's bundles.",
+     add_farm_arguments, run_farm),
 )
 
 

@@ -10,6 +10,7 @@ __all__ = (
     "classes",
 )
 
+from . import farm
 from . import import_result
 from . import inputs
 from . import jobs
@@ -21,5 +22,6 @@ classes = (
     *inputs.classes,
     *import_result.classes,
     *jobs.classes,
+    *farm.classes,
     *segmentation.classes,
 )

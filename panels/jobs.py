@@ -141,6 +141,7 @@ def draw_generate(layout, context):
     elif job is not None and job.active:
         props = row.operator("scail2.cancel_job", text="Cancel", icon='CANCEL')
         props.job = job.key
+    col.operator("scail2.send_to_farm", icon='NETWORK_DRIVE')
     if job is not None and rendering is None:
         common.draw_job_state(layout, context, job)
 

@@ -51,6 +51,7 @@ EXPECTED_CLASSES = {
     "SCAIL2_OT_history_remove",
     "SCAIL2_OT_job_report",
     "SCAIL2_OT_resume_job",
+    "SCAIL2_OT_send_to_farm",
     "SCAIL2_OT_setup_backend",
     "SCAIL2_OT_stop_worker",
     "SCAIL2_OT_auto_masks",

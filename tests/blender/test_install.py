@@ -49,6 +49,7 @@ EXPECTED_CLASSES = [
     "SCAIL2_OT_refine_masks",
     "SCAIL2_OT_remove_identity",
     "SCAIL2_OT_resume_job",
+    "SCAIL2_OT_send_to_farm",
     "SCAIL2_OT_setup_backend",
     "SCAIL2_OT_stop_worker",
     "SCAIL2_PT_sequencer_generate",
