@@ -195,6 +195,7 @@ class SCAIL2_OT_history_import(HistoryOperator, Operator):
             return {'CANCELLED'}
         item.status = 'IMPORTED'
         item.note = ""
+        generation.fill_entry_from_manifest(item)
         self.report({'INFO'}, "Imported {:s} again".format(item.job_id))
         return {'FINISHED'}
 

@@ -233,6 +233,18 @@ def finish_job(job, interactive):
     return 'INFO', "SCAIL-2 job {:s} finished and was imported ({:d} frames)".format(job_id, item.frames)
 
 
+def fill_entry_from_manifest(item):
+    """Give a history entry made before its frames existed (a farm job's) their count and first frame."""
+    try:
+        frames = protocol.load_manifest(item.manifest)["frames"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if not item.frames:
+        item.frames = len(frames)
+    if not item.thumbnail:
+        item.thumbnail = _first_frame(item.manifest)
+
+
 def _first_frame(manifest):
     try:
         data = protocol.load_manifest(manifest)

@@ -109,6 +109,8 @@ def import_from_the_history():
         "driving_channel": scene.sequence_editor.strips["driving"].channel,
         "status": item.status,
         "note": item.note,
+        "frames": item.frames,
+        "thumbnail": bpy.path.abspath(item.thumbnail),
     }
 
 

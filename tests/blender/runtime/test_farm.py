@@ -83,6 +83,9 @@ def test_the_farms_frames_are_imported_like_a_local_jobs(report):
     assert strip["manifest"] == item["manifest"]
     assert strip["channel"] > detail["driving_channel"]
     assert (detail["status"], detail["note"]) == ("IMPORTED", "")
+    # The entry was made before the frames existed: the import fills in their count and the thumbnail.
+    assert detail["frames"] == 4
+    assert detail["thumbnail"] == os.path.join(item["job_dir"], manifest["frames"][0]["file"])
 
 
 def test_interactively_the_bundle_is_written_while_a_timer_waits(report):
