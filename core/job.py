@@ -23,8 +23,11 @@ from dataclasses import dataclass, field
 from .. import protocol
 from .util import one_line
 
-# Errors that end a job with its worker, not because of it: such a generation can be resumed.
-RESUMABLE_ERRORS = ("worker_exited", "connection_lost")
+# Errors that end a job with its worker, not because of it: such a generation can be resumed, also
+# automatically once (preferences).
+WORKER_STOPPED = ("worker_exited", "connection_lost")
+# ... and a folder that could not be written (disk full, read-only): resumed by hand once it is fixed.
+RESUMABLE_ERRORS = (*WORKER_STOPPED, "output_error")
 # Job statuses. "submitting": not yet accepted by the worker.
 ACTIVE = ("submitting", "queued", "running")
 FINISHED = ("done", "failed", "cancelled")
@@ -200,7 +203,8 @@ class Job:
 
     @property
     def resumable(self):
-        """A generation that ended with its worker (killed, connection lost) and whose folder it had started."""
+        """A generation that ended with its worker (killed, connection lost) or on a folder it could not write,
+        and whose folder it had started."""
         return (self.task == "generate" and self.status == "failed" and self.error is not None
                 and self.error.code in RESUMABLE_ERRORS
                 and os.path.isfile(os.path.join(self.job_dir, protocol.MANIFEST_NAME)))

@@ -122,7 +122,8 @@ class SCAIL2_OT_resume_job(Operator):
         queue = session.get_queue(create=False)
         job = queue.get(self.job) if self.job else None
         if job is None or not job.resumable:
-            self.report({'ERROR'}, "That job cannot be resumed (it is not a generation whose worker stopped)")
+            self.report({'ERROR'}, "That job cannot be resumed (only a generation whose worker stopped or "
+                                   "whose folder could not be written can)")
             return {'CANCELLED'}
         return start_job(self, lambda: follow.resume_job(context, job))
 

@@ -35,6 +35,7 @@ import traceback
 import bpy
 
 from .. import preferences
+from ..core.job import WORKER_STOPPED
 from . import generation
 from . import segmentation
 from . import session
@@ -92,7 +93,8 @@ def _resume_automatically(job):
         allowed = preferences.get_preferences().resume_automatically
     except (KeyError, AttributeError):
         return None
-    if not allowed or not job.resumable or "resumed_from" in job.meta:
+    stopped = job.error is not None and job.error.code in WORKER_STOPPED  # a full disk would fail again
+    if not allowed or not job.resumable or not stopped or "resumed_from" in job.meta:
         return None
     queue = session.get_queue(create=False)
     again = queue.resume(job)

@@ -396,3 +396,15 @@ def test_killed_worker_is_named_as_such_and_its_job_resumes_in_its_folder(tmp_pa
             assert json.load(fh)["status"] == "done"
     finally:
         queue.shutdown()
+
+
+def test_a_job_whose_folder_could_not_be_written_is_resumable_by_hand(tmp_path):
+    (tmp_path / "manifest.json").write_text("{}")  # the worker had started the folder
+    queue = job_queue.JobQueue(jobs.LocalWorker("/nowhere/python"), str(tmp_path))
+    job = jobs.Job(key="k", spec={}, id="w1", status="queued", sent=True, job_dir=str(tmp_path))
+    queue.jobs[job.key] = job
+    queue._handle(dict(v=1, type="started", job="w1", frames=10, segments=1))
+    queue._handle(dict(v=1, type="error", job="w1", code="output_error", message="cannot write frame_000003.png: "
+                       "No space left on device", hint="free space or choose a writable folder, then resume"))
+    assert job.status == "failed" and job.resumable
+    assert job.error.code not in jobs.WORKER_STOPPED  # not resumed automatically: the disk would still be full
