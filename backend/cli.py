@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from protocol import JobSpec
+from protocol import JobSpec, ProtocolError
 
 from . import __version__
 from .farm.commands import add_farm_arguments
@@ -51,6 +51,10 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
 
 def run_generate(args: argparse.Namespace) -> int:
     """Check everything cheap (inputs, LoRA files, the output folder) before the model loads, then generate."""
+    try:
+        spec = spec_from_args(args).validate()  # the settings alone: refused before torch is even imported
+    except ProtocolError as exc:
+        return _bad_input(exc)
     from .loaders.lora import LoraError, lora_specs
     from .pipeline.inputs import InputError, prepare_inputs
     from .pipeline.job_folder import FolderClaim, JobDirectoryError, check_folder
@@ -60,7 +64,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     progress = _ProgressLine()
     try:
-        inputs = prepare_inputs(spec_from_args(args))
+        inputs = prepare_inputs(spec)
         check_lora_files(lora_specs(inputs.spec.loras))
         check_folder(args.out, inputs.spec.to_dict())
     except (InputError, MediaError, LoraError, JobDirectoryError) as exc:

@@ -280,3 +280,17 @@ def test_a_terminated_run_records_itself_cancelled_and_the_same_command_resumes(
     assert "Traceback" not in stderr
     assert json.loads((out / "state.json").read_text())["status"] == "cancelled"
     assert not (out / LOCK_NAME).exists()
+
+
+def test_settings_no_run_could_accept_are_refused_before_torch_is_imported(tmp_path):
+    # Importing torch alone takes seconds (4-10 s was measured for such a refusal before).
+    probe = textwrap.dedent(f"""
+        import sys
+        from backend import cli
+        code = cli.main({generate(tmp_path / "job", "--steps", "0")!r})
+        print(code, "torch" in sys.modules, "numpy" in sys.modules)
+    """)
+    run = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.stdout.split() == ["2", "False", "False"], run.stderr
+    assert run.stderr.strip() == "error: steps must be at least 1 and at most 10000, got 0"
+    assert not (tmp_path / "job").exists()
