@@ -41,6 +41,7 @@ EXPECTED_CLASSES = {
     "SCAIL2_PT_sequencer_setup",
     "SCAIL2_PT_view3d_setup",
     "SCAIL2_JobHistoryItem",
+    "SCAIL2_OT_cancel_input_render",
     "SCAIL2_OT_cancel_job",
     "SCAIL2_OT_cancel_setup_backend",
     "SCAIL2_OT_check_weights",

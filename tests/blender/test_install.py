@@ -28,6 +28,7 @@ EXPECTED_CLASSES = [
     "SCAIL2_OT_assign_identity",
     "SCAIL2_OT_auto_masks",
     "SCAIL2_OT_auto_reference_mask",
+    "SCAIL2_OT_cancel_input_render",
     "SCAIL2_OT_cancel_job",
     "SCAIL2_OT_cancel_setup_backend",
     "SCAIL2_OT_check_backend",
