@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import first_line
+from .headers import check_file
 from .inventory import COMPONENTS, LABELS, Inventory, classify
 from .tokenizers import find_umt5_tokenizer
 
@@ -72,6 +73,10 @@ def _transformer(weights: Path, inventory: Inventory) -> dict:
         if choice.file is not None:
             part["skipped"].insert(0, {"path": str(choice.file.path), "why": f"{reason} comes first"})
     part["chosen"]["layout"] = detect_layout(path)
+    check = check_file(path) if path.is_file() else None
+    if check is not None and not check.ok:  # found, but it cannot be loaded: say why
+        part["chosen"].update(problem=check.line(), status=check.status)
+        return part
     part["chosen"]["quantization"] = header_quantization(path)
     return part
 
