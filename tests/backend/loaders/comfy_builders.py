@@ -39,6 +39,34 @@ def gguf_layout(name: str, shape: tuple[int, ...], qtype: GGMLQuantizationType):
     return GGMLQuantizationType.F16, (shape[0], n // shape[0]) if len(shape) > 4 else None
 
 
+def quantize_q4_k(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """GGML's Q4_K, which the gguf package reads but cannot write: 256-weight super-blocks of 8
+    sub-blocks of 32, w = d * sc_j * q - dmin * m_j with 4-bit q and 6-bit sc_j, m_j, d and dmin
+    in float16 (144 bytes: d, dmin, 12 bytes of packed scales, 128 of nibbles).
+
+    Scales are rounded up so every sub-block's range fits its 16 steps: each weight is then
+    within half a step, d * sc_j / 2. Returns (the packed bytes, rows x 144k; each weight's step).
+    """
+    rows = data.reshape(-1, 8, 32).astype(np.float64)
+    mins = np.minimum(rows.min(-1), 0.0)
+    dmin = (np.float16(1.001) * (-mins).max(-1) / 63).astype(np.float16).astype(np.float64)
+    m = np.clip(np.ceil(np.divide(-mins, dmin[:, None], out=np.zeros_like(mins), where=dmin[:, None] > 0)), 0, 63)
+    top = rows.max(-1) + dmin[:, None] * m
+    d = (np.maximum(top.max(-1), 1e-8) / 15 / 63 * 1.001).astype(np.float16).astype(np.float64)
+    sc = np.clip(np.ceil(top / 15 / d[:, None]), 1, 63)
+    step = d[:, None] * sc
+    q = np.clip(np.rint((rows + (dmin[:, None] * m)[..., None]) / step[..., None]), 0, 15).astype(np.uint8)
+    sc, m = sc.astype(np.uint8), m.astype(np.uint8)
+    scales = np.concatenate([sc[:, :4] | ((sc[:, 4:] >> 4) << 6), m[:, :4] | ((m[:, 4:] >> 4) << 6),
+                             (sc[:, 4:] & 0xF) | ((m[:, 4:] & 0xF) << 4)], axis=1)
+    nibbles = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(-1, 128)
+    packed = np.concatenate([d.astype(np.float16).view(np.uint8).reshape(-1, 2),
+                             dmin.astype(np.float16).view(np.uint8).reshape(-1, 2), scales, nibbles], axis=1)
+    n_super = data.size // 256
+    return packed.reshape(data.shape[0], -1) if data.ndim == 2 else packed, \
+        np.repeat(step.reshape(n_super * 8), 32).reshape(data.shape)
+
+
 def write_gguf(path: Path, wan: dict[str, torch.Tensor], qtype, prefix: str = "",
                file_type: LlamaFileType | None = None) -> Path:
     """`qtype`: one GGML type for every quantised tensor, or a function of the name giving it."""
@@ -51,7 +79,10 @@ def write_gguf(path: Path, wan: dict[str, torch.Tensor], qtype, prefix: str = ""
         if stored is not None:
             writer.add_array(ORIG_SHAPE + prefix + name, [int(n) for n in tensor.shape])
             data = data.reshape(stored)
-        packed = quantize(np.ascontiguousarray(data), kind)
+        if kind == GGMLQuantizationType.Q4_K:
+            packed = quantize_q4_k(np.ascontiguousarray(data))[0]
+        else:
+            packed = quantize(np.ascontiguousarray(data), kind)
         writer.add_tensor(prefix + name, packed, raw_dtype=kind)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

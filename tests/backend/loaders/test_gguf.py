@@ -8,6 +8,10 @@ The bounds asserted are the formats' own (ggml-quants, as the gguf package imple
 * Q4_0: blocks of 32, d = w_m / -8 with w_m the weight of largest magnitude, codes 0..15 for
   -8 d .. 7 d; the code 8 d is clamped to 7 d, so the error is at most one step |d| (plus the
   float16 rounding of d times 8): |w - w_hat| <= |d| + 8 * |d - d16|.
+* Q4_K (the type of most tensors of a Q4_K_M file): super-blocks of 256 in 8 sub-blocks of 32,
+  w = d * sc_j * q - dmin * m_j with 4-bit codes; a weight is within half its sub-block's step,
+  |w - w_hat| <= d * sc_j / 2 (the writer, `comfy_builders.quantize_q4_k`, rounds the scales up
+  so that every sub-block's range fits its 16 steps).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from ckpt_builders import tiny_config, tiny_weights, write_single_file
-from comfy_builders import write_gguf
+from comfy_builders import quantize_q4_k, write_gguf
 from gguf import GGMLQuantizationType as Q
 from gguf import LlamaFileType
 from safetensors.torch import save_file
@@ -50,6 +54,11 @@ def q4_0_bound(original: torch.Tensor) -> np.ndarray:
     return np.broadcast_to(d + 8 * np.abs(d - d16), blocks.shape)
 
 
+def q4_k_bound(original: torch.Tensor) -> np.ndarray:
+    step = quantize_q4_k(original.float().reshape(-1, 256).numpy())[1]
+    return step.astype(np.float64).reshape(-1, 32) / 2 * (1 + 1e-6) + 1e-9
+
+
 @pytest.fixture(scope="module")
 def gguf_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("gguf")
@@ -57,6 +66,7 @@ def gguf_files(tmp_path_factory):
     return {
         "q8_0": write_gguf(root / "scail2-Q8_0.gguf", wan, Q.Q8_0, PREFIX, LlamaFileType.MOSTLY_Q8_0),
         "q4_0": write_gguf(root / "scail2-Q4_0.gguf", wan, Q.Q4_0),
+        "q4_k": write_gguf(root / "scail2-Q4_K_M.gguf", wan, Q.Q4_K, PREFIX, LlamaFileType.MOSTLY_Q4_K_M),
     }
 
 
@@ -66,7 +76,7 @@ def forward(model, case):
     return out
 
 
-@pytest.mark.parametrize("kind, bound", [("q8_0", q8_0_bound), ("q4_0", q4_0_bound)])
+@pytest.mark.parametrize("kind, bound", [("q8_0", q8_0_bound), ("q4_0", q4_0_bound), ("q4_k", q4_k_bound)])
 def test_dequantised_weights_are_within_the_format_bound(gguf_files, kind, bound):
     assert detect_layout(gguf_files[kind]) == GGUF
     state = load_state_dict(gguf_files[kind], config=tiny_config())
@@ -84,7 +94,7 @@ def test_dequantised_weights_are_within_the_format_bound(gguf_files, kind, bound
         assert error.max() > 0, name  # really quantised
 
 
-@pytest.mark.parametrize("kind", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("kind", ["q8_0", "q4_k"])
 def test_quantised_model_gives_the_outputs_of_its_dequantised_weights(gguf_files, kind, animate_case):
     """Linear weights stay quantised (diffusers' GGUFLinear), and the model computes what the same
     model with the dequantised weights computes (up to GGUFLinear's float16 dequantisation)."""
@@ -94,15 +104,21 @@ def test_quantised_model_gives_the_outputs_of_its_dequantised_weights(gguf_files
 
     model = load_transformer(gguf_files[kind], dtype=torch.float32, config=tiny_config())
     kept = [n for n, m in model.named_modules() if isinstance(m, GGUFLinear)]
-    assert "blocks.0.ffn.2" in kept and "text_embedding.0" in kept  # in-dims 96 and 32: whole blocks
+    if kind == "q8_0":  # in-dims 96 and 32 hold whole 32-blocks; a Q4_K 256-block needs them flattened
+        assert "blocks.0.ffn.2" in kept and "text_embedding.0" in kept
+    else:  # only the CLIP projection's in-dim (1280) holds whole 256-blocks; the rest is stored flattened
+        assert kept == ["img_emb.proj.1", "img_emb.proj.3"]
     assert not any(n.startswith(("head", "time_embedding", "time_projection")) for n in kept)  # float32 modules
-    assert model.blocks[0].ffn[2].weight.dtype == torch.uint8
+    assert model.blocks[0].ffn[2].weight.dtype == (torch.uint8 if kind == "q8_0" else torch.float32)
+    assert model.img_emb.proj[1].weight.dtype == torch.uint8
     reference = SCAIL2Transformer3DModel(**tiny_config())
     reference.load_state_dict(load_state_dict(gguf_files[kind], config=tiny_config()))
     out, expected = forward(model, animate_case), forward(reference.eval(), animate_case)
     assert (out - expected).abs().max() < 1e-3
     drift = (out - animate_case["expected"]).abs().max()  # against the float32 fixture model
     assert 0 < drift < (0.05 if kind == "q8_0" else 0.5)
+    if kind == "q4_k":
+        assert model.quantization["file_type"] == "Q4_K_M"
 
 
 def test_quantization_is_recorded_per_tensor_family(gguf_files, tmp_path):
