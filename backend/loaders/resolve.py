@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import first_line
 from .headers import check_file
 from .inventory import COMPONENTS, LABELS, Inventory, classify
-from .tokenizers import find_umt5_tokenizer
+from .tokenizers import find_in, find_umt5_tokenizer
 
 PARTS = ("transformer", "text_encoder", "tokenizer", "image_encoder", "vae")
 TRANSFORMER_DOWNLOAD = ("the SCAIL-2 transformer: wan2.1_14B_SCAIL_2_fp16.safetensors (or _fp8_scaled, or a GGUF "
@@ -102,7 +102,11 @@ def _encoders(weights: Path, layout: str, inventory: Inventory) -> dict:
             reason = "the Wan2.1-I2V diffusers folder" if layout == "diffusers" else "the official release file"
             parts[component] = {"chosen": {"path": str(path), "precision": "", "reason": reason} if found else None,
                                 "skipped": [], "missing": "" if found else f"{LABELS[component]}: {name}"}
-        tokenizer = find_umt5_tokenizer(weights)
+        # These layouts' loaders read the tokenizer from their own folder only.
+        own = ([(weights / "tokenizer", "in the diffusers layout's tokenizer/ folder")] if layout == "diffusers" else
+               [(weights / OFFICIAL_T5_DIR, "in the official release's umt5-xxl/ folder"),
+                (weights / "google" / "umt5-xxl", "in the Wan 2.1 release's google/umt5-xxl/ folder")])
+        tokenizer = find_in(own, own[0][0])
     parts["tokenizer"] = {"chosen": {"path": str(tokenizer.path), "reason": f"found {tokenizer.where}"}
                           if tokenizer.found else None, "skipped": [], "missing": tokenizer.advice}
     return parts

@@ -84,6 +84,19 @@ def candidates(weights_dir: Path | None, text_encoder: Path | None = None) -> li
     return found
 
 
+def find_in(places: list[tuple[Path, str]], target: Path) -> TokenizerLocation:
+    """The first of `places` ((folder, where in words)) holding the tokenizer, else the download into `target`."""
+    for folder, where in places:
+        if has_tokenizer(folder):
+            return TokenizerLocation(folder, where)
+    return TokenizerLocation(None, "", download_advice(target))
+
+
+def download_advice(target: Path, embedded: str = "") -> str:
+    return (f"the umT5 tokenizer is missing{embedded}: download it (about 20 MB) with "
+            f"`hf download {UMT5_REPO} {' '.join(DOWNLOAD_FILES)} --local-dir {target}`")
+
+
 def find_umt5_tokenizer(weights_dir: Path | None, text_encoder: Path | None = None) -> TokenizerLocation:
     """The first folder holding the umT5 tokenizer (`candidates`), or the download that fixes it."""
     for folder, where in candidates(weights_dir, text_encoder):
@@ -92,9 +105,7 @@ def find_umt5_tokenizer(weights_dir: Path | None, text_encoder: Path | None = No
     target = (Path(text_encoder).parent if text_encoder is not None else Path(weights_dir or ".")) / "umt5-xxl"
     embedded = " (the text encoder file embeds ComfyUI's copy, which needs the sentencepiece package)" \
         if text_encoder is not None and _embeds_spiece(Path(text_encoder)) else ""
-    advice = (f"the umT5 tokenizer is missing{embedded}: download it (about 20 MB) with "
-              f"`hf download {UMT5_REPO} {' '.join(DOWNLOAD_FILES)} --local-dir {target}`")
-    return TokenizerLocation(None, "", advice)
+    return TokenizerLocation(None, "", download_advice(target, embedded))
 
 
 def _embeds_spiece(path: Path) -> bool:

@@ -165,3 +165,17 @@ def test_lora_into_a_gguf_model_is_refused_before_anything_changes(tmp_path, ggu
     with pytest.raises(LoraError, match="GGUF-quantised transformer.*Q8_0.*fp16 or fp8_scaled"):
         merge_loras(model, [(lora, 1.0)])
     assert torch.equal(model.blocks[0].ffn[2].weight, before)
+
+
+def test_memory_modes_keep_a_gguf_model_quantised_and_its_outputs(gguf_files, animate_case):
+    """Group offload moves GGUF weights as they are; fp8 storage does not apply to them (they are
+    already quantised) and is skipped rather than casting their bytes."""
+    from backend.loaders.components import MemoryOptions, apply_memory_options
+
+    path = gguf_files["q8_0"]
+    expected = forward(load_transformer(path, dtype=torch.float32, config=tiny_config()), animate_case)
+    for offload, storage in (("group", "bf16"), ("none", "fp8")):
+        model = load_transformer(path, dtype=torch.float32, config=tiny_config())
+        apply_memory_options(model, torch.device("cpu"), MemoryOptions(torch.float32, storage, offload))
+        assert hasattr(model.blocks[0].ffn[2].weight, "quant_type")
+        assert torch.equal(forward(model, animate_case), expected), (offload, storage)

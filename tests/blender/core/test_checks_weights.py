@@ -53,8 +53,8 @@ def test_report_lines_become_one_item_per_part():
                       "vae": 'PROBLEM', "loras": 'OK'}
     transformer = parts[0]
     assert transformer.short == "scail2.safetensors (fp16)"
-    assert transformer.notes == ("skipped /models/unet/scail2-Q4_K_M.gguf: less precise (gguf Q4_K_M) than the "
-                                 "chosen file",)
+    skipped = "skipped /models/unet/scail2-Q4_K_M.gguf: less precise (gguf Q4_K_M) than the chosen file"
+    assert transformer.notes == (skipped,)
     assert parts[4].short.startswith("MISSING: Wan 2.1 VAE") and parts[5].short == "1 file(s)"
     assert checks.weights_components(["weights  not checked (no --weights)"]) == []
 
