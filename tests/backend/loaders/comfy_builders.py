@@ -9,6 +9,7 @@ Encoders are written from the tiny profile's models under the names ComfyUI's fi
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter, LlamaFileType
 from gguf.quants import quantize
 from safetensors.torch import save_file
+from scail_fixtures import tiny_config
 
 from backend.loaders import encoder_checkpoints as ec
 from backend.loaders.fp8_scaled import quantize_e4m3
@@ -138,7 +140,8 @@ def write_comfy_folder(root: Path, tiny, transformer: dict[str, torch.Tensor], t
     for sub in ("diffusion_models", "text_encoders", "clip_vision", "vae", "loras"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     save_file({"model.diffusion_model." + k: v.contiguous() for k, v in transformer.items()},
-              root / "diffusion_models" / "wan2.1_14B_SCAIL_2_fp16.safetensors")
+              root / "diffusion_models" / "wan2.1_14B_SCAIL_2_fp16.safetensors",
+              metadata={"config": json.dumps(tiny_config())})  # the tiny model's head count is not in its shapes
     text = comfy_umt5(tiny.text.model)
     name = "umt5_xxl_fp8_e4m3fn_scaled.safetensors" if text_fp8 else "umt5_xxl_fp16.safetensors"
     save_file(scaled_fp8(text) if text_fp8 else text, root / "text_encoders" / name)

@@ -70,6 +70,20 @@ def test_encoders_from_comfy_files_match_the_reference(comfy, tiny):
     assert find_transformer(comfy) == comfy / "diffusion_models" / "wan2.1_14B_SCAIL_2_fp16.safetensors"
 
 
+def test_load_components_reads_a_comfy_folder_as_it_is(comfy, tiny):
+    from backend.loaders.components import MemoryOptions, load_components
+
+    components = load_components(str(comfy.parent), "cpu", MemoryOptions(dtype=torch.float32))
+    assert not components.noise_only and components.quantization["format"] == "float32"
+    files = components.component_files
+    assert files["transformer"].endswith("diffusion_models/wan2.1_14B_SCAIL_2_fp16.safetensors")
+    assert files["text_encoder"].endswith("text_encoders/umt5_xxl_fp16.safetensors")
+    assert files["tokenizer"].endswith("text_encoders/umt5-xxl")
+    assert files["image_encoder"].endswith("clip_vision/clip_vision_h.safetensors")
+    assert files["vae"].endswith("vae/wan_2.1_vae.safetensors")
+    assert torch.equal(components.encoders.text.encode(PROMPT)[0], tiny.text.encode(PROMPT)[0])
+
+
 @pytest.mark.parametrize("newer", [False, True], ids=["scale_weight", "weight_scale+comfy_quant"])
 def test_umt5_fp8_scaled_is_within_e4m3_rounding_and_computes_like_its_dequantised_weights(tmp_path, tiny, newer):
     original = comfy_umt5(tiny.text.model)
