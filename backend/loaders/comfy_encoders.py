@@ -9,7 +9,11 @@ detection in `VAE.__init__`, `comfy/clip_vision.py` `load_clipvision_from_sd`):
 * CLIP vision (``clip_vision_h``): `CLIPVisionModelWithProjection` names under ``vision_model.``
   plus ``visual_projection.weight`` (unused: SCAIL-2 reads hidden states);
 * VAE (``wan_2.1_vae``, ``Wan2_1_VAE_bf16``): Wan's own module names, as in the release's
-  ``Wan2.1_VAE.pth``; a diffusers-named file is read too.
+  ``Wan2.1_VAE.pth``; a diffusers-named file is read too;
+* umT5 as GGUF (city96's ``umt5-xxl-encoder-Q8_0.gguf`` ... for ComfyUI-GGUF): llama.cpp's T5
+  encoder names (``enc.blk.N.attn_q``, ``token_embd``), mapped back with the gguf package's own
+  name table (`gguf.get_tensor_name_map` for ``MODEL_ARCH.T5ENCODER``) and dequantised to the
+  load dtype one tensor at a time.
 
 Each file is renamed into the release's Wan names and built by `encoder_checkpoints`' config and
 mapping code, so a ComfyUI file and the release file make the same model.
@@ -30,12 +34,55 @@ from .fp8_scaled import dequantize_state_dict
 _CLIP_UNUSED = ("visual_projection.", "text_model.", "text_projection.", "logit_scale")
 
 
-def read_file(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors, ComfyUI's scaled fp8 dequantised to float32."""
+def read_file(path: Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, ComfyUI's scaled fp8 dequantised to float32; a GGUF file's,
+    dequantised to `dtype` under transformers' T5 names."""
+    if path.open("rb").read(4) == b"GGUF":
+        return read_gguf_t5(path, dtype)
     try:
         return dequantize_state_dict(path, load_file(str(path)))
     except CheckpointError as exc:
         raise EncoderError(str(exc)) from None
+
+
+def gguf_t5_names(layers: int) -> dict[str, str]:
+    """llama.cpp tensor name -> transformers `UMT5EncoderModel` name, for `layers` encoder blocks."""
+    import gguf
+
+    table = gguf.get_tensor_name_map(gguf.MODEL_ARCH.T5ENCODER, layers)
+    modules = ["shared", "encoder.final_layer_norm"]
+    for i in range(layers):
+        block = f"encoder.block.{i}.layer"
+        modules += [f"{block}.0.SelfAttention.{p}" for p in ("q", "k", "v", "o", "relative_attention_bias")]
+        modules += [f"{block}.0.layer_norm", f"{block}.1.layer_norm"]
+        modules += [f"{block}.1.DenseReluDense.{p}" for p in ("wi_0", "wi_1", "wo")]
+    return {f"{table.get_name(m)}.weight": f"{m}.weight" for m in modules if table.get_name(m)}
+
+
+def read_gguf_t5(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """A GGUF umT5 encoder's tensors under transformers' names, each dequantised to `dtype`."""
+    import numpy as np
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    from .gguf_files import read_gguf, tensor_shapes
+
+    try:
+        reader = read_gguf(path)
+    except CheckpointError as exc:
+        raise EncoderError(str(exc)) from None
+    shapes = tensor_shapes(reader)
+    layers = len({t.name.split(".")[2] for t in reader.tensors if t.name.startswith("enc.blk.")})
+    names = gguf_t5_names(layers)
+    unknown = [t.name for t in reader.tensors if t.name not in names]
+    if unknown:
+        raise EncoderError(f"{path}: not a umT5 encoder GGUF file (unexpected tensor {unknown[0]!r})")
+    out = {}
+    for tensor in reader.tensors:
+        values = dequantize(np.asarray(tensor.data), GGMLQuantizationType(int(tensor.tensor_type)))
+        values = torch.from_numpy(np.array(values, dtype=np.float32))  # a copy: the map is read-only
+        out[names[tensor.name]] = values.reshape(shapes[tensor.name]).to(dtype)
+    return out
 
 
 def umt5_wan_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -48,11 +95,11 @@ def umt5_wan_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return ec.umt5_to_wan_t5(encoder)
 
 
-def load_umt5_file(path: Path):
-    """`UMT5EncoderModel` from a ComfyUI umT5 file (fp16, bf16 or scaled fp8)."""
+def load_umt5_file(path: Path, dtype: torch.dtype = torch.float32):
+    """`UMT5EncoderModel` from a ComfyUI umT5 file (fp16, bf16, scaled fp8, or GGUF read in `dtype`)."""
     from transformers import UMT5EncoderModel
 
-    wan = umt5_wan_names(read_file(path))
+    wan = umt5_wan_names(read_file(path, dtype))
     model = ec.empty_model(lambda: UMT5EncoderModel(ec.wan_t5_config(wan)))
     return ec.adopt_state_dict(model, ec.wan_t5_to_umt5(wan), f"umT5 ({path.name})")
 

@@ -218,7 +218,7 @@ def _load_comfyui(weights_dir: Path, dtype, vae_dtype):
             f"missing in {weights_dir}: {'; '.join(missing)}; ComfyUI's files are on Hugging Face {COMFY_REPO} "
             f"({', '.join(COMFY_FILES.values())})"
         )
-    text = module_to(load_umt5_file(choices["text_encoder"].file.path), dtype=dtype)
+    text = module_to(load_umt5_file(choices["text_encoder"].file.path, dtype), dtype=dtype)
     image = module_to(load_clip_vision_file(choices["image_encoder"].file.path), dtype=dtype)
     vae = module_to(load_vae_file(choices["vae"].file.path), dtype=vae_dtype)
     tokenizer_model = _load_tokenizer(tokenizer.path, f"{tokenizer.path} ({tokenizer.where})")

@@ -8,8 +8,9 @@ its tensors belong to:
 * ``transformer``: Wan-native names with ``patch_embedding_mask.weight`` of shape (dim, 28, 1, 2, 2)
   (a stock Wan 2.1 file, 36 or 16 input channels and no mask convolution, is named and skipped);
 * ``text_encoder``: umT5, transformers' names (``encoder.block.N.layer.0.SelfAttention...``, a
-  relative position table in every block; ComfyUI's ``umt5_xxl_*`` files) or Wan's
-  (``blocks.N.pos_embedding``); a T5 with one shared table is skipped;
+  relative position table in every block; ComfyUI's ``umt5_xxl_*`` files), Wan's
+  (``blocks.N.pos_embedding``) or llama.cpp's in a GGUF file (``enc.blk.N.attn_rel_b``); a T5
+  with one shared table is skipped;
 * ``image_encoder``: a CLIP vision tower of width 1280 (ViT-H/14), transformers' names with or
   without ``vision_model.`` (ComfyUI's ``clip_vision_h``) or Wan's open-clip names (``visual.*``);
 * ``vae``: the Wan 2.1 VAE with 16 latent channels, Wan's names (``decoder.middle.0.residual...``;
@@ -182,6 +183,11 @@ def kind_of(entries: dict[str, tuple[str, tuple[int, ...]]]) -> tuple[str, str, 
         if len(blocks) > 1 and "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" not in entries:
             return "text_encoder", "hf", "a T5 text encoder (one shared position table), not umT5"
         return "text_encoder", "hf", ""
+    if "enc.blk.0.attn_rel_b.weight" in entries:  # llama.cpp's T5 names (a GGUF text encoder)
+        blocks = {n.split(".")[2] for n in names if n.startswith("enc.blk.")}
+        if len(blocks) > 1 and "enc.blk.1.attn_rel_b.weight" not in entries:
+            return "text_encoder", "gguf", "a T5 text encoder (one shared position table), not umT5"
+        return "text_encoder", "gguf", ""
     if "token_embedding.weight" in entries and "blocks.0.pos_embedding.embedding.weight" in entries:
         return "text_encoder", "wan", ""
     for clip_prefix in ("vision_model.", ""):

@@ -69,6 +69,33 @@ def quantize_q4_k(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         np.repeat(step.reshape(n_super * 8), 32).reshape(data.shape)
 
 
+def q8_0_bound(original: torch.Tensor) -> np.ndarray:
+    """Q8_0's error bound per weight, in ggml's blocks of 32 (see test_gguf's module doc)."""
+    blocks = original.double().reshape(-1, 32).numpy()
+    d = np.abs(blocks).max(axis=1, keepdims=True) / 127
+    d16 = d.astype(np.float16).astype(np.float64)
+    return np.broadcast_to(d / 2 + 127 * np.abs(d - d16), blocks.shape)
+
+
+def write_gguf_umt5(path: Path, model: torch.nn.Module) -> Path:
+    """city96's umT5 encoder GGUF layout: llama.cpp's T5 names, 2-D weights in Q8_0, the rest F32."""
+    from backend.loaders.comfy_encoders import gguf_t5_names
+
+    layers = model.config.num_layers
+    to_gguf = {hf: name for name, hf in gguf_t5_names(layers).items()}
+    writer = GGUFWriter(path, arch="t5encoder")
+    for name, tensor in comfy_umt5(model).items():
+        data = tensor.float().numpy()
+        kind = GGMLQuantizationType.Q8_0 if data.ndim == 2 and data.shape[-1] % 32 == 0 and data.size > SMALL \
+            else GGMLQuantizationType.F32
+        writer.add_tensor(to_gguf[name], quantize(np.ascontiguousarray(data), kind), raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def write_gguf(path: Path, wan: dict[str, torch.Tensor], qtype, prefix: str = "",
                file_type: LlamaFileType | None = None) -> Path:
     """`qtype`: one GGML type for every quantised tensor, or a function of the name giving it."""

@@ -17,7 +17,7 @@ import shutil
 import pytest
 import torch
 from ckpt_builders import stock_wan_i2v, tiny_weights
-from comfy_builders import comfy_umt5, comfy_vae, scaled_fp8, write_comfy_folder
+from comfy_builders import comfy_umt5, comfy_vae, q8_0_bound, scaled_fp8, write_comfy_folder, write_gguf_umt5
 from safetensors.torch import save_file
 
 from backend.loaders.checkpoints import load_state_dict
@@ -106,6 +106,30 @@ def test_umt5_fp8_scaled_is_within_e4m3_rounding_and_computes_like_its_dequantis
         checked += 1
     assert checked == 14  # 2 blocks x (q, k, v, o, wi_0, wi_1, wo)
     reference = copy.deepcopy(tiny.text.model)  # the same architecture, given the dequantised weights
+    reference.load_state_dict(loaded)
+    ids = tiny.text.tokenizer(PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(model(ids).last_hidden_state, reference(ids).last_hidden_state)
+
+
+def test_umt5_gguf_is_within_q8_0_rounding_and_computes_like_its_dequantised_weights(tmp_path, tiny):
+    """city96's umT5 GGUF (llama.cpp's T5 names); Q8_0's bound is test_gguf's: half a step of each
+    block of 32's scale max|w| / 127, plus that scale's float16 rounding through the largest code."""
+    path = write_gguf_umt5(tmp_path / "umt5-xxl-encoder-Q8_0.gguf", tiny.text.model)
+    found = classify(path)
+    assert (found.component, found.precision, found.problem) == ("text_encoder", "gguf Q8_0", "")
+    model = load_umt5_file(path)
+    loaded, original = model.state_dict(), comfy_umt5(tiny.text.model)
+    quantised = 0
+    for name, weight in original.items():
+        error = (loaded[name] - weight).abs()
+        if weight.dim() == 2 and weight.shape[-1] % 32 == 0 and weight.numel() > 1024:
+            assert (error.double().reshape(-1, 32).numpy() <= q8_0_bound(weight) + 1e-12).all(), name
+            quantised += 1
+        else:
+            assert torch.equal(loaded[name], weight), name
+    assert quantised == 7  # the embedding, and per block wi_0, wi_1, wo (32 x 32 ones stay F32, as small)
+    reference = copy.deepcopy(tiny.text.model)
     reference.load_state_dict(loaded)
     ids = tiny.text.tokenizer(PROMPT, return_tensors="pt").input_ids
     with torch.no_grad():

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from ckpt_builders import tiny_config, tiny_weights, write_single_file
-from comfy_builders import quantize_q4_k, write_gguf
+from comfy_builders import q8_0_bound, quantize_q4_k, write_gguf
 from gguf import GGMLQuantizationType as Q
 from gguf import LlamaFileType
 from safetensors.torch import save_file
@@ -38,13 +38,6 @@ PREFIX = "model.diffusion_model."
 def _blocks(tensor: torch.Tensor, size: int = 32) -> np.ndarray:
     """The tensor's weights in ggml's blocks: consecutive runs of `size` in row-major order."""
     return tensor.double().reshape(-1, size).numpy()
-
-
-def q8_0_bound(original: torch.Tensor) -> np.ndarray:
-    blocks = _blocks(original)
-    d = np.abs(blocks).max(axis=1, keepdims=True) / 127
-    d16 = d.astype(np.float16).astype(np.float64)
-    return np.broadcast_to(d / 2 + 127 * np.abs(d - d16), blocks.shape)
 
 
 def q4_0_bound(original: torch.Tensor) -> np.ndarray:
