@@ -17,12 +17,15 @@ from .util import MAX_LINE, first_line, kill_process_tree, last_line, one_line, 
 
 __all__ = (
     "BackendCheck",
+    "COMPONENT_LABELS",
+    "ComponentLine",
     "DEFAULT_TIMEOUT_S",
     "SetupItem",
     "backend_command",
     "check_backend",
     "python_problem",
     "setup_status",
+    "weights_components",
     "weights_problem",
 )
 
@@ -191,3 +194,68 @@ def setup_status(python, weights_dir, output_dir, output_is_default):
     items.append(SetupItem("Output", output_dir, 'DEFAULT' if output_is_default else 'OK'))
     return items
 
+
+
+# --------------------------------------------------------------------------------------------
+# The weights check: the per-component part of ``backend doctor``'s report.
+
+COMPONENT_LABELS = ("transformer", "text encoder", "tokenizer", "image encoder", "vae", "loras")
+"""The parts ``backend doctor`` lists under "per component", in its order."""
+
+_COMPONENTS_HEADER = "per component"
+_PROBLEMS = ("MISSING", "REFUSED", "TRUNCATED", "DAMAGED", "EMPTY", "UNSUPPORTED")
+
+
+@dataclass(frozen=True)
+class ComponentLine:
+    """One part of SCAIL-2 in the weights check: the file it is read from, or what is wrong."""
+
+    label: str
+    """The part, e.g. "text encoder"."""
+    value: str
+    """The doctor's line: the chosen file, how it is stored and why; or the problem."""
+    state: str
+    """``'OK'`` or ``'PROBLEM'`` (missing, refused, truncated, ...)."""
+    notes: tuple = ()
+    """The lines below it: files skipped and why, the transformer's quantisation."""
+
+    @property
+    def short(self):
+        """A few words for a narrow panel: the file's name and how it is stored, or the problem."""
+        if self.state != 'OK':
+            return one_line(self.value, limit=70)
+        if self.label == "loras":
+            return self.value.split(":", 1)[0]
+        path, _, rest = self.value.partition(" (")
+        path = path.split(": ", 1)[0]
+        stored = rest.split(")", 1)[0].split(",", 1)[0] if rest else ""
+        name = os.path.basename(path.rstrip("/\\")) or path
+        return "{:s} ({:s})".format(name, stored) if stored else name
+
+
+def weights_components(lines):
+    """The parts listed by a ``backend doctor`` text report (its output ``lines``), in order.
+
+    Each part's line starts with two spaces and its label; lines indented further belong to it.
+    Returns [] when the report has no per-component section (an older backend, or no folder).
+    """
+    lines = [line.rstrip("\r\n") for line in lines]
+    start = next((i for i, line in enumerate(lines) if line.strip().startswith(_COMPONENTS_HEADER)), None)
+    if start is None:
+        return []
+    found = []
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        text = line.strip()
+        label = next((name for name in COMPONENT_LABELS if text.startswith(name + ":")), None)
+        if label is not None and not line.startswith("   "):
+            value = text[len(label) + 1:].strip()
+            state = 'PROBLEM' if value.startswith(_PROBLEMS) else 'OK'
+            found.append(ComponentLine(label, value, state))
+        elif found and line.startswith("   "):
+            last = found[-1]
+            found[-1] = ComponentLine(last.label, last.value, last.state, last.notes + (text,))
+        else:
+            break
+    return found

@@ -19,6 +19,7 @@ from bpy.props import (
 )
 from bpy.types import AddonPreferences
 
+from ..core import checks
 from ..core import setup as backend_setup
 from ..runtime import setup
 from ..preferences import ADDON_ID, effective_output_dir, resolved_python, resolved_weights_dir
@@ -215,6 +216,13 @@ def _draw_doctor(layout, state):
         return
     if run.status != "done":
         col.label(text=run.message, icon=_RUN_ICONS[run.status], translate=False)
+    for part in checks.weights_components(run.lines()):
+        icon = 'CHECKMARK' if part.state == 'OK' else 'ERROR'
+        for i, text in enumerate(textwrap.wrap("{:s}: {:s}".format(part.label.capitalize(), part.value),
+                                               DOCTOR_LINE_CHARS) or [""]):
+            col.label(text=text, icon=icon if i == 0 else 'BLANK1', translate=False)
+        for note in part.notes:
+            col.label(text=note[:DOCTOR_LINE_CHARS * 2], icon='BLANK1', translate=False)
     for line in backend_setup.doctor_findings(run.lines()):
         icon = 'ERROR' if "MISSING" in line else 'NONE'
         for i, part in enumerate(textwrap.wrap(line, DOCTOR_LINE_CHARS) or [""]):

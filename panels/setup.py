@@ -10,6 +10,7 @@ __all__ = (
     "SCAIL2_PT_view3d_setup",
     "classes",
     "draw_setup",
+    "draw_weights_components",
 )
 
 from bpy.types import Panel
@@ -17,7 +18,7 @@ from bpy.types import Panel
 from .. import compat
 from .. import preferences
 from ..core import checks
-from ..runtime.setup import last_check
+from ..runtime.setup import doctor_state, last_check
 from .common import label_wrapped
 
 _STATE_ICONS = {
@@ -46,6 +47,7 @@ def draw_setup(layout, context):
     result = last_check(python)
     if result is not None:
         label_wrapped(layout, context, result.message, 'CHECKMARK' if result.ok else 'ERROR')
+    draw_weights_components(layout, doctor_state(python, preferences.resolved_weights_dir(prefs)))
 
     col = layout.column(align=True)
     col.operator("scail2.check_backend", icon='CHECKMARK')
@@ -53,6 +55,21 @@ def draw_setup(layout, context):
     row.operator("scail2.open_output_folder", text="Output", icon='FILE_FOLDER')
     props = row.operator("preferences.addon_show", text="Preferences", icon='PREFERENCES')
     props.module = preferences.ADDON_ID
+
+
+def draw_weights_components(layout, state):
+    """The latest Check Weights, one row per part of SCAIL-2: the file it is read from, or what is wrong."""
+    if state is None or not state["run"].finished:
+        return
+    parts = checks.weights_components(state["run"].lines())
+    if not parts:
+        return
+    col = layout.column(align=True)
+    col.label(text="Weights found:")
+    for part in parts:
+        split = col.split(factor=0.3)
+        split.label(text=part.label.capitalize())
+        split.label(text=part.short, icon=_STATE_ICONS[part.state], translate=False)
 
 
 class _SetupPanel:

@@ -24,6 +24,8 @@ import torch
 
 from ..models.transformer_scail2 import SCAIL2_14B_CONFIG, SCAIL2Transformer3DModel
 from .errors import CheckpointError, few
+from .gguf_source import GGUFSource
+from .layouts import GGUF, detect_layout
 from .sources import open_source
 
 MASK_CHANNELS = 28  # `patch_embedding_mask` input channels: what makes a Wan file SCAIL-2
@@ -167,7 +169,7 @@ class Checkpoint:
 
     def __init__(self, path: str | Path, config: dict | None = None):
         self.path = Path(path)
-        self._source = open_source(self.path)
+        self._source = GGUFSource(self.path) if detect_layout(self.path) == GGUF else open_source(self.path)
         self.layout = self._source.layout
         shapes = {name: self._source.shape(name) for name in self._source.names}
         check_is_scail2(self._source.path, shapes)
@@ -178,8 +180,16 @@ class Checkpoint:
         self.names = list(self.shapes)
 
     def read(self, name: str, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
-        """Tensor `name` in `dtype` (None: the file's, float32 for fp8) on `device`."""
+        """Tensor `name` in `dtype` (None: the file's, float32 for fp8 and GGUF) on `device`."""
         return self._source.read(name, dtype, device)
+
+    def quantization(self) -> dict:
+        """How the file stores its weights (`Source.quantization`; GGUF: `gguf_files.summarize`)."""
+        return self._source.quantization()
+
+    def read_quantised(self, name: str):
+        """Tensor `name` still quantised (GGUF linear weights, diffusers' `GGUFParameter`), else None."""
+        return self._source.quantised(name) if isinstance(self._source, GGUFSource) else None
 
 
 def open_checkpoint(path: str | Path, config: dict | None = None) -> Checkpoint:
@@ -211,13 +221,53 @@ def load_transformer(
     inferred from the shapes (see `infer_config`). Parameters are `dtype`, with
     `_keep_in_fp32_modules` in float32. The model is built on the meta device and the loaded
     tensors are assigned to it, so the weights are never held twice; tensors already in the
-    wanted dtype on the CPU stay memory-mapped views of the file.
+    wanted dtype on the CPU stay memory-mapped views of the file. A GGUF file's linear weights stay
+    quantised (`install_gguf_linears`); everything else is dequantised to `dtype`. The model's
+    `quantization` attribute records how the file stored its weights (`Checkpoint.quantization`).
     """
     checkpoint = open_checkpoint(path, config)
     model = checkpoint.model
-    state = {name: checkpoint.read(name, storage_dtype(name, dtype), device) for name in checkpoint.names}
-    model.load_state_dict(state, strict=True, assign=True)
+    quantised = gguf_linear_weights(checkpoint, model) if checkpoint.layout == GGUF else {}
+    state = {name: checkpoint.read(name, storage_dtype(name, dtype), device)
+             for name in checkpoint.names if name not in quantised}
+    if quantised:
+        install_gguf_linears(model, quantised, dtype, device)
+    result = model.load_state_dict(state, strict=not quantised, assign=True)
+    missing = [name for name in getattr(result, "missing_keys", []) if name not in quantised]
     leftover = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
-    if leftover:  # a buffer outside the state dict would stay without storage
-        raise CheckpointError(f"{path}: no data for {few(leftover)}")
+    if missing or leftover:  # a buffer outside the state dict would stay without storage
+        raise CheckpointError(f"{path}: no data for {few(missing or leftover)}")
+    model.quantization = checkpoint.quantization()
     return model.eval()
+
+
+def gguf_linear_weights(checkpoint: Checkpoint, model: SCAIL2Transformer3DModel) -> dict:
+    """The GGUF weights to keep quantised: 2-D weights of `nn.Linear` layers outside
+    `_keep_in_fp32_modules` that the file stores block-quantised (diffusers' `GGUFParameter`)."""
+    linears = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    quantised = {}
+    for name in checkpoint.names:
+        module = name.rsplit(".", 1)[0]
+        if name.endswith(".weight") and module in linears and not keeps_float32(name):
+            tensor = checkpoint.read_quantised(name)
+            if tensor is not None:
+                quantised[name] = tensor
+    return quantised
+
+
+def install_gguf_linears(model, quantised: dict, dtype: torch.dtype, device) -> None:
+    """Swap the layers of `quantised` weights for diffusers' `GGUFLinear` and give them the weights.
+
+    The same steps as diffusers' `from_single_file(..., quantization_config=GGUFQuantizationConfig)`
+    (its `GGUFQuantizer` before and during weight loading), for a model class diffusers' single-file
+    loader does not know. `GGUFLinear` dequantises its weight in each forward pass, in `dtype`.
+    """
+    from diffusers import GGUFQuantizationConfig
+    from diffusers.quantizers.gguf import GGUFQuantizer
+
+    quantizer = GGUFQuantizer(GGUFQuantizationConfig(compute_dtype=dtype))
+    quantizer.preprocess_model(model=model, device_map=None,
+                               keep_in_fp32_modules=list(model._keep_in_fp32_modules), state_dict=quantised)
+    for name, tensor in quantised.items():
+        quantizer.create_quantized_param(model, tensor, name, torch.device(device))
+    model.hf_quantizer = quantizer

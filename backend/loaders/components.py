@@ -41,6 +41,10 @@ class Components:
     files: list[str] = field(default_factory=list)
     offload: str = "none"
     loras: list[str] = field(default_factory=list)  # one report line per merged LoRA file
+    # How the transformer file stores its weights (`Checkpoint.quantization`): {"format": "gguf" |
+    # "fp8_scaled" | a dtype, "file_type": "Q4_K_M" (GGUF), "types": {type: count}, "families": {...}}.
+    quantization: dict = field(default_factory=dict)
+    component_files: dict = field(default_factory=dict)  # component -> the file it was read from
 
     @contextmanager
     def sampling(self):
@@ -96,14 +100,25 @@ def load_components(
     return Components(
         transformer.eval(), encoders, device, f"SCAIL-2 14B from {weights}", noise_only=False,
         files=[str(transformer_path), *(path for path, _ in loras)], offload=memory.offload, loras=report,
+        quantization=dict(getattr(transformer, "quantization", {})),
+        component_files=chosen_files(weights),
     )
+
+
+def chosen_files(weights: Path) -> dict[str, str]:
+    """{part: the file or folder it was read from} (`resolve.resolve_components`), for the manifest."""
+    from .resolve import PARTS, resolve_components
+
+    parts = resolve_components(weights)
+    return {part: parts[part]["chosen"]["path"] for part in PARTS if parts[part]["chosen"]}
 
 
 def apply_memory_options(transformer: SCAIL2Transformer3DModel, device: torch.device, memory: MemoryOptions) -> None:
     """Place the transformer on `device` under the chosen storage and offload modes."""
     if memory.attention_backend:
         transformer.set_attention_backend(memory.attention_backend)
-    if memory.storage == "fp8":
+    if memory.storage == "fp8" and not getattr(transformer, "is_quantized", False):
+        # A GGUF transformer is already stored quantised; fp8 casting would destroy its blocks.
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=memory.dtype)
     if memory.offload == "group":
         transformer.enable_group_offload(

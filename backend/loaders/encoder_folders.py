@@ -3,7 +3,10 @@
 * ``"diffusers"``: the ``vae/``, ``text_encoder/``, ``tokenizer/`` and ``image_encoder/`` folders of
   a Wan2.1-I2V diffusers repository, read with ``from_pretrained``;
 * ``"official"``: the SCAIL-2 / Wan release files (``.pth``), mapped onto the same classes in
-  `encoder_checkpoints`.
+  `encoder_checkpoints`;
+* ``"comfyui"``: single files as ComfyUI keeps them (``text_encoders/``, ``clip_vision/``,
+  ``vae/``, or loose), found by their tensors (`inventory`) and read by `comfy_encoders`; the
+  tokenizer is looked for by `tokenizers`.
 
 What the encoders do with their inputs is `backend.models.encoders`; see also `docs/model.md`,
 section "Encoders".
@@ -26,7 +29,10 @@ from ..models.encoders import (
     VideoVAE,
     module_to,
 )
+from .comfy_encoders import load_clip_vision_file, load_umt5_file, load_vae_file
 from .encoder_checkpoints import load_open_clip_visual, load_wan_t5, load_wan_vae
+from .inventory import LABELS, Inventory
+from .tokenizers import find_umt5_tokenizer
 
 DIFFUSERS_REPO = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 OFFICIAL_REPO = "zai-org/SCAIL-2"
@@ -36,24 +42,33 @@ OFFICIAL_T5_DIR = "umt5-xxl"
 OFFICIAL_CLIP = "models_clip_open-clip-xlm-roberta-large-vit-huge-14-onlyvisual.pth"
 WAN_CLIP = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"  # Wan 2.1 release: full CLIP
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
+ENCODER_COMPONENTS = ("text_encoder", "image_encoder", "vae")
+COMFY_FILES = {"text_encoder": "text_encoders/umt5_xxl_fp16.safetensors",
+               "image_encoder": "clip_vision/clip_vision_h.safetensors", "vae": "vae/wan_2.1_vae.safetensors"}
+COMFY_REPO = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
 
 
 def detect_layout(weights_dir: Path) -> str:
-    """"diffusers" (Wan2.1-I2V diffusers folder) or "official" (SCAIL-2 / Wan release files)."""
+    """"diffusers" (Wan2.1-I2V diffusers folder), "official" (SCAIL-2 / Wan release files) or
+    "comfyui" (ComfyUI's single files, found by their tensors)."""
     weights_dir = Path(weights_dir)
     if not weights_dir.is_dir():
         raise EncoderError(f"encoder weights folder {weights_dir} does not exist")
-    if any((weights_dir / name).is_dir() for name in ("vae", "text_encoder", "image_encoder")) or (
-        weights_dir / "model_index.json"
-    ).is_file():
+    subfolders = ("vae", "text_encoder", "image_encoder")
+    if (weights_dir / "model_index.json").is_file() or any(
+        (weights_dir / name / "config.json").is_file() for name in subfolders
+    ):
         return "diffusers"
     official = (OFFICIAL_VAE, OFFICIAL_T5, OFFICIAL_T5_DIR, OFFICIAL_CLIP, WAN_CLIP)
     if any((weights_dir / name).exists() for name in official):
         return "official"
+    if any(Inventory.scan(weights_dir).of(component) for component in ENCODER_COMPONENTS):
+        return "comfyui"
     raise EncoderError(
         f"no encoder weights in {weights_dir}: put there either the {OFFICIAL_REPO} release files "
-        f"({OFFICIAL_VAE}, {OFFICIAL_T5_DIR}/{OFFICIAL_T5} with its tokenizer files, {OFFICIAL_CLIP}) "
-        f"or the vae/, text_encoder/, tokenizer/ and image_encoder/ folders of {DIFFUSERS_REPO}"
+        f"({OFFICIAL_VAE}, {OFFICIAL_T5_DIR}/{OFFICIAL_T5} with its tokenizer files, {OFFICIAL_CLIP}), "
+        f"the vae/, text_encoder/, tokenizer/ and image_encoder/ folders of {DIFFUSERS_REPO}, "
+        "or ComfyUI's umt5_xxl, clip_vision_h and wan_2.1_vae files (text_encoders/, clip_vision/, vae/)"
     )
 
 
@@ -74,6 +89,9 @@ def load_encoders(
     if layout == "diffusers":
         text, image, vae = _load_diffusers(weights_dir, dtype, vae_dtype)
         label = f"Wan2.1-I2V encoders (diffusers folder {weights_dir})"
+    elif layout == "comfyui":
+        text, image, vae = _load_comfyui(weights_dir, dtype, vae_dtype)
+        label = f"ComfyUI encoder files ({weights_dir})"
     else:
         text, image, vae = _load_official(weights_dir, dtype, vae_dtype)
         label = f"SCAIL-2 release encoders ({weights_dir})"
@@ -175,3 +193,33 @@ def _load_official(weights_dir: Path, dtype, vae_dtype):
     text = module_to(load_wan_t5(paths["t5"]), dtype=dtype)
     image = module_to(load_open_clip_visual(paths["clip"]), dtype=dtype)
     return TextEncoder(text, tokenizer), ImageEncoder(image), VideoVAE(vae)
+
+
+def comfy_encoder_files(weights_dir: Path) -> dict:
+    """{component: `inventory.Choice`} for the encoders and VAE of a ComfyUI-style folder."""
+    inventory = Inventory.scan(weights_dir)
+    return {component: inventory.choose(component) for component in ENCODER_COMPONENTS}
+
+
+def _load_comfyui(weights_dir: Path, dtype, vae_dtype):
+    choices = comfy_encoder_files(weights_dir)
+    missing = []
+    for component, choice in choices.items():
+        if choice.file is None:
+            why = f" ({choice.skipped[0][0].path.name}: {choice.skipped[0][1]})" if choice.skipped else ""
+            missing.append(f"{LABELS[component]}{why}")
+    tokenizer = None
+    if choices["text_encoder"].file is not None:
+        tokenizer = find_umt5_tokenizer(weights_dir, choices["text_encoder"].file.path)
+        if not tokenizer.found:
+            missing.append(tokenizer.advice)
+    if missing:
+        raise EncoderError(
+            f"missing in {weights_dir}: {'; '.join(missing)}; ComfyUI's files are on Hugging Face {COMFY_REPO} "
+            f"({', '.join(COMFY_FILES.values())})"
+        )
+    text = module_to(load_umt5_file(choices["text_encoder"].file.path, dtype), dtype=dtype)
+    image = module_to(load_clip_vision_file(choices["image_encoder"].file.path), dtype=dtype)
+    vae = module_to(load_vae_file(choices["vae"].file.path), dtype=vae_dtype)
+    tokenizer_model = _load_tokenizer(tokenizer.path, f"{tokenizer.path} ({tokenizer.where})")
+    return TextEncoder(text, tokenizer_model), ImageEncoder(image), VideoVAE(vae)

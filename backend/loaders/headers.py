@@ -14,8 +14,11 @@ caller that wants to refuse a file before a model is built:
   unpickler's allowlist (plus numpy's RNG-state types, `numpy_rng_globals`) means the file carries code or
   objects, which this backend never loads.
 
+* GGUF: the metadata and tensor table at the file's start (the `gguf` package's reader, which
+  maps the data without reading it); the file is whole when every tensor's bytes lie inside it.
+
 Statuses: "ok", "empty", "truncated", "damaged", "code", "unsupported" (a legacy non-zip pickle,
-GGUF, or not a checkpoint at all).
+or not a checkpoint at all).
 """
 
 from __future__ import annotations
@@ -46,11 +49,11 @@ class FileCheck:
     """What a weights file's header says. `detail` is one line (empty when the file is fine)."""
 
     path: str
-    kind: str  # "safetensors" | "torch" | "other"
+    kind: str  # "safetensors" | "torch" | "gguf" | "other"
     status: str
     detail: str = ""
-    tensors: int | None = None  # tensors (safetensors) or tensor records (torch zip)
-    names: list[str] = field(default_factory=list, repr=False)  # tensor names (safetensors only)
+    tensors: int | None = None  # tensors (safetensors, GGUF) or tensor records (torch zip)
+    names: list[str] = field(default_factory=list, repr=False)  # tensor names (safetensors, GGUF)
     globals: list[str] = field(default_factory=list)  # refused pickle globals (status "code")
 
     @property
@@ -79,7 +82,7 @@ def check_file(path: str | os.PathLike) -> FileCheck:
     if head.startswith(b"PK\x03\x04"):
         return check_torch_zip(path)
     if head.startswith(b"GGUF"):
-        return FileCheck(str(path), "other", UNSUPPORTED, "a GGUF file, which this backend does not read")
+        return check_gguf(path)
     if head[:1] == b"\x80":
         return FileCheck(str(path), "torch", UNSUPPORTED,
                          "a legacy (non-zip) torch pickle, which this backend does not read; re-save it with torch.save")
@@ -148,6 +151,27 @@ def _tensor_problem(entry) -> str:
     if item is not None and math.prod(shape) * item != offsets[1] - offsets[0]:
         return f"({dtype}, shape {shape}) needs {math.prod(shape) * item} bytes, its offsets give {offsets[1] - offsets[0]}"
     return ""
+
+
+def check_gguf(path: str | os.PathLike) -> FileCheck:
+    path = Path(path)
+    where = str(path)
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        return FileCheck(where, "gguf", UNSUPPORTED, "a GGUF file; reading it needs the gguf package (pip install gguf)")
+    size = path.stat().st_size
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, IndexError, KeyError, TypeError, OSError) as exc:
+        return FileCheck(where, "gguf", TRUNCATED if size < 1 << 20 or "size" in str(exc) else DAMAGED,
+                         f"truncated or damaged GGUF file ({_gb(size)}; {str(exc)[:80]})")
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    names = [t.name for t in reader.tensors]
+    if end > size:
+        return FileCheck(where, "gguf", TRUNCATED, f"truncated: its tensor table promises {_gb(end)}, the file "
+                         f"holds {_gb(size)} (an interrupted download?)", len(names), names)
+    return FileCheck(where, "gguf", OK, "", len(names), names)
 
 
 def check_torch_zip(path: str | os.PathLike) -> FileCheck:

@@ -8,6 +8,8 @@ Layouts, as `detect_layout` names them (`docs/model.md`, section "Checkpoint lay
 * ``"single-file"``: one safetensors file with Wan-native names, possibly under a
   ``model.diffusion_model.`` or ``diffusion_model.`` prefix: the community fp16 file, and
   ComfyUI's ``fp8_scaled`` variant (float8 weights, each with a float32 scale).
+* ``"gguf"``: a GGUF quantisation of the single file (ComfyUI-GGUF's Q3_K_M ... Q8_0), read
+  by `gguf_source` through diffusers' GGUF support.
 * ``"diffusers"``: our converted folder, ``config.json`` plus ``diffusion_pytorch_model.safetensors``
   or its shards and ``diffusion_pytorch_model.safetensors.index.json`` (diffusers' own layout, so
   ``SCAIL2Transformer3DModel.from_pretrained`` reads it too). `backend.loaders.convert` writes it.
@@ -22,12 +24,12 @@ from pathlib import Path
 
 from ..models.transformer_scail2 import SCAIL2Transformer3DModel
 from .errors import CheckpointError
-from .headers import check_file
 
 SAT = "sat"
 SINGLE_FILE = "single-file"
 DIFFUSERS = "diffusers"
-LAYOUTS = (SAT, SINGLE_FILE, DIFFUSERS)
+GGUF = "gguf"
+LAYOUTS = (SAT, SINGLE_FILE, DIFFUSERS, GGUF)
 
 RELEASE_CHECKPOINT = Path("model") / "1" / "fsdp2_rank_0000_checkpoint.pt"
 CONFIG_NAME = "config.json"
@@ -40,7 +42,7 @@ _GGUF_MAGIC = b"GGUF"
 
 
 def detect_layout(path: str | Path) -> str:
-    """`"sat"`, `"single-file"` or `"diffusers"` for a checkpoint file or folder (see module doc).
+    """`"sat"`, `"single-file"`, `"gguf"` or `"diffusers"` for a checkpoint file or folder (see module doc).
 
     Judged by the folder's contents or the file's first bytes, not by its suffix.
     Raises CheckpointError for a missing path, an unknown folder or an unreadable file.
@@ -60,7 +62,7 @@ def detect_layout(path: str | Path) -> str:
     if path.name in (CONFIG_NAME, INDEX_NAME):
         return detect_layout(path.parent)
     kind = _file_kind(path)
-    return SAT if kind == "torch" else SINGLE_FILE
+    return {"torch": SAT, "gguf": GGUF}.get(kind, SINGLE_FILE)
 
 
 def _has_diffusers_files(folder: Path) -> bool:
@@ -68,7 +70,7 @@ def _has_diffusers_files(folder: Path) -> bool:
 
 
 def _file_kind(path: Path) -> str:
-    """"torch" (a zip written by torch.save) or "safetensors", from the file's first bytes."""
+    """"torch" (a zip written by torch.save), "gguf" or "safetensors", from the file's first bytes."""
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(9)
@@ -77,7 +79,7 @@ def _file_kind(path: Path) -> str:
     if head.startswith(ZIP_MAGIC):
         return "torch"
     if head.startswith(_GGUF_MAGIC):
-        raise CheckpointError(f"{path}: GGUF files are not supported; use the fp16 or fp8_scaled safetensors file")
+        return "gguf"
     # safetensors: an 8-byte little-endian header length, then the JSON header.
     if len(head) == 9 and head[8:9] == b"{":
         return "safetensors"
@@ -92,11 +94,13 @@ def find_transformer(weights: str | Path) -> Path:
     """The SCAIL-2 backbone checkpoint inside a weights folder (or `weights` itself if a file).
 
     Looked for, in order: a converted `transformer/` subfolder (not a stock Wan one), the folder
-    itself if converted, the official release's `model/1/fsdp2_rank_0000_checkpoint.pt`, then any
-    `*.safetensors` directly in the folder or in `diffusion_models/` whose header names
-    `patch_embedding_mask` (unquantised files before fp8 ones). When none is intact but some file
-    there is truncated or damaged, the error names that file and what is wrong with it.
+    itself if converted, the official release's `model/1/fsdp2_rank_0000_checkpoint.pt`, then the
+    SCAIL-2 files among the folder's own and its ComfyUI sub-folders' (`inventory`, judged by their
+    headers): the most precise one (full precision, then fp8_scaled, then GGUF by bits). When none is
+    intact but some file there is truncated or damaged, the error names that file and what is wrong.
     """
+    from .inventory import Inventory
+
     weights = Path(weights)
     if not weights.exists():
         raise CheckpointError(f"{weights}: no such file or folder")
@@ -107,19 +111,22 @@ def find_transformer(weights: str | Path) -> Path:
             return folder
     if (weights / RELEASE_CHECKPOINT).is_file():
         return weights / RELEASE_CHECKPOINT
-    candidates = sorted(weights.glob("*.safetensors")) + sorted((weights / "diffusion_models").glob("*.safetensors"))
-    checks = [check_file(p) for p in candidates]
-    scail2 = [Path(c.path) for c in checks if c.ok and c.names_scail2]
-    scail2.sort(key=lambda p: "fp8" in p.name.lower())  # stable: unquantised first
-    if scail2:
-        return scail2[0]
-    damaged = [c for c in checks if not c.ok]
+    inventory = Inventory.scan(weights)
+    choice = inventory.choose("transformer")
+    if choice.file is not None:
+        return choice.file.path
+    damaged = inventory.damaged()
     if damaged:  # a download cut short is not "no transformer": say which file and how
         more = f" ({len(damaged) - 1} more damaged)" if len(damaged) > 1 else ""
-        raise CheckpointError(f"{damaged[0].line()}{more}; no intact SCAIL-2 transformer in {weights}")
+        raise CheckpointError(f"{damaged[0].path}: {damaged[0].problem}{more}; no intact SCAIL-2 transformer in "
+                              f"{weights}")
+    wrong = [f for f in inventory.of("transformer") if f.problem]
+    if wrong:
+        raise CheckpointError(f"{wrong[0].path}: {wrong[0].problem}; no SCAIL-2 transformer in {weights}")
     raise CheckpointError(
         f"{weights}: no SCAIL-2 transformer found (looked for transformer/ from `python -m backend convert`, "
-        f"{RELEASE_CHECKPOINT.as_posix()} from the official release, or a SCAIL-2 .safetensors file)"
+        f"{RELEASE_CHECKPOINT.as_posix()} from the official release, or a SCAIL-2 .safetensors / .gguf file "
+        "there or in diffusion_models/ or unet/)"
     )
 
 

@@ -209,6 +209,7 @@ def _check_group(file: _LoraFile, group: _Group, names: ModuleNames) -> None:
             what = "bias" if kind == "diff_b" else "weight matrix"
             key = keys["down" if kind == "pair" else kind]
             raise LoraError(f"{file.name}: {key} targets {group.targets[0]}, which has no {what}")
+        _refuse_quantised(file, names.params[params[0]], params[0])
         want = tuple(names.params[params[0]].shape)
         if kind == "pair":
             _check_pair(file, group, want, parts, params[0])
@@ -270,6 +271,15 @@ def merge_loras(transformer: torch.nn.Module, loras) -> list[str]:
         note = " (not applied)" if plan.strength == 0 else ""
         reports.append(f"{plan.file.name}: {plan.layers} layers, strength {plan.strength:g}{note}")
     return reports
+
+
+def _refuse_quantised(file: _LoraFile, param: torch.Tensor, name: str) -> None:
+    """A LoRA cannot be added to GGUF block-quantised weights (there is no requantiser for the
+    K-quants): say so before anything changes, rather than silently dequantising the model."""
+    if hasattr(param, "quant_type"):
+        kind = getattr(param.quant_type, "name", param.quant_type)
+        raise LoraError(f"{file.path}: cannot be merged into a GGUF-quantised transformer ({name} is {kind}); "
+                        "use the fp16 or fp8_scaled transformer file with LoRAs")
 
 
 @torch.no_grad()

@@ -16,11 +16,13 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from . import fp8_scaled
 from .errors import CheckpointError, few, first_line
 from .headers import check_safetensors
 from .layouts import (
     CONFIG_NAME,
     DIFFUSERS,
+    GGUF,
     INDEX_NAME,
     MODEL_CLASS_NAME,
     RELEASE_CHECKPOINT,
@@ -32,6 +34,8 @@ from .layouts import (
 from .sat import SAT_PREFIX, load_pickled_state_dict, sat_to_wan_names
 
 _FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+_SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F8_E4M3": "float8_e4m3fn",
+                       "F8_E5M2": "float8_e5m2"}
 
 # Other spellings of Wan-native names seen in third-party conversions (WanGP's SCAIL files).
 _ALIASES = {"pose_patch_embedding.": "patch_embedding_pose.", "mask_patch_embedding.": "patch_embedding_mask."}
@@ -142,18 +146,20 @@ class Source:
 
     def _dequantize(self, name: str, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
         """ComfyUI fp8_scaled: weight.float() * scale, the scale per tensor or per output row."""
-        weight = weight.float()
-        if scale is None:
-            return weight
-        scale = scale.float()
-        if scale.numel() == 1:
-            return weight * scale.reshape(())
-        if scale.numel() == weight.shape[0]:
-            return weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
-        raise CheckpointError(
-            f"{self.path}: the scale of {name} has shape {tuple(scale.shape)}; only per-tensor or per-row "
-            "fp8 scales are supported"
-        )
+        return fp8_scaled.dequantize(self.path, name, weight, scale)
+
+    def quantization(self) -> dict:
+        """How the weights are stored: {"format": "fp8_scaled" or the main dtype, "types": {dtype: count}}."""
+        types: dict[str, int] = {}
+        for ref in self.refs.values():
+            dtype = self._dtype(ref.key)
+            types[dtype] = types.get(dtype, 0) + 1
+        scaled = any(ref.scale_key for ref in self.refs.values())
+        main = max(types, key=types.get) if types else ""
+        return {"format": "fp8_scaled" if scaled else main, "types": dict(sorted(types.items()))}
+
+    def _dtype(self, key: str) -> str:
+        return str(self.raw_tensor(key).dtype).removeprefix("torch.")
 
     def validate(self, expected: dict[str, tuple[int, ...]]) -> None:
         """Raise CheckpointError unless the names and shapes are exactly `expected`'s."""
@@ -244,13 +250,11 @@ class _SafetensorsSource(Source):
         """Refuse ComfyUI quantisations other than per-tensor fp8 (nvfp4, mxfp8, int8 ...)."""
         for key in self._files:
             if key.endswith(".comfy_quant"):
-                info = json.loads(bytes(self.raw_tensor(key).tolist()).decode("utf-8", "replace") or "{}")
-                fmt = str(info.get("format", ""))
-                if not fmt.startswith("float8"):
-                    raise CheckpointError(
-                        f"{self.path}: quantisation format {fmt!r} ({key}) is not supported; "
-                        "use the fp16 or fp8_scaled file"
-                    )
+                fp8_scaled.refuse_format(self.path, key, fp8_scaled.comfy_quant_format(self.raw_tensor(key)))
+
+    def _dtype(self, key: str) -> str:
+        dtype = self._handle(self._files[key]).get_slice(key).get_dtype()
+        return _SAFETENSORS_DTYPES.get(dtype, dtype.lower())
 
 
 def _open_safetensors(file: Path):
@@ -271,6 +275,8 @@ def open_source(path: str | Path) -> Source:
     layout = detect_layout(path)
     if path.is_file() and path.name in (CONFIG_NAME, INDEX_NAME):
         path = path.parent
+    if layout == GGUF:
+        raise CheckpointError(f"{path}: a GGUF file; open it with checkpoints.open_checkpoint (gguf_source)")
     if layout == SAT:
         return _PickleSource(path / RELEASE_CHECKPOINT if path.is_dir() else path)
     if layout == SINGLE_FILE:

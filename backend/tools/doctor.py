@@ -2,7 +2,8 @@
 
 Prints Python, torch and CUDA versions, the GPU and its free memory, the diffusers
 attention backends usable here, the weights found under `--weights` and their
-layouts, every weights file there judged by its header (truncated, damaged, or a
+layouts, per part of SCAIL-2 the file chosen and why, what was skipped and what is
+missing (`loaders.resolve`, `doctor_weights`), every weights file there judged by its header (truncated, damaged, or a
 pickle carrying code: nothing is unpickled, `loaders.headers`), which memory presets
 should fit this GPU, and what to install or download for whatever is missing. It always exits 0 (it is a report, also without a GPU);
 only a crash gives another status.
@@ -23,6 +24,7 @@ import sys
 from pathlib import Path
 
 from ..loaders.errors import first_line
+from .doctor_weights import component_advice, component_lines
 
 GB = 1e9
 # Parameter counts of the parts besides the transformer (the transformer is counted from its config).
@@ -36,6 +38,7 @@ GROUP_RESIDENT_BLOCKS = 2  # group offload: the block computing and the one bein
 MEMORY_PRESETS = (  # (storage, offload)
     ("bf16", "none"), ("fp8", "none"), ("bf16", "model"), ("fp8", "model"), ("bf16", "group"), ("fp8", "group"),
 )
+OFFLOAD_ORDER = ("none", "model", "group")
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 
 
@@ -147,11 +150,13 @@ def file_checks(folder: Path) -> list[dict]:
 
 def weights_report(weights: Path | None) -> dict:
     """The transformer and encoders found in `weights`, their layouts, or why not; every weights
-    file there checked by its header (truncated, damaged, carrying code)."""
+    file there checked by its header (truncated, damaged, carrying code); and per part of SCAIL-2
+    ("components", `loaders.resolve`) the file chosen and why, what was skipped and why, what is missing."""
     if weights is None:
         return {"folder": None}
     from ..loaders import encoder_folders
     from ..loaders.layouts import detect_layout, find_transformer
+    from ..loaders.resolve import resolve_components
 
     report: dict = {"folder": str(weights)}
     report["files"] = file_checks(weights) if weights.exists() else []
@@ -170,7 +175,21 @@ def weights_report(weights: Path | None) -> dict:
         report["encoders"] = {"layout": encoder_folders.detect_layout(weights)}
     except (ValueError, OSError) as exc:
         report["encoders"] = {"error": first_line(exc)}
+    if weights.is_dir():
+        try:
+            report["components"] = resolve_components(weights)
+        except (ValueError, OSError) as exc:  # a report, never a crash
+            report["components"] = {"error": first_line(exc)}
     return report
+
+
+def transformer_storage(report: dict) -> tuple[str, int | None]:
+    """("gguf", its bytes) when the chosen transformer is a GGUF file, else ("", None)."""
+    components = report.get("weights", {}).get("components") or {}
+    chosen = (components.get("transformer") or {}).get("chosen") or {}
+    if chosen.get("layout") == "gguf":
+        return "gguf", int(chosen.get("size_bytes") or _size_on_disk(Path(chosen["path"])))
+    return "", None
 
 
 # -- memory estimates -----------------------------------------------------------------------------
@@ -187,14 +206,15 @@ def transformer_params() -> float:
         return TRANSFORMER_PARAMS_FALLBACK
 
 
-def estimate_peak_bytes(storage: str, offload: str, resolution: str, params: float) -> float:
+def estimate_peak_bytes(storage: str, offload: str, resolution: str, params: float,
+                        transformer_bytes: float | None = None) -> float:
     """Rough peak GPU memory of a job: the larger of the encoding and the sampling phase.
 
     The encoders are on the GPU while the job's prompt and reference are encoded, then moved
     off; the transformer is resident throughout (none), only while sampling (model offload),
     or a couple of blocks at a time (group offload).
     """
-    transformer = params * (1 if storage == "fp8" else 2)
+    transformer = transformer_bytes if transformer_bytes is not None else params * (1 if storage == "fp8" else 2)
     block = transformer / 40
     encoders = TEXT_ENCODER_PARAMS * 2 + IMAGE_ENCODER_PARAMS * 2 + VAE_PARAMS * 4
     resident = {"none": (transformer, transformer), "model": (0.0, transformer),
@@ -204,16 +224,21 @@ def estimate_peak_bytes(storage: str, offload: str, resolution: str, params: flo
     return max(encode_phase, sample_phase)
 
 
-def memory_table(gpu_total: int | None, params: float) -> list[dict]:
+def memory_table(gpu_total: int | None, params: float, gguf_bytes: int | None = None) -> list[dict]:
+    """The memory presets with their estimated peaks. With a GGUF transformer (`gguf_bytes`, its
+    size: the weights stay quantised in memory) the storage option does not apply, and the rows
+    are its three offload modes."""
+    presets = MEMORY_PRESETS if gguf_bytes is None else tuple(("gguf", offload) for offload in OFFLOAD_ORDER)
     rows = []
-    for storage, offload in MEMORY_PRESETS:
-        row = {"storage": storage, "offload": offload,
-               "flags": f"--storage {storage} --offload {offload}"}
+    for storage, offload in presets:
+        flags = f"--offload {offload}" if storage == "gguf" else f"--storage {storage} --offload {offload}"
+        row = {"storage": storage, "offload": offload, "flags": flags}
+        weights = gguf_bytes if storage == "gguf" else params * (1 if storage == "fp8" else 2)
         for resolution in SAMPLE_WORKING_SET:
-            peak = estimate_peak_bytes(storage, offload, resolution, params)
+            peak = estimate_peak_bytes(storage, offload, resolution, params, gguf_bytes if storage == "gguf" else None)
             row[f"estimate_{resolution}_bytes"] = int(peak)
             row[f"fits_{resolution}"] = None if gpu_total is None else peak <= 0.95 * gpu_total
-        row["cpu_ram_bytes"] = int(params * (1 if storage == "fp8" else 2)) if offload != "none" else 0
+        row["cpu_ram_bytes"] = int(weights) if offload != "none" else 0
         rows.append(row)
     return rows
 
@@ -256,8 +281,10 @@ def build_report(weights: Path | None = None, device: str | None = None, sam3: P
         "weights": weights_report(weights),
         "segmentation": segmentation_report(sam3, sam2),
         "transformer_params": params,
-        "memory": memory_table(cuda["total_bytes"], params),
     }
+    storage, gguf_bytes = transformer_storage(report)
+    report["memory"] = memory_table(cuda["total_bytes"], params, gguf_bytes)
+    report["memory_for"] = "the chosen GGUF transformer" if storage else "the SCAIL-2 14B transformer in bf16 / fp8"
     report["advice"] = advice(report)
     return report
 
@@ -295,7 +322,8 @@ def advice(report: dict) -> list[str]:
                             "official release instead")
             elif check["status"] in ("truncated", "damaged", "empty"):
                 tips.append(f"download {check['path']} again: {check['detail'].split(' (')[0]}")
-        if "error" in weights.get("encoders", {}):
+        tips.extend(component_advice(weights.get("components") or {}))
+        if "error" in weights.get("encoders", {}) and not weights.get("components"):
             tips.append("download the encoders and VAE: from zai-org/SCAIL-2 (Wan2.1_VAE.pth, umt5-xxl/, the "
                         "open-clip ...-onlyvisual.pth) or the vae/, text_encoder/, tokenizer/ and image_encoder/ "
                         "folders of Wan-AI/Wan2.1-I2V-14B-480P-Diffusers")
@@ -354,6 +382,9 @@ def format_report(report: dict) -> str:
         lines.append(f"  files:       {len(files)} weights files checked by their headers (nothing unpickled), "
                      + (f"{len(bad)} not usable:" if bad else "all intact"))
         lines.extend(f"    {check['status'].upper()}: {check['path']}: {check['detail']}" for check in bad)
+        if "components" in weights:
+            lines.append("  per component (the file each part is read from, and why):")
+            lines.extend(component_lines(weights["components"]))
 
     for name, label in (("sam3", "SAM 3  "), ("sam2", "SAM 2  ")):
         seg = report["segmentation"][name]
@@ -361,8 +392,8 @@ def format_report(report: dict) -> str:
 
     lines.append("")
     params = report["transformer_params"] / 1e9
-    lines.append(f"memory presets (ESTIMATES from parameter counts: transformer {params:.1f}B "
-                 f"params, umT5 {TEXT_ENCODER_PARAMS / 1e9:.1f}B + CLIP {IMAGE_ENCODER_PARAMS / 1e9:.2f}B in bf16, "
+    lines.append(f"memory presets for {report.get('memory_for', 'the transformer')} (ESTIMATES from parameter "
+                 f"counts: transformer {params:.1f}B params, umT5 {TEXT_ENCODER_PARAMS / 1e9:.1f}B + CLIP {IMAGE_ENCODER_PARAMS / 1e9:.2f}B in bf16, "
                  f"VAE fp32, plus a rough working set):")
     lines.append(f"  {'flags':<34} {'512p':>9} {'704p':>9}  {'fits this GPU':<14} CPU RAM for weights")
     for row in report["memory"]:

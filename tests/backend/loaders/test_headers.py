@@ -44,7 +44,8 @@ def files(tmp_path):
     torch.save({"module": {"w": torch.zeros(3)}, "x": RunsCode(tmp_path / "ran")}, tmp_path / "code.pt")
     torch.save({"module": {"w": torch.zeros(3)}, "x": RunsCode(tmp_path / "ran")}, tmp_path / "code4.pt",
                pickle_protocol=4)
-    (tmp_path / "model.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\0" * 16)
+    (tmp_path / "model.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\0" * 16)  # no tensors, no metadata
+    (tmp_path / "cut.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x05" + b"\0" * 15)  # 5 tensors promised
     return tmp_path
 
 
@@ -60,7 +61,8 @@ def files(tmp_path):
     ("cut.pt", "truncated", "truncated or damaged: a torch checkpoint without its zip directory"),
     ("code.pt", "code", "carries code or objects the safe loader refuses (posix.system)"),
     ("code4.pt", "code", "carries code or objects the safe loader refuses (posix.system)"),
-    ("model.gguf", "unsupported", "a GGUF file"),
+    ("model.gguf", "ok", ""),
+    ("cut.gguf", "truncated", "truncated or damaged GGUF file"),
 ])
 def test_every_file_is_judged_by_its_header(files, name, status, detail):
     check = check_file(files / name)

@@ -13,8 +13,9 @@ def test_doctor_reports_environment_weights_and_presets(tmp_path, capsys):
 
     weights = tmp_path / "weights"
     weights.mkdir()
-    save_file({"patch_embedding_mask.weight": torch.zeros(2)}, weights / "wan2.1_14B_SCAIL_2_fp16.safetensors")
+    save_file({"patch_embedding_mask.weight": torch.zeros(2, 28)}, weights / "wan2.1_14B_SCAIL_2_fp16.safetensors")
     (weights / "vae").mkdir()
+    (weights / "vae" / "config.json").write_text("{}")  # a diffusers folder (ComfyUI's vae/ has none)
     sam3 = tmp_path / "sam3"
     sam3.mkdir()
     (sam3 / "config.json").write_text("{}")
@@ -78,3 +79,76 @@ def test_doctor_opens_checkpoints_by_their_headers_and_names_what_is_wrong(tmp_p
     report = json.loads(capsys.readouterr().out)
     assert report["weights"]["transformer"]["error"].startswith(f"{cut}: truncated: its header promises")
     assert report["weights"]["files"][0]["status"] == "truncated"
+
+
+def _gguf(path, tensors):
+    """A GGUF file with these float32 tensors: 2-D ones whose rows divide into 32 as Q8_0, others F32."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
+    from gguf.quants import quantize
+
+    writer = GGUFWriter(path, arch="wan")
+    writer.add_file_type(int(LlamaFileType.MOSTLY_Q8_0))
+    for name, array in tensors.items():
+        kind = GGMLQuantizationType.Q8_0 if array.ndim == 2 and array.shape[-1] % 32 == 0 else GGMLQuantizationType.F32
+        writer.add_tensor(name, quantize(np.ascontiguousarray(array, dtype=np.float32), kind), raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_doctor_lists_each_component_of_a_comfyui_folder(tmp_path, capsys):
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from backend import cli
+
+    models = tmp_path / "ComfyUI" / "models"
+    for sub in ("unet", "diffusion_models", "text_encoders", "vae", "loras"):
+        (models / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    _gguf(models / "unet" / "Wan2.1-SCAIL-2-Q8_0.gguf", {
+        "patch_embedding_mask.weight": rng.standard_normal((64, 28, 1, 2, 2)),
+        "blocks.0.ffn.0.weight": rng.standard_normal((64, 256)),
+        "blocks.0.self_attn.q.weight": rng.standard_normal((64, 64)),
+        "blocks.0.self_attn.q.bias": rng.standard_normal(64),
+    })
+    save_file({"patch_embedding.weight": torch.zeros(64, 36, 1, 2, 2), "blocks.0.ffn.0.weight": torch.zeros(2, 2)},
+              models / "diffusion_models" / "wan2.1_i2v_480p_14B_fp16.safetensors")
+    umt5 = {f"encoder.block.{i}.layer.0.SelfAttention.relative_attention_bias.weight": torch.zeros(32, 2)
+            for i in range(2)}
+    umt5.update({"shared.weight": torch.zeros(8, 4), "encoder.block.0.layer.0.SelfAttention.q.weight":
+                 torch.zeros(4, 4, dtype=torch.float8_e4m3fn), "encoder.block.0.layer.0.SelfAttention.q.scale_weight":
+                 torch.ones(()), "scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)})
+    save_file(umt5, models / "text_encoders" / "umt5_xxl_fp8_e4m3fn_scaled.safetensors")
+    save_file({"decoder.middle.0.residual.0.gamma": torch.zeros(4), "conv2.weight": torch.zeros(16, 16, 1, 1, 1)},
+              models / "vae" / "wan_2.1_vae.safetensors")
+    save_file({"diffusion_model.blocks.0.ffn.0.lora_down.weight": torch.zeros(4, 256)},
+              models / "loras" / "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors")
+
+    assert cli.main(["doctor", "--json", "--weights", str(tmp_path / "ComfyUI")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    parts = report["weights"]["components"]
+    transformer = parts["transformer"]["chosen"]
+    assert transformer["path"].endswith("Wan2.1-SCAIL-2-Q8_0.gguf") and transformer["layout"] == "gguf"
+    assert transformer["quantization"]["file_type"] == "Q8_0"
+    assert transformer["quantization"]["families"]["blocks.*.ffn.0.weight"] == "Q8_0"
+    skipped = {s["path"].rsplit("/", 1)[-1]: s["why"] for s in parts["transformer"]["skipped"]}
+    assert "stock Wan 2.1 image-to-video" in skipped["wan2.1_i2v_480p_14B_fp16.safetensors"]
+    assert parts["text_encoder"]["chosen"]["precision"] == "fp8_scaled"
+    assert parts["vae"]["chosen"]["path"].endswith("wan_2.1_vae.safetensors")
+    assert parts["image_encoder"]["chosen"] is None and "clip_vision_h.safetensors" in parts["image_encoder"]["missing"]
+    assert parts["tokenizer"]["chosen"] is None and "hf download google/umt5-xxl" in parts["tokenizer"]["missing"]
+    assert [l["path"].rsplit("/", 1)[-1] for l in parts["loras"]] == [
+        "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"]
+    assert {row["storage"] for row in report["memory"]} == {"gguf"}  # the memory modes of these files
+    assert [row["flags"] for row in report["memory"]] == ["--offload none", "--offload model", "--offload group"]
+    assert any("clip_vision_h.safetensors" in tip for tip in report["advice"])
+
+    assert cli.main(["doctor", "--weights", str(tmp_path / "ComfyUI")]) == 0
+    text = capsys.readouterr().out
+    assert "  image encoder: MISSING: CLIP ViT-H/14 image encoder: download clip_vision_h.safetensors" in text
+    assert "quantisation: GGUF Q8_0 (blocks.*.ffn.0.weight Q8_0" in text
+    assert "skipped " in text and "memory presets for the chosen GGUF transformer" in text
