@@ -28,6 +28,8 @@ from diffusers.models.normalization import FP32LayerNorm, RMSNorm
 from .rope import SCAIL2RotaryEmbedding, TokenLayout, apply_rotary
 
 CLIP_DIM = 1280
+# diffusers attention backends that take a key mask under context parallelism (None: the default, native)
+MASKED_BACKENDS = frozenset({None, "native", "_native_cudnn", "_native_npu"})
 HISTORY_CHANNELS = 4  # the "mask" channels appended to every 16-channel latent
 
 
@@ -357,12 +359,15 @@ class SCAIL2Transformer3DModel(ModelMixin, ConfigMixin):
         softmax weights exactly 0: they add nothing to any real token's numerator or denominator.
         Everything else in a block (norms, modulation, linear layers, FFN, cross-attention) works
         token by token, so no real token ever reads a padded one; the padded outputs are sliced
-        away with the video chunk. Ring attention (`ring_anything`, which splits any length and has
-        no mask) needs no padding.
+        away with the video chunk. Ring attention (`ring_anything`) and Ulysses on a kernel that
+        takes no mask (`ulysses_anything`) split any length themselves, unpadded.
         """
         parallel = getattr(self, "_parallel_config", None)
         cp = getattr(parallel, "context_parallel_config", None)
-        if cp is None or cp.ring_degree > 1 or cp.ulysses_anything:
+        if cp is None or cp.ring_degree > 1:
+            return 0
+        backend = self.blocks[0].self_attn.processor._attention_backend
+        if getattr(backend, "value", backend) not in MASKED_BACKENDS:
             return 0
         return -tokens % cp.ulysses_degree
 

@@ -4,11 +4,15 @@ The scheme is diffusers' (`ContextParallelConfig`); the model's `_cp_plan` says 
 sequence is split and gathered. The choice, for N ranks and the model's attention heads:
 
 * Ulysses (all-to-all over heads) when N divides the heads and the attention backend takes a
-  key mask (native SDPA, cuDNN): the sequence is padded to a multiple of N and the padding
-  masked out (`SCAIL2Transformer3DModel._sequence_padding` says why that is exact);
+  key mask (native SDPA, cuDNN);
 * ring attention (`ring_anything`, any length) when N does not divide the heads and the backend
   returns the log-sum-exp (flash, cuDNN, sage), or when asked for;
-* otherwise Ulysses "anything" (uneven sequence and heads, no padding needed).
+* otherwise Ulysses "anything" (heads, and without a mask the sequence, split unevenly).
+
+With a mask-taking backend the sequence is padded to a multiple of N and the padding masked
+out (`SCAIL2Transformer3DModel._sequence_padding` says why that is exact). The uneven splits
+of the "anything" modes need NCCL (gloo gathers only equal shapes); they only arise on CUDA,
+where the maskless and LSE kernels live.
 """
 
 from __future__ import annotations
@@ -18,23 +22,18 @@ import torch.distributed as dist
 from diffusers import ContextParallelConfig
 from diffusers.models._modeling_parallel import ParallelConfig
 
+from ..models.transformer_scail2 import MASKED_BACKENDS, SCAIL2Attention
+
 STRATEGIES = ("auto", "ulysses", "ring")
-# diffusers backends (`--attention`) that accept a key mask under context parallelism
-MASKED_BACKENDS = {None, "native", "_native_cudnn", "_native_npu"}
-# ... and those whose kernels return the log-sum-exp that ring attention merges with
+# diffusers backends (`--attention`) whose kernels return the log-sum-exp that ring attention merges with
 LSE_BACKENDS = {"flash", "flash_hub", "flash_varlen_hub", "_flash_3_hub", "_flash_3_varlen_hub",
                 "_native_cudnn", "_native_flash", "sage", "sage_hub"}
 
 
 def attention_backend(model) -> str | None:
     """The backend `set_attention_backend` chose for the model's attention (None: diffusers' default)."""
-    from ..models.transformer_scail2 import SCAIL2Attention
-
-    for module in model.modules():
-        if isinstance(module, SCAIL2Attention):
-            backend = module.processor._attention_backend
-            return None if backend is None else getattr(backend, "value", str(backend))
-    return None
+    backend = model.blocks[0].self_attn.processor._attention_backend
+    return None if backend is None else getattr(backend, "value", str(backend))
 
 
 def choose_config(world_size: int, heads: int, backend: str | None, strategy: str = "auto") -> ContextParallelConfig:
@@ -71,8 +70,6 @@ def enable_context_parallel(model, config: ContextParallelConfig) -> None:
         return
     from diffusers.hooks.context_parallel import apply_context_parallel
     from torch.distributed.device_mesh import init_device_mesh
-
-    from ..models.transformer_scail2 import SCAIL2Attention
 
     mesh = init_device_mesh("cpu", config.mesh_shape, mesh_dim_names=config.mesh_dim_names)
     parallel = ParallelConfig(context_parallel_config=config)

@@ -148,3 +148,11 @@ def test_context_parallel_plan_names_modules_of_the_model(model):
     for name in SCAIL2Transformer3DModel._cp_plan:
         assert isinstance(_get_submodule_by_name(model, name), torch.nn.Module), name
     assert model._sequence_padding(113) == 0  # one process: never padded
+    from diffusers import ContextParallelConfig
+    from diffusers.models._modeling_parallel import ParallelConfig
+
+    model._parallel_config = ParallelConfig(context_parallel_config=ContextParallelConfig(ulysses_degree=4))
+    assert [model._sequence_padding(n) for n in (112, 113, 114)] == [0, 3, 2]
+    for block in model.blocks:  # a kernel without masks: Ulysses "anything" splits unevenly instead
+        block.self_attn.processor._attention_backend = "flash"
+    assert model._sequence_padding(113) == 0

@@ -4,7 +4,8 @@ Every rank computes the outputs of one process first (no parallelism), then turn
 context parallelism (Ulysses over the 2 heads) and computes them again; rank 0 saves both to
 the safetensors file named by argv[1]. Cases: the parity fixture (114 tokens, no padding) and
 a replace-mode case with an extra reference and a history mask whose 69 tokens need 1 token
-of padding.
+of padding; that case again under Ulysses "anything" (the scheme for head counts N does not
+divide), padded and masked like plain Ulysses on this mask-taking kernel.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/backend: scail_fixtures
 
 from scail_fixtures import PARITY, case_inputs, tiny_model  # noqa: E402
+
+from diffusers import ContextParallelConfig  # noqa: E402
 
 from backend.parallel.context import choose_config, enable_context_parallel  # noqa: E402
 
@@ -49,6 +52,9 @@ def main() -> None:
         single = {name: model(**kwargs)[0] for name, kwargs in cases.items()}
         enable_context_parallel(model, choose_config(dist.get_world_size(), model.config.num_heads, None))
         parallel = {name: model(**kwargs)[0] for name, kwargs in cases.items()}
+        anything = tiny_model()
+        enable_context_parallel(anything, ContextParallelConfig(ulysses_degree=2, ulysses_anything=True))
+        parallel["anything"] = anything(**cases["padded"])[0]
     if dist.get_rank() == 0:
         tensors = {f"single_{k}": v for k, v in single.items()} | {f"parallel_{k}": v for k, v in parallel.items()}
         tensors["expected_fixture"] = case["expected"]

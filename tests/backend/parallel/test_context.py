@@ -41,6 +41,7 @@ def test_a_padded_sequence_on_two_ranks_gives_the_output_of_one_process(two_rank
     assert parallel.shape == single.shape == (16, 3, 4, 12)
     assert (parallel - single).abs().max() <= PARITY_TOLERANCE
     assert single.abs().max() > 0.1  # a real output, not zeros on both sides
+    assert (two_ranks["parallel_anything"] - single).abs().max() <= PARITY_TOLERANCE  # Ulysses "anything"
 
 
 @pytest.mark.parametrize(
