@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from datetime import timedelta
 
 import torch
@@ -49,6 +50,8 @@ def lead(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # diffusers 0.42's gather calls a torch collective deprecated in 2.13: noise the user cannot act on
+    warnings.filterwarnings("ignore", message=".*all_gather_tensor.*", category=FutureWarning)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     device = join_group(local_rank)
     try:

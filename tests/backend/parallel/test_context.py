@@ -28,6 +28,7 @@ def two_ranks(tmp_path_factory) -> dict:
     return load_file(out)
 
 
+@pytest.mark.slow
 def test_two_ranks_give_the_parity_fixture_output_of_one_process(two_ranks):
     assert two_ranks["padding"][0] == 0  # 114 tokens split evenly
     parallel, single = two_ranks["parallel_fixture"], two_ranks["single_fixture"]
@@ -35,6 +36,7 @@ def test_two_ranks_give_the_parity_fixture_output_of_one_process(two_ranks):
     assert (parallel - two_ranks["expected_fixture"]).abs().max() <= 2e-6  # the fixture README's check
 
 
+@pytest.mark.slow
 def test_a_padded_sequence_on_two_ranks_gives_the_output_of_one_process(two_ranks):
     assert two_ranks["padding"][1] == 1  # 69 tokens: one token of padding
     parallel, single = two_ranks["parallel_padded"], two_ranks["single_padded"]
