@@ -28,6 +28,7 @@ from .options import (
     memory_settings,
     model_name,
 )
+from .parallel.launch import add_gpus_argument, launch, wants_launch
 from .tools.doctor import run_doctor
 
 EXIT_BAD_INPUT = 2
@@ -300,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text, description, add_arguments, handler in COMMANDS:
         command = commands.add_parser(name, help=help_text, description=description)
         add_arguments(command)
+        if name in ("generate", "serve"):
+            add_gpus_argument(command)
         command.set_defaults(handler=handler)
     return parser
 
@@ -314,5 +317,7 @@ def quiet_media_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if wants_launch(args):  # --gpus N: the same command line again, as N ranks
+        return launch(sys.argv[1:] if argv is None else list(argv), args)
     quiet_media_libraries()
     return args.handler(args)

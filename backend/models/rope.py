@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 ROPE_THETA = 10000.0
@@ -138,3 +139,24 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
     return rotated.flatten(-2).float()
+
+
+class SCAIL2RotaryEmbedding(nn.Module):
+    """The rotary factors as a module (no parameters), so a context-parallel plan can split its outputs.
+
+    `forward(layout, padding, device)` returns cos and sin, each [total_tokens + padding,
+    head_dim // 2] in float32 on `device`; the `padding` rows after the sequence are the identity
+    rotation (cos 1, sin 0) for the tokens that pad the sequence to a multiple of the
+    context-parallel degree (their outputs are dropped; see `SCAIL2Transformer3DModel.forward`).
+    """
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        self.head_dim = head_dim
+
+    def forward(self, layout: TokenLayout, padding: int = 0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = rotary_factors(layout, self.head_dim)
+        if padding:
+            cos = F.pad(cos, (0, 0, 0, padding), value=1.0)
+            sin = F.pad(sin, (0, 0, 0, padding), value=0.0)
+        return cos.to(device, torch.float32), sin.to(device, torch.float32)

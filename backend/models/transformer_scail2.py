@@ -20,13 +20,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import AttentionModuleMixin
+from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import FP32LayerNorm, RMSNorm
 
-from .rope import TokenLayout, apply_rotary, rotary_factors
+from .rope import SCAIL2RotaryEmbedding, TokenLayout, apply_rotary
 
 CLIP_DIM = 1280
+# diffusers attention backends that take a key mask under context parallelism (None: the default, native)
+MASKED_BACKENDS = frozenset({None, "native", "_native_cudnn", "_native_npu"})
 HISTORY_CHANNELS = 4  # the "mask" channels appended to every 16-channel latent
 
 
@@ -43,12 +46,18 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class SCAIL2AttnProcessor:
-    """Attention through diffusers' dispatcher, so `set_attention_backend` picks the kernel."""
+    """Attention through diffusers' dispatcher, so `set_attention_backend` picks the kernel.
+
+    Under context parallelism (`_parallel_config`, set by `enable_parallelism`) only the
+    self-attention is distributed (Ulysses all-to-all or ring): each rank holds a slice of the
+    queries but needs every key. Cross-attention stays local, since every rank holds the whole
+    (replicated) context and each query attends it on its own.
+    """
 
     _attention_backend = None
     _parallel_config = None
 
-    def __call__(self, attn, hidden_states, context=None, rotary=None):
+    def __call__(self, attn, hidden_states, context=None, rotary=None, key_mask=None):
         heads = attn.heads
 
         def split(t):
@@ -59,7 +68,7 @@ class SCAIL2AttnProcessor:
             k = split(attn.norm_k(attn.k(hidden_states)))
             v = split(attn.v(hidden_states))
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-            out = self._attend(q, k, v)
+            out = self._attend(q, k, v, key_mask, self._parallel_config)
         else:  # cross-attention: [CLIP image tokens | text tokens]
             image_tokens = context.shape[1] - attn.text_len
             context_img, context_txt = context[:, :image_tokens], context[:, image_tokens:]
@@ -71,11 +80,11 @@ class SCAIL2AttnProcessor:
             out = self._attend(q, k, v) + self._attend(q, k_img, v_img)
         return attn.o(out.flatten(2))
 
-    def _attend(self, q, k, v):
+    def _attend(self, q, k, v, key_mask=None, parallel_config=None):
         # q/k leave their float32 norms and RoPE in float32; attention runs in v's compute dtype.
         q, k = q.to(v.dtype), k.to(v.dtype)
         return dispatch_attention_fn(
-            q, k, v, backend=self._attention_backend, parallel_config=self._parallel_config
+            q, k, v, attn_mask=key_mask, backend=self._attention_backend, parallel_config=parallel_config
         )
 
 
@@ -97,10 +106,11 @@ class SCAIL2Attention(nn.Module, AttentionModuleMixin):
             self.norm_k_img = RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
         self.set_processor(self._default_processor_cls())
 
-    def forward(self, hidden_states, context=None, rotary=None):
+    def forward(self, hidden_states, context=None, rotary=None, key_mask=None):
         """hidden_states [B, S, dim] -> [B, S, dim]. Self-attention takes `rotary`, (cos, sin) each
-        [S, head_dim // 2]; cross-attention takes `context` [B, 257 + text_len, dim]."""
-        return self.processor(self, hidden_states, context=context, rotary=rotary)
+        [S, head_dim // 2], and `key_mask` (bool [1, 1, 1, S_total], false on padding) or None;
+        cross-attention takes `context` [B, 257 + text_len, dim]."""
+        return self.processor(self, hidden_states, context=context, rotary=rotary, key_mask=key_mask)
 
 
 class SCAIL2TransformerBlock(nn.Module):
@@ -116,11 +126,11 @@ class SCAIL2TransformerBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
-    def forward(self, x, e0, context, rotary):
+    def forward(self, x, e0, context, rotary, key_mask=None):
         """x: [B, S, dim] float32; e0: [B, 6, dim] float32; context: [B, 257 + text_len, dim]."""
         dtype = context.dtype
         shift, scale, gate, ffn_shift, ffn_scale, ffn_gate = (self.modulation.float() + e0).chunk(6, dim=1)
-        y = self.self_attn((self.norm1(x) * (1 + scale) + shift).to(dtype), rotary=rotary)
+        y = self.self_attn((self.norm1(x) * (1 + scale) + shift).to(dtype), rotary=rotary, key_mask=key_mask)
         x = x + y.float() * gate
         x = x + self.cross_attn(self.norm3(x).to(dtype), context=context).float()
         y = self.ffn((self.norm2(x) * (1 + ffn_scale) + ffn_shift).to(dtype))
@@ -197,6 +207,18 @@ class SCAIL2Transformer3DModel(ModelMixin, ConfigMixin):
     _skip_layerwise_casting_patterns = [
         "patch_embedding", "time_embedding", "time_projection", "norm", "head", "img_emb",
     ]
+    # Context parallelism (diffusers' `enable_parallelism`): the whole token sequence (extra refs,
+    # ref, video, driving) is split across ranks as it enters the first block, the RoPE factors
+    # with it; e0 and the cross-attention context stay replicated; the head's per-token output is
+    # gathered. Padding to a multiple of the degree: `_sequence_padding`.
+    _cp_plan = {
+        "rope": {
+            0: ContextParallelInput(split_dim=0, expected_dims=2, split_output=True),
+            1: ContextParallelInput(split_dim=0, expected_dims=2, split_output=True),
+        },
+        "blocks.0": {"x": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False)},
+        "head": ContextParallelOutput(gather_dim=1, expected_dims=3),
+    }
 
     @register_to_config
     def __init__(
@@ -238,6 +260,7 @@ class SCAIL2Transformer3DModel(ModelMixin, ConfigMixin):
         )
         self.head = SCAIL2Head(dim, out_dim, patch_size, eps)
         self.img_emb = SCAIL2ImageProjection(dim)
+        self.rope = SCAIL2RotaryEmbedding(dim // num_heads)
 
     def to_inference_dtype(self, dtype: torch.dtype) -> "SCAIL2Transformer3DModel":
         """Cast parameters to `dtype`, keeping `_keep_in_fp32_modules` in float32 as the reference computes them."""
@@ -307,8 +330,12 @@ class SCAIL2Transformer3DModel(ModelMixin, ConfigMixin):
         layout = self.layout(frames, height, width, extra_refs, bool(replace_flag))
         if hidden.shape[1] != layout.total_tokens:
             raise ValueError(f"token count {hidden.shape[1]} does not match the layout's {layout.total_tokens}")
-        cos, sin = rotary_factors(layout, self.config.dim // self.config.num_heads)
-        rotary = (cos.to(device, torch.float32), sin.to(device, torch.float32))
+        padding = self._sequence_padding(layout.total_tokens)
+        rotary = self.rope(layout, padding, device)
+        key_mask = None
+        if padding:
+            hidden = F.pad(hidden, (0, 0, 0, padding))
+            key_mask = (torch.arange(hidden.shape[1], device=device) < layout.total_tokens)[None, None, None, :]
 
         t = torch.as_tensor(t, device=device).reshape(-1).expand(batch)
         time_dtype = self.time_embedding[0].weight.dtype
@@ -317,11 +344,32 @@ class SCAIL2Transformer3DModel(ModelMixin, ConfigMixin):
 
         context = self._context(context, clip_fea, batch, dtype)
         for block in self.blocks:
-            hidden = block(hidden, e0, context, rotary)
+            hidden = block(hidden, e0, context, rotary, key_mask)
 
+        # The head is per token: each rank projects its own slice and the plan gathers them.
         start = layout.prefix_tokens
-        out = self.head(hidden[:, start : start + layout.video_tokens], e)
+        out = self.head(hidden, e)[:, start : start + layout.video_tokens]
         return list(self._unpatchify(out, layout))
+
+    def _sequence_padding(self, tokens: int) -> int:
+        """Tokens to append so that Ulysses can split the sequence evenly (0 without it).
+
+        The padding is exact: the padded tokens are zeros with the identity rotation, and every
+        self-attention gets a key mask that is false on them, so their logits are -inf and their
+        softmax weights exactly 0: they add nothing to any real token's numerator or denominator.
+        Everything else in a block (norms, modulation, linear layers, FFN, cross-attention) works
+        token by token, so no real token ever reads a padded one; the padded outputs are sliced
+        away with the video chunk. Ring attention (`ring_anything`) and Ulysses on a kernel that
+        takes no mask (`ulysses_anything`) split any length themselves, unpadded.
+        """
+        parallel = getattr(self, "_parallel_config", None)
+        cp = getattr(parallel, "context_parallel_config", None)
+        if cp is None or cp.ring_degree > 1:
+            return 0
+        backend = self.blocks[0].self_attn.processor._attention_backend
+        if getattr(backend, "value", backend) not in MASKED_BACKENDS:
+            return 0
+        return -tokens % cp.ulysses_degree
 
     def _context(self, context, clip_fea, batch, dtype) -> torch.Tensor:
         """[CLIP tokens | text tokens zero-padded to text_len] projected to the model width."""

@@ -24,6 +24,7 @@ import torch
 import protocol
 
 from ..loaders.components import Components
+from ..parallel.leader import shared_transformer
 from . import media
 from .conditioning import JobContext, build_job_context, half_size, match_colours, segment_driving
 from .inputs import PreparedInputs
@@ -365,6 +366,7 @@ class GenerationJob:
                         step=step, steps=steps)
 
         with self.components.sampling() as transformer:
+            transformer = shared_transformer(transformer)  # rank 0 of --gpus N: every rank takes the call
             return self._timed("sample", sample_segment, transformer, cond, noise, self.settings, on_step,
                                self._should_cancel)
 

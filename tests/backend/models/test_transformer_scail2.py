@@ -6,7 +6,7 @@ import pytest
 import torch
 from scail_fixtures import case_inputs, tiny_model
 
-from backend.models.transformer_scail2 import SCAIL2Transformer3DModel
+from backend.models.transformer_scail2 import SCAIL2AttnProcessor, SCAIL2Transformer3DModel
 from backend.models.rope import TokenLayout
 
 PARITY_TOLERANCE = 2e-6  # the fixture README: legitimate float32 differences stay below 5e-7
@@ -127,3 +127,32 @@ def test_only_i2v_with_global_attention_is_accepted():
         SCAIL2Transformer3DModel(model_type="t2v", dim=48, ffn_dim=96, num_heads=2, num_layers=1)
     with pytest.raises(ValueError, match="global attention"):
         SCAIL2Transformer3DModel(window_size=(4, 4), dim=48, ffn_dim=96, num_heads=2, num_layers=1)
+
+
+def test_padding_the_sequence_with_its_key_mask_leaves_the_output_unchanged(model, animate_case, monkeypatch):
+    """What context parallelism does to a sequence that does not split evenly, here in one process."""
+    (plain,) = run(model, **case_inputs(animate_case))
+    monkeypatch.setattr(model, "_sequence_padding", lambda tokens: 3)
+    (padded,) = run(model, **case_inputs(animate_case))
+    torch.testing.assert_close(padded, plain, rtol=0, atol=1e-6)
+    # Without the mask the padded keys take softmax weight and move every token.
+    attend = SCAIL2AttnProcessor._attend
+    monkeypatch.setattr(SCAIL2AttnProcessor, "_attend", lambda self, q, k, v, *rest: attend(self, q, k, v))
+    (unmasked,) = run(model, **case_inputs(animate_case))
+    assert (unmasked - plain).abs().max() > 1e-4
+
+
+def test_context_parallel_plan_names_modules_of_the_model(model):
+    from diffusers.hooks.context_parallel import _get_submodule_by_name
+
+    for name in SCAIL2Transformer3DModel._cp_plan:
+        assert isinstance(_get_submodule_by_name(model, name), torch.nn.Module), name
+    assert model._sequence_padding(113) == 0  # one process: never padded
+    from diffusers import ContextParallelConfig
+    from diffusers.models._modeling_parallel import ParallelConfig
+
+    model._parallel_config = ParallelConfig(context_parallel_config=ContextParallelConfig(ulysses_degree=4))
+    assert [model._sequence_padding(n) for n in (112, 113, 114)] == [0, 3, 2]
+    for block in model.blocks:  # a kernel without masks: Ulysses "anything" splits unevenly instead
+        block.self_attn.processor._attention_backend = "flash"
+    assert model._sequence_padding(113) == 0
