@@ -55,8 +55,8 @@ def venv_base_prefix(python):
     return os.path.dirname(os.path.dirname(os.path.realpath(os.path.join(home, "python3"))))
 
 
-def chroot_command(root, blender_env):
-    """A command prefix that runs ``blender`` inside ``root`` with this checkout's paths bind-mounted.
+def chroot_command(root, blender_env, program=("blender",)):
+    """A command prefix that runs ``program`` (Blender) inside ``root`` with this checkout's paths bind-mounted.
 
     ``env -i``: nothing of the host's environment but ``blender_env`` reaches the chroot's Blender.
     """
@@ -67,26 +67,51 @@ def chroot_command(root, blender_env):
     script.append('exec chroot "$R" /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8 "$@"')
     variables = ["{:s}={:s}".format(k, v) for k, v in sorted(blender_env.items())]
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'R="$0"\n' + "\n".join(script),
-            root, *variables, "blender"]
+            root, *variables, *program]
 
 
-def find_blender(env):
-    """``(command prefix, version, where)`` of the Blender to test, or None."""
+def find_blender(env, wrapper=()):
+    """``(command prefix, version, where)`` of the Blender to test, or None.
+
+    ``env``: the variables Blender gets (passed into the chroot); ``wrapper``: a program that starts Blender
+    (``xvfb-run ...``), put in front of it, inside the chroot when it is the chroot's Blender.
+    """
     if os.environ.get("BLENDER"):
         command = [os.environ["BLENDER"]]
-        return command, blender_version(command), "$BLENDER"
+        return [*wrapper, *command], blender_version(command), "$BLENDER"
     on_path = shutil.which("blender")
     if on_path:
         version = blender_version([on_path])
         if version and version[:2] >= MINIMUM:
-            return [on_path], version, "PATH"
+            return [*wrapper, on_path], version, "PATH"
     root = os.environ.get("SCAIL2_CHROOT", "/work/chroot-sid")
     if os.path.isfile(os.path.join(root, "usr", "bin", "blender")) and os.geteuid() == 0 and shutil.which("unshare"):
-        command = chroot_command(root, env)
-        version = blender_version(command)
+        version = blender_version(chroot_command(root, env))
         if version and version[:2] >= MINIMUM:
-            return command, version, "chroot " + root
+            return chroot_command(root, env, (*wrapper, "blender")), version, "chroot " + root
     return None
+
+
+def scratch_env(user):
+    """This process's environment for Blender with all its user folders in ``user`` (made empty)."""
+    if os.path.isdir(user):
+        shutil.rmtree(user)
+    os.makedirs(user)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BLENDER_USER_", "BLENDER_SYSTEM_"))}
+    env["BLENDER_USER_RESOURCES"] = user
+    return env
+
+
+def install_extension(command, env, work):
+    """Build this checkout's extension zip in ``work`` and install and enable it; whether both worked."""
+    zip_path = os.path.join(work, "scail2.zip")
+    proc = run_step(command, ["--command", "extension", "build", "--source-dir", REPO,
+                              "--output-filepath", zip_path], env, "extension build")
+    if proc.returncode != 0 or not os.path.isfile(zip_path):
+        return False
+    proc = run_step(command, ["--command", "extension", "install-file", "-r", "user_default", "--enable",
+                              zip_path], env, "extension install-file --enable")
+    return proc.returncode == 0
 
 
 def run_step(command, args, env, name, timeout=600):
@@ -105,13 +130,10 @@ def main():
     started = time.monotonic()
     if os.path.isdir(WORK):
         shutil.rmtree(WORK)
-    user = os.path.join(WORK, "blender-user")
-    os.makedirs(user)
     # A scratch Blender: its user folders only, no add-ons or preferences of whoever runs the test.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BLENDER_USER_", "BLENDER_SYSTEM_"))}
-    env.update(BLENDER_USER_RESOURCES=user)
-    blender_env = {"BLENDER_USER_RESOURCES": user}
-    found = find_blender(blender_env)
+    user = os.path.join(WORK, "blender-user")
+    env = scratch_env(user)
+    found = find_blender({"BLENDER_USER_RESOURCES": user})
     if found is None:
         print("test-blender52: skipped: no Blender >= 4.5 found ($BLENDER, `blender` on PATH or a chroot at "
               "$SCAIL2_CHROOT)")
@@ -122,14 +144,7 @@ def main():
         return 1
     print("Blender {:s} ({:s})".format(".".join(map(str, version)), where))
 
-    zip_path = os.path.join(WORK, "scail2.zip")
-    proc = run_step(command, ["--command", "extension", "build", "--source-dir", REPO,
-                              "--output-filepath", zip_path], env, "extension build")
-    if proc.returncode != 0 or not os.path.isfile(zip_path):
-        return 1
-    proc = run_step(command, ["--command", "extension", "install-file", "-r", "user_default", "--enable",
-                              zip_path], env, "extension install-file --enable")
-    if proc.returncode != 0:
+    if not install_extension(command, env, WORK):
         return 1
 
     config, report_path = os.path.join(WORK, "config.json"), os.path.join(WORK, "report.json")
