@@ -12,7 +12,7 @@ BLENDER_PY := $(VENVS)/blender/bin/python
 BLENDER45_PY := $(VENVS)/blender45/bin/python
 PYTEST_FLAGS ?= -q
 
-.PHONY: setup demo extension test test-backend test-blender test-blender45 clean
+.PHONY: setup demo extension test test-backend test-blender test-blender45 test-blender52 clean
 
 STUBS := $(VENVS)/stubs-4.5/.installed $(VENVS)/stubs-5.2/.installed
 
@@ -63,6 +63,11 @@ test-blender:
 
 test-blender45:
 	$(BLENDER45_PY) -m pytest -c tests/pytest.ini $(PYTEST_FLAGS) -m lts tests/blender
+
+# A real Blender application (BLENDER=..., `blender` on PATH, or the Debian chroot of README.md): install,
+# enable, a tiny Generate and both imports. Not part of `make test`: without such a Blender it only says "skipped".
+test-blender52:
+	$(PYTHON) tests/blender52/run.py
 
 clean:
 	rm -rf $(VENV_HOME) $(VENVS) build

@@ -1,0 +1,310 @@
+"""The README's screenshots, taken in a real Blender window: docs/images/{view3d_tab,sequencer_tab,job_running,
+result_strip,result_plane}.png.
+
+    python3 docs/screenshots.py     # as root with the Debian chroot of README.md, or BLENDER=... / blender on PATH
+
+Finds Blender as `make test-blender52` does, installs this checkout as an extension in a scratch user folder
+(nothing of the developer's preferences shows), then starts Blender's interface under ``xvfb-run`` (software
+OpenGL) with this file as its ``--python`` script. Inside Blender a timer does what an artist does: the footage in
+the sequencer, the reference, the SCAIL tab; Generate with the test model (the frames are noise); the result as a
+strip and as a plane in front of the camera, screenshotting the window at each stage. Background mode cannot
+screenshot, so this needs the interface. Back outside, the backend's Python (Pillow) crops each picture to the
+area it is about and stores it as a small palette PNG.
+"""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(REPO, "build", "screenshots")
+IMAGES = os.path.join(REPO, "docs", "images")
+OUTPUT = "/tmp/scail2"  # the worker's output folder: short, as an artist's would be
+WINDOW = (1600, 1000)
+
+
+# --- Inside Blender: the artist's steps, each followed by a screenshot.
+
+def in_blender(config_path):
+    import bpy
+
+    with open(config_path, encoding="utf-8") as fh:
+        config = json.load(fh)
+    pkg = "bl_ext.user_default.scail2"
+    shots = {}
+
+    def main_area():
+        return max(bpy.context.window_manager.windows[0].screen.areas, key=lambda a: a.width * a.height)
+
+    def sidebar(area, show=True):
+        area.spaces.active.show_region_ui = show
+        return next(r for r in area.regions if r.type == 'UI')
+
+    def shoot(name, area, crop):
+        """Screenshot the whole window; remember the rectangle to keep (window pixels, origin bottom left).
+
+        Under Xvfb with Mesa's software OpenGL, Blender reads its front buffer back as black: then the X server's
+        own picture of the screen (``xwd``, taken at the same moment) is used instead.
+        """
+        window = bpy.context.window_manager.windows[0]
+        path = os.path.join(config["work"], "raw_" + name + ".png")
+        with bpy.context.temp_override(window=window, area=area):
+            bpy.ops.screen.screenshot(filepath=path)
+        shots[name] = {"path": path, "crop": crop, "window": [window.width, window.height]}
+        if os.environ.get("DISPLAY") and shutil.which("xwd"):
+            shots[name]["xwd"] = path[:-4] + ".xwd"
+            subprocess.run(["xwd", "-root", "-silent", "-out", shots[name]["xwd"]], check=True, timeout=60)
+
+    def show_tab(region, category="SCAIL"):
+        """Click down the sidebar's tab strip until ``category`` is shown (it is read-only in Python)."""
+        window = bpy.context.window_manager.windows[0]
+        x = region.x + region.width - 9  # the tabs stand along the sidebar's outer edge
+        for y in range(region.y + region.height - 30, region.y, -12):
+            if region.active_panel_category == category:
+                return
+            window.event_simulate(type='MOUSEMOVE', value='NOTHING', x=x, y=y)
+            window.event_simulate(type='LEFTMOUSE', value='PRESS', x=x, y=y)
+            window.event_simulate(type='LEFTMOUSE', value='RELEASE', x=x, y=y)
+            yield 0.2
+        raise RuntimeError("no {:s} tab in the sidebar: {!r}".format(category, region.active_panel_category))
+
+    def widen(region, pixels):
+        """Drag the sidebar's edge ``pixels`` wider, as an artist does, so no label is cut short."""
+        window = bpy.context.window_manager.windows[0]
+        x, y = region.x + 1, region.y + region.height // 2
+        window.event_simulate(type='MOUSEMOVE', value='NOTHING', x=x, y=y)
+        yield 0.2
+        window.event_simulate(type='LEFTMOUSE', value='PRESS', x=x, y=y)
+        yield 0.2
+        for step in range(1, 6):  # one event at a time: the drag follows the mouse as it is handled
+            window.event_simulate(type='MOUSEMOVE', value='NOTHING', x=x - pixels * step // 5, y=y)
+            yield 0.1
+        window.event_simulate(type='LEFTMOUSE', value='RELEASE', x=x - pixels, y=y)
+        yield 0.5
+
+    def scroll_down(region, clicks=30):
+        """Wheel down over the sidebar: the Generate panel's progress and the History come into view."""
+        window = bpy.context.window_manager.windows[0]
+        x, y = region.x + region.width // 3, region.y + region.height // 2
+        window.event_simulate(type='MOUSEMOVE', value='NOTHING', x=x, y=y)
+        for _ in range(clicks):
+            window.event_simulate(type='WHEELDOWNMOUSE', value='PRESS', x=x, y=y)
+        yield 0.5
+
+    def rect(item):
+        return [item.x, item.y, item.width, item.height]
+
+    def set_up_shot():
+        """Short paths, as on an artist's machine (the backend environment and the shot's files under OUTPUT,
+        a fresh folder each time: an earlier run's inputs would show as stale exports); the footage as a movie
+        strip, a reference image, a small job brought back as a strip and a plane. Returns the scene."""
+        marker = os.path.join(OUTPUT, ".made-by-docs-screenshots")
+        if os.path.exists(OUTPUT) and not os.path.exists(marker):
+            raise RuntimeError(OUTPUT + " exists and was not made by docs/screenshots.py: move it away")
+        shutil.rmtree(OUTPUT, ignore_errors=True)
+        shot, backend = os.path.join(OUTPUT, "shot"), os.path.join(OUTPUT, "backend")
+        os.makedirs(shot)
+        open(marker, "w").close()
+        os.symlink(os.path.realpath(os.path.dirname(os.path.dirname(config["backend_python"]))), backend)
+        footage, reference = os.path.join(shot, "dance.mp4"), os.path.join(shot, "dancer.jpg")
+        shutil.copyfile(config["footage"], footage)
+        shutil.copyfile(config["reference"], reference)
+        prefs = bpy.context.preferences.addons[pkg].preferences
+        prefs.python_path = os.path.join(backend, "bin", "python")
+        prefs.model_source, prefs.device, prefs.output_dir = 'TINY', 'CPU', OUTPUT
+
+        scene = bpy.context.scene
+        scene.render.fps, scene.render.fps_base = 24, 1.0
+        scene.render.resolution_x, scene.render.resolution_y = 1280, 720
+        scene.frame_start, scene.frame_end = 1, 48
+        window = bpy.context.window_manager.windows[0]
+        if hasattr(window.workspace, "sequencer_scene"):
+            window.workspace.sequencer_scene = scene
+        editor = scene.sequence_editor_create()
+        editor.active_strip = editor.strips.new_movie("dance.mp4", footage, 1, 1, fit_method='FIT')
+        sources = scene.scail2_sources
+        sources.driving_source, sources.mask_source = 'STRIP', 'NONE'
+        sources.reference_source, sources.reference_file = 'FILE', reference
+        job = scene.scail2_job
+        job.prompt = "a dancer on a stage"
+        job.width, job.height, job.steps = 224, 128, 3
+        job.use_frame_range = True
+        job.frame_start, job.frame_end = 1, 16
+        job.form, job.camera, job.distance = 'BOTH', scene.camera, 5.0
+        scene.frame_current = 12
+        return scene
+
+    def view3d_tab(area):
+        region = sidebar(area)
+        yield 0.5
+        yield from widen(region, 90)
+        yield from show_tab(region)
+        yield 1.0
+        shoot("view3d_tab", area, rect(region))
+
+    def sequencer_tab(area):
+        area.type = 'SEQUENCE_EDITOR'
+        area.spaces.active.view_type = 'SEQUENCER_PREVIEW'
+        region = sidebar(area)
+        yield 0.5
+        yield from show_tab(region)
+        window = bpy.context.window_manager.windows[0]
+        with bpy.context.temp_override(window=window, area=area,
+                                       region=next(r for r in area.regions if r.type == 'WINDOW')):
+            bpy.ops.sequencer.view_all()
+        yield 1.5
+        shoot("sequencer_tab", area, rect(area))
+
+    def job_running_then_strip(area, scene):
+        """Generate; the sidebar scrolled to the Generate panel while the worker denoises (progress and the time
+        left), then the imported strip above the footage."""
+        region = sidebar(area)
+        with bpy.context.temp_override(window=bpy.context.window_manager.windows[0], area=area):
+            bpy.ops.scail2.generate()
+        yield from scroll_down(region)
+        session = sys.modules[pkg + ".runtime.session"]
+        job = session.scene_jobs(scene)[-1]
+        while not (job.status == "running" and job.eta_s is not None and job.progress() > 0.3) and not job.finished:
+            yield 0.5
+        yield 0.5
+        shoot("job_running", area, rect(region))
+        history = scene.scail2_job.history
+        while not (history and history[-1].status == 'IMPORTED'):
+            if job.status == "failed":
+                raise RuntimeError(job.error.message)
+            yield 1.0
+        yield 4.0  # the strip's thumbnails are drawn in the background
+        shoot("result_strip", area, rect(area))
+
+    def result_plane(area, scene):
+        """From beside the camera, in Solid shading showing textures: the plane in front of it, the cube behind
+        (the view's centre nearer the cube, so the camera, the plane and the cube stand left of the sidebar)."""
+        from mathutils import Euler
+
+        area.type = 'VIEW_3D'
+        space = area.spaces.active
+        space.shading.type, space.shading.color_type = 'SOLID', 'TEXTURE'
+        camera = scene.camera.matrix_world.translation
+        view = space.region_3d
+        view.view_perspective = 'PERSP'
+        view.view_location = camera * 0.3
+        view.view_rotation = Euler((math.radians(70), 0.0, math.radians(95))).to_quaternion()
+        view.view_distance = 14.0
+        yield from show_tab(sidebar(area))
+        yield 2.0
+        shoot("result_plane", area, rect(area))
+
+    def steps():
+        """The recipe; each step yields the seconds to wait for Blender to draw."""
+        yield 2.0  # 1. the window has drawn once
+        scene = set_up_shot()  # 2. the shot
+        area = main_area()
+        yield from view3d_tab(area)  # 3. the SCAIL tab in the 3D viewport
+        yield from sequencer_tab(area)  # 4. the same area as the sequencer with its preview
+        yield from job_running_then_strip(area, scene)  # 5. Generate: the job running, the strip
+        yield from result_plane(area, scene)  # 6. back to the 3D viewport: the plane
+
+    recipe = steps()
+
+    def timer():
+        try:
+            return next(recipe)
+        except StopIteration:
+            outcome = {"shots": shots}
+        except Exception as ex:  # noqa: BLE001  (written down for the launcher, then Blender quits)
+            import traceback
+            outcome = {"shots": shots, "error": "".join(traceback.format_exception(ex))}
+        with open(os.path.join(config["work"], "shots.json"), "w", encoding="utf-8") as fh:
+            json.dump(outcome, fh, indent=1)
+        bpy.ops.preferences.addon_disable(module=pkg)  # stops the worker
+        bpy.ops.wm.quit_blender()
+        return None
+
+    bpy.app.timers.register(timer, first_interval=1.0)
+
+
+# --- Outside: find and start Blender, then crop the pictures.
+
+CROP = """
+import json, os, struct, sys
+import numpy as np
+from PIL import Image
+
+def read_xwd(path):  # a 24-bit TrueColor ZPixmap, as Xvfb writes it: BGRX pixels
+    data = open(path, "rb").read()
+    f = struct.unpack(">25I", data[:100])
+    header, width, height, bytes_per_line, ncolors = f[0], f[4], f[5], f[12], f[19]
+    start = header + ncolors * 12
+    rows = np.frombuffer(data[start:start + bytes_per_line * height], np.uint8).reshape(height, bytes_per_line)
+    return Image.fromarray(rows[:, :width * 4].reshape(height, width, 4)[:, :, 2::-1].copy())
+
+shots = json.load(open(sys.argv[1]))["shots"]
+for name, shot in shots.items():
+    image = Image.open(shot["path"]).convert("RGB")
+    source = "screen.screenshot"
+    if image.getextrema() == ((0, 0), (0, 0), (0, 0)) and shot.get("xwd"):
+        image, source = read_xwd(shot["xwd"]), "xwd"
+    x, y, w, h = shot["crop"]
+    top = image.height - (y + h)
+    part = image.crop((x, top, x + w, top + h)).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    out = os.path.join(sys.argv[2], name + ".png")
+    part.save(out, optimize=True)
+    print("{:s}: {:d}x{:d}, {:d} KB (from {:s})".format(out, w, h, os.path.getsize(out) // 1024, source))
+"""
+
+
+def crop_all(shots_path):
+    """Crop each raw screenshot to its rectangle and save it as a palette PNG (the backend's Pillow)."""
+    python = os.path.join(REPO, ".venvs", "backend", "bin", "python")
+    return subprocess.run([python, "-c", CROP, shots_path, IMAGES]).returncode
+
+
+def main():
+    sys.path.insert(0, os.path.join(REPO, "tests", "blender52"))
+    import run  # the Blender finder of `make test-blender52`
+
+    user = os.path.join(WORK, "blender-user")
+    env = run.scratch_env(user)
+    variables = {"BLENDER_USER_RESOURCES": user, "LIBGL_ALWAYS_SOFTWARE": "1"}
+    env.update(variables)
+    screen = "-screen 0 {:d}x{:d}x24".format(*WINDOW)
+    found = run.find_blender(variables, ("xvfb-run", "-a", "-s", screen))
+    if found is None:
+        print("screenshots: no Blender >= 4.5 found ($BLENDER, `blender` on PATH or a chroot at $SCAIL2_CHROOT)")
+        return 1
+    command, version, where = found
+    print("Blender {:s} ({:s})".format(".".join(map(str, version)), where))
+    plain = run.find_blender(variables)[0]  # the same Blender without the display, for the extension commands
+    if not run.install_extension(plain, env, WORK):
+        return 1
+    # No splash screen over the window (the scratch preferences show Quick Setup otherwise).
+    run.run_step(plain, ["-b", "--python-expr", "import bpy; bpy.context.preferences.view.show_splash = False; "
+                         "bpy.ops.wm.save_userpref()"], env, "preferences without splash")
+    config = os.path.join(WORK, "config.json")
+    with open(config, "w", encoding="utf-8") as fh:
+        json.dump({"backend_python": run.BACKEND_PYTHON, "footage": run.FOOTAGE, "reference": run.REFERENCE,
+                   "work": WORK}, fh)
+    # --enable-event-simulate: the script flips the sidebar tabs with simulated Ctrl+Wheel events.
+    geometry = ["--window-geometry", "0", "0", str(WINDOW[0]), str(WINDOW[1]), "--enable-event-simulate"]
+    run.run_step(command, [*geometry, "--python", os.path.abspath(__file__), "--", config], env,
+                 "Blender interface", timeout=900)
+    shots_path = os.path.join(WORK, "shots.json")
+    if not os.path.isfile(shots_path):
+        print("screenshots: Blender wrote no shots.json")
+        return 1
+    with open(shots_path, encoding="utf-8") as fh:
+        outcome = json.load(fh)
+    if outcome.get("error"):
+        print("screenshots: failed in Blender:\n" + outcome["error"])
+    return crop_all(shots_path) or (1 if outcome.get("error") else 0)
+
+
+if __name__ == "__main__":
+    try:
+        import bpy  # noqa: F401
+    except ImportError:
+        sys.exit(main())
+    in_blender(sys.argv[sys.argv.index("--") + 1])
