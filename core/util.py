@@ -39,10 +39,15 @@ _PYTHON_ENV_DROP = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTAB
 # Lines for the artist.
 
 def one_line(text, limit=MAX_LINE):
-    """Collapse whitespace (newlines included) and cut ``text`` to ``limit`` characters."""
+    """Collapse whitespace (newlines included) and cut ``text`` to ``limit`` characters.
+
+    The middle goes, not the end: errors say what failed first and why last ("...libpython3.11.so: cannot
+    open shared object file: No such file or directory").
+    """
     text = " ".join(str(text or "").split())
     if len(text) > limit:
-        text = text[:limit - 1].rstrip() + "\u2026"
+        tail = limit // 3
+        text = text[:limit - tail - 1].rstrip() + "\u2026" + text[len(text) - tail:]
     return text
 
 

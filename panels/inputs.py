@@ -106,7 +106,8 @@ def draw_inputs(layout, context):
         if strip is None:
             col.label(text="No active strip", icon='ERROR')
         elif strip != active:
-            col.label(text="{:s} (the footage of {:s})".format(strip.name, active.name), icon='SEQUENCE',
+            # The active strip is a result or masks made from it: name the footage, which is what is exported.
+            col.label(text="{:s} (footage of the active strip)".format(strip.name), icon='SEQUENCE',
                       translate=False)
         else:
             col.label(text=strip.name, icon='SEQUENCE', translate=False)
@@ -144,10 +145,11 @@ def draw_inputs(layout, context):
 
     col = layout.column()
     col.prop(src, "reference_source")
+    # "Image" and "Mask" beside "Reference": the full property names are cut at the sidebar's default width.
     if src.reference_source == 'FILE':
-        col.prop(src, "reference_file")
+        col.prop(src, "reference_file", text="Image")
     elif src.reference_source == 'IMAGE':
-        col.prop(src, "reference_image")
+        col.prop(src, "reference_image", text="Image")
     elif src.reference_source == 'CAMERA':
         col.prop(src, "reference_camera")
         col.prop(src, "reference_engine")

@@ -76,11 +76,17 @@ def _safe_name(name):
 
 
 def inputs_folder(context, scene):
-    """Where exports for ``scene`` go: its chosen inputs folder, else ``<output>/inputs/<blend>_<scene>``."""
+    """Where exports for ``scene`` go: its chosen inputs folder, else ``<output>/inputs/<blend>_<scene>``.
+
+    An unsaved file has no name of its own: ``untitled-<process>-<scene>`` keeps two sessions (or two new
+    files of one session) from reading each other's exports.
+    """
     chosen = get_settings(scene).inputs_dir.strip()
     if chosen:
         return os.path.normpath(bpy.path.abspath(chosen))
-    blend = os.path.splitext(os.path.basename(bpy.data.filepath))[0] or "untitled"
+    blend = os.path.splitext(os.path.basename(bpy.data.filepath))[0]
+    if not blend:
+        blend = "untitled-{:d}-{:x}".format(os.getpid(), scene.as_pointer())
     output = preferences.effective_output_dir(preferences.get_preferences(context))
     return os.path.join(output, INPUTS_SUBDIR, _safe_name(blend + "_" + scene.name))
 

@@ -117,6 +117,10 @@ def run_expect_error(**props):
     raise AssertionError("generate did not fail: {!r}".format(result))
 
 
+def inputs_folder(scene):
+    return module(".sources.exports").inputs_folder(bpy.context, scene)
+
+
 # --- The steps.
 
 @step
@@ -160,8 +164,8 @@ else:
             "strip": strip_detail(strips[0]),
             "driving": {"channel": strip.channel, "frame_final_start": strip.frame_final_start},
             "history": history_detail(item),
-            "inputs": json.load(open(os.path.join(
-                WORK_DIR, "output", "inputs", "untitled_Shot24", "inputs.json"), encoding="utf-8")),
+            "inputs": json.load(open(os.path.join(inputs_folder(scene), "inputs.json"), encoding="utf-8")),
+            "inputs_folder": inputs_folder(scene),
         }
 
     @step
@@ -188,7 +192,7 @@ else:
         scene = new_scene("ShotStale", 24)
         strip = scene.sequence_editor.strips.new_movie("driving", CONFIG["footage"], 2, 1, fit_method='FIT')
         set_up_shot(scene, strip, 1, 8)
-        inputs_json = os.path.join(WORK_DIR, "output", "inputs", "untitled_ShotStale", "inputs.json")
+        inputs_json = os.path.join(inputs_folder(scene), "inputs.json")
         session = module(".runtime.session")
 
         def generate():
@@ -467,7 +471,7 @@ else:
         job.width, job.height = 128, 64
         job.use_custom_sampling = True
         job.steps = 2
-        inputs_json = os.path.join(WORK_DIR, "output", "inputs", "untitled_ShotCamera", "inputs.json")
+        inputs_json = os.path.join(inputs_folder(scene), "inputs.json")
         session.force_async = True
         try:
             jobs_before = len(session.scene_jobs(scene))

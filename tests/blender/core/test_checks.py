@@ -168,12 +168,18 @@ def test_long_and_odd_output_is_tamed(tmp_path):
     result = backend_check.check_backend(str(python), str(tmp_path))
     assert not result.ok
     assert_one_line(result.message)
-    assert result.message.endswith("\u2026")
+    assert "\u2026" in result.message
 
 
 def test_one_line():
     assert util.one_line("a\n  b\r\n\tc") == "a b c"
     assert len(util.one_line("x" * 1000)) == backend_check.MAX_MESSAGE_CHARS
+    # The cause at the end of a long error survives the cut.
+    long_error = "OSError: " + "/very/long/path" * 30 + "/libpython3.11.so.1.0: cannot open shared object file: " \
+        "No such file or directory"
+    cut = util.one_line(long_error)
+    assert len(cut) == util.MAX_LINE and cut.startswith("OSError: /very/long/path")
+    assert cut.endswith("cannot open shared object file: No such file or directory") and "\u2026" in cut
 
 
 def test_setup_status_nothing_set():

@@ -13,6 +13,7 @@ Marked ``lts``: also runs on Blender 4.5.
 import json
 import math
 import os
+import re
 
 import pytest
 
@@ -115,6 +116,8 @@ def test_background_generate_imports_the_strip_24fps(report):
     assert history["job_id"] == os.path.basename(history["job_dir"])
     # The job read the strip's movie directly (no export render).
     assert detail["inputs"]["driving"]["kind"] == "movie"
+    # An unsaved file's inputs folder is its own: another session's "Shot24" does not share it.
+    assert re.fullmatch(r"untitled-\d+-[0-9a-f]+_Shot24", os.path.basename(detail["inputs_folder"]))
 
 
 def test_background_generate_30fps_ui_strip(report):
@@ -250,7 +253,7 @@ def test_panels_draw(report):
         assert any("Cancelled" in text for text in queue), queue
         # The active strip is an imported result: the Inputs name the footage Generate will export.
         inputs = drawn["SCAIL2_PT_{:s}_inputs".format(space)]
-        assert any(text.startswith("driving (the footage of ") for text in inputs), inputs
+        assert "driving (footage of the active strip)" in inputs, inputs
         assert "No mask: the whole frame is character 1" in " ".join(inputs), inputs  # wrapped to the width
 
 
