@@ -175,12 +175,28 @@ def weights_report(weights: Path | None) -> dict:
         report["encoders"] = {"layout": encoder_folders.detect_layout(weights)}
     except (ValueError, OSError) as exc:
         report["encoders"] = {"error": first_line(exc)}
+    transformer_path = Path(report["transformer"].get("path", weights))
+    bad = {check["path"]: check for check in report["files"] if check["status"] != "ok"}
+    broken = [check for path, check in bad.items() if "path" not in report["transformer"]
+              or not _inside(Path(path), transformer_path)]
+    if broken and "layout" in report["encoders"]:  # a layout of files that cannot be read is no layout
+        report["encoders"].update(problem=f"{broken[0]['path']}: {broken[0]['detail']}", status=broken[0]["status"])
     if weights.is_dir():
         try:
             report["components"] = resolve_components(weights)
         except (ValueError, OSError) as exc:  # a report, never a crash
             report["components"] = {"error": first_line(exc)}
+        _mark_unreadable(report["components"], bad)
     return report
+
+
+def _mark_unreadable(components: dict, bad: dict[str, dict]) -> None:
+    """A chosen file that its header check found unusable (truncated, damaged, code) says so."""
+    for entry in components.values():
+        chosen = entry.get("chosen") if isinstance(entry, dict) else None
+        if isinstance(chosen, dict) and chosen.get("path") in bad and not chosen.get("problem"):
+            check = bad[chosen["path"]]
+            chosen.update(problem=f"{check['path']}: {check['detail']}", status=check["status"])
 
 
 def transformer_storage(report: dict) -> tuple[str, int | None]:
@@ -375,8 +391,13 @@ def format_report(report: dict) -> str:
             lines.append(f"  transformer: {transformer['layout']} layout, {transformer['path']} "
                          f"({_gb(transformer['size_bytes'])})")
         encoders = weights["encoders"]
-        lines.append(f"  encoders:    MISSING: {encoders['error']}" if "error" in encoders
-                     else f"  encoders:    {encoders['layout']} layout")
+        if "error" in encoders:
+            lines.append(f"  encoders:    MISSING: {encoders['error']}")
+        elif "problem" in encoders:
+            verdict = "REFUSED" if encoders["status"] == "code" else encoders["status"].upper()
+            lines.append(f"  encoders:    {encoders['layout']} layout, {verdict}: {encoders['problem']}")
+        else:
+            lines.append(f"  encoders:    {encoders['layout']} layout")
         files = weights.get("files", [])
         bad = [check for check in files if check["status"] != "ok"]
         lines.append(f"  files:       {len(files)} weights files checked by their headers (nothing unpickled), "

@@ -152,3 +152,25 @@ def test_doctor_lists_each_component_of_a_comfyui_folder(tmp_path, capsys):
     assert "  image encoder: MISSING: CLIP ViT-H/14 image encoder: download clip_vision_h.safetensors" in text
     assert "quantisation: GGUF Q8_0 (blocks.*.ffn.0.weight Q8_0" in text
     assert "skipped " in text and "memory presets for the chosen GGUF transformer" in text
+
+
+def test_a_layout_of_files_that_cannot_be_read_is_not_called_ok(tmp_path, capsys):
+    from backend import cli
+
+    # The official release's VAE name on a 6-byte file (an interrupted download), and empty diffusers folders.
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "Wan2.1_VAE.pth").write_bytes(b"abcdef")
+    assert cli.main(["doctor", "--weights", str(release)]) == 0
+    text = capsys.readouterr().out
+    vae = release / "Wan2.1_VAE.pth"
+    assert f"encoders:    official layout, TRUNCATED: {vae}: truncated: 6 bytes" in text
+    assert f"vae:           TRUNCATED: {vae}" in text
+    assert "encoders:    official layout\n" not in text
+
+    empty = tmp_path / "empty"
+    for name in ("vae", "text_encoder", "tokenizer", "image_encoder"):
+        (empty / name).mkdir(parents=True)
+    assert cli.main(["doctor", "--weights", str(empty)]) == 0
+    text = capsys.readouterr().out
+    assert "encoders:    MISSING: no encoder weights in" in text and "diffusers layout" not in text
