@@ -92,9 +92,13 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--height", type=int, default=0, help="explicit height in pixels (multiple of 32)")
     gen.add_argument("--width", type=int, default=0, help="explicit width in pixels (multiple of 32)")
     gen.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
-    gen.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the preset's)")
+    gen.add_argument("--guidance", type=float,
+                     help="classifier-free guidance scale, 0 to 20: uncond + g (cond - uncond); 1 runs one pass "
+                          "(default: the preset's)")
     gen.add_argument("--shift", type=float, help="flow shift (default: the preset's)")
-    gen.add_argument("--sampler", choices=["unipc", "euler"], help="solver (default: the preset's)")
+    gen.add_argument("--sampler", choices=protocol.SAMPLERS,
+                     help="solver: unipc (the official default), dpm++ (the official alternative) or euler "
+                          "(default: the preset's, unipc)")
     gen.add_argument("--seed", type=int, default=-1, help="noise seed; -1 picks one and records it")
     gen.add_argument("--fps", type=float, default=protocol.MODEL_FPS, help="model frame rate (default 16)")
     gen.add_argument("--driving-fps", type=float, help="frame rate of an image-sequence driving clip")
