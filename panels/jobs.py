@@ -59,6 +59,7 @@ def draw_generate(layout, context):
     col = layout.column(align=True)
     col.prop(settings, "steps")
     col.prop(settings, "guidance")
+    col.prop(settings, "sampler")
     row = col.row(align=True)
     row.prop(settings, "seed")
     row.prop(settings, "use_seed_lock", text="", icon='LOCKED' if settings.use_seed_lock else 'UNLOCKED')
