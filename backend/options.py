@@ -104,7 +104,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--driving-fps", type=float, help="frame rate of an image-sequence driving clip")
     gen.add_argument("--start", type=int, default=0, help="first driving frame (0-based)")
     gen.add_argument("--end", type=int, help="driving frame to stop before (default: the end)")
-    gen.add_argument("--no-color-match", action="store_true", help="do not colour-match segments of long clips")
+    gen.add_argument("--no-color-match", action="store_true",
+                     help="do not colour-match the written frames of a long clip's later segments to the earlier "
+                          "ones (a post-process: the model conditions on the decoded frames either way)")
     gen.add_argument("--lora", action="append", default=[], type=_lora, metavar="FILE[:STRENGTH]",
                      help="LoRA to merge (Wan-native, LightX2V or ComfyUI keys); repeatable")
     gen.add_argument("--pose-driven", action="store_true",
