@@ -19,8 +19,10 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def compute_dtype(components: Components) -> torch.dtype:
-    """The job's compute dtype: the text encoder is loaded in it (bf16 on CUDA, float32 on the CPU)."""
-    return components.encoders.text.dtype
+    """The job's compute dtype: the text encoder is loaded in it (bf16 on CUDA, float32 on the CPU);
+    weights kept in a storage format (float8, quantised) compute in bf16."""
+    dtype = components.encoders.text.dtype
+    return dtype if dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.bfloat16
 
 
 def _ftfy_version() -> str:
