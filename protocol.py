@@ -48,7 +48,7 @@ MAX_JOB_SIDE = 2048
 DEFAULT_MAX_INPUT_PIXELS = 1 << 26
 MAX_INPUT_PIXELS_LIMIT = 1 << 30
 # Sampler numbers (`docs/model.md`, sections "Sampler settings" and "Matching the official code").
-# Guidance g gives uncond + g (cond - uncond) at every value, as the official code and ComfyUI:
+# Guidance g gives uncond + g (cond - uncond) at every value, as the official SAT sampler and ComfyUI:
 # 1 is the conditional prediction alone (one pass), 0 the unconditional one, values between mix
 # the two; Wan 2.1's recipes use 1 to 6. Shift must be positive (the flow-shifted sigmas
 # s*x/(1+(s-1)*x) leave [0, 1] otherwise); the recipes use 1 to 12, and at shift 0 the Euler
