@@ -180,9 +180,11 @@ def test_impossible_numbers_and_settings_are_refused_in_one_line(changes, messag
 
 
 @pytest.mark.parametrize("changes", [
-    {"guidance": 0}, {"guidance": 0.5}, {"guidance": 1}, {"guidance": 20.0}, {"shift": 0.1}, {"shift": 20}, {"seed": 0}, {"seed": 2 ** 64 - 1},
+    {"guidance": 0}, {"guidance": 0.5}, {"guidance": 1}, {"guidance": 20.0},
+    {"shift": 0.1}, {"shift": 20}, {"seed": 0}, {"seed": 2 ** 64 - 1},
     {"seed": -1}, {"height": 2048, "width": 2048}, {"steps": 10_000}, {"model_fps": 0.1}, {"driving_fps": 1000},
-    {"sampler": "euler"}, {"sampler": "dpm++"}, {"sampler": "unipc"}, {"max_input_pixels": 1}, {"max_input_pixels": 2 ** 30},
+    {"sampler": "euler"}, {"sampler": "dpm++"}, {"sampler": "unipc"},
+    {"max_input_pixels": 1}, {"max_input_pixels": 2 ** 30},
     {"loras": [{"path": "l.safetensors", "strength": -10}, {"path": "m.safetensors"}]},
 ])
 def test_the_edges_of_every_range_are_accepted(changes):
