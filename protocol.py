@@ -32,7 +32,8 @@ MANIFEST_NAME = "manifest.json"
 SEGMENT_FRAMES = 81
 SEGMENT_OVERLAP = 5
 DEFAULT_SEGMENT_PROMPT = "person"  # what a mask or matte looks for unless told
-SAMPLERS = ("unipc", "euler")
+# Solvers: UniPC (the official default), DPM++ (the official wan-scail2 alternative), Euler (the SAT path).
+SAMPLERS = ("unipc", "dpm++", "euler")
 
 # Limits every job is checked against (`JobSpec.validate`), so the add-on, the CLI and the worker
 # refuse the same settings, in one line, before any file is read or any model is loaded.
@@ -46,12 +47,13 @@ MAX_JOB_SIDE = 2048
 # itself refuses images over 2**30 pixels, the highest limit a job may set.
 DEFAULT_MAX_INPUT_PIXELS = 1 << 26
 MAX_INPUT_PIXELS_LIMIT = 1 << 30
-# Sampler numbers (`docs/model.md`, section "Sampler settings"). Guidance 1 turns classifier-free
-# guidance off and the sampler ignores values below 1, so they are refused rather than silently
-# read as 1; Wan 2.1's recipes use 1 to 6. Shift must be positive (the flow-shifted sigmas
+# Sampler numbers (`docs/model.md`, sections "Sampler settings" and "Matching the official code").
+# Guidance g gives uncond + g (cond - uncond) at every value, as the official SAT sampler and ComfyUI:
+# 1 is the conditional prediction alone (one pass), 0 the unconditional one, values between mix
+# the two; Wan 2.1's recipes use 1 to 6. Shift must be positive (the flow-shifted sigmas
 # s*x/(1+(s-1)*x) leave [0, 1] otherwise); the recipes use 1 to 12, and at shift 0 the Euler
 # schedule divides by zero. Above 20 either one only saturates the frames.
-GUIDANCE_RANGE = (1.0, 20.0)
+GUIDANCE_RANGE = (0.0, 20.0)
 SHIFT_RANGE = (0.1, 20.0)
 # Steps: the recipes use 8 and 40; a schedule of 10**12 steps would not even fit in memory.
 MAX_STEPS = 10_000
@@ -77,12 +79,16 @@ def preset_sampling(preset: str, short_side: int) -> dict[str, Any]:
 def output_size(resolution: str, height: int | None, width: int | None,
                 reference_shape: tuple[int, int]) -> tuple[int, int]:
     """(H, W) of a job's frames: the explicit size when both sides are given, else the tier's size in
-    the orientation of the reference (`reference_shape` is its (H, W)): landscape when W >= H."""
+    the orientation of the reference (`reference_shape` is its (H, W)).
+
+    As the official SAT sampler: landscape only when the reference is wider than tall, so a square
+    reference gives portrait (896 x 512 at 512p).
+    """
     if height and width:
         return height, width
     short, long = RESOLUTIONS[resolution]
     ref_h, ref_w = reference_shape
-    return (short, long) if ref_w >= ref_h else (long, short)
+    return (short, long) if ref_w > ref_h else (long, short)
 
 
 class ProtocolError(ValueError):

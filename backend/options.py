@@ -92,15 +92,21 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--height", type=int, default=0, help="explicit height in pixels (multiple of 32)")
     gen.add_argument("--width", type=int, default=0, help="explicit width in pixels (multiple of 32)")
     gen.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
-    gen.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the preset's)")
+    gen.add_argument("--guidance", type=float,
+                     help="classifier-free guidance scale, 0 to 20: uncond + g (cond - uncond); 1 runs one pass "
+                          "(default: the preset's)")
     gen.add_argument("--shift", type=float, help="flow shift (default: the preset's)")
-    gen.add_argument("--sampler", choices=["unipc", "euler"], help="solver (default: the preset's)")
+    gen.add_argument("--sampler", choices=protocol.SAMPLERS,
+                     help="solver: unipc (the official default), dpm++ (the official alternative) or euler "
+                          "(default: the preset's, unipc)")
     gen.add_argument("--seed", type=int, default=-1, help="noise seed; -1 picks one and records it")
     gen.add_argument("--fps", type=float, default=protocol.MODEL_FPS, help="model frame rate (default 16)")
     gen.add_argument("--driving-fps", type=float, help="frame rate of an image-sequence driving clip")
     gen.add_argument("--start", type=int, default=0, help="first driving frame (0-based)")
     gen.add_argument("--end", type=int, help="driving frame to stop before (default: the end)")
-    gen.add_argument("--no-color-match", action="store_true", help="do not colour-match segments of long clips")
+    gen.add_argument("--no-color-match", action="store_true",
+                     help="do not colour-match the written frames of a long clip's later segments to the earlier "
+                          "ones (a post-process: the model conditions on the decoded frames either way)")
     gen.add_argument("--lora", action="append", default=[], type=_lora, metavar="FILE[:STRENGTH]",
                      help="LoRA to merge (Wan-native, LightX2V or ComfyUI keys); repeatable")
     gen.add_argument("--pose-driven", action="store_true",

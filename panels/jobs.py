@@ -85,6 +85,7 @@ def _draw_sampling(layout, settings):
         _value_row(col, "Steps", "Preset ({:d})".format(values["steps"]))
         _value_row(col, "Guidance", "Preset ({:.1f})".format(values["guidance"]))
         _value_row(col, "Shift", "Preset ({:.1f})".format(values["shift"]))
+    col.prop(settings, "sampler")
     row = col.row(align=True)
     row.prop(settings, "seed")
     row.prop(settings, "use_seed_lock", text="", icon='LOCKED' if settings.use_seed_lock else 'UNLOCKED')

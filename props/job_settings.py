@@ -6,6 +6,7 @@ The mode (animate/replace) is not here: it lives with the inputs
 """
 
 __all__ = (
+    "SAMPLERS",
     "SCAIL2_JobHistoryItem",
     "SCAIL2_SceneJob",
     "classes",
@@ -30,6 +31,14 @@ SCENE_PROPERTY = "scail2_job"
 # The frame limit's untouched values (Blender's default scene range).
 FRAME_START, FRAME_END = 1, 250
 MAX_SEED = 2 ** 31 - 1
+
+# The Sampler choice -> protocol.SAMPLERS (enum identifiers stay plain words).
+SAMPLERS = {'UNIPC': "unipc", 'DPMPP': "dpm++", 'EULER': "euler"}
+SAMPLER_ITEMS = (
+    ('UNIPC', "UniPC", "The official solver (both presets use it)"),
+    ('DPMPP', "DPM++", "The official alternative: DPM-Solver++ (2nd order), as in the SCAIL-2 release"),
+    ('EULER', "Euler", "Flow-matching Euler, as the paper's sampler and ComfyUI's SCAIL-2 template"),
+)
 
 FORM_ITEMS = (
     ('STRIP', "Image Strip", "An image strip in the sequencer, above the driving strip"),
@@ -153,6 +162,12 @@ class SCAIL2_SceneJob(PropertyGroup):
         description="Where the steps are spent: higher spends more on the overall motion, lower on detail "
                     "(the quality preset uses 3 at 512p and 5 at 704p, fast 1)",
         min=protocol.SHIFT_RANGE[0], soft_max=12.0, max=protocol.SHIFT_RANGE[1], default=3.0, precision=2,
+    )
+    sampler: EnumProperty(
+        name="Sampler",
+        description="The solver that denoises the frames",
+        items=SAMPLER_ITEMS,
+        default='UNIPC',
     )
     seed: IntProperty(
         name="Seed",

@@ -71,6 +71,7 @@ def ui_settings(settings, sources_settings):
         "height": settings.height,
         "sampling": ({"steps": settings.steps, "guidance": settings.guidance, "shift": settings.shift}
                      if settings.use_custom_sampling else "preset"),
+        "sampler": job_settings.SAMPLERS[settings.sampler],
         "seed_locked": settings.use_seed_lock,
         "matte": settings.use_matte,
         "frame_range": [settings.frame_start, settings.frame_end] if settings.use_frame_range else None,
@@ -118,6 +119,7 @@ def _job_spec(fields, settings, src):
             steps=settings.steps if settings.use_custom_sampling else None,
             guidance=settings.guidance if settings.use_custom_sampling else None,
             shift=settings.shift if settings.use_custom_sampling else None,
+            sampler=job_settings.SAMPLERS[settings.sampler],
             seed=seed,
             matte=settings.use_matte,
             matte_prompt=src.auto_mask_prompt.strip() or protocol.DEFAULT_SEGMENT_PROMPT,

@@ -27,6 +27,7 @@ from ..models.encoders import (
     ImageEncoder,
     TextEncoder,
     VideoVAE,
+    image_dtype,
     module_to,
 )
 from .comfy_encoders import load_clip_vision_file, load_umt5_file, load_vae_file
@@ -81,8 +82,9 @@ def load_encoders(
 ) -> Encoders:
     """Load the three encoders from `weights_dir` (layout detected), cast and moved to `device`.
 
-    `dtype` is for the text and image encoders (the reference: bf16 / fp16); the VAE
-    runs in `vae_dtype` (float32 as in the Wan reference).
+    `dtype` is the text encoder's (the reference: bf16); the image encoder runs in
+    `image_dtype(dtype)` (float16 beside bf16, as the reference); the VAE runs in `vae_dtype`
+    (float32 as in the Wan reference).
     """
     weights_dir = Path(weights_dir)
     layout = detect_layout(weights_dir)
@@ -149,7 +151,7 @@ def _load_diffusers(weights_dir: Path, dtype, vae_dtype):
     opts = dict(local_files_only=True, use_safetensors=True)
     vae = AutoencoderKLWan.from_pretrained(str(weights_dir / "vae"), torch_dtype=vae_dtype, **opts)
     text = UMT5EncoderModel.from_pretrained(str(weights_dir / "text_encoder"), dtype=dtype, **opts)
-    image = CLIPVisionModel.from_pretrained(str(weights_dir / "image_encoder"), dtype=dtype, **opts)
+    image = CLIPVisionModel.from_pretrained(str(weights_dir / "image_encoder"), dtype=image_dtype(dtype), **opts)
     tokenizer = _load_tokenizer(weights_dir / "tokenizer", f"the tokenizer/ folder of {DIFFUSERS_REPO}")
     mean, std = _clip_stats(weights_dir)
     return TextEncoder(text, tokenizer), ImageEncoder(image, mean, std), VideoVAE(vae)
@@ -191,7 +193,7 @@ def _load_official(weights_dir: Path, dtype, vae_dtype):
     tokenizer = _load_tokenizer(paths["tokenizer"], f"{OFFICIAL_REPO} {OFFICIAL_T5_DIR}/")
     vae = module_to(load_wan_vae(paths["vae"]), dtype=vae_dtype)
     text = module_to(load_wan_t5(paths["t5"]), dtype=dtype)
-    image = module_to(load_open_clip_visual(paths["clip"]), dtype=dtype)
+    image = module_to(load_open_clip_visual(paths["clip"]), dtype=image_dtype(dtype))
     return TextEncoder(text, tokenizer), ImageEncoder(image), VideoVAE(vae)
 
 

@@ -29,6 +29,8 @@ __all__ = [
     "ImageEncoder",
     "TextEncoder",
     "VideoVAE",
+    "clean_prompt",
+    "image_dtype",
 ]
 
 TEXT_LEN = 512
@@ -89,15 +91,26 @@ def module_to(model: torch.nn.Module, device=None, dtype: torch.dtype | None = N
     return torch.nn.Module.to(model, *args) if args else model
 
 
-def _clean_prompt(text: str) -> str:
-    """The reference's prompt cleaning: ftfy (when installed), HTML unescape, collapse whitespace."""
+def image_dtype(compute_dtype: torch.dtype) -> torch.dtype:
+    """The dtype the CLIP vision tower is loaded and run in for a job computing in `compute_dtype`.
+
+    The official code runs CLIP in float16 (Wan 2.1's `clip_dtype`) beside its bf16 transformer;
+    bf16 drifts about 3x further from float32. A float32 job (the CPU default) keeps float32.
+    """
+    return torch.float16 if compute_dtype in (torch.bfloat16, torch.float16) else compute_dtype
+
+
+def clean_prompt(text: str) -> str:
+    """The official text cleaner: ftfy's fix_text, HTML entities undone twice, runs of white space
+    collapsed to one space, trimmed. ftfy is a backend requirement (requirements/backend.txt)."""
     try:
         import ftfy
-
-        text = ftfy.fix_text(text)
     except ImportError:
-        pass
-    text = html.unescape(html.unescape(text)).strip()
+        raise EncoderError("the backend environment lacks ftfy, which the official text cleaner runs; "
+                           "press Set Up Backend again (or pip install ftfy==6.3.1)") from None
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    # The official code uses the `regex` module, whose \s differs from re's only on \x1c-\x1f,
+    # which fix_text has removed.
     return re.sub(r"\s+", " ", text).strip()
 
 
@@ -120,7 +133,7 @@ class TextEncoder(_Wrapper):
         if isinstance(prompts, str):
             prompts = [prompts]
         batch = self.tokenizer(
-            [_clean_prompt(p) for p in prompts],
+            [clean_prompt(p) for p in prompts],
             padding="max_length",
             max_length=self.max_length,
             truncation=True,
@@ -159,8 +172,16 @@ class ImageEncoder(_Wrapper):
 
     @torch.no_grad()
     def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """[3, H, W] float in [-1, 1] (values outside it are kept, as the reference) -> [1, 257, 1280].
+
+        float16 weights on CUDA run under float16 autocast, as the official CLIP does (layer norms
+        and softmax in float32).
+        """
         pixels = self.preprocess(image).to(self.dtype)
-        out = self.model(pixel_values=pixels, output_hidden_states=True)
+        device = pixels.device
+        half_autocast = device.type == "cuda" and self.dtype == torch.float16
+        with torch.autocast(device.type, dtype=torch.float16, enabled=half_autocast):
+            out = self.model(pixel_values=pixels, output_hidden_states=True)
         return out.hidden_states[-2].float()
 
 

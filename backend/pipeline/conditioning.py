@@ -43,11 +43,16 @@ def _mask_latents(rgb_uint8: np.ndarray) -> torch.Tensor:
 
 
 def _paste_on_black(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Replacement mode: the reference outside its character mask becomes black before encoding."""
+    """Replacement mode: the reference (float, [-1, 1]) outside its character mask becomes black before encoding."""
     background = (mask > 225).all(axis=-1) | (mask <= 225).all(axis=-1)  # white or black pixels
     out = rgb.copy()
-    out[background] = 0
+    out[background] = -1.0
     return out
+
+
+def still_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """A float still [H, W, 3] in [-1, 1] (`PreparedInputs.reference`) -> [3, H, W], values as they are."""
+    return torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1).contiguous()
 
 
 def build_job_context(components: Components, inputs: PreparedInputs, check: Check | None = None) -> JobContext:
@@ -64,15 +69,16 @@ def build_job_context(components: Components, inputs: PreparedInputs, check: Che
         check()
         enc.image.to(device)
         check()
-        ref_video = media.to_model_tensor(reference[None]).to(device)
+        # The float still, bicubic overshoot included, as the reference encodes it: no 8-bit rounding.
+        ref_video = still_tensor(reference)[:, None].to(device)
         ref_latents = enc.vae.encode(ref_video, before_chunk=check)
         check()
-        clip = enc.image.encode(media.to_model_tensor(inputs.reference).to(device))
+        clip = enc.image.encode(still_tensor(inputs.reference).to(device))
         check()
         context, negative = enc.text.encode([spec.prompt, spec.negative_prompt])
         extra_latents = extra_masks = None
         if inputs.extra_references:
-            extra_latents = torch.cat([enc.vae.encode(media.to_model_tensor(rgb[None]).to(device), before_chunk=check)
+            extra_latents = torch.cat([enc.vae.encode(still_tensor(rgb)[:, None].to(device), before_chunk=check)
                                        for rgb, _ in inputs.extra_references], dim=1)
             extra_masks = torch.cat([_mask_latents(mask) for _, mask in inputs.extra_references], dim=1).to(device)
     finally:

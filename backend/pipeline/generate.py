@@ -1,10 +1,11 @@
 """Running one generation job: from prepared inputs to numbered frames, preview and manifest.
 
 A job directory holds `manifest.json` (settings, inputs with hashes, the
-frame-to-source-time map, timings, warnings), `state.json` (how many segments
-are finished) and `frames/frame_NNNNNN.png`. Frames are written atomically as
-each segment is decoded, so an interrupted job keeps what it finished and can
-resume from its last completed segment with the same noise. Which folder takes
+frame-to-source-time map, timings, warnings, numerics), `state.json` (how many
+segments are finished), `frames/frame_NNNNNN.png` and `history/` (the decoded
+tail the next segment conditions on). Frames are written atomically as each
+segment is decoded, so an interrupted job keeps what it finished and can resume
+from its last completed segment with the same noise and the same history. Which folder takes
 a job, and the lock a run holds on it, are `job_folder`'s.
 """
 
@@ -27,6 +28,7 @@ from ..loaders.components import Components
 from ..parallel.leader import shared_transformer
 from . import media
 from .conditioning import JobContext, build_job_context, half_size, match_colours, segment_driving
+from .history import HistoryStore, history_tail
 from .inputs import PreparedInputs
 from .job_folder import (
     FRAMES_FOLDER,
@@ -41,6 +43,7 @@ from .job_folder import (
 )
 from .masks import encode_mask_video, to_signed_unit
 from .media import write_json_atomic
+from .numerics import compute_dtype, numerics_record
 from .sampler import Cancelled, SamplerSettings, SegmentConditioning, sample_segment
 from .segments import Segment, plan_segments
 
@@ -95,6 +98,8 @@ class GenerationJob:
         self.completed = 0  # segments whose frames are all on disk, counted by open_folder()
         self.missing_frames = 0  # frames of segments recorded as finished that are no longer on disk
         self.timings: dict[str, float] = {}
+        self.history = HistoryStore(self.job_dir)
+        self._notes: list[str] = []  # warnings this run found (a resume without its history file)
         self._should_cancel: Callable[[], bool] = lambda: False
         self._opened = False
 
@@ -169,6 +174,7 @@ class GenerationJob:
             "model": {"label": self.components.label, "noise_only": self.components.noise_only,
                       "files": self.components.files, "loras": self.components.loras},
             "sampler": vars(self.settings),
+            "numerics": numerics_record(self.settings, self.components, spec.color_match),
             "size": [inputs.height, inputs.width],
             "model_fps": spec.model_fps,
             "source": {"path": inputs.driving.path, "fps": inputs.driving.fps,
@@ -191,7 +197,7 @@ class GenerationJob:
         if self.inputs.spec.preset == "fast" and not self.inputs.spec.loras and not self.components.noise_only:
             warnings.append("the fast preset expects the LightX2V step-distillation LoRA (--lora); without it "
                             "8 steps give a blurry result")
-        return warnings + self.inputs.warnings
+        return warnings + self.inputs.warnings + self._notes
 
     def _write_json(self, name: str, data: dict) -> None:
         path = self.job_dir / name
@@ -295,7 +301,7 @@ class GenerationJob:
         self.events("progress", phase="encode", segment=0, segments=len(self.segments))
         context = self._timed("encode", build_job_context, self.components, self.inputs, self._check_cancel)
         generator = torch.Generator("cpu").manual_seed(self.state["seed"])
-        previous_tail = self._frames_from_disk(self.segments[done - 1]) if done else None
+        history, written_tail = self._resumed_tails(done) if done else (None, None)
 
         for segment in self.segments:
             # 2. Draw the segment's noise: one generator draws every segment's in turn, so a
@@ -306,35 +312,60 @@ class GenerationJob:
             if segment.index < done:
                 continue
             self._check_cancel()
-            # 3. Generate the segment and write its new frames
-            video = self._generate_segment(segment, context, noise, previous_tail)
-            written = media.from_model_tensor(video[:, segment.history : segment.length])
+            # 3. Generate the segment, conditioned on the previous one's decoded tail
+            video = self._generate_segment(segment, context, noise, history)
+            # 4. Write its new frames, colour-matched to what was written before: a post-process
+            #    the model never sees
+            if segment.history and self.inputs.spec.color_match:
+                video_out = match_colours(video, video[:, : segment.history], written_tail.float())
+            else:
+                video_out = video
+            written = media.from_model_tensor(video_out[:, segment.history : segment.length])
             self._write_frames(segment, written)
-            # 4. Keep its tail as the next segment's history: what was written (8-bit), so a resumed
-            #    job continues exactly as an uninterrupted one
-            previous_tail = media.to_model_tensor(written[-self._overlap() :])
+            # 5. Keep the decoded tail as the next segment's history (as the official code does)
+            #    and the written tail as the next colour-match target; then record the segment
+            if segment.index + 1 < len(self.segments):
+                history = history_tail(video, segment, self._overlap(), compute_dtype(self.components))
+                written_tail = media.to_model_tensor(written[-self._overlap() :])
+                self._save_history(segment.index, history)
             self._save_state(completed_segments=segment.index + 1)
+            self.history.forget_before(segment.index)
+        self.history.remove_folder()
 
     def _overlap(self) -> int:
         return self.segments[1].history if len(self.segments) > 1 else 5
 
-    def _generate_segment(self, segment, context, noise, previous_tail) -> torch.Tensor:
-        """Decoded video [3, padded_length, H, W] of one segment, history frames included."""
+    def _save_history(self, index: int, tail: torch.Tensor) -> None:
+        try:
+            self.history.save(index, tail)
+        except OSError as exc:
+            raise output_error(exc, self.history.path(index)) from None
+
+    def _resumed_tails(self, done: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(history, colour-match target) for segment `done` of a resumed job: the decoded tail kept
+        in history/, and the frames written last. A folder without that file (written by an older
+        version, or emptied by hand) conditions on the written frames instead, with a warning."""
+        written = self._frames_from_disk(self.segments[done - 1])
+        history = self.history.load(done - 1)
+        if history is None or tuple(history.shape) != tuple(written.shape):
+            self._notes.append(f"{self.history.path(done - 1)} is missing: segment {done + 1} continues from the "
+                               "written frames, so it may differ slightly from an uninterrupted run")
+            history = written.to(compute_dtype(self.components))
+        return history, written
+
+    def _generate_segment(self, segment, context, noise, history) -> torch.Tensor:
+        """Decoded video [3, padded_length, H, W] of one segment, history frames included (float, as decoded)."""
         # 1. Conditioning: driving frames and masks, the reference masks, the history latents
-        cond = self._conditioning(segment, context, previous_tail)
+        cond = self._conditioning(segment, context, history)
         # 2. Denoise
         latents = self._sample(segment, cond, noise)
         self._check_cancel()
         # 3. Decode, latent frame by latent frame, stopping between them when cancelled
         self.events("progress", phase="decode", segment=segment.index + 1, segments=len(self.segments))
-        video = self._timed("decode", self.components.encoders.vae.decode, latents,
-                            before_chunk=self._check_cancel).float().cpu()
-        # 4. Colour-match: scale the video so its history frames match the previous segment's tail
-        if segment.history and self.inputs.spec.color_match:
-            video = match_colours(video, video[:, : segment.history], previous_tail.float().cpu())
-        return video
+        return self._timed("decode", self.components.encoders.vae.decode, latents,
+                           before_chunk=self._check_cancel).float().cpu()
 
-    def _conditioning(self, segment: Segment, context: JobContext, previous_tail) -> SegmentConditioning:
+    def _conditioning(self, segment: Segment, context: JobContext, history) -> SegmentConditioning:
         """Everything the network sees for `segment` besides the noisy latents."""
         enc, device = self.components.encoders, self.components.device
         frames, masks = self._timed("read", segment_driving, self.inputs, segment)
@@ -347,15 +378,16 @@ class GenerationJob:
                                                                            *context.ref_mask_latents.shape[2:])],
             dim=1,
         )
-        history = None
+        history_latents = None
         if segment.history:
-            history = self._timed("encode", enc.vae.encode, previous_tail.to(device), before_chunk=self._check_cancel)
+            history_latents = self._timed("encode", enc.vae.encode, history.float().to(device),
+                                          before_chunk=self._check_cancel)
         return SegmentConditioning(
             pose_latents=pose_latents, driving_masks=driving_masks, ref_latents=context.ref_latents,
             ref_masks=ref_masks, clip=context.clip, context=context.context,
             negative_context=context.negative_context, replace=self.inputs.spec.mode == "replace",
             extra_ref_latents=context.extra_ref_latents, extra_ref_masks=context.extra_ref_masks,
-            history_latents=history,
+            history_latents=history_latents,
         )
 
     def _sample(self, segment: Segment, cond: SegmentConditioning, noise: torch.Tensor) -> torch.Tensor:

@@ -39,10 +39,12 @@ class PreparedInputs:
     frame_times: list[tuple[int, float]]  # per output frame: (source frame index, source time in s)
     height: int
     width: int
-    reference: np.ndarray  # uint8 [H, W, 3] at the job's size
+    # The stills at the job's size as the reference resizes them: float32 [H, W, 3] in [-1, 1], not
+    # rounded to 8 bits, bicubic overshoot beyond [-1, 1] kept (`docs/model.md`, "Matching the official code").
+    reference: np.ndarray
     reference_mask: np.ndarray  # uint8 [H, W, 3] colour mask at the job's size
     driving_mask: media.ClipInfo | None
-    extra_references: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    extra_references: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (float rgb, uint8 mask)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -112,8 +114,9 @@ def _mask_warnings(mask: np.ndarray, what: str, mode: str, for_reference: bool) 
 
 
 def _still_with_mask(image, mask_path, what, mode, size, warnings, limit):
-    """A still (decoded: rgb, alpha) and its colour mask at `size`: from the mask file, the alpha
-    channel, or the fallback; the mask checked for alignment and colours."""
+    """A still (decoded: rgb, alpha) at `size` as float32 in [-1, 1] (`PreparedInputs.reference`) and its
+    uint8 colour mask: from the mask file, the alpha channel, or the fallback; the mask checked for
+    alignment and colours."""
     rgb, alpha = image
     height, width = size
     background = backgrounds(mode)[1]
@@ -127,7 +130,7 @@ def _still_with_mask(image, mask_path, what, mode, size, warnings, limit):
     else:
         mask = fallback_mask(height, width)
         warnings.append(f"no mask for the {what}: the whole image is used as identity 1")
-    return media.resize_cover_crop(rgb, height, width), mask
+    return media.resize_cover_crop(media.to_signed_float(rgb), height, width), mask
 
 
 def _driving_mask(spec: JobSpec, driving: media.ClipInfo, frame_times, size, warnings) -> media.ClipInfo:

@@ -25,9 +25,11 @@ LOCK_NAME = ".scail2-job.lock"
 STATE_NAME = "state.json"
 MANIFEST_NAME = protocol.MANIFEST_NAME
 FRAMES_FOLDER = "frames"
+HISTORY_FOLDER = "history"  # history.HistoryStore's: the decoded tail of the newest finished segment
 # The hidden temporary files media's atomic writers leave when killed mid-write (".NAME.8hex" + suffix).
 _JOB_TEMP = re.compile(r"\.(state\.json|manifest\.json)\.[0-9a-f]{8}\.tmp|\.preview\.mp4\.[0-9a-f]{8}\.mp4")
 _FRAME_TEMP = re.compile(r"\.frame_\d{6}\.png\.[0-9a-f]{8}\.tmp")
+_HISTORY_TEMP = re.compile(r"\.segment_\d{6}\.safetensors\.[0-9a-f]{8}\.tmp")  # history.HistoryStore's
 _MATTE_TEMP = re.compile(rf"{_FRAME_TEMP.pattern}|\.{re.escape(protocol.SEGMENT_RECORD)}\.[0-9a-f]{{8}}\.tmp")
 SEED_LIMIT = 1 << 64  # torch seeds its generator with 64 bits
 
@@ -328,7 +330,8 @@ class FolderClaim:
         """The hidden temporary files of this job's writers; nothing else is touched."""
         removed = 0
         for folder, pattern in ((self.folder, _JOB_TEMP), (self.folder / FRAMES_FOLDER, _FRAME_TEMP),
-                                (self.folder / protocol.MATTE_FOLDER, _MATTE_TEMP)):
+                                (self.folder / protocol.MATTE_FOLDER, _MATTE_TEMP),
+                                (self.folder / HISTORY_FOLDER, _HISTORY_TEMP)):
             try:
                 names = [entry.name for entry in os.scandir(folder) if entry.is_file(follow_symlinks=False)]
             except OSError:

@@ -386,10 +386,16 @@ def resize_cover_crop(
     clamped and rounded): plain cv2 bicubic aliases when shrinking 2x, as footage is. Any other
     value is a cv2 interpolation flag; NEAREST keeps mask colours exact. The crop offset is
     (excess // 2) on each axis, as the reference.
+
+    float32 frames (CUBIC only) stay float32, neither clamped nor rounded: torchvision on a float
+    tensor, which is how the reference resizes its reference still.
     """
     frames = np.asarray(frames)
-    if frames.dtype != np.uint8:
-        raise ValueError(f"resize_cover_crop takes uint8 frames, got {frames.dtype}")
+    floating = frames.dtype == np.float32
+    if floating and interpolation != CUBIC:
+        raise ValueError("resize_cover_crop scales float32 frames with CUBIC only")
+    if frames.dtype != np.uint8 and not floating:
+        raise ValueError(f"resize_cover_crop takes uint8 or float32 frames, got {frames.dtype}")
     if frames.ndim == 2:
         return resize_cover_crop(frames[None, :, :, None], height, width, interpolation)[0, :, :, 0]
     if frames.ndim == 3:
@@ -399,7 +405,7 @@ def resize_cover_crop(
     n, src_h, src_w, channels = frames.shape
     new_h, new_w = cover_size(src_h, src_w, height, width)
     top, left = (new_h - height) // 2, (new_w - width) // 2
-    out = np.empty((n, height, width, channels), np.uint8)
+    out = np.empty((n, height, width, channels), frames.dtype)
     if (new_h, new_w) == (src_h, src_w):
         out[:] = frames[:, top : top + height, left : left + width]
     elif interpolation == CUBIC:
@@ -407,13 +413,20 @@ def resize_cover_crop(
         for lo in range(0, n, 8):
             chunk = torch.from_numpy(np.ascontiguousarray(frames[lo : lo + 8])).permute(0, 3, 1, 2).float()
             scaled = F.interpolate(chunk, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
-            scaled = scaled[:, :, top : top + height, left : left + width].clamp_(0, 255).round_()
-            out[lo : lo + 8] = scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            scaled = scaled[:, :, top : top + height, left : left + width]
+            if not floating:
+                scaled = scaled.clamp_(0, 255).round_().to(torch.uint8)
+            out[lo : lo + 8] = scaled.permute(0, 2, 3, 1).numpy()
     else:
         for i in range(n):
             scaled = cv2.resize(frames[i], (new_w, new_h), interpolation=interpolation)
             out[i] = scaled.reshape(new_h, new_w, channels)[top : top + height, left : left + width]
     return out
+
+
+def to_signed_float(image_uint8: np.ndarray) -> np.ndarray:
+    """uint8 pixels u -> float32 2 (u / 255) - 1, as the reference reads its stills (ToTensor, then * 2 - 1)."""
+    return (np.asarray(image_uint8).astype(np.float32) / np.float32(255.0)) * np.float32(2.0) - np.float32(1.0)
 
 
 def to_model_tensor(frames_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -564,6 +577,16 @@ def write_png_atomic(path: PathLike, image: np.ndarray) -> None:
             f.write(encoded.tobytes())
 
     _write_atomic(path, write)
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> None:
+    """Write `data` so a reader sees the old file or the whole new one: temp file, fsync, os.replace."""
+
+    def write(temp: str) -> None:
+        with open(temp, "wb") as f:
+            f.write(data)
+
+    _write_atomic(os.fspath(path), write)
 
 
 def write_preview_mp4(path: PathLike, frames_uint8: np.ndarray, fps: float) -> None:

@@ -1,6 +1,6 @@
 """Flow-matching sampling of one SCAIL-2 segment, with CFG and history overwrite.
 
-`docs/model.md`, sections "Sampler settings" and "Segments and overlap".
+`docs/model.md`, sections "Sampler settings", "Segments and overlap" and "Matching the official code".
 
 The schedulers are diffusers'; what is SCAIL-2-specific is the schedule the
 reference uses, the text-only unconditional branch, and clean history latents
@@ -15,9 +15,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
-SOLVERS = ("unipc", "euler")
+import protocol
+
+SOLVERS = protocol.SAMPLERS  # ("unipc", "dpm++", "euler")
 
 
 class Cancelled(Exception):
@@ -56,6 +58,31 @@ class SegmentConditioning:
     history_latents: torch.Tensor | None = None
 
 
+def flow_sigmas(steps: int, shift: float, start: float) -> np.ndarray:
+    """n evenly spaced sigmas from `start` down towards 0 (0 itself left out), flow-shifted by `shift`."""
+    sigma = np.linspace(start, 0.0, steps + 1)[:steps]
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def _dpm_solver(steps: int, shift: float) -> DPMSolverMultistepScheduler:
+    """DPM-Solver++ (2nd order, midpoint, first order at the last step, final sigma 0) on the official
+    wan-scail2 schedule: sigmas from 1.0 shifted once, timesteps 1000 sigma truncated to integers.
+
+    diffusers' own flow schedule for this solver starts at 0.999 and it takes no custom sigmas, so
+    the schedule is set after `set_timesteps` (which resets the solver's history).
+    """
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=1.0,
+        algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint", lower_order_final=True,
+        euler_at_final=False, final_sigmas_type="zero",
+    )
+    scheduler.set_timesteps(steps)
+    sigmas = flow_sigmas(steps, shift, 1.0)
+    scheduler.timesteps = torch.from_numpy(sigmas * 1000).to(torch.int64)
+    scheduler.sigmas = torch.from_numpy(np.append(sigmas, 0.0).astype(np.float32))
+    return scheduler
+
+
 def make_scheduler(settings: SamplerSettings):
     """A diffusers scheduler set to the reference's shifted flow sigmas."""
     n = settings.steps
@@ -64,14 +91,22 @@ def make_scheduler(settings: SamplerSettings):
             num_train_timesteps=1000, prediction_type="flow_prediction",
             use_flow_sigmas=True, flow_shift=settings.shift,
         )
-        sigmas = np.linspace(0.999, 0.0, n + 1)[:n]
+        scheduler.set_timesteps(sigmas=np.linspace(0.999, 0.0, n + 1)[:n])
+    elif settings.solver == "dpm++":
+        scheduler = _dpm_solver(n, settings.shift)
     elif settings.solver == "euler":
         scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=settings.shift)
-        sigmas = np.linspace(1.0, 0.0, n + 1)[:n]
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, n + 1)[:n])
     else:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {settings.solver!r}")
-    scheduler.set_timesteps(sigmas=sigmas)
     return scheduler
+
+
+def uses_cfg(guidance: float) -> bool:
+    """Whether the unconditional pass runs: for every scale but 1, where uncond + 1 (cond - uncond)
+    is exactly the conditional prediction (the official SAT guider applies the formula at every
+    scale; `docs/model.md`, "Matching the official code")."""
+    return guidance != 1.0
 
 
 def sample_segment(
@@ -99,7 +134,7 @@ def sample_segment(
         x[:, : cond.history_latents.shape[1]] = cond.history_latents
         return x
 
-    use_cfg = settings.guidance > 1.0
+    use_cfg = uses_cfg(settings.guidance)
     contexts = [cond.context, cond.negative_context] if use_cfg else [cond.context]
     batch = len(contexts)
     shared = dict(

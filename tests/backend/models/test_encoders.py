@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,15 @@ from scail_fixtures import tiny_config
 
 from backend.loaders import encoder_checkpoints as ec
 from backend.loaders.encoder_folders import detect_layout, load_encoders
-from backend.models.encoders import CLIP_MEAN, CLIP_STD, EncoderError, ImageEncoder, VideoVAE
+from backend.models.encoders import (
+    CLIP_MEAN,
+    CLIP_STD,
+    EncoderError,
+    ImageEncoder,
+    VideoVAE,
+    clean_prompt,
+    image_dtype,
+)
 from backend.models.tiny import TINY_LABEL, TINY_VAE_CONFIG, tiny_encoders, tiny_transformer
 
 PROMPTS = ["a cat", "", "  h&eacute;llo \n  world  "]
@@ -313,9 +323,45 @@ def test_loads_diffusers_folder(diffusers_dir, reference, inputs):
 
 def test_official_layout_casts_to_the_requested_dtype(official_dir):
     loaded = load_encoders(official_dir, "cpu", torch.bfloat16)
-    assert loaded.text.dtype == torch.bfloat16 and loaded.image.dtype == torch.bfloat16
+    # CLIP beside a bf16 job runs in float16, as the official code (issue 16).
+    assert loaded.text.dtype == torch.bfloat16 and loaded.image.dtype == torch.float16
     assert loaded.vae.dtype == torch.float32
     assert loaded.text.encode(["a cat"])[0].dtype == torch.float32
+    assert load_encoders(official_dir, "cpu", torch.float32).image.dtype == torch.float32
+
+
+# --------------------------------------------------------------------------- official numerics (issue 16)
+
+
+def test_clip_runs_in_float16_beside_a_bf16_job_which_drifts_less_than_bf16(inputs):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    assert image_dtype(torch.bfloat16) == torch.float16 and image_dtype(torch.float32) == torch.float32
+    torch.manual_seed(0)  # a narrow CLIP: the comparison holds for any width, and half matmuls are slow on a CPU
+    model = CLIPVisionModel(CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                             num_attention_heads=4, image_size=56, patch_size=14))
+    exact = ImageEncoder(copy.deepcopy(model)).encode(inputs["image"])
+    drift = {}
+    for dtype in (torch.float16, torch.bfloat16):  # float16 runs on the CPU too (torch >= 2.1)
+        half = ImageEncoder(copy.deepcopy(model).to(dtype))
+        drift[dtype] = (half.encode(inputs["image"]) - exact).abs().max().item()
+    assert drift[torch.float16] < drift[torch.bfloat16] / 2, drift
+
+
+@pytest.mark.parametrize("prompt, cleaned", [
+    ("The Mona Lisa doesn\u00c3\u00a2\u00e2\u201a\u00ac\u00e2\u201e\u00a2t have eyebrows.",
+     "The Mona Lisa doesn't have eyebrows."),  # ftfy undoes the mojibake (and uncurls the quote)
+    ("fish &amp;amp; chips", "fish & chips"),  # HTML entities undone twice
+    ("  two\n\t lines\u3000 ", "two lines"),  # runs of white space, Unicode ones too
+])
+def test_the_text_cleaner_is_the_official_one(prompt, cleaned):
+    assert clean_prompt(prompt) == cleaned
+
+
+def test_a_backend_without_ftfy_says_so(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ftfy", None)  # `import ftfy` now raises ImportError
+    with pytest.raises(EncoderError, match="lacks ftfy"):
+        clean_prompt("a cat")
 
 
 @pytest.mark.parametrize(
