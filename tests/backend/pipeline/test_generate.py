@@ -255,6 +255,11 @@ def test_generate_with_a_weights_folder(weights_folders, layout, tmp_path, capsy
     assert manifest["model"]["noise_only"] is False
     assert not any("noise" in w for w in manifest["warnings"])
     assert Path(manifest["model"]["files"][0]).is_relative_to(weights_folders[layout])
+    # Which file each part was read from, and how the transformer stores its weights.
+    components = manifest["model"]["components"]
+    assert all(Path(path).is_relative_to(weights_folders[layout]) for path in components.values()), components
+    assert "transformer" in components and "vae" in components
+    assert manifest["model"]["quantization"].get("format") not in (None, "gguf")
     assert frames_on_disk(out, manifest).shape == (9, 64, 128, 3)
 
 
