@@ -33,6 +33,7 @@ from .. import protocol
 from ..core import checks
 from ..core.util import one_line
 from ..props import job_settings
+from . import follow
 from . import generation
 from . import session
 from .session import GenerateError
@@ -168,14 +169,5 @@ def _poll():
             level, message = _finish(process, meta, spec, timeout=0 if process.poll() is None else None)
         except Exception as ex:  # a timer must not raise
             level, message = 'ERROR', "Could not finish the farm bundle: {!s}".format(ex)
-        _report(level, message)
+        follow.notify(level, message)
     return POLL_S if _pending else None
-
-
-def _report(level, message):
-    windows = session.windows()
-    try:
-        with bpy.context.temp_override(**({"window": windows[0]} if windows else {})):
-            bpy.ops.scail2.job_report(level=level, message=message)
-    except (RuntimeError, AttributeError, TypeError):
-        pass  # an ERROR report raises here too, once shown

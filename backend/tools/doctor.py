@@ -190,6 +190,11 @@ def weights_report(weights: Path | None) -> dict:
     return report
 
 
+def _verdict(entry: dict) -> str:
+    """What a file check's status reads as in the report: REFUSED for pickled code, else the status."""
+    return "REFUSED" if entry["status"] == "code" else entry["status"].upper()
+
+
 def _mark_unreadable(components: dict, bad: dict[str, dict]) -> None:
     """A chosen file that its header check found unusable (truncated, damaged, code) says so."""
     for entry in components.values():
@@ -385,8 +390,7 @@ def format_report(report: dict) -> str:
         if "error" in transformer:
             lines.append(f"  transformer: MISSING: {transformer['error']}")
         elif "problem" in transformer:
-            verdict = "REFUSED" if transformer["status"] == "code" else transformer["status"].upper()
-            lines.append(f"  transformer: {verdict}: {transformer['problem']}")
+            lines.append(f"  transformer: {_verdict(transformer)}: {transformer['problem']}")
         else:
             lines.append(f"  transformer: {transformer['layout']} layout, {transformer['path']} "
                          f"({_gb(transformer['size_bytes'])})")
@@ -394,8 +398,7 @@ def format_report(report: dict) -> str:
         if "error" in encoders:
             lines.append(f"  encoders:    MISSING: {encoders['error']}")
         elif "problem" in encoders:
-            verdict = "REFUSED" if encoders["status"] == "code" else encoders["status"].upper()
-            lines.append(f"  encoders:    {encoders['layout']} layout, {verdict}: {encoders['problem']}")
+            lines.append(f"  encoders:    {encoders['layout']} layout, {_verdict(encoders)}: {encoders['problem']}")
         else:
             lines.append(f"  encoders:    {encoders['layout']} layout")
         files = weights.get("files", [])
