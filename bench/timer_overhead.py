@@ -50,7 +50,9 @@ def main() -> None:
     src, job_settings = scene.scail2_sources, scene.scail2_job
     src.driving_source, src.mask_source, src.reference_source = 'STRIP', 'NONE', 'FILE'
     src.reference_file = os.path.join(FOOTAGE, "scail_001_ref.jpg")
-    job_settings.width, job_settings.height, job_settings.steps = 128, 64, args.steps
+    job_settings.width, job_settings.height = 128, 64
+    job_settings.use_custom_sampling = True  # first: turning it on starts the values at the preset's
+    job_settings.steps = args.steps
     job_settings.use_frame_range, job_settings.frame_start, job_settings.frame_end = True, 1, 8
 
     passes = []
@@ -59,6 +61,8 @@ def main() -> None:
     session.force_async = True
     try:
         assert bpy.ops.scail2.generate() == {'FINISHED'}
+        while addon.runtime.input_render.active() is not None:  # the inputs first (bench/input_render.py)
+            addon.runtime.input_render._tick()
         job = session.scene_jobs(scene)[-1]
         tick_times, started = [], time.monotonic()
         while not job.finished:
