@@ -9,9 +9,13 @@ and nothing here ever blocks Blender for longer than a call's own timeout.
 * ``WorkerClient.start(python, args)`` starts the worker as a subprocess in the
   add-on folder and talks JSON lines over its stdin/stdout (its stderr is kept:
   the last lines in `stderr_tail()`, everything in ``log_path`` if given).
-* ``WorkerClient.connect(host, port, token)`` talks to a worker started with
-  ``--listen`` over TCP; every request carries the token, and a dropped connection
-  is re-established in the background (each (re)connection sends ``hello``).
+* ``WorkerClient.connect(host, port, token, fingerprint)`` talks to a worker started
+  with ``--listen`` over TCP; every request carries the token, and a dropped connection
+  is re-established in the background (each (re)connection sends ``hello``). Off
+  loopback (or with a ``fingerprint``) the connection is TLS and the worker's
+  certificate must have the pinned SHA-256 fingerprint (`UnknownCertificate` carries
+  the fingerprint seen when none is pinned, for the artist to accept once).
+  An authorised connection pings the worker every minute (its idle timeout).
 
 A reader thread parses the worker's lines into dicts and queues them; `poll()`
 returns whatever has arrived. A line that is not a protocol message becomes an
@@ -23,14 +27,25 @@ a lost TCP connection gives ``connection_lost``. Such client-made dicts carry
 
 import collections
 import os
+import select
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
 
 from .. import protocol
 from .util import LineLog, kill_process_tree, popen_kwargs, python_env
+from .worker_tls import (  # noqa: F401  (CertificateError and UnknownCertificate are this module's too)
+    CertificateError,
+    UnknownCertificate,
+    WorkerClientError,
+    check_certificate,
+    client_context,
+    is_loopback_host,
+    normalize_fingerprint,
+)
 
 # The extension's root folder, which holds the ``backend`` package.
 ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,10 +54,7 @@ WRITE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 10.0
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
 STDERR_LINES = 200
-
-
-class WorkerClientError(RuntimeError):
-    """The worker cannot be reached: not started, exited, or disconnected."""
+PING_S = 60.0  # well within the worker's idle timeout (300 s by default)
 
 
 def local_error(code, message, hint="", **fields):
@@ -102,6 +114,9 @@ class WorkerClient:
         self._sock = None
         self._address = None
         self._token = None
+        self._tls = None  # an ssl.SSLContext for a TLS worker
+        self._fingerprint = ""  # the pinned one, "AB:CD:..."
+        self._io_lock = threading.Lock()  # an SSL socket is never read and written at once
         self._reconnect = False
         self._expect_eof = False
         self._stderr_thread = None
@@ -132,20 +147,31 @@ class WorkerClient:
         return client
 
     @classmethod
-    def connect(cls, host, port, token=None, reconnect=True, timeout=CONNECT_TIMEOUT_S):
+    def connect(cls, host, port, token=None, reconnect=True, timeout=CONNECT_TIMEOUT_S, fingerprint=None, tls=None):
         """Connect to a worker serving TCP; raise WorkerClientError if it cannot be reached or refuses the token.
 
+        ``fingerprint``: the SHA-256 fingerprint the worker printed; ``tls``: None uses TLS off
+        loopback or when a fingerprint is given. A TLS worker whose certificate has another
+        fingerprint is refused (`CertificateError`; `UnknownCertificate` when none is pinned).
         Returns once the worker has answered the ``hello`` sent on connecting (its ``capabilities``
         stay queued for `poll`).
         """
         client = cls()
         client._address, client._token = (host, int(port)), token
         client._reconnect = reconnect
+        where = "{:s}:{:d}".format(host, int(port))
+        client._fingerprint = normalize_fingerprint(fingerprint)
+        if fingerprint and not client._fingerprint:
+            raise WorkerClientError("not a SHA-256 fingerprint (64 hex digits): {!r}".format(fingerprint)[:200])
+        if tls if tls is not None else (bool(fingerprint) or not is_loopback_host(host)):
+            client._tls = client_context()
         try:
             client._sock = client._open_socket(timeout)
+        except CertificateError:
+            raise
         except OSError as ex:
-            raise WorkerClientError("cannot connect to the worker at {:s}:{:d}: {:s}".format(
-                host, int(port), ex.strerror or str(ex)))
+            raise WorkerClientError("cannot connect to the worker at {:s}: {:s}".format(
+                where, getattr(ex, "strerror", None) or str(ex)))
         client._spawn(client._read_socket, "scail2-client-socket")
         try:
             client.send("hello")
@@ -157,11 +183,14 @@ class WorkerClient:
             answer = None
         if answer is None or answer.get("type") != "capabilities":
             client.close()
-            where = "{:s}:{:d}".format(host, int(port))
             if answer is not None and answer.get("code") == "unauthorized":
                 raise WorkerClientError("the worker at {:s} refused the token".format(where))
             raise WorkerClientError("the worker at {:s} did not answer".format(where))
         return client
+
+    @property
+    def uses_tls(self):
+        return self._tls is not None
 
     # -- talking ----------------------------------------------------------------------------------
     @property
@@ -381,6 +410,13 @@ class WorkerClient:
     # remote worker
     def _open_socket(self, timeout):
         sock = socket.create_connection(self._address, timeout=timeout)
+        if self._tls is not None:
+            try:
+                sock = self._tls.wrap_socket(sock)
+                check_certificate(sock, self._fingerprint, "{:s}:{:d}".format(*self._address))
+            except BaseException:
+                sock.close()
+                raise
         sock.settimeout(WRITE_TIMEOUT_S)
         return sock
 
@@ -389,7 +425,8 @@ class WorkerClient:
         if sock is None or self._closing.is_set():
             raise WorkerClientError("not connected to the worker")
         try:
-            sock.sendall(data)
+            with self._io_lock:
+                sock.sendall(data)
         except OSError as ex:
             self._close_socket()
             raise WorkerClientError("lost the connection to the worker ({:s})".format(ex.strerror or str(ex)))
@@ -417,6 +454,10 @@ class WorkerClient:
                 attempt += 1
                 try:
                     sock = self._open_socket(CONNECT_TIMEOUT_S)
+                except CertificateError as ex:  # another certificate now: never talk to it
+                    self._put(local_error("certificate_refused", str(ex), fingerprint=ex.fingerprint))
+                    self._closing.set()
+                    return
                 except OSError:
                     continue
                 self._sock = sock
@@ -426,13 +467,25 @@ class WorkerClient:
                 except WorkerClientError:
                     continue
 
+            last_ping = [time.monotonic()]
+
             def read(n, sock=sock):
                 while not self._closing.is_set():
+                    if time.monotonic() - last_ping[0] > PING_S:
+                        last_ping[0] = time.monotonic()
+                        try:
+                            self.send("ping")  # the worker closes connections it has not heard from
+                        except WorkerClientError:
+                            return b""
                     try:
-                        return sock.recv(n)
-                    except socket.timeout:
+                        buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+                        if not buffered and not select.select([sock], [], [], 0.5)[0]:
+                            continue
+                        with self._io_lock:
+                            return sock.recv(n)
+                    except (socket.timeout, ssl.SSLWantReadError):
                         continue
-                    except OSError:
+                    except (OSError, ValueError):
                         return b""
                 return b""
 

@@ -68,23 +68,27 @@ from .jobs import (
     is_out_of_memory,
     log,
 )
+from .blobs import DEFAULT_CAP_BYTES, BlobStore
 from .requests import Requests
 from .tasks import TASKS
+from .transfer import Transfers
 
 if TYPE_CHECKING:
     from .serve import Output
 
 
-class Worker(Requests):
+class Worker(Requests, Transfers):
     """Job queue, model and request handling, independent of the transport."""
 
     def __init__(self, model: str, device: str | None, memory_args: dict, jobs_root: Path, token: str | None = None,
-                 segmentation_weights: tuple[Path | None, Path | None] = (None, None)):
+                 segmentation_weights: tuple[Path | None, Path | None] = (None, None),
+                 blob_cap: int = DEFAULT_CAP_BYTES):
         from ..segmentation.run import Segmenters
 
         self.model, self.device_name, self.memory_args = model, device, memory_args
         self.segmenters = Segmenters(model == "tiny", *segmentation_weights, device=device)
         self.jobs_root = Path(jobs_root).expanduser().resolve()
+        self.blobs = BlobStore(self.jobs_root / ".blobs", blob_cap)  # remote clients' uploads
         self.token = token or None
         self.components = None
         self._loaded_loras: list[tuple[str, float]] = []  # merged into the kept model's weights
@@ -180,6 +184,7 @@ class Worker(Requests):
                 self._broadcast_error(code, message, hint=hint, job=job)
             else:
                 gc.collect()  # the job's garbage dies in this thread, not in whichever thread collects next
+            self.blobs.release(job.blobs)
             with self._cond:
                 self._running = None
                 self._cond.notify_all()
