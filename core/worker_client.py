@@ -36,6 +36,7 @@ import threading
 import time
 
 from .. import protocol
+from .transfer import Transfers
 from .util import LineLog, kill_process_tree, popen_kwargs, python_env
 from .worker_tls import (  # noqa: F401  (CertificateError and UnknownCertificate are this module's too)
     CertificateError,
@@ -117,6 +118,9 @@ class WorkerClient:
         self._tls = None  # an ssl.SSLContext for a TLS worker
         self._fingerprint = ""  # the pinned one, "AB:CD:..."
         self._io_lock = threading.Lock()  # an SSL socket is never read and written at once
+        self._want_transfer = False  # hello asks for transfer mode
+        self._reconnecting = False  # the next capabilities follows a reconnection
+        self.transfers = None  # a `transfer.Transfers` once the worker is in transfer mode
         self._reconnect = False
         self._expect_eof = False
         self._stderr_thread = None
@@ -147,12 +151,15 @@ class WorkerClient:
         return client
 
     @classmethod
-    def connect(cls, host, port, token=None, reconnect=True, timeout=CONNECT_TIMEOUT_S, fingerprint=None, tls=None):
+    def connect(cls, host, port, token=None, reconnect=True, timeout=CONNECT_TIMEOUT_S, fingerprint=None, tls=None,
+                transfer=None):
         """Connect to a worker serving TCP; raise WorkerClientError if it cannot be reached or refuses the token.
 
         ``fingerprint``: the SHA-256 fingerprint the worker printed; ``tls``: None uses TLS off
         loopback or when a fingerprint is given. A TLS worker whose certificate has another
         fingerprint is refused (`CertificateError`; `UnknownCertificate` when none is pinned).
+        ``transfer``: send files over the connection (always over TLS; None: only then); the
+        worker's ``capabilities.mode`` says which mode the connection is in.
         Returns once the worker has answered the ``hello`` sent on connecting (its ``capabilities``
         stay queued for `poll`).
         """
@@ -165,6 +172,7 @@ class WorkerClient:
             raise WorkerClientError("not a SHA-256 fingerprint (64 hex digits): {!r}".format(fingerprint)[:200])
         if tls if tls is not None else (bool(fingerprint) or not is_loopback_host(host)):
             client._tls = client_context()
+        client._want_transfer = bool(transfer) or (transfer is None and client._tls is not None)
         try:
             client._sock = client._open_socket(timeout)
         except CertificateError:
@@ -174,7 +182,7 @@ class WorkerClient:
                 where, getattr(ex, "strerror", None) or str(ex)))
         client._spawn(client._read_socket, "scail2-client-socket")
         try:
-            client.send("hello")
+            client._hello()
             answer = client._wait_for(
                 lambda m: m.get("type") == "capabilities" or m.get("code") in ("unauthorized", "connection_lost"),
                 timeout,
@@ -186,7 +194,14 @@ class WorkerClient:
             if answer is not None and answer.get("code") == "unauthorized":
                 raise WorkerClientError("the worker at {:s} refused the token".format(where))
             raise WorkerClientError("the worker at {:s} did not answer".format(where))
+        if answer.get("mode") == "transfer":
+            client.transfers = Transfers(client.send, client._put,
+                                         lambda: client._sock is not None and not client._closing.is_set(),
+                                         client._closing)
         return client
+
+    def _hello(self):
+        self.send("hello", **({"mode": "transfer"} if self._want_transfer else {}))
 
     @property
     def uses_tls(self):
@@ -204,7 +219,14 @@ class WorkerClient:
         return self._proc.pid if self._proc is not None else None
 
     def send(self, kind, **fields):
-        """Send one request; raise WorkerClientError when the worker cannot take it."""
+        """Send one request; raise WorkerClientError when the worker cannot take it.
+
+        In transfer mode a ``submit`` returns at once: its inputs are uploaded first (`transfer`).
+        """
+        if kind == "submit" and self.transfers is not None and not fields.get("uploaded"):
+            self.transfers.submit(dict(fields, uploaded=True))
+            return
+        fields.pop("uploaded", None)
         if self._token is not None:
             fields.setdefault("token", self._token)
         data = protocol.encode_message(kind, **fields).encode("utf-8")
@@ -222,6 +244,13 @@ class WorkerClient:
 
     def cancel(self, job_id):
         self.send("cancel", job=job_id)
+
+    def cancel_upload(self, request_id):
+        """Stop uploading the inputs of the submit ``request_id`` (it ends ``cancelled``); False if none is."""
+        if self.transfers is None or request_id not in self.transfers.submits:
+            return False
+        self.transfers.cancel_upload(request_id)
+        return True
 
     def poll(self, timeout=0.0):
         """The messages that have arrived, oldest first; waits up to ``timeout`` s for the first one."""
@@ -336,7 +365,15 @@ class WorkerClient:
                 self._inbox_ready.wait(left)
 
     def _on_line(self, raw):
-        self._put(parse_line(raw))
+        message = parse_line(raw)
+        if self.transfers is not None:
+            if self.transfers.wants(message):
+                return
+            if message.get("type") == "capabilities" and self._reconnecting:
+                self._reconnecting = False
+                self.transfers.reconnected(message)  # passed on once the mirrored jobs are fetched again
+                return
+        self._put(message)
 
     def _signal(self, sig):
         kill_process_tree(self._proc, sig)
@@ -462,8 +499,9 @@ class WorkerClient:
                     continue
                 self._sock = sock
                 attempt = 0
+                self._reconnecting = True
                 try:
-                    self.send("hello")  # the worker sends job events to connections that have spoken
+                    self._hello()  # the worker sends job events to connections that have spoken
                 except WorkerClientError:
                     continue
 
