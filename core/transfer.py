@@ -89,6 +89,19 @@ class Transfers:
     def cancel_upload(self, request_id):
         self._cancelled.add(request_id)
 
+    def upload_file(self, path):
+        """Upload one file now, in the caller's thread (benches, tools); its blob reference."""
+        size = os.path.getsize(path)
+        return self._upload(path, None, [0], size)
+
+    def fetch_folder(self, worker_job_dir, local_dir):
+        """Fetch a job folder of the worker now, in the caller's thread (benches, tools)."""
+        self.jobs["_fetch"] = (worker_job_dir, local_dir)
+        try:
+            self._sync("_fetch")
+        finally:
+            self.jobs.pop("_fetch", None)
+
     def wants(self, message):
         """Whether an incoming message is this module's: a reply to it, or an event of a mirrored job."""
         request_id = str(message.get("request_id") or "")

@@ -84,21 +84,26 @@ def parse_line(raw):
 
 def _split_lines(read, on_line):
     """Call ``on_line(bytes)`` for every line of the raw byte source ``read(n)`` until it returns b""."""
-    buffer = b""
+    parts, held = [], 0  # the line so far, joined once its newline comes (a download's line is long)
     while True:
         chunk = read(65536)
         if not chunk:
+            buffer = b"".join(parts)
             if buffer.strip():
                 on_line(buffer)
             return
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                on_line(line)
-        if len(buffer) > MAX_LINE_BYTES:
-            on_line(b"<" + str(len(buffer)).encode() + b" bytes without a newline>")
-            buffer = b""
+        if b"\n" not in chunk:
+            parts.append(chunk)
+            held += len(chunk)
+        else:
+            *lines, rest = b"".join([*parts, chunk]).split(b"\n")
+            for line in lines:
+                if line.strip():
+                    on_line(line)
+            parts, held = [rest], len(rest)
+        if held > MAX_LINE_BYTES:
+            on_line(b"<" + str(held).encode() + b" bytes without a newline>")
+            parts, held = [], 0
 
 
 class WorkerClient:

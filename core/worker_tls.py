@@ -62,3 +62,11 @@ def check_certificate(sock, pinned, where):
     if seen != pinned:
         raise CertificateError(
             "refused: the worker at {:s} shows certificate {:s}, not the pinned {:s}".format(where, seen, pinned), seen)
+
+
+def peek_fingerprint(host, port, timeout=5.0):
+    """The SHA-256 fingerprint of the certificate a TLS worker shows, read from a handshake only
+    (nothing is sent: no token goes to a worker not yet trusted). Raises OSError when unreachable."""
+    with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+        with client_context().wrap_socket(raw) as sock:
+            return normalize_fingerprint(hashlib.sha256(sock.getpeercert(binary_form=True) or b"").hexdigest())

@@ -13,6 +13,7 @@ __all__ = (
 from . import import_result
 from . import inputs
 from . import jobs
+from . import remote
 from . import segmentation
 from . import setup
 
@@ -22,4 +23,5 @@ classes = (
     *import_result.classes,
     *jobs.classes,
     *segmentation.classes,
+    *remote.classes,
 )

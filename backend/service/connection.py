@@ -73,11 +73,18 @@ class LineSplitter:
     def __init__(self, limit: int):
         self.limit = limit
         self._buffer = b""
+        self._parts: list[bytes] = []
+        self._held = 0  # bytes in _parts
         self._skipping = False
 
     def feed(self, chunk: bytes) -> list:
         lines = []
-        self._buffer += chunk
+        if b"\n" not in chunk and len(self._buffer) + self._held + len(chunk) <= self.limit:
+            self._parts.append(chunk)  # most of a long line (an upload's chunk): joined once, at its end
+            self._held += len(chunk)
+            return lines
+        self._buffer = b"".join([self._buffer, *self._parts, chunk])
+        self._parts, self._held = [], 0
         while True:
             newline = self._buffer.find(b"\n")
             if newline < 0:
@@ -92,8 +99,6 @@ class LineSplitter:
                 continue
             lines.append(None if len(line) > self.limit else line)
 
-    def rest(self) -> bytes | None:
-        return None if self._skipping or not self._buffer else self._buffer
 
 
 def serve_connection(worker: Worker, conn: socket.socket, peer: tuple, tls: ssl.SSLContext | None,
@@ -143,7 +148,7 @@ class _Loop:
         self.worker, self.conn, self.output = worker, conn, output
         self.auth_timeout, self.idle_timeout = auth_timeout, idle_timeout
         self.lines = LineSplitter(line_limit)
-        self.pending = b""  # taken from the output, not yet written
+        self.pending = memoryview(b"")  # taken from the output, not yet written
 
     def run(self) -> None:
         conn, output = self.conn, self.output
@@ -153,7 +158,7 @@ class _Loop:
         try:
             while not self.worker.stopping.is_set():
                 if not self.pending:
-                    self.pending = output.take()
+                    self.pending = memoryview(output.take())
                 if output.broken or (output.closing and not self.pending):
                     return
                 now = time.monotonic()
@@ -218,7 +223,7 @@ class _Loop:
 
     def _last_words(self, code: str | None, message: str) -> None:
         """What is queued and one error line (when `code`), written within a second, before closing."""
-        data = self.pending + self.output.take()
+        data = bytes(self.pending) + self.output.take()
         if code is not None:
             data += protocol.error_event(code, message).encode("utf-8")
         if not data:

@@ -56,6 +56,10 @@ def test_fingerprints_are_read_in_any_spelling():
         WorkerClient.connect("127.0.0.1", 1, fingerprint="AB:CD")
 
 
+def test_the_certificate_can_be_looked_at_before_any_token_is_sent(tls_worker):
+    assert worker_tls.peek_fingerprint("127.0.0.1", tls_worker["port"], timeout=30) == tls_worker["fingerprint"]
+
+
 def test_an_unpinned_certificate_is_shown_to_accept_once(tls_worker):
     with pytest.raises(UnknownCertificate) as caught:
         WorkerClient.connect("127.0.0.1", tls_worker["port"], token=tls_worker["token"], tls=True, timeout=60)
