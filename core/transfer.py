@@ -25,6 +25,7 @@ import collections
 import hashlib
 import json
 import os
+import tempfile
 import threading
 import time
 
@@ -54,6 +55,15 @@ def file_sha256(path):
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def folder_files(folder):
+    """The files of a folder a job reads (an image sequence), in name order; hidden ones left out."""
+    names = sorted(n for n in os.listdir(folder) if not n.startswith(".")
+                   and os.path.isfile(os.path.join(folder, n)))
+    if not names:
+        raise TransferError("the folder {:s} holds no files".format(folder))
+    return [os.path.join(folder, n) for n in names]
 
 
 def safe_name(path):
@@ -213,14 +223,22 @@ class Transfers:
             paths += [lora.get("path") for lora in job.get("loras") or [] if isinstance(lora, dict)]
         else:
             paths.append(job.get("source"))
-        paths = [p for p in paths if p]
+        paths = list(dict.fromkeys(p for p in paths if p))
+        folders = {}
         for path in paths:
-            if not os.path.isfile(path):
-                raise TransferError("a remote worker takes input files, not {:s}".format(path))
-        total = sum(os.path.getsize(p) for p in paths)
-        refs, done = {}, [0]
-        for path in dict.fromkeys(paths):
-            refs[path] = self._upload(path, request_id, done, total)
+            if os.path.isdir(path):
+                folders[path] = folder_files(path)
+            elif not os.path.isfile(path):
+                raise TransferError("a remote worker takes files and folders of images, not {:s}".format(path))
+        sizes = [os.path.getsize(f) for p in paths for f in folders.get(p, [p])]
+        total, refs, done = sum(sizes), {}, [0]
+        for path in paths:
+            if path not in folders:
+                refs[path] = self._upload(path, request_id, done, total)
+                continue
+            listing = [{"name": safe_name(f), "sha256": protocol.parse_blob_ref(
+                self._upload(f, request_id, done, total))[0]} for f in folders[path]]
+            refs[path] = self._upload_listing(listing, safe_name(path.rstrip("/\\")), request_id)
 
         def ref(path):
             return refs.get(path, path) if path else path
@@ -234,6 +252,18 @@ class Transfers:
         if job.get("loras"):
             job["loras"] = [dict(lora, path=ref(lora.get("path"))) for lora in job["loras"]]
         return job
+
+    def _upload_listing(self, listing, name, request_id):
+        """Upload a folder's listing (as a blob of its own); the folder's reference."""
+        data = json.dumps({"files": listing}, sort_keys=True).encode("utf-8")
+        fd, temp = tempfile.mkstemp(prefix="scail2-listing-", suffix=".json")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            sha = protocol.parse_blob_ref(self._upload(temp, None, [0], len(data)))[0]  # no progress of its own
+        finally:
+            os.remove(temp)
+        return protocol.blob_tree_ref(sha, name)
 
     def _upload(self, path, request_id, done, total):
         sha, size = file_sha256(path), os.path.getsize(path)

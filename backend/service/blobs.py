@@ -11,6 +11,7 @@ renewed on every use) that no queued or running job holds.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 DEFAULT_CAP_BYTES = 20 << 30  # a few clips, reference stills and LoRAs
 CHUNK_BYTES = 512 << 10  # the most one upload or download message carries (base64 keeps it under 1 MiB a line)
 MAX_BLOB_BYTES = 64 << 30
+MAX_LISTING_BYTES = 32 << 20  # a folder listing: ~100 bytes a file
 _SHA = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,120}")
 
@@ -116,6 +118,38 @@ class BlobStore:
                 os.replace(tmp, target)
             os.utime(source)  # used now: the last to be evicted
             return target
+
+    def link_tree(self, sha: str, name: str) -> tuple[Path, list[str]]:
+        """A folder named `name` holding the files its listing blob `sha` names; (folder, blobs used)."""
+        check_name(name)
+        listing_path = self._path(sha)
+        if not listing_path.is_file() or listing_path.stat().st_size > MAX_LISTING_BYTES:
+            raise BlobError(f"folder listing {sha[:12]}... ({name}) is not uploaded")
+        try:
+            files = json.loads(listing_path.read_text(encoding="utf-8"))["files"]
+            entries = [(check_name(f["name"]), check_sha(f["sha256"])) for f in files]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BlobError(f"folder listing {sha[:12]}... is not a listing of files: {exc}") from None
+        if not entries or len({n for n, _ in entries}) != len(entries):
+            raise BlobError(f"folder listing {sha[:12]}... names no files, or one twice")
+        with self._lock:
+            folder = self.root / "links" / sha / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for file_name, file_sha in entries:
+                target = folder / file_name
+                if not target.is_file():
+                    source = self._path(file_sha)
+                    if not source.is_file():
+                        raise BlobError(f"{file_name} of folder {name} is not uploaded")
+                    os.utime(source)
+                    tmp = folder / f".{file_name}.{os.getpid()}.tmp"
+                    try:
+                        os.link(source, tmp)
+                    except OSError:
+                        shutil.copyfile(source, tmp)
+                    os.replace(tmp, target)
+            os.utime(listing_path)
+        return folder, [sha, *(file_sha for _, file_sha in entries)]
 
     def hold(self, shas) -> None:
         with self._lock:

@@ -45,10 +45,14 @@ def resolve_inputs(task: str, job: dict, store: BlobStore) -> tuple[dict, list[s
     def resolve(field: str, value: object) -> object:
         if value is None:
             return None
-        ref = protocol.parse_blob_ref(value)
-        if ref is None:
+        ref, tree = protocol.parse_blob_ref(value), protocol.parse_blob_ref(value, protocol.BLOB_TREE_PREFIX)
+        if ref is None and tree is None:
             raise ProtocolFailure(BAD_INPUT, f"{field}: {REMOTE_PATHS}")
         try:
+            if tree is not None:
+                path, shas = store.link_tree(check_sha(tree[0]), check_name(tree[1]))
+                used.extend(shas)
+                return str(path)
             sha, name = check_sha(ref[0]), check_name(ref[1])
             path = store.link(sha, name)
         except BlobError as exc:

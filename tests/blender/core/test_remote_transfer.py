@@ -10,8 +10,10 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import threading
+import zlib
 
 import pytest
 
@@ -202,5 +204,40 @@ def test_cancel_stops_an_upload_and_the_job_never_reaches_the_worker(sealed_work
         assert not client.cancel_upload("cancel-me")  # over
         client.send("list_jobs", request_id="jobs")
         assert wait_for(client, seen, lambda m: m.get("request_id") == "jobs")["jobs"] == []
+    finally:
+        client.close()
+
+
+def write_png(path, width, height, seed):
+    """An RGB PNG of pseudo-random pixels (standard library only)."""
+    rows = b"".join(b"\x00" + bytes((x * 7 + y * 13 + seed * 29) % 256 for x in range(width * 3))
+                    for y in range(height))
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    with open(path, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                 + chunk(b"IEND", b""))
+
+
+def test_an_image_sequence_folder_goes_over_as_one_listing(sealed_worker, tmp_path):
+    folder = sealed_worker["client_dir"] / "sequence"
+    folder.mkdir()
+    for k in range(6):
+        write_png(folder / "img_{:04d}.png".format(k), 128, 64, k)
+    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    try:
+        spec = small_job(str(sealed_worker["client_dir"]))
+        spec.driving, spec.driving_fps = str(folder), 16.0
+        seen = []
+        client.submit(spec, job_dir=str(tmp_path / "job"), request_id="sequence")
+        job = wait_for(client, seen, lambda m: m.get("request_id") == "sequence" and m["type"] != "progress")
+        assert job["type"] == "queued", job
+        end = wait_for(client, seen, lambda m: m.get("job") == job["job"] and m["type"] in transfer.END_EVENTS)
+        assert end["type"] == "done", end
+        assert len(os.listdir(tmp_path / "job" / "frames")) == 5
     finally:
         client.close()
