@@ -47,30 +47,38 @@ class SCAIL2_OT_show_worker_certificate(Operator):
             return {'CANCELLED'}
         prefs.remote_seen_fingerprint = ""
         prefs.remote_certificate_note = "Connecting to {:s}:{:d}".format(host, port)
-        result = {}
+        _PEEK.clear()
 
         def peek():
             try:
-                result["fingerprint"] = worker_tls.peek_fingerprint(host, port, timeout=PEEK_TIMEOUT_S)
+                _PEEK["fingerprint"] = worker_tls.peek_fingerprint(host, port, timeout=PEEK_TIMEOUT_S)
             except (OSError, ValueError) as ex:
-                result["error"] = one_line("cannot reach {:s}:{:d}: {!s}".format(host, port, ex))
+                _PEEK["error"] = one_line("cannot reach {:s}:{:d}: {!s}".format(host, port, ex))
 
-        thread = threading.Thread(target=peek, name="scail2-peek-certificate", daemon=True)
-        thread.start()
-
-        def land():
-            if thread.is_alive():
-                return 0.2
-            prefs = preferences.get_preferences(bpy.context)
-            prefs.remote_seen_fingerprint = result.get("fingerprint", "")
-            prefs.remote_certificate_note = result.get("error", "")
-            for window in bpy.context.window_manager.windows:
-                for area in window.screen.areas:
-                    area.tag_redraw()
-            return None
-
-        bpy.app.timers.register(land, first_interval=0.2)
+        _PEEK["thread"] = threading.Thread(target=peek, name="scail2-peek-certificate", daemon=True)
+        _PEEK["thread"].start()
+        bpy.app.timers.register(land_certificate, first_interval=0.2)
         return {'FINISHED'}
+
+
+_PEEK = {}  # the look at a certificate under way: its thread, then "fingerprint" or "error"
+
+
+def land_certificate():
+    """Timer: once the look is over, show what it saw in the preferences (None: done; else call again)."""
+    thread = _PEEK.get("thread")
+    if thread is None:
+        return None
+    if thread.is_alive():
+        return 0.2
+    prefs = preferences.get_preferences(bpy.context)
+    prefs.remote_seen_fingerprint = _PEEK.get("fingerprint", "")
+    prefs.remote_certificate_note = _PEEK.get("error", "")
+    _PEEK.clear()
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            area.tag_redraw()
+    return None
 
 
 class SCAIL2_OT_trust_worker_certificate(Operator):
