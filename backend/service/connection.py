@@ -194,6 +194,7 @@ class _Loop:
                         self.worker.handle_line(line, output)
                         if output.closing or output.broken:
                             break
+                    last_heard = time.monotonic()  # silence counts from the answer (a first hello takes seconds)
             self._last_words(None, "")  # the worker stops: what was answered still goes out (shutdown's ok)
         finally:
             self.worker.remove_output(output)
