@@ -191,6 +191,8 @@ class Requests:
             summary = folder_summary(folder)
             if summary and not is_finished(summary):
                 jobs.append({"job": None, "job_dir": str(folder), "status": "unfinished"} | summary)
+        if output.mode == "transfer":  # a remote client sees no folders of local clients
+            jobs = [entry for entry in jobs if Path(entry["job_dir"]).is_relative_to(self.jobs_root)]
         return "jobs", {"jobs": jobs}
 
     def _on_free_memory(self, message: dict, output: Output) -> tuple[str, dict]:
