@@ -410,8 +410,38 @@ def spec_from_submit(message: dict[str, Any]) -> JobSpec | SegmentSpec:
 
 
 # Message types. Client -> worker: requests; worker -> client: events.
-REQUESTS = ("hello", "submit", "cancel", "list_jobs", "resume", "free_memory", "shutdown")
-EVENTS = ("capabilities", "queued", "progress", "frame_ready", "done", "error", "jobs", "ok", "started", "cancelled")
+REQUESTS = ("hello", "submit", "cancel", "list_jobs", "resume", "free_memory", "shutdown",
+            "ping", "blob_status", "blob_put", "list_files", "fetch")
+EVENTS = ("capabilities", "queued", "progress", "frame_ready", "done", "error", "jobs", "ok", "started", "cancelled",
+          "blob", "files", "file_data")
+
+
+# Connections (`capabilities.mode`): "paths" (the worker reads and writes the client's own paths: a
+# local worker) or "transfer" (the client names no worker paths: inputs are uploaded blobs, named
+# in a job by `blob_ref`, and results are fetched from the job's folder on the worker).
+CONNECTION_MODES = ("paths", "transfer")
+BLOB_PREFIX = "blob:"  # a job's input in transfer mode: "blob:<sha256 hex>/<file name>"
+# A folder (an image sequence) in transfer mode: "blobtree:<sha256 of its listing>/<folder name>", the
+# listing being an uploaded blob of JSON {"files": [{"name": FILE NAME, "sha256": HEX}, ...]}.
+BLOB_TREE_PREFIX = "blobtree:"
+
+
+def blob_ref(sha256: str, name: str) -> str:
+    """How a job names an uploaded file: its SHA-256 and the name (extension) it had on the client."""
+    return f"{BLOB_PREFIX}{sha256}/{name}"
+
+
+def blob_tree_ref(listing_sha256: str, name: str) -> str:
+    """How a job names an uploaded folder: the SHA-256 of its listing blob and the folder's name."""
+    return f"{BLOB_TREE_PREFIX}{listing_sha256}/{name}"
+
+
+def parse_blob_ref(text: Any, prefix: str = BLOB_PREFIX) -> tuple[str, str] | None:
+    """(sha256, name) of a blob reference (`prefix` BLOB_TREE_PREFIX: of a folder's); None when `text` is not one."""
+    if not isinstance(text, str) or not text.startswith(prefix):
+        return None
+    sha, sep, name = text[len(prefix):].partition("/")
+    return (sha, name) if sep else None
 
 
 def encode_message(kind: str, **fields: Any) -> str:

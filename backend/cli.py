@@ -212,24 +212,23 @@ def run_farm(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     from .service.jobs import default_jobs_root, log
-    from .service.serve import TOKEN_ENV, is_loopback, parse_listen, serve_stdio, serve_tcp
+    from .service.serve import parse_listen, serve_stdio, serve_tcp
     from .service.worker import Worker
 
     token = args.token or None
-    listen = None
+    listen = security = None
     if args.listen:
+        from .service.listen import tcp_security
+
         try:
             listen = parse_listen(args.listen)
+            if args.max_connections < 1 or not args.auth_timeout > 0 or not args.idle_timeout > 0:
+                raise ValueError("--max-connections must be at least 1, --auth-timeout and --idle-timeout above 0")
+            security = tcp_security(listen[0], token, args.tls, args.tls_cert, args.tls_key)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        if args.max_connections < 1 or not args.auth_timeout > 0:
-            print("error: --max-connections must be at least 1 and --auth-timeout above 0", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        if not is_loopback(listen[0]) and not token:
-            print(f"error: listening on {listen[0]} (not loopback) requires --token (or ${TOKEN_ENV})",
-                  file=sys.stderr)
-            return EXIT_BAD_INPUT
+        token = security.token
     jobs_root = args.jobs_root or default_jobs_root()
     memory_args = memory_settings(args)
     model = model_name(args)
@@ -237,12 +236,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
     _interrupt_on_termination()
     worker = Worker(model, args.device, memory_args, jobs_root, token=token,
-                    segmentation_weights=(args.sam3_weights, args.sam2_weights))
+                    segmentation_weights=(args.sam3_weights, args.sam2_weights),
+                    blob_cap=max(0, int(args.blob_cap_gb * (1 << 30))))
     if listen is None:
         serve_stdio(worker)
     else:
         try:
-            serve_tcp(worker, *listen, max_connections=args.max_connections, auth_timeout=args.auth_timeout)
+            serve_tcp(worker, *listen, max_connections=args.max_connections, auth_timeout=args.auth_timeout,
+                      tls=security.tls, idle_timeout=args.idle_timeout)
         except OSError as exc:
             print(f"error: cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -18,7 +18,7 @@ from protocol import MATTE_FOLDER, MAX_IDENTITIES
 
 from .segmentation.weights import SAM2_REPO, SAM3_REPO
 from .service.jobs import default_jobs_root
-from .service.serve import AUTH_TIMEOUT_S, MAX_CONNECTIONS, TOKEN_ENV
+from .service.serve import AUTH_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, MIN_TOKEN_CHARS, TOKEN_ENV
 
 DEFAULT_PROMPT = "person"
 
@@ -123,16 +123,31 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     transport = parser.add_argument_group("transport")
     transport.add_argument("--listen", metavar="HOST:PORT",
                            help="serve over TCP instead of stdin/stdout (HOST defaults to 127.0.0.1; port 0 picks "
-                                "one and logs it); any non-loopback HOST requires --token")
+                                "one and logs it); any non-loopback HOST is served with TLS only")
     transport.add_argument("--token", default=os.environ.get(TOKEN_ENV),
-                           help=f"shared secret every request must carry as \"token\" (default: ${TOKEN_ENV})")
+                           help=f"shared secret every request must carry as \"token\", at least {MIN_TOKEN_CHARS} characters "
+                                f"(default: ${TOKEN_ENV}; with TLS and none given, a strong one is generated and "
+                                "printed once)")
     transport.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, metavar="N",
                            help=f"TCP: connections served at once; more are refused (default {MAX_CONNECTIONS})")
     transport.add_argument("--auth-timeout", type=float, default=AUTH_TIMEOUT_S, metavar="SECONDS",
                            help="TCP: a connection that makes no authorised request this long is closed "
                                 f"(default {AUTH_TIMEOUT_S:g})")
+    transport.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S, metavar="SECONDS",
+                           help="TCP: an authorised connection silent this long is closed (the add-on pings; "
+                                f"default {IDLE_TIMEOUT_S:g})")
+    transport.add_argument("--tls", action="store_true",
+                           help="TCP: use TLS on a loopback address too (any other address always uses it)")
+    transport.add_argument("--tls-cert", type=Path, metavar="PEM",
+                           help="TLS certificate of your own (with --tls-key; default: a self-signed one, made on "
+                                "first start, its fingerprint printed for the add-on to pin)")
+    transport.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    transport.add_argument("--blob-cap-gb", type=float, default=20.0, metavar="GB",
+                           help="TCP: the most the files remote clients upload may take under the jobs root; the "
+                                "least recently used are removed beyond it (default 20)")
     parser.add_argument("--jobs-root", type=Path, default=None,
-                        help=f"where job folders go when a submit names none (default: {default_jobs_root()})")
+                        help="where job folders go when a submit names none, and the only place a remote "
+                             f"client's job folders may be (default: {default_jobs_root()})")
     add_model_arguments(parser)
     add_device_arguments(parser)
     add_segmenter_arguments(parser, standalone=False)

@@ -40,6 +40,7 @@ PHASE_NAMES = {
     "write": "Writing frames",
     "matte": "Cutting out the characters",  # a generation's matte: stages segment, write
 }
+TRANSFER_NAMES = {"upload": "Uploading the inputs", "download": "Fetching the results"}  # a remote worker's
 
 
 def format_duration(seconds):
@@ -88,11 +89,14 @@ class LocalWorker:
 
 @dataclass(frozen=True)
 class RemoteWorker:
-    """A worker serving TCP (``serve --listen``); it must see the same paths as Blender."""
+    """A worker serving TCP (``serve --listen``). Off loopback (or with a ``fingerprint``) it is
+    TLS, its certificate pinned by ``fingerprint``, and files go over the connection; a plain
+    loopback worker must see the same paths as Blender."""
 
     host: str
     port: int
     token: str = None
+    fingerprint: str = ""  # SHA-256 of the worker's certificate, as it printed it
 
     def describe(self):
         return "worker at {:s}:{:d}".format(self.host, self.port)
@@ -147,6 +151,7 @@ class Job:
     eta_s: float = None  # seconds left, estimated from the step timing
     cancel_requested: bool = False
     sent: bool = False  # the submit has gone to the worker
+    transfer: tuple = ()  # (phase, bytes, total) of the latest upload or download to a remote worker
     _step_log: list = field(default_factory=list, repr=False)  # (segment, step, time) of sample steps
     _segment_tail: list = field(default_factory=list, repr=False)  # seconds from a segment's last step to its frames
     _decoded_segment: int = -1  # the latest segment whose frames have arrived
@@ -161,6 +166,9 @@ class Job:
 
     def phase_text(self):
         """What the job is doing, in words: "Generating: segment 1/2, step 3/8"."""
+        if self.transfer and self.active and self.transfer[1] < self.transfer[2]:
+            phase, done, total = self.transfer
+            return "{:s}: {:.1f}/{:.1f} MB".format(TRANSFER_NAMES[phase], done / 1e6, total / 1e6)
         if self.status == "submitting":
             return "Starting the worker" if not self.id else "Submitting"
         if self.status == "queued":
@@ -223,7 +231,12 @@ class Job:
         self.noise_only = bool(message.get("noise_only"))
 
     def on_progress(self, message, now):
-        """A ``progress`` event: phase, segment i/n and step j/m (a generation), or frame i/n (a segmentation)."""
+        """A ``progress`` event: phase, segment i/n and step j/m (a generation), or frame i/n (a segmentation);
+        or the bytes of an upload or download to a remote worker (phase ``upload``, ``download``)."""
+        if message.get("phase") in TRANSFER_NAMES:
+            total = int(message.get("total") or 0)
+            self.transfer = (message["phase"], min(int(message.get("bytes") or 0), total), total)
+            return
         if self.status != "running":
             self.status = "running"
             self.started_at = self.started_at or now

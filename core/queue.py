@@ -143,6 +143,8 @@ class JobQueue:
             return False
         job.cancel_requested = True
         if not job.id:
+            if self.client is not None and self.client.cancel_upload(key):
+                return True  # its inputs are still being uploaded: the upload stops and says so
             unsent = [item for item in self._pending if item[0] == "submit" and item[1].get("request_id") == key]
             if unsent or (self.client is None and self._connecting is None):
                 self._pending = [item for item in self._pending if item not in unsent]
@@ -243,7 +245,8 @@ class JobQueue:
 
         def connect():
             try:
-                result = worker_client.WorkerClient.connect(worker.host, worker.port, worker.token)
+                result = worker_client.WorkerClient.connect(worker.host, worker.port, worker.token,
+                                                            fingerprint=getattr(worker, "fingerprint", "") or None)
             except worker_client.WorkerClientError as ex:
                 result = ex
             with self._lock:

@@ -9,9 +9,13 @@ and nothing here ever blocks Blender for longer than a call's own timeout.
 * ``WorkerClient.start(python, args)`` starts the worker as a subprocess in the
   add-on folder and talks JSON lines over its stdin/stdout (its stderr is kept:
   the last lines in `stderr_tail()`, everything in ``log_path`` if given).
-* ``WorkerClient.connect(host, port, token)`` talks to a worker started with
-  ``--listen`` over TCP; every request carries the token, and a dropped connection
-  is re-established in the background (each (re)connection sends ``hello``).
+* ``WorkerClient.connect(host, port, token, fingerprint)`` talks to a worker started
+  with ``--listen`` over TCP; every request carries the token, and a dropped connection
+  is re-established in the background (each (re)connection sends ``hello``). Off
+  loopback (or with a ``fingerprint``) the connection is TLS and the worker's
+  certificate must have the pinned SHA-256 fingerprint (`UnknownCertificate` carries
+  the fingerprint seen when none is pinned, for the artist to accept once).
+  An authorised connection pings the worker every minute (its idle timeout).
 
 A reader thread parses the worker's lines into dicts and queues them; `poll()`
 returns whatever has arrived. A line that is not a protocol message becomes an
@@ -23,14 +27,26 @@ a lost TCP connection gives ``connection_lost``. Such client-made dicts carry
 
 import collections
 import os
+import select
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
 
 from .. import protocol
+from .transfer import Transfers
 from .util import LineLog, kill_process_tree, popen_kwargs, python_env
+from .worker_tls import (  # noqa: F401  (CertificateError and UnknownCertificate are this module's too)
+    CertificateError,
+    UnknownCertificate,
+    WorkerClientError,
+    check_certificate,
+    client_context,
+    is_loopback_host,
+    normalize_fingerprint,
+)
 
 # The extension's root folder, which holds the ``backend`` package.
 ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,10 +55,7 @@ WRITE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 10.0
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
 STDERR_LINES = 200
-
-
-class WorkerClientError(RuntimeError):
-    """The worker cannot be reached: not started, exited, or disconnected."""
+PING_S = 60.0  # well within the worker's idle timeout (300 s by default)
 
 
 def local_error(code, message, hint="", **fields):
@@ -71,21 +84,26 @@ def parse_line(raw):
 
 def _split_lines(read, on_line):
     """Call ``on_line(bytes)`` for every line of the raw byte source ``read(n)`` until it returns b""."""
-    buffer = b""
+    parts, held = [], 0  # the line so far, joined once its newline comes (a download's line is long)
     while True:
         chunk = read(65536)
         if not chunk:
+            buffer = b"".join(parts)
             if buffer.strip():
                 on_line(buffer)
             return
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                on_line(line)
-        if len(buffer) > MAX_LINE_BYTES:
-            on_line(b"<" + str(len(buffer)).encode() + b" bytes without a newline>")
-            buffer = b""
+        if b"\n" not in chunk:
+            parts.append(chunk)
+            held += len(chunk)
+        else:
+            *lines, rest = b"".join([*parts, chunk]).split(b"\n")
+            for line in lines:
+                if line.strip():
+                    on_line(line)
+            parts, held = [rest], len(rest)
+        if held > MAX_LINE_BYTES:
+            on_line(b"<" + str(held).encode() + b" bytes without a newline>")
+            parts, held = [], 0
 
 
 class WorkerClient:
@@ -102,6 +120,12 @@ class WorkerClient:
         self._sock = None
         self._address = None
         self._token = None
+        self._tls = None  # an ssl.SSLContext for a TLS worker
+        self._fingerprint = ""  # the pinned one, "AB:CD:..."
+        self._io_lock = threading.Lock()  # an SSL socket is never read and written at once
+        self._want_transfer = False  # hello asks for transfer mode
+        self._reconnecting = False  # the next capabilities follows a reconnection
+        self.transfers = None  # a `transfer.Transfers` once the worker is in transfer mode
         self._reconnect = False
         self._expect_eof = False
         self._stderr_thread = None
@@ -132,23 +156,38 @@ class WorkerClient:
         return client
 
     @classmethod
-    def connect(cls, host, port, token=None, reconnect=True, timeout=CONNECT_TIMEOUT_S):
+    def connect(cls, host, port, token=None, reconnect=True, timeout=CONNECT_TIMEOUT_S, fingerprint=None, tls=None,
+                transfer=None):
         """Connect to a worker serving TCP; raise WorkerClientError if it cannot be reached or refuses the token.
 
+        ``fingerprint``: the SHA-256 fingerprint the worker printed; ``tls``: None uses TLS off
+        loopback or when a fingerprint is given. A TLS worker whose certificate has another
+        fingerprint is refused (`CertificateError`; `UnknownCertificate` when none is pinned).
+        ``transfer``: send files over the connection (always over TLS; None: only then); the
+        worker's ``capabilities.mode`` says which mode the connection is in.
         Returns once the worker has answered the ``hello`` sent on connecting (its ``capabilities``
         stay queued for `poll`).
         """
         client = cls()
         client._address, client._token = (host, int(port)), token
         client._reconnect = reconnect
+        where = "{:s}:{:d}".format(host, int(port))
+        client._fingerprint = normalize_fingerprint(fingerprint)
+        if fingerprint and not client._fingerprint:
+            raise WorkerClientError("not a SHA-256 fingerprint (64 hex digits): {!r}".format(fingerprint)[:200])
+        if tls if tls is not None else (bool(fingerprint) or not is_loopback_host(host)):
+            client._tls = client_context()
+        client._want_transfer = bool(transfer) or (transfer is None and client._tls is not None)
         try:
             client._sock = client._open_socket(timeout)
+        except CertificateError:
+            raise
         except OSError as ex:
-            raise WorkerClientError("cannot connect to the worker at {:s}:{:d}: {:s}".format(
-                host, int(port), ex.strerror or str(ex)))
+            raise WorkerClientError("cannot connect to the worker at {:s}: {:s}".format(
+                where, getattr(ex, "strerror", None) or str(ex)))
         client._spawn(client._read_socket, "scail2-client-socket")
         try:
-            client.send("hello")
+            client._hello()
             answer = client._wait_for(
                 lambda m: m.get("type") == "capabilities" or m.get("code") in ("unauthorized", "connection_lost"),
                 timeout,
@@ -157,11 +196,21 @@ class WorkerClient:
             answer = None
         if answer is None or answer.get("type") != "capabilities":
             client.close()
-            where = "{:s}:{:d}".format(host, int(port))
             if answer is not None and answer.get("code") == "unauthorized":
                 raise WorkerClientError("the worker at {:s} refused the token".format(where))
             raise WorkerClientError("the worker at {:s} did not answer".format(where))
+        if answer.get("mode") == "transfer":
+            client.transfers = Transfers(client.send, client._put,
+                                         lambda: client._sock is not None and not client._closing.is_set(),
+                                         client._closing)
         return client
+
+    def _hello(self):
+        self.send("hello", **({"mode": "transfer"} if self._want_transfer else {}))
+
+    @property
+    def uses_tls(self):
+        return self._tls is not None
 
     # -- talking ----------------------------------------------------------------------------------
     @property
@@ -175,7 +224,14 @@ class WorkerClient:
         return self._proc.pid if self._proc is not None else None
 
     def send(self, kind, **fields):
-        """Send one request; raise WorkerClientError when the worker cannot take it."""
+        """Send one request; raise WorkerClientError when the worker cannot take it.
+
+        In transfer mode a ``submit`` returns at once: its inputs are uploaded first (`transfer`).
+        """
+        if kind == "submit" and self.transfers is not None and not fields.get("uploaded"):
+            self.transfers.submit(dict(fields, uploaded=True))
+            return
+        fields.pop("uploaded", None)
         if self._token is not None:
             fields.setdefault("token", self._token)
         data = protocol.encode_message(kind, **fields).encode("utf-8")
@@ -193,6 +249,13 @@ class WorkerClient:
 
     def cancel(self, job_id):
         self.send("cancel", job=job_id)
+
+    def cancel_upload(self, request_id):
+        """Stop uploading the inputs of the submit ``request_id`` (it ends ``cancelled``); False if none is."""
+        if self.transfers is None or request_id not in self.transfers.submits:
+            return False
+        self.transfers.cancel_upload(request_id)
+        return True
 
     def poll(self, timeout=0.0):
         """The messages that have arrived, oldest first; waits up to ``timeout`` s for the first one."""
@@ -307,7 +370,15 @@ class WorkerClient:
                 self._inbox_ready.wait(left)
 
     def _on_line(self, raw):
-        self._put(parse_line(raw))
+        message = parse_line(raw)
+        if self.transfers is not None:
+            if self.transfers.wants(message):
+                return
+            if message.get("type") == "capabilities" and self._reconnecting:
+                self._reconnecting = False
+                self.transfers.reconnected(message)  # passed on once the mirrored jobs are fetched again
+                return
+        self._put(message)
 
     def _signal(self, sig):
         kill_process_tree(self._proc, sig)
@@ -381,6 +452,13 @@ class WorkerClient:
     # remote worker
     def _open_socket(self, timeout):
         sock = socket.create_connection(self._address, timeout=timeout)
+        if self._tls is not None:
+            try:
+                sock = self._tls.wrap_socket(sock)
+                check_certificate(sock, self._fingerprint, "{:s}:{:d}".format(*self._address))
+            except BaseException:
+                sock.close()
+                raise
         sock.settimeout(WRITE_TIMEOUT_S)
         return sock
 
@@ -389,7 +467,8 @@ class WorkerClient:
         if sock is None or self._closing.is_set():
             raise WorkerClientError("not connected to the worker")
         try:
-            sock.sendall(data)
+            with self._io_lock:
+                sock.sendall(data)
         except OSError as ex:
             self._close_socket()
             raise WorkerClientError("lost the connection to the worker ({:s})".format(ex.strerror or str(ex)))
@@ -417,22 +496,39 @@ class WorkerClient:
                 attempt += 1
                 try:
                     sock = self._open_socket(CONNECT_TIMEOUT_S)
+                except CertificateError as ex:  # another certificate now: never talk to it
+                    self._put(local_error("certificate_refused", str(ex), fingerprint=ex.fingerprint))
+                    self._closing.set()
+                    return
                 except OSError:
                     continue
                 self._sock = sock
                 attempt = 0
+                self._reconnecting = True
                 try:
-                    self.send("hello")  # the worker sends job events to connections that have spoken
+                    self._hello()  # the worker sends job events to connections that have spoken
                 except WorkerClientError:
                     continue
 
+            last_ping = [time.monotonic()]
+
             def read(n, sock=sock):
                 while not self._closing.is_set():
+                    if time.monotonic() - last_ping[0] > PING_S:
+                        last_ping[0] = time.monotonic()
+                        try:
+                            self.send("ping")  # the worker closes connections it has not heard from
+                        except WorkerClientError:
+                            return b""
                     try:
-                        return sock.recv(n)
-                    except socket.timeout:
+                        buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+                        if not buffered and not select.select([sock], [], [], 0.5)[0]:
+                            continue
+                        with self._io_lock:
+                            return sock.recv(n)
+                    except (socket.timeout, ssl.SSLWantReadError):
                         continue
-                    except OSError:
+                    except (OSError, ValueError):
                         return b""
                 return b""
 

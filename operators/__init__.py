@@ -14,6 +14,7 @@ from . import farm
 from . import import_result
 from . import inputs
 from . import jobs
+from . import remote
 from . import segmentation
 from . import setup
 
@@ -24,4 +25,5 @@ classes = (
     *jobs.classes,
     *farm.classes,
     *segmentation.classes,
+    *remote.classes,
 )

@@ -68,7 +68,7 @@ class SCAIL2_AddonPreferences(AddonPreferences):
             ('LOCAL', "This Computer", "Start the backend here, with the backend Python below"),
             ('REMOTE', "Remote Worker",
              "Send jobs to a worker started elsewhere with `python -m backend serve --listen HOST:PORT`; "
-             "it must see your files under the same paths (a shared drive)"),
+             "off this computer the connection is encrypted and your files are sent over it"),
         ),
         default='LOCAL',
     )
@@ -78,9 +78,20 @@ class SCAIL2_AddonPreferences(AddonPreferences):
     )
     remote_token: StringProperty(
         name="Token",
-        description="The secret the remote worker was started with (--token)",
+        description="The secret the remote worker was started with (--token), or the one it printed",
         subtype='PASSWORD',
     )
+    remote_fingerprint: StringProperty(
+        name="Certificate",
+        description="The SHA-256 fingerprint the remote worker printed when it started; the add-on talks only to "
+                    "a worker whose certificate has it",
+    )
+    remote_seen_fingerprint: StringProperty(
+        name="Shown",
+        description="The fingerprint the worker's certificate has now: compare it with the one the worker printed",
+        options={'SKIP_SAVE'},
+    )
+    remote_certificate_note: StringProperty(options={'SKIP_SAVE'})
     resume_automatically: BoolProperty(
         name="Resume Automatically",
         description="When the worker stops in the middle of a generation (killed, out of memory), start it again "
@@ -133,6 +144,16 @@ class SCAIL2_AddonPreferences(AddonPreferences):
         if self.worker_location == 'REMOTE':
             col.prop(self, "remote_address")
             col.prop(self, "remote_token")
+            row = col.row(align=True)
+            row.prop(self, "remote_fingerprint")
+            row.operator("scail2.show_worker_certificate", text="", icon='LOCKED')
+            if self.remote_seen_fingerprint:
+                box = col.box()
+                box.label(text="The worker shows this certificate; compare it with the one it printed:")
+                box.label(text=self.remote_seen_fingerprint)
+                box.operator("scail2.trust_worker_certificate", icon='CHECKMARK')
+            elif self.remote_certificate_note:
+                col.label(text=self.remote_certificate_note, icon='INFO')
 
         col = layout.column(heading="Backend")
         col.prop(self, "python_path")

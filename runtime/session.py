@@ -73,7 +73,8 @@ def worker_setting(prefs):
             host, port = parse_address(prefs.remote_address)
         except ValueError as ex:
             raise GenerateError(str(ex)) from None
-        return RemoteWorker(host, port, prefs.remote_token.strip() or None), jobs_root
+        return RemoteWorker(host, port, prefs.remote_token.strip() or None,
+                            getattr(prefs, "remote_fingerprint", "").strip()), jobs_root
     python = preferences.resolved_python(prefs)
     problem = checks.python_problem(python)
     if problem:

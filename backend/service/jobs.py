@@ -30,6 +30,7 @@ OUTPUT_ERROR = "output_error"  # the job's folder could not be written (disk ful
 JOB_FAILED = "job_failed"
 INTERNAL_ERROR = "internal_error"
 TOO_MANY_CONNECTIONS = "too_many_connections"
+IDLE_TIMEOUT = "idle_timeout"  # TCP: an authorised connection silent for the idle timeout is closed
 OUTPUT_HINT = "free space or choose a writable folder, then resume: the finished segments are kept"
 
 
@@ -57,6 +58,7 @@ class Job:
     task: str = "generate"  # protocol.TASKS
     status: str = "queued"  # queued -> running -> done | failed | cancelled
     cancel: threading.Event = field(default_factory=threading.Event)
+    blobs: tuple = ()  # uploaded blobs the job reads (held in the store until it ends)
 
 
 class ProtocolFailure(Exception):

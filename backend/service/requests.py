@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import protocol
 
 from ..loaders.errors import first_line
+from .blobs import CHUNK_BYTES
 from .jobs import (
     BAD_INPUT,
     BAD_REQUEST,
@@ -33,6 +34,7 @@ from .jobs import (
     log,
     read_json,
 )
+from .remote import remote_job_folder, resolve_inputs
 
 if TYPE_CHECKING:
     from .serve import Output
@@ -59,11 +61,11 @@ class Requests:
             if self.token is not None:
                 given = message.get("token")
                 if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
-                    raise ProtocolFailure(UNAUTHORIZED, "unauthorized")
+                    raise ProtocolFailure(UNAUTHORIZED, "unauthorized: wrong or missing token; connection closed")
             kind = message["type"]
             if kind not in protocol.REQUESTS:
                 raise ProtocolFailure(BAD_REQUEST, f"{kind!r} is an event, not a request")
-            reply = getattr(self, f"_on_{kind}")(message)
+            reply = getattr(self, f"_on_{kind}")(message, output)
             if reply is not None:
                 kind_out, fields = reply
                 if request_id is not None:
@@ -72,12 +74,17 @@ class Requests:
             # Job events reach a connection only after it has made an authorised request.
             self.add_output(output)
         except ProtocolFailure as exc:
+            refused = exc.code == UNAUTHORIZED and getattr(output, "on_auth_failure", None) is not None
+            if refused:
+                output.on_auth_failure()  # slowed down, counted for the address
             output.send(error_line(exc.code, str(exc), exc.hint, request_id=request_id))
+            if refused:
+                output.closing = True
         except Exception as exc:  # a bug must not take the worker down
             log("request failed:\n" + traceback.format_exc())
             output.send(error_line(INTERNAL_ERROR, f"request failed: {first_line(exc)}", request_id=request_id))
 
-    def _on_hello(self, message: dict) -> tuple[str, dict]:
+    def _on_hello(self, message: dict, output: Output) -> tuple[str, dict]:
         from .. import __version__
         from ..tools.doctor import attention_backends, cuda_info
 
@@ -97,26 +104,46 @@ class Requests:
             protocol=protocol.PROTOCOL_VERSION, backend=__version__, python=platform.python_version(),
             torch=torch.__version__, cuda=cuda, device=self._device(), model=model,
             attention_backends=attention_backends(cuda["available"]), requests=list(protocol.REQUESTS),
-            jobs_root=str(self.jobs_root), pid=os.getpid(),
+            jobs_root=str(self.jobs_root), pid=os.getpid(), mode=self._connection_mode(message, output),
+            chunk_bytes=CHUNK_BYTES,
         )
 
-    def _on_submit(self, message: dict) -> tuple[str, dict]:
+    @staticmethod
+    def _connection_mode(message: dict, output: Output) -> str:
+        """A TLS connection is in transfer mode; a plain (loopback) one may ask for it."""
+        if message.get("mode") == "transfer" and hasattr(output, "mode"):
+            output.mode = "transfer"
+        return getattr(output, "mode", "paths")
+
+    def _on_ping(self, message: dict, output: Output) -> tuple[str, dict]:
+        return "ok", {"request": "ping"}
+
+    def _on_submit(self, message: dict, output: Output) -> tuple[str, dict]:
         if not isinstance(message.get("job"), dict):
             raise ProtocolFailure(BAD_REQUEST, "submit needs 'job': a job specification object")
         job_dir = message.get("job_dir")
         if job_dir is not None and (not isinstance(job_dir, str) or not job_dir.strip()):
             raise ProtocolFailure(BAD_REQUEST, "'job_dir' must be a folder path")
         task = message.get("task", "generate")
-        spec = self._check_spec(message["job"]) if task == "generate" else self._check_segment_spec(message)
         job_id = uuid.uuid4().hex[:12]
-        folder = Path(job_dir).expanduser() if job_dir else self.jobs_root / job_id
-        return self._enqueue(Job(job_id, spec.to_dict(), folder.resolve(), task=task))
+        held: list[str] = []
+        if output.mode == "transfer":  # checked before any path is looked at
+            folder = remote_job_folder(self.jobs_root, job_dir, job_id)
+            job, held = resolve_inputs(task, message["job"], self.blobs)
+            message = dict(message, job=job)
+        else:
+            folder = Path(job_dir).expanduser() if job_dir else self.jobs_root / job_id
+        spec = self._check_spec(message["job"]) if task == "generate" else self._check_segment_spec(message)
+        return self._enqueue(Job(job_id, spec.to_dict(), folder.resolve(), task=task, blobs=tuple(held)))
 
-    def _on_resume(self, message: dict) -> tuple[str, dict]:
+    def _on_resume(self, message: dict, output: Output) -> tuple[str, dict]:
         job_dir = message.get("job_dir")
         if not isinstance(job_dir, str) or not job_dir.strip():
             raise ProtocolFailure(BAD_REQUEST, "resume needs 'job_dir': the folder of the job")
-        folder = Path(job_dir).expanduser().resolve()
+        if output.mode == "transfer":
+            folder = remote_job_folder(self.jobs_root, job_dir, "")
+        else:
+            folder = Path(job_dir).expanduser().resolve()
         manifest = read_json(folder / "manifest.json")
         if manifest is None or not isinstance(manifest.get("job"), dict):
             raise ProtocolFailure(BAD_REQUEST, f"no readable manifest.json in {folder}: nothing to resume")
@@ -127,7 +154,7 @@ class Requests:
         kind, reply = self._enqueue(Job(uuid.uuid4().hex[:12], spec.to_dict(), folder))
         return kind, reply | {"was": summary.get("state")}  # "interrupted": its last run was killed
 
-    def _on_cancel(self, message: dict) -> None:
+    def _on_cancel(self, message: dict, output: Output) -> None:
         job_id = message.get("job")
         with self._cond:
             if self._running is not None and self._running.id == job_id:
@@ -137,13 +164,14 @@ class Requests:
                 if job.id == job_id:
                     self._queue.remove(job)
                     job.status = "cancelled"
+                    self.blobs.release(job.blobs)
                     break
             else:
                 raise ProtocolFailure(UNKNOWN_JOB, f"no queued or running job {job_id!r}")
         self._broadcast("cancelled", job=job.id, job_dir=str(job.job_dir), was="queued")
         return None
 
-    def _on_list_jobs(self, message: dict) -> tuple[str, dict]:
+    def _on_list_jobs(self, message: dict, output: Output) -> tuple[str, dict]:
         jobs = []
         with self._cond:
             active = self._active_jobs()
@@ -163,9 +191,11 @@ class Requests:
             summary = folder_summary(folder)
             if summary and not is_finished(summary):
                 jobs.append({"job": None, "job_dir": str(folder), "status": "unfinished"} | summary)
+        if output.mode == "transfer":  # a remote client sees no folders of local clients
+            jobs = [entry for entry in jobs if Path(entry["job_dir"]).is_relative_to(self.jobs_root)]
         return "jobs", {"jobs": jobs}
 
-    def _on_free_memory(self, message: dict) -> tuple[str, dict]:
+    def _on_free_memory(self, message: dict, output: Output) -> tuple[str, dict]:
         with self._cond:  # held while unloading, so no job can start meanwhile
             if self._running is not None and self._running.status != "running":
                 # A job that has reported its end is returning: wait for it to let go of the model.
@@ -177,7 +207,7 @@ class Requests:
                 self._unload()
         return "ok", {"request": "free_memory", "freed": not busy, "deferred": busy}
 
-    def _on_shutdown(self, message: dict) -> tuple[str, dict]:
+    def _on_shutdown(self, message: dict, output: Output) -> tuple[str, dict]:
         self.stopping.set()
         return "ok", {"request": "shutdown"}
 
@@ -242,6 +272,7 @@ class Requests:
                 raise ProtocolFailure(BAD_REQUEST, f"a job for {job.job_dir} is already queued or running")
             position = len(active)  # jobs ahead of this one
             self._queue.append(job)
+            self.blobs.hold(job.blobs)  # released by the job thread when it ends, or by a cancel while queued
             self._session_dirs.add(job.job_dir)
             self._cond.notify_all()
         return "queued", {"job": job.id, "job_dir": str(job.job_dir), "position": position}

@@ -3,14 +3,18 @@
 `python -m backend serve` (in `backend.cli`) builds the `Worker` and hands it to `serve_stdio`
 or `serve_tcp`, which run until the worker stops. Over stdin/stdout, stdout carries protocol
 lines only (anything else printed goes to stderr). Over TCP (`--listen HOST:PORT`) the worker
-binds 127.0.0.1 unless told otherwise, and any other address requires a token that every
-request must carry.
+binds 127.0.0.1 unless told otherwise; any other address is served with TLS only (`tls`) and
+needs a token (one is generated when none is given).
+
+A TLS connection is in transfer mode: its client names no server paths and sends its files
+over the connection. A plain connection (loopback only) uses paths, as a local worker does.
 
 TCP faults never stop the worker: when accepting fails (no descriptors left) it logs, backs off
 and keeps accepting; at most `max_connections` are served at once (more get one error line and
-are closed); a connection that makes no authorised request within `auth_timeout` seconds is
-closed. On the way out every thread started here is stopped and joined (a thread still running
-torch code when the interpreter finalizes aborts the process).
+are closed); each connection is served by its own thread (`connection`), which closes it after
+the auth timeout, the idle timeout or a wrong token. On the way out every thread started here
+is stopped and joined (a thread still running torch code when the interpreter finalizes aborts
+the process).
 """
 
 from __future__ import annotations
@@ -18,22 +22,25 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import ssl
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING, Any, Callable
 
 import protocol
 
-from .jobs import MAX_LINE_BYTES, TOO_MANY_CONNECTIONS, UNAUTHORIZED, log
+from .connection import serve_connection
+from .guard import AuthGuard
+from .jobs import MAX_LINE_BYTES, TOO_MANY_CONNECTIONS, log
 
 if TYPE_CHECKING:
     from .worker import Worker
 
 TOKEN_ENV = "SCAIL2_WORKER_TOKEN"
-SEND_TIMEOUT_S = 10.0  # a TCP client that stops reading is dropped rather than stalling the jobs
 MAX_CONNECTIONS = 16  # Blender holds one; a farm a few: far below any descriptor limit
 AUTH_TIMEOUT_S = 30.0  # a client sends its first request at once; a silent one holds a descriptor for nothing
+IDLE_TIMEOUT_S = 300.0  # an authorised client pings every minute (WorkerClient); a silent one is gone
+MIN_TOKEN_CHARS = 16  # shorter secrets are refused: guessable
 ACCEPT_BACKOFF_S = (0.05, 2.0)  # first and longest wait after accept() fails
 THREAD_JOIN_S = 5.0  # how long stopping waits for each transport thread
 
@@ -76,6 +83,7 @@ class Output:
         self._lock = threading.Lock()
         self.broken = False
         self.authorised = False  # set by the worker once this connection made an authorised request
+        self.mode = "paths"  # protocol.CONNECTION_MODES
 
     def send(self, line: str) -> bool:
         with self._lock:
@@ -204,50 +212,23 @@ def _refuse(conn: socket.socket, code: str, message: str) -> None:
 
 
 def serve_tcp(worker: Worker, host: str, port: int, max_connections: int = MAX_CONNECTIONS,
-              auth_timeout: float = AUTH_TIMEOUT_S) -> None:
+              auth_timeout: float = AUTH_TIMEOUT_S, tls: ssl.SSLContext | None = None,
+              idle_timeout: float = IDLE_TIMEOUT_S, guard: AuthGuard | None = None) -> None:
+    """Serve TCP until the worker stops; with `tls`, every connection is TLS (and in transfer mode)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server = socket.create_server((host, port), family=family)
     server.settimeout(0.5)
     bound = server.getsockname()
-    log(f"listening on {host}:{bound[1]}" + (" (token required)" if worker.token else ""))
+    guard = guard or AuthGuard()
+    log(f"listening on {host}:{bound[1]}" + (" with TLS" if tls else "")
+        + (" (token required)" if worker.token else ""))
     connections = _Connections(max_connections)
 
-    def serve_connection(conn: socket.socket, peer: str) -> None:
-        connected = time.monotonic()
-        # Until its first authorised request, a connection is woken often enough to be timed out.
-        conn.settimeout(min(SEND_TIMEOUT_S, max(auth_timeout / 4, 0.05)))
-        output = Output(conn.sendall, f"client {peer}", on_broken=lambda: _hang_up(conn))
-
-        def read(n: int) -> bytes:
-            while True:
-                try:
-                    return conn.recv(n)
-                except TimeoutError:
-                    if worker.stopping.is_set():
-                        return b""
-                    if output.authorised:
-                        conn.settimeout(SEND_TIMEOUT_S)
-                    elif time.monotonic() - connected > auth_timeout:
-                        log(f"client {peer}: no authorised request in {auth_timeout:g} s; closing it")
-                        output.send(protocol.error_event(
-                            UNAUTHORIZED, f"no authorised request within {auth_timeout:g} s: connection closed"))
-                        return b""
-                except OSError:
-                    return b""
-
+    def serve_one(conn: socket.socket, address: tuple) -> None:
         try:
-            for line in read_lines(read):
-                worker.handle_line(line, output)
-                if worker.stopping.is_set() or output.broken:
-                    break
+            serve_connection(worker, conn, address, tls, guard, auth_timeout, idle_timeout, MAX_LINE_BYTES)
         finally:
-            worker.remove_output(output)
             connections.remove(conn)
-            try:
-                conn.close()
-            except OSError:
-                pass
-            log(f"client {peer} disconnected")
 
     def accept_loop() -> None:
         wait = 0.0
@@ -271,7 +252,7 @@ def serve_tcp(worker: Worker, host: str, port: int, max_connections: int = MAX_C
                 log("accepting connections again")
                 wait = 0.0
             peer = f"{address[0]}:{address[1]}"
-            thread = threading.Thread(target=serve_connection, args=(conn, peer), name=f"scail2-{peer}", daemon=True)
+            thread = threading.Thread(target=serve_one, args=(conn, address), name=f"scail2-{peer}", daemon=True)
             if not connections.add(conn, thread):
                 log(f"client {peer} refused: {connections.limit} connections are open")
                 _refuse(conn, TOO_MANY_CONNECTIONS, f"the worker serves at most {connections.limit} connections at "

@@ -7,8 +7,8 @@ request handlers, a base class of `Worker`), `tasks` (one function per task type
 The worker speaks the line-delimited JSON protocol of `protocol.py`: one request
 per line in, one event per line out. Over stdin/stdout by default (stdout
 carries protocol lines only; everything else, logs included, goes to stderr),
-or over TCP with `--listen HOST:PORT` (127.0.0.1 by default; any other address
-requires `--token`, and then every request must carry it as `"token"`).
+or over TCP with `--listen HOST:PORT` (127.0.0.1 by default; any other address is
+served with TLS and a token, generated when none is given, that every request carries as `"token"`).
 
 Threads: one reader per connection parses requests and answers at once; a single
 job thread runs the queued jobs one at a time in submission order. The model is
@@ -27,6 +27,13 @@ Requests and what they produce (every reply echoes the request's `request_id`):
 * resume {job_dir} -> queued: the unfinished job of that folder, from its manifest
 * free_memory -> ok (the model is dropped now, or after the current job when one runs)
 * shutdown -> ok, then the worker stops the running job (resumable) and exits 0
+* ping -> ok (a TCP client's keep-alive: silent connections are closed after the idle timeout)
+* blob_status, blob_put, list_files, fetch: files over the connection (`transfer`)
+
+A connection is in "paths" mode (stdio, plain loopback TCP: the worker reads and writes the
+client's paths) or "transfer" mode (TLS, or a hello asking for it: inputs are uploaded blobs
+named `blob:<sha>/<name>` or `blobtree:<sha>/<name>`, job folders only under the jobs root,
+results fetched; `remote`). `capabilities.mode` says which.
 
 Error codes: bad_request (malformed or unknown line, missing field), unauthorized,
 unknown_job, bad_input (InputError, JobSpec, LoRA file or job folder problem; reported before
@@ -35,7 +42,9 @@ job and invalid settings at once in reply to the submit), out_of_memory (with a 
 output_error (the job's folder could not be written: disk full, read-only; the model is kept
 and the job resumes once that is fixed), job_failed (any other exception, first line only),
 internal_error (a request the worker itself failed to answer; the worker keeps serving),
-too_many_connections (TCP: sent to a connection over the limit before it is closed).
+too_many_connections (TCP: sent to a connection over the limit before it is closed),
+idle_timeout (TCP: an authorised connection silent for the idle timeout, before it is closed).
+A wrong or missing token is answered `unauthorized` after a delay and the connection closed.
 
 Test hook (tests only; harmless otherwise): when the environment variable
 SCAIL2_TEST_FAIL_OOM is set, a job whose prompt equals its value raises a simulated
@@ -68,23 +77,27 @@ from .jobs import (
     is_out_of_memory,
     log,
 )
+from .blobs import DEFAULT_CAP_BYTES, BlobStore
 from .requests import Requests
 from .tasks import TASKS
+from .transfer import Transfers
 
 if TYPE_CHECKING:
     from .serve import Output
 
 
-class Worker(Requests):
+class Worker(Requests, Transfers):
     """Job queue, model and request handling, independent of the transport."""
 
     def __init__(self, model: str, device: str | None, memory_args: dict, jobs_root: Path, token: str | None = None,
-                 segmentation_weights: tuple[Path | None, Path | None] = (None, None)):
+                 segmentation_weights: tuple[Path | None, Path | None] = (None, None),
+                 blob_cap: int = DEFAULT_CAP_BYTES):
         from ..segmentation.run import Segmenters
 
         self.model, self.device_name, self.memory_args = model, device, memory_args
         self.segmenters = Segmenters(model == "tiny", *segmentation_weights, device=device)
         self.jobs_root = Path(jobs_root).expanduser().resolve()
+        self.blobs = BlobStore(self.jobs_root / ".blobs", blob_cap)  # remote clients' uploads
         self.token = token or None
         self.components = None
         self._loaded_loras: list[tuple[str, float]] = []  # merged into the kept model's weights
@@ -180,6 +193,7 @@ class Worker(Requests):
                 self._broadcast_error(code, message, hint=hint, job=job)
             else:
                 gc.collect()  # the job's garbage dies in this thread, not in whichever thread collects next
+            self.blobs.release(job.blobs)
             with self._cond:
                 self._running = None
                 self._cond.notify_all()

@@ -55,6 +55,8 @@ EXPECTED_CLASSES = {
     "SCAIL2_OT_send_to_farm",
     "SCAIL2_OT_setup_backend",
     "SCAIL2_OT_stop_worker",
+    "SCAIL2_OT_show_worker_certificate",
+    "SCAIL2_OT_trust_worker_certificate",
     "SCAIL2_OT_auto_masks",
     "SCAIL2_OT_refine_masks",
     "SCAIL2_OT_auto_reference_mask",

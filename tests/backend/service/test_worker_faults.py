@@ -165,7 +165,7 @@ def tcp_worker(tmp_path, *args: str, **popen) -> tuple[WorkerProcess, int]:
 
 
 def test_connections_over_the_limit_are_refused_in_one_line_and_silent_ones_are_closed(tmp_path):
-    server, port = tcp_worker(tmp_path, "--max-connections", "2", "--auth-timeout", "1")
+    server, port = tcp_worker(tmp_path, "--max-connections", "2", "--auth-timeout", "1", "--idle-timeout", "4")
     try:
         client = Connection(port)
         client.send("hello")
@@ -183,6 +183,13 @@ def test_connections_over_the_limit_are_refused_in_one_line_and_silent_ones_are_
         later = Connection(port)  # the silent one's place is free again
         later.send("hello")
         assert later.receive()["type"] == "capabilities"
+        started = time.monotonic()
+        time.sleep(2)
+        later.send("ping")  # heard from: it stays
+        assert later.receive() == {"v": 1, "type": "ok", "request": "ping"}
+        idle = client.receive()  # the first connection says nothing for the idle timeout: closed
+        assert idle["code"] == "idle_timeout" and "nothing heard for 4 s" in idle["message"], idle
+        assert client.file.readline() == b"" and time.monotonic() - started < 10
         later.send("shutdown")
         assert later.receive()["type"] == "ok"
         assert server.proc.wait(60) == 0

@@ -314,7 +314,7 @@ def _free_port():
 
 @needs_backend
 def test_remote_worker(tmp_path):
-    port, token = _free_port(), "s3cret"
+    port, token = _free_port(), "s3cret-s3cret-s3cret"
     proc = subprocess.Popen(
         [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu",
          "--jobs-root", str(tmp_path / "remote"), "--listen", "127.0.0.1:{:d}".format(port), "--token", token],

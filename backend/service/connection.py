@@ -1,0 +1,236 @@
+"""One TCP connection of the worker, plain or TLS, served by a single thread.
+
+The thread owns the socket: it does the TLS handshake, reads request lines and writes every
+line queued for the connection (replies and the job thread's events), all without blocking
+(an SSL socket must never be read and written by two threads at once). A connection is closed
+when it makes no authorised request within the auth timeout, when it has been silent for the
+idle timeout, when a request carries a wrong token (after a delay), or when it stops reading
+what is sent to it.
+"""
+
+from __future__ import annotations
+
+import collections
+import select
+import socket
+import ssl
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import protocol
+
+from .guard import AUTH_FAILURE_DELAY_S, AuthGuard
+from .jobs import IDLE_TIMEOUT, UNAUTHORIZED, log
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+SEND_TIMEOUT_S = 10.0  # a client that takes nothing for this long is dropped rather than stalling the jobs
+MAX_QUEUED_BYTES = 64 << 20  # events waiting for a slow client at most; more and it is dropped
+POLL_S = 0.05  # how soon an event of the job thread goes out
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
+class QueuedOutput:
+    """A connection's event stream: `send` queues a whole line; the connection's thread writes it."""
+
+    def __init__(self, name: str, mode: str, peer_host: str):
+        self.name, self.mode, self.peer_host = name, mode, peer_host  # mode: "paths" | "transfer"
+        self._lock = threading.Lock()
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self.broken = False
+        self.authorised = False  # set by the worker once this connection made an authorised request
+        self.closing = False  # close once the queue is written (after a refused token)
+        self.on_auth_failure = None  # set by the connection: called before a wrong token is answered
+
+    def send(self, line: str) -> bool:
+        data = line.encode("utf-8")
+        with self._lock:
+            if self.broken:
+                return False
+            if self._queued + len(data) > MAX_QUEUED_BYTES:
+                self.broken = True
+                log(f"{self.name}: {self._queued} bytes wait for it; connection dropped")
+                return False
+            self._queue.append(data)
+            self._queued += len(data)
+        return True
+
+    def take(self) -> bytes:
+        """Everything queued, as one buffer (empty when nothing is)."""
+        with self._lock:
+            data = b"".join(self._queue)
+            self._queue.clear()
+            self._queued = 0
+        return data
+
+
+class LineSplitter:
+    """Bytes in, lines out (no newline); a line over `limit` bytes comes out as None, never buffered whole."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._buffer = b""
+        self._parts: list[bytes] = []
+        self._held = 0  # bytes in _parts
+        self._skipping = False
+
+    def feed(self, chunk: bytes) -> list:
+        lines = []
+        if b"\n" not in chunk and len(self._buffer) + self._held + len(chunk) <= self.limit:
+            self._parts.append(chunk)  # most of a long line (an upload's chunk): joined once, at its end
+            self._held += len(chunk)
+            return lines
+        self._buffer = b"".join([self._buffer, *self._parts, chunk])
+        self._parts, self._held = [], 0
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline < 0:
+                if len(self._buffer) > self.limit:
+                    if not self._skipping:
+                        lines.append(None)
+                    self._skipping, self._buffer = True, b""
+                return lines
+            line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
+            if self._skipping:
+                self._skipping = False
+                continue
+            lines.append(None if len(line) > self.limit else line)
+
+
+
+def serve_connection(worker: Worker, conn: socket.socket, peer: tuple, tls: ssl.SSLContext | None,
+                     guard: AuthGuard, auth_timeout: float, idle_timeout: float, line_limit: int) -> None:
+    """Serve one accepted connection until it ends; closes it. Never raises."""
+    host = str(peer[0])
+    name = f"client {host}:{peer[1]}"
+    try:
+        if tls is not None:
+            conn.settimeout(min(HANDSHAKE_TIMEOUT_S, auth_timeout))
+            try:
+                conn = tls.wrap_socket(conn, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                log(f"{name}: TLS handshake failed ({exc.__class__.__name__}: {str(exc)[:120]}); closed")
+                return
+        output = QueuedOutput(name, "transfer" if tls is not None else "paths", host)
+        blocked = guard.blocked_for(host)
+        if blocked:
+            output.send(protocol.error_event(
+                UNAUTHORIZED, f"too many failed authentications from {host}: try again in {blocked:.0f} s"))
+            output.closing = True
+        else:
+            output.on_auth_failure = lambda: _auth_failed(guard, host, name)
+        _Loop(worker, conn, output, auth_timeout, idle_timeout, line_limit).run()
+    except Exception as exc:  # a connection's fault never reaches the accept loop
+        log(f"{name}: {exc.__class__.__name__}: {exc}")
+    finally:
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+
+def _auth_failed(guard: AuthGuard, host: str, name: str) -> None:
+    if guard.failed(host):
+        log(f"{name}: repeated failed authentications: {host} is shut out for {guard.block:g} s")
+    else:
+        log(f"{name}: wrong or missing token")
+    time.sleep(AUTH_FAILURE_DELAY_S)
+
+
+class _Loop:
+    """The connection thread's loop: read, answer, write, time out."""
+
+    def __init__(self, worker: Worker, conn: socket.socket, output: QueuedOutput, auth_timeout: float,
+                 idle_timeout: float, line_limit: int):
+        self.worker, self.conn, self.output = worker, conn, output
+        self.auth_timeout, self.idle_timeout = auth_timeout, idle_timeout
+        self.lines = LineSplitter(line_limit)
+        self.pending = memoryview(b"")  # taken from the output, not yet written
+
+    def run(self) -> None:
+        conn, output = self.conn, self.output
+        conn.setblocking(False)
+        started = last_heard = time.monotonic()
+        last_written = None  # when what waits to be written last moved
+        try:
+            while not self.worker.stopping.is_set():
+                if not self.pending:
+                    self.pending = memoryview(output.take())
+                if output.broken or (output.closing and not self.pending):
+                    return
+                now = time.monotonic()
+                if not output.authorised and now - started > self.auth_timeout:
+                    log(f"{output.name}: no authorised request in {self.auth_timeout:g} s; closing it")
+                    self._last_words(UNAUTHORIZED, f"no authorised request within {self.auth_timeout:g} s: connection closed")
+                    return
+                if output.authorised and now - last_heard > self.idle_timeout:
+                    log(f"{output.name}: silent for {self.idle_timeout:g} s; closing it")
+                    self._last_words(IDLE_TIMEOUT, f"nothing heard for {self.idle_timeout:g} s: connection closed")
+                    return
+                if not self.pending:
+                    last_written = None
+                elif last_written is None:
+                    last_written = now  # waiting to be written from now on
+                elif now - last_written > SEND_TIMEOUT_S:
+                    log(f"{output.name}: takes nothing sent to it; connection dropped")
+                    return
+                ready = isinstance(conn, ssl.SSLSocket) and conn.pending() > 0
+                if not ready:
+                    readable, writable, _ = select.select([conn], [conn] if self.pending else [], [], POLL_S)
+                    ready = bool(readable)
+                    if writable and self._write():
+                        last_written = time.monotonic()
+                if ready:
+                    data = self._read()
+                    if data is None:
+                        continue
+                    if not data:
+                        return
+                    last_heard = time.monotonic()
+                    for line in self.lines.feed(data):
+                        self.worker.handle_line(line, output)
+                        if output.closing or output.broken:
+                            break
+                    last_heard = time.monotonic()  # silence counts from the answer (a first hello takes seconds)
+            self._last_words(None, "")  # the worker stops: what was answered still goes out (shutdown's ok)
+        finally:
+            self.worker.remove_output(output)
+            log(f"{output.name} disconnected")
+
+    def _read(self) -> bytes | None:
+        """Bytes received, b"" at the end, None when none are ready yet."""
+        try:
+            return self.conn.recv(65536)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return None
+        except OSError:
+            return b""
+
+    def _write(self) -> bool:
+        """Write what the socket takes now; False when it took nothing."""
+        try:
+            sent = self.conn.send(self.pending)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return False
+        except OSError as exc:
+            log(f"{self.output.name}: cannot write ({exc}); connection dropped")
+            self.output.broken = True
+            return False
+        self.pending = self.pending[sent:]
+        return sent > 0
+
+    def _last_words(self, code: str | None, message: str) -> None:
+        """What is queued and one error line (when `code`), written within a second, before closing."""
+        data = bytes(self.pending) + self.output.take()
+        if code is not None:
+            data += protocol.error_event(code, message).encode("utf-8")
+        if not data:
+            return
+        self.conn.settimeout(1.0)
+        try:
+            self.conn.sendall(data)
+        except OSError:
+            pass

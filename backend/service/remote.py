@@ -1,0 +1,75 @@
+"""What a transfer-mode (remote) client may name: job folders under the jobs root, and uploaded
+blobs as inputs, never a path of the worker's.
+
+A remote client's job is checked here before anything touches the file system: a path that is
+not a blob reference is refused without being looked at, so no reply tells which of the
+worker's files exist; a blob reference becomes the path of the blob's link in the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import protocol
+
+from .blobs import BlobError, BlobStore, check_name, check_sha
+from .jobs import BAD_INPUT, ProtocolFailure
+
+REMOTE_PATHS = "a remote client names no files of the worker: upload it and name the blob"
+
+
+def remote_job_folder(jobs_root: Path, job_dir: object, job_id: str) -> Path:
+    """The folder of a remote client's job: `job_id` under the jobs root, or the folder it named,
+    which must lie under the jobs root (relative names are taken from there)."""
+    if job_dir is None:
+        return jobs_root / job_id
+    if not isinstance(job_dir, str) or not job_dir.strip() or "\x00" in job_dir:
+        raise ProtocolFailure(BAD_INPUT, "'job_dir' must be a folder name under the worker's jobs root")
+    folder = (jobs_root / job_dir).resolve()  # an absolute job_dir replaces the root here, then is checked
+    inside = folder.relative_to(jobs_root).parts if folder.is_relative_to(jobs_root) else ()
+    if not inside or inside[0].startswith("."):  # the root itself, outside it, or the store (.blobs)
+        raise ProtocolFailure(BAD_INPUT, f"a remote client's job folders live under the worker's jobs root "
+                              f"({jobs_root}); leave job_dir out or name a folder there")
+    return folder
+
+
+def resolve_inputs(task: str, job: dict, store: BlobStore) -> tuple[dict, list[str]]:
+    """The job with every input path replaced by its blob's path on the worker, and the blobs used.
+
+    Refused (one line, BAD_INPUT) when an input is not a blob reference or its blob is not
+    uploaded.
+    """
+    job = dict(job)
+    used: list[str] = []
+
+    def resolve(field: str, value: object) -> object:
+        if value is None:
+            return None
+        ref, tree = protocol.parse_blob_ref(value), protocol.parse_blob_ref(value, protocol.BLOB_TREE_PREFIX)
+        if ref is None and tree is None:
+            raise ProtocolFailure(BAD_INPUT, f"{field}: {REMOTE_PATHS}")
+        try:
+            if tree is not None:
+                path, shas = store.link_tree(check_sha(tree[0]), check_name(tree[1]))
+                used.extend(shas)
+                return str(path)
+            sha, name = check_sha(ref[0]), check_name(ref[1])
+            path = store.link(sha, name)
+        except BlobError as exc:
+            raise ProtocolFailure(BAD_INPUT, f"{field}: {exc}") from None
+        used.append(sha)
+        return str(path)
+
+    if task == "generate":
+        for field in ("driving", "reference", "driving_mask", "reference_mask"):
+            if field in job:
+                job[field] = resolve(field, job[field])
+        for field in ("extra_references", "extra_reference_masks"):
+            if isinstance(job.get(field), list):
+                job[field] = [resolve(field, item) for item in job[field]]
+        if isinstance(job.get("loras"), list):
+            job["loras"] = [dict(lora, path=resolve("a LoRA", lora.get("path"))) if isinstance(lora, dict) else lora
+                            for lora in job["loras"]]
+    elif "source" in job:
+        job["source"] = resolve("source", job["source"])
+    return job, used

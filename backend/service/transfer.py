@@ -1,0 +1,127 @@
+"""Files over the connection: the request handlers of uploads (blobs) and of fetching a job's results.
+
+`Transfers` is a part of `worker.Worker` (a base class, like `requests.Requests`):
+
+* blob_status {sha256} -> blob {sha256, have}: the bytes the worker holds (-1 none; the blob's
+  size once complete), so an upload cut anywhere goes on where it stopped and a blob the
+  worker has is never sent again.
+* blob_put {sha256, size, offset, data (base64, at most CHUNK_BYTES)} -> blob {sha256, have,
+  complete}; a chunk at any other offset than `have` is refused with the offset to go on from.
+* list_files {job_dir} -> files {job_dir, files: [{name, size, version}]}: the job folder's
+  files (relative names; lock and temporary files left out).
+* fetch {job_dir, name, offset} -> file_data {job_dir, name, offset, size, version, data
+  (base64, at most CHUNK_BYTES), eof}; `version` changes when the file is replaced.
+
+Only transfer-mode connections may fetch, and only from folders under the jobs root.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .blobs import CHUNK_BYTES, BlobError, check_sha
+from .jobs import BAD_REQUEST, ProtocolFailure
+from .remote import remote_job_folder
+
+if TYPE_CHECKING:
+    from .blobs import BlobStore
+    from .serve import Output
+
+MAX_LISTED_FILES = 100_000
+NOT_IN_FOLDER = "no such file in the job folder"
+
+
+class Transfers:
+    """The upload and download handlers of `worker.Worker`."""
+
+    blobs: BlobStore
+    jobs_root: Path
+
+    def _on_blob_status(self, message: dict, output: Output) -> tuple[str, dict]:
+        sha = self._sha_of(message)
+        return "blob", {"sha256": sha, "have": self.blobs.have(sha)}
+
+    def _on_blob_put(self, message: dict, output: Output) -> tuple[str, dict]:
+        sha = self._sha_of(message)
+        offset, size = message.get("offset"), message.get("size")
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise ProtocolFailure(BAD_REQUEST, "blob_put needs 'offset': where these bytes go")
+        try:
+            data = base64.b64decode(message.get("data") or "", validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise ProtocolFailure(BAD_REQUEST, "blob_put 'data' must be base64") from None
+        if len(data) > CHUNK_BYTES:
+            raise ProtocolFailure(BAD_REQUEST, f"a chunk is at most {CHUNK_BYTES} bytes")
+        try:
+            have = self.blobs.put(sha, size, offset, data)
+        except BlobError as exc:
+            raise ProtocolFailure(BAD_REQUEST, str(exc), hint=f"have {self.blobs.have(sha)}") from None
+        except OSError as exc:
+            raise ProtocolFailure(BAD_REQUEST, f"the worker cannot store the upload: {exc.strerror or exc}") from None
+        return "blob", {"sha256": sha, "have": have, "complete": have == size}
+
+    def _on_list_files(self, message: dict, output: Output) -> tuple[str, dict]:
+        folder = self._fetch_folder(message, output)
+        files = []
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            relative = path.relative_to(folder)
+            if any(part.startswith(".") for part in relative.parts) or path.is_symlink() or not path.is_file():
+                continue
+            stat = path.stat()
+            files.append({"name": relative.as_posix(), "size": stat.st_size, "version": _version(stat)})
+            if len(files) >= MAX_LISTED_FILES:
+                break
+        return "files", {"job_dir": message.get("job_dir"), "files": files}
+
+    def _on_fetch(self, message: dict, output: Output) -> tuple[str, dict]:
+        folder = self._fetch_folder(message, output)
+        name, offset = message.get("name"), message.get("offset", 0)
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise ProtocolFailure(BAD_REQUEST, "fetch 'offset' must be a byte offset")
+        path = _file_in(folder, name)
+        try:
+            with open(path, "rb") as fh:
+                stat = os.fstat(fh.fileno())
+                fh.seek(offset)
+                data = fh.read(CHUNK_BYTES)
+        except OSError:
+            raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}") from None
+        return "file_data", {"job_dir": message.get("job_dir"), "name": name, "offset": offset, "size": stat.st_size,
+                             "version": _version(stat), "data": base64.b64encode(data).decode("ascii"),
+                             "eof": offset + len(data) >= stat.st_size}
+
+    # -- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _sha_of(message: dict) -> str:
+        try:
+            return check_sha(message.get("sha256"))
+        except BlobError as exc:
+            raise ProtocolFailure(BAD_REQUEST, str(exc)) from None
+
+    def _fetch_folder(self, message: dict, output: Output) -> Path:
+        if getattr(output, "mode", "paths") != "transfer":
+            raise ProtocolFailure(BAD_REQUEST, "fetching files needs a transfer-mode connection (hello mode)")
+        if not isinstance(message.get("job_dir"), str):
+            raise ProtocolFailure(BAD_REQUEST, "name the job folder ('job_dir') to fetch from")
+        return remote_job_folder(self.jobs_root, message["job_dir"], "")
+
+
+def _file_in(folder: Path, name: object) -> Path:
+    """`name` (a relative name) inside `folder`: no parent steps, no hidden or linked files."""
+    if not isinstance(name, str) or not name or "\x00" in name or name.startswith("/") or "\\" in name:
+        raise ProtocolFailure(BAD_REQUEST, "fetch needs 'name': a file of the job folder")
+    parts = name.split("/")
+    if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+        raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
+    path = folder.joinpath(*parts)
+    if path.is_symlink() or not path.resolve().is_relative_to(folder):
+        raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
+    return path
+
+
+def _version(stat: os.stat_result) -> str:
+    return f"{stat.st_size}-{stat.st_mtime_ns}"

@@ -1,0 +1,17 @@
+"""A job's upload and download progress to a remote worker, as the panel shows it (plain Python)."""
+
+from scail2.core.job import Job
+
+
+def test_transfer_progress_shows_in_the_phase_text_and_leaves_the_status():
+    job = Job(key="k", spec={})
+    job.on_progress({"type": "progress", "phase": "upload", "bytes": 1_500_000, "total": 4_000_000}, now=1.0)
+    assert job.status == "submitting"  # not queued yet: the inputs are still going over
+    assert job.phase_text() == "Uploading the inputs: 1.5/4.0 MB"
+    job.on_progress({"type": "progress", "phase": "upload", "bytes": 4_000_000, "total": 4_000_000}, now=2.0)
+    job.status = "running"
+    job.on_progress({"type": "progress", "phase": "sample", "segment": 1, "segments": 1, "step": 1, "steps": 2},
+                    now=3.0)
+    assert job.phase_text() == "Generating: segment 1/1, step 1/2"  # a finished upload says nothing more
+    job.on_progress({"type": "progress", "phase": "download", "bytes": 10, "total": 99}, now=4.0)
+    assert job.phase_text().startswith("Fetching the results: ") and job.phase == "sample"

@@ -1,0 +1,243 @@
+"""A remote worker that cannot see the client's files, through a proxy that cuts the connection
+mid-upload and mid-download: the add-on's client still gets the job's frames, byte for byte
+those of a local worker, and no byte goes over twice beyond the chunk in flight at each cut.
+
+The worker runs in a mount namespace of its own with an empty tmpfs over the client's folder
+(`unshare -m`, as root), serving TLS on 127.0.0.1 with a jobs root outside the client's folder.
+"""
+
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import zlib
+
+import pytest
+
+import blender_testing
+from scail2 import protocol
+from scail2.core import transfer
+from scail2.core.worker_client import WorkerClient
+
+REPO = blender_testing.REPO_ROOT
+BACKEND_PYTHON = os.path.join(REPO, ".venvs", "backend", "bin", "python")
+FOOTAGE = os.path.join(os.environ.get("SCAIL2_SHARED", os.path.join(os.path.dirname(REPO), "shared")),
+                       "fixtures", "footage")
+TIMEOUT = 240.0
+
+
+def can_unshare():
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="no backend environment"),
+              pytest.mark.skipif(not can_unshare(), reason="needs root and unshare -m")]
+
+
+class CuttingProxy:
+    """127.0.0.1:port -> the worker. Cuts the connection once when the client has sent `cut_up`
+    bytes, and once when the worker has sent `cut_down` bytes (it is TLS: only sizes are seen)."""
+
+    def __init__(self, target_port, cut_up, cut_down):
+        self.target, self.cut_up, self.cut_down = target_port, cut_up, cut_down
+        self.up = self.down = 0
+        self.cuts = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            worker = socket.create_connection(("127.0.0.1", self.target))
+            pair = [client, worker]
+            threading.Thread(target=self._pump, args=(client, worker, True, pair), daemon=True).start()
+            threading.Thread(target=self._pump, args=(worker, client, False, pair), daemon=True).start()
+
+    def _pump(self, source, sink, upstream, pair):
+        while True:
+            try:
+                data = source.recv(16384)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            if upstream:
+                self.up += len(data)
+                cut = "upload" not in self.cuts and self.up >= self.cut_up
+            else:
+                self.down += len(data)
+                cut = "download" not in self.cuts and self.down >= self.cut_down
+            if cut:
+                self.cuts.append("upload" if upstream else "download")
+                break
+            try:
+                sink.sendall(data)
+            except OSError:
+                break
+        for sock in pair:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.server.close()
+
+
+def wait_for(client, seen, predicate, timeout=TIMEOUT):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        for message in seen:
+            if predicate(message):
+                return message
+        assert time.monotonic() < deadline, "timed out; last messages {!r}".format(seen[-5:])
+        seen.extend(client.poll(timeout=0.2))
+
+
+def small_job(folder):
+    return protocol.JobSpec(driving=os.path.join(folder, "driving.mp4"), reference=os.path.join(folder, "ref.jpg"),
+                            height=64, width=128, steps=2, seed=3, frame_end=5)
+
+
+@pytest.fixture(scope="module")
+def sealed_worker(tmp_path_factory):
+    """A TLS worker that sees an empty tmpfs where the client's folder is."""
+    tmp_path = tmp_path_factory.mktemp("sealed")
+    client_dir, worker_dir = tmp_path / "client", tmp_path / "worker"
+    client_dir.mkdir()
+    worker_dir.mkdir()
+    shutil.copyfile(os.path.join(FOOTAGE, "scail_001_driving.mp4"), client_dir / "driving.mp4")
+    shutil.copyfile(os.path.join(FOOTAGE, "scail_001_ref.jpg"), client_dir / "ref.jpg")
+    serve = [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu", "--jobs-root",
+             str(worker_dir / "jobs"), "--listen", "127.0.0.1:0", "--tls"]
+    script = 'mount -t tmpfs sealed "$0" && test ! -e "$0/driving.mp4" && exec "$@"'
+    proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script, str(client_dir), *serve], cwd=REPO,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "XDG_CONFIG_HOME": str(worker_dir / "config")})
+    found = {}
+    for raw in proc.stderr:
+        line = raw.decode()
+        for key, pattern in (("fingerprint", r"fingerprint: ([0-9A-F:]{95})"), ("token", r"add-on\): (\S+)"),
+                             ("port", r"listening on 127\.0\.0\.1:(\d+) with TLS")):
+            if match := re.search(pattern, line):
+                found[key] = match.group(1)
+        if "port" in found:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            break
+    assert len(found) == 3, "the worker did not start: {!r} {!r}".format(found, proc.poll())
+    yield dict(found, port=int(found["port"]), client_dir=client_dir, worker_dir=worker_dir)
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_a_job_round_trips_through_cuts_byte_for_byte_as_a_local_run(sealed_worker, tmp_path):
+    client_dir = sealed_worker["client_dir"]
+    inputs = os.path.getsize(client_dir / "driving.mp4") + os.path.getsize(client_dir / "ref.jpg")
+    proxy = CuttingProxy(sealed_worker["port"], cut_up=300_000, cut_down=60_000)  # mid-clip; mid-frames
+    remote = WorkerClient.connect("127.0.0.1", proxy.port, token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    local = WorkerClient.start(BACKEND_PYTHON, ["--model", "tiny", "--device", "cpu", "--jobs-root",
+                                                str(tmp_path / "local_jobs")])
+    try:
+        seen = []
+        remote_dir = client_dir / "job"  # the folder the add-on chose, which the worker cannot see
+        remote.submit(small_job(client_dir), job_dir=str(remote_dir), request_id="remote-1")
+        queued = wait_for(remote, seen, lambda m: m["type"] == "queued")
+        assert queued["job_dir"] == str(remote_dir) and queued["worker_job_dir"].startswith(
+            str(sealed_worker["worker_dir"] / "jobs"))
+        uploads = [m for m in seen if m.get("phase") == "upload"]
+        assert uploads and uploads[-1]["bytes"] == uploads[-1]["total"] == inputs
+        end = wait_for(remote, seen, lambda m: m.get("job") == queued["job"] and m["type"] in transfer.END_EVENTS)
+        assert end["type"] == "done", end
+        assert proxy.cuts == ["upload", "download"]
+        frames = [m["path"] for m in seen if m["type"] == "frame_ready"]
+        assert frames and all(p.startswith(str(remote_dir)) and os.path.isfile(p) for p in frames)
+        assert end["job_dir"] == str(remote_dir) and os.path.isfile(end["manifest"])
+        assert os.path.dirname(end["manifest"]) == str(remote_dir)
+        # Every input byte went over once, but for the chunk cut in flight.
+        assert inputs <= remote.transfers.counters["up"] <= inputs + transfer.CHUNK_BYTES
+
+        mine = []
+        local.submit(small_job(client_dir), job_dir=str(tmp_path / "local_job"), request_id="local-1")
+        local_id = wait_for(local, mine, lambda m: m["type"] == "queued")["job"]
+        assert wait_for(local, mine, lambda m: m.get("job") == local_id and m["type"] in transfer.END_EVENTS)[
+            "type"] == "done"
+        names = sorted(os.listdir(tmp_path / "local_job" / "frames"))
+        assert names == sorted(os.listdir(remote_dir / "frames")) and len(names) == 5
+        for name in names:
+            with open(tmp_path / "local_job" / "frames" / name, "rb") as a, open(remote_dir / "frames" / name, "rb") as b:
+                assert a.read() == b.read(), name
+        assert not [n for n in os.listdir(remote_dir / "frames") if n.endswith(".part")]
+    finally:
+        remote.close()
+        local.stop(timeout=30)
+        proxy.close()
+
+
+def test_cancel_stops_an_upload_and_the_job_never_reaches_the_worker(sealed_worker, tmp_path):
+    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    try:
+        big = tmp_path / "big.mp4"  # too big to go over before the cancel lands
+        big.write_bytes(os.urandom(64 * transfer.CHUNK_BYTES))
+        spec = small_job(str(sealed_worker["client_dir"]))
+        spec.driving = str(big)
+        seen = []
+        client.submit(spec, job_dir=str(tmp_path / "job"), request_id="cancel-me")
+        wait_for(client, seen, lambda m: m.get("phase") == "upload")
+        assert client.cancel_upload("cancel-me")
+        end = wait_for(client, seen, lambda m: m.get("request_id") == "cancel-me" and m["type"] != "progress")
+        assert end["type"] == "cancelled" and end["local"], end
+        assert client.transfers.counters["up"] < big.stat().st_size
+        assert not client.cancel_upload("cancel-me")  # over
+        client.send("list_jobs", request_id="jobs")
+        assert wait_for(client, seen, lambda m: m.get("request_id") == "jobs")["jobs"] == []
+    finally:
+        client.close()
+
+
+def write_png(path, width, height, seed):
+    """An RGB PNG of pseudo-random pixels (standard library only)."""
+    rows = b"".join(b"\x00" + bytes((x * 7 + y * 13 + seed * 29) % 256 for x in range(width * 3))
+                    for y in range(height))
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    with open(path, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                 + chunk(b"IEND", b""))
+
+
+def test_an_image_sequence_folder_goes_over_as_one_listing(sealed_worker, tmp_path):
+    folder = sealed_worker["client_dir"] / "sequence"
+    folder.mkdir()
+    for k in range(6):
+        write_png(folder / "img_{:04d}.png".format(k), 128, 64, k)
+    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    try:
+        spec = small_job(str(sealed_worker["client_dir"]))
+        spec.driving, spec.driving_fps = str(folder), 16.0
+        seen = []
+        client.submit(spec, job_dir=str(tmp_path / "job"), request_id="sequence")
+        job = wait_for(client, seen, lambda m: m.get("request_id") == "sequence" and m["type"] != "progress")
+        assert job["type"] == "queued", job
+        end = wait_for(client, seen, lambda m: m.get("job") == job["job"] and m["type"] in transfer.END_EVENTS)
+        assert end["type"] == "done", end
+        assert len(os.listdir(tmp_path / "job" / "frames")) == 5
+    finally:
+        client.close()

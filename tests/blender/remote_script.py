@@ -1,0 +1,81 @@
+"""Child-process script for runtime/test_remote_generation.py: the installed extension driving a remote worker.
+
+Run as ``python remote_script.py ZIP WORK_DIR REPORT_JSON`` with ``BLENDER_USER_RESOURCES`` set.
+WORK_DIR/config.json names the backend Python, the footage, the reference and the worker (address,
+token, the fingerprint it printed). Steps: install, accept the worker's certificate once (Show
+Certificate, Trust This Certificate), Generate on a movie strip, and the strip it imports.
+"""
+
+import json
+import os
+import sys
+import time
+
+ZIP_PATH, WORK_DIR, REPORT_PATH = sys.argv[1:4]
+
+import bpy  # noqa: E402  (after the environment is set)
+from script_common import PKG, install_tiny, module, report, show, step  # noqa: E402
+
+with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
+    CONFIG = json.load(fh)
+
+
+@step
+def install():
+    prefs = install_tiny(ZIP_PATH, CONFIG["backend_python"], os.path.join(WORK_DIR, "output"))
+    prefs.worker_location = 'REMOTE'
+    prefs.remote_address = CONFIG["address"]
+    prefs.remote_token = CONFIG["token"]
+    return sorted(op for op in dir(bpy.ops.scail2))
+
+
+@step
+def accept_certificate_once():
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    assert bpy.ops.scail2.show_worker_certificate() == {'FINISHED'}
+    remote = module(".operators.remote")
+    deadline = time.monotonic() + 60
+    while remote.land_certificate() is not None:  # the timer, as Blender's event loop would call it
+        assert time.monotonic() < deadline, "the certificate never came"
+        time.sleep(0.1)
+    seen = prefs.remote_seen_fingerprint
+    assert bpy.ops.scail2.trust_worker_certificate() == {'FINISHED'}
+    return {"seen": seen, "pinned": prefs.remote_fingerprint, "note": prefs.remote_certificate_note}
+
+
+@step
+def generate():
+    scene = bpy.data.scenes.new("Remote")
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    scene.render.resolution_x, scene.render.resolution_y = 128, 64
+    scene.frame_start, scene.frame_end = 1, 65
+    scene.sequence_editor_create()
+    strip = scene.sequence_editor.strips.new_movie("driving", CONFIG["footage"], 2, 1, fit_method='FIT')
+    scene.sequence_editor.active_strip = strip
+    src = scene.scail2_sources
+    src.driving_source, src.mask_source, src.reference_source = 'STRIP', 'NONE', 'FILE'
+    src.reference_file = CONFIG["reference"]
+    job = scene.scail2_job
+    job.width, job.height, job.steps = 128, 64, 2
+    job.use_frame_range = True
+    job.frame_start, job.frame_end = 1, 8
+    show(scene)
+    result = bpy.ops.scail2.generate()
+    assert result == {'FINISHED'}, result
+    editor = scene.sequence_editor
+    strips = [s for s in editor.strips_all if "scail2" in s]
+    assert len(strips) == 1, [s.name for s in strips]
+    done = module(".runtime.session").scene_jobs(scene)[-1]
+    directory = bpy.path.abspath(strips[0].directory)
+    return {"directory": directory, "elements": [e.filename for e in strips[0].elements],
+            "files": sorted(os.listdir(directory)), "status": done.status, "job_dir": done.job_dir,
+            "transfer": list(done.transfer), "manifest": done.manifest}
+
+
+@step
+def close():
+    module(".runtime.session").close_queue()
+
+
+with open(REPORT_PATH, "w", encoding="utf-8") as fh:
+    json.dump(report, fh, indent=1, default=str)

@@ -1,0 +1,97 @@
+"""Generating from Blender on a remote worker that cannot see Blender's files: the built extension in
+real bpy (``remote_script.py``), a real TLS worker (tiny model, CPU) in its own mount namespace with an
+empty tmpfs over Blender's whole work folder. The artist accepts the certificate once, generates,
+and the result comes back as a strip of local frames.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+import blender_testing
+
+FOOTAGE, REFERENCE, BACKEND_PYTHON = blender_testing.FOOTAGE, blender_testing.REFERENCE, blender_testing.BACKEND_PYTHON
+
+
+def can_unshare():
+    if os.name == "nt" or os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not can_unshare(), reason="needs root and unshare -m")]
+
+
+@pytest.fixture(scope="module")
+def sealed(tmp_path_factory):
+    """(work folder, worker folder, what the worker printed); the worker sees an empty work folder."""
+    for path in (FOOTAGE, REFERENCE, BACKEND_PYTHON):
+        if not os.path.exists(path):
+            pytest.skip("not found: " + path)
+    base = tmp_path_factory.mktemp("remote_generation")
+    work, worker_dir = base / "work", base / "worker"
+    for folder in (work, worker_dir, work / "blender-user"):
+        folder.mkdir()
+    shutil.copyfile(FOOTAGE, work / "driving.mp4")
+    shutil.copyfile(REFERENCE, work / "ref.jpg")
+    serve = [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu", "--jobs-root",
+             str(worker_dir / "jobs"), "--listen", "127.0.0.1:0", "--tls"]
+    script = 'mount -t tmpfs sealed "$0" && test ! -e "$0/driving.mp4" && exec "$@"'
+    proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script, str(work), *serve], cwd=blender_testing.REPO_ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "XDG_CONFIG_HOME": str(worker_dir / "config")})
+    found = {}
+    for raw in proc.stderr:
+        line = raw.decode()
+        for key, pattern in (("fingerprint", r"fingerprint: ([0-9A-F:]{95})"), ("token", r"add-on\): (\S+)"),
+                             ("port", r"listening on 127\.0\.0\.1:(\d+) with TLS")):
+            if match := re.search(pattern, line):
+                found[key] = match.group(1)
+        if "port" in found:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            break
+    assert len(found) == 3, "the worker did not start: {!r} {!r}".format(found, proc.poll())
+    yield work, worker_dir, found
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def report(built_zip, sealed):
+    work, _worker_dir, found = sealed
+    config = {"backend_python": BACKEND_PYTHON, "footage": str(work / "driving.mp4"),
+              "reference": str(work / "ref.jpg"), "address": "127.0.0.1:" + found["port"], "token": found["token"]}
+    (work / "config.json").write_text(json.dumps(config))
+    return blender_testing.run_child_script("remote_script.py", [built_zip, work, work / "report.json"], work,
+                                            work / "blender-user")
+
+
+def step(report, name):
+    assert report[name]["ok"], report[name]["detail"] + report["_output"]
+    return report[name]["detail"]
+
+
+def test_the_certificate_is_accepted_once_as_shown(report, sealed):
+    detail = step(report, "accept_certificate_once")
+    assert detail["seen"] == detail["pinned"] == sealed[2]["fingerprint"]
+
+
+def test_generate_on_the_remote_worker_imports_local_frames(report, sealed):
+    work, worker_dir, _found = sealed
+    detail = step(report, "generate")
+    assert detail["status"] == "done"
+    assert detail["directory"].startswith(str(work / "output"))  # Blender's own folder, not the worker's
+    assert detail["job_dir"].startswith(str(work / "output")) and os.path.isfile(detail["manifest"])
+    assert detail["elements"] and set(detail["elements"]) <= set(detail["files"])
+    assert detail["transfer"][0] in ("upload", "download") and detail["transfer"][1] == detail["transfer"][2]
+    worker_jobs = [p for p in (worker_dir / "jobs").iterdir() if not p.name.startswith(".")]
+    assert len(worker_jobs) == 1  # the worker wrote only under its jobs root
+    for name in detail["elements"]:
+        assert (worker_jobs[0] / "frames" / name).read_bytes() == open(
+            os.path.join(detail["directory"], name), "rb").read()
+    step(report, "close")
