@@ -24,6 +24,13 @@ REFERENCE = FOOTAGE / "scail_001_ref.jpg"  # 1920x1080
 SMALL = dict(height=64, width=128, steps=1, seed=3, frame_end=3)
 
 
+def _local_client():
+    """A connection in paths mode (a local worker's stdio), as submits from Blender on this machine come."""
+    from backend.service.serve import Output
+
+    return Output(lambda data: None, "test")
+
+
 def write_rgb(path, rgb: np.ndarray) -> str:
     assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
     return str(path)
@@ -99,7 +106,7 @@ def test_the_worker_refuses_impossible_numbers_at_submit(tmp_path):
                              ({"shift": -1.0}, "shift must be 0.1 to 20"), ({"seed": 2 ** 70}, "seed must be -1")]:
         job = JobSpec(driving=str(DRIVING), reference=str(REFERENCE)).to_dict() | changes
         with pytest.raises(ProtocolFailure, match=message) as info:
-            worker._on_submit({"job": job})
+            worker._on_submit({"job": job}, _local_client())
         assert info.value.code == BAD_INPUT
 
 
@@ -141,11 +148,12 @@ def test_the_worker_queues_patterns_and_refuses_a_pattern_without_files(tmp_path
     worker = Worker("tiny", "cpu", {}, tmp_path / "jobs")  # not started: submits are answered, nothing runs
     for pattern in ("frame_%04d.png", "frame_####.png"):
         job = JobSpec(driving=str(tmp_path / "shot" / pattern), reference=str(REFERENCE)).to_dict()
-        kind, reply = worker._on_submit({"job": job, "job_dir": str(tmp_path / pattern.replace("%", "p"))})
+        kind, reply = worker._on_submit({"job": job, "job_dir": str(tmp_path / pattern.replace("%", "p"))},
+                                        _local_client())
         assert kind == "queued", reply
     job = JobSpec(driving=str(tmp_path / "shot" / "take_####.png"), reference=str(REFERENCE)).to_dict()
     with pytest.raises(ProtocolFailure, match="driving clip: no file in .* matches the pattern take_####.png") as info:
-        worker._on_submit({"job": job})
+        worker._on_submit({"job": job}, _local_client())
     assert info.value.code == BAD_INPUT
 
 
