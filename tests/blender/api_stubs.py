@@ -1,7 +1,7 @@
 """A static check of the Blender API the add-on calls, against fake-bpy-module stubs of one release.
 
 The stubs are read as text (never imported). What is checked, for the add-on's own
-Blender-side files (not backend/, tests/, bench/):
+Blender-side files (not backend/, tests/, bench/, packaging/ ...):
   * every `bpy.ops.<module>.<operator>` exists in that release;
   * every name taken from `bpy.types` (attribute or `from bpy.types import`) exists;
   * every attribute name the code reads or writes exists on some bpy/mathutils type of
@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-NOT_BLENDER_SIDE = {"backend", "tests", "bench", "demo", "docs", ".venvs", ".git", "build", ".ci"}
+NOT_BLENDER_SIDE = {"backend", "tests", "bench", "demo", "docs", "packaging", ".venvs", ".git", "build", ".ci"}
 EXEMPT = {"compat.py"}
 OWN_OPERATORS = "scail2"  # bpy.ops.scail2.*: the add-on's own, checked by its registration tests
 
