@@ -165,7 +165,9 @@ def in_blender(config_path):
         with bpy.context.temp_override(window=bpy.context.window_manager.windows[0], area=area):
             bpy.ops.scail2.generate()
         yield from scroll_down(region)
-        session = sys.modules[pkg + ".runtime.session"]
+        input_render, session = sys.modules[pkg + ".runtime.input_render"], sys.modules[pkg + ".runtime.session"]
+        while input_render.active() is not None:  # the job's first phase: its inputs rendered by Blender
+            yield 0.2
         job = session.scene_jobs(scene)[-1]
         while not (job.status == "running" and job.eta_s is not None and job.progress() > 0.3) and not job.finished:
             yield 0.5
