@@ -99,3 +99,35 @@ def write_executable(path, text):
         fh.write(text)
     os.chmod(path, 0o755)
     return path
+
+
+# What a TLS worker prints at start that a client needs: its certificate, its token, its port.
+_WORKER_START = (("fingerprint", r"fingerprint: ([0-9A-F:]{95})"), ("token", r"add-on\): (\S+)"),
+                 ("port", r"listening on 127\.0\.0\.1:(\d+) with TLS"))
+
+
+def sealed_tls_worker(python, sealed_dir, worker_dir):
+    """``(process, {"fingerprint", "token", "port"})``: a tiny-model TLS worker on 127.0.0.1 that sees an empty
+    tmpfs where ``sealed_dir`` is (its own mount namespace: root only), so it can read the client's files only
+    as uploads. Its jobs root and certificate live in ``worker_dir``."""
+    import re
+    import threading
+
+    serve = [python, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu", "--jobs-root",
+             os.path.join(str(worker_dir), "jobs"), "--listen", "127.0.0.1:0", "--tls"]
+    script = 'mount -t tmpfs sealed "$0" && test ! -e "$0/driving.mp4" && exec "$@"'
+    proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script, str(sealed_dir), *serve], cwd=REPO_ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "XDG_CONFIG_HOME": os.path.join(str(worker_dir), "config")})
+    found = {}
+    for raw in proc.stderr:
+        for key, pattern in _WORKER_START:
+            if match := re.search(pattern, raw.decode()):
+                found[key] = match.group(1)
+        if "port" in found:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe from filling
+            break
+    assert len(found) == 3, "the worker did not start: {!r} {!r}".format(found, proc.poll())
+    found["port"] = int(found["port"])
+    return proc, found
+

@@ -7,7 +7,6 @@ The worker runs in a mount namespace of its own with an empty tmpfs over the cli
 """
 
 import os
-import re
 import shutil
 import socket
 import struct
@@ -120,24 +119,8 @@ def sealed_worker(tmp_path_factory):
     worker_dir.mkdir()
     shutil.copyfile(os.path.join(FOOTAGE, "scail_001_driving.mp4"), client_dir / "driving.mp4")
     shutil.copyfile(os.path.join(FOOTAGE, "scail_001_ref.jpg"), client_dir / "ref.jpg")
-    serve = [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu", "--jobs-root",
-             str(worker_dir / "jobs"), "--listen", "127.0.0.1:0", "--tls"]
-    script = 'mount -t tmpfs sealed "$0" && test ! -e "$0/driving.mp4" && exec "$@"'
-    proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script, str(client_dir), *serve], cwd=REPO,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "XDG_CONFIG_HOME": str(worker_dir / "config")})
-    found = {}
-    for raw in proc.stderr:
-        line = raw.decode()
-        for key, pattern in (("fingerprint", r"fingerprint: ([0-9A-F:]{95})"), ("token", r"add-on\): (\S+)"),
-                             ("port", r"listening on 127\.0\.0\.1:(\d+) with TLS")):
-            if match := re.search(pattern, line):
-                found[key] = match.group(1)
-        if "port" in found:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            break
-    assert len(found) == 3, "the worker did not start: {!r} {!r}".format(found, proc.poll())
-    yield dict(found, port=int(found["port"]), client_dir=client_dir, worker_dir=worker_dir)
+    proc, found = blender_testing.sealed_tls_worker(BACKEND_PYTHON, client_dir, worker_dir)
+    yield dict(found, client_dir=client_dir, worker_dir=worker_dir)
     proc.terminate()
     proc.wait(30)
 

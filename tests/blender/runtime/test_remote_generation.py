@@ -6,10 +6,8 @@ and the result comes back as a strip of local frames.
 
 import json
 import os
-import re
 import shutil
 import subprocess
-import threading
 
 import pytest
 
@@ -39,23 +37,7 @@ def sealed(tmp_path_factory):
         folder.mkdir()
     shutil.copyfile(FOOTAGE, work / "driving.mp4")
     shutil.copyfile(REFERENCE, work / "ref.jpg")
-    serve = [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu", "--jobs-root",
-             str(worker_dir / "jobs"), "--listen", "127.0.0.1:0", "--tls"]
-    script = 'mount -t tmpfs sealed "$0" && test ! -e "$0/driving.mp4" && exec "$@"'
-    proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script, str(work), *serve], cwd=blender_testing.REPO_ROOT,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "XDG_CONFIG_HOME": str(worker_dir / "config")})
-    found = {}
-    for raw in proc.stderr:
-        line = raw.decode()
-        for key, pattern in (("fingerprint", r"fingerprint: ([0-9A-F:]{95})"), ("token", r"add-on\): (\S+)"),
-                             ("port", r"listening on 127\.0\.0\.1:(\d+) with TLS")):
-            if match := re.search(pattern, line):
-                found[key] = match.group(1)
-        if "port" in found:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            break
-    assert len(found) == 3, "the worker did not start: {!r} {!r}".format(found, proc.poll())
+    proc, found = blender_testing.sealed_tls_worker(BACKEND_PYTHON, work, worker_dir)
     yield work, worker_dir, found
     proc.terminate()
     proc.wait(30)
@@ -65,7 +47,7 @@ def sealed(tmp_path_factory):
 def report(built_zip, sealed):
     work, _worker_dir, found = sealed
     config = {"backend_python": BACKEND_PYTHON, "footage": str(work / "driving.mp4"),
-              "reference": str(work / "ref.jpg"), "address": "127.0.0.1:" + found["port"], "token": found["token"]}
+              "reference": str(work / "ref.jpg"), "address": "127.0.0.1:{:d}".format(found["port"]), "token": found["token"]}
     (work / "config.json").write_text(json.dumps(config))
     return blender_testing.run_child_script("remote_script.py", [built_zip, work, work / "report.json"], work,
                                             work / "blender-user")
