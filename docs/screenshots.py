@@ -130,7 +130,9 @@ def in_blender(config_path):
         sources.reference_source, sources.reference_file = 'FILE', reference
         job = scene.scail2_job
         job.prompt = "a dancer on a stage"
-        job.width, job.height, job.steps = 224, 128, 3
+        job.width, job.height = 224, 128
+        job.use_custom_sampling = True  # first: turning it on starts the values at the preset's
+        job.steps = 3
         job.use_frame_range = True
         job.frame_start, job.frame_end = 1, 16
         job.form, job.camera, job.distance = 'BOTH', scene.camera, 5.0

@@ -45,7 +45,9 @@ def send_to_farm():
     src.driving_source, src.mask_source, src.reference_source = 'STRIP', 'NONE', 'FILE'
     src.reference_file = CONFIG["reference"]
     job = scene.scail2_job
-    job.width, job.height, job.steps = 64, 32, 1
+    job.width, job.height = 64, 32
+    job.use_custom_sampling = True  # first: turning it on starts the values at the preset's
+    job.steps = 1
     job.use_frame_range, job.frame_start, job.frame_end = True, 1, 4
     job.use_seed_lock, job.seed = True, 99
     show(scene)

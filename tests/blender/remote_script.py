@@ -56,7 +56,9 @@ def generate():
     src.driving_source, src.mask_source, src.reference_source = 'STRIP', 'NONE', 'FILE'
     src.reference_file = CONFIG["reference"]
     job = scene.scail2_job
-    job.width, job.height, job.steps = 128, 64, 2
+    job.width, job.height = 128, 64
+    job.use_custom_sampling = True  # first: turning it on starts the values at the preset's
+    job.steps = 2
     job.use_frame_range = True
     job.frame_start, job.frame_end = 1, 8
     show(scene)

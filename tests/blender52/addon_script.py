@@ -97,7 +97,9 @@ def generate_both():
     sources.driving_source, sources.mask_source = 'STRIP', 'NONE'
     sources.reference_source, sources.reference_file = 'FILE', CONFIG["reference"]
     job = scene.scail2_job
-    job.width, job.height, job.steps = 128, 64, 2
+    job.width, job.height = 128, 64
+    job.use_custom_sampling = True  # first: turning it on starts the values at the preset's
+    job.steps = 2
     job.use_frame_range = True
     job.frame_start, job.frame_end = FRAMES
     job.form, job.camera, job.distance = 'BOTH', scene.camera, 5.0

@@ -63,6 +63,7 @@ def test_send_to_farm_writes_a_bundle_and_a_history_entry_for_its_job_folder(rep
     assert bundled == dict(spec, driving="inputs/driving/scail_001_driving.mp4",
                            reference="inputs/reference/scail_001_ref.jpg")
     assert (spec["frame_start"], spec["frame_end"], spec["seed"], item["seed"]) == (0, 4, 99, 99)
+    assert spec["steps"] == 1  # the panel's override, not the preset's 40
     assert item["settings"]["import"]["driving_strip"] == "driving"
     assert item["settings"]["import"]["frame_start"] == 1
     assert detail["steps"] == [item["job_id"]]  # one step: this shot
