@@ -110,12 +110,7 @@ class BlobStore:
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / name
             if not target.is_file():
-                tmp = folder / f".{name}.{os.getpid()}.tmp"
-                try:
-                    os.link(source, tmp)
-                except OSError:
-                    shutil.copyfile(source, tmp)
-                os.replace(tmp, target)
+                _link_or_copy(source, target)
             os.utime(source)  # used now: the last to be evicted
             return target
 
@@ -142,12 +137,7 @@ class BlobStore:
                     if not source.is_file():
                         raise BlobError(f"{file_name} of folder {name} is not uploaded")
                     os.utime(source)
-                    tmp = folder / f".{file_name}.{os.getpid()}.tmp"
-                    try:
-                        os.link(source, tmp)
-                    except OSError:
-                        shutil.copyfile(source, tmp)
-                    os.replace(tmp, target)
+                    _link_or_copy(source, target)
             os.utime(listing_path)
         return folder, [sha, *(file_sha for _, file_sha in entries)]
 
@@ -206,3 +196,13 @@ def _sha256(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to the blob ``source`` (a copy across file systems), put in place whole."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
