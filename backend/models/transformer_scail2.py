@@ -14,6 +14,8 @@ attention run in the compute dtype, the dtype of `patch_embedding`'s weight
 from __future__ import annotations
 
 import math
+import dataclasses
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -188,6 +190,44 @@ def _tokens(embedded: torch.Tensor) -> torch.Tensor:
     return embedded.flatten(2).transpose(1, 2)
 
 
+def _expand(tensor: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    """A conditioning tensor of batch 1 (shared by CFG's passes) or `batch`, as `batch`."""
+    if tensor is None or tensor.shape[0] == batch:
+        return tensor
+    if tensor.shape[0] != 1:
+        raise ValueError(f"conditioning of batch {tensor.shape[0]} cannot serve a batch of {batch}")
+    return tensor.expand(batch, *tensor.shape[1:])
+
+
+@dataclass
+class SCAIL2Conditioning:
+    """What stays fixed over a segment's denoising steps, embedded once (`forward` without `x`).
+
+    prefix_tokens [B, P, dim] (extra refs, then the reference) and driving_tokens [B, D, dim],
+    float32; video_channels [B, 4, T, H, W] (the history mask, or zeros) and video_mask_embedding
+    [B, dim, T, H/2, W/2], in the compute dtype; context [C, 257 + text_len, dim] with one row per
+    text context (CFG's conditional and unconditional passes share every other tensor, batch 1);
+    rotary (cos, sin) [S + padding, head_dim / 2] and key_mask as the self-attention takes them.
+    """
+
+    layout: TokenLayout
+    prefix_tokens: torch.Tensor
+    driving_tokens: torch.Tensor
+    video_channels: torch.Tensor
+    video_mask_embedding: torch.Tensor
+    context: torch.Tensor
+    rotary: tuple[torch.Tensor, torch.Tensor]
+    padding: int = 0
+    key_mask: torch.Tensor | None = None
+
+    def first_sample(self) -> "SCAIL2Conditioning":
+        """The conditioning with sample 0's tensors alone (every text context kept), for passes that
+        share everything but the text: embedding all of them and keeping one gives exactly the values
+        a whole-batch call computes, in a batch's memory less."""
+        return dataclasses.replace(self, prefix_tokens=self.prefix_tokens[:1], driving_tokens=self.driving_tokens[:1],
+                       video_channels=self.video_channels[:1], video_mask_embedding=self.video_mask_embedding[:1])
+
+
 class SCAIL2Transformer3DModel(ModelMixin, ConfigMixin):
     """SCAIL-2 backbone. Constructor arguments are the reference's; 14B values in `SCAIL2_14B_CONFIG`.
 
@@ -276,75 +316,121 @@ class SCAIL2Transformer3DModel(ModelMixin, ConfigMixin):
 
     def forward(
         self,
-        x,
-        pose_latents,
-        driving_masks,
-        ref_latents,
-        ref_masks,
-        t,
-        context,
+        x=None,
+        pose_latents=None,
+        driving_masks=None,
+        ref_latents=None,
+        ref_masks=None,
+        t=None,
+        context=None,
         seq_len=None,
         replace_flag: bool = False,
         history_mask=None,
         clip_fea=None,
         additional_ref_latents=None,
         additional_ref_masks=None,
-    ) -> list[torch.Tensor]:
-        """Predict the flow velocity of the video latents.
+        conditioning: SCAIL2Conditioning | None = None,
+    ):
+        """Predict the flow velocity of the video latents (a list of B tensors [16, T, H, W]).
 
         Per sample (lists, as in the reference, or batched tensors with a leading B):
         x [16, T, H, W]; pose_latents [16, T, H/2, W/2]; driving_masks [28, T, H/2, W/2];
         ref_latents [16, 1, H, W]; ref_masks [28, 1+T, H, W]; history_mask [4, T, H, W] or None;
         additional_ref_latents [16, N, H, W] with additional_ref_masks [28, N, H, W] or None;
         context: list of [L, text_dim] (L <= text_len). t: [B] or scalar; clip_fea: [B or 1, 257, 1280].
-        `seq_len` is accepted for compatibility and unused. Returns a list of B tensors [16, T, H, W].
+        `seq_len` is accepted for compatibility and unused.
+
+        What stays fixed over a segment's steps can be embedded once: called without `x`, the
+        model returns that `SCAIL2Conditioning`; called with `x`, `t` and `conditioning=`, it
+        embeds only the noisy latents. Both go through `forward`, so offloading hooks and
+        context-parallel plans see every call.
         """
+        if conditioning is None:
+            conditioning = self._condition(
+                pose_latents, driving_masks, ref_latents, ref_masks, context, clip_fea, bool(replace_flag),
+                history_mask, additional_ref_latents, additional_ref_masks,
+            )
+            if x is None:
+                return conditioning
+        return self._denoise(x, t, conditioning)
+
+    def _condition(self, pose_latents, driving_masks, ref_latents, ref_masks, context, clip_fea, replace,
+                   history_mask, additional_ref_latents, additional_ref_masks) -> SCAIL2Conditioning:
+        """Embed everything but the noisy latents: the chunks around the video, its constant channels
+        and mask embedding, the cross-attention context, the RoPE factors and the key mask."""
         if clip_fea is None:
             raise ValueError("SCAIL-2 needs CLIP image features (clip_fea)")
         if (additional_ref_latents is None) != (additional_ref_masks is None):
             raise ValueError("additional_ref_latents and additional_ref_masks come together")
         dtype = self.patch_embedding.weight.dtype
-        x = _as_batch(x).to(dtype)
-        batch, _, frames, height, width = x.shape
-        device = x.device
+        ref = _as_batch(ref_latents).to(dtype)
+        height, width = ref.shape[-2:]
+        device = ref.device
         pose = _as_batch(pose_latents).to(dtype)
+        frames = pose.shape[2]
         if pose.shape[-2:] != (height // 2, width // 2):
             raise ValueError(f"pose_latents must be half the video latent size, got {tuple(pose.shape)}")
 
-        history = _as_batch(history_mask)
-        x = _with_channels(x, 0.0) if history is None else torch.cat([x, history.to(dtype)], dim=1)
-        video = torch.cat([_with_channels(_as_batch(ref_latents).to(dtype), 1.0), x], dim=2)
-        video = self.patch_embedding(video) + self.patch_embedding_mask(_as_batch(ref_masks).to(dtype))
-        driving = self.patch_embedding_pose(_with_channels(pose, 1.0))
-        driving = driving + self.patch_embedding_mask(_as_batch(driving_masks).to(dtype))
-        sequence = [_tokens(video), _tokens(driving)]
-
+        # The reference masks cover [ref | video] frames; their embedding is fixed over the steps.
+        masks = self.patch_embedding_mask(_as_batch(ref_masks).to(dtype))
+        prefix = [self.patch_embedding(_with_channels(ref, 1.0)) + masks[:, :, :1]]
         extra_refs = 0
         if additional_ref_latents is not None:
             extra = _with_channels(_as_batch(additional_ref_latents).to(dtype), 1.0)
             extra_refs = extra.shape[2] // self.config.patch_size[0]
             extra = self.patch_embedding(extra) + self.patch_embedding_mask(_as_batch(additional_ref_masks).to(dtype))
-            sequence.insert(0, _tokens(extra))
-        hidden = torch.cat(sequence, dim=1).float()
+            prefix.insert(0, extra)
+        driving = self.patch_embedding_pose(_with_channels(pose, 1.0))
+        driving = driving + self.patch_embedding_mask(_as_batch(driving_masks).to(dtype))
 
-        layout = self.layout(frames, height, width, extra_refs, bool(replace_flag))
-        if hidden.shape[1] != layout.total_tokens:
-            raise ValueError(f"token count {hidden.shape[1]} does not match the layout's {layout.total_tokens}")
+        history = _as_batch(history_mask)
+        b = ref.shape[0]
+        video_channels = (ref.new_zeros(b, HISTORY_CHANNELS, frames, height, width) if history is None
+                          else history.to(dtype))
+
+        layout = self.layout(frames, height, width, extra_refs, replace)
         padding = self._sequence_padding(layout.total_tokens)
-        rotary = self.rope(layout, padding, device)
         key_mask = None
         if padding:
-            hidden = F.pad(hidden, (0, 0, 0, padding))
-            key_mask = (torch.arange(hidden.shape[1], device=device) < layout.total_tokens)[None, None, None, :]
+            key_mask = (torch.arange(layout.total_tokens + padding, device=device) < layout.total_tokens)
+            key_mask = key_mask[None, None, None, :]
+        return SCAIL2Conditioning(
+            layout=layout,
+            prefix_tokens=torch.cat([_tokens(chunk) for chunk in prefix], dim=1).float(),
+            driving_tokens=_tokens(driving).float(),
+            video_channels=video_channels,
+            video_mask_embedding=masks[:, :, 1:],
+            context=self._context(context, clip_fea, dtype),
+            rotary=self.rope(layout, padding, device),
+            padding=padding,
+            key_mask=key_mask,
+        )
 
-        t = torch.as_tensor(t, device=device).reshape(-1).expand(batch)
+    def _denoise(self, x, t, cond: SCAIL2Conditioning) -> list[torch.Tensor]:
+        """The velocity of x [B, 16, T, H, W] (or a list) at timestep t, given the segment's conditioning."""
+        dtype = self.patch_embedding.weight.dtype
+        x = _as_batch(x).to(dtype)
+        batch = x.shape[0]
+        layout = cond.layout
+        if tuple(x.shape[2:]) != tuple(cond.video_channels.shape[2:]):
+            raise ValueError(f"x {tuple(x.shape)} does not match the conditioning's video latent "
+                             f"{tuple(cond.video_channels.shape[2:])}")
+        video = torch.cat([x, _expand(cond.video_channels, batch)], dim=1)
+        video = self.patch_embedding(video) + _expand(cond.video_mask_embedding, batch)
+        hidden = torch.cat(
+            [_expand(cond.prefix_tokens, batch), _tokens(video).float(), _expand(cond.driving_tokens, batch)], dim=1
+        )
+        if cond.padding:
+            hidden = F.pad(hidden, (0, 0, 0, cond.padding))
+
+        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(batch)
         time_dtype = self.time_embedding[0].weight.dtype
         e = self.time_embedding(timestep_embedding(t, self.config.freq_dim).to(time_dtype)).float()
         e0 = self.time_projection(e.to(time_dtype)).float().unflatten(1, (6, self.config.dim))
 
-        context = self._context(context, clip_fea, batch, dtype)
+        context = _expand(cond.context, batch)
         for block in self.blocks:
-            hidden = block(hidden, e0, context, rotary, key_mask)
+            hidden = block(hidden, e0, context, cond.rotary, cond.key_mask)
 
         # The head is per token: each rank projects its own slice and the plan gathers them.
         start = layout.prefix_tokens
@@ -371,18 +457,17 @@ class SCAIL2Transformer3DModel(ModelMixin, ConfigMixin):
             return 0
         return -tokens % cp.ulysses_degree
 
-    def _context(self, context, clip_fea, batch, dtype) -> torch.Tensor:
-        """[CLIP tokens | text tokens zero-padded to text_len] projected to the model width."""
+    def _context(self, context, clip_fea, dtype) -> torch.Tensor:
+        """[CLIP tokens | text tokens zero-padded to text_len] projected to the model width:
+        [len(context), 257 + text_len, dim]; one CLIP batch serves every text context."""
         text_len = self.config.text_len
         if isinstance(context, torch.Tensor) and context.dim() == 2:
             context = [context]
         padded = torch.stack([F.pad(c, (0, 0, 0, text_len - c.shape[0])) for c in context])
         text = self.text_embedding(padded.to(dtype))
         image = self.img_emb(clip_fea.to(dtype))
-        if image.shape[0] != batch:
-            image = image.expand(batch, -1, -1)
-        if text.shape[0] != batch:
-            text = text.expand(batch, -1, -1)
+        if image.shape[0] != text.shape[0]:
+            image = image.expand(text.shape[0], -1, -1)
         return torch.cat([image, text], dim=1)
 
     def _unpatchify(self, tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:

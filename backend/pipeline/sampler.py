@@ -19,6 +19,8 @@ from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteSchedul
 
 import protocol
 
+from ..models.transformer_scail2 import SCAIL2Transformer3DModel
+
 SOLVERS = protocol.SAMPLERS  # ("unipc", "dpm++", "euler")
 
 
@@ -137,24 +139,38 @@ def sample_segment(
     use_cfg = uses_cfg(settings.guidance)
     contexts = [cond.context, cond.negative_context] if use_cfg else [cond.context]
     batch = len(contexts)
-    shared = dict(
-        pose_latents=[cond.pose_latents] * batch,
-        driving_masks=[cond.driving_masks] * batch,
-        ref_latents=[cond.ref_latents] * batch,
-        ref_masks=[cond.ref_masks] * batch,
-        clip_fea=cond.clip,
-        replace_flag=cond.replace,
-        history_mask=None if history_mask is None else [history_mask] * batch,
-        additional_ref_latents=None if cond.extra_ref_latents is None else [cond.extra_ref_latents] * batch,
-        additional_ref_masks=None if cond.extra_ref_masks is None else [cond.extra_ref_masks] * batch,
-    )
+
+    def conditioning(n):
+        """The call's inputs besides x and t, for a batch of n (CFG's passes share all but the text)."""
+        return dict(
+            context=contexts,
+            pose_latents=[cond.pose_latents] * n,
+            driving_masks=[cond.driving_masks] * n,
+            ref_latents=[cond.ref_latents] * n,
+            ref_masks=[cond.ref_masks] * n,
+            clip_fea=cond.clip,
+            replace_flag=cond.replace,
+            history_mask=None if history_mask is None else [history_mask] * n,
+            additional_ref_latents=None if cond.extra_ref_latents is None else [cond.extra_ref_latents] * n,
+            additional_ref_masks=None if cond.extra_ref_masks is None else [cond.extra_ref_masks] * n,
+        )
+
+    if isinstance(transformer, SCAIL2Transformer3DModel):
+        # What does not change between steps is embedded once (`forward` without x), for the whole
+        # batch so that every step computes exactly what a whole call would; CFG's passes then share
+        # one sample's tensors. Under --gpus the transformer is rank 0's shared call, which relays
+        # whole calls.
+        with torch.no_grad():
+            step_inputs = dict(conditioning=transformer(**conditioning(batch)).first_sample())
+    else:
+        step_inputs = conditioning(batch)
     timesteps = scheduler.timesteps
     for i, t in enumerate(timesteps):
         if should_cancel is not None and should_cancel():
             raise Cancelled()
         latents = with_history(latents)
         with torch.no_grad():
-            velocity = transformer(x=[latents] * batch, t=t.to(device).expand(batch), context=contexts, **shared)
+            velocity = transformer(x=[latents] * batch, t=t.to(device).expand(batch), **step_inputs)
         if use_cfg:
             cond_v, uncond_v = velocity
             velocity = uncond_v + settings.guidance * (cond_v - uncond_v)

@@ -156,3 +156,32 @@ def test_context_parallel_plan_names_modules_of_the_model(model):
     for block in model.blocks:  # a kernel without masks: Ulysses "anything" splits unevenly instead
         block.self_attn.processor._attention_backend = "flash"
     assert model._sequence_padding(113) == 0
+
+
+def test_conditioning_embedded_once_gives_exactly_the_whole_call(model, animate_case):
+    """`forward` without x embeds what a segment's steps share; each step then embeds only x. The two
+    routes give identical numbers, with CFG's pair, history channels and extra views."""
+    c = animate_case
+    torch.manual_seed(2)
+    empty = torch.zeros(0, c["context_0"].shape[1])
+    history = torch.zeros(4, *c["x"].shape[1:])
+    history[:, :1] = 1.0
+    extra = [torch.randn(16, 1, *c["x"].shape[2:])]
+    extra_masks = [torch.rand(28, 1, *c["x"].shape[2:])]
+    for replace_flag in (False, True):
+        pair = case_inputs(c, context=[c["context_0"], empty], replace_flag=replace_flag,
+                           additional_ref_latents=extra * 2, additional_ref_masks=extra_masks * 2)
+        for key in ("x", "pose_latents", "driving_masks", "ref_latents", "ref_masks"):
+            pair[key] = pair[key] * 2
+        pair["history_mask"] = [history] * 2
+        whole = run(model, **pair)
+        x, t = pair.pop("x"), pair.pop("t")
+        conditioning = run(model, **pair).first_sample()
+        assert conditioning.prefix_tokens.shape[0] == 1 and conditioning.context.shape[0] == 2
+        for step_x in (x, [torch.randn_like(x[0])] * 2):  # the same conditioning serves any step's latents
+            stepped = run(model, x=step_x, t=t, conditioning=conditioning)
+            expected = whole if step_x is x else run(model, x=step_x, t=t, **pair)
+            for a, b in zip(stepped, expected):
+                assert torch.equal(a, b), replace_flag
+        with pytest.raises(ValueError, match="does not match"):
+            run(model, x=[x[0][:, :1]] * 2, t=t, conditioning=conditioning)

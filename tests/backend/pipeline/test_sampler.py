@@ -73,3 +73,28 @@ def test_guidance_is_uncond_plus_g_times_the_difference_at_every_scale(guidance)
     torch.testing.assert_close(out, noise - velocity, atol=1e-6, rtol=0)
     # Only g = 1 skips the unconditional pass: there the formula is exactly the conditional velocity.
     assert network.batches == ([1] if guidance == 1.0 else [2])
+
+
+def test_the_segment_is_embedded_once_and_samples_as_whole_calls_do():
+    """With the real network the sampler embeds the conditioning once per segment; every step's
+    velocity is exactly what a whole call (as a --gpus rank relays it) gives."""
+    from scail_fixtures import tiny_model
+
+    model = tiny_model()
+    torch.manual_seed(0)
+    t_lat, h, w, dim = 3, 4, 4, model.config.text_dim
+    cond = SegmentConditioning(
+        pose_latents=torch.randn(16, t_lat, h // 2, w // 2), driving_masks=torch.rand(28, t_lat, h // 2, w // 2),
+        ref_latents=torch.randn(16, 1, h, w), ref_masks=torch.rand(28, 1 + t_lat, h, w),
+        clip=torch.randn(1, 257, 1280), context=torch.randn(5, dim), negative_context=torch.randn(0, dim),
+        history_latents=torch.randn(16, 1, h, w),
+    )
+    pose_calls = []
+    model.patch_embedding_pose.register_forward_hook(lambda *_: pose_calls.append(1))
+    noise = torch.randn(16, t_lat, h, w)
+    settings = SamplerSettings(steps=4, guidance=5.0, shift=3.0)
+    cached = sample_segment(model, cond, noise, settings)
+    assert len(pose_calls) == 1
+    whole_calls = sample_segment(lambda **kwargs: model(**kwargs), cond, noise, settings)
+    assert len(pose_calls) == 1 + 4
+    assert torch.equal(cached, whole_calls)
