@@ -63,6 +63,12 @@ def run_generate(args: argparse.Namespace) -> int:
     from .pipeline.preflight import check_lora_files
     from .segmentation import SegmentationError
 
+    from .loaders.devices import check_memory_settings
+
+    try:
+        check_memory_settings(memory_settings(args))
+    except ValueError as exc:
+        return _bad_input(exc)
     progress = _ProgressLine()
     try:
         inputs = prepare_inputs(spec)
@@ -233,6 +239,14 @@ def run_serve(args: argparse.Namespace) -> int:
     memory_args = memory_settings(args)
     model = model_name(args)
     import torch  # noqa: F401  (imported up front so the first request is answered quickly)
+
+    from .loaders.devices import check_memory_settings
+
+    try:
+        check_memory_settings(memory_args)  # at start, not at the first job's load
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
     _interrupt_on_termination()
     worker = Worker(model, args.device, memory_args, jobs_root, token=token,

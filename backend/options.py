@@ -42,14 +42,18 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--offload", choices=["none", "model", "group"], default="none",
                      help="keep weights in CPU memory: whole model or block groups (diffusers group offload)")
     run.add_argument("--vae-tiling", action="store_true", help="decode in tiles to save memory")
-    run.add_argument("--attention", help="diffusers attention backend, e.g. native, flash, _flash_3, sage")
+    run.add_argument("--attention", help="diffusers attention backend, e.g. native, flash, _flash_3, sage; auto: the "
+                     "fastest that `doctor` probed here (the default on a GPU)")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile each transformer block (the first step of a new size compiles; the kernels "
+                          "are cached on disk for later jobs)")
 
 
 def memory_settings(args: argparse.Namespace) -> dict:
     """The device-and-memory options as plain data (what a worker keeps until it loads a model);
     `loaders.devices.memory_options` turns them into MemoryOptions."""
     return dict(dtype=args.dtype, storage=args.storage, offload=args.offload, vae_tiling=args.vae_tiling,
-                attention_backend=args.attention)
+                attention_backend=args.attention, compile=args.compile)
 
 
 def _lora(text: str) -> dict:

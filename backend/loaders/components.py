@@ -28,7 +28,8 @@ class MemoryOptions:
     storage: str = "bf16"  # "fp8": weights stored in float8, computed in dtype
     offload: str = "none"
     vae_tiling: bool = False
-    attention_backend: str | None = None
+    attention_backend: str | None = None  # None: the probed fastest on CUDA, native on the CPU; "auto": probed
+    compile: bool = False  # regional torch.compile of the blocks (`models.compile`)
 
 
 @dataclass
@@ -115,18 +116,30 @@ def chosen_files(weights: Path) -> dict[str, str]:
 
 def apply_memory_options(transformer: SCAIL2Transformer3DModel, device: torch.device, memory: MemoryOptions) -> None:
     """Place the transformer on `device` under the chosen storage and offload modes."""
-    if memory.attention_backend:
-        transformer.set_attention_backend(memory.attention_backend)
+    backend = memory.attention_backend
+    if backend == "auto" or (backend is None and device.type == "cuda"):
+        from ..models.attention_choice import fastest_attention
+
+        backend = fastest_attention(device)
+    if backend:
+        transformer.set_attention_backend(backend)
     if memory.storage == "fp8" and not getattr(transformer, "is_quantized", False):
         # A GGUF transformer is already stored quantised; fp8 casting would destroy its blocks.
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=memory.dtype)
     if memory.offload == "group":
+        # On CUDA the next block group is copied from pinned memory on a side stream while the
+        # current one computes; `record_stream` lets its memory be reused without a sync.
+        streams = device.type == "cuda"
         transformer.enable_group_offload(
             onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
-            num_blocks_per_group=1, use_stream=device.type == "cuda",
+            num_blocks_per_group=1, use_stream=streams, record_stream=streams, non_blocking=streams,
         )
     elif memory.offload == "model":
         # The transformer lives on the GPU only while sampling: Components.sampling().
         transformer.to("cpu")
     else:
         transformer.to(device)
+    if memory.compile:
+        from ..models.compile import compile_blocks
+
+        compile_blocks(transformer)

@@ -24,3 +24,15 @@ def memory_options(settings: dict, device: str):
     settings = dict(settings)
     dtype = settings.pop("dtype", None) or ("bf16" if device.startswith("cuda") else "fp32")
     return MemoryOptions(dtype={"bf16": torch.bfloat16, "fp32": torch.float32}[dtype], **settings)
+
+
+def check_memory_settings(settings: dict) -> None:
+    """Raise ValueError (one line) for a device or memory option that cannot work, before any model loads."""
+    backend = settings.get("attention_backend")
+    if backend and backend != "auto":
+        from diffusers.models.attention_dispatch import AttentionBackendName
+
+        names = [name.value for name in AttentionBackendName]
+        if backend not in names:
+            raise ValueError(f"--attention {backend} is not a diffusers attention backend; use auto or one of "
+                             f"{', '.join(sorted(n for n in names if not n.startswith('_')))}")

@@ -15,7 +15,6 @@ at their storage size, plus a rough working set for activations.
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib.util
 import json
 import os
@@ -24,6 +23,7 @@ import sys
 from pathlib import Path
 
 from ..loaders.errors import first_line
+from ..models.attention_choice import attention_backends
 from .doctor_weights import component_advice, component_lines
 
 GB = 1e9
@@ -63,38 +63,6 @@ def cuda_info(device: str | None = None) -> dict:
     except Exception as exc:  # a broken driver is part of the report, not a crash
         info["error"] = first_line(exc)
     return info
-
-
-_CUDA_ONLY = {"_native_cudnn", "_native_efficient", "_native_flash"}
-
-
-@functools.lru_cache(maxsize=2)
-def attention_backends(cuda_available: bool) -> list[str]:
-    """The diffusers attention backends whose requirements are met here (names for `--attention`).
-
-    Hub backends (``*_hub``) are listed when the `kernels` package is installed; they fetch
-    their kernels from the Hugging Face Hub on first use.
-    """
-    try:
-        from diffusers.models import attention_dispatch as dispatch
-    except Exception:
-        return ["native"]
-    registered = getattr(getattr(dispatch, "_AttentionBackendRegistry", None), "_backends", None)
-    check = getattr(dispatch, "_check_attention_backend_requirements", None)
-    if registered is None or check is None:  # a diffusers without these internals
-        return ["native"]
-    names = []
-    for backend in dispatch.AttentionBackendName:
-        if backend not in registered:
-            continue
-        if backend.value in _CUDA_ONLY and not cuda_available:
-            continue
-        try:
-            check(backend)
-        except Exception:
-            continue
-        names.append(backend.value)
-    return names or ["native"]
 
 
 def system_memory_bytes() -> int | None:
@@ -281,6 +249,31 @@ def segmentation_report(sam3: Path | None = None, sam2: Path | None = None) -> d
     return found
 
 
+def attention_report(cuda: dict) -> dict:
+    """Probe the attention backends on the device jobs use and record the fastest for the worker."""
+    import torch
+
+    from ..models.attention_choice import probe_and_record
+
+    device = torch.device(f"cuda:{cuda['index']}") if cuda["available"] else torch.device("cpu")
+    try:
+        return probe_and_record(device)
+    except Exception as exc:  # a probe that fails is part of the report
+        return {"choice": None, "error": first_line(exc)}
+
+
+def attention_line(probe: dict) -> str:
+    if probe.get("choice") is None:
+        return f"attention: not probed ({probe.get('error', 'unknown error')})"
+    timings = ", ".join(f"{name} {ms:g} ms" for name, ms in sorted(probe["milliseconds"].items(), key=lambda i: i[1]))
+    size = probe["size"]
+    line = (f"attention: {probe['choice']} is fastest here and jobs use it ({timings}; "
+            f"{size['tokens']} tokens x {size['heads']} heads, {size['dtype']})")
+    if probe["rejected"]:
+        line += "; not usable: " + "; ".join(f"{name}: {why}" for name, why in probe["rejected"].items())
+    return line
+
+
 def build_report(weights: Path | None = None, device: str | None = None, sam3: Path | None = None,
                  sam2: Path | None = None) -> dict:
     import torch
@@ -298,6 +291,7 @@ def build_report(weights: Path | None = None, device: str | None = None, sam3: P
         "cuda": cuda,
         "system_memory_bytes": system_memory_bytes(),
         "attention_backends": attention_backends(cuda["available"]),
+        "attention_probe": attention_report(cuda),
         "accelerate": importlib.util.find_spec("accelerate") is not None,
         "weights": weights_report(weights),
         "segmentation": segmentation_report(sam3, sam2),
@@ -380,6 +374,7 @@ def format_report(report: dict) -> str:
                      "only the tiny profile is practical")
     lines.append(f"RAM      {_gb(report['system_memory_bytes'])}")
     lines.append(f"attention backends: {', '.join(report['attention_backends'])}")
+    lines.append(attention_line(report["attention_probe"]))
 
     weights = report["weights"]
     if weights["folder"] is None:

@@ -294,3 +294,12 @@ def test_settings_no_run_could_accept_are_refused_before_torch_is_imported(tmp_p
     assert run.stdout.split() == ["2", "False", "False"], run.stderr
     assert run.stderr.strip() == "error: steps must be at least 1 and at most 10000, got 0"
     assert not (tmp_path / "job").exists()
+
+
+def test_an_unknown_attention_backend_stops_the_worker_at_start_in_one_line(capsys):
+    """`generate` refuses it with the bad-input cases (tests/backend/pipeline/test_generate.py); the worker
+    does at start, not at its first job's model load."""
+    status = cli.main(["serve", "--model", "tiny", "--attention", "flashy"])
+    err = capsys.readouterr().err.strip()
+    assert status == cli.EXIT_BAD_INPUT
+    assert err.startswith("error: --attention flashy is not a diffusers attention backend") and "\n" not in err

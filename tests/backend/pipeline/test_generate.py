@@ -185,6 +185,7 @@ def bad_input_cases(tmp_path):
         "size": (["--height", "100", "--width", "128"], "multiples of 32"),
         "empty range": (["--start", "100"], "the driving clip has 65 frames"),
         "missing reference": (["--reference", str(tmp_path / "nope.png")], "reference image not found"),
+        "attention": (["--attention", "flashy"], "--attention flashy is not a diffusers attention backend"),
     }
 
 
@@ -211,7 +212,7 @@ def test_cli_in_a_real_process(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert helped.returncode == 0
     for option in ("--driving-mask", "--reference-mask", "--mode", "--weights", "--model", "--offload",
-                   "--storage", "--lora", "--fps", "--extra-reference", "--vae-tiling", "--attention"):
+                   "--storage", "--lora", "--fps", "--extra-reference", "--vae-tiling", "--attention", "--compile"):
         assert option in helped.stdout
     bad = subprocess.run(
         [env_python, "-m", "backend", "generate", "--driving", str(tmp_path / "x.mp4"), "--reference",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 
 def test_doctor_reports_environment_weights_and_presets(tmp_path, capsys):
     import torch
@@ -174,3 +176,50 @@ def test_a_layout_of_files_that_cannot_be_read_is_not_called_ok(tmp_path, capsys
     assert cli.main(["doctor", "--weights", str(empty)]) == 0
     text = capsys.readouterr().out
     assert "encoders:    MISSING: no encoder weights in" in text and "diffusers layout" not in text
+
+
+def test_doctor_probes_attention_and_jobs_use_the_recorded_choice(tmp_path, monkeypatch):
+    """The probe times every local backend against native's output; a model loaded with `--attention auto`
+    (the default on a GPU) takes the recorded choice without probing again."""
+    import torch
+
+    from backend.loaders.components import MemoryOptions, load_components
+    from backend.models import attention_choice
+    from backend.tools.doctor import attention_line, build_report
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    report = build_report()
+    probe = report["attention_probe"]
+    assert probe["choice"] in probe["milliseconds"] and "native" in probe["milliseconds"]
+    assert all(ms > 0 for ms in probe["milliseconds"].values())
+    assert probe["milliseconds"][probe["choice"]] == min(probe["milliseconds"].values())
+    assert attention_line(probe).startswith(f"attention: {probe['choice']} is fastest here")
+    cpu = torch.device("cpu")
+    assert attention_choice.recorded_choice(cpu) == probe["choice"]
+
+    # Another machine's record is not this one's; this machine's, once recorded, is used as is.
+    record = json.loads(attention_choice.choices_file().read_text())
+    record[attention_choice.machine_key(cpu)]["choice"] = "_native_math"
+    attention_choice.choices_file().write_text(json.dumps(record))
+    monkeypatch.setattr(attention_choice, "probe_and_record", lambda device: pytest.fail("probed again"))
+    components = load_components("tiny", "cpu", MemoryOptions(dtype=torch.float32, attention_backend="auto"))
+    backend = components.transformer.blocks[0].self_attn.processor._attention_backend
+    assert getattr(backend, "value", backend) == "_native_math"
+
+
+def test_a_backend_that_disagrees_with_native_is_not_chosen(monkeypatch):
+    import torch
+    from diffusers.models import attention_dispatch
+
+    from backend.models.attention_choice import probe_attention
+
+    real = attention_dispatch.dispatch_attention_fn
+
+    def broken_math(q, k, v, backend=None, **kwargs):
+        out = real(q, k, v, backend=backend, **kwargs)
+        return out * 2 if backend == "_native_math" else out
+
+    monkeypatch.setattr(attention_dispatch, "dispatch_attention_fn", broken_math)
+    result = probe_attention(torch.device("cpu"), ["native", "_native_math"], tokens=64, heads=2, head_dim=32)
+    assert result["choice"] == "native" and "_native_math" in result["rejected"]
+    assert "differs from native" in result["rejected"]["_native_math"]
