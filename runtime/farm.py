@@ -79,7 +79,7 @@ def bundle_command(prefs, farm_dir, name):
     if prefs.device == 'CPU':
         argv += ["--device", "cpu"]
     else:
-        argv += ["--device", "cuda"] + session._memory_args(prefs.memory_mode)
+        argv += ["--device", "cuda"] + session.gpu_args(prefs)
     return argv, preferences.addon_dir()
 
 

@@ -57,12 +57,15 @@ def synchronous():
 # --------------------------------------------------------------------------------------------
 # The worker and the queue.
 
-def _memory_args(mode):
-    return {
+def gpu_args(prefs):
+    """The backend's memory and speed options for the preferences' Memory Mode and Compile Model."""
+    args = {
         'FULL_BF16': ["--storage", "bf16"],
         'FP8_STORAGE': ["--storage", "fp8"],
+        'FP8_COMPUTE': ["--compute", "fp8"],
         'GROUP_OFFLOAD': ["--offload", "group"],
-    }.get(mode, [])
+    }.get(prefs.memory_mode, [])
+    return args + (["--compile"] if getattr(prefs, "compile_model", False) else [])
 
 
 def worker_setting(prefs):
@@ -94,7 +97,7 @@ def worker_setting(prefs):
     if prefs.device == 'CPU':
         args += ["--device", "cpu"]
     else:
-        args += ["--device", "cuda"] + _memory_args(prefs.memory_mode)
+        args += ["--device", "cuda"] + gpu_args(prefs)
     worker = LocalWorker(
         python=python, args=tuple(args), cwd=preferences.addon_dir(),
         log_path=os.path.join(preferences.data_dir(), WORKER_LOG),

@@ -282,6 +282,12 @@ def preferences_defaults():
         "memory_mode": p.memory_mode,
         "devices": [i.identifier for i in p.bl_rna.properties["device"].enum_items],
         "memory_modes": [i.identifier for i in p.bl_rna.properties["memory_mode"].enum_items],
+        "compile_model": p.compile_model,
+        "gpu_args": {
+            f"{mode} compile={compiled}": addon_module(".runtime.session").gpu_args(
+                types.SimpleNamespace(memory_mode=mode, compile_model=compiled))
+            for mode in ("FULL_BF16", "FP8_STORAGE", "FP8_COMPUTE", "GROUP_OFFLOAD") for compiled in (False, True)
+        },
     }
 
 

@@ -137,9 +137,17 @@ def test_preferences(report):
     prefs = step(report, "preferences_defaults")
     assert prefs["python_path"] == prefs["weights_dir"] == prefs["output_dir"] == ""
     assert prefs["devices"] == ["CUDA", "CPU"]
-    assert prefs["memory_modes"] == ["FULL_BF16", "FP8_STORAGE", "GROUP_OFFLOAD"]
+    assert prefs["memory_modes"] == ["FULL_BF16", "FP8_STORAGE", "FP8_COMPUTE", "GROUP_OFFLOAD"]
     assert prefs["device"] == "CUDA"
-    assert prefs["memory_mode"] == "FP8_STORAGE"
+    assert prefs["memory_mode"] == "FP8_STORAGE" and prefs["compile_model"] is False
+    # What the worker is started with (the backend's options of the same names)
+    assert prefs["gpu_args"] == {
+        "FULL_BF16 compile=False": ["--storage", "bf16"], "FULL_BF16 compile=True": ["--storage", "bf16", "--compile"],
+        "FP8_STORAGE compile=False": ["--storage", "fp8"], "FP8_STORAGE compile=True": ["--storage", "fp8", "--compile"],
+        "FP8_COMPUTE compile=False": ["--compute", "fp8"], "FP8_COMPUTE compile=True": ["--compute", "fp8", "--compile"],
+        "GROUP_OFFLOAD compile=False": ["--offload", "group"],
+        "GROUP_OFFLOAD compile=True": ["--offload", "group", "--compile"],
+    }
     step(report, "output_dir_setting")
 
 
