@@ -90,7 +90,10 @@ def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLin
     from .segmentation.run import Segmenters
 
     device = resolve_device(args.device)
-    memory = memory_options(memory_settings(args), device)
+    try:
+        memory = memory_options(memory_settings(args), device)  # --compute fp8 the device cannot run
+    except ValueError as exc:
+        return _bad_input(exc)
     model = model_name(args)
     segmenters = Segmenters(tiny=model == "tiny", sam3_weights=args.sam3_weights, device=device)
     if inputs.spec.matte:
