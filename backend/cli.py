@@ -63,10 +63,10 @@ def run_generate(args: argparse.Namespace) -> int:
     from .pipeline.preflight import check_lora_files
     from .segmentation import SegmentationError
 
-    from .loaders.devices import check_memory_settings
+    from .loaders.devices import check_memory_settings, resolve_device
 
     try:
-        check_memory_settings(memory_settings(args))
+        check_memory_settings(memory_settings(args), resolve_device(args.device))
     except ValueError as exc:
         return _bad_input(exc)
     progress = _ProgressLine()
@@ -96,7 +96,7 @@ def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLin
     from .segmentation.run import Segmenters
 
     device = resolve_device(args.device)
-    memory = memory_options(memory_settings(args), device)
+    memory = memory_options(memory_settings(args), device)  # checked in run_generate
     model = model_name(args)
     segmenters = Segmenters(tiny=model == "tiny", sam3_weights=args.sam3_weights, device=device)
     if inputs.spec.matte:
@@ -240,10 +240,10 @@ def run_serve(args: argparse.Namespace) -> int:
     model = model_name(args)
     import torch  # noqa: F401  (imported up front so the first request is answered quickly)
 
-    from .loaders.devices import check_memory_settings
+    from .loaders.devices import check_memory_settings, resolve_device
 
     try:
-        check_memory_settings(memory_args)  # at start, not at the first job's load
+        check_memory_settings(memory_args, resolve_device(args.device))  # at start, not at the first job's load
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -3,7 +3,8 @@
 `load_components("tiny")` builds the random-weight tiny profile (CPU, seconds,
 output is noise); any other value is a weights folder. Memory options map to
 diffusers' own mechanisms: fp8 storage is layerwise casting, offloading is
-model CPU offload or group offloading.
+model CPU offload or group offloading. fp8 compute (`models.fp8_linear`) runs the blocks'
+linear layers as fp8 matmuls.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..models.transformer_scail2 import SCAIL2Transformer3DModel
 TINY = "tiny"
 OFFLOAD_MODES = ("none", "model", "group")
 STORAGE_MODES = ("bf16", "fp8")
+COMPUTE_MODES = ("bf16", "fp8")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class MemoryOptions:
     vae_tiling: bool = False
     attention_backend: str | None = None  # None: the probed fastest on CUDA, native on the CPU; "auto": probed
     compile: bool = False  # regional torch.compile of the blocks (`models.compile`)
+    compute: str = "bf16"  # "fp8": the blocks' linear layers compute in float8 (Float8Linear)
 
 
 @dataclass
@@ -123,7 +126,12 @@ def apply_memory_options(transformer: SCAIL2Transformer3DModel, device: torch.de
         backend = fastest_attention(device)
     if backend:
         transformer.set_attention_backend(backend)
-    if memory.storage == "fp8" and not getattr(transformer, "is_quantized", False):
+    if memory.compute == "fp8":
+        # Stores the blocks' weights in fp8 too, so layerwise casting has nothing left to do.
+        from ..models.fp8_linear import enable_fp8_compute
+
+        enable_fp8_compute(transformer)  # refuses a GGUF transformer (ValueError)
+    elif memory.storage == "fp8" and not getattr(transformer, "is_quantized", False):
         # A GGUF transformer is already stored quantised; fp8 casting would destroy its blocks.
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=memory.dtype)
     if memory.offload == "group":

@@ -16,18 +16,27 @@ def resolve_device(device: str | None) -> str:
 
 def memory_options(settings: dict, device: str):
     """MemoryOptions from plain settings (`options.memory_settings`); the dtype defaults to bf16 on
-    CUDA and fp32 on CPU."""
+    CUDA and fp32 on CPU. ValueError (one line) for fp8 compute on a device that cannot run it."""
     import torch
 
     from .components import MemoryOptions
 
     settings = dict(settings)
     dtype = settings.pop("dtype", None) or ("bf16" if device.startswith("cuda") else "fp32")
+    check_memory_settings(settings, device)
     return MemoryOptions(dtype={"bf16": torch.bfloat16, "fp32": torch.float32}[dtype], **settings)
 
 
-def check_memory_settings(settings: dict) -> None:
+def check_memory_settings(settings: dict, device: str) -> None:
     """Raise ValueError (one line) for a device or memory option that cannot work, before any model loads."""
+    if settings.get("compute") == "fp8":
+        import torch
+
+        from ..models.fp8_linear import fp8_compute_support
+
+        reason = fp8_compute_support(torch.device(device))
+        if reason:
+            raise ValueError(f"--compute fp8 is not available on {device}: {reason}")
     backend = settings.get("attention_backend")
     if backend and backend != "auto":
         from diffusers.models.attention_dispatch import AttentionBackendName

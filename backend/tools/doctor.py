@@ -65,6 +65,15 @@ def cuda_info(device: str | None = None) -> dict:
     return info
 
 
+def fp8_compute_report(cuda: dict) -> dict:
+    """Whether `--compute fp8` runs on the GPU reported (else the CPU): {"device", "supported", "reason"}."""
+    from ..models.fp8_linear import fp8_compute_support
+
+    device = f"cuda:{cuda['index']}" if cuda["available"] and cuda["index"] is not None else "cpu"
+    reason = fp8_compute_support(device)
+    return {"device": device, "supported": reason is None, "reason": reason}
+
+
 def system_memory_bytes() -> int | None:
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -292,6 +301,7 @@ def build_report(weights: Path | None = None, device: str | None = None, sam3: P
         "system_memory_bytes": system_memory_bytes(),
         "attention_backends": attention_backends(cuda["available"]),
         "attention_probe": attention_report(cuda),
+        "fp8_compute": fp8_compute_report(cuda),
         "accelerate": importlib.util.find_spec("accelerate") is not None,
         "weights": weights_report(weights),
         "segmentation": segmentation_report(sam3, sam2),
@@ -375,6 +385,8 @@ def format_report(report: dict) -> str:
     lines.append(f"RAM      {_gb(report['system_memory_bytes'])}")
     lines.append(f"attention backends: {', '.join(report['attention_backends'])}")
     lines.append(attention_line(report["attention_probe"]))
+    fp8 = report["fp8_compute"]
+    lines.append("fp8 compute: yes" if fp8["supported"] else f"fp8 compute: no ({fp8['reason']})")
 
     weights = report["weights"]
     if weights["folder"] is None:

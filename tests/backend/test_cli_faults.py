@@ -123,6 +123,22 @@ def test_an_out_that_cannot_take_the_job_is_one_line_before_any_model_and_nothin
         other.wait()
 
 
+def test_compute_fp8_generates_where_the_device_runs_it_and_is_one_line_where_not(
+        finished, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "fp8"
+    assert cli.main(generate(out, "--compute", "fp8")) == 0, capsys.readouterr().err
+    assert sorted(frames(out)) == sorted(frames(finished)) and frames(out) != frames(finished)
+
+    import backend.loaders.components
+    import backend.models.fp8_linear
+
+    monkeypatch.setattr(backend.models.fp8_linear, "fp8_compute_support", lambda device: "no fp8 here")
+    monkeypatch.setattr(backend.loaders.components, "load_components", lambda *a, **k: pytest.fail("model loaded"))
+    capsys.readouterr()
+    assert cli.main(generate(tmp_path / "refused", "--compute", "fp8")) == cli.EXIT_BAD_INPUT
+    assert one_error_line(capsys) == "error: --compute fp8 is not available on cpu: no fp8 here"
+
+
 def test_a_finished_job_whose_frames_were_deleted_makes_them_again_identically(finished, tmp_path, capsys):
     out = Path(shutil.copytree(finished, tmp_path / "job"))
     for k in (1, 3):
@@ -296,10 +312,16 @@ def test_settings_no_run_could_accept_are_refused_before_torch_is_imported(tmp_p
     assert not (tmp_path / "job").exists()
 
 
-def test_an_unknown_attention_backend_stops_the_worker_at_start_in_one_line(capsys):
-    """`generate` refuses it with the bad-input cases (tests/backend/pipeline/test_generate.py); the worker
-    does at start, not at its first job's model load."""
-    status = cli.main(["serve", "--model", "tiny", "--attention", "flashy"])
+def test_device_options_that_cannot_work_stop_the_worker_at_start_in_one_line(capsys, monkeypatch):
+    """`generate` refuses them before its folder is claimed (the bad-input cases of
+    tests/backend/pipeline/test_generate.py, and the fp8 test above); the worker does at start, not at
+    its first job's model load."""
+    import backend.models.fp8_linear
+
+    status = cli.main(["serve", "--model", "tiny", "--device", "cpu", "--attention", "flashy"])
     err = capsys.readouterr().err.strip()
     assert status == cli.EXIT_BAD_INPUT
     assert err.startswith("error: --attention flashy is not a diffusers attention backend") and "\n" not in err
+    monkeypatch.setattr(backend.models.fp8_linear, "fp8_compute_support", lambda device: "no fp8 here")
+    assert cli.main(["serve", "--model", "tiny", "--device", "cpu", "--compute", "fp8"]) == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip() == "error: --compute fp8 is not available on cpu: no fp8 here"

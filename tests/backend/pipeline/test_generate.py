@@ -212,7 +212,8 @@ def test_cli_in_a_real_process(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert helped.returncode == 0
     for option in ("--driving-mask", "--reference-mask", "--mode", "--weights", "--model", "--offload",
-                   "--storage", "--lora", "--fps", "--extra-reference", "--vae-tiling", "--attention", "--compile"):
+                   "--storage", "--compute", "--lora", "--fps", "--extra-reference", "--vae-tiling", "--attention",
+                   "--compile"):
         assert option in helped.stdout
     bad = subprocess.run(
         [env_python, "-m", "backend", "generate", "--driving", str(tmp_path / "x.mp4"), "--reference",

@@ -28,6 +28,7 @@ def test_doctor_reports_environment_weights_and_presets(tmp_path, capsys):
     assert f"torch    {torch.__version__}" in text and "attention backends:" in text and "native" in text
     assert "transformer: single-file layout" in text and "encoders:    diffusers layout" in text
     assert "ESTIMATES" in text and "--storage fp8 --offload group" in text
+    assert "fp8 compute: yes" in text  # this CPU runs torch._scaled_mm
 
     assert cli.main(["doctor", "--json", "--weights", str(tmp_path / "nothing")]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -37,6 +38,16 @@ def test_doctor_reports_environment_weights_and_presets(tmp_path, capsys):
     peak = {(r["storage"], r["offload"]): r["estimate_512p_bytes"] for r in report["memory"]}
     assert peak[("fp8", "group")] < 16e9 < peak[("fp8", "model")] < peak[("fp8", "none")] < peak[("bf16", "none")]
     assert peak[("bf16", "none")] > 33e9
+    assert report["fp8_compute"] == {"device": "cpu", "supported": True, "reason": None}
+
+
+def test_doctor_says_why_fp8_compute_is_not_available(monkeypatch, capsys):
+    import backend.models.fp8_linear
+    from backend import cli
+
+    monkeypatch.setattr(backend.models.fp8_linear, "fp8_compute_support", lambda device: "a reason")
+    assert cli.main(["doctor"]) == 0
+    assert "fp8 compute: no (a reason)" in capsys.readouterr().out.splitlines()
 
 
 def test_doctor_opens_checkpoints_by_their_headers_and_names_what_is_wrong(tmp_path, capsys):
