@@ -11,6 +11,7 @@ import platform
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -98,18 +99,63 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 8192) -> floa
     return 2 * n**3 / seconds
 
 
-def environment(device: torch.device) -> dict:
-    import diffusers
+def fp8_matmul_peak(device: torch.device, n: int = 8192) -> float:
+    """`torch._scaled_mm` throughput (e4m3 operands, row-wise float32 scales, bf16 out) in FLOP/s.
 
+    Raises where the device has no fp8 tensor cores (row-wise scales need compute capability 9.0).
+    """
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (9, 0):
+        raise RuntimeError("fp8 row-wise _scaled_mm needs a CUDA GPU of compute capability 9.0 or newer")
+    a = torch.randn(n, n, device=device).to(torch.float8_e4m3fn)
+    b = torch.randn(n, n, device=device).to(torch.float8_e4m3fn).t()  # column-major, as _scaled_mm wants
+    scale_a = torch.ones(n, 1, device=device, dtype=torch.float32)
+    scale_b = torch.ones(1, n, device=device, dtype=torch.float32)
+    seconds = time_call(lambda: torch._scaled_mm(a, b, scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16),
+                        device, warmup=2, repeats=5)
+    return 2 * n**3 / seconds
+
+
+@contextmanager
+def memory_cap(device: torch.device, cap_gib: float | None):
+    """Limit this process to `cap_gib` GiB of the GPU (emulating a smaller card); the limit is lifted after."""
+    if device.type != "cuda":
+        yield
+        return
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gib * 2**30 / total) if cap_gib else 1.0, device)
+    torch.cuda.reset_peak_memory_stats(device)
+    try:
+        yield
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.empty_cache()
+
+
+def package_version(name: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment(device: torch.device) -> dict:
     info = {
         "date": date.today().isoformat(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
+        "diffusers": package_version("diffusers"),
+        "transformers": package_version("transformers"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "command": " ".join(sys.argv),
     }
-    if device.type == "cpu":
+    if device.type == "cuda":
+        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        info["cuda"] = torch.version.cuda
+        info["total_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+    else:
         info["threads"] = torch.get_num_threads()
     return info
 

@@ -15,7 +15,16 @@ import gc
 from pathlib import Path
 
 import torch
-from common import CPU_CONFIG, SCAIL2_14B_CONFIG, emit, environment, forward_inputs, random_transformer, time_call
+from common import (
+    CPU_CONFIG,
+    SCAIL2_14B_CONFIG,
+    emit,
+    environment,
+    forward_inputs,
+    memory_cap,
+    random_transformer,
+    time_call,
+)
 
 from backend.loaders.components import MemoryOptions, apply_memory_options
 
@@ -28,23 +37,19 @@ MODES = {
 
 
 def run_mode(name, config, size, device, cap_gb, repeats, out, base):
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 2**30 / total) if cap_gb else 1.0, device)
-        torch.cuda.reset_peak_memory_stats(device)
     record = base | {"mode": name, "cap_gb": cap_gb, "size": "x".join(map(str, size))}
     model = None
     try:
-        # Weights start in CPU memory, as after loading; the mode decides what goes to the GPU.
-        model = random_transformer(config, torch.device("cpu"), torch.bfloat16)
-        apply_memory_options(model, device, MODES[name])
-        inputs = forward_inputs(config, *size, device, torch.bfloat16)
-        with torch.no_grad():
-            seconds = time_call(lambda: model(**inputs), device, repeats=repeats)
-        record["seconds_per_step"] = round(seconds, 3)
-        if device.type == "cuda":
-            record["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        with memory_cap(device, cap_gb):
+            # Weights start in CPU memory, as after loading; the mode decides what goes to the GPU.
+            model = random_transformer(config, torch.device("cpu"), torch.bfloat16)
+            apply_memory_options(model, device, MODES[name])
+            inputs = forward_inputs(config, *size, device, torch.bfloat16)
+            with torch.no_grad():
+                seconds = time_call(lambda: model(**inputs), device, repeats=repeats)
+            record["seconds_per_step"] = round(seconds, 3)
+            if device.type == "cuda":
+                record["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     except torch.OutOfMemoryError:
         record["error"] = "out of memory"
     finally:

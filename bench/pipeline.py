@@ -53,7 +53,9 @@ def full_size_components(device: torch.device, memory: MemoryOptions) -> Compone
         vae=VideoVAE(_random_on(vae, device, torch.float32)),
         label="random full-size weights (benchmark)",
     )
-    transformer = random_transformer(SCAIL2_14B_CONFIG, torch.device("cpu"), memory.dtype)
+    # Resident weights are made on the GPU (seconds); offloaded ones start in CPU memory, as after loading.
+    home = device if memory.offload == "none" else torch.device("cpu")
+    transformer = random_transformer(SCAIL2_14B_CONFIG, home, memory.dtype)
     apply_memory_options(transformer, device, memory)
     return Components(transformer, encoders, device, encoders.label, noise_only=True, offload=memory.offload)
 
