@@ -46,8 +46,9 @@ FAST_VARIANTS = {"fp8": (True, False), "compile": (False, True), "fp8+compile": 
 MEMORY_RUNS = (  # (cap GiB or None, storage, offload), the targets first
     (None, "bf16", "none"), (24, "fp8", "none"), (16, "fp8", "group"), (24, "bf16", "group"),
     (16, "bf16", "group"), (24, "fp8", "group"), (None, "fp8", "none"), (24, "fp8", "model"),
-    (None, "bf16", "group"), (None, "bf16", "model"),
+    (None, "bf16", "group"), (None, "bf16", "model"), (24, "fp8c", "none"), (16, "fp8c", "group"),
 )
+# "fp8c": fp8 compute (`--compute fp8`), whose weights are fp8 too; the others are `--storage` values.
 
 
 def build_variant(config: dict, device: torch.device, variant: str) -> torch.nn.Module:
@@ -164,11 +165,11 @@ class Stages:
         runs = record["runs"] = []
         # Caps exist on CUDA only; on the CPU every mode runs once, uncapped.
         plan = MEMORY_RUNS if self.device.type == "cuda" else [
-            (None, storage, offload) for storage in ("bf16", "fp8") for offload in ("none", "model", "group")]
+            (None, storage, offload) for storage in ("bf16", "fp8", "fp8c") for offload in ("none", "model", "group")]
         record["caps"] = self.device.type == "cuda"
         for cap, storage, offload in plan:
             entry = {"mode": f"{storage}+{offload}", "cap_gib": cap}
-            weights_gib = params * (1 if storage == "fp8" else 2) / 2**30 if params else 0
+            weights_gib = params * (2 if storage == "bf16" else 1) / 2**30 if params else 0
             if cap and offload != "group" and weights_gib > cap:
                 entry["status"] = f"skipped: the weights alone ({weights_gib:.1f} GiB) exceed the cap"
                 runs.append(entry)
@@ -180,8 +181,10 @@ class Stages:
                 model = random_transformer(self.config, self.device, torch.bfloat16)
                 if offload != "none":
                     model.to("cpu")
-                apply_memory_options(model, self.device, MemoryOptions(storage=storage, offload=offload,
-                                                                       attention_backend=backend))
+                fp8_compute = storage == "fp8c"
+                memory = MemoryOptions(storage="bf16" if fp8_compute else storage, offload=offload,
+                                       compute="fp8" if fp8_compute else "bf16", attention_backend=backend)
+                apply_memory_options(model, self.device, memory)
                 with memory_cap(self.device, cap):
                     if offload == "model":  # Components.sampling() moves it over once per segment
                         start = time.perf_counter()

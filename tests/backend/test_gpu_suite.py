@@ -42,15 +42,18 @@ def test_toy_suite_measures_every_stage(tmp_path):
     assert "native" in backends
     variants = {r["variant"] for r in stages["forward_512p"]["runs"]}
     assert {"eager", "fp8", "compile", "fp8+compile"} <= variants
+    fast = {r["variant"]: r for r in stages["forward_512p"]["runs"] if r["variant"] != "eager"}
+    assert fast["fp8"]["status"] == "ok" and fast["fp8"]["seconds"] > 0  # the real fp8 compute path ran
+    assert fast["compile"]["status"].startswith("skipped: --toy without --compile")
     modes = {r["mode"]: r for r in stages["memory"]["runs"]}
-    assert {"bf16+none", "fp8+none", "bf16+group", "fp8+group", "bf16+model"} <= set(modes)
+    assert {"bf16+none", "fp8+none", "bf16+group", "fp8+group", "bf16+model", "fp8c+none", "fp8c+group"} <= set(modes)
     assert all(r["status"] == "ok" and r["seconds"] > 0 for r in modes.values())
     assert stages["vae_decode"]["seconds"] > 0
     job = stages["job"]
     assert job["total_s"] > 0 and job["frames"] == 5 and {"encode", "sample", "decode"} <= set(job["timings"])
     text = md.read_text()
     assert text.count("## GPU suite") == 1 and "| fast-preset job |" in text and "--toy" in text
-    assert re.search(r"^- forward_512p \S+ fp8: ", text, re.M)  # the fast paths' absence or failure is reported
+    assert re.search(r"^- forward_512p \S+ compile: skipped: ", text, re.M)  # what did not run is said
     assert stdout.splitlines()[-1].startswith("704p forward, fastest")  # the table is printed last
     assert hashlib.sha256(REPO_RESULTS.read_bytes()).hexdigest() == before
 
