@@ -53,9 +53,10 @@ def ranks_device(args: argparse.Namespace) -> str:
                           "CUDA_VISIBLE_DEVICES")
     if device == "cuda" and torch.cuda.device_count() < args.gpus:
         raise LaunchError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    if args.storage != "bf16" or args.offload != "none":
-        raise LaunchError("--gpus keeps the whole model on every GPU: it does not combine with --storage fp8 "
-                          "or --offload")
+    if args.storage != "bf16" or args.offload != "none" or getattr(args, "compute", "bf16") != "bf16":
+        # The ranks receive rank 0's bf16 weights as they are; fp8 layers are not among them.
+        raise LaunchError("--gpus keeps the whole model on every GPU: it does not combine with --storage fp8, "
+                          "--compute fp8 or --offload")
     return device
 
 

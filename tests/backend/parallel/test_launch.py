@@ -40,6 +40,7 @@ def test_a_tiny_job_on_two_cpu_ranks_writes_the_frames_of_one_process(tmp_path):
         (["--gpus", "0"], "at least 1"),
         (["--gpus", "2", "--device", "cuda:1"], "CUDA_VISIBLE_DEVICES"),
         (["--gpus", "2", "--storage", "fp8"], "does not combine"),
+        (["--gpus", "2", "--compute", "fp8"], "does not combine"),
     ],
 )
 def test_what_several_ranks_cannot_do_is_one_line_before_any_rank_starts(tmp_path, capsys, extra, message):
