@@ -79,8 +79,22 @@ def bundle_command(prefs, farm_dir, name):
     if prefs.device == 'CPU':
         argv += ["--device", "cpu"]
     else:
-        argv += ["--device", "cuda"] + session.gpu_args(prefs)
+        argv += ["--device", "cuda"] + farm_gpu_args(session.gpu_args(prefs))
     return argv, preferences.addon_dir()
+
+
+def farm_gpu_args(args):
+    """The worker's memory and speed options as `farm bundle` takes them: --storage and --offload as
+    its own options, the others (--compute, --compile) in its --extra line."""
+    direct, extra, i = [], [], 0
+    while i < len(args):
+        if args[i] in ("--storage", "--offload"):
+            direct += args[i:i + 2]
+            i += 2
+        else:
+            extra.append(args[i])
+            i += 1
+    return direct + (["--extra", " ".join(extra)] if extra else [])
 
 
 def send_to_farm(context, directory=""):

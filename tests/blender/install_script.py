@@ -288,6 +288,8 @@ def preferences_defaults():
                 types.SimpleNamespace(memory_mode=mode, compile_model=compiled))
             for mode in ("FULL_BF16", "FP8_STORAGE", "FP8_COMPUTE", "GROUP_OFFLOAD") for compiled in (False, True)
         },
+        "farm_args": addon_module(".runtime.farm").farm_gpu_args(["--offload", "group", "--compute", "fp8",
+                                                                  "--compile"]),
     }
 
 

@@ -148,6 +148,8 @@ def test_preferences(report):
         "GROUP_OFFLOAD compile=False": ["--offload", "group"],
         "GROUP_OFFLOAD compile=True": ["--offload", "group", "--compile"],
     }
+    # Send to Farm: `farm bundle` takes --storage and --offload itself, the rest in its --extra line
+    assert prefs["farm_args"] == ["--offload", "group", "--extra", "--compute fp8 --compile"]
     step(report, "output_dir_setting")
 
 
