@@ -56,14 +56,13 @@ def run_generate(args: argparse.Namespace) -> int:
         spec = spec_from_args(args).validate()  # the settings alone: refused before torch is even imported
     except ProtocolError as exc:
         return _bad_input(exc)
+    from .loaders.devices import check_memory_settings, resolve_device
     from .loaders.lora import LoraError, lora_specs
     from .pipeline.inputs import InputError, prepare_inputs
     from .pipeline.job_folder import FolderClaim, JobDirectoryError, check_folder
     from .pipeline.media import MediaError
     from .pipeline.preflight import check_lora_files
     from .segmentation import SegmentationError
-
-    from .loaders.devices import check_memory_settings, resolve_device
 
     try:
         check_memory_settings(memory_settings(args), resolve_device(args.device))

@@ -102,10 +102,13 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 8192) -> floa
 def fp8_matmul_peak(device: torch.device, n: int = 8192) -> float:
     """`torch._scaled_mm` throughput (e4m3 operands, row-wise float32 scales, bf16 out) in FLOP/s.
 
-    Raises where the device has no fp8 tensor cores (row-wise scales need compute capability 9.0).
+    Raises on a CPU (its figure says nothing) and where `--compute fp8` would be refused.
     """
-    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (9, 0):
-        raise RuntimeError("fp8 row-wise _scaled_mm needs a CUDA GPU of compute capability 9.0 or newer")
+    from backend.models.fp8_linear import fp8_compute_support
+
+    reason = "the CPU's _scaled_mm is no fp8 tensor core" if device.type != "cuda" else fp8_compute_support(device)
+    if reason:
+        raise RuntimeError(reason)
     a = torch.randn(n, n, device=device).to(torch.float8_e4m3fn)
     b = torch.randn(n, n, device=device).to(torch.float8_e4m3fn).t()  # column-major, as _scaled_mm wants
     scale_a = torch.ones(n, 1, device=device, dtype=torch.float32)
