@@ -44,7 +44,7 @@ class TaskDefaults:
     """What a farm job runs with unless it is submitted with other values."""
 
     python: str = sys.executable
-    backend_dir: str = str(Path(__file__).resolve().parents[2])  # the folder holding `backend/` and `protocol.py`
+    backend_dir: str = str(Path(__file__).resolve().parents[2])  # the folder holding `backend/` and `protocol/`
     model: str = "scail2"
     weights: str = ""
     device: str = "cuda"

@@ -4,7 +4,7 @@
 request handlers, a base class of `Worker`), `tasks` (one function per task type), `jobs`
 (the job record, error codes, job folders). The transports are `serve`'s.
 
-The worker speaks the line-delimited JSON protocol of `protocol.py`: one request
+The worker speaks the line-delimited JSON protocol of `protocol/`: one request
 per line in, one event per line out. Over stdin/stdout by default (stdout
 carries protocol lines only; everything else, logs included, goes to stderr),
 or over TCP with `--listen HOST:PORT` (127.0.0.1 by default; any other address is

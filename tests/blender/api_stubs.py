@@ -28,7 +28,7 @@ def blender_side_files() -> list[Path]:
     files = []
     for path in sorted(REPO.rglob("*.py")):
         parts = path.relative_to(REPO).parts
-        if parts[0] in NOT_BLENDER_SIDE or path.name in EXEMPT or parts[0] == "protocol.py":
+        if parts[0] in NOT_BLENDER_SIDE or path.name in EXEMPT or parts[0] == "protocol":
             continue
         files.append(path)
     return files
@@ -108,7 +108,7 @@ def stdlib_names() -> frozenset[str]:
 def own_names(files: list[Path]) -> set[str]:
     """Names the add-on defines itself: functions, classes, attributes it assigns, parameters."""
     names: set[str] = set()
-    for path in [*files, REPO / "compat.py", REPO / "protocol.py"]:
+    for path in [*files, REPO / "compat.py", *sorted((REPO / "protocol").glob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 names.add(node.name)

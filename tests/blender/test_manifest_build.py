@@ -28,7 +28,7 @@ def zip_names(built_zip):
     "__init__.py",
     "compat.py",
     "preferences.py",
-    "protocol.py",
+    "protocol/__init__.py",
     "operators/__init__.py",
     "panels/__init__.py",
     "backend/__init__.py",

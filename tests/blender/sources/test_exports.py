@@ -394,7 +394,7 @@ def test_operators_write_inputs_a_job_accepts(report):
 
 
 def test_blender_side_palette_is_the_protocols():
-    """core/inputs.py takes the palette from protocol.py, the one source of truth."""
+    """core/inputs.py takes the palette from protocol/, the one source of truth."""
     from scail2 import protocol
 
     assert clip.PALETTE == protocol.PALETTE
