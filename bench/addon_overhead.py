@@ -19,7 +19,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOOTAGE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "footage", "scail_001_driving.mp4")
+FOOTAGE = os.path.join(REPO, "tests", "fixtures", "footage", "scail_001_driving.mp4")
 SIZE = (512, 288)  # generated frame size (width, height) for the import timing
 
 

@@ -28,7 +28,7 @@ import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FOOTAGE = REPO.parent / "shared" / "fixtures" / "footage"
+FOOTAGE = REPO / "tests" / "fixtures" / "footage"
 DRIVING = FOOTAGE / "scail_001_driving.mp4"
 REFERENCE = FOOTAGE / "scail_001_ref.jpg"
 TIMEOUT_S = 300

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOOTAGE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "footage")
+FOOTAGE = os.path.join(REPO, "tests", "fixtures", "footage")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from addon_overhead import load_addon  # noqa: E402

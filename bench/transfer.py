@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-FOOTAGE = Path(os.environ.get("SCAIL2_SHARED", REPO.parent / "shared")) / "fixtures" / "footage"
+FOOTAGE = REPO / "tests" / "fixtures" / "footage"
 DRIVING = FOOTAGE / "scail_001_driving.mp4"
 
 

@@ -24,7 +24,7 @@ sys.modules.setdefault("scail2", _addon)
 from scail2 import protocol  # noqa: E402
 from scail2.core.worker_client import WorkerClient  # noqa: E402
 
-FOOTAGE = REPO.parent / "shared" / "fixtures" / "footage"
+FOOTAGE = REPO / "tests" / "fixtures" / "footage"
 
 
 def wait_for(client: WorkerClient, kinds: set[str], timeout: float = 600.0) -> dict:

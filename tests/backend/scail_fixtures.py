@@ -1,18 +1,17 @@
-"""Paths to the shared reference fixtures, and the tiny SCAIL-2 model built from them."""
+"""Paths to the fixtures in `tests/fixtures/`, and the tiny SCAIL-2 model built from them."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("SCAIL2_SHARED", REPO.parent / "shared"))
-PARITY = SHARED / "fixtures" / "scail2_parity"
-FOOTAGE = SHARED / "fixtures" / "footage"
+FIXTURES = REPO / "tests" / "fixtures"  # in the repository: a clone anywhere tests itself
+PARITY = FIXTURES / "scail2_parity"
+FOOTAGE = FIXTURES / "footage"
 TINY_WEIGHTS = PARITY / "tiny_scail2.safetensors"
 
 

@@ -12,9 +12,9 @@ import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.environ.get("SCAIL2_SHARED", os.path.join(os.path.dirname(REPO_ROOT), "shared"))
-FOOTAGE = os.path.join(SHARED, "fixtures", "footage", "scail_001_driving.mp4")
-REFERENCE = os.path.join(SHARED, "fixtures", "footage", "scail_001_ref.jpg")
+FIXTURES = os.path.join(REPO_ROOT, "tests", "fixtures")  # in the repository: a clone anywhere tests itself
+FOOTAGE = os.path.join(FIXTURES, "footage", "scail_001_driving.mp4")
+REFERENCE = os.path.join(FIXTURES, "footage", "scail_001_ref.jpg")
 BACKEND_PYTHON = os.path.join(REPO_ROOT, ".venvs", "backend", "bin", "python")
 
 

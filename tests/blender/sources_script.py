@@ -19,7 +19,7 @@ import traceback
 
 REPO, OUT, REPORT_PATH, *ONLY = sys.argv[1:]
 faulthandler.enable()
-FOOTAGE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "footage", "scail_001_driving.mp4")
+FOOTAGE = os.path.join(REPO, "tests", "fixtures", "footage", "scail_001_driving.mp4")
 
 import bpy  # noqa: E402  (after the environment is set)
 from bpy_extras.object_utils import world_to_camera_view  # noqa: E402

@@ -29,9 +29,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.environ.get("SCAIL2_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
-FOOTAGE = os.path.join(SHARED, "fixtures", "footage", "scail_001_driving.mp4")
-REFERENCE = os.path.join(SHARED, "fixtures", "footage", "scail_001_ref.jpg")
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
+FOOTAGE = os.path.join(FIXTURES, "footage", "scail_001_driving.mp4")
+REFERENCE = os.path.join(FIXTURES, "footage", "scail_001_ref.jpg")
 BACKEND_PYTHON = os.path.join(REPO, ".venvs", "backend", "bin", "python")
 WORK = os.path.join(REPO, "build", "blender52")
 MINIMUM = (4, 5)
@@ -60,7 +60,7 @@ def chroot_command(root, blender_env, program=("blender",)):
 
     ``env -i``: nothing of the host's environment but ``blender_env`` reaches the chroot's Blender.
     """
-    binds = [REPO, SHARED, os.path.realpath(os.path.join(REPO, ".venvs")), venv_base_prefix(BACKEND_PYTHON)]
+    binds = [REPO, os.path.realpath(os.path.join(REPO, ".venvs")), venv_base_prefix(BACKEND_PYTHON)]
     script = ["set -e", 'mount -t proc proc "$R/proc"', 'mount --rbind /dev "$R/dev"']
     for path in binds:
         script.append('mkdir -p "$R"{0:s}; mount --bind {0:s} "$R"{0:s}'.format(shlex.quote(path)))

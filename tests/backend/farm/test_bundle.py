@@ -26,7 +26,7 @@ from backend.farm.bundle import BundleError, read_bundle, write_bundle
 from backend.farm.run import generate_argv, task_argv
 
 REPO = Path(__file__).resolve().parents[3]
-FOOTAGE = REPO.parent / "shared" / "fixtures" / "footage"
+FOOTAGE = REPO / "tests" / "fixtures" / "footage"
 
 
 def farm(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

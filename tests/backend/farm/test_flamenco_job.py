@@ -21,7 +21,7 @@ from backend.farm.templates import BOOTSTRAP, task_args
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "backend" / "farm" / "scail2.js"
-FOOTAGE = REPO.parent / "shared" / "fixtures" / "footage"
+FOOTAGE = REPO / "tests" / "fixtures" / "footage"
 NODE = shutil.which("node") or "/usr/bin/node"
 
 # The stand-in: Flamenco's `author` and `print`, the script evaluated as the Manager does (its top-level

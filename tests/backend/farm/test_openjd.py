@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-FOOTAGE = REPO.parent / "shared" / "fixtures" / "footage"
+FOOTAGE = REPO / "tests" / "fixtures" / "footage"
 OPENJD = Path(sys.executable).with_name("openjd")
 
 pytestmark = pytest.mark.slow

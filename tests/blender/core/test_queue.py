@@ -25,8 +25,7 @@ from scail2.core import queue as job_queue
 
 REPO = blender_testing.REPO_ROOT
 BACKEND_PYTHON = os.path.join(REPO, ".venvs", "backend", "bin", "python")
-SHARED = os.environ.get("SCAIL2_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
-FOOTAGE = os.path.join(SHARED, "fixtures", "footage")
+FOOTAGE = os.path.dirname(blender_testing.FOOTAGE)
 OOM_PROMPT = "simulate running out of memory"
 TIMEOUT = 120.0
 

@@ -23,8 +23,7 @@ from scail2.core.worker_client import WorkerClient
 
 REPO = blender_testing.REPO_ROOT
 BACKEND_PYTHON = os.path.join(REPO, ".venvs", "backend", "bin", "python")
-FOOTAGE = os.path.join(os.environ.get("SCAIL2_SHARED", os.path.join(os.path.dirname(REPO), "shared")),
-                       "fixtures", "footage")
+FOOTAGE = os.path.dirname(blender_testing.FOOTAGE)
 TIMEOUT = 240.0
 
 

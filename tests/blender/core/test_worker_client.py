@@ -27,8 +27,7 @@ from scail2.core.worker_client import WorkerClient, WorkerClientError
 
 REPO = blender_testing.REPO_ROOT
 BACKEND_PYTHON = os.path.join(REPO, ".venvs", "backend", "bin", "python")
-SHARED = os.environ.get("SCAIL2_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
-FOOTAGE = os.path.join(SHARED, "fixtures", "footage")
+FOOTAGE = os.path.dirname(blender_testing.FOOTAGE)
 TIMEOUT = 180.0
 TOKEN = "t0ken-t0ken-t0ken"  # the worker refuses tokens under 16 characters
 

@@ -26,9 +26,7 @@ from scail2.core import results, timing  # noqa: E402
 
 pytestmark = pytest.mark.lts
 
-FOOTAGE = os.path.realpath(os.path.join(
-    blender_testing.REPO_ROOT, "..", "shared", "fixtures", "footage", "scail_001_driving.mp4",
-))
+FOOTAGE = os.path.realpath(blender_testing.FOOTAGE)
 FOOTAGE_FRAMES = 65
 FOOTAGE_FPS = 16.0
 WIDTH, HEIGHT = 64, 32

@@ -20,8 +20,7 @@ import blender_testing
 
 pytestmark = [pytest.mark.lts]
 
-FOOTAGE = os.path.join(os.path.dirname(blender_testing.REPO_ROOT), "shared", "fixtures", "footage",
-                       "scail_001_driving.mp4")
+FOOTAGE = blender_testing.FOOTAGE
 needs_footage = pytest.mark.skipif(not os.path.isfile(FOOTAGE), reason="footage fixture missing: " + FOOTAGE)
 
 
