@@ -15,6 +15,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .json_files import parse_json_bytes, read_json_file, read_record  # noqa: F401  (the contract's file reader)
+from .records import ProtocolError, Record  # noqa: F401  (the base of every record)
+
 PROTOCOL_VERSION = 1
 MODES = ("animate", "replace")
 PRESETS = ("quality", "fast")
@@ -91,8 +94,6 @@ def output_size(resolution: str, height: int | None, width: int | None,
     return (short, long) if ref_w > ref_h else (long, short)
 
 
-class ProtocolError(ValueError):
-    """A message or job specification that cannot be accepted, as one line."""
 
 
 # The types JobSpec's annotations name, as isinstance checks (bool is never an int or float here).

@@ -14,13 +14,15 @@ def test_protocol_module_uses_only_the_standard_library():
     import ast
     import sys
 
-    tree = ast.parse(open(protocol.__file__, encoding="utf-8").read())
+    from pathlib import Path
+
     imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
+    for path in sorted(Path(protocol.__file__).parent.glob("*.py")):  # every module of the package
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}
 
 
