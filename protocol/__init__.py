@@ -17,6 +17,11 @@ from typing import Any
 
 from .json_files import parse_json_bytes, read_json_file, read_record  # noqa: F401  (the contract's file reader)
 from .records import ProtocolError, Record  # noqa: F401  (the base of every record)
+from .checks import CHECK_MARKER_PREFIX, VERDICTS, InputCheck, InputCheckReport  # noqa: F401
+from .review import (  # noqa: F401
+    MAX_RATING, NOTE_MARKER_PREFIX, REVIEW_FORMAT, REVIEW_NAME, TAKE_STATUSES, Flag, ManifestReview, Note, Recipe,
+    RecipeFile, Score, TakeReview, TakeScores,
+)
 
 PROTOCOL_VERSION = 1
 MODES = ("animate", "replace")

@@ -87,3 +87,30 @@ def test_a_missing_file_and_a_record_of_the_wrong_shape(tmp_path):
 def test_protocol_error_is_defined_once():
     from protocol import records
     assert protocol.ProtocolError is records.ProtocolError
+
+
+def test_an_input_check_report_round_trips_and_knows_its_worst_verdict():
+    report = protocol.InputCheckReport(checks=[
+        protocol.InputCheck("cut", "fail", "a cut at frame 4 breaks the motion: split the job there", 1.0, "", [4]),
+        protocol.InputCheck("blur", "warn", "frames 7-9 are blurred", 0.2, "x median", [7, 8, 9]),
+    ], seconds=0.5)
+    again = protocol.InputCheckReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again == report and again.verdict == "fail"
+    assert [c.name for c in again.failed()] == ["cut"] and [c.name for c in again.failed(strict=True)] == ["cut", "blur"]
+    assert protocol.InputCheckReport(checks=[]).verdict == "ok"
+    with pytest.raises(ProtocolError, match="expected one of 'ok', 'warn', 'fail'"):
+        protocol.InputCheck.from_dict({"name": "cut", "verdict": "bad", "message": "m"})
+
+
+def test_a_take_review_round_trips_and_refuses_a_bad_rating():
+    review = protocol.TakeReview(
+        format=protocol.REVIEW_FORMAT, job_id="job-1", shot="abc:1-8", version=2, status="approved", rating=4,
+        notes=[protocol.Note(frame=3, text="hand pops")],
+        recipe=protocol.Recipe(job={"driving": "a.mp4"}, seed=7,
+                               inputs=[protocol.RecipeFile("driving", "a.mp4", "0" * 64)]))
+    again = protocol.TakeReview.from_dict(json.loads(json.dumps(review.to_dict())))
+    assert again == review and again.version_label == "v002"
+    with pytest.raises(ProtocolError, match="rating must be 0 to 5"):
+        protocol.TakeReview.from_dict(dict(review.to_dict(), rating=9))
+    with pytest.raises(ProtocolError, match="status: expected one of"):
+        protocol.TakeReview.from_dict(dict(review.to_dict(), status="maybe"))

@@ -1,0 +1,60 @@
+"""Input checks: what the footage, masks and reference say about the take before any GPU time.
+
+The backend measures (`python -m backend check-inputs`, and `generate` by itself); the add-on shows
+the checklist and turns each check's frames into timeline markers. A job's manifest keeps the report
+it was generated with under `input_checks`, so the warning stays with the take.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .records import ProtocolError, Record
+
+VERDICTS = ("ok", "warn", "fail")  # in rising order of severity
+Verdict = Literal["ok", "warn", "fail"]
+CHECK_MARKER_PREFIX = "check: "  # a timeline marker named "check: cut" points at a frame a check names
+
+
+@dataclass(frozen=True)
+class InputCheck(Record):
+    """One named check of the inputs, and what it means for the take.
+
+    `frames` are job frame indices (0 = the first frame the job generates); `identity` is 1..6 when
+    the check is about one identity of the masks.
+    """
+
+    WHAT = "input check"
+    name: str  # "cut", "camera", "blur", "subject_size", "subject_missing", "overlap", "identities", ...
+    verdict: Verdict
+    message: str  # one sentence: what it means for the take and what to do
+    value: float | None = None  # the number the verdict rests on
+    unit: str = ""
+    frames: list[int] = field(default_factory=list)
+    identity: int | None = None
+
+    def check(self) -> None:
+        if any(frame < 0 for frame in self.frames):
+            raise ProtocolError(f"{self.WHAT} {self.name}: frames must not be negative")
+
+
+@dataclass(frozen=True)
+class InputCheckReport(Record):
+    """Every check of one job's inputs, as `check-inputs --json` prints and the manifest keeps."""
+
+    WHAT = "input checks"
+    checks: list[InputCheck]
+    seconds: float = 0.0  # how long the checks took
+    strict: bool = False  # warnings were fatal (`--strict`)
+
+    @property
+    def verdict(self) -> str:
+        """The worst verdict of all checks ("ok" when there is none)."""
+        return max((c.verdict for c in self.checks), key=VERDICTS.index, default="ok")
+
+    def failed(self, strict: bool | None = None) -> list[InputCheck]:
+        """The checks that stop a job: "fail", and "warn" too when strict."""
+        strict = self.strict if strict is None else strict
+        stopping = ("warn", "fail") if strict else ("fail",)
+        return [c for c in self.checks if c.verdict in stopping]
