@@ -118,21 +118,48 @@ def fp8_matmul_peak(device: torch.device, n: int = 8192) -> float:
     return 2 * n**3 / seconds
 
 
+def device_memory(device: torch.device) -> dict:
+    """What the whole device holds now, as the driver sees it, against what torch's allocator holds.
+
+    `outside_allocator_bytes` is the CUDA context, cuBLAS/cuDNN workspaces and anything else not in
+    torch's caching allocator: a per-process memory fraction never counts it, a real card does.
+    """
+    free, total = torch.cuda.mem_get_info(device)
+    reserved = torch.cuda.memory_reserved(device)
+    return {"used_bytes": total - free, "total_bytes": total, "reserved_bytes": reserved,
+            "outside_allocator_bytes": max(0, total - free - reserved)}
+
+
 @contextmanager
 def memory_cap(device: torch.device, cap_gib: float | None):
-    """Limit this process to `cap_gib` GiB of the GPU (emulating a smaller card); the limit is lifted after."""
+    """Emulate a card of `cap_gib` GiB: torch's allocator may reserve the cap less what the device
+    already holds outside it (the CUDA context and workspaces). The limit is lifted after."""
     if device.type != "cuda":
         yield
         return
     torch.cuda.empty_cache()
-    total = torch.cuda.get_device_properties(device).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gib * 2**30 / total) if cap_gib else 1.0, device)
+    before = device_memory(device)
+    total = before["total_bytes"]
+    allowed = cap_gib * 2**30 - before["outside_allocator_bytes"] if cap_gib else total
+    torch.cuda.set_per_process_memory_fraction(max(0.0, min(1.0, allowed / total)), device)
     torch.cuda.reset_peak_memory_stats(device)
     try:
         yield
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, device)
         torch.cuda.empty_cache()
+
+
+def device_peak(device: torch.device) -> dict:
+    """The peak a card would have had to hold since the last `reset_peak_memory_stats`: the
+    allocator's peak reservation plus what lies outside the allocator now (GiB, 2 decimals)."""
+    now = device_memory(device)
+    reserved_peak = torch.cuda.max_memory_reserved(device)
+    gib = 2**30
+    return {"allocated_peak_gib": round(torch.cuda.max_memory_allocated(device) / gib, 2),
+            "reserved_peak_gib": round(reserved_peak / gib, 2),
+            "outside_allocator_gib": round(now["outside_allocator_bytes"] / gib, 2),
+            "device_peak_gib": round((reserved_peak + now["outside_allocator_bytes"]) / gib, 2)}
 
 
 def package_version(name: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -95,24 +96,60 @@ class Suite:
         return entry
 
 
-def timed_forward(model, inputs: dict, device: torch.device, suite: Suite, repeats: int) -> dict:
-    """The first call's time, then up to `repeats` more while the stage's budget allows; seconds = their median."""
+MIN_TIMED_CALLS = 3  # a figure resting on fewer calls is marked so in the report
+
+
+def step_inputs(model, inputs: dict) -> dict:
+    """What one denoising step passes the transformer: the noisy latents, the timestep, and the
+    segment's conditioning embedded once beforehand (as `sample_segment` does), so the timed call
+    is exactly a step and not a step plus the once-per-segment embedding."""
+    fixed = {key: value for key, value in inputs.items() if key not in ("x", "t")}
     with torch.no_grad():
-        start = time.perf_counter()
-        model(**inputs)
+        conditioning = model(**fixed).first_sample()
+    return {"x": inputs["x"], "t": inputs["t"], "conditioning": conditioning}
+
+
+def timed_calls(fn, device: torch.device, suite: Suite, calls: int = MIN_TIMED_CALLS) -> dict:
+    """A warm-up call that is never reported (compile, autotune, first-touch allocations), then up to
+    `calls` timed calls while the stage's budget allows; the figure is their median.
+
+    The device is synchronised before every timer starts (queued kernels of the weights' random
+    init or of the previous call never land in a figure) and after every call. With no time left
+    after the warm-up there is no figure: `seconds` is absent and the record says why.
+    """
+    with torch.no_grad():
         synchronize(device)
-        first = time.perf_counter() - start
-        times = []
-        while len(times) < repeats and suite.allows(min(times or [first])):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        warmup = time.perf_counter() - start
+        times: list[float] = []
+        while len(times) < calls and suite.allows(max(times or [warmup])):
+            synchronize(device)
             start = time.perf_counter()
-            model(**inputs)
+            fn()
             synchronize(device)
             times.append(time.perf_counter() - start)
-    seconds = sorted(times)[len(times) // 2] if times else first
-    return {"seconds": round(seconds, 3), "first_call_s": round(first, 3), "timed_calls": len(times)}
+    record = {"warmup_s": round(warmup, 3), "timed_calls": len(times)}
+    if not times:
+        record["status"] = "not measured: no time left after the warm-up call"
+        return record
+    ordered = sorted(times)
+    median = statistics.median(ordered)
+    record |= {"seconds": round(median, 3), "min_s": round(ordered[0], 3), "max_s": round(ordered[-1], 3),
+               "spread_percent": round(100 * (ordered[-1] - ordered[0]) / median, 1)}
+    return record
+
+
+def timed_step(model, inputs: dict, device: torch.device, suite: Suite, calls: int = MIN_TIMED_CALLS) -> dict:
+    """`timed_calls` of one denoising step of `model` (the conditioning embedded once, untimed)."""
+    step = step_inputs(model, inputs)
+    return timed_calls(lambda: model(**step), device, suite, calls)
 
 
 def forward_figures(timing: dict, tokens: int, config: dict, peak: float | None) -> dict:
+    if "seconds" not in timing:
+        return timing
     flops = forward_flops(tokens, config) / timing["seconds"]
     figures = timing | {"tokens": tokens, "tflops": round(flops / 1e12, 2)}
     if peak:
@@ -124,13 +161,21 @@ def forward_figures(timing: dict, tokens: int, config: dict, peak: float | None)
 # -- the report -----------------------------------------------------------------------------------
 
 
+def calls_note(record: dict) -> str:
+    """How many timed calls a figure rests on, said beside it; fewer than MIN_TIMED_CALLS is flagged."""
+    calls = record.get("timed_calls", 0)
+    if calls >= MIN_TIMED_CALLS:
+        return f"median of {calls}, spread {record.get('spread_percent')} %"
+    return f"ONLY {calls} timed call{'s' if calls != 1 else ''}: fewer than {MIN_TIMED_CALLS}, not a reliable median"
+
+
 def _fmt(value, unit="") -> str:
     return "-" if value is None else f"{value:g}{unit}" if isinstance(value, (int, float)) else str(value)
 
 
 def _forward_rows(stages: dict, name: str, label: str, target: float | None) -> list[tuple]:
     stage = stages.get(name, {})
-    ok = [r for r in stage.get("runs", []) if r.get("status") == "ok"]
+    ok = [r for r in stage.get("runs", []) if "seconds" in r]
     rows = []
     for title, runs in (("eager", [r for r in ok if r["variant"] == "eager"]),
                         ("fastest", ok)):
@@ -139,8 +184,8 @@ def _forward_rows(stages: dict, name: str, label: str, target: float | None) -> 
             continue
         best = min(runs, key=lambda r: r["seconds"])
         value = (f"{best['seconds']} s ({best['backend']}, {best['variant']}; {best.get('tflops')} TFLOP/s, "
-                 f"{best.get('percent_of_bf16_peak')} % of peak)")
-        rows.append((f"{label} forward, {title}", value, _target(target), _verdict(best["seconds"], target)))
+                 f"{best.get('percent_of_bf16_peak')} % of peak; {calls_note(best)})")
+        rows.append((f"{label} forward, {title}", value, _target(target), _verdict(best["seconds"], target, best)))
     return rows
 
 
@@ -154,10 +199,13 @@ def _target(target: float | None) -> str:
     return "-" if target is None else f"<= {target:g} s"
 
 
-def _verdict(value: float | None, target: float | None) -> str:
+def _verdict(value: float | None, target: float | None, record: dict | None = None) -> str:
     if value is None or target is None:
         return ""
-    return "met" if value <= target else "not met"
+    verdict = "met" if value <= target else "not met"
+    if record is not None and record.get("timed_calls", 0) < MIN_TIMED_CALLS:
+        verdict += f" (on {record.get('timed_calls', 0)} timed call(s): unreliable)"
+    return verdict
 
 
 def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
@@ -168,20 +216,24 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
             ("fp8 _scaled_mm peak", _fmt(mm.get("fp8_tflops", mm.get("fp8")), " TFLOP/s"), "-", "")]
     rows += _forward_rows(stages, "forward_512p", "512p", 6.6)
     mem = stages.get("memory", {})
-    rows.append(("step, uncapped bf16", _fmt(mem["uncapped_s"], " s") if "uncapped_s" in mem else _missing(mem),
-                 "-", ""))
+    uncapped = mem.get("uncapped")
+    rows.append(("step, uncapped bf16", f"{uncapped['seconds']} s ({calls_note(uncapped)})" if uncapped
+                 else _missing(mem), "-", ""))
     for cap, target in (("24", mem.get("target_24_s")), ("16", None)) if mem.get("caps", True) else ():
         best = mem.get(f"best_{cap}")
-        value = f"{best['seconds']} s ({best['mode']}, peak {best.get('peak_gib')} GiB)" if best else "no mode ran"
+        value = (f"{best['seconds']} s ({best['mode']}, device peak {best.get('device_peak_gib')} GiB; "
+                 f"{calls_note(best)})") if best else "no mode ran within the cap"
         rows.append((f"step under a {cap} GiB cap", value, _target(target) if cap == "24" else "runs",
-                     _verdict(best and best["seconds"], target) if cap == "24" else ("met" if best else "not met")))
+                     _verdict(best and best["seconds"], target, best) if cap == "24" else ("met" if best else "not met")))
     vae = stages.get("vae_decode", {})
-    rows.append(("VAE decode", f"{vae['seconds']} s, peak {_fmt(vae.get('peak_gib'))} GiB" if "seconds" in vae
+    rows.append(("VAE decode", f"{vae['seconds']} s, device peak {_fmt(vae.get('device_peak_gib'))} GiB; "
+                 f"{calls_note(vae)}" if "seconds" in vae
                  else _missing(vae), "-", ""))
     job = stages.get("job", {})
     timings = ", ".join(f"{k} {v}" for k, v in job.get("timings", {}).items())
-    rows.append(("fast-preset job", f"{job['total_s']} s ({timings})" if "total_s" in job else _missing(job), "<= 30 s",
-                 _verdict(job.get("total_s"), 30.0)))
+    rows.append(("fast-preset job", f"{job['total_s']} s ({timings}; {calls_note(job)})" if "total_s" in job
+                 else _missing(job), "<= 30 s",
+                 _verdict(job.get("total_s"), 30.0, job)))
     rows += _forward_rows(stages, "forward_704p", "704p", None)
     if results.get("toy"):  # the targets are for full size on a GPU
         rows = [(*row[:3], "(toy)" if row[3] else "") for row in rows]
