@@ -28,6 +28,7 @@ from ..loaders.components import Components
 from ..parallel.leader import shared_transformer
 from . import media
 from .conditioning import JobContext, build_job_context, half_size, match_colours, segment_driving
+from .frame_output import FrameOutput, PreviewEncoder
 from .history import HistoryStore, history_tail
 from .inputs import PreparedInputs
 from .job_folder import (
@@ -102,6 +103,7 @@ class GenerationJob:
         self._notes: list[str] = []  # warnings this run found (a resume without its history file)
         self._should_cancel: Callable[[], bool] = lambda: False
         self._opened = False
+        self.output: FrameOutput | None = None  # this run's frame writers (pool and preview encoder)
 
     # -- the folder -----------------------------------------------------------------------------
     def open_folder(self) -> None:
@@ -244,18 +246,24 @@ class GenerationJob:
             # 1. Check that the folder takes this job and claim it, then record the job as running
             self.open_folder()
             self._start()
+            self.output = FrameOutput(self.job_dir, frame_name,
+                                      PreviewEncoder(self.job_dir / PREVIEW_NAME, self.inputs.spec.model_fps))
             try:
-                # 2. Generate every unfinished segment, writing its frames as it is decoded
+                # 2. Generate every unfinished segment; its frames are written (and fed to the
+                #    preview) on other threads while the next segment samples
                 self._run_segments()
-                # 3. RGBA copies of the frames, when the job asks for a matte
+                # 3. The preview video: what is left of its encoding
+                self._timed("preview", self._finish_preview)
+                # 4. RGBA copies of the frames, when the job asks for a matte
                 if self.inputs.spec.matte:
                     self._timed("matte", self._make_matte)
-                # 4. The preview video
-                self._timed("preview", self._write_preview)
             except Cancelled:
+                self._settle_written()
+                self._close_output()
                 self._save_end_state("cancelled")
                 raise
             except BaseException:
+                self._close_output()
                 self._save_end_state("failed")
                 raise
             # 5. Record the job as done, give the folder up, then say so
@@ -297,6 +305,8 @@ class GenerationJob:
     def _run_segments(self) -> None:
         device = self.components.device
         done = self.completed
+        # A resumed job's preview starts with the frames already on disk.
+        self.output.add_existing(k for segment in self.segments[:done] for k in segment.new_frames)
         if done == len(self.segments):
             return  # every frame is on disk: nothing to encode
         # 1. Encode what every segment shares: the reference, its mask and the prompts
@@ -323,16 +333,30 @@ class GenerationJob:
             else:
                 video_out = video
             written = media.from_model_tensor(video_out[:, segment.history : segment.length])
-            self._write_frames(segment, written)
+            self.output.add(segment.index, segment.new_frames, written)
             # 5. Keep the decoded tail as the next segment's history (as the official code does)
-            #    and the written tail as the next colour-match target; then record the segment
+            #    and the written tail as the next colour-match target; the segment is recorded
+            #    as done once its frames are all on disk (`_settle`)
             if segment.index + 1 < len(self.segments):
                 history = history_tail(video, segment, self._overlap(), compute_dtype(self.components))
                 written_tail = media.to_model_tensor(written[-self._overlap() :])
                 self._save_history(segment.index, history)
-            self._save_state(completed_segments=segment.index + 1)
-            self.history.forget_before(segment.index)
+            self._settle(wait=False)
+        self._settle(wait=True)
         self.history.remove_folder()
+
+    def _settle(self, wait: bool) -> None:
+        """Say `frame_ready` for every frame now on disk and record each segment whose frames all are
+        (with `wait`: once every frame handed over is written)."""
+        try:
+            settled = self.output.settle(wait)
+        except OSError as exc:
+            raise output_error(exc, Path(exc.filename or self.job_dir)) from None
+        for index, frames in settled:
+            for k, path in frames:
+                self.events("frame_ready", index=k, path=str(path), source_time=self.inputs.frame_times[k][1])
+            self._save_state(completed_segments=index + 1)
+            self.history.forget_before(index)
 
     def _overlap(self) -> int:
         return self.segments[1].history if len(self.segments) > 1 else 5
@@ -398,20 +422,12 @@ class GenerationJob:
         def on_step(step, steps):
             self.events("progress", phase="sample", segment=segment.index + 1, segments=len(self.segments),
                         step=step, steps=steps)
+            self._settle(wait=False)  # the previous segment's frames, written meanwhile
 
         with self.components.sampling() as transformer:
             transformer = shared_transformer(transformer)  # rank 0 of --gpus N: every rank takes the call
             return self._timed("sample", sample_segment, transformer, cond, noise, self.settings, on_step,
                                self._should_cancel)
-
-    def _write_frames(self, segment: Segment, frames: np.ndarray) -> None:
-        for k, rgb in zip(segment.new_frames, frames):
-            path = self.job_dir / frame_name(k)
-            try:
-                media.write_png_atomic(path, rgb)
-            except OSError as exc:
-                raise output_error(exc, path) from None
-            self.events("frame_ready", index=k, path=str(path), source_time=self.inputs.frame_times[k][1])
 
     def _frames_from_disk(self, segment: Segment) -> torch.Tensor:
         """The last `overlap` frames written, as history for the next segment after a resume."""
@@ -419,17 +435,30 @@ class GenerationJob:
         frames = np.stack([media.read_image(self.job_dir / frame_name(k))[0] for k in indices])
         return media.to_model_tensor(frames)
 
-    def _write_preview(self) -> None:
-        frames = []
-        for k in range(len(self.inputs.frame_times)):
-            if k % 16 == 0:
-                self._check_cancel()
-            frames.append(media.read_image(self.job_dir / frame_name(k))[0])
-        self._check_cancel()
+    def _finish_preview(self) -> None:
         path = self.job_dir / PREVIEW_NAME
+        output, self.output = self.output, None
         try:
-            media.write_preview_mp4(path, np.stack(frames), self.inputs.spec.model_fps)
+            output.close(keep_preview=True)
         except OSError as exc:
             raise output_error(exc, path) from None
         except media.MediaError as exc:  # OpenCV's writer reports no reason: most likely the disk
             raise OutputError(f"{exc}; is the disk full or the folder read-only? The frames are kept") from None
+
+    def _settle_written(self) -> None:
+        """On cancel: record the segments whose frames are already handed over, once they are written,
+        so the resumed job does not make them again."""
+        if self.output is not None:
+            try:
+                self._settle(wait=True)
+            except OutputError:
+                pass
+
+    def _close_output(self) -> None:
+        """A cancelled or failed run: let the writes in flight finish (each is atomic), drop the preview."""
+        if self.output is not None:
+            output, self.output = self.output, None
+            try:
+                output.close(keep_preview=False)
+            except Exception:  # the run's own error is the one to report
+                pass

@@ -16,6 +16,7 @@ No model code lives here. Conventions used throughout:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -590,20 +591,30 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
 
 
 def write_preview_mp4(path: PathLike, frames_uint8: np.ndarray, fps: float) -> None:
-    """Write uint8 [N, H, W, 3] RGB frames as an MPEG-4 ('mp4v') .mp4, atomically.
-
-    'mp4v' is the encoder the pip OpenCV wheels ship (no H.264). Odd sizes are padded by one
-    repeated row/column, since the encoder would silently crop them.
-    """
-    path = os.fspath(path)
+    """Write uint8 [N, H, W, 3] RGB frames as an MPEG-4 ('mp4v') .mp4, atomically."""
     frames = np.asarray(frames_uint8)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
         raise ValueError(f"write_preview_mp4 takes uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
-    if len(frames) == 0:
-        raise ValueError("write_preview_mp4 needs at least one frame")
+    write_preview_stream(path, iter(frames), fps)
+
+
+def write_preview_stream(path: PathLike, frames: Iterator[np.ndarray], fps: float) -> None:
+    """Write uint8 [H, W, 3] RGB frames, as an iterator yields them, as an MPEG-4 ('mp4v') .mp4,
+    atomically: the file appears only once the last frame is encoded.
+
+    'mp4v' is the encoder the pip OpenCV wheels ship (no H.264). Odd sizes are padded by one
+    repeated row/column, since the encoder would silently crop them. Every frame must have the
+    first one's size.
+    """
+    path = os.fspath(path)
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"frame rate must be positive, got {fps}")
-    _, height, width, _ = frames.shape
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("write_preview_mp4 needs at least one frame")
+    if first.dtype != np.uint8 or first.ndim != 3 or first.shape[2] != 3:
+        raise ValueError(f"a preview frame must be uint8 [H, W, 3], got {first.dtype} {first.shape}")
+    height, width, _ = first.shape
     pad_h, pad_w = height % 2, width % 2
 
     def write(temp: str) -> None:
@@ -611,7 +622,9 @@ def write_preview_mp4(path: PathLike, frames_uint8: np.ndarray, fps: float) -> N
         if not writer.isOpened():
             raise MediaError(f"cannot write video: {path}")
         try:
-            for frame in frames:
+            for frame in itertools.chain([first], frames):
+                if frame.shape != first.shape:
+                    raise ValueError(f"preview frames must all be {first.shape}, got {frame.shape}")
                 if pad_h or pad_w:
                     frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
