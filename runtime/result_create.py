@@ -160,8 +160,21 @@ def _add_plane(plan, created, context, shading, use_alpha):
     plane.matrix_basis = plan.plane_matrix
     if shading == 'EMISSION':
         plane.visible_shadow = False
+    _show_only_during(plane, timed, created)
     plane[RESULT_PROP] = _id_properties(result)
     return plane
+
+
+def _show_only_during(plane, timed, created):
+    """Outside the job's frames the plane shows nothing, as the strip does (an image sequence would hold its
+    first and last frame): its visibility in renders and viewports is keyed hidden before and after them."""
+    for frame, hidden in ((timed.first_frame - 1, True), (timed.first_frame, False), (timed.end_frame, True)):
+        plane.hide_render = plane.hide_viewport = hidden
+        plane.keyframe_insert("hide_render", frame=frame)
+        plane.keyframe_insert("hide_viewport", frame=frame)
+    created.append(("action", plane.animation_data.action))
+    scene_frame = plane.users_scene[0].frame_current if plane.users_scene else timed.first_frame
+    plane.hide_render = plane.hide_viewport = timed.index_at(scene_frame) is None
 
 
 def _select_plane(plane, context):
@@ -194,6 +207,8 @@ def _undo_created(created):
                 bpy.data.materials.remove(item)
             elif kind == "image":
                 bpy.data.images.remove(item)
+            elif kind == "action":
+                bpy.data.actions.remove(item)
         except (ReferenceError, RuntimeError):
             pass
 
