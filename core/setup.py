@@ -119,10 +119,11 @@ class Step:
 # Failures whose last line does not say what to do: (text in the command's output, what to say instead).
 KNOWN_FAILURES = (
     ("ensurepip is not available",
-     "this Python has no venv module (a Linux distribution's Blender): install python3-venv "
+     "this Python cannot create environments (no ensurepip): install python3-venv "
      "(sudo apt install python3-venv), or set Backend Python to a Python 3.11+ that has it"),
     ("No module named ensurepip",
-     "this Python has no ensurepip: set Backend Python to a Python 3.11+ that has venv and ensurepip"),
+     "this Python cannot create environments (no ensurepip): set Backend Python to a Python 3.11+ that has "
+     "venv and ensurepip"),
     ("No space left on device", "the disk is full: free some space (the backend needs about 8 GB) and run it again"),
 )
 # A command's own last line can be a whole pip resolver report: it is cut there, never an explanation above.

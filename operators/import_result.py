@@ -45,15 +45,18 @@ class SCAIL2_OT_import_result(ImportOptions, ImportHelper, Operator):
             "Strip the result is timed to, scene frame by scene frame. "
             "Empty: the strip that shows the job's driving clip, if there is one"
         ),
+        options={'SKIP_SAVE'},  # this scene's: never carried over from an import elsewhere
     )
     frame_start: IntProperty(
         name="Start Frame",
         description="Scene frame of the first generated frame when there is no driving strip "
                     "(default: the current frame)",
+        options={'SKIP_SAVE'},  # unset means the current frame, at every import
     )
     camera: StringProperty(
         name="Camera",
         description="Camera the plane is parented to. Empty: the scene's camera",
+        options={'SKIP_SAVE'},
     )
 
     @classmethod
@@ -61,10 +64,11 @@ class SCAIL2_OT_import_result(ImportOptions, ImportHelper, Operator):
         return context.scene is not None
 
     def invoke(self, context, event):
-        if self.filepath and not self.properties.is_property_set("form"):
-            # A file dropped on an editor (SCAIL2_FH_import_result): the form that editor shows.
+        if self.filepath:
+            # A file dropped on an editor (SCAIL2_FH_import_result; the menus pass no file): the form that editor
+            # shows. The Adjust Last Operation panel offers the others.
             area = context.area
-            self.form = FORM_OF_AREA.get(area.type if area is not None else "", 'STRIP')
+            self.form = FORM_OF_AREA.get(area.type if area is not None else "", self.form)
         if not self.properties.is_property_set("frame_start"):
             scene = compat.sequencer_scene(context) if self.form != 'PLANE' else context.scene
             self.frame_start = (scene or context.scene).frame_current
@@ -76,7 +80,7 @@ class SCAIL2_OT_import_result(ImportOptions, ImportHelper, Operator):
         layout = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
-        self.draw_form(layout)
+        ImportOptions.draw_form(self, layout)
         if self.form != 'PLANE':
             scene = compat.sequencer_scene(context)
             if scene is not None and scene.sequence_editor is not None:
@@ -84,10 +88,7 @@ class SCAIL2_OT_import_result(ImportOptions, ImportHelper, Operator):
             else:
                 layout.prop(self, "driving_strip")
         layout.prop(self, "frame_start")
-        self.draw_plane_options(layout, context)
-
-    def draw_camera(self, layout, context):
-        layout.prop_search(self, "camera", context.scene, "objects")
+        ImportOptions.draw_plane_options(self, layout, context)
 
     def execute(self, context):
         filepath = self.filepath

@@ -23,6 +23,7 @@ from bpy.types import Panel, UIList
 from .. import protocol
 from ..core import results
 from ..props import job_settings
+from ..props.import_options import ImportOptions
 from ..props.input_settings import get_settings
 from ..runtime import input_render, session
 from . import common
@@ -125,8 +126,8 @@ def draw_generate(layout, context):
 
     col = layout.column()
     col.prop(settings, "use_matte")
-    settings.draw_form(col)
-    settings.draw_plane_options(col, context)
+    ImportOptions.draw_form(settings, col)
+    ImportOptions.draw_plane_options(settings, col, context)
 
     job = common.latest_job(scene)
     rendering = input_render.active(scene)

@@ -17,14 +17,20 @@ import bpy
 OPERATOR = "scail2.import_result"
 
 
+def _add_entry(layout, form):
+    props = layout.operator(OPERATOR, text="SCAIL-2 Result", icon='IMPORT')
+    props.form = form
+    props.filepath = ""  # always the file browser, never the file of the last import
+
+
 def _sequencer_add(self, context):
     self.layout.separator()
-    self.layout.operator(OPERATOR, text="SCAIL-2 Result", icon='IMPORT').form = 'STRIP'
+    _add_entry(self.layout, 'STRIP')
 
 
 def _view3d_add(self, context):
     self.layout.separator()
-    self.layout.operator(OPERATOR, text="SCAIL-2 Result", icon='IMPORT').form = 'PLANE'
+    _add_entry(self.layout, 'PLANE')
 
 
 _MENUS = (("SEQUENCER_MT_add", _sequencer_add), ("VIEW3D_MT_add", _view3d_add))

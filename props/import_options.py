@@ -4,9 +4,11 @@
 Declared once as a property mix-in with its own drawing, as Blender's bundled
 ``bl_operators/image_as_planes.py`` shares its material and texture options:
 ``operators.import_result`` (the operator's options) and ``props.job_settings``
-(what Generate brings back) both inherit :class:`ImportOptions`. Each names
-its camera its own way (a name for the operator, an object for the scene), so
-each draws it with its own ``draw_camera``.
+(what Generate brings back) both inherit :class:`ImportOptions` and draw them
+with its ``draw_*`` functions (called on the class, as the bundled operators do,
+so any ``self`` with the properties draws). Each names its camera its own way:
+a name for the operator (searched among the scene's objects), an object for the
+scene.
 """
 
 __all__ = (
@@ -66,11 +68,11 @@ class ImportOptions:
         """The camera plane's options, when the form has a plane."""
         if self.form == 'STRIP':
             return
-        self.draw_camera(layout, context)
+        if self.bl_rna.properties["camera"].type == 'POINTER':
+            layout.prop(self, "camera")
+        else:
+            layout.prop_search(self, "camera", context.scene, "objects")
         layout.prop(self, "distance")
         layout.prop(self, "fill_mode")
         layout.prop(self, "shading")
         layout.prop(self, "use_alpha")
-
-    def draw_camera(self, layout, context):
-        layout.prop(self, "camera")
