@@ -122,9 +122,9 @@ def test_installs_and_enables(report):
 def test_registers_its_classes(report):
     registered = step(report, "registered")
     assert registered["classes"] == EXPECTED_CLASSES
-    # Operators and panels show up in bpy.types under their class names.
+    # Operators, panels, lists and file handlers show up in bpy.types under their class names.
     assert registered["types"] == [name for name in EXPECTED_CLASSES if "_OT_" in name or "_PT_" in name
-                                   or "_UL_" in name]
+                                   or "_UL_" in name or "_FH_" in name]
 
 
 def test_panels_in_both_sidebars(report):
