@@ -181,6 +181,17 @@ def areas(*types_):
     return found
 
 
+def history_entry(scene, job_id, job_dir, manifest, frames, settings):
+    """A history entry as Generate or Send to Farm leave one; the scene's active entry."""
+    history = scene.scail2_job.history
+    item = history.add()
+    item.name = item.job_id = job_id
+    item.job_dir, item.manifest, item.frames = job_dir, manifest, frames
+    item.settings_json = json.dumps(dict({"spec": {"seed": 1234}, "ui": {}}, **settings))
+    scene.scail2_job.active_history_index = len(history) - 1
+    return item
+
+
 def planes(scene):
     return [o for o in scene.objects if "scail2" in o and o.type == 'MESH']
 
@@ -250,14 +261,8 @@ def import_helper_and_shared_options():
 def history_import_as():
     scene = new_scene("History")
     show(scene)
-    settings = scene.scail2_job
-    item = settings.history.add()
-    item.name = item.job_id = "eight"
-    item.job_dir = os.path.dirname(WORK["jobs"]["eight"])
-    item.manifest = WORK["jobs"]["eight"]
-    item.frames, item.seed = 8, 1234
-    item.settings_json = json.dumps({"spec": {"seed": 1234}, "ui": {},
-                                     "import": {"form": "STRIP", "frame_start": 1, "distance": 10.0}})
+    history_entry(scene, "eight", os.path.dirname(WORK["jobs"]["eight"]), WORK["jobs"]["eight"], 8,
+                  {"import": {"form": "STRIP", "frame_start": 1, "distance": 10.0}})
     drawn = draw_panel("SCAIL2_PT_view3d_history")
     with bpy.context.temp_override(window=window()):
         result = bpy.ops.scail2.history_import(index=0, form='PLANE')
@@ -305,14 +310,9 @@ def drop_a_job_file():
 def farm_entry_not_finished():
     scene = new_scene("Farm")
     show(scene)
-    settings = scene.scail2_job
-    item = settings.history.add()
-    item.name = item.job_id = WORK["farm"]["name"]
-    item.job_dir = WORK["farm"]["job_dir"]
-    item.manifest = os.path.join(WORK["farm"]["job_dir"], "manifest.json")
-    item.settings_json = json.dumps({"spec": {"seed": 3}, "ui": {}, "import": {"form": "STRIP"},
-                                     "farm": {"farm_dir": WORK["farm"]["farm_dir"]}})
-    settings.active_history_index = 0
+    farm = WORK["farm"]
+    history_entry(scene, farm["name"], farm["job_dir"], os.path.join(farm["job_dir"], "manifest.json"), 0,
+                  {"import": {"form": "STRIP"}, "farm": {"farm_dir": farm["farm_dir"]}})
     drawn = draw_panel("SCAIL2_PT_view3d_history")
     errors = {}
     for name, call in (("import", bpy.ops.scail2.history_import), ("matte", bpy.ops.scail2.matte_result)):
@@ -338,9 +338,14 @@ def cancelled_while_decoding():
                               phase="sample", segment=1, segments=1, frames=8, frames_ready=0)
     follow.apply_changes([job_module.Change(job, "cancelled")], interactive=False)
     after_decode = [(i.name, i.seed, i.frames, i.note) for i in scene.scail2_job.history]
+    try:
+        with bpy.context.temp_override(window=window()):
+            again = bpy.ops.scail2.history_import(index=0)
+    except RuntimeError as ex:
+        again = str(ex)
     follow.apply_changes([job_module.Change(sampling, "cancelled")], interactive=False)
     return {"after_decode": after_decode, "after_sampling": len(scene.scail2_job.history),
-            "outcome": list(job.meta.get("outcome") or ())}
+            "outcome": list(job.meta.get("outcome") or ()), "import_again": again}
 
 
 # --- 19. Lines the default sidebar cuts, and the masks with Masks = None.

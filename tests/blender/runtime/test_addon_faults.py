@@ -15,6 +15,7 @@ import sys
 import pytest
 
 import blender_testing
+from blender_testing import step_detail as step
 
 pytestmark = pytest.mark.lts
 
@@ -78,13 +79,6 @@ def report(built_zip, tmp_path_factory):
                                             user_dir, extra_env={"PATH": path_without_nvidia_smi()})
     data["_setup"] = setup
     return data
-
-
-def step(report, name):
-    assert name in report, "step {!r} did not run\n{:s}".format(name, report["_output"])
-    result = report[name]
-    assert result["ok"], "step {!r} failed:\n{:s}".format(name, result["detail"])
-    return result["detail"]
 
 
 # --- 13.
@@ -217,6 +211,7 @@ def test_a_job_cancelled_while_decoding_is_in_history(report):
                                        "cancelled while its frames were being written; none was kept"]]
     assert detail["after_sampling"] == 1  # one cancelled while sampling leaves the scene as it was
     assert detail["outcome"] == ["WARNING", "The job was cancelled before its first frame; nothing was imported"]
+    assert "kept no frames: nothing to import (Redo runs it again)" in detail["import_again"]
 
 
 # --- 19.
