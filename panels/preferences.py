@@ -184,7 +184,7 @@ class SCAIL2_AddonPreferences(AddonPreferences):
         col.operator("scail2.check_weights", icon='VIEWZOOM')
         col.prop(self, "sam3_weights_dir")
         col.prop(self, "sam2_weights_dir")
-        _draw_doctor(col, setup.doctor_state(resolved_python(self), resolved_weights_dir(self)))
+        _draw_doctor(col, context, setup.doctor_state(resolved_python(self), resolved_weights_dir(self)))
 
         col = layout.column(heading="Output")
         col.prop(self, "output_dir")
@@ -254,7 +254,7 @@ def _draw_setup(layout, context, state):
         lines.label(text=line[-140:], translate=False)
 
 
-def _draw_doctor(layout, state):
+def _draw_doctor(layout, context, state):
     if state is None:
         return
     run = state["run"]
@@ -264,7 +264,7 @@ def _draw_doctor(layout, state):
         col.label(text="Checking the weights\u2026", icon='SORTTIME')
         return
     if run.status != "done":
-        col.label(text=run.message, icon=_RUN_ICONS[run.status], translate=False)
+        label_wrapped(col, context, run.message, _RUN_ICONS[run.status])
     for part in checks.weights_components(run.lines()):
         icon = 'CHECKMARK' if part.state == 'OK' else 'ERROR'
         for i, text in enumerate(textwrap.wrap("{:s}: {:s}".format(part.label.capitalize(), part.value),

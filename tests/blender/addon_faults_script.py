@@ -142,6 +142,13 @@ def setup_backend_with_the_backend_python():
         with open(WORK["distro_python_log"], encoding="utf-8") as fh:
             argv = fh.read().split()
         message = state["run"].message
+        # The weights check's failure is drawn the same way (a Python that fails there too).
+        p.weights_dir = WORK_DIR
+        assert bpy.ops.scail2.check_weights() == {'FINISHED'}
+        doctor = setup.doctor_state(module("").preferences.resolved_python(p), WORK_DIR)
+        assert doctor["run"].wait(60.0), "the weights check did not end"
+        doctor_drawn = draw_preferences()
+        p.weights_dir = ""
         p.python_path = WORK["backend_python"]
         checked = bpy.ops.scail2.check_backend()
         after = draw_preferences()
@@ -152,6 +159,8 @@ def setup_backend_with_the_backend_python():
         "status": state["run"].status,
         "message": message,
         "failure_labels": [(text, icon) for kind, text, icon, _s in failure if kind == "label"],
+        "doctor_message": doctor["run"].message,
+        "doctor_labels": [(text, icon) for kind, text, icon, _s in doctor_drawn if kind == "label"],
         "checked": sorted(checked),
         "check": setup.last_check(module("").preferences.resolved_python(p)).message,
         "state_after_check": setup.setup_state() is not None,

@@ -109,19 +109,31 @@ def test_set_up_backend_uses_the_backend_python(report):
     assert "install python3-venv" in detail["message"] and "Backend Python" in detail["message"]
 
 
-def test_a_setup_failure_is_drawn_whole(report):
-    detail = step(report, "setup_backend_with_the_backend_python")
-    lines = [text for text, _icon in detail["failure_labels"]]
-    start = next(i for i, (_text, icon) in enumerate(detail["failure_labels"]) if icon == 'ERROR')
-    block = []
-    for text, icon in detail["failure_labels"][start:]:
-        if icon not in ('ERROR', 'BLANK1'):
+def error_block(labels, message):
+    """The lines of the failure that starts with ``message``'s first words: an ERROR line and its BLANK1 lines."""
+    start = next(i for i, (text, icon) in enumerate(labels) if icon == 'ERROR' and message.startswith(text))
+    block = [labels[start][0]]
+    for text, icon in labels[start + 1:]:
+        if icon != 'BLANK1':
             break
         block.append(text)
+    return block
+
+
+def test_a_setup_failure_is_drawn_whole(report):
+    detail = step(report, "setup_backend_with_the_backend_python")
+    block = error_block(detail["failure_labels"], detail["message"])
     shown = " ".join(block)
-    assert "sudo apt install python3-venv" in shown and "set Backend Python" in shown, lines
+    assert "sudo apt install python3-venv" in shown and "set Backend Python" in shown, block
     assert detail["message"] == shown  # every word, over as many lines as it needs
     assert all(len(text) <= 70 for text in block), block
+
+
+def test_a_weights_check_failure_is_drawn_whole(report):
+    detail = step(report, "setup_backend_with_the_backend_python")
+    block = error_block(detail["doctor_labels"], detail["doctor_message"])
+    assert detail["doctor_message"].startswith("Checking the weights failed: ")
+    assert detail["doctor_message"] == " ".join(block) and len(block) > 1, block
 
 
 def test_backend_ready_clears_the_failed_setup(report):
