@@ -31,6 +31,7 @@ _modules = (
     "core.segmentation",
     "core.setup",
     "core.checks",
+    "props.import_options",
     "props.job_settings",
     "props.input_settings",
     "props",
@@ -62,6 +63,7 @@ _modules = (
     "panels.setup",
     "panels.inputs",
     "panels.jobs",
+    "panels.menus",
     "panels",
 )
 
@@ -127,9 +129,20 @@ def register():
         for cls in reversed(registered):
             bpy.utils.unregister_class(cls)
         raise
+    panels.menus.register()
     # Create the user data folder up front, so it exists whatever runs first.
     preferences.data_dir()
+    _apply_machine_defaults()
     follow.register()
+
+
+def _apply_machine_defaults():
+    """A fresh install's settings follow what this machine has (no NVIDIA GPU: the CPU)."""
+    try:
+        prefs = preferences.get_preferences()
+    except (KeyError, AttributeError):
+        return  # enabled without a preferences entry (a script's addon_utils.enable without default_set)
+    panels.preferences.apply_machine_defaults(prefs, setup.nvidia_driver_found())
 
 
 def unregister():
@@ -142,5 +155,6 @@ def unregister():
     panels.common.forget_previews()
     panels.inputs.forget()
     panels.jobs.forget()
+    panels.menus.unregister()
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)

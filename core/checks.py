@@ -173,8 +173,12 @@ def check_backend(python, cwd, timeout=DEFAULT_TIMEOUT_S):
     )
 
 
-def setup_status(python, weights_dir, output_dir, output_is_default):
-    """Summarize the setup as a list of :class:`SetupItem`, one per setting."""
+def setup_status(python, weights_dir, output_dir, output_is_default, weights_elsewhere=""):
+    """Summarize the setup as a list of :class:`SetupItem`, one per setting.
+
+    ``weights_elsewhere``: why this computer's weights folder is not used (the Test Model, a remote worker), or
+    "" when it is: then an empty folder is not a problem.
+    """
     items = []
 
     if not python.strip():
@@ -184,7 +188,9 @@ def setup_status(python, weights_dir, output_dir, output_is_default):
     else:
         items.append(SetupItem("Python", python, 'OK'))
 
-    if not weights_dir.strip():
+    if weights_elsewhere:
+        items.append(SetupItem("Weights", weights_elsewhere, 'DEFAULT'))
+    elif not weights_dir.strip():
         items.append(SetupItem("Weights", "Not set", 'PROBLEM'))
     elif weights_problem(weights_dir):
         items.append(SetupItem("Weights", "Not found: " + weights_dir, 'PROBLEM'))

@@ -4,8 +4,9 @@
 Standard library only and no ``bpy`` (tests drive it without Blender). The
 "Set Up Backend" button of the preferences:
 
-1. creates a virtual environment (``python -m venv``) with Blender's own Python
-   in the add-on's user data folder, never in the extension folder;
+1. creates a virtual environment (``python -m venv``) with the Backend Python of
+   the preferences when one is set, else Blender's own (:func:`base_python`), in
+   the add-on's user data folder, never in the extension folder;
 2. installs PyTorch from the wheel index matching the machine's CUDA version,
    read from ``nvidia-smi`` (:func:`torch_index_tag`: CUDA 12.8+ ``cu128``,
    12.6 ``cu126``, 12.4 ``cu124``, anything else ``cpu``);
@@ -25,6 +26,7 @@ __all__ = (
     "Step",
     "TORCH_INDEX_URL",
     "VENV_DIRNAME",
+    "base_python",
     "cuda_version",
     "detect_cuda",
     "doctor_command",
@@ -117,14 +119,15 @@ class Step:
 # Failures whose last line does not say what to do: (text in the command's output, what to say instead).
 KNOWN_FAILURES = (
     ("ensurepip is not available",
-     "this Python cannot create environments (no ensurepip, as in a Linux distribution's Blender): install "
-     "the python3-venv package (Debian/Ubuntu: sudo apt install python3-venv) or set Backend Python to a "
-     "Python 3.11 or newer that has it"),
+     "this Python cannot create environments (no ensurepip): install python3-venv "
+     "(sudo apt install python3-venv), or set Backend Python to a Python 3.11+ that has it"),
     ("No module named ensurepip",
-     "this Python cannot create environments (no ensurepip): set Backend Python to a Python 3.11 or newer "
-     "that has venv and ensurepip"),
+     "this Python cannot create environments (no ensurepip): set Backend Python to a Python 3.11+ that has "
+     "venv and ensurepip"),
     ("No space left on device", "the disk is full: free some space (the backend needs about 8 GB) and run it again"),
 )
+# A command's own last line can be a whole pip resolver report: it is cut there, never an explanation above.
+DETAIL_CHARS = 200
 
 
 def explain_failure(lines):
@@ -141,6 +144,28 @@ def venv_python(venv_dir):
     if os.name == "nt":
         return os.path.join(venv_dir, "Scripts", "python.exe")
     return os.path.join(venv_dir, "bin", "python")
+
+
+def base_python(chosen, venv_dir, blender_python):
+    """The Python that creates the environment at ``venv_dir``: the Backend Python the artist chose, else Blender's.
+
+    A distribution's Blender runs a Python without ``venv`` (Debian's 3.14), so the chosen one must be used. When
+    the chosen one is the very environment being made again (a second Set Up), the Python it was made from is
+    used (``executable`` in its ``pyvenv.cfg``), or Blender's when that is not recorded.
+    """
+    if not chosen:
+        return blender_python
+    venv_dir = os.path.abspath(venv_dir)
+    if os.path.commonpath([os.path.abspath(chosen), venv_dir]) != venv_dir:
+        return chosen
+    try:
+        with open(os.path.join(venv_dir, "pyvenv.cfg"), encoding="utf-8") as fh:
+            values = {key.strip(): value.strip() for key, value in
+                      (line.split("=", 1) for line in fh.read().splitlines() if "=" in line)}
+    except OSError:
+        return blender_python
+    recorded = values.get("executable", "")
+    return recorded if recorded and os.path.isfile(recorded) else blender_python
 
 
 def pinned_requirement(requirements, name):
@@ -164,7 +189,7 @@ def _pip(python, *args):
 def setup_steps(base_python, venv_dir, requirements, index_tag, addon_dir=None, extra_pip_args=()):
     """The commands setting up the backend environment at ``venv_dir``, as a list of `Step`.
 
-    ``base_python``: the Python creating the environment (Blender's own).
+    ``base_python``: the Python creating the environment (`base_python`).
     ``index_tag``: ``cu128``, ``cu126``, ``cu124`` or ``cpu`` (see `torch_index_tag`).
     ``addon_dir``: the folder holding ``backend``; when given, a last step checks that it runs.
     ``extra_pip_args``: added to every pip command (e.g. ``--no-index --find-links DIR`` offline).
@@ -330,12 +355,12 @@ class CommandRun:
                 timer.cancel()
         if timed_out.is_set():
             return False, "no answer within {:g} s".format(step.timeout_s)
-        last = seen[-1] if seen else ""
+        last = seen[-1][:DETAIL_CHARS] if seen else ""
         if self.returncode != 0:
             return False, explain_failure(seen) or last or "exit status {:d}".format(self.returncode)
         return True, last
 
     def _end(self, status, message):
-        self.message = " ".join(message.split())[:300]
+        self.message = " ".join(message.split())
         self.finished_at = time.monotonic()
         self.status = status

@@ -8,88 +8,55 @@ work if anything fails half-way. The operator is one undo step.
 """
 
 __all__ = (
+    "SCAIL2_FH_import_result",
     "SCAIL2_OT_import_result",
     "classes",
 )
 
-from bpy.props import (
-    BoolProperty,
-    EnumProperty,
-    FloatProperty,
-    IntProperty,
-    StringProperty,
-)
-from bpy.types import Operator
+import os
+
+from bpy.props import IntProperty, StringProperty
+from bpy.types import FileHandler, Operator
+from bpy_extras.io_utils import ImportHelper
 
 from .. import compat
 from ..core.results import ResultError
+from ..props.import_options import ImportOptions
 from ..runtime.result_create import create_import, viewport_hint
 from ..runtime.result_plan import plan_import
 
+# A job folder's review record, beside its manifest: dropped on an editor it names that folder's result as the
+# manifest does. Its name belongs to the contract (protocol) once the review is part of it.
+REVIEW_FILE = "review.json"
+# Dropped on the 3D viewport a result becomes a camera plane; anywhere else an image strip.
+FORM_OF_AREA = {'VIEW_3D': 'PLANE', 'SEQUENCE_EDITOR': 'STRIP'}
 
-class SCAIL2_OT_import_result(Operator):
+
+class SCAIL2_OT_import_result(ImportOptions, ImportHelper, Operator):
     """Bring a finished SCAIL-2 job into the scene as an image strip, a camera plane, or both"""
     bl_idname = "scail2.import_result"
     bl_label = "Import Result"
     bl_options = {'REGISTER', 'UNDO'}
 
-    filepath: StringProperty(
-        name="Manifest",
-        description="The job's manifest.json (or its job folder)",
-        subtype='FILE_PATH',
-    )
     filter_glob: StringProperty(default="*.json", options={'HIDDEN'})
-    form: EnumProperty(
-        name="Import As",
-        items=(
-            ('STRIP', "Image Strip", "An image strip in the sequencer, above the driving strip"),
-            ('PLANE', "Camera Plane", "A plane parented to the camera, filling its view"),
-            ('BOTH', "Both", "An image strip and a camera plane"),
-        ),
-        default='STRIP',
-    )
     driving_strip: StringProperty(
         name="Driving Strip",
         description=(
             "Strip the result is timed to, scene frame by scene frame. "
             "Empty: the strip that shows the job's driving clip, if there is one"
         ),
+        options={'SKIP_SAVE'},  # this scene's: never carried over from an import elsewhere
     )
     frame_start: IntProperty(
         name="Start Frame",
         description="Scene frame of the first generated frame when there is no driving strip "
                     "(default: the current frame)",
+        options={'SKIP_SAVE'},  # unset means the current frame, at every import
     )
     camera: StringProperty(
         name="Camera",
         description="Camera the plane is parented to. Empty: the scene's camera",
-    )
-    distance: FloatProperty(
-        name="Distance",
-        description="How far in front of the camera the plane stands",
-        default=10.0, min=0.001, soft_max=1000.0,
-        subtype='DISTANCE', unit='LENGTH',
-    )
-    fill_mode: EnumProperty(
-        name="Framing",
-        items=(
-            ('FILL', "Fill", "Cover the camera frame; the image spills over two sides when aspects differ"),
-            ('FIT', "Fit", "Show the whole image inside the camera frame"),
-        ),
-        default='FILL',
-    )
-    shading: EnumProperty(
-        name="Shading",
-        items=(
-            ('EMISSION', "Emission", "Show the frames as they are, unaffected by lights, casting no shadow"),
-            ('SHADED', "Shaded", "Principled shading: the frames are lit by the scene"),
-        ),
-        default='EMISSION',
-    )
-    use_alpha: BoolProperty(
-        name="Use Alpha",
-        description="Use the frames' alpha channel for transparency, when they have one",
-        default=True,
+        options={'SKIP_SAVE'},
     )
 
     @classmethod
@@ -97,19 +64,23 @@ class SCAIL2_OT_import_result(Operator):
         return context.scene is not None
 
     def invoke(self, context, event):
+        if self.filepath:
+            # A file dropped on an editor (SCAIL2_FH_import_result; the menus pass no file): the form that editor
+            # shows. The Adjust Last Operation panel offers the others.
+            area = context.area
+            self.form = FORM_OF_AREA.get(area.type if area is not None else "", self.form)
         if not self.properties.is_property_set("frame_start"):
             scene = compat.sequencer_scene(context) if self.form != 'PLANE' else context.scene
             self.frame_start = (scene or context.scene).frame_current
         if not self.filepath:
-            context.window_manager.fileselect_add(self)
-            return {'RUNNING_MODAL'}
+            return ImportHelper.invoke(self, context, event)
         return self.execute(context)
 
     def draw(self, context):
         layout = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
-        layout.prop(self, "form")
+        ImportOptions.draw_form(self, layout)
         if self.form != 'PLANE':
             scene = compat.sequencer_scene(context)
             if scene is not None and scene.sequence_editor is not None:
@@ -117,19 +88,17 @@ class SCAIL2_OT_import_result(Operator):
             else:
                 layout.prop(self, "driving_strip")
         layout.prop(self, "frame_start")
-        if self.form != 'STRIP':
-            layout.prop_search(self, "camera", context.scene, "objects")
-            layout.prop(self, "distance")
-            layout.prop(self, "fill_mode")
-            layout.prop(self, "shading")
-            layout.prop(self, "use_alpha")
+        ImportOptions.draw_plane_options(self, layout, context)
 
     def execute(self, context):
+        filepath = self.filepath
+        if os.path.basename(filepath) == REVIEW_FILE:
+            filepath = os.path.dirname(filepath)  # the job folder it lies in
         frame_start = self.frame_start if self.properties.is_property_set("frame_start") else None
         try:
             plan = plan_import(
                 context,
-                filepath=self.filepath,
+                filepath=filepath,
                 form=self.form,
                 driving_strip=self.driving_strip,
                 frame_start=frame_start,
@@ -157,6 +126,19 @@ class SCAIL2_OT_import_result(Operator):
         return {'FINISHED'}
 
 
+class SCAIL2_FH_import_result(FileHandler):
+    """A job folder's manifest.json or review.json dropped on the sequencer or the 3D viewport: its result"""
+    bl_idname = "SCAIL2_FH_import_result"
+    bl_label = "SCAIL-2 Result"
+    bl_import_operator = "scail2.import_result"
+    bl_file_extensions = ".json"
+
+    @classmethod
+    def poll_drop(cls, context):
+        return context.area is not None and context.area.type in FORM_OF_AREA
+
+
 classes = (
     SCAIL2_OT_import_result,
+    SCAIL2_FH_import_result,
 )

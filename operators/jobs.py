@@ -21,6 +21,8 @@ __all__ = (
     "classes",
 )
 
+import os
+
 from bpy.props import EnumProperty, StringProperty
 from bpy.types import Operator
 
@@ -28,7 +30,8 @@ from .. import compat
 from .. import sources
 from ..core.util import operator_error_line
 from ..props import job_settings
-from ..runtime import follow, generation, input_render, session
+from ..props.import_options import FORM_ITEMS
+from ..runtime import farm, follow, generation, input_render, session
 from ..sources import exports
 from .common import HistoryOperator, history_item, start_job
 
@@ -174,18 +177,32 @@ class SCAIL2_OT_cancel_job(Operator):
 
 
 class SCAIL2_OT_history_import(HistoryOperator, Operator):
-    """Bring this job's result into the scene again, as it was brought back the first time"""
+    """Bring this job's result into the scene again, as it was brought back the first time or in another form"""
     bl_idname = "scail2.history_import"
     bl_label = "Import Again"
     bl_options = {'REGISTER', 'UNDO'}
+
+    form: EnumProperty(
+        name="Import As",
+        items=(('RECORDED', "As Before", "The form it was brought back in the first time"), *FORM_ITEMS),
+        default='RECORDED',
+        options={'SKIP_SAVE'},
+    )
 
     def execute(self, context):
         item = history_item(context, self.index)
         if item is None:
             self.report({'ERROR'}, "No such history entry")
             return {'CANCELLED'}
+        if not item.frames and not os.path.isfile(item.manifest):
+            # A farm job still running, or a job cancelled before it kept a frame: say which, not "no manifest".
+            self.report({'ERROR'}, farm.unfinished_line(item) or (
+                "Job {:s} kept no frames: nothing to import (Redo runs it again)".format(item.job_id)))
+            return {'CANCELLED'}
         try:
             _spec, import_settings, _ui = generation.history_entry_settings(item)
+            if self.form != 'RECORDED':
+                import_settings["form"] = self.form
             generation.import_job(context.scene, compat.sequencer_scene(context) or context.scene, item.manifest,
                                import_settings)
         except session.GenerateError as ex:

@@ -25,7 +25,7 @@ from .. import sources
 from ..core.results import ResultError
 from ..core.segmentation import SegmentError
 from ..props.input_settings import get_settings
-from ..runtime import follow, segmentation, session
+from ..runtime import follow, generation, segmentation, session
 from .common import HistoryOperator, history_item, start_job
 
 # What starting a segmentation job can refuse with, as one line for the artist.
@@ -110,6 +110,10 @@ class SCAIL2_OT_matte_result(HistoryOperator, Operator):
         item = history_item(context, self.index)
         if item is None:
             self.report({'ERROR'}, "No such history entry")
+            return {'CANCELLED'}
+        generation.fill_entry_from_manifest(item)  # a farm entry whose frames came in since
+        if not item.frames:
+            self.report({'ERROR'}, "Job {:s} has no frames to cut out yet".format(item.job_id))
             return {'CANCELLED'}
         return _start(self, context, segmentation.matte_job, item)
 

@@ -54,8 +54,8 @@ class SCAIL2_OT_check_backend(Operator):
 
 
 class SCAIL2_OT_setup_backend(Operator):
-    """Create the backend's Python environment in your Blender user folder and install PyTorch and the """ \
-        """backend's packages into it (needs internet; several GB)"""
+    """Create the backend's Python environment in your Blender user folder (with the Backend Python when set) """ \
+        """and install PyTorch and the backend's packages into it (needs online access; several GB)"""
     bl_idname = "scail2.setup_backend"
     bl_label = "Set Up Backend"
     bl_options = {'REGISTER'}
@@ -69,7 +69,7 @@ class SCAIL2_OT_setup_backend(Operator):
 
     def execute(self, context):
         try:
-            message = setup.start_setup()
+            message = setup.start_setup(preferences.get_preferences(context))
         except setup.SetupError as ex:
             self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}

@@ -8,6 +8,7 @@ __all__ = (
 from . import common  # noqa: F401  (unregister frees its thumbnails)
 from . import inputs
 from . import jobs
+from . import menus  # noqa: F401  (registers its menu entries itself)
 from . import preferences
 from . import setup
 

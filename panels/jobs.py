@@ -23,6 +23,7 @@ from bpy.types import Panel, UIList
 from .. import protocol
 from ..core import results
 from ..props import job_settings
+from ..props.import_options import ImportOptions
 from ..props.input_settings import get_settings
 from ..runtime import input_render, session
 from . import common
@@ -60,16 +61,17 @@ def _reference_shape(src, scene):
     return None
 
 
-def _output_size_text(settings, src, scene):
-    """The size the job's frames will have: the one place that shows what Resolution and Size decide."""
+def _output_size_lines(settings, src, scene):
+    """The size the job's frames will have: the one place that shows what Resolution and Size decide. One or two
+    short lines: the sidebar's value column cuts a long one in the middle."""
     if settings.width and settings.height:
-        return "{:d} x {:d}".format(settings.width, settings.height)
+        return ["{:d} x {:d}".format(settings.width, settings.height)]
     shape = _reference_shape(src, scene)
     if shape is None:
         short, long = protocol.RESOLUTIONS[settings.resolution]
-        return "{:d} x {:d} or {:d} x {:d}, as the reference".format(long, short, short, long)
+        return ["{:d} x {:d} or {:d} x {:d}".format(long, short, short, long), "as the reference"]
     height, width = protocol.output_size(settings.resolution, None, None, shape)
-    return "{:d} x {:d}, as the reference".format(width, height)
+    return ["{:d} x {:d}, as the reference".format(width, height)]
 
 
 def _draw_sampling(layout, settings):
@@ -109,7 +111,9 @@ def draw_generate(layout, context):
     col = layout.column(align=True)
     col.prop(settings, "width", text="Size X")
     col.prop(settings, "height", text="Y")
-    _value_row(layout.column(), "Output", _output_size_text(settings, src, scene))
+    col = layout.column(align=True)
+    for i, line in enumerate(_output_size_lines(settings, src, scene)):
+        _value_row(col, "" if i else "Output", line)
 
     _draw_sampling(layout, settings)
 
@@ -122,10 +126,8 @@ def draw_generate(layout, context):
 
     col = layout.column()
     col.prop(settings, "use_matte")
-    col.prop(settings, "form")
-    if settings.form != 'STRIP':
-        col.prop(settings, "camera")
-        col.prop(settings, "distance")
+    ImportOptions.draw_form(settings, col)
+    ImportOptions.draw_plane_options(settings, col, context)
 
     job = common.latest_job(scene)
     rendering = input_render.active(scene)
@@ -216,15 +218,21 @@ def draw_history(layout, context):
     if icon_id:
         box.template_icon(icon_value=icon_id, scale=6.0)
     col = box.column(align=True)
-    col.label(text="Job {:s}: {:d} frames, seed {:d}".format(item.job_id, item.frames, item.seed), translate=False)
+    # Two short lines: at the sidebar's default width one line would lose the seed.
+    col.label(text="Job " + item.job_id, translate=False)
+    col.label(text="{:d} frames, seed {:d}".format(item.frames, item.seed), translate=False)
     if item.note:
         label_wrapped(col, context, "Not imported: " + item.note, 'ERROR')
     if _has_matte(item.job_dir):
         col.label(text="Matte: RGBA frames (imports show the characters alone)", icon='CHECKMARK')
     row = box.row(align=True)
     row.operator("scail2.history_import", icon='IMPORT').index = index
+    # On the active entry (the operator's index -1): the menu cannot set it.
+    row.operator_menu_enum("scail2.history_import", "form", text="Import As")
+    row = box.row(align=True)
     row.operator("scail2.history_redo", icon='FILE_REFRESH').index = index
-    row.operator("scail2.matte_result", icon='SHADERFX').index = index
+    if item.frames:  # a matte cuts frames that exist: none yet on an entry the farm has not filled
+        row.operator("scail2.matte_result", icon='SHADERFX').index = index
     matte = [job for job in session.scene_jobs(context.scene, ("matte",))
              if job.meta.get("segment", {}).get("job_dir") == item.job_dir]
     if matte and (matte[-1].active or matte[-1].status == "failed"):

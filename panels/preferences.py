@@ -7,6 +7,7 @@ and the ``resolved_*`` paths).
 
 __all__ = (
     "SCAIL2_AddonPreferences",
+    "apply_machine_defaults",
     "classes",
 )
 
@@ -22,6 +23,7 @@ from bpy.types import AddonPreferences
 from ..core import checks
 from ..core import setup as backend_setup
 from ..runtime import setup
+from .common import label_wrapped
 from ..preferences import ADDON_ID, effective_output_dir, resolved_python, resolved_weights_dir
 
 
@@ -172,7 +174,7 @@ class SCAIL2_AddonPreferences(AddonPreferences):
         result = setup.last_check(resolved_python(self))
         if result is not None:
             col.label(text=result.message, icon='CHECKMARK' if result.ok else 'ERROR', translate=False)
-        _draw_setup(col, setup.setup_state())
+        _draw_setup(col, context, setup.setup_state())
 
         col = layout.column(heading="Model")
         col.prop(self, "model_source")
@@ -182,7 +184,7 @@ class SCAIL2_AddonPreferences(AddonPreferences):
         col.operator("scail2.check_weights", icon='VIEWZOOM')
         col.prop(self, "sam3_weights_dir")
         col.prop(self, "sam2_weights_dir")
-        _draw_doctor(col, setup.doctor_state(resolved_python(self), resolved_weights_dir(self)))
+        _draw_doctor(col, context, setup.doctor_state(resolved_python(self), resolved_weights_dir(self)))
 
         col = layout.column(heading="Output")
         col.prop(self, "output_dir")
@@ -191,10 +193,25 @@ class SCAIL2_AddonPreferences(AddonPreferences):
 
         col = layout.column(heading="Performance")
         col.prop(self, "device")
-        col.prop(self, "memory_mode")
+        if self.device == 'CPU':
+            # Memory Mode chooses how the model sits in graphics memory: nothing of it applies on the CPU.
+            row = col.row()
+            row.active = False
+            row.label(text="Memory Mode: not used on the CPU")
+        else:
+            col.prop(self, "memory_mode")
         col.prop(self, "compile_model")
         col.prop(self, "resume_automatically")
         col.operator("scail2.stop_worker", icon='CANCEL')
+
+
+def apply_machine_defaults(prefs, nvidia_driver):
+    """On a machine without an NVIDIA GPU a fresh install runs on the CPU: Device defaults to what is here.
+
+    Only a Device the artist never set is changed (``is_property_set``), so a saved choice stays.
+    """
+    if not nvidia_driver and not prefs.is_property_set("device"):
+        prefs.device = 'CPU'
 
 
 def first_run_hints(prefs, nvidia_driver):
@@ -215,7 +232,7 @@ SETUP_LOG_LINES = 8
 DOCTOR_LINE_CHARS = 110
 
 
-def _draw_setup(layout, state):
+def _draw_setup(layout, context, state):
     if state is None:
         return
     run = state["run"]
@@ -229,14 +246,15 @@ def _draw_setup(layout, state):
     elif run.status == "done":
         col.label(text="Backend set up: " + state["python"], icon='CHECKMARK', translate=False)
     else:
-        col.label(text=run.message, icon=_RUN_ICONS[run.status], translate=False)
+        # Wrapped, never cut: the end of a failure says what to do.
+        label_wrapped(col, context, run.message, _RUN_ICONS[run.status])
     lines = box.column(align=True)
     lines.scale_y = 0.7
     for line in run.lines(SETUP_LOG_LINES):
         lines.label(text=line[-140:], translate=False)
 
 
-def _draw_doctor(layout, state):
+def _draw_doctor(layout, context, state):
     if state is None:
         return
     run = state["run"]
@@ -246,7 +264,7 @@ def _draw_doctor(layout, state):
         col.label(text="Checking the weights\u2026", icon='SORTTIME')
         return
     if run.status != "done":
-        col.label(text=run.message, icon=_RUN_ICONS[run.status], translate=False)
+        label_wrapped(col, context, run.message, _RUN_ICONS[run.status])
     for part in checks.weights_components(run.lines()):
         icon = 'CHECKMARK' if part.state == 'OK' else 'ERROR'
         for i, text in enumerate(textwrap.wrap("{:s}: {:s}".format(part.label.capitalize(), part.value),

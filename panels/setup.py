@@ -27,6 +27,15 @@ _STATE_ICONS = {
     'PROBLEM': 'ERROR',
 }
 
+def _weights_elsewhere(prefs):
+    """Why the weights folder here is not used, or "" (``checks.setup_status``)."""
+    if prefs.worker_location == 'REMOTE':
+        return "On the remote worker"
+    if prefs.model_source == 'TINY':
+        return "Not needed (Test Model)"
+    return ""
+
+
 def draw_setup(layout, context):
     """Draw the backend setup summary and its buttons into ``layout``."""
     prefs = preferences.get_preferences(context)
@@ -36,6 +45,7 @@ def draw_setup(layout, context):
         preferences.resolved_weights_dir(prefs),
         preferences.effective_output_dir(prefs),
         output_is_default=not prefs.output_dir.strip(),
+        weights_elsewhere=_weights_elsewhere(prefs),
     )
 
     col = layout.column(align=True)

@@ -26,6 +26,7 @@ from bpy.props import (
 from bpy.types import PropertyGroup
 
 from .. import protocol
+from .import_options import ImportOptions
 
 SCENE_PROPERTY = "scail2_job"
 # The frame limit's untouched values (Blender's default scene range).
@@ -39,13 +40,6 @@ SAMPLER_ITEMS = (
     ('DPMPP', "DPM++", "The official alternative: DPM-Solver++ (2nd order), as in the SCAIL-2 release"),
     ('EULER', "Euler", "Flow-matching Euler, as the paper's sampler and ComfyUI's SCAIL-2 template"),
 )
-
-FORM_ITEMS = (
-    ('STRIP', "Image Strip", "An image strip in the sequencer, above the driving strip"),
-    ('PLANE', "Camera Plane", "A plane parented to the camera, filling its view"),
-    ('BOTH', "Both", "An image strip and a camera plane"),
-)
-
 
 def _start_limit_at_scene_range(settings, context):
     """Turning the frame limit on for the first time starts it at the scene's range, not at 1-250."""
@@ -103,7 +97,7 @@ class SCAIL2_JobHistoryItem(PropertyGroup):
     created: StringProperty(name="Finished", description="When the job finished (local time)")
 
 
-class SCAIL2_SceneJob(PropertyGroup):
+class SCAIL2_SceneJob(ImportOptions, PropertyGroup):
     """How this scene's SCAIL-2 jobs are run and brought back, and the jobs run so far"""
 
     prompt: StringProperty(
@@ -193,16 +187,11 @@ class SCAIL2_SceneJob(PropertyGroup):
                     "show over what is behind them",
         default=False,
     )
-    form: EnumProperty(name="Bring Back As", items=FORM_ITEMS, default='STRIP')
+    # form, distance and the plane's options: ImportOptions (shared with Import Result).
     camera: PointerProperty(
         name="Camera",
         description="Camera the plane is parented to (empty: the scene's camera)",
         type=bpy.types.Object, poll=_is_camera,
-    )
-    distance: FloatProperty(
-        name="Distance",
-        description="How far in front of the camera the plane stands",
-        default=10.0, min=0.001, soft_max=1000.0, subtype='DISTANCE', unit='LENGTH',
     )
     history: CollectionProperty(type=SCAIL2_JobHistoryItem)
     active_history_index: IntProperty(name="Active Job", min=0)

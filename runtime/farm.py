@@ -15,6 +15,8 @@ another disk can take a while); in background mode it runs to its end at once.
 __all__ = (
     "FARM_SUBDIR",
     "add_history_entry",
+    "farm_status",
+    "unfinished_line",
     "bundle_command",
     "farm_target",
     "send_to_farm",
@@ -40,6 +42,7 @@ from .session import GenerateError
 
 FARM_SUBDIR = "farm"
 BUNDLE_TIMEOUT_S = 3600.0
+STATUS_TIMEOUT_S = 30.0
 POLL_S = 0.25
 
 _pending = []  # [(Popen, meta, spec dict, started)], bundles being written
@@ -170,6 +173,43 @@ def add_history_entry(scene, meta, spec, bundle, written):
     item.note = "sent to the render farm; press Import Again when its frames are in"
     settings.active_history_index = len(settings.history) - 1
     return item
+
+
+def farm_status(python, farm_dir, name):
+    """What ``python -m backend farm status FARM_DIR`` says of the bundle ``name`` ("running", "not started",
+    ...), or None when it cannot tell."""
+    if checks.python_problem(python):
+        return None
+    try:
+        proc = subprocess.run([python, "-m", "backend", "farm", "status", farm_dir], cwd=preferences.addon_dir(),
+                              capture_output=True, text=True, encoding="utf-8", errors="replace",
+                              timeout=STATUS_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in proc.stdout.splitlines():
+        bundle, _, state = line.partition(": ")
+        if bundle == name and state:
+            return state.strip()
+    return None
+
+
+def unfinished_line(item):
+    """One line for a history entry sent to the farm whose job has not written its manifest yet: that the farm
+    has not finished, and how far it is (``farm status`` and the frames written so far); None otherwise."""
+    try:
+        farm = json.loads(item.settings_json).get("farm")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(farm, dict):
+        return None
+    state = farm_status(preferences.resolved_python(preferences.get_preferences()), farm.get("farm_dir", ""),
+                        item.job_id)
+    try:
+        frames = sum(name.endswith(".png") for name in os.listdir(os.path.join(item.job_dir, "frames")))
+    except OSError:
+        frames = 0
+    return ("The farm has not finished {:s} yet (farm status: {:s}; {:d} frames written so far): Import Again "
+            "when it is done").format(item.job_id, state or "unknown", frames)
 
 
 def _poll():

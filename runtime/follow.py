@@ -177,6 +177,8 @@ def apply_changes(changes, interactive):
             _notify(level, message, interactive)
         elif change.kind in ("failed", "cancelled"):
             level, message = _outcome(job)
+            if change.kind == "cancelled":
+                generation.record_cancelled(job)
             if change.kind == "failed" and _resume_automatically(job) is not None:
                 level, message = 'WARNING', "{:s}; resuming it once, in its folder".format(message)
             job.meta["outcome"] = (level, message)

@@ -12,6 +12,7 @@ changes nothing in the scene.
 __all__ = (
     "build_job",
     "finish_job",
+    "record_cancelled",
     "history_entry_settings",
     "import_job",
 )
@@ -133,13 +134,12 @@ def _import_settings(scene, seq_scene, settings, clip, spec):
     editor = seq_scene.sequence_editor
     driving_strip = clip.strip if clip.strip and editor is not None and clip.strip in editor.strips else ""
     camera = settings.camera or scene.camera
-    return {
-        "form": settings.form,
-        "driving_strip": driving_strip,
-        "frame_start": _scene_frame_of(clip, spec.frame_start),
-        "camera": camera.name if camera is not None else "",
-        "distance": settings.distance,
-    }
+    return dict(
+        settings.import_settings(),
+        driving_strip=driving_strip,
+        frame_start=_scene_frame_of(clip, spec.frame_start),
+        camera=camera.name if camera is not None else "",
+    )
 
 
 def check_settings(scene):
@@ -201,7 +201,29 @@ def import_job(scene, seq_scene, manifest, import_settings, undo=False):
             frame_start=int(import_settings.get("frame_start", scene.frame_current)),
             camera=camera,
             distance=float(import_settings.get("distance", 10.0)),
+            # Entries from before the plane's look was a scene setting keep the operator's defaults.
+            **{key: import_settings[key] for key in ("fill_mode", "shading", "use_alpha") if key in import_settings},
         )
+
+
+def _add_history_entry(scene, job):
+    """The scene's history entry of a generation that ended (done or cancelled): what Redo and Import Again use."""
+    meta = job.meta
+    job_id = os.path.basename(os.path.normpath(job.job_dir)) or job.id
+    settings = job_settings.get_job_settings(scene)
+    item = settings.history.add()
+    item.name = one_line(meta.get("label") or job_id, 60)
+    item.job_id = job_id
+    item.job_dir = job.job_dir
+    item.manifest = job.manifest or os.path.join(job.job_dir, protocol.MANIFEST_NAME)
+    item.seed = int(job.spec.get("seed", 0)) if int(job.spec.get("seed", -1)) >= 0 else 0
+    item.frames = job.frames_ready or (job.frames if job.status == "done" else 0)
+    item.thumbnail = job.first_frame or _first_frame(item.manifest)
+    item.created = time.strftime("%Y-%m-%d %H:%M")
+    item.settings_json = json.dumps(
+        {"spec": job.spec, "import": meta.get("import", {}), "ui": meta.get("ui", {})}, sort_keys=True)
+    settings.active_history_index = len(settings.history) - 1
+    return item
 
 
 def finish_job(job, interactive):
@@ -212,19 +234,7 @@ def finish_job(job, interactive):
     if scene is None:
         return 'WARNING', ("SCAIL-2 job {:s} finished, but its scene is no longer open; "
                            "import {:s} with Import Result").format(job_id, job.manifest)
-    settings = job_settings.get_job_settings(scene)
-    item = settings.history.add()
-    item.name = one_line(meta.get("label") or job_id, 60)
-    item.job_id = job_id
-    item.job_dir = job.job_dir
-    item.manifest = job.manifest
-    item.seed = int(job.spec.get("seed", 0)) if int(job.spec.get("seed", -1)) >= 0 else 0
-    item.frames = job.frames_ready or job.frames
-    item.thumbnail = job.first_frame or _first_frame(job.manifest)
-    item.created = time.strftime("%Y-%m-%d %H:%M")
-    item.settings_json = json.dumps(
-        {"spec": job.spec, "import": meta.get("import", {}), "ui": meta.get("ui", {})}, sort_keys=True)
-    settings.active_history_index = len(settings.history) - 1
+    item = _add_history_entry(scene, job)
     try:
         import_job(scene, seq_scene, job.manifest, meta.get("import", {}), undo=interactive)
     except RuntimeError as ex:
@@ -233,6 +243,22 @@ def finish_job(job, interactive):
         return 'ERROR', "SCAIL-2 job {:s} finished but was not imported: {:s}".format(job_id, item.note)
     item.status = 'IMPORTED'
     return 'INFO', "SCAIL-2 job {:s} finished and was imported ({:d} frames)".format(job_id, item.frames)
+
+
+def record_cancelled(job):
+    """A generation cancelled once its frames were being written (decoding, or frames kept) gets its history
+    entry, not imported, even when it kept no frame: the sampling it paid for stays at hand for Redo, with its
+    seed. One cancelled while sampling leaves the scene as it was, history included."""
+    scene, _seq_scene = job_scenes(job.meta)
+    if scene is None or job.task != "generate" or not job.job_dir:
+        return None
+    if not job.frames_ready and job.phase not in ("decode", "matte"):
+        return None
+    item = _add_history_entry(scene, job)
+    item.status = 'DONE'
+    item.note = ("cancelled; its {:d} frames are kept in the job folder".format(item.frames) if item.frames
+                 else "cancelled while its frames were being written; none was kept")
+    return item
 
 
 def fill_entry_from_manifest(item):

@@ -43,7 +43,7 @@ class InputRender:
     def __init__(self, scene, seq_scene, keys, then):
         self.scene = {"scene": scene.name, "scene_pointer": scene.as_pointer(),
                       "seq_scene": seq_scene.name, "seq_scene_pointer": seq_scene.as_pointer()}
-        self.names = [exports.INPUT_NAMES[key] for key in keys]
+        self.names = exports.rendered_input_names(bpy.context, keys) or ["inputs"]
         self.steps = exports.iter_export_missing(bpy.context, keys)
         self.then = then
         self.what, self.done, self.total = self.names[0], 0, 0

@@ -82,6 +82,9 @@ def _select_strip(strip):
     editor.active_strip = strip
 
 
+SHOWN_NODE = "SCAIL2 Shown"
+
+
 def use_image_alpha(material, shader, texture, blended):
     """The image's alpha into the shader's; ``blended`` for a matte's soft edges, else dithered (cut-out)."""
     material.node_tree.links.new(shader.inputs["Alpha"], texture.outputs["Alpha"])
@@ -89,13 +92,36 @@ def use_image_alpha(material, shader, texture, blended):
     material.surface_render_method = 'BLENDED' if blended else 'DITHERED'
 
 
-def _build_material(material, image, timed, shading, use_alpha, blended=False):
+def _show_only_during(tree, shader, output, timed, created):
+    """Outside the job's frames the plane shows nothing, as the strip does (the image sequence would hold its
+    first and last frame): the surface mixes to a Transparent BSDF by a factor keyed 0 before and after them.
+
+    Keyed in the material, not on the object: the plane stays selectable and in its place at any frame. Four keys
+    with the interpolation Blender gives them: between two equal keys a curve stays flat, so every scene frame is
+    exactly 0 or 1.
+    """
+    clear = tree.nodes.new('ShaderNodeBsdfTransparent')
+    shown = tree.nodes.new('ShaderNodeMixShader')
+    shown.name = shown.label = SHOWN_NODE
+    clear.location, shown.location = (0, 150), (150, 0)
+    tree.links.new(shown.inputs[1], clear.outputs["BSDF"])
+    tree.links.new(shown.inputs[2], shader.outputs["BSDF"])
+    tree.links.new(output.inputs["Surface"], shown.outputs["Shader"])
+    factor = shown.inputs["Fac"]
+    for frame, value in ((timed.first_frame - 1, 0.0), (timed.first_frame, 1.0), (timed.end_frame - 1, 1.0),
+                         (timed.end_frame, 0.0)):
+        factor.default_value = value
+        factor.keyframe_insert("default_value", frame=frame)
+    created.append(("action", tree.animation_data.action))
+
+
+def _build_material(material, image, timed, shading, use_alpha, blended=False, created=None):
     tree = compat.material_node_tree(material)
     tree.nodes.clear()
     output = tree.nodes.new('ShaderNodeOutputMaterial')
     shader = tree.nodes.new('ShaderNodeBsdfPrincipled')
     texture = tree.nodes.new('ShaderNodeTexImage')
-    output.location = (300, 0)
+    output.location = (400, 0)
     texture.location = (-400, 0)
     texture.image = image
     texture.show_texture = True  # what Solid shading shows with Color set to Texture
@@ -118,7 +144,8 @@ def _build_material(material, image, timed, shading, use_alpha, blended=False):
         use_image_alpha(material, shader, texture, blended)
     else:
         material.surface_render_method = 'DITHERED'
-    tree.links.new(output.inputs["Surface"], shader.outputs["BSDF"])
+    _show_only_during(tree, shader, output, timed, created if created is not None else [])
+    material.use_transparent_shadow = True  # no shadow where the plane shows nothing
     return texture
 
 
@@ -135,7 +162,7 @@ def _add_plane(plan, created, context, shading, use_alpha):
 
     material = bpy.data.materials.new(plan.name)
     created.append(("material", material))
-    _build_material(material, image, timed, shading, use_alpha, blended=use_alpha and result.matte)
+    _build_material(material, image, timed, shading, use_alpha, blended=use_alpha and result.matte, created=created)
 
     width, height = plan.plane_size
     mesh = bpy.data.meshes.new(plan.name)
@@ -194,6 +221,8 @@ def _undo_created(created):
                 bpy.data.materials.remove(item)
             elif kind == "image":
                 bpy.data.images.remove(item)
+            elif kind == "action":
+                bpy.data.actions.remove(item)
         except (ReferenceError, RuntimeError):
             pass
 

@@ -49,9 +49,14 @@ class SetupError(Exception):
 # The backend check.
 
 def check_backend(prefs):
-    """Run the backend check now (a few seconds at most) and remember it; the ``BackendCheck``."""
-    global _last_check
+    """Run the backend check now (a few seconds at most) and remember it; the ``BackendCheck``.
+
+    A backend that answers makes an earlier failed or cancelled setup moot: its red block goes.
+    """
+    global _last_check, _setup
     _last_check = checks.check_backend(preferences.resolved_python(prefs), preferences.addon_dir())
+    if _last_check.ok and _setup is not None and _setup["run"].finished and _setup["run"].status != "done":
+        _setup = None
     return _last_check
 
 
@@ -92,16 +97,27 @@ def weights_check_running():
     return _doctor is not None and not _doctor["run"].finished
 
 
-def start_setup():
-    """Start creating the backend's environment; one line saying where. SetupError if it cannot start."""
+OFFLINE_MESSAGE = ("Online access is off, so the backend cannot be downloaded: allow it in Preferences > System > "
+                   "Network > Allow Online Access")
+
+
+def start_setup(prefs):
+    """Start creating the backend's environment; one line saying where. SetupError if it cannot start.
+
+    It downloads PyTorch and the backend's packages: nothing runs while Blender's online access is off. The
+    environment is made with the Backend Python of ``prefs`` when one is set (``core.setup.base_python``).
+    """
     global _setup
+    if not bpy.app.online_access:
+        raise SetupError(OFFLINE_MESSAGE)
     requirements = os.path.join(preferences.addon_dir(), "requirements", "backend.txt")
     if not os.path.isfile(requirements):
         raise SetupError("The backend's requirements are missing from the extension: " + requirements)
     cuda, cuda_line = backend_setup.detect_cuda()
     venv = os.path.join(preferences.data_dir(), backend_setup.VENV_DIRNAME)
+    base = backend_setup.base_python(preferences.resolved_python(prefs), venv, sys.executable)
     steps = backend_setup.setup_steps(
-        sys.executable, venv, requirements, backend_setup.torch_index_tag(cuda),
+        base, venv, requirements, backend_setup.torch_index_tag(cuda),
         addon_dir=preferences.addon_dir(),
     )
     run = backend_setup.CommandRun.start(steps, log_path=os.path.join(preferences.data_dir(), SETUP_LOG))

@@ -338,6 +338,13 @@ def stale_exports(context, inputs):
 INPUT_NAMES = {DRIVING: "driving footage", DRIVING_MASK: "masks", REFERENCE: "reference"}
 
 
+def rendered_input_names(context, keys):
+    """What rendering the inputs ``keys`` renders, by name: with Masks = None a mask exported before is only
+    dropped (nothing is rendered), so "masks" is not named."""
+    no_masks = get_settings(context.scene).mask_source == 'NONE'
+    return [INPUT_NAMES[key] for key in keys if not (key == DRIVING_MASK and no_masks)]
+
+
 def exports_needed(context, everything):
     """The inputs a job needs exported, in order: what it lacks or what changed since it was exported (with
     ``everything``: all of them)."""

@@ -39,6 +39,14 @@ def run_child_script(script, args, work, user_dir, extra_env=None, timeout=600):
     return data
 
 
+def step_detail(report, name):
+    """The detail of step ``name`` of a child script's report (``run_child_script``); fails with its traceback."""
+    assert name in report, "step {!r} did not run\n{:s}".format(name, report["_output"])
+    result = report[name]
+    assert result["ok"], "step {!r} failed:\n{:s}".format(name, result["detail"])
+    return result["detail"]
+
+
 def bpy_package_dir():
     """Folder of the ``bpy`` module of the running Python (found without importing it)."""
     spec = importlib.util.find_spec("bpy")

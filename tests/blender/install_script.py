@@ -28,6 +28,7 @@ EXPECTED_CLASSES = {
     "SCAIL2_AddonPreferences",
     "SCAIL2_OT_check_backend",
     "SCAIL2_OT_import_result",
+    "SCAIL2_FH_import_result",
     "SCAIL2_IdentityAssignment",
     "SCAIL2_SceneSources",
     "SCAIL2_OT_assign_identity",
@@ -300,10 +301,13 @@ def first_run_hints():
     context = ContextStub(sequencer_scene=bpy.context.scene, region=types.SimpleNamespace(width=400))
     fresh = texts(draw_preferences(context))
     weights, device = p.weights_dir, p.device
+    p.device = 'CUDA'  # chosen by hand
+    cuda_chosen = texts(draw_preferences(context))
     p.weights_dir, p.device = USER_DIR, 'CPU'
     set_up = texts(draw_preferences(context))
     p.weights_dir, p.device = weights, device
-    return {"fresh": fresh, "set_up": set_up, "nvidia_smi": shutil.which("nvidia-smi") is not None}
+    return {"fresh": fresh, "cuda_chosen": cuda_chosen, "set_up": set_up,
+            "nvidia_smi": shutil.which("nvidia-smi") is not None}
 
 
 @step

@@ -22,6 +22,7 @@ pytestmark = [
 
 EXPECTED_CLASSES = [
     "SCAIL2_AddonPreferences",
+    "SCAIL2_FH_import_result",
     "SCAIL2_IdentityAssignment",
     "SCAIL2_JobHistoryItem",
     "SCAIL2_OT_apply_segmentation",
@@ -121,9 +122,9 @@ def test_installs_and_enables(report):
 def test_registers_its_classes(report):
     registered = step(report, "registered")
     assert registered["classes"] == EXPECTED_CLASSES
-    # Operators and panels show up in bpy.types under their class names.
+    # Operators, panels, lists and file handlers show up in bpy.types under their class names.
     assert registered["types"] == [name for name in EXPECTED_CLASSES if "_OT_" in name or "_PT_" in name
-                                   or "_UL_" in name]
+                                   or "_UL_" in name or "_FH_" in name]
 
 
 def test_panels_in_both_sidebars(report):
@@ -138,7 +139,8 @@ def test_preferences(report):
     assert prefs["python_path"] == prefs["weights_dir"] == prefs["output_dir"] == ""
     assert prefs["devices"] == ["CUDA", "CPU"]
     assert prefs["memory_modes"] == ["FULL_BF16", "FP8_STORAGE", "FP8_COMPUTE", "GROUP_OFFLOAD"]
-    assert prefs["device"] == "CUDA"
+    # A fresh install's Device follows the machine (issue 30): CPU where there is no NVIDIA driver.
+    assert prefs["device"] == ("CUDA" if step(report, "first_run_hints")["nvidia_smi"] else "CPU")
     assert prefs["memory_mode"] == "FP8_STORAGE" and prefs["compile_model"] is False
     # What the worker is started with (the backend's options of the same names)
     assert prefs["gpu_args"] == {
@@ -224,5 +226,6 @@ def test_fresh_preferences_say_what_is_missing_and_point_to_the_test_model(repor
     weights_hint = "No weights folder yet: download them (see the README), or pick Test Model to try the add-on"
     assert weights_hint in hints["fresh"]
     gpu_hint = "No NVIDIA GPU found here: use a remote worker, or the Test Model on the CPU"
-    assert (gpu_hint in hints["fresh"]) == (not hints["nvidia_smi"])
+    assert gpu_hint not in hints["fresh"]  # a fresh install here runs on what the machine has
+    assert (gpu_hint in hints["cuda_chosen"]) == (not hints["nvidia_smi"])
     assert weights_hint not in hints["set_up"] and gpu_hint not in hints["set_up"]

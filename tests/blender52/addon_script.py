@@ -158,6 +158,32 @@ def import_as_camera_plane():
 
 
 @step
+def plane_shows_nothing_outside_its_frames():
+    """The camera plane of a frames 1-8 job shows nothing at frames 100 and 190 (nor before frame 1)."""
+    scene = bpy.context.scene
+    _, planes = imported(scene)
+    shown = {}
+    for frame in (0, 1, 8, 9, 100, 190):
+        scene.frame_set(frame)
+        shown[frame] = [p.active_material.node_tree.nodes["SCAIL2 Shown"].inputs["Fac"].default_value for p in planes]
+    scene.frame_set(1)
+    require(all(v == [1.0] * len(planes) for f, v in shown.items() if 1 <= f <= 8), shown)
+    require(all(v == [0.0] * len(planes) for f, v in shown.items() if not 1 <= f <= 8), shown)
+    return shown
+
+
+@step
+def import_result_in_the_add_menus_and_on_drop():
+    """Import Result in the sequencer's and the 3D viewport's Add menus; the file handler for job files."""
+    entries = {menu: [f.__module__ for f in getattr(bpy.types, menu)._dyn_ui_initialize()
+                      if f.__module__.startswith(PKG)] for menu in ("SEQUENCER_MT_add", "VIEW3D_MT_add")}
+    require(all(entries.values()), entries)
+    handler = bpy.types.SCAIL2_FH_import_result
+    require(handler.bl_import_operator == "scail2.import_result", handler.bl_import_operator)
+    return entries
+
+
+@step
 def save_and_disable():
     path = os.path.join(CONFIG["work"], "shot.blend")
     bpy.ops.wm.save_as_mainfile(filepath=path)

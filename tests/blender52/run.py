@@ -4,7 +4,8 @@
 
 Which Blender: ``$BLENDER``; else ``blender`` on PATH when it is 4.5 or newer; else the Debian chroot at
 ``$SCAIL2_CHROOT`` (default /work/chroot-sid, see README.md), entered with ``unshare`` + ``chroot`` (root only).
-Neither found: one line, "skipped: ...", exit 0.
+Neither found: one line, "skipped: ...", exit 0. A chroot with a Blender that cannot be entered (not root, a bind
+mount that fails): one line saying what failed, exit 1.
 
 The recipe, all in background mode with a scratch user folder (nothing of the developer's Blender is read):
 1. build the extension zip with ``blender --command extension build``;
@@ -43,7 +44,12 @@ def blender_version(command):
         out = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=120).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    found = re.search(r"^Blender (\d+)\.(\d+)(?:\.(\d+))?", out, re.M)
+    return parse_version(out)
+
+
+def parse_version(text):
+    """``(major, minor, patch)`` from the "Blender 5.2.2" line of ``blender --version``, or None."""
+    found = re.search(r"^Blender (\d+)\.(\d+)(?:\.(\d+))?", text, re.M)
     return tuple(int(v or 0) for v in found.groups()) if found else None
 
 
@@ -71,10 +77,11 @@ def chroot_command(root, blender_env, program=("blender",)):
 
 
 def find_blender(env, wrapper=()):
-    """``(command prefix, version, where)`` of the Blender to test, or None.
+    """``(command prefix, version, where)`` of the Blender to test, or ``(None, None, why not)``.
 
     ``env``: the variables Blender gets (passed into the chroot); ``wrapper``: a program that starts Blender
-    (``xvfb-run ...``), put in front of it, inside the chroot when it is the chroot's Blender.
+    (``xvfb-run ...``), put in front of it, inside the chroot when it is the chroot's Blender. A chroot that has
+    a Blender but cannot be entered (not root, a bind mount that fails) says what failed, never "not found".
     """
     if os.environ.get("BLENDER"):
         command = [os.environ["BLENDER"]]
@@ -85,11 +92,24 @@ def find_blender(env, wrapper=()):
         if version and version[:2] >= MINIMUM:
             return [*wrapper, on_path], version, "PATH"
     root = os.environ.get("SCAIL2_CHROOT", "/work/chroot-sid")
-    if os.path.isfile(os.path.join(root, "usr", "bin", "blender")) and os.geteuid() == 0 and shutil.which("unshare"):
-        version = blender_version(chroot_command(root, env))
-        if version and version[:2] >= MINIMUM:
-            return chroot_command(root, env, (*wrapper, "blender")), version, "chroot " + root
-    return None
+    if not os.path.isfile(os.path.join(root, "usr", "bin", "blender")):
+        return None, None, None
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return None, None, "the chroot at {:s} has a Blender, but entering it needs root and unshare".format(root)
+    command = chroot_command(root, env)
+    try:
+        proc = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as ex:
+        return None, None, "the chroot at {:s} could not be entered: {!s}".format(root, ex)
+    version = parse_version(proc.stdout)
+    if proc.returncode != 0 or version is None:
+        lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        return None, None, "the chroot at {:s} could not start its Blender (exit {:d}): {:s}".format(
+            root, proc.returncode, lines[0] if lines else "no output")
+    if version[:2] < MINIMUM:
+        return None, version, "the chroot at {:s} has Blender {:s}, older than 4.5".format(
+            root, ".".join(map(str, version)))
+    return chroot_command(root, env, (*wrapper, "blender")), version, "chroot " + root
 
 
 def scratch_env(user):
@@ -133,12 +153,14 @@ def main():
     # A scratch Blender: its user folders only, no add-ons or preferences of whoever runs the test.
     user = os.path.join(WORK, "blender-user")
     env = scratch_env(user)
-    found = find_blender({"BLENDER_USER_RESOURCES": user})
-    if found is None:
+    command, version, where = find_blender({"BLENDER_USER_RESOURCES": user})
+    if command is None and where is None:
         print("test-blender52: skipped: no Blender >= 4.5 found ($BLENDER, `blender` on PATH or a chroot at "
               "$SCAIL2_CHROOT)")
         return 0
-    command, version, where = found
+    if command is None:
+        print("test-blender52: FAIL: " + where)
+        return 1
     if not version or version[:2] < MINIMUM:
         print("test-blender52: FAIL: {:s} is not Blender >= 4.5 ({!r})".format(where, version))
         return 1

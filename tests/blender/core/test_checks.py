@@ -191,6 +191,13 @@ def test_setup_status_nothing_set():
     ]
 
 
+def test_setup_status_weights_not_used_here():
+    # The Test Model (or a remote worker) needs no weights folder here: an empty one is no problem.
+    items = backend_check.setup_status("", "", "/data/output", output_is_default=True,
+                                       weights_elsewhere="Not needed (Test Model)")
+    assert (items[1].label, items[1].value, items[1].state) == ("Weights", "Not needed (Test Model)", 'DEFAULT')
+
+
 def test_setup_status_missing_paths(tmp_path):
     python = str(tmp_path / "python")
     weights = str(tmp_path / "weights")

@@ -263,3 +263,41 @@ def test_weights_check_runs_the_doctor(tmp_path):
     assert any(line.startswith("encoders:    MISSING: ") for line in findings)
     todo = findings.index("To do:")
     assert any("download the SCAIL-2 transformer" in line for line in findings[todo:])
+
+
+def test_the_environment_is_made_by_the_backend_python_when_one_is_set(tmp_path):
+    venv = tmp_path / "backend-venv"
+    chosen = str(tmp_path / "python3.12")
+    blender = "/opt/blender/python/bin/python3.11"
+    assert backend_setup.base_python("", str(venv), blender) == blender
+    assert backend_setup.base_python(chosen, str(venv), blender) == chosen
+    steps = backend_setup.setup_steps(backend_setup.base_python(chosen, str(venv), blender), str(venv),
+                                      str(tmp_path / "requirements.txt"), "cpu")
+    assert steps[0].argv == (chosen, "-m", "venv", str(venv))
+
+
+def test_setting_up_again_makes_the_environment_from_the_python_it_came_from(tmp_path):
+    # The Backend Python is the environment's own after a first Set Up: it is made again from its base.
+    venv = tmp_path / "backend-venv"
+    (venv / "bin").mkdir(parents=True)
+    base = tmp_path / "python3.12"
+    base.write_text("")
+    own = str(venv / "bin" / "python")
+    blender = "/opt/blender/python/bin/python3.11"
+    assert backend_setup.base_python(own, str(venv), blender) == blender  # no pyvenv.cfg: Blender's
+    (venv / "pyvenv.cfg").write_text("home = {0}\nexecutable = {1}\nversion = 3.12.3\n".format(tmp_path, base))
+    assert backend_setup.base_python(own, str(venv), blender) == str(base)
+
+
+def test_a_failure_explanation_is_never_cut():
+    # The explanation is the message's end: what to do. A long raw last line is cut instead, by itself.
+    long_line = "x" * 1000
+    run = backend_setup.CommandRun.start([backend_setup.Step("Installing", (sys.executable, "-c",
+                                          "import sys; print({!r}); sys.exit(3)".format(long_line)))])
+    follow(run)
+    assert run.message == "Installing failed: " + "x" * backend_setup.DETAIL_CHARS
+    explanation = backend_setup.explain_failure(["ensurepip is not available"])
+    run = backend_setup.CommandRun.start([backend_setup.Step("Creating the environment", (
+        sys.executable, "-c", "import sys; print('x' * 400); print('ensurepip is not available'); sys.exit(1)"))])
+    follow(run)
+    assert run.message == "Creating the environment failed: " + explanation
