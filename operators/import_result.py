@@ -19,15 +19,12 @@ from bpy.props import IntProperty, StringProperty
 from bpy.types import FileHandler, Operator
 from bpy_extras.io_utils import ImportHelper
 
-from .. import compat
+from .. import compat, protocol
 from ..core.results import ResultError
 from ..props.import_options import ImportOptions
 from ..runtime.result_create import create_import, viewport_hint
 from ..runtime.result_plan import plan_import
 
-# A job folder's review record, beside its manifest: dropped on an editor it names that folder's result as the
-# manifest does. Its name belongs to the contract (protocol) once the review is part of it.
-REVIEW_FILE = "review.json"
 # Dropped on the 3D viewport a result becomes a camera plane; anywhere else an image strip.
 FORM_OF_AREA = {'VIEW_3D': 'PLANE', 'SEQUENCE_EDITOR': 'STRIP'}
 
@@ -92,7 +89,7 @@ class SCAIL2_OT_import_result(ImportOptions, ImportHelper, Operator):
 
     def execute(self, context):
         filepath = self.filepath
-        if os.path.basename(filepath) == REVIEW_FILE:
+        if os.path.basename(filepath) == protocol.REVIEW_NAME:  # a take's review, beside its manifest
             filepath = os.path.dirname(filepath)  # the job folder it lies in
         frame_start = self.frame_start if self.properties.is_property_set("frame_start") else None
         try:
