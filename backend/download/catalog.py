@@ -62,8 +62,6 @@ FILES = {f.key: f for f in (
     WeightsFile("tokenizer", UMT5_TOKENIZER, "tokenizer.json", "text_encoders/umt5-xxl", "tokenizer", 16_837_417),
     WeightsFile("tokenizer-config", UMT5_TOKENIZER, "tokenizer_config.json", "text_encoders/umt5-xxl", "tokenizer",
                 6_840, exact_size=False),
-    WeightsFile("special-tokens", UMT5_TOKENIZER, "special_tokens_map.json", "text_encoders/umt5-xxl", "tokenizer",
-                6_620, exact_size=False),
     WeightsFile("lora-lightx2v", KIJAI_WAN, "Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
                 "loras", "lora", 738_005_744),
     WeightsFile("lora-dpo", COMFY_SCAIL2, "loras/wan2.1_SCAIL_2_DPO_lora_bf16.safetensors", "loras", "lora",
@@ -71,7 +69,7 @@ FILES = {f.key: f for f in (
 )}
 
 # The encoders, VAE, tokenizer and the fast preset's LoRA every plan needs besides its transformer.
-COMMON = ("image-encoder", "vae", "tokenizer", "tokenizer-config", "special-tokens", "lora-lightx2v")
+COMMON = ("image-encoder", "vae", "tokenizer", "tokenizer-config", "lora-lightx2v")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ from .plan import STATE_DIR
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 GIT_SHA1 = re.compile(r"^[0-9a-f]{40}$")
 HASH_CHUNK = 8 << 20
+# `http_get` writes (and, after a dropped connection, resumes) whole chunks of this size; the client's
+# default, 10 MB, would lose up to 10 MB at each cut and report progress and honour Cancel as rarely.
+CHUNK_BYTES = 1 << 20
 
 
 class DownloadError(Exception):
@@ -138,8 +141,11 @@ def file_hash(path: Path, etag: str) -> str:
 def fetch(folder: Path, remote: Remote, token: str | None, on_bytes: Callable[[int], None],
           cancelled: Callable[[], bool] = lambda: False) -> str:
     """Download `remote` into its part file (resuming it), check its hash, move it to its place; its hash."""
+    from huggingface_hub import constants
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
+
+    constants.DOWNLOAD_CHUNK_SIZE = CHUNK_BYTES
 
     part = part_path(folder, remote)
     part.parent.mkdir(parents=True, exist_ok=True)
