@@ -237,7 +237,7 @@ def first_run_hints(prefs, nvidia_driver):
         return []
     hints = []
     if not prefs.weights_dir.strip():
-        hints.append("No weights folder yet: download them (see the README), or pick Test Model to try the add-on")
+        hints.append("No weights folder yet: press Get Weights below, or pick Test Model to try the add-on")
     if prefs.device == 'CUDA' and not nvidia_driver:
         hints.append("No NVIDIA GPU found here: use a remote worker, or the Test Model on the CPU")
     return hints

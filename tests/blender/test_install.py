@@ -224,7 +224,7 @@ def test_generate_panel_shows_the_presets_values_and_the_output_size(report):
 
 def test_fresh_preferences_say_what_is_missing_and_point_to_the_test_model(report):
     hints = step(report, "first_run_hints")
-    weights_hint = "No weights folder yet: download them (see the README), or pick Test Model to try the add-on"
+    weights_hint = "No weights folder yet: press Get Weights below, or pick Test Model to try the add-on"
     assert weights_hint in hints["fresh"]
     gpu_hint = "No NVIDIA GPU found here: use a remote worker, or the Test Model on the CPU"
     assert (gpu_hint in hints["fresh"]) == (not hints["nvidia_smi"])
