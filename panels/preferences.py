@@ -80,6 +80,12 @@ class SCAIL2_AddonPreferences(AddonPreferences):
         description="Also download the release's DPO LoRA (1.2 GB), which improves hands and faces",
         default=False,
     )
+    weights_with_sam3: BoolProperty(
+        name="SAM 3",
+        description="Also download facebook/sam3 for Auto Masks and Matte (gated: request access on its Hugging "
+                    "Face page first, and enter your token below)",
+        default=False,
+    )
     hf_token: StringProperty(
         name="Hugging Face Token",
         description="Your Hugging Face access token, for repositories that need one (SAM 3). Kept in Blender's "
@@ -254,7 +260,9 @@ def _draw_get_weights(layout, prefs):
     col = box.column()
     col.prop(prefs, "weights_plan")
     col.prop(prefs, "weights_gpu_memory")
-    col.prop(prefs, "weights_with_dpo")
+    row = col.row(heading="Also")
+    row.prop(prefs, "weights_with_dpo")
+    row.prop(prefs, "weights_with_sam3")
     col.prop(prefs, "hf_token")
     row = col.row(align=True)
     row.operator("scail2.show_weights_plan", icon='INFO')

@@ -34,6 +34,7 @@ from . import setup
 POLL_S = 0.5
 DOWNLOAD_LOG = "weights-download.log"
 WEIGHTS_SUBDIR = "weights"
+SAM3_SUBDIR = "sam3"  # where `backend download --with sam3` puts facebook/sam3, inside the weights folder
 PLAN_TIMEOUT_S = 180.0
 
 _plan = None  # {"run": CommandRun, "folder": ..., "plan": ...}
@@ -71,7 +72,8 @@ def _command(prefs, dry_run):
     if problem:
         raise WeightsError(problem)
     folder = download_folder(prefs)
-    extras = ("dpo",) if prefs.weights_with_dpo else ()
+    extras = tuple(name for name, wanted in (("dpo", prefs.weights_with_dpo), ("sam3", prefs.weights_with_sam3))
+                   if wanted)
     argv = weights_download.download_command(python, folder, prefs.weights_plan.lower().replace("_", "-"),
                                              prefs.weights_gpu_memory, dry_run=dry_run, extras=extras)
     return argv, folder
@@ -111,7 +113,8 @@ def cancel_download():
 
 
 def apply_finished(prefs):
-    """After a finished download: Weights field, Memory Mode, and Check Weights. True when applied now."""
+    """After a finished download: Weights field (and SAM 3 Weights when fetched), Memory Mode, and Check
+    Weights. True when applied now."""
     state = _download
     if state is None or state["applied"] or state["run"].status != "done":
         return False
@@ -119,6 +122,9 @@ def apply_finished(prefs):
     view = weights_download.DownloadView(state["run"].lines())
     folder = view.end.folder if view.end is not None and view.end.folder else state["folder"]
     prefs.weights_dir = folder
+    sam3 = os.path.join(folder, SAM3_SUBDIR)
+    if os.path.isfile(os.path.join(sam3, "config.json")) and not prefs.sam3_weights_dir.strip():
+        prefs.sam3_weights_dir = sam3
     mode = view.plan.memory_mode if view.plan is not None else ""
     if mode:
         prefs.memory_mode = mode

@@ -102,3 +102,6 @@ VARIANTS = {v.name: v for v in (
 )}
 PLANS = ("auto", *VARIANTS)
 EXTRAS = {"dpo": "lora-dpo"}  # optional files: --with dpo
+# Optional whole repositories (--with sam3): their file list is asked from the hub when the download starts,
+# so a gated one (SAM 3) says what to do before anything else is fetched. {name: (repository, folder)}.
+REPOSITORY_EXTRAS = {"sam3": (SAM3_REPO, "sam3")}

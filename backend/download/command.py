@@ -26,9 +26,9 @@ from pathlib import Path
 from protocol import DownloadEvent, PlannedFile
 
 from ..tools.doctor import GB
-from .catalog import EXTRAS, PLANS
-from .fetch import Cancelled, DownloadError, Rate, fetch, part_bytes, remote_info
-from .plan import find_present, free_bytes, make_plan, record_verified
+from .catalog import EXTRAS, PLANS, REPOSITORY_EXTRAS
+from .fetch import Cancelled, DownloadError, Rate, fetch, part_bytes, remote_info, repository_files
+from .plan import find_present, free_bytes, is_verified, make_plan, record_verified
 
 EXIT_REFUSED = 2
 EXIT_FAILED = 1
@@ -43,8 +43,9 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
                              "(fp8_scaled, 17.7 GB) or gguf-q4 (Q4_K_M, about 10.9 GB)")
     parser.add_argument("--to", type=Path, required=True, help="weights folder (ComfyUI layout; created if needed)")
     parser.add_argument("--gpu-memory", type=float, help="plan for a GPU with this many GB instead of this one's")
-    parser.add_argument("--with", dest="extras", action="append", choices=sorted(EXTRAS), default=[],
-                        help="optional files as well (dpo: the release's DPO LoRA)")
+    parser.add_argument("--with", dest="extras", action="append", choices=sorted({*EXTRAS, *REPOSITORY_EXTRAS}),
+                        default=[], help="optional files as well: dpo, the release's DPO LoRA; sam3, facebook/sam3 "
+                                         "for Auto Masks and Matte (gated: needs HF_TOKEN with access granted)")
     parser.add_argument("--dry-run", action="store_true", help="show the plan and sizes; fetch nothing")
     parser.add_argument("--json", action="store_true", help="one JSON object per line (protocol.DownloadEvent)")
 
@@ -101,13 +102,16 @@ def run_download(args: argparse.Namespace) -> int:
     from ..tools.doctor import transformer_params
 
     try:
-        plan = make_plan(args.plan, gpu_memory(args), transformer_params(), tuple(args.extras))
+        plan = make_plan(args.plan, gpu_memory(args), transformer_params(), tuple(e for e in args.extras if e in EXTRAS))
     except ValueError as exc:
         return _refuse(out, str(exc))
     find_present(folder, plan, link_cache=not args.dry_run)
     missing = plan.missing()
     planned = [PlannedFile(path=f.path, repo=f.repo, filename=f.filename, size_bytes=f.size_bytes, part=f.part,
                            present=f.key in plan.present, where=plan.present.get(f.key, "")) for f in plan.files]
+    repositories = [REPOSITORY_EXTRAS[e] for e in dict.fromkeys(args.extras) if e in REPOSITORY_EXTRAS]
+    planned += [PlannedFile(path=f"{where}/", repo=repo, filename="(the whole repository; its size is asked from "
+                            "the hub when the download starts)", size_bytes=0, part=where) for repo, where in repositories]
     total = sum(f.size_bytes for f in missing)
     free = free_bytes(folder)
     lines = [f"plan {plan.variant.name}: {plan.reason}"]
@@ -121,6 +125,8 @@ def run_download(args: argparse.Namespace) -> int:
         return 0
     token = os.environ.get("HF_TOKEN") or None
     try:
+        missing += [f for repo, where in repositories for f in repository_files(repo, where, token)
+                    if not is_verified(folder, f)]
         remotes = [remote_info(f, token) for f in missing]
     except DownloadError as exc:
         return _refuse(out, str(exc))
@@ -158,7 +164,7 @@ def _fetch_all(out: _Output, folder: Path, remotes, token) -> int:
                 return EXIT_CANCELLED
             except DownloadError as exc:
                 return _refuse(out, str(exc), EXIT_FAILED)
-            except OSError as exc:  # the connection failed for good, or the disk: the part is kept
+            except Exception as exc:  # the connection failed for good (httpx), or the disk (OSError): the part is kept
                 return _refuse(out, f"{remote.file.path}: {str(exc).splitlines()[0]}; the partial file is kept: "
                                     "press Get Weights again to resume", EXIT_FAILED)
             record_verified(folder, remote.file, digest, remote.size)

@@ -70,26 +70,49 @@ def access_line(file: WeightsFile, status: int) -> str:
             "approval e-mail, then press Get Weights again")
 
 
+def _hub_error(exc: Exception, file: WeightsFile) -> DownloadError:
+    """One line for an error of the hub's client about `file` (or its repository)."""
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (401, 403):
+        return DownloadError(access_line(file, status))
+    if isinstance(exc, (EntryNotFoundError, RepositoryNotFoundError)) or status == 404:
+        return DownloadError(f"{file.repo}/{file.filename}: not on the hub (moved or renamed?); see docs/weights.md")
+    if isinstance(exc, HfHubHTTPError):
+        return DownloadError(f"{file.repo}/{file.filename}: the hub answered {status}: {str(exc).splitlines()[0]}")
+    return DownloadError(f"cannot reach the Hugging Face Hub ({str(exc).splitlines()[0]}); check the connection "
+                         "and press Get Weights again: finished files and parts are kept")
+
+
+def repository_files(repo: str, folder: str, token: str | None) -> list[WeightsFile]:
+    """Every file of `repo` (its listing from the hub), landing under `folder` with the repository's own paths."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    try:
+        entries = [e for e in HfApi().list_repo_tree(repo, recursive=True, token=token or False)
+                   if isinstance(e, RepoFile)]
+    except Exception as exc:  # the client's HTTP errors (OSErrors) and httpx's transport errors alike
+        raise _hub_error(exc, WeightsFile(repo, repo, "", folder, "", 0)) from None
+    files = []
+    for entry in entries:
+        if entry.path.rsplit("/", 1)[-1].startswith("."):
+            continue  # .gitattributes and the like: the repository's, not the model's
+        where = f"{folder}/{entry.path.rsplit('/', 1)[0]}" if "/" in entry.path else folder
+        files.append(WeightsFile(f"{repo}:{entry.path}", repo, entry.path, where, folder, int(entry.size)))
+    return files
+
+
 def remote_info(file: WeightsFile, token: str | None) -> Remote:
     """Size, ETag and commit of `file` from a HEAD on its resolve URL; DownloadError in one line."""
     from huggingface_hub import get_hf_file_metadata
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
     url = hub_url(file)
     try:
         meta = get_hf_file_metadata(url, token=token or False, retry_on_errors=True)
-    except HfHubHTTPError as exc:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        if status in (401, 403):
-            raise DownloadError(access_line(file, status)) from None
-        if isinstance(exc, (EntryNotFoundError, RepositoryNotFoundError)) or status == 404:
-            raise DownloadError(f"{file.repo}/{file.filename}: not on the hub (moved or renamed?); "
-                                "see docs/weights.md") from None
-        raise DownloadError(f"{file.repo}/{file.filename}: the hub answered {status}: "
-                            f"{str(exc).splitlines()[0]}") from None
-    except OSError as exc:  # no connection: httpx errors are wrapped by the client
-        raise DownloadError(f"cannot reach the Hugging Face Hub ({str(exc).splitlines()[0]}); check the "
-                            "connection and press Get Weights again: finished files and parts are kept") from None
+    except Exception as exc:  # the client's HTTP errors (OSErrors) and httpx's transport errors alike
+        raise _hub_error(exc, file) from None
     if meta.size is None or not meta.etag:
         raise DownloadError(f"{file.repo}/{file.filename}: the hub sent no size or hash for it")
     return Remote(file, meta.location, int(meta.size), meta.etag, meta.commit_hash or "")

@@ -145,6 +145,13 @@ def record_verified(folder: Path, file: WeightsFile, sha256: str, size: int) -> 
     os.replace(temporary, state / VERIFIED_NAME)
 
 
+def is_verified(folder: Path, file: WeightsFile, record: dict | None = None) -> bool:
+    """Whether `file` is in place as this command fetched and verified it (same size as then)."""
+    entry = (verified_record(folder) if record is None else record).get(file.path)
+    target = folder / file.path
+    return bool(entry) and target.is_file() and target.stat().st_size == entry.get("size_bytes")
+
+
 def _planned_rank(file: WeightsFile) -> int:
     """How precise the planned file is, in `loaders.inventory`'s ranks (lower is more precise)."""
     if file.filename.endswith(".gguf"):
@@ -200,8 +207,7 @@ def find_present(folder: Path, plan: Plan, link_cache: bool = False) -> dict[str
     lora_names = {Path(entry["path"]).name for entry in components.get("loras", []) if not entry.get("problem")}
     for file in plan.files:
         target = folder / file.path
-        entry = verified.get(file.path)
-        if entry and target.is_file() and target.stat().st_size == entry.get("size_bytes"):
+        if is_verified(folder, file, verified):
             present[file.key] = f"fetched and verified before: {target}"
         elif file.part == "lora" and file.name in lora_names:
             present[file.key] = f"found by the loaders: {file.name}"

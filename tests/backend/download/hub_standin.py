@@ -9,7 +9,11 @@ client's `file_download.get_hf_file_metadata` / `http_get` and the hub's documen
   ``X-Linked-Size``; for a small file, 200 with ``ETag`` (git's blob SHA-1) and ``Content-Length``.
   Gated repositories answer 401 without a token and 403 (``X-Error-Code: GatedRepo``) with one
   that has not been granted access.
-* ``GET /cdn/{sha256}``: the bytes, ``Range: bytes=N-`` answered with 206 and ``Content-Range``.
+* ``GET /api/models/{repo}/tree/{revision}``: the repository's files as the hub lists them (``type``,
+  ``path``, ``size``, ``oid`` and, for LFS files, ``lfs: {oid, size, pointerSize}``), gated like the rest.
+* ``GET /cdn/{sha256}`` on a second port (the "CDN": another origin, so the client takes the file's
+  metadata from the 302 itself and sends no token there, as with the hub's CDN): the bytes,
+  ``Range: bytes=N-`` answered with 206 and ``Content-Range``.
 
 Faults the tests switch on per file: `cut_after` (the first GET sends the full Content-Length,
 then only N bytes and drops the connection), `corrupt` (one byte served flipped, headers still
@@ -21,6 +25,7 @@ records (method, path, Range) of every request.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -72,7 +77,10 @@ class HubStandIn:
     def gets(self, hosted: HostedFile) -> list[tuple[str, str, str]]:
         return [r for r in self.requests if r[0] == "GET" and r[1] == f"/cdn/{hosted.sha256}"]
 
-    def start(self) -> tuple[ThreadingHTTPServer, str]:
+    cdn_url: str = ""
+
+    def start(self) -> tuple[list[ThreadingHTTPServer], str]:
+        """Serve the hub and its CDN; (the servers, the hub's URL for HF_ENDPOINT)."""
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -91,11 +99,12 @@ class HubStandIn:
                 hub.requests.append((self.command, self.path, self.headers.get("Range", "")))
                 if self.path.startswith("/cdn/"):
                     return self._cdn(self.path[len("/cdn/"):], head)
-                parts = self.path.lstrip("/").split("/resolve/", 1)
+                tree = self.path.startswith("/api/models/") and "/tree/" in self.path
+                parts = self.path.removeprefix("/api/models").lstrip("/").split("/tree/" if tree else "/resolve/", 1)
                 if len(parts) != 2:
                     return self._empty(404)
                 repo, rest = parts
-                revision, _, path = rest.partition("/")
+                revision, _, path = rest.partition("?")[0].partition("/")
                 if repo in hub.gated:
                     auth = self.headers.get("Authorization", "")
                     if not auth.startswith("Bearer "):
@@ -103,16 +112,30 @@ class HubStandIn:
                     if auth[len("Bearer "):] not in hub.granted_tokens:
                         return self._empty(403, {"X-Error-Code": "GatedRepo",
                                                  "X-Error-Message": "Access to this repo is restricted"})
+                if tree:
+                    return self._listing(repo)
                 hosted = hub.repos.get(repo, {}).get(path)
                 if hosted is None:
                     return self._empty(404, {"X-Error-Code": "EntryNotFound"})
                 if hosted.lfs:
-                    host = f"http://{self.headers['Host']}"
-                    return self._empty(302, {"Location": f"{host}/cdn/{hosted.sha256}", "X-Repo-Commit": COMMIT,
+                    return self._empty(302, {"Location": f"{hub.cdn_url}/cdn/{hosted.sha256}", "X-Repo-Commit": COMMIT,
                                              "X-Linked-Etag": f'"{hosted.sha256}"',
                                              "X-Linked-Size": str(hosted.claimed_size or len(hosted.data)),
                                              "ETag": f'"{hosted.git_sha1}"'})
                 self._send(hosted, head, {"ETag": f'"{hosted.git_sha1}"', "X-Repo-Commit": COMMIT})
+
+            def _listing(self, repo: str):
+                if repo not in hub.repos:
+                    return self._empty(404, {"X-Error-Code": "RepoNotFound"})
+                entries = [{"type": "file", "path": path, "size": len(f.data), "oid": f.git_sha1,
+                            **({"lfs": {"oid": f.sha256, "size": len(f.data), "pointerSize": 134}} if f.lfs else {})}
+                           for path, f in sorted(hub.repos[repo].items())]
+                body = json.dumps(entries).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def _cdn(self, sha: str, head: bool):
                 hosted = hub.by_sha(sha)
@@ -161,6 +184,8 @@ class HubStandIn:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server, f"http://127.0.0.1:{server.server_address[1]}"
+        servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
+        for server in servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        hub.cdn_url = f"http://127.0.0.1:{servers[1].server_address[1]}"
+        return servers, f"http://127.0.0.1:{servers[0].server_address[1]}"

@@ -62,11 +62,11 @@ def hub(tiny_stack):
     for key, source in TINY_SOURCES.items():
         file = FILES[key]
         standin.add(file.repo, file.filename, (tiny_stack / source).read_bytes())
-    server, url = standin.start()
-    standin.url = url
+    servers, standin.url = standin.start()
     yield standin
-    server.shutdown()
-    server.server_close()
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
 def hosted(hub: HubStandIn, key: str):
@@ -238,3 +238,27 @@ def test_a_gated_repository_says_in_one_line_what_to_do(hub, tmp_path, token, wo
     hub.granted_tokens.add("hf_granted")
     status, events = download(hub, tmp_path, tmp_path / "weights", token="hf_granted")
     assert status == 0
+
+
+def test_sam3_is_fetched_whole_with_the_token_once_access_is_granted(hub, tmp_path):
+    hub.gated.add("facebook/sam3")
+    files = {"config.json": b'{"model_type": "sam3"}', "model.safetensors": bytes(range(256)) * 20,
+             "processor/tokenizer.json": b'{"version": "1.0"}'}
+    for path, data in files.items():
+        hub.add("facebook/sam3", path, data)
+    hub.add("facebook/sam3", ".gitattributes", b"*.safetensors filter=lfs")
+    folder = tmp_path / "weights"
+    status, events = download(hub, tmp_path, folder, "--with", "sam3", "--dry-run")
+    assert status == 0 and [f["path"] for f in events[0]["files"]][-1] == "sam3/"
+    status, events = download(hub, tmp_path, folder, "--with", "sam3")
+    assert status == 2 and "facebook/sam3 needs a Hugging Face token" in events[-1]["message"]
+    assert not (folder / "sam3").exists()  # refused before anything was fetched
+
+    hub.granted_tokens.add("hf_granted")
+    status, events = download(hub, tmp_path, folder, "--with", "sam3", token="hf_granted")
+    assert status == 0, events[-1]
+    for path, data in files.items():
+        assert (folder / "sam3" / path).read_bytes() == data
+    assert not (folder / "sam3" / ".gitattributes").exists()
+    verified = {e["file"] for e in events if e["event"] == "verified"}
+    assert {"sam3/config.json", "sam3/model.safetensors", "sam3/processor/tokenizer.json"} <= verified
