@@ -18,6 +18,18 @@ from .. import preferences
 from ..runtime import weights
 
 
+def _start(operator, context, start):
+    """Run ``start(preferences)``; its one-line refusal becomes the operator's error report."""
+    try:
+        message = start(preferences.get_preferences(context))
+    except weights.WeightsError as ex:
+        operator.report({'ERROR'}, str(ex))
+        return {'CANCELLED'}
+    if message:
+        operator.report({'INFO'}, message)
+    return {'FINISHED'}
+
+
 def _needs_python(cls, context):
     if not preferences.get_preferences(context).python_path.strip():
         cls.poll_message_set("Set up the backend first (Set Up Backend, or choose the backend Python)")
@@ -40,12 +52,7 @@ class SCAIL2_OT_show_weights_plan(Operator):
         return _needs_python(cls, context)
 
     def execute(self, context):
-        try:
-            weights.start_plan(preferences.get_preferences(context))
-        except weights.WeightsError as ex:
-            self.report({'ERROR'}, str(ex))
-            return {'CANCELLED'}
-        return {'FINISHED'}
+        return _start(self, context, weights.start_plan)
 
 
 class SCAIL2_OT_get_weights(Operator):
@@ -63,13 +70,7 @@ class SCAIL2_OT_get_weights(Operator):
         return _needs_python(cls, context)
 
     def execute(self, context):
-        try:
-            message = weights.start_download(preferences.get_preferences(context))
-        except weights.WeightsError as ex:
-            self.report({'ERROR'}, str(ex))
-            return {'CANCELLED'}
-        self.report({'INFO'}, message)
-        return {'FINISHED'}
+        return _start(self, context, weights.start_download)
 
 
 class SCAIL2_OT_cancel_get_weights(Operator):

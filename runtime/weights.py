@@ -135,15 +135,8 @@ def apply_finished(prefs):
     return True
 
 
-def _redraw_preferences():
-    for window in bpy.context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == 'PREFERENCES':
-                area.tag_redraw()
-
-
 def _poll():
-    _redraw_preferences()
+    setup.redraw_preferences()
     if download_running() or plan_running():
         return POLL_S
     try:

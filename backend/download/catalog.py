@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GB = 1e9
 COMFY_SCAIL2 = "Comfy-Org/SCAIL-2"
 COMFY_WAN21 = "Comfy-Org/Wan_2.1_ComfyUI_repackaged"
 GGUF_SCAIL2 = "realrebelai/SCAIL-2_GGUF"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -61,26 +60,6 @@ class _Output:
             print(text, flush=True)
 
 
-class _Stop:
-    """A stop request by signal, honoured between chunks (`fetch._CountingFile`)."""
-
-    SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self):
-        self._previous = {sig: signal.signal(sig, self._set) for sig in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _set(self, signum, frame):
-        self.requested = True
-
-
 def gpu_memory(args: argparse.Namespace) -> float | None:
     if args.gpu_memory is not None:
         return args.gpu_memory * GB
@@ -115,7 +94,8 @@ def run_download(args: argparse.Namespace) -> int:
     total = sum(f.size_bytes for f in missing)
     free = free_bytes(folder)
     lines = [f"plan {plan.variant.name}: {plan.reason}"]
-    lines += [f"  {'present ' if p.present else 'fetch   '} {p.path:<75} {_gb(p.size_bytes):>9}"
+    sizes = {f.path: ("" if f.exact_size else "~") + _gb(f.size_bytes) for f in plan.files}
+    lines += [f"  {'present ' if p.present else 'fetch   '} {p.path:<75} {sizes.get(p.path, '?'):>10}"
               + (f"  ({p.where})" if p.present else f"  from {p.repo}") for p in planned]
     lines.append(f"to fetch: {_gb(total)} in {len(missing)} files; free in {folder}: {_gb(free)}")
     out.event(DownloadEvent(event="plan", message=plan.reason, plan=plan.variant.name, folder=str(folder),
@@ -151,11 +131,13 @@ def _fetch_all(out: _Output, folder: Path, remotes, token) -> int:
             state["shown"] = now
             _progress(out, state, total, rate)
 
-    with _Stop() as stop:
+    from ..cli import _StopSignals  # the same stop rule as generate: between chunks here, a second signal at once
+
+    with _StopSignals() as stop:
         for remote in remotes:
             state["file"] = remote.file.path
             try:
-                digest = fetch(folder, remote, token, on_bytes, cancelled=lambda: stop.requested)
+                digest = fetch(folder, remote, token, on_bytes, cancelled=stop.requested)
             except Cancelled:
                 out.event(DownloadEvent(event="cancelled", file=remote.file.path, done_bytes=state["done"],
                                         total_bytes=total, message="stopped; the partial file is kept and "

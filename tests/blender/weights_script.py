@@ -8,35 +8,21 @@ step is recorded in REPORT_JSON as ``{name: {"ok": bool, "detail": ...}}``.
 import json
 import os
 import sys
-import traceback
 
 ZIP_PATH, BACKEND_PYTHON, REPORT_PATH, WORK = sys.argv[1:5]
 
 import bpy  # noqa: E402  (after the environment is set)
 
-PKG = "bl_ext.user_default.scail2"
-report = {}
-
-
-def step(fn):
-    try:
-        report[fn.__name__] = {"ok": True, "detail": fn()}
-    except BaseException:
-        report[fn.__name__] = {"ok": False, "detail": traceback.format_exc()}
-    return fn
+from script_common import PKG, REPO, module, report, step  # noqa: E402
 
 
 def prefs():
     return bpy.context.preferences.addons[PKG].preferences
 
 
-def module(name):
-    return sys.modules[PKG + "." + name]
-
-
 @step
 def install():
-    result = bpy.ops.extensions.package_install_files(filepath=ZIP_PATH, repo="user_default", enable_on_install=True)
+    result = bpy.ops.extensions.package_install_files(filepath=ZIP_PATH, repo=REPO, enable_on_install=True)
     assert result == {'FINISHED'}, result
     p = prefs()
     p.python_path = BACKEND_PYTHON
@@ -54,7 +40,7 @@ def offline_refused():
         raise AssertionError("Get Weights ran with online access off")
     except RuntimeError as ex:
         assert "Online access is off" in str(ex), str(ex)
-    weights = module("runtime.weights")
+    weights = module(".runtime.weights")
     assert weights.download_state() is None  # nothing started
     try:
         weights.start_download(prefs())
@@ -67,17 +53,17 @@ def offline_refused():
 def downloads_sets_the_folder_and_checks_it():
     bpy.context.preferences.system.use_online_access = True
     assert bpy.ops.scail2.get_weights() == {'FINISHED'}
-    weights = module("runtime.weights")
+    weights = module(".runtime.weights")
     run = weights.download_state()["run"]
     assert run.wait(600), "still running"
     assert run.status == "done", (run.message, run.lines()[-5:])
     weights._poll()  # what the timer does once the run has ended (timers do not fire in a background bpy)
     p = prefs()
-    setup = module("runtime.setup")
-    state = setup.doctor_state(module("preferences").resolved_python(p), os.path.join(WORK, "weights"))
+    setup = module(".runtime.setup")
+    state = setup.doctor_state(module(".preferences").resolved_python(p), os.path.join(WORK, "weights"))
     assert state is not None, "Check Weights did not start"
     assert state["run"].wait(600)
-    view = module("core.weights_download").DownloadView(run.lines())
+    view = module(".core.weights_download").DownloadView(run.lines())
     return {"weights_dir": p.weights_dir, "memory_mode": p.memory_mode, "end": view.end.event,
             "doctor_status": state["run"].status, "doctor_lines": state["run"].lines()[-40:]}
 
