@@ -262,3 +262,22 @@ def test_sam3_is_fetched_whole_with_the_token_once_access_is_granted(hub, tmp_pa
     assert not (folder / "sam3" / ".gitattributes").exists()
     verified = {e["file"] for e in events if e["event"] == "verified"}
     assert {"sam3/config.json", "sam3/model.safetensors", "sam3/processor/tokenizer.json"} <= verified
+
+
+def test_a_file_in_the_hugging_face_cache_is_linked_in_not_fetched(hub, tmp_path):
+    from hub_standin import COMMIT
+
+    vae = FILES["vae"]
+    cache = tmp_path / "hf-home" / "hub" / f"models--{vae.repo.replace('/', '--')}"
+    cached = cache / "snapshots" / COMMIT / vae.filename
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(hosted(hub, "vae").data)
+    (cache / "refs").mkdir()
+    (cache / "refs" / "main").write_text(COMMIT)
+    folder = tmp_path / "weights"
+    status, events = download(hub, tmp_path, folder)
+    assert status == 0, events[-1]
+    [entry] = [f for f in events[0]["files"] if f["path"] == vae.path]
+    assert entry["present"] and "Hugging Face cache" in entry["where"]
+    assert hub.gets(hosted(hub, "vae")) == []
+    assert (folder / vae.path).read_bytes() == hosted(hub, "vae").data
