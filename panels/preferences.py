@@ -269,7 +269,7 @@ def _draw_get_weights(layout, prefs):
     row.operator("scail2.get_weights", icon='IMPORT')
     if not bpy.app.online_access:
         col.label(text=weights_download.ONLINE_ACCESS_OFF, icon='ERROR')
-    state = weights.download_state() or weights.plan_state()
+    state = weights.latest_state()
     if state is None:
         return
     run = state["run"]

@@ -15,8 +15,8 @@ __all__ = (
     "download_running",
     "download_state",
     "forget",
+    "latest_state",
     "plan_running",
-    "plan_state",
     "start_download",
     "start_plan",
 )
@@ -50,12 +50,14 @@ def download_folder(prefs):
     return preferences.resolved_weights_dir(prefs) or os.path.join(preferences.data_dir(), WEIGHTS_SUBDIR)
 
 
-def plan_state():
-    return _plan
-
-
 def download_state():
     return _download
+
+
+def latest_state():
+    """The plan or the download, whichever was started last (what the preferences show), or None."""
+    states = [state for state in (_plan, _download) if state is not None]
+    return max(states, key=lambda state: state["run"].started_at) if states else None
 
 
 def plan_running():

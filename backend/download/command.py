@@ -63,8 +63,6 @@ class _Output:
 def gpu_memory(args: argparse.Namespace) -> float | None:
     if args.gpu_memory is not None:
         return args.gpu_memory * GB
-    if args.plan != "auto":
-        return None
     from ..tools.doctor import cuda_info
 
     total = cuda_info().get("total_bytes")
