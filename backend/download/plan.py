@@ -96,8 +96,8 @@ def make_plan(plan: str, gpu_bytes: float | None, params: float, extras: tuple[s
     keys = tuple(EXTRAS[name] for name in extras)
     if plan == "auto":
         if gpu_bytes is None:
-            raise ValueError("no NVIDIA GPU found here to plan for: choose the GPU memory (--gpu-memory 24) "
-                             "or a plan (--plan fp8)")
+            raise ValueError("no NVIDIA GPU found here to plan for: give the GPU's memory (GPU Memory in the "
+                             "add-on, --gpu-memory GB) or choose the set (Download, --plan fp8)")
         variant, offload, estimate, fits = choose_variant(gpu_bytes, params)
     else:
         variant = VARIANTS[plan]

@@ -64,3 +64,9 @@ def test_get_weights_fills_the_weights_field_and_checks_the_folder(report):
     assert os.path.isfile(os.path.join(folder, "vae", "wan_2.1_vae.safetensors"))
     assert done["doctor_status"] == "done" and any(folder in line for line in done["doctor_lines"])
     assert len(report["_gets"]) == len(FP8_FILES)  # each file fetched once
+    # While it ran: a progress bar and Cancel; when done: the plan's reason and how it ended.
+    assert ["operator", None, "scail2.cancel_get_weights"] in done["running"]
+    assert any(kind == "progress" for kind, _text, _op in done["running"])
+    finished = done["finished"]
+    assert any(text and ": fp8_scaled transformer, fp8 text encoder, FP8 Storage" in text for text in finished)
+    assert "the weights are in " + folder in finished

@@ -13,7 +13,7 @@ ZIP_PATH, BACKEND_PYTHON, REPORT_PATH, WORK = sys.argv[1:5]
 
 import bpy  # noqa: E402  (after the environment is set)
 
-from script_common import PKG, REPO, module, report, step  # noqa: E402
+from script_common import PKG, REPO, draw_preferences_of, module, report, step  # noqa: E402
 
 
 def prefs():
@@ -55,6 +55,8 @@ def downloads_sets_the_folder_and_checks_it():
     assert bpy.ops.scail2.get_weights() == {'FINISHED'}
     weights = module(".runtime.weights")
     run = weights.download_state()["run"]
+    running = [[kind, text, args[0] if args else ""]  # drawn while it runs
+               for kind, text, _icon, args in draw_preferences_of(prefs(), bpy.context)]
     assert run.wait(600), "still running"
     assert run.status == "done", (run.message, run.lines()[-5:])
     weights._poll()  # what the timer does once the run has ended (timers do not fire in a background bpy)
@@ -64,7 +66,9 @@ def downloads_sets_the_folder_and_checks_it():
     assert state is not None, "Check Weights did not start"
     assert state["run"].wait(600)
     view = module(".core.weights_download").DownloadView(run.lines())
-    return {"weights_dir": p.weights_dir, "memory_mode": p.memory_mode, "end": view.end.event,
+    finished = [entry[1] for entry in draw_preferences_of(p, bpy.context) if entry[0] == "label"]
+    return {"running": running, "finished": finished,
+            "weights_dir": p.weights_dir, "memory_mode": p.memory_mode, "end": view.end.event,
             "doctor_status": state["run"].status, "doctor_lines": state["run"].lines()[-40:]}
 
 

@@ -281,3 +281,12 @@ def test_a_file_in_the_hugging_face_cache_is_linked_in_not_fetched(hub, tmp_path
     assert entry["present"] and "Hugging Face cache" in entry["where"]
     assert hub.gets(hosted(hub, "vae")) == []
     assert (folder / vae.path).read_bytes() == hosted(hub, "vae").data
+
+
+def test_auto_without_a_gpu_asks_for_its_memory_in_one_line(hub, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "backend", "download", "--plan", "auto", "--to", str(tmp_path / "w"),
+                          "--dry-run"], cwd=REPO, env=dict(env_for(hub, tmp_path), CUDA_VISIBLE_DEVICES=""),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.strip().startswith("error: no NVIDIA GPU found here to plan for")
+    assert len(run.stderr.strip().splitlines()) == 1
