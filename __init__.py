@@ -31,6 +31,7 @@ _modules = (
     "core.segmentation",
     "core.setup",
     "core.checks",
+    "core.weights_download",
     "props.import_options",
     "props.job_settings",
     "props.input_settings",
@@ -51,8 +52,10 @@ _modules = (
     "runtime.follow",
     "runtime.input_render",
     "runtime.setup",
+    "runtime.weights",
     "operators.common",
     "operators.setup",
+    "operators.weights",
     "operators.inputs",
     "operators.import_result",
     "operators.jobs",
@@ -102,6 +105,7 @@ if not TOO_OLD:
     from .runtime import follow
     from .runtime import input_render
     from .runtime import setup
+    from .runtime import weights
 
 # Registered in this order, unregistered in reverse.
 _classes = () if TOO_OLD else (
@@ -151,6 +155,7 @@ def unregister():
     # Jobs first: the timers and the worker stop before the classes they use go.
     input_render.unregister()
     follow.unregister()
+    weights.forget()
     setup.forget()
     panels.common.forget_previews()
     panels.inputs.forget()

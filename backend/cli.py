@@ -1,4 +1,4 @@
-"""`python -m backend ...`: generate, convert, demo, serve, doctor, masks, matte, farm.
+"""`python -m backend ...`: generate, convert, demo, serve, doctor, download, masks, matte, farm.
 
 What each command does; what it accepts is `options`' (and `loaders.convert`'s for `convert`).
 `COMMANDS` lists them in the order `--help` shows them. Bad input is one line on stderr and
@@ -275,6 +275,18 @@ def _interrupt_on_termination() -> None:
             signal.signal(getattr(signal, name), interrupt)
 
 
+def _add_download_arguments(parser: argparse.ArgumentParser) -> None:
+    from .download.command import add_download_arguments
+
+    add_download_arguments(parser)
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    from .download.command import run_download
+
+    return run_download(args)
+
+
 # name, help, description (None: the help), its options, what it does
 COMMANDS = (
     ("generate", "animate a reference still with a driving clip",
@@ -293,6 +305,10 @@ COMMANDS = (
     ("doctor", "report Python, torch, GPU, attention backends, weights, presets",
      "Report what this machine and weights folder can run (always exits 0).",
      add_doctor_arguments, run_doctor),
+    ("download", "fetch the SCAIL-2 weights that fit this GPU from the Hugging Face Hub",
+     "Plan the weights for this GPU (or --gpu-memory / --plan), show what is present and the sizes, and fetch "
+     "the rest into a ComfyUI-layout folder: resumable, every file checked against the hub's SHA-256.",
+     _add_download_arguments, _run_download),
     ("masks", "colour-coded masks of a clip or still (SAM 3 text prompt or SAM 2 marks)",
      "Segment a clip (driving mask frames) or a still (reference mask): SCAIL-2 palette on the mode's "
      "background; found instances numbered left to right, marked subjects in the order given.",

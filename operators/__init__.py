@@ -17,9 +17,11 @@ from . import jobs
 from . import remote
 from . import segmentation
 from . import setup
+from . import weights
 
 classes = (
     *setup.classes,
+    *weights.classes,
     *inputs.classes,
     *import_result.classes,
     *jobs.classes,

@@ -13,16 +13,21 @@ __all__ = (
 
 import textwrap
 
+import bpy
+
 from bpy.props import (
     BoolProperty,
     EnumProperty,
+    IntProperty,
     StringProperty,
 )
 from bpy.types import AddonPreferences
 
 from ..core import checks
 from ..core import setup as backend_setup
+from ..core import weights_download
 from ..runtime import setup
+from ..runtime import weights
 from .common import label_wrapped
 from ..preferences import ADDON_ID, effective_output_dir, resolved_python, resolved_weights_dir
 
@@ -54,6 +59,40 @@ class SCAIL2_AddonPreferences(AddonPreferences):
         description="Folder holding facebook/sam2.1-hiera-large, for subjects marked by hand "
                     "(empty: the Hugging Face cache of the backend's environment)",
         subtype='DIR_PATH',
+    )
+    weights_plan: EnumProperty(
+        name="Download",
+        description="Which weights Get Weights downloads",
+        items=(
+            ('AUTO', "Best for This GPU", "Chosen from the graphics card's memory (or the GPU Memory below)"),
+            ('FP16', "Full Precision (fp16)", "The full model, 32.8 GB: best quality, needs a 48 GB or larger GPU"),
+            ('FP8', "FP8 (fp8_scaled)", "Half the size, 17.7 GB, nearly the same quality: 24 GB GPUs"),
+            ('GGUF_Q4', "Small (GGUF Q4_K_M)", "About 10.9 GB, somewhat lower quality: 16 GB GPUs"),
+        ),
+        default='AUTO',
+    )
+    weights_gpu_memory: IntProperty(
+        name="GPU Memory (GB)",
+        description="Plan for a graphics card with this much memory (0: the one in this computer), for example "
+                    "when the weights are for a remote worker",
+        min=0, max=1024, default=0,
+    )
+    weights_with_dpo: BoolProperty(
+        name="DPO LoRA",
+        description="Also download the release's DPO LoRA (1.2 GB), which improves hands and faces",
+        default=False,
+    )
+    weights_with_sam3: BoolProperty(
+        name="SAM 3",
+        description="Also download facebook/sam3 for Auto Masks and Matte (gated: request access on its Hugging "
+                    "Face page first, and enter your token below)",
+        default=False,
+    )
+    hf_token: StringProperty(
+        name="Hugging Face Token",
+        description="Your Hugging Face access token, for repositories that need one (SAM 3). Kept in Blender's "
+                    "preferences, never in .blend files",
+        subtype='PASSWORD',
     )
     output_dir: StringProperty(
         name="Output Folder",
@@ -182,6 +221,7 @@ class SCAIL2_AddonPreferences(AddonPreferences):
             col.label(text=hint, icon='INFO')
         col.prop(self, "weights_dir")
         col.operator("scail2.check_weights", icon='VIEWZOOM')
+        _draw_get_weights(col, self)
         col.prop(self, "sam3_weights_dir")
         col.prop(self, "sam2_weights_dir")
         _draw_doctor(col, context, setup.doctor_state(resolved_python(self), resolved_weights_dir(self)))
@@ -220,7 +260,7 @@ def first_run_hints(prefs, nvidia_driver):
         return []
     hints = []
     if not prefs.weights_dir.strip():
-        hints.append("No weights folder yet: download them (see the README), or pick Test Model to try the add-on")
+        hints.append("No weights folder yet: press Get Weights below, or pick Test Model to try the add-on")
     if prefs.device == 'CUDA' and not nvidia_driver:
         hints.append("No NVIDIA GPU found here: use a remote worker, or the Test Model on the CPU")
     return hints
@@ -230,6 +270,51 @@ def first_run_hints(prefs, nvidia_driver):
 _RUN_ICONS = {"running": 'SORTTIME', "done": 'CHECKMARK', "failed": 'ERROR', "cancelled": 'CANCEL'}
 SETUP_LOG_LINES = 8
 DOCTOR_LINE_CHARS = 110
+
+
+def _draw_get_weights(layout, prefs):
+    box = layout.box()
+    col = box.column()
+    col.prop(prefs, "weights_plan")
+    col.prop(prefs, "weights_gpu_memory")
+    row = col.row(heading="Also")
+    row.prop(prefs, "weights_with_dpo")
+    row.prop(prefs, "weights_with_sam3")
+    col.prop(prefs, "hf_token")
+    row = col.row(align=True)
+    row.operator("scail2.show_weights_plan", icon='INFO')
+    row.operator("scail2.get_weights", icon='IMPORT')
+    if not bpy.app.online_access:
+        col.label(text=weights_download.ONLINE_ACCESS_OFF, icon='ERROR')
+    state = weights.latest_state()
+    if state is None:
+        return
+    run = state["run"]
+    view = weights_download.DownloadView(run.lines())
+    lines = col.column(align=True)
+    lines.scale_y = 0.8
+    for i, line in enumerate(view.plan_lines()):
+        for j, part in enumerate(textwrap.wrap(line, DOCTOR_LINE_CHARS) or [""]):
+            lines.label(text=part, icon='INFO' if i == 0 and j == 0 else 'BLANK1', translate=False)
+    if weights.plan_running():
+        col.label(text="Planning\u2026", icon='SORTTIME')
+    if state is weights.download_state():
+        _draw_download(col, run, view)
+    elif run.finished and run.status != "done":
+        col.label(text=run.message, icon='ERROR', translate=False)
+
+
+def _draw_download(col, run, view):
+    if run.status == "running":
+        text = weights_download.progress_text(view.progress) if view.progress else "Asking Hugging Face\u2026"
+        col.progress(factor=view.factor, type='BAR', text=text)
+        col.operator("scail2.cancel_get_weights", icon='CANCEL')
+    elif view.end is not None:
+        icon = {"done": 'CHECKMARK', "cancelled": 'CANCEL'}.get(view.end.event, 'ERROR')
+        for i, part in enumerate(textwrap.wrap(view.end.message, DOCTOR_LINE_CHARS) or [""]):
+            col.label(text=part, icon=icon if i == 0 else 'BLANK1', translate=False)
+    else:
+        col.label(text=run.message, icon=_RUN_ICONS[run.status], translate=False)
 
 
 def _draw_setup(layout, context, state):

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .downloads import DOWNLOAD_EVENTS, DownloadEvent, PlannedFile  # noqa: F401  (`backend download` lines)
 from .json_files import parse_json_bytes, read_json_file, read_record  # noqa: F401  (the contract's file reader)
 from .records import ProtocolError, Record  # noqa: F401  (the base of every record)
 from .checks import CHECK_MARKER_PREFIX, VERDICTS, InputCheck, InputCheckReport  # noqa: F401

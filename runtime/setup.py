@@ -15,6 +15,7 @@ __all__ = (
     "doctor_state",
     "forget",
     "last_check",
+    "redraw_preferences",
     "setup_running",
     "setup_state",
     "start_setup",
@@ -147,7 +148,8 @@ def start_weights_check(prefs):
         bpy.app.timers.register(_poll_doctor, first_interval=POLL_S)
 
 
-def _redraw_preferences():
+def redraw_preferences():
+    """Redraw every Preferences window (the setup, the weights check and Get Weights show live lines)."""
     for window in bpy.context.window_manager.windows:
         for area in window.screen.areas:
             if area.type == 'PREFERENCES':
@@ -158,7 +160,7 @@ def _poll_setup():
     state = _setup
     if state is None:
         return None
-    _redraw_preferences()
+    redraw_preferences()
     run = state["run"]
     if not run.finished:
         return POLL_S
@@ -173,7 +175,7 @@ def _poll_setup():
 
 def _poll_doctor():
     state = _doctor
-    _redraw_preferences()
+    redraw_preferences()
     if state is None or state["run"].finished:
         return None
     return POLL_S

@@ -46,6 +46,9 @@ EXPECTED_CLASSES = {
     "SCAIL2_OT_cancel_job",
     "SCAIL2_OT_cancel_setup_backend",
     "SCAIL2_OT_check_weights",
+    "SCAIL2_OT_cancel_get_weights",
+    "SCAIL2_OT_get_weights",
+    "SCAIL2_OT_show_weights_plan",
     "SCAIL2_OT_export_all_inputs",
     "SCAIL2_OT_generate",
     "SCAIL2_OT_history_import",
@@ -149,52 +152,9 @@ def prefs():
     return bpy.context.preferences.addons[PKG].preferences
 
 
-# --- A stand-in for UILayout, checking every call against Blender's own RNA definitions.
+# --- A stand-in for UILayout, checking every call against Blender's own RNA definitions (script_common).
 
-UILAYOUT_FUNCS = bpy.types.UILayout.bl_rna.functions
-ICONS = set(UILAYOUT_FUNCS["label"].parameters["icon"].enum_items.keys())
-
-
-class OperatorPropsStub:
-    def __init__(self, idname):
-        module, name = idname.split(".")
-        op = getattr(getattr(bpy.ops, module), name)
-        object.__setattr__(self, "_props", set(op.get_rna_type().properties.keys()))
-        object.__setattr__(self, "_idname", idname)
-
-    def __setattr__(self, name, value):
-        assert name in self._props, "{:s} has no property {!r}".format(self._idname, name)
-
-
-class LayoutStub:
-    """Accepts only UILayout functions/keywords that exist, icons that exist, properties and operators that exist."""
-
-    def __init__(self, log):
-        object.__setattr__(self, "_log", log)
-
-    def __setattr__(self, name, value):
-        assert name in bpy.types.UILayout.bl_rna.properties, "UILayout has no attribute " + name
-
-    def __getattr__(self, name):
-        assert name in UILAYOUT_FUNCS, "UILayout has no function " + name
-        params = [p for p in UILAYOUT_FUNCS[name].parameters.keys() if not UILAYOUT_FUNCS[name].parameters[p].is_output]
-        log = self._log
-
-        def call(*args, **kwargs):
-            assert len(args) <= len(params), "{:s}: too many positional arguments".format(name)
-            unknown = set(kwargs) - set(params)
-            assert not unknown, "{:s}: unknown keywords {!r}".format(name, unknown)
-            icon = kwargs.get("icon", "NONE")
-            assert icon in ICONS, "unknown icon " + icon
-            if name == "prop":
-                data, prop = args[:2]
-                assert prop in data.bl_rna.properties, "no property " + prop
-            log.append((name, kwargs.get("text"), icon, args[:1] if name == "operator" else ()))
-            if name == "operator":
-                return OperatorPropsStub(args[0])
-            return LayoutStub(log)
-
-        return call
+from script_common import LayoutStub, draw_preferences_of  # noqa: E402
 
 
 class ContextStub:
@@ -215,17 +175,7 @@ def draw_panel(panel_name, context):
 
 
 def draw_preferences(context):
-    log = []
-    p = prefs()
-
-    class Proxy:
-        layout = LayoutStub(log)
-
-        def __getattr__(self, name):
-            return getattr(p, name)
-
-    type(p).draw(Proxy(), context)
-    return log
+    return draw_preferences_of(prefs(), context)
 
 
 def texts(log):

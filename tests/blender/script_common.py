@@ -123,3 +123,65 @@ def add_movie_as_in_the_ui(scene, filepath, channel, frame_start):
             filepath=filepath, frame_start=frame_start, channel=channel, sound=False, use_framerate=False)
     assert result == {'FINISHED'}, result
     return scene.sequence_editor.active_strip
+
+
+# --- A stand-in for UILayout, checking every call against Blender's own RNA definitions.
+
+UILAYOUT_FUNCS = bpy.types.UILayout.bl_rna.functions
+ICONS = set(UILAYOUT_FUNCS["label"].parameters["icon"].enum_items.keys())
+
+
+class OperatorPropsStub:
+    def __init__(self, idname):
+        module, name = idname.split(".")
+        op = getattr(getattr(bpy.ops, module), name)
+        object.__setattr__(self, "_props", set(op.get_rna_type().properties.keys()))
+        object.__setattr__(self, "_idname", idname)
+
+    def __setattr__(self, name, value):
+        assert name in self._props, "{:s} has no property {!r}".format(self._idname, name)
+
+
+class LayoutStub:
+    """Accepts only UILayout functions/keywords that exist, icons that exist, properties and operators that exist."""
+
+    def __init__(self, log):
+        object.__setattr__(self, "_log", log)
+
+    def __setattr__(self, name, value):
+        assert name in bpy.types.UILayout.bl_rna.properties, "UILayout has no attribute " + name
+
+    def __getattr__(self, name):
+        assert name in UILAYOUT_FUNCS, "UILayout has no function " + name
+        params = [p for p in UILAYOUT_FUNCS[name].parameters.keys() if not UILAYOUT_FUNCS[name].parameters[p].is_output]
+        log = self._log
+
+        def call(*args, **kwargs):
+            assert len(args) <= len(params), "{:s}: too many positional arguments".format(name)
+            unknown = set(kwargs) - set(params)
+            assert not unknown, "{:s}: unknown keywords {!r}".format(name, unknown)
+            icon = kwargs.get("icon", "NONE")
+            assert icon in ICONS, "unknown icon " + icon
+            if name == "prop":
+                data, prop = args[:2]
+                assert prop in data.bl_rna.properties, "no property " + prop
+            log.append((name, kwargs.get("text"), icon, args[:1] if name == "operator" else ()))
+            if name == "operator":
+                return OperatorPropsStub(args[0])
+            return LayoutStub(log)
+
+        return call
+
+
+def draw_preferences_of(preferences, context):
+    """The add-on preferences' real ``draw`` run against `LayoutStub`: the log of its layout calls."""
+    log = []
+
+    class Proxy:
+        layout = LayoutStub(log)
+
+        def __getattr__(self, name):
+            return getattr(preferences, name)
+
+    type(preferences).draw(Proxy(), context)
+    return log

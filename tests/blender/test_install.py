@@ -29,6 +29,7 @@ EXPECTED_CLASSES = [
     "SCAIL2_OT_assign_identity",
     "SCAIL2_OT_auto_masks",
     "SCAIL2_OT_auto_reference_mask",
+    "SCAIL2_OT_cancel_get_weights",
     "SCAIL2_OT_cancel_input_render",
     "SCAIL2_OT_cancel_job",
     "SCAIL2_OT_cancel_setup_backend",
@@ -40,6 +41,7 @@ EXPECTED_CLASSES = [
     "SCAIL2_OT_export_masks",
     "SCAIL2_OT_export_reference",
     "SCAIL2_OT_generate",
+    "SCAIL2_OT_get_weights",
     "SCAIL2_OT_history_import",
     "SCAIL2_OT_history_redo",
     "SCAIL2_OT_history_remove",
@@ -53,6 +55,7 @@ EXPECTED_CLASSES = [
     "SCAIL2_OT_resume_job",
     "SCAIL2_OT_send_to_farm",
     "SCAIL2_OT_setup_backend",
+    "SCAIL2_OT_show_weights_plan",
     "SCAIL2_OT_show_worker_certificate",
     "SCAIL2_OT_stop_worker",
     "SCAIL2_OT_trust_worker_certificate",
@@ -223,7 +226,7 @@ def test_generate_panel_shows_the_presets_values_and_the_output_size(report):
 
 def test_fresh_preferences_say_what_is_missing_and_point_to_the_test_model(report):
     hints = step(report, "first_run_hints")
-    weights_hint = "No weights folder yet: download them (see the README), or pick Test Model to try the add-on"
+    weights_hint = "No weights folder yet: press Get Weights below, or pick Test Model to try the add-on"
     assert weights_hint in hints["fresh"]
     gpu_hint = "No NVIDIA GPU found here: use a remote worker, or the Test Model on the CPU"
     assert gpu_hint not in hints["fresh"]  # a fresh install here runs on what the machine has

@@ -296,7 +296,7 @@ def test_command_line_starts_without_torch_or_numpy():
     and must answer in an environment that lacks the heavy packages."""
     blocker = "import sys; sys.modules.update(numpy=None, torch=None, cv2=None); from backend.cli import main; "
     for argv in (["--version"], *([command, "--help"] for command in
-                                  ("generate", "serve", "convert", "doctor", "masks", "demo"))):
+                                  ("generate", "serve", "convert", "doctor", "download", "masks", "demo"))):
         run = subprocess.run([sys.executable, "-c", blocker + f"main({argv!r})"], cwd=REPO,
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, (argv, run.stderr[-800:])
