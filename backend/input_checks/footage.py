@@ -87,9 +87,11 @@ def camera(material: Material) -> list[InputCheck]:
                            "background smears and the subject can be lost; steady the shot or trim those frames.",
                            fast))
     if len(speed) >= 6:
+        # Shake is the motion a 5-frame running median does not follow: the median keeps a pan's start
+        # and end (a step), where a running mean would read them as shake.
         path = motion[:, :2]
-        smooth = np.stack([np.convolve(path[:, i], np.ones(5) / 5, mode="same") for i in (0, 1)], axis=1)
-        jitter = np.hypot(*(path - smooth).T)[2:-2]  # the ends of a moving average are not averages
+        smooth = np.median(np.lib.stride_tricks.sliding_window_view(path, 5, axis=0), axis=-1)
+        jitter = np.hypot(*(path[2:-2] - smooth).T)
         rms = float(np.sqrt(np.mean(jitter ** 2)))
         if LIMITS["camera_shake"].verdict(rms) != "ok":
             shaky = [k + 2 for k in np.flatnonzero(jitter > LIMITS["camera_shake"].warn)]

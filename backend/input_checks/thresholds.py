@@ -45,7 +45,7 @@ LIMITS: dict[str, Limit] = {
     # smears and the subject is lost.
     "camera_pan": Limit(0.04, 0.12, "of the width per frame", False,
                         "a fast pan smears the background and loses the subject"),
-    # Shake: the frame-to-frame motion left after a 5-frame moving average, RMS, in width share.
+    # Shake: the frame-to-frame motion a 5-frame running median does not follow, RMS, in width share.
     # Handheld footage that reads as steady stays under 0.5 %; 1.5 % jitters visibly in the take.
     "camera_shake": Limit(0.006, 0.02, "of the width (RMS jitter)", False,
                           "shake is copied into the take as jitter of the character and background"),
