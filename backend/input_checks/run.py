@@ -39,7 +39,7 @@ def run_checks(inputs: PreparedInputs, strict: bool = False) -> InputCheckReport
         found = subjects.tracks(material.identities)
         checks += subjects.identities(material, found)
         checks += subjects.sizes(material, found)
-        checks += subjects.overlaps(found, frames)
+        checks += subjects.overlaps(material.identities, found)
         checks += subjects.framing(material, found)
         boxes = subjects.subject_boxes(found, frames)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from protocol import PALETTE_NAMES, InputCheck
@@ -146,24 +147,42 @@ def _iou(a, b) -> float:
     return inter / union if union else 0.0
 
 
-def overlaps(found: dict[int, Track], frames: int) -> list[InputCheck]:
-    """Frames where two identities' boxes overlap (one occludes the other)."""
+def _touch(a, b, gap: int = 2) -> bool:
+    """Whether two boxes meet (within `gap` pixels)."""
+    return a is not None and b is not None and a[0] - gap < b[2] and b[0] - gap < a[2] and a[1] - gap < b[3] \
+        and b[1] - gap < a[3]
+
+
+def overlaps(identity_maps: np.ndarray, found: dict[int, Track]) -> list[InputCheck]:
+    """Frames where two identities overlap: their boxes overlap, or they touch while one of them has lost
+    part of its usual area (a colour mask has one identity per pixel, so the one behind is cut away)."""
     limit = LIMITS["overlap"]
     ids = sorted(found)
     if len(ids) < 2:
         return []
+    kernel = np.ones((5, 5), np.uint8)
     out = []
     for i, a in enumerate(ids):
         for b in ids[i + 1:]:
-            ious = np.array([_iou(found[a].boxes[k], found[b].boxes[k]) for k in range(frames)])
-            hit = np.flatnonzero(ious > limit.warn).tolist()
+            usual = {t: max(1.0, float(np.median(found[t].pixels[found[t].present]))) for t in (a, b)}
+            scores, behind = [], {a: 0, b: 0}
+            for k in range(len(identity_maps)):
+                box_a, box_b = found[a].boxes[k], found[b].boxes[k]
+                score = _iou(box_a, box_b)
+                if _touch(box_a, box_b):
+                    near = cv2.dilate((identity_maps[k] == a).astype(np.uint8), kernel) > 0
+                    if (near & (identity_maps[k] == b)).any():
+                        hidden = {t: 1.0 - found[t].pixels[k] / usual[t] for t in (a, b)}
+                        back = max(hidden, key=hidden.get)
+                        score = max(score, hidden[back])
+                        behind[back] += hidden[back] > limit.warn
+                scores.append(score)
+            hit = [k for k, score in enumerate(scores) if score > limit.warn]
             if not hit:
                 continue
-            # The one whose mask shrinks most where they overlap is the one behind.
-            shrink = {t: float(np.median(found[t].pixels[hit]) / max(1.0, np.median(found[t].pixels))) for t in (a, b)}
-            behind = min(shrink, key=shrink.get)
-            out.append(check("overlap", "overlap", float(ious.max()),
-                             f"{name(a).capitalize()} and {name(b)} overlap at {frames_text(hit)} ({name(behind)} is "
+            back = max(behind, key=behind.get)
+            out.append(check("overlap", "overlap", max(scores),
+                             f"{name(a).capitalize()} and {name(b)} overlap at {frames_text(hit)} ({name(back)} is "
                              "partly hidden): their limbs can swap or merge; choose a shot where they stay apart.",
                              hit, None))
     if not out:

@@ -68,9 +68,10 @@ LIMITS: dict[str, Limit] = {
     # its motion there. Any such frame warns; over a quarter of the frames fails.
     "subject_missing": Limit(0.0, 0.25, "of the frames", False,
                              "where a subject is missing from the mask the model invents its motion"),
-    # Two identities' boxes overlapping by this intersection-over-union: one occludes the other and
-    # the two characters' limbs can swap or merge. 0.2 is a clear overlap (touching shoulders stay under).
-    "overlap": Limit(0.2, None, "IoU of the boxes", False,
+    # Two identities overlapping: their boxes' intersection-over-union, or, where they touch, the share of
+    # its usual area the one behind has lost (a colour mask has one identity per pixel). Over 0.2 one
+    # clearly occludes the other and the two characters' limbs can swap or merge; touching shoulders stay under.
+    "overlap": Limit(0.2, None, "overlap (box IoU or share hidden)", False,
                      "overlapping subjects can swap or merge limbs"),
     # Reference framing: the reference character's box height over the driving subject's (both as a
     # share of the job frame). In replace mode the reference's framing sets the character's size:

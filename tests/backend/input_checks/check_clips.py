@@ -64,7 +64,7 @@ def spec(tmp: Path, frames, *, masks=None, reference_boxes=None, mode="animate",
     reference mask of `reference_boxes` when given."""
     driving = write_sequence(tmp / "driving", frames)
     reference = write_reference(tmp / "reference.png", frames[0])
-    job = dict(driving=str(driving), reference=str(reference), driving_fps=16.0, mode=mode)
+    job = dict(driving=str(driving), reference=str(reference), driving_fps=fields.pop("driving_fps", 16.0), mode=mode)
     driving_bg, reference_bg = ((0, 0, 0), (255, 255, 255)) if mode == "animate" else ((255, 255, 255), (0, 0, 0))
     if masks is not None:
         job["driving_mask"] = str(write_sequence(tmp / "masks", [mask_frame(b, driving_bg) for b in masks]))
