@@ -20,8 +20,8 @@ from .material import Material
 from .thresholds import LIMITS, MAX_CORNERS, ZOOM_STEP
 
 
-def cuts(material: Material) -> list[InputCheck]:
-    """Hard cuts between job frames; each names the first frame of the new shot."""
+def find_cuts(material: Material) -> list[int]:
+    """The job frames that start a new shot (PySceneDetect's ContentDetector on the analysis frames)."""
     limit = LIMITS["cut"]
     # min_scene_len 1: a job's frames are already 16 fps, and a cut two frames in still breaks it.
     detector = ContentDetector(threshold=limit.warn, min_scene_len=1)
@@ -30,7 +30,11 @@ def cuts(material: Material) -> list[InputCheck]:
     for k, frame in enumerate(material.frames):
         # PySceneDetect reads OpenCV's BGR order.
         found += [cut.frame_num for cut in detector.process_frame(FrameTimecode(k, fps=fps), frame[..., ::-1])]
-    found = [k for k in found if 0 < k < len(material.frames)]
+    return [k for k in found if 0 < k < len(material.frames)]
+
+
+def cuts(material: Material, found: list[int]) -> list[InputCheck]:
+    """The cut check: fails at each cut, saying where to split the job."""
     if not found:
         return [passed("cut", "No cut between the job's frames: one continuous shot.")]
     pieces = [0, *found, len(material.frames)]
@@ -67,8 +71,9 @@ def _global_motion(grey: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
     return motion
 
 
-def camera(material: Material) -> list[InputCheck]:
-    """Fast pans, shake and zoom of the camera, each with the frames where it happens."""
+def camera(material: Material, cut_frames: list[int]) -> list[InputCheck]:
+    """Fast pans, shake and zoom of the camera, each with the frames where it happens; the step into a cut's
+    first frame is no camera motion (the cut check names it)."""
     keep = None
     if material.identities is not None:
         # Corners on the subjects move with them, not with the camera: take them elsewhere.
@@ -76,6 +81,7 @@ def camera(material: Material) -> list[InputCheck]:
         keep = np.where(np.stack([cv2.dilate(s, np.ones((9, 9), np.uint8)) for s in subject]) > 0, 0, 255)
         keep = keep.astype(np.uint8)
     motion = _global_motion(material.grey, keep)
+    motion[cut_frames] = (0.0, 0.0, 1.0)
     speed = np.hypot(motion[:, 0], motion[:, 1])
     found = []
     pan = LIMITS["camera_pan"]
@@ -124,13 +130,22 @@ def sharpness(grey: np.ndarray, boxes: list[tuple[int, int, int, int] | None] | 
     return values
 
 
-def blur(material: Material, boxes: list | None = None) -> list[InputCheck]:
-    """Frames far softer than the clip's own median (over the whole frame, and over the subjects' box)."""
-    ratios = []
-    for where in ([None] if boxes is None else [None, boxes]):
-        values = sharpness(material.grey, where)
-        median = float(np.nanmedian(values)) if np.isfinite(values).any() else 0.0
-        ratios.append(values / median if median > 0 else np.ones_like(values))
+def _relative(values: np.ndarray, cut_frames: list[int]) -> np.ndarray:
+    """Each value over the median of its own shot (shots split at `cut_frames`)."""
+    out = np.ones_like(values)
+    edges = [0, *cut_frames, len(values)]
+    for a, b in zip(edges, edges[1:]):
+        shot = values[a:b]
+        median = float(np.nanmedian(shot)) if np.isfinite(shot).any() else 0.0
+        if median > 0:
+            out[a:b] = shot / median
+    return out
+
+
+def blur(material: Material, boxes: list | None = None, cut_frames: list[int] = ()) -> list[InputCheck]:
+    """Frames far softer than their shot's own median (over the whole frame, and over the subjects' box)."""
+    ratios = [_relative(sharpness(material.grey, where), list(cut_frames))
+              for where in ([None] if boxes is None else [None, boxes])]
     ratio = np.nanmin(np.stack(ratios), axis=0)
     ratio = np.where(np.isfinite(ratio), ratio, 1.0)
     limit = LIMITS["blur"]

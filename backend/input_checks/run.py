@@ -7,8 +7,9 @@
 
 `check_inputs(spec)` prepares the inputs itself (the cheap file checks first: a file that cannot be
 read is an `InputError`, one line, as for `generate`); `run_checks(inputs)` takes inputs already
-prepared, as `generate` has them. Nothing here refuses a job: `refusal` says whether a report stops
-one (fail always; warn too when strict).
+prepared, as `generate` has them. Nothing here refuses a job: `refusal` says whether a report fails
+(a check fails; or warns too, when strict). `check-inputs` exits 1 then; `generate` refuses only with
+--strict, and Blender asks once (Generate Anyway / Cancel).
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ def run_checks(inputs: PreparedInputs, strict: bool = False) -> InputCheckReport
         boxes = subjects.subject_boxes(found, frames)
     else:
         checks += subjects.identities(material, {})
-    checks += footage.cuts(material)
-    checks += footage.camera(material)
-    checks += footage.blur(material, boxes)
+    cut_frames = footage.find_cuts(material)
+    checks += footage.cuts(material, cut_frames)
+    checks += footage.camera(material, cut_frames)
+    checks += footage.blur(material, boxes, cut_frames)
     checks += timing.length(inputs)
     checks += timing.frame_rate(inputs)
     return InputCheckReport(checks=checks, seconds=round(time.perf_counter() - started, 3), strict=strict,
