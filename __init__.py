@@ -25,6 +25,7 @@ _modules = (
     "core.pixels",
     "core.timing",
     "core.results",
+    "core.input_checks",
     "core.job",
     "core.worker_client",
     "core.queue",
