@@ -48,6 +48,7 @@ _modules = (
     "runtime.generation",
     "runtime.matte",
     "runtime.segmentation",
+    "runtime.input_checks",
     "runtime.follow",
     "runtime.input_render",
     "runtime.setup",
