@@ -125,17 +125,23 @@ def _finish_check(run, interactive):
         if interactive and outcome[1] == 'ERROR':
             _notify(*outcome[1:], interactive)
     elif run.meta.get("job") is not None and interactive:
-        _ask_generate_anyway(run.meta["scene"])
+        run.meta["asked"] = _ask_generate_anyway(run.meta["scene"])
     run.meta["outcome"] = outcome
 
 
 def _ask_generate_anyway(scene_name):
+    """Ask the artist Generate Anyway / Cancel for the job held for ``scene_name``; whether the question was
+    put. Blender without a UI (background, tests) would answer yes by itself: the job stays held there."""
+    if bpy.app.background:
+        return False
     windows = session.windows()
     try:
         with bpy.context.temp_override(**({"window": windows[0]} if windows else {})):
             bpy.ops.scail2.generate_anyway('INVOKE_DEFAULT', scene=scene_name)
     except (RuntimeError, AttributeError, TypeError):
         traceback.print_exc()
+        return False
+    return True
 
 
 def resume_job(context, job):

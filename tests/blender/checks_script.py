@@ -102,12 +102,16 @@ def generate_asks_then_generate_anyway():
         item = scene.scail2_job.history[-1]
         with open(item.manifest, encoding="utf-8") as fh:
             manifest = json.load(fh)
+        try:
+            again = sorted(bpy.ops.scail2.generate_anyway(scene=scene.name))
+        except RuntimeError as ex:  # an operator's ERROR report
+            again = str(ex).strip()
         return {
-            "result": sorted(result), "held": held[1] if held else None, "jobs_before": jobs_before,
+            "result": sorted(result), "asked": [run.meta.get("asked") for run in queue.checks.values()][-1], "held": held[1] if held else None, "jobs_before": jobs_before,
             "jobs_after_check": jobs_after_check, "anyway": sorted(anyway), "status": job.status,
             "ui": json.loads(item.settings_json)["ui"].get("input_checks"),
             "manifest_checks": [c["name"] for c in manifest["input_checks"]["checks"] if c["verdict"] == "fail"],
-            "markers": check_markers(scene), "again": sorted(bpy.ops.scail2.generate_anyway(scene=scene.name)),
+            "markers": check_markers(scene), "again": again,
         }
     finally:
         session.force_async = False
