@@ -13,6 +13,8 @@ for no identity and 1..6 for the palette's identities.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -20,7 +22,7 @@ import numpy as np
 
 from protocol import PALETTE
 
-from ..pipeline import media
+from ..pipeline import media, probe
 from ..pipeline.inputs import PreparedInputs
 from .thresholds import ANALYSIS_LONG_SIDE
 
@@ -102,12 +104,29 @@ def _read_video(clip: media.ClipInfo, wanted: list[int], size) -> dict[int, np.n
     return out if len(out) == len(targets) and all(f.shape[:2] == size for f in out.values()) else None
 
 
+def _read_still(path: str, clip: media.ClipInfo, size, nearest: bool) -> np.ndarray:
+    """One 8-bit frame file, its header checked against the pixel limit first, scaled down at once. OpenCV's
+    BGR is turned to RGB after the scaling (cheap there); other depths and EXR go through the media reader."""
+    probe.check_image(path, clip.max_pixels, clip.what)
+    image = None
+    if not path.lower().endswith(".exr"):
+        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+        return _small(media.read_image(path, max_pixels=clip.max_pixels, what=clip.what)[0], size, nearest)
+    return np.ascontiguousarray(_small(image[:, :, :3], size, nearest)[:, :, ::-1])
+
+
 def _read(clip: media.ClipInfo, wanted: list[int], size, nearest: bool) -> dict[int, np.ndarray]:
-    """Frames `wanted` (sorted, unique) of a clip, each scaled down as soon as it is decoded."""
+    """Frames `wanted` (sorted, unique) of a clip, each scaled down as soon as it is decoded. A sequence's
+    files are read on every core (OpenCV lets go of the GIL while it decodes): 1080p PNG masks cost more
+    than anything else the checks do."""
     if clip.kind == "video" and not nearest:
         frames = _read_video(clip, wanted, size)
         if frames is not None:
             return frames
+    if clip.kind == "sequence":
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            return dict(zip(wanted, pool.map(lambda i: _read_still(clip.files[i], clip, size, nearest), wanted)))
     return {i: _small(frame, size, nearest) for i, frame in zip(wanted, media.iter_frames(clip, wanted))}
 
 
