@@ -13,7 +13,7 @@ import sys
 ZIP_PATH, WORK_DIR, REPORT_PATH = sys.argv[1:4]
 
 import bpy  # noqa: E402  (after the environment is set)
-from script_common import install_tiny, module, pump, render_inputs, report, show, step  # noqa: E402
+from script_common import draw_panels, install_tiny, module, pump, render_inputs, report, show, step  # noqa: E402
 
 with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
     CONFIG = json.load(fh)
@@ -63,13 +63,15 @@ def check_inputs_button():
         state_while_checking = src.input_checks_state
         pump(lambda: bool(src.input_checks))
         report_data = json.loads(src.input_checks)
-        panels = module(".panels.common") and __import__("script_common").draw_panels()
+        panels = draw_panels()
         return {
-            "result": sorted(result), "state_while_checking": state_while_checking, "state_after": src.input_checks_state,
+            "result": sorted(result), "state_while_checking": state_while_checking,
+            "state_after": src.input_checks_state,
             "verdicts": {c["name"]: c["verdict"] for c in report_data["checks"]},
             "cut_frames": [c["frames"] for c in report_data["checks"] if c["name"] == "cut"],
             "markers": check_markers(scene), "all_markers": sorted(m.name for m in scene.timeline_markers),
-            "panel": [call for call in panels["SCAIL2_PT_sequencer_inputs"] if call.startswith(("label:", "operator:"))],
+            "panel": [call for call in panels["SCAIL2_PT_sequencer_inputs"]
+                      if call.startswith(("label:", "operator:"))],
             "jobs": len(session.get_queue(create=False).jobs),
         }
     finally:
@@ -107,7 +109,7 @@ def generate_asks_then_generate_anyway():
         except RuntimeError as ex:  # an operator's ERROR report
             again = str(ex).strip()
         return {
-            "result": sorted(result), "asked": [run.meta.get("asked") for run in queue.checks.values()][-1], "held": held[1] if held else None, "jobs_before": jobs_before,
+            "result": sorted(result), "asked": list(queue.checks.values())[-1].meta.get("asked"), "held": held[1] if held else None, "jobs_before": jobs_before,
             "jobs_after_check": jobs_after_check, "anyway": sorted(anyway), "status": job.status,
             "ui": json.loads(item.settings_json)["ui"].get("input_checks"),
             "manifest_checks": [c["name"] for c in manifest["input_checks"]["checks"] if c["verdict"] == "fail"],

@@ -38,7 +38,8 @@ def report(built_zip, tmp_path_factory):
     subprocess.run([blender_testing.BACKEND_PYTHON, "-c", MAKE_CUT, str(movie),
                     os.path.join(FIXTURES, "scail_001_driving.mp4"), os.path.join(FIXTURES, "scail_002_driving.mp4")],
                    check=True, timeout=120)
-    config = {"backend_python": blender_testing.BACKEND_PYTHON, "movie": str(movie), "reference": blender_testing.REFERENCE}
+    config = {"backend_python": blender_testing.BACKEND_PYTHON, "movie": str(movie),
+              "reference": blender_testing.REFERENCE}
     (work / "config.json").write_text(json.dumps(config))
     return blender_testing.run_child_script("checks_script.py", [built_zip, work, work / "report.json"], work,
                                             work / "blender-user")
