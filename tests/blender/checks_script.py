@@ -109,7 +109,8 @@ def generate_asks_then_generate_anyway():
         except RuntimeError as ex:  # an operator's ERROR report
             again = str(ex).strip()
         return {
-            "result": sorted(result), "asked": list(queue.checks.values())[-1].meta.get("asked"), "held": held[1] if held else None, "jobs_before": jobs_before,
+            "result": sorted(result), "asked": list(queue.checks.values())[-1].meta.get("asked"),
+            "held": held[1] if held else None, "jobs_before": jobs_before,
             "jobs_after_check": jobs_after_check, "anyway": sorted(anyway), "status": job.status,
             "ui": json.loads(item.settings_json)["ui"].get("input_checks"),
             "manifest_checks": [c["name"] for c in manifest["input_checks"]["checks"] if c["verdict"] == "fail"],
