@@ -189,6 +189,7 @@ class JobQueue:
         for job in self.active_jobs():
             job.error = JobError("stopped", "the worker was stopped")
             self._end(job, "cancelled")
+        self._fail_checks("the worker was stopped")
         self._pending.clear()
         self._drop_client(timeout)
         self._changes.clear()

@@ -32,6 +32,8 @@ from . import generation, session
 
 # Jobs Generate holds while the artist decides (Generate Anyway / Cancel), by scene name.
 _held = {}
+# The report last parsed from a scene's stored JSON: (text, report); panels draw often, reports change rarely.
+_parsed = [None, None]
 
 
 def request(context, then_generate=False):
@@ -53,10 +55,13 @@ def stored_report(scene):
     text = input_settings.get_settings(scene).input_checks
     if not text:
         return None
-    try:
-        return input_checks.parse_report(json.loads(text))
-    except (ValueError, protocol.ProtocolError):
-        return None
+    if _parsed[0] != text:
+        try:
+            report = input_checks.parse_report(json.loads(text))
+        except (ValueError, protocol.ProtocolError):
+            report = None
+        _parsed[:] = [text, report]
+    return _parsed[1]
 
 
 def _driving_clip(context, scene):
