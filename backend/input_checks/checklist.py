@@ -31,10 +31,13 @@ def runs(frames: list[int]) -> list[tuple[int, int]]:
 
 
 def check(name: str, limit: str, value: float, message: str, frames=(), identity: int | None = None,
-          verdict: str | None = None) -> InputCheck:
-    """The check `name`, its verdict by `LIMITS[limit]` (or `verdict` when given) and its number."""
+          verdict: str | None = None, unit: str | None = None) -> InputCheck:
+    """The check `name`, its verdict by `LIMITS[limit]` (or `verdict` when given) and its number (in `unit`,
+    by default the limit's)."""
+    if unit is None:
+        unit = LIMITS[limit].unit if limit else ""
     return InputCheck(name=name, verdict=verdict or LIMITS[limit].verdict(value), message=message,
-                      value=round(float(value), 4), unit=LIMITS[limit].unit if limit else "",
+                      value=round(float(value), 4), unit=unit,
                       frames=sorted({int(f) for f in frames}), identity=identity)
 
 

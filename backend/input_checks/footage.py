@@ -40,7 +40,8 @@ def cuts(material: Material, found: list[int]) -> list[InputCheck]:
     pieces = [0, *found, len(material.frames)]
     parts = ", ".join(f"{a}-{b - 1}" for a, b in zip(pieces, pieces[1:]))
     return [check("cut", "cut", len(found), f"A shot cut at {frames_text(found)}: the take would morph one shot "
-                  f"into the other; split the job at the cut (job frames {parts}).", found, verdict="fail")]
+                  f"into the other; split the job at the cut (job frames {parts}).", found, verdict="fail",
+                  unit="cuts")]
 
 
 def _global_motion(grey: np.ndarray, keep: np.ndarray | None) -> np.ndarray:

@@ -97,7 +97,8 @@ def identities(material: Material, found: dict[int, Track]) -> list[InputCheck]:
         frames = np.flatnonzero(found[identity].present).tolist() if identity in found else []
         out.append(check("identities", "", len(frames), f"{name(identity).capitalize()} moves in the driving mask "
                          f"({len(frames)} frames) but is in no reference mask: it gets no character; add it to the "
-                         "reference mask or paint it out of the driving mask.", frames, identity, verdict="fail"))
+                         "reference mask or paint it out of the driving mask.", frames, identity, verdict="fail",
+                         unit="frames"))
     for identity in sorted(bound - driving):
         out.append(check("identities", "", 0, f"The reference binds {name(identity)}, but no frame of the driving "
                          "mask has it: that character will not appear; paint its subject in the driving mask.",
