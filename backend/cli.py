@@ -1,4 +1,4 @@
-"""`python -m backend ...`: generate, convert, demo, serve, doctor, download, masks, matte, farm.
+"""`python -m backend ...`: generate, check-inputs, convert, demo, serve, doctor, download, masks, matte, farm.
 
 What each command does; what it accepts is `options`' (and `loaders.convert`'s for `convert`).
 `COMMANDS` lists them in the order `--help` shows them. Bad input is one line on stderr and
@@ -19,6 +19,7 @@ from .farm.commands import add_farm_arguments
 from .loaders.convert import add_convert_arguments, run_convert
 from .loaders.errors import first_line
 from .options import (
+    add_check_inputs_arguments,
     add_demo_arguments,
     add_doctor_arguments,
     add_generate_arguments,
@@ -73,8 +74,11 @@ def run_generate(args: argparse.Namespace) -> int:
         inputs = prepare_inputs(spec)
         check_lora_files(lora_specs(inputs.spec.loras))
         check_folder(args.out, inputs.spec.to_dict())
+        refused = _run_input_checks(inputs, args.strict)
     except (InputError, MediaError, LoraError, JobDirectoryError) as exc:
         return _bad_input(exc)
+    if refused:
+        return _bad_input(refused)
     claim = FolderClaim(args.out)
     try:
         claim.claim()  # a second run on this folder is refused here, before any model time
@@ -83,6 +87,46 @@ def run_generate(args: argparse.Namespace) -> int:
         return _bad_input(exc, progress)
     finally:
         claim.release()
+
+
+def _run_input_checks(inputs, strict: bool) -> str | None:
+    """The input checks, printed (what is not ok) and kept for the manifest; the line that refuses the job
+    under --strict, else None. A check that breaks is a note, never a refusal: the checks advise."""
+    from .input_checks.run import refusal, run_checks
+
+    try:
+        report = run_checks(inputs, strict=strict)
+    except InputError:
+        raise
+    except Exception as exc:  # an advisory step of ours must not stop a job it cannot judge
+        print(f"note: the input checks could not run: {first_line(exc)}")
+        return None
+    inputs.input_checks = report.to_dict()
+    for check in report.checks:
+        if check.verdict != "ok":
+            print(f"{check.verdict}: {check.message}")
+    return refusal(report) if strict else None
+
+
+def run_check_inputs(args: argparse.Namespace) -> int:
+    """Check a job's inputs (the files, then the footage, masks and reference) without running it.
+
+    Exit 0 when nothing fails (nothing warns, with --strict), 1 when something does, 2 for bad input."""
+    import json
+
+    try:
+        spec = spec_from_args(args).validate()
+    except ProtocolError as exc:
+        return _bad_input(exc)
+    from .input_checks.run import check_inputs, refusal, report_lines
+    from .pipeline.inputs import InputError
+
+    try:
+        report = check_inputs(spec, strict=args.strict)
+    except InputError as exc:
+        return _bad_input(exc)
+    print(json.dumps(report.to_dict()) if args.json else "\n".join(report_lines(report)))
+    return 1 if refusal(report) else 0
 
 
 def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLine) -> int:
@@ -292,6 +336,11 @@ COMMANDS = (
     ("generate", "animate a reference still with a driving clip",
      "Animate a reference still with a driving clip into a job directory.",
      add_generate_arguments, run_generate),
+    ("check-inputs", "check a job's footage, masks and reference before any GPU time",
+     "Check the inputs of a generate command line (same options; --out and the model are not needed): shot "
+     "cuts, camera motion, blur, subjects and identities from the masks, reference framing, length and timing. "
+     "Exit code 1 when a check fails (or warns, with --strict).",
+     add_check_inputs_arguments, run_check_inputs),
     ("convert", "rewrite SCAIL-2 transformer weights as sharded safetensors",
      "Rewrite a SCAIL-2 transformer checkpoint (official release or single file) as sharded safetensors, "
      "streaming tensor by tensor.",

@@ -23,8 +23,8 @@ from .service.serve import AUTH_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, MIN_
 DEFAULT_PROMPT = "person"
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    model = parser.add_mutually_exclusive_group(required=True)
+def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    model = parser.add_mutually_exclusive_group(required=required)
     model.add_argument("--weights", type=Path, help="folder with the SCAIL-2 weights (see README)")
     model.add_argument("--model", choices=["tiny"], help="built-in tiny profile: random weights, output is noise")
 
@@ -69,7 +69,9 @@ def _lora(text: str) -> dict:
         return {"path": text, "strength": 1.0}
 
 
-def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+def add_generate_arguments(parser: argparse.ArgumentParser, checks_only: bool = False) -> None:
+    """`generate`'s options; with `checks_only` (`check-inputs`) the output folder and the model are optional
+    (accepted, so the same command line checks a job, and not used)."""
     io = parser.add_argument_group("inputs and output")
     io.add_argument("--driving", required=True, help="driving clip: video file (mp4/mov/mkv/avi), folder of frames "
                     "or printf pattern (PNG/JPEG/EXR)")
@@ -80,11 +82,14 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
                     help="another view of the character(s); repeatable")
     io.add_argument("--extra-reference-mask", action="append", default=[], metavar="IMAGE",
                     help="mask of each extra view, in the same order")
-    io.add_argument("--out", required=True, type=Path, help="job directory to create (or resume)")
+    io.add_argument("--out", required=not checks_only, type=Path, help="job directory to create (or resume)")
     io.add_argument("--max-input-pixels", type=int, default=protocol.DEFAULT_MAX_INPUT_PIXELS, metavar="PIXELS",
                     help="refuse any input frame or still with more pixels, read from its header before decoding "
                          f"(default {protocol.DEFAULT_MAX_INPUT_PIXELS}: 8192x8192)")
-    add_model_arguments(parser)
+    io.add_argument("--strict", action="store_true",
+                    help="refuse the job when an input check warns or fails (for farms); without it the checks "
+                         "are printed and recorded in the manifest, and never stop a job")
+    add_model_arguments(parser, required=not checks_only)
     add_segmenter_arguments(parser, standalone=False)
 
     gen = parser.add_argument_group("generation")
@@ -125,6 +130,12 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
                      help="what the matte keeps (default: person)")
 
     add_device_arguments(parser)
+
+
+def add_check_inputs_arguments(parser: argparse.ArgumentParser) -> None:
+    """`generate`'s options (the job to check) and how to print the checklist."""
+    add_generate_arguments(parser, checks_only=True)
+    parser.add_argument("--json", action="store_true", help="print the report (protocol.InputCheckReport) as JSON")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:

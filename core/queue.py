@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Slightly over 450 lines on purpose: every request the session sends a worker goes through this one class.
 """The session's job queue over one worker, pumped by `JobQueue.poll`; the jobs are `core.job.Job`.
 
 Standard library only and no ``bpy`` (tests pump a queue against a real worker
@@ -21,6 +22,8 @@ ever blocks for long:
   queue, events and cancel; a segmentation reports frame i/n and ends with the
   ``segment.json`` record of its folder (``Job.record``).
 * `JobQueue.cancel` and `JobQueue.shutdown` (stops a local worker cleanly).
+* `JobQueue.check_inputs` asks the worker to check a job's inputs without running it; the
+  `core.input_checks.CheckRun` it returns is filled in by the answer (a ``checked`` change).
 
 Several jobs can be queued: the worker runs them one at a time in order.
 """
@@ -39,6 +42,7 @@ import uuid
 
 from .. import protocol
 from . import worker_client
+from .input_checks import CHECK_REQUEST_PREFIX, CheckRun
 from .job import Change, Job, JobError, LocalWorker
 from .util import one_line, read_json
 
@@ -56,6 +60,7 @@ class JobQueue:
         self.worker = worker  # LocalWorker or RemoteWorker
         self.jobs_root = jobs_root
         self.jobs = collections.OrderedDict()  # key -> Job, oldest first
+        self.checks = collections.OrderedDict()  # key -> CheckRun: the check_inputs requests
         self.client = None
         self.capabilities = None
         self.notice = ""  # one line about the worker itself (lost connection, exit), for the interface
@@ -72,7 +77,7 @@ class JobQueue:
     # -- state -----------------------------------------------------------------------------------
     @property
     def busy(self):
-        return any(job.active for job in self.jobs.values())
+        return any(job.active for job in self.jobs.values()) or any(run.pending for run in self.checks.values())
 
     def active_jobs(self):
         return [job for job in self.jobs.values() if job.active]
@@ -136,6 +141,16 @@ class JobQueue:
         self._request("submit", job=data, job_dir=job.job_dir, request_id=job.key, **extra)
         return job
 
+    def check_inputs(self, spec, meta=None):
+        """Ask the worker to check ``spec``'s inputs (a JobSpec or its dict); the `CheckRun` its answer fills in."""
+        data = spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
+        run = CheckRun(CHECK_REQUEST_PREFIX + uuid.uuid4().hex[:10], data, dict(meta or {}))
+        self.checks[run.key] = run
+        for key in [key for key, other in self.checks.items() if not other.pending][:-KEEP_FINISHED]:
+            del self.checks[key]
+        self._request(protocol.CHECK_INPUTS_REQUEST, job=data, request_id=run.key)
+        return run
+
     def cancel(self, key):
         """Cancel a job (queued or running); the worker confirms with ``cancelled``. False if it has ended."""
         job = self.jobs.get(key)
@@ -174,6 +189,7 @@ class JobQueue:
         for job in self.active_jobs():
             job.error = JobError("stopped", "the worker was stopped")
             self._end(job, "cancelled")
+        self._fail_checks("the worker was stopped")
         self._pending.clear()
         self._drop_client(timeout)
         self._changes.clear()
@@ -297,6 +313,7 @@ class JobQueue:
     def _fail_unsent(self, code, message, hint=""):
         """Fail the jobs not yet sent: the worker could not be started or reached."""
         self._pending = []
+        self._fail_checks(message)
         for job in self.active_jobs():
             if not job.sent:
                 self._fail(job, code, message, hint)
@@ -335,7 +352,15 @@ class JobQueue:
             else:
                 self._fail(job, "worker_exited", message, hint or detail)
         self._pending = [(kind, fields) for kind, fields in self._pending if kind == "submit" and self._heard]
+        self._fail_checks(message)
         self._drop_client(0.5)
+
+    def _fail_checks(self, message):
+        """The check_inputs requests without an answer end with the worker (or its connection)."""
+        for run in self.checks.values():
+            if run.pending:
+                run.fail(one_line(message))
+                self._change(run, "checked")
 
     def _drop_client(self, timeout=5.0):
         client, self.client = self.client, None
@@ -375,6 +400,13 @@ class JobQueue:
             if self._reconnected:
                 self._reconnected = False
                 self._request("list_jobs", request_id=LIST_REQUEST)  # events may have been missed meanwhile
+            return
+        request_id = message.get("request_id")
+        run = self.checks.get(request_id) if isinstance(request_id, str) else None
+        if run is not None:  # a check_inputs request's answer
+            if run.pending:
+                run.on_message(message)
+                self._change(run, "checked")
             return
         if kind == "jobs" and message.get("request_id") == LIST_REQUEST:
             self._reconcile(message.get("jobs") or [])

@@ -1,5 +1,5 @@
 """The README's screenshots, taken in a real Blender window: docs/images/{view3d_tab,sequencer_tab,job_running,
-result_strip,result_plane}.png.
+result_strip,result_plane,input_checks}.png.
 
     python3 docs/screenshots.py     # as root with the Debian chroot of README.md, or BLENDER=... / blender on PATH
 
@@ -86,12 +86,13 @@ def in_blender(config_path):
         yield 0.5
 
     def scroll_down(region, clicks=30):
-        """Wheel down over the sidebar: the Generate panel's progress and the History come into view."""
+        """Wheel down over the sidebar (up for negative ``clicks``): the Generate panel's progress and the
+        History come into view."""
         window = bpy.context.window_manager.windows[0]
         x, y = region.x + region.width // 3, region.y + region.height // 2
         window.event_simulate(type='MOUSEMOVE', value='NOTHING', x=x, y=y)
-        for _ in range(clicks):
-            window.event_simulate(type='WHEELDOWNMOUSE', value='PRESS', x=x, y=y)
+        for _ in range(abs(clicks)):
+            window.event_simulate(type='WHEELDOWNMOUSE' if clicks > 0 else 'WHEELUPMOUSE', value='PRESS', x=x, y=y)
         yield 0.5
 
     def rect(item):
@@ -170,6 +171,8 @@ def in_blender(config_path):
         input_render, session = sys.modules[pkg + ".runtime.input_render"], sys.modules[pkg + ".runtime.session"]
         while input_render.active() is not None:  # the job's first phase: its inputs rendered by Blender
             yield 0.2
+        while not session.scene_jobs(scene):  # then the worker checks the inputs before the job is queued
+            yield 0.2
         job = session.scene_jobs(scene)[-1]
         while not (job.status == "running" and job.eta_s is not None and job.progress() > 0.3) and not job.finished:
             yield 0.5
@@ -201,6 +204,34 @@ def in_blender(config_path):
         yield 2.0
         shoot("result_plane", area, rect(area))
 
+    def input_checks(area, scene):
+        """A second shot cut in at scene frame 9 and the sequencer output as the driving footage: Check Inputs
+        shows the cut failing in the Inputs panel's checklist and as a "check: cut" marker on the timeline."""
+        area.type = 'SEQUENCE_EDITOR'
+        area.spaces.active.view_type = 'SEQUENCER'
+        editor = scene.sequence_editor
+        for strip in editor.strips:  # the imported result off: the sequencer output is the two shots alone
+            strip.mute = strip.name != "dance.mp4"
+        editor.strips.new_movie("stage.mp4", config["footage2"], 4, 9, fit_method='FIT')
+        scene.frame_end = 16
+        scene.scail2_sources.driving_source = 'SEQUENCER'
+        region = sidebar(area)
+        yield 0.5
+        yield from show_tab(region)
+        window = bpy.context.window_manager.windows[0]
+        with bpy.context.temp_override(window=window, area=area):
+            bpy.ops.scail2.check_inputs()
+        input_render = sys.modules[pkg + ".runtime.input_render"]
+        while input_render.active() is not None or not scene.scail2_sources.input_checks:
+            yield 0.5
+        with bpy.context.temp_override(window=window, area=area,
+                                       region=next(r for r in area.regions if r.type == 'WINDOW')):
+            bpy.ops.anim.scene_range_frame()
+        yield from scroll_down(region, clicks=-40)  # back to the top: the Inputs panel and its checklist
+        yield from scroll_down(region, clicks=6)
+        yield 1.5
+        shoot("input_checks", area, rect(area))
+
     def steps():
         """The recipe; each step yields the seconds to wait for Blender to draw."""
         yield 2.0  # 1. the window has drawn once
@@ -210,6 +241,7 @@ def in_blender(config_path):
         yield from sequencer_tab(area)  # 4. the same area as the sequencer with its preview
         yield from job_running_then_strip(area, scene)  # 5. Generate: the job running, the strip
         yield from result_plane(area, scene)  # 6. back to the 3D viewport: the plane
+        yield from input_checks(area, scene)  # 7. a cut in the sequencer output: Check Inputs and its marker
 
     recipe = steps()
 
@@ -290,6 +322,7 @@ def main():
     config = os.path.join(WORK, "config.json")
     with open(config, "w", encoding="utf-8") as fh:
         json.dump({"backend_python": run.BACKEND_PYTHON, "footage": run.FOOTAGE, "reference": run.REFERENCE,
+                   "footage2": os.path.join(os.path.dirname(run.FOOTAGE), "scail_002_driving.mp4"),
                    "work": WORK}, fh)
     # --enable-event-simulate: the script flips the sidebar tabs with simulated Ctrl+Wheel events.
     geometry = ["--window-geometry", "0", "0", str(WINDOW[0]), str(WINDOW[1]), "--enable-event-simulate"]

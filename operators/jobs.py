@@ -10,8 +10,11 @@ it runs the job to its end and imports it before returning.
 __all__ = (
     "SCAIL2_OT_cancel_input_render",
     "SCAIL2_OT_cancel_job",
+    "SCAIL2_OT_check_inputs",
+    "SCAIL2_OT_clear_check_markers",
     "SCAIL2_OT_export_all_inputs",
     "SCAIL2_OT_generate",
+    "SCAIL2_OT_generate_anyway",
     "SCAIL2_OT_history_import",
     "SCAIL2_OT_history_redo",
     "SCAIL2_OT_history_remove",
@@ -23,6 +26,7 @@ __all__ = (
 
 import os
 
+import bpy
 from bpy.props import EnumProperty, StringProperty
 from bpy.types import Operator
 
@@ -31,7 +35,7 @@ from .. import sources
 from ..core.util import operator_error_line
 from ..props import job_settings
 from ..props.import_options import FORM_ITEMS
-from ..runtime import farm, follow, generation, input_render, session
+from ..runtime import farm, follow, generation, input_checks, input_render, session
 from ..sources import exports
 from .common import HistoryOperator, history_item, start_job
 
@@ -69,7 +73,7 @@ class SCAIL2_OT_generate(Operator):
 
     def execute(self, context):
         def queue_job(context):
-            return follow.run_job(context, *generation.build_job(context))
+            return follow.generate_checked(context)  # the worker checks the inputs first; a failure asks
 
         try:
             keys = [] if self.export == 'NONE' else exports.exports_needed(context, self.export == 'ALL')
@@ -86,6 +90,71 @@ class SCAIL2_OT_generate(Operator):
         if keys and not export_inputs(self, context, self.export == 'ALL'):
             return {'CANCELLED'}
         return start_job(self, lambda: queue_job(context))
+
+
+class SCAIL2_OT_check_inputs(Operator):
+    """Check the footage, masks and reference before any GPU time: cuts, camera motion, blur, subjects, """ \
+        """framing, length. Runs in the worker; the checklist shows in the Inputs panel, frames become markers"""
+    bl_idname = "scail2.check_inputs"
+    bl_label = "Check Inputs"
+    bl_options = {'REGISTER'}
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None
+
+    def execute(self, context):
+        try:
+            keys = exports.exports_needed(context, False)
+        except sources.ExportError as ex:
+            self.report({'ERROR'}, str(ex))
+            return {'CANCELLED'}
+        if keys and not session.synchronous():
+            return start_job(self, lambda: input_render.start(context, keys, then=follow.check_inputs))
+        if keys and not export_inputs(self, context, False):
+            return {'CANCELLED'}
+        return start_job(self, lambda: follow.check_inputs(context))
+
+
+class SCAIL2_OT_clear_check_markers(Operator):
+    """Remove the timeline markers the input checks placed (named "check: ...")"""
+    bl_idname = "scail2.clear_check_markers"
+    bl_label = "Clear Check Markers"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    def execute(self, context):
+        scenes = [s for s in dict.fromkeys((context.scene, compat.sequencer_scene(context))) if s is not None]
+        removed = input_checks.clear_markers(scenes)
+        self.report({'INFO'}, "Removed {:d} check markers".format(removed))
+        return {'FINISHED'}
+
+
+class SCAIL2_OT_generate_anyway(Operator):
+    """Queue the job the input checks stopped, as it is; the failed checks stay with the take"""
+    bl_idname = "scail2.generate_anyway"
+    bl_label = "Generate Anyway"
+    bl_options = {'REGISTER', 'INTERNAL'}
+
+    scene: StringProperty(name="Scene", description="The scene whose held job to queue", options={'SKIP_SAVE'})
+
+    def invoke(self, context, event):
+        scene = bpy.data.scenes.get(self.scene) or context.scene
+        held = input_checks.peek_held(scene)
+        if held is None:
+            return {'CANCELLED'}
+        return context.window_manager.invoke_confirm(
+            self, event, title="The input checks failed", message=held[1], confirm_text="Generate Anyway",
+            icon='WARNING')
+
+    def execute(self, context):
+        scene = bpy.data.scenes.get(self.scene) or context.scene
+        held = input_checks.held_job(scene)
+        if held is None:
+            self.report({'ERROR'}, "No job is waiting for Generate Anyway")
+            return {'CANCELLED'}
+        job, summary = held
+        job.meta.setdefault("ui", {})["input_checks"] = "fail, generated anyway: " + summary
+        return start_job(self, lambda: follow.run_job(context, *job))
 
 
 class SCAIL2_OT_cancel_input_render(Operator):
@@ -291,6 +360,9 @@ class SCAIL2_OT_job_report(Operator):
 
 classes = (
     SCAIL2_OT_generate,
+    SCAIL2_OT_generate_anyway,
+    SCAIL2_OT_check_inputs,
+    SCAIL2_OT_clear_check_markers,
     SCAIL2_OT_export_all_inputs,
     SCAIL2_OT_cancel_job,
     SCAIL2_OT_cancel_input_render,

@@ -9,6 +9,7 @@ draw :func:`draw_inputs`. It works on the context's scene (where
 __all__ = (
     "classes",
     "draw_auto_masks",
+    "draw_input_checks",
     "draw_inputs",
     "forget",
 )
@@ -20,8 +21,10 @@ from bpy.types import Panel, UIList
 
 from .. import compat
 from .. import sources
+from ..core.input_checks import checklist_rows
 from ..core.inputs import INPUTS_NAME, PALETTE_NAMES
 from ..props.input_settings import get_settings
+from ..runtime import input_checks as input_checks_runtime
 from ..sources import exports
 from ..sources.exports import inputs_folder
 from . import common
@@ -81,8 +84,9 @@ def _recorded_line(layout, context, label, entry, stale):
                                        "again".format(label, path or "it"), 'FILE_REFRESH')
         return
     note = entry.get("note") or entry.get("source") or ""
+    # A neutral icon: that a file was written says nothing of whether it makes a good take (the checks do).
     label_wrapped(layout, context, "{:s}: {:s}{:s}".format(label, path, " \u2013 " + note if note else ""),
-                  'CHECKMARK')
+                  'FILE')
 
 
 def draw_inputs(layout, context):
@@ -135,7 +139,6 @@ def draw_inputs(layout, context):
         side.operator("scail2.remove_identity", text="", icon='REMOVE')
         row = col.row(align=True)
         row.operator("scail2.preview_mask", icon='IMAGE_RGB')
-        row.operator("scail2.check_identities", icon='CHECKMARK')
         preview = common.thumbnail_icon(bpy.path.abspath(src.mask_preview))
         if preview:
             col.template_icon(icon_value=preview, scale=6.0)
@@ -185,8 +188,24 @@ def draw_inputs(layout, context):
     _recorded_line(box, context, "Reference", inputs.get("reference"), "reference" in stale)
     if src.mask_source == 'NONE' and not inputs.get("driving_mask"):
         label_wrapped(box, context, "No mask: the whole frame is character 1", 'INFO')
-    elif src.last_check:
-        label_wrapped(box, context, src.last_check, 'INFO')
+    draw_input_checks(layout, context, src)
+
+
+def draw_input_checks(layout, context, src):
+    """Check Inputs, the clear-markers button and the latest checklist: verdict icon, number, one line."""
+    box = layout.box()
+    row = box.row(align=True)
+    row.operator("scail2.check_inputs", icon='VIEWZOOM')
+    row.operator("scail2.clear_check_markers", text="", icon='MARKER_HLT')
+    if src.input_checks_state:
+        label_wrapped(box, context, src.input_checks_state, 'SORTTIME')
+    report = input_checks_runtime.stored_report(context.scene)
+    if report is None:
+        if not src.input_checks_state:
+            label_wrapped(box, context, "Not checked yet: Check Inputs (Generate checks them too)", 'DOT')
+        return
+    for icon, text in checklist_rows(report):
+        label_wrapped(box, context, text, icon)
 
 
 def draw_auto_masks(layout, context, src):

@@ -160,6 +160,12 @@ class SCAIL2_SceneSources(PropertyGroup):
         name="Mask Preview", description="The identity mask rendered at the current frame", subtype='FILE_PATH',
     )
     last_check: StringProperty(name="Identity Check", description="Result of the latest identity check")
+    input_checks: StringProperty(
+        name="Input Checks", description="The latest input checks of this scene's job (the report, as JSON)",
+    )
+    input_checks_state: StringProperty(
+        name="Input Checks State", description="What the input checks are doing, or why they could not run",
+    )
 
     @classmethod
     def register(cls):

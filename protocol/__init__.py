@@ -18,7 +18,10 @@ from typing import Any
 from .downloads import DOWNLOAD_EVENTS, DownloadEvent, PlannedFile  # noqa: F401  (`backend download` lines)
 from .json_files import parse_json_bytes, read_json_file, read_record  # noqa: F401  (the contract's file reader)
 from .records import ProtocolError, Record  # noqa: F401  (the base of every record)
-from .checks import CHECK_MARKER_PREFIX, VERDICTS, InputCheck, InputCheckReport  # noqa: F401
+from .checks import (  # noqa: F401
+    CHECK_INPUTS_REQUEST, CHECK_MARKER_PREFIX, INPUT_CHECKS_EVENT, VERDICTS, CheckInputsRequest, InputCheck,
+    InputCheckReport, InputChecksEvent,
+)
 from .review import (  # noqa: F401
     MAX_RATING, NOTE_MARKER_PREFIX, REVIEW_FORMAT, REVIEW_NAME, TAKE_STATUSES, Flag, ManifestReview, Note, Recipe,
     RecipeFile, Score, TakeReview, TakeScores,
@@ -418,9 +421,9 @@ def spec_from_submit(message: dict[str, Any]) -> JobSpec | SegmentSpec:
 
 # Message types. Client -> worker: requests; worker -> client: events.
 REQUESTS = ("hello", "submit", "cancel", "list_jobs", "resume", "free_memory", "shutdown",
-            "ping", "blob_status", "blob_put", "list_files", "fetch")
+            "ping", "blob_status", "blob_put", "list_files", "fetch", CHECK_INPUTS_REQUEST)
 EVENTS = ("capabilities", "queued", "progress", "frame_ready", "done", "error", "jobs", "ok", "started", "cancelled",
-          "blob", "files", "file_data")
+          "blob", "files", "file_data", INPUT_CHECKS_EVENT)
 
 
 # Connections (`capabilities.mode`): "paths" (the worker reads and writes the client's own paths: a

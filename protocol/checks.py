@@ -8,7 +8,7 @@ it was generated with under `input_checks`, so the warning stays with the take.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .records import ProtocolError, Record
 
@@ -47,6 +47,9 @@ class InputCheckReport(Record):
     checks: list[InputCheck]
     seconds: float = 0.0  # how long the checks took
     strict: bool = False  # warnings were fatal (`--strict`)
+    # Per job frame, the driving clip's frame it shows: how the add-on turns a check's job frames
+    # into scene frames (through its export's frame mapping) for the timeline markers.
+    source_frames: list[int] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -58,3 +61,28 @@ class InputCheckReport(Record):
         strict = self.strict if strict is None else strict
         stopping = ("warn", "fail") if strict else ("fail",)
         return [c for c in self.checks if c.verdict in stopping]
+
+
+# The worker's request to check a job's inputs without running it (so Blender never blocks on the
+# checks), and its answer. Message names, registered in protocol.REQUESTS and protocol.EVENTS.
+CHECK_INPUTS_REQUEST = "check_inputs"
+INPUT_CHECKS_EVENT = "input_checks"
+
+
+@dataclass(frozen=True)
+class CheckInputsRequest(Record):
+    """check_inputs {job: JobSpec dict}: run the input checks of a job; answered by `input_checks` (or
+    an `error` with code bad_input when an input cannot be read at all)."""
+
+    WHAT = "check_inputs request"
+    job: dict[str, Any]
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class InputChecksEvent(Record):
+    """input_checks {report}: the checks of a `check_inputs` request, echoing its request_id."""
+
+    WHAT = "input_checks event"
+    report: InputCheckReport
+    request_id: str | None = None

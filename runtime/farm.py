@@ -148,8 +148,19 @@ def _finish(process, meta, spec, timeout=None):
         return 'WARNING', ("The farm bundle {:s} was written, but its scene is no longer open: import its frames "
                            "with Import Result").format(bundle["job_dir"])
     add_history_entry(scene, meta, spec, bundle, written)
-    return 'INFO', "Farm bundle written: submit {:s} (OpenJD) or {:s} (Flamenco)".format(
-        written.get("openjd", ""), written.get("flamenco", ""))
+    failed = _failed_checks(bundle.get("input_checks"))
+    note = " (input checks failed: {:s})".format(failed) if failed else ""
+    return ('WARNING' if failed else 'INFO'), "Farm bundle written{:s}: submit {:s} (OpenJD) or {:s} (Flamenco)".format(
+        note, written.get("openjd", ""), written.get("flamenco", ""))
+
+
+def _failed_checks(report):
+    """The names of a bundle's failed input checks (its bundle.json keeps them all), "" when none failed."""
+    checks = report.get("checks") if isinstance(report, dict) else None
+    if not isinstance(checks, list):
+        return ""
+    failed = [str(c.get("name")) for c in checks if isinstance(c, dict) and c.get("verdict") == "fail"]
+    return ", ".join(dict.fromkeys(failed))
 
 
 def add_history_entry(scene, meta, spec, bundle, written):
@@ -167,7 +178,8 @@ def add_history_entry(scene, meta, spec, bundle, written):
     item.settings_json = json.dumps({
         "spec": spec, "import": meta.get("import", {}), "ui": meta.get("ui", {}),
         "farm": {"bundle": bundle["folder"], "farm_dir": written.get("farm_dir", ""),
-                 "openjd": written.get("openjd", ""), "flamenco": written.get("flamenco", "")},
+                 "openjd": written.get("openjd", ""), "flamenco": written.get("flamenco", ""),
+                 "input_checks_failed": _failed_checks(bundle.get("input_checks"))},
     }, sort_keys=True)
     item.status = 'DONE'
     item.note = "sent to the render farm; press Import Again when its frames are in"

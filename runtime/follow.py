@@ -8,7 +8,10 @@
   cancelled job changes nothing in the scene: its error (one line and a hint)
   is reported and shown in the panel; its frames stay on disk;
 * in background mode (``blender -b``: render farms, tests) :func:`run_job`
-  pumps the queue itself until its job has ended, then finishes it.
+  pumps the queue itself until its job has ended, then finishes it;
+* Generate checks the inputs first (:func:`generate_checked`): the worker answers
+  a ``check_inputs`` request, ``runtime.input_checks.finish`` shows it, and the job
+  is queued, or held for Generate Anyway / Cancel when a check fails.
 
 :func:`shutdown` (add-on disabled, Blender quitting: an ``atexit`` hook) stops
 the timer and the worker.
@@ -18,6 +21,8 @@ __all__ = (
     "FINISHERS",
     "PREVIEW_IMAGE",
     "apply_changes",
+    "check_inputs",
+    "generate_checked",
     "redraw_job_panels",
     "register",
     "resume_job",
@@ -37,6 +42,7 @@ import bpy
 from .. import preferences
 from ..core.job import WORKER_STOPPED
 from . import generation
+from . import input_checks
 from . import segmentation
 from . import session
 
@@ -80,6 +86,62 @@ def run_job(context, spec, meta, task="generate", job_dir=None, resume=False):
         apply_changes(queue.poll(), interactive=False)
     level, message = job.meta.get("outcome") or _outcome(job)
     return job, level, message
+
+
+def check_inputs(context):
+    """Ask the worker to check the scene's job (Check Inputs); ``(None, level, message)`` at once, or when it
+    has answered in background mode."""
+    run = input_checks.request(context)
+    return _follow_check(context, run, "Checking the inputs")
+
+
+def generate_checked(context):
+    """Generate: the inputs checked first, then the job queued (held for Generate Anyway when a check fails;
+    in background mode nobody can be asked: the failure is reported and the job runs, its manifest keeping
+    the checks). ``(job or None, level, message)`` as :func:`run_job`."""
+    run = input_checks.request(context, then_generate=True)
+    return _follow_check(context, run, "Checking the inputs before the job")
+
+
+def _follow_check(context, run, text):
+    if not session.synchronous():
+        _ensure_timer()
+        redraw_job_panels()
+        return None, 'INFO', text
+    queue = session.get_queue(context)
+    while run.pending:
+        apply_changes(queue.poll(timeout=0.1), interactive=False)
+    apply_changes(queue.poll(), interactive=False)
+    return run.meta.get("outcome") or (None, 'INFO', "The inputs were checked")
+
+
+def _finish_check(run, interactive):
+    """A check's answer shown; Generate's job queued (or held, and the artist asked)."""
+    level, message, job = input_checks.finish(run, interactive)
+    _notify(level, message, interactive)
+    outcome = (None, level, message)
+    if job is not None:
+        outcome = run_job(bpy.context, *job)
+        if interactive and outcome[1] == 'ERROR':
+            _notify(*outcome[1:], interactive)
+    elif run.meta.get("job") is not None and interactive:
+        run.meta["asked"] = _ask_generate_anyway(run.meta["scene"])
+    run.meta["outcome"] = outcome
+
+
+def _ask_generate_anyway(scene_name):
+    """Ask the artist Generate Anyway / Cancel for the job held for ``scene_name``; whether the question was
+    put. Blender without a UI (background, tests) would answer yes by itself: the job stays held there."""
+    if bpy.app.background:
+        return False
+    windows = session.windows()
+    try:
+        with bpy.context.temp_override(**({"window": windows[0]} if windows else {})):
+            bpy.ops.scail2.generate_anyway('INVOKE_DEFAULT', scene=scene_name)
+    except (RuntimeError, AttributeError, TypeError):
+        traceback.print_exc()
+        return False
+    return True
 
 
 def resume_job(context, job):
@@ -171,6 +233,8 @@ def apply_changes(changes, interactive):
         job = change.job
         if change.kind == "frame":
             latest_frame = job.preview
+        elif change.kind == "checked":
+            _finish_check(job, interactive)
         elif change.kind == "done":
             level, message = FINISHERS[job.task](job, interactive)
             job.meta["outcome"] = (level, message)

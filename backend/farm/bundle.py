@@ -190,8 +190,10 @@ def plan_bundle(spec: protocol.JobSpec, farm_dir: Path, name: str) -> BundlePlan
     return BundlePlan(name, target, bundled, sources, inputs, existing)
 
 
-def write_planned(plan: BundlePlan) -> Bundle:
-    """Write a planned bundle, built in a hidden folder and renamed into place (or keep the same one)."""
+def write_planned(plan: BundlePlan, input_checks: dict | None = None) -> Bundle:
+    """Write a planned bundle, built in a hidden folder and renamed into place (or keep the same one).
+
+    `input_checks`: the report of the job's input checks (`InputCheckReport.to_dict()`), kept in bundle.json."""
     if plan.existing is not None:
         return Bundle(plan.target, plan.name, plan.existing.spec, plan.existing.record, reused=True)
     bundled, farm_dir, temp = plan.bundled, plan.target.parent, None
@@ -201,7 +203,7 @@ def write_planned(plan: BundlePlan) -> Bundle:
     inputs = [dict(entry, files=[dict(f) for f in entry["files"]]) for entry in plan.inputs]
     record = {"format": BUNDLE_FORMAT, "name": plan.name, "backend_version": __version__, "spec": SPEC_NAME,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "job_dir": OUTPUT_FOLDER,
-              "inputs": inputs}
+              "inputs": inputs, "input_checks": input_checks}
     try:
         farm_dir.mkdir(parents=True, exist_ok=True)
         temp = farm_dir / f".{plan.name}.partial-{secrets.token_hex(4)}"

@@ -53,6 +53,9 @@ def add_farm_arguments(parser: argparse.ArgumentParser) -> None:
     bundle.add_argument("--backend-dir", default=TaskDefaults.backend_dir,
                         help="the folder holding the backend package on the workers (default: this one's)")
     bundle.add_argument("--json", action="store_true", help="print what was written as one JSON line")
+    bundle.add_argument("--strict", action="store_true",
+                        help="refuse (write nothing) when an input check of any spec fails or warns; without it "
+                             "the checks are printed and recorded in each bundle.json")
     _task_options(bundle, defaults=True)
     bundle.set_defaults(farm_handler=_run_bundle_command)
 
@@ -114,7 +117,8 @@ def _run_bundle_command(args: argparse.Namespace, _main) -> int:
     try:
         specs = _load_specs(args)
         plans = [plan_bundle(spec, args.out, name) for name, spec in specs]  # every spec checked first
-        written = [write_planned(plan) for plan in plans]
+        checks = [_input_checks(name, spec, args.strict) for name, spec in specs]
+        written = [write_planned(plan, report) for plan, report in zip(plans, checks)]
         everything = bundles_in(args.out)
         descriptions = write_job_descriptions(args.out, everything, defaults)
     except BundleError as exc:
@@ -125,7 +129,8 @@ def _run_bundle_command(args: argparse.Namespace, _main) -> int:
         print(json.dumps({
             "farm_dir": str(Path(args.out).resolve()),
             "bundles": [{"name": b.name, "folder": str(b.folder.resolve()), "job_dir": str(b.job_dir.resolve()),
-                         "seed": b.spec.seed, "reused": b.reused} for b in written],
+                         "seed": b.spec.seed, "reused": b.reused, "input_checks": b.record.get("input_checks")}
+                        for b in written],
             **{kind: str(path.resolve()) for kind, path in descriptions.items()}}))
         return 0
     for bundle in written:
@@ -136,6 +141,35 @@ def _run_bundle_command(args: argparse.Namespace, _main) -> int:
     print(f"OpenJD job template ({len(everything)} steps): {descriptions['openjd']}")
     print(f"Flamenco job (type scail2, {len(everything)} tasks): {descriptions['flamenco']}")
     return 0
+
+
+def _input_checks(name: str, spec, strict: bool) -> dict | None:
+    """The input checks of one bundle's spec, as bundle.json keeps them; BundleError when --strict and a check
+    fails or warns. A spec whose inputs cannot be prepared is refused by the task itself; here it is noted, as
+    is a host without the backend's packages (bundling itself needs neither numpy nor torch)."""
+    try:
+        from ..input_checks.run import check_inputs, refusal
+        from ..pipeline.inputs import InputError
+    except ImportError as exc:
+        if strict:
+            raise BundleError(f"--strict needs the input checks, which need the backend's packages: {exc}") from None
+        print(f"note: bundle {name}: no input checks on this host ({exc})", file=sys.stderr)
+        return None
+
+    try:
+        report = check_inputs(spec, strict=strict)
+    except InputError as exc:
+        if strict:
+            raise BundleError(f"bundle {name}: {exc}") from None
+        print(f"note: bundle {name}: the input checks could not run: {exc}", file=sys.stderr)
+        return None
+    stopping = refusal(report)
+    if strict and stopping:
+        raise BundleError(f"bundle {name}: {stopping}")
+    for check in report.checks:
+        if check.verdict != "ok":
+            print(f"bundle {name}: {check.verdict}: {check.message}", file=sys.stderr)
+    return report.to_dict()
 
 
 def _run_run_command(args: argparse.Namespace, main) -> int:

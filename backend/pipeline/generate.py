@@ -194,6 +194,7 @@ class GenerationJob:
             "timings": self.timings,
             "peak_memory_bytes": _peak_memory(self.components.device),
             "warnings": self.warnings(),
+            "input_checks": inputs.input_checks,  # what the footage, masks and reference said before the run
         }
 
     def warnings(self) -> list[str]:

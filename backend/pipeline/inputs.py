@@ -46,6 +46,8 @@ class PreparedInputs:
     driving_mask: media.ClipInfo | None
     extra_references: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (float rgb, uint8 mask)
     warnings: list[str] = field(default_factory=list)
+    # The input checks' report (protocol.InputCheckReport.to_dict()), kept in the manifest as `input_checks`.
+    input_checks: dict | None = None
 
 
 def job_size(spec: JobSpec, reference_shape: tuple[int, int]) -> tuple[int, int]:
@@ -240,20 +242,10 @@ def check_clip(path: str, what: str = "clip", limit: int = protocol.DEFAULT_MAX_
 
 
 def check_identities(inputs: PreparedInputs) -> None:
-    """Every identity the driving mask uses must exist in the reference or an extra view."""
+    """At most MAX_IDENTITIES identities in the reference masks. Whether each subject of the driving mask
+    has its identity there is the input checks' (`input_checks.subjects.identities`, on every frame)."""
     referenced = set(identities_present(torch.from_numpy(inputs.reference_mask)))
     for _, mask in inputs.extra_references:
         referenced |= set(identities_present(torch.from_numpy(mask)))
     if len(referenced) > MAX_IDENTITIES:
         raise InputError(f"SCAIL-2 binds at most {MAX_IDENTITIES} identities")
-    if inputs.driving_mask is None:
-        return
-    first = media.read_frames(inputs.driving_mask, [inputs.frame_times[0][0]])[0]
-    driving = set(identities_present(torch.from_numpy(first)))
-    missing = sorted(driving - referenced)
-    if missing:
-        names = ", ".join(str(i + 1) for i in missing)
-        inputs.warnings.append(
-            f"identities {names} move in the driving mask but appear in no reference mask; "
-            "they will not be bound to a character"
-        )

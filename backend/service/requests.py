@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
 import traceback
 import uuid
 from pathlib import Path
@@ -135,6 +136,39 @@ class Requests:
             folder = Path(job_dir).expanduser() if job_dir else self.jobs_root / job_id
         spec = self._check_spec(message["job"]) if task == "generate" else self._check_segment_spec(message)
         return self._enqueue(Job(job_id, spec.to_dict(), folder.resolve(), task=task, blobs=tuple(held)))
+
+    def _on_check_inputs(self, message: dict, output: Output) -> None:
+        """Check a job's inputs without queueing it: the cheap file checks answered at once (an error),
+        the checklist in a thread of its own, so pings, submits and cancels are answered meanwhile; its
+        `input_checks` event (or error) goes to this connection only."""
+        try:
+            request = protocol.CheckInputsRequest.from_dict({"job": message.get("job"),
+                                                             "request_id": message.get("request_id")})
+        except protocol.ProtocolError as exc:
+            raise ProtocolFailure(BAD_REQUEST, str(exc)) from None
+        job = request.job
+        if output.mode == "transfer":  # uploaded blobs, as a submit names them
+            job, _held = resolve_inputs("generate", job, self.blobs)
+        spec = self._check_spec(job)
+
+        def run() -> None:
+            from ..input_checks.run import check_inputs
+            from ..pipeline.inputs import InputError
+
+            try:
+                report = check_inputs(spec)
+                event = protocol.InputChecksEvent(report=report, request_id=request.request_id)
+                line = protocol.encode_message(protocol.INPUT_CHECKS_EVENT, **event.to_dict())
+            except InputError as exc:
+                line = error_line(BAD_INPUT, first_line(exc), request_id=request.request_id)
+            except Exception as exc:  # a bug must not take the worker down
+                log("input checks failed:\n" + traceback.format_exc())
+                line = error_line(INTERNAL_ERROR, f"input checks failed: {first_line(exc)}",
+                                  request_id=request.request_id)
+            output.send(line)
+
+        threading.Thread(target=run, name="scail2-check-inputs", daemon=True).start()
+        return None
 
     def _on_resume(self, message: dict, output: Output) -> tuple[str, dict]:
         job_dir = message.get("job_dir")

@@ -37,6 +37,7 @@ def run_generation(worker: Worker, job: Job, emit: EventSink, on_event: EventSin
     except protocol.ProtocolError as exc:
         raise InputError(str(exc)) from None
     inputs = prepare_inputs(spec)
+    _record_input_checks(inputs)
     loras = lora_specs(spec.loras)
     check_lora_files(loras)
     check_folder(job.job_dir, spec.to_dict())
@@ -57,6 +58,20 @@ def run_generation(worker: Worker, job: Job, emit: EventSink, on_event: EventSin
         generation.run(should_cancel=job.cancel.is_set)
     job.status = "done"
     log(f"job {job.id} done")
+
+
+def _record_input_checks(inputs) -> None:
+    """The input checks, kept for the job's manifest (`input_checks`); a check that breaks is logged, never
+    a reason to stop the job (the add-on has shown the checklist before submitting)."""
+    from ..input_checks.run import run_checks
+    from ..pipeline.inputs import InputError
+
+    try:
+        inputs.input_checks = run_checks(inputs).to_dict()
+    except InputError:
+        raise
+    except Exception as exc:  # an advisory step of ours must not stop a job it cannot judge
+        log(f"the input checks could not run: {exc}")
 
 
 def run_segmentation(worker: Worker, job: Job, emit: EventSink, on_event: EventSink) -> None:

@@ -25,6 +25,8 @@ Requests and what they produce (every reply echoes the request's `request_id`):
   running; at once when queued)
 * list_jobs -> jobs {jobs: [...]}: queued, running, and unfinished job folders
 * resume {job_dir} -> queued: the unfinished job of that folder, from its manifest
+* check_inputs {job: JobSpec dict} -> input_checks {report: InputCheckReport} (run in a thread of its
+  own, to the asking connection only; bad_input at once for a file that cannot be used)
 * free_memory -> ok (the model is dropped now, or after the current job when one runs)
 * shutdown -> ok, then the worker stops the running job (resumable) and exits 0
 * ping -> ok (a TCP client's keep-alive: silent connections are closed after the idle timeout)
