@@ -31,6 +31,7 @@ _modules = (
     "core.segmentation",
     "core.setup",
     "core.checks",
+    "core.takes",
     "props.job_settings",
     "props.input_settings",
     "props",
@@ -45,9 +46,15 @@ _modules = (
     "runtime.result_plan",
     "runtime.result_create",
     "runtime.generation",
+    "runtime.review",
+    "runtime.layout",
+    "runtime.take_finish",
     "runtime.matte",
     "runtime.segmentation",
     "runtime.follow",
+    "runtime.compare",
+    "runtime.wedge",
+    "runtime.review_export",
     "runtime.input_render",
     "runtime.setup",
     "operators.common",
@@ -55,6 +62,7 @@ _modules = (
     "operators.inputs",
     "operators.import_result",
     "operators.jobs",
+    "operators.review",
     "operators.segmentation",
     "operators",
     "panels.common",
@@ -62,6 +70,7 @@ _modules = (
     "panels.setup",
     "panels.inputs",
     "panels.jobs",
+    "panels.review",
     "panels",
 )
 
@@ -99,6 +108,8 @@ if not TOO_OLD:
     from . import props
     from .runtime import follow
     from .runtime import input_render
+    from .runtime import review
+    from .runtime import review_export
     from .runtime import setup
 
 # Registered in this order, unregistered in reverse.
@@ -130,6 +141,7 @@ def register():
     # Create the user data folder up front, so it exists whatever runs first.
     preferences.data_dir()
     follow.register()
+    review.register()
 
 
 def unregister():
@@ -138,6 +150,8 @@ def unregister():
     # Jobs first: the timers and the worker stop before the classes they use go.
     input_render.unregister()
     follow.unregister()
+    review_export.unregister()
+    review.unregister()
     setup.forget()
     panels.common.forget_previews()
     panels.inputs.forget()

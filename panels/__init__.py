@@ -9,6 +9,7 @@ from . import common  # noqa: F401  (unregister frees its thumbnails)
 from . import inputs
 from . import jobs
 from . import preferences
+from . import review
 from . import setup
 
 classes = (
@@ -16,4 +17,5 @@ classes = (
     *setup.classes,
     *inputs.classes,
     *jobs.classes,
+    *review.classes,
 )

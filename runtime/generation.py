@@ -4,14 +4,14 @@
 :func:`build_job` turns the Generate panel and the inputs folder into a
 ``protocol.JobSpec`` plus the meta data the finish needs (scenes, import
 settings, the artist's choices); ``runtime.follow.run_job`` queues it. When it
-is done :func:`finish_job` adds a history entry to its scene and imports the
-result there (strip, plane or both) in one undo step. A failed or cancelled job
-changes nothing in the scene.
+is done ``runtime.take_finish`` adds a history entry (:func:`add_history_entry`) to its
+scene and imports the result there (strip, plane or both) in one undo step. A failed or
+cancelled job changes nothing in the scene.
 """
 
 __all__ = (
+    "add_history_entry",
     "build_job",
-    "finish_job",
     "history_entry_settings",
     "import_job",
 )
@@ -204,14 +204,10 @@ def import_job(scene, seq_scene, manifest, import_settings, undo=False):
         )
 
 
-def finish_job(job, interactive):
-    """A done job: add it to its scene's history and import it. Returns ``(level, message)``."""
+def add_history_entry(job, scene):
+    """A done job's history entry in ``scene`` (made the active one); the job's folder name as its id."""
     meta = job.meta
-    scene, seq_scene = job_scenes(meta)
     job_id = os.path.basename(os.path.normpath(job.job_dir)) or job.id
-    if scene is None:
-        return 'WARNING', ("SCAIL-2 job {:s} finished, but its scene is no longer open; "
-                           "import {:s} with Import Result").format(job_id, job.manifest)
     settings = job_settings.get_job_settings(scene)
     item = settings.history.add()
     item.name = one_line(meta.get("label") or job_id, 60)
@@ -225,14 +221,7 @@ def finish_job(job, interactive):
     item.settings_json = json.dumps(
         {"spec": job.spec, "import": meta.get("import", {}), "ui": meta.get("ui", {})}, sort_keys=True)
     settings.active_history_index = len(settings.history) - 1
-    try:
-        import_job(scene, seq_scene, job.manifest, meta.get("import", {}), undo=interactive)
-    except RuntimeError as ex:
-        item.status = 'DONE'
-        item.note = operator_error_line(ex)
-        return 'ERROR', "SCAIL-2 job {:s} finished but was not imported: {:s}".format(job_id, item.note)
-    item.status = 'IMPORTED'
-    return 'INFO', "SCAIL-2 job {:s} finished and was imported ({:d} frames)".format(job_id, item.frames)
+    return item
 
 
 def fill_entry_from_manifest(item):
