@@ -31,7 +31,7 @@ from .. import preferences
 from ..core import takes
 from ..core.util import operator_error_line
 from ..props import job_settings
-from ..runtime import compare, generation, layout, review, review_export, wedge
+from ..runtime import compare, follow, generation, layout, review, review_export, wedge
 from ..runtime.session import GenerateError
 from .common import HistoryOperator, history_item
 from .jobs import queue_after_exports
@@ -279,7 +279,7 @@ class SCAIL2_OT_export_review(Operator):
         opening = self.open_page == 'OPEN'
 
         def ended(export):
-            bpy.ops.scail2.job_report(level='INFO' if export.returncode == 0 else 'ERROR', message=export.message)
+            follow.notify('INFO' if export.returncode == 0 else 'ERROR', export.message)
             if opening and export.returncode == 0:
                 bpy.ops.wm.url_open(url="file://" + export.out)
 

@@ -183,7 +183,7 @@ class SCAIL2_UL_history(UIList):
         status_icon = {key: icon for key, _name, _text, icon, _n in job_settings.TAKE_STATUS_ITEMS}
         version = "v{:03d}".format(item.version) if item.version else "v---"
         row.label(text=version, icon=status_icon[item.take_status], translate=False)
-        row.prop(item, "name", text="", emboss=False)
+        row.prop(item, "label", text="", emboss=False)
         row.label(text=takes.take_badge(job_settings.TAKE_STATUS[item.take_status], item.rating, item.seed),
                   translate=False)
 

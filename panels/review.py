@@ -66,9 +66,9 @@ def _draw_compare(layout, context, settings, index):
     if mode is None:
         box.prop(settings, "compare_with", text="With")
         box.prop(settings, "compare_mode", text="As")
-        box.operator("scail2.compare", icon='SPLITSCREEN').index = index
+        box.operator("scail2.compare", icon='SEQ_SPLITVIEW').index = index
         return
-    box.label(text="Comparing: {:s}".format("A/B wipe" if mode == 'WIPE' else "side by side"), icon='SPLITSCREEN')
+    box.label(text="Comparing: {:s}".format("A/B wipe" if mode == 'WIPE' else "side by side"), icon='SEQ_SPLITVIEW')
     row = box.row(align=True)
     row.operator("scail2.compare_toggle", icon='ARROW_LEFTRIGHT')
     row.operator("scail2.compare_end", icon='X')
@@ -84,7 +84,7 @@ def draw_review(layout, context):
     index = settings.active_history_index
     layout.label(text="v{:03d} of shot {:s}".format(item.version, item.shot or "?"), icon='SEQUENCE',
                  translate=False)
-    layout.prop(item, "name", text="Label")
+    layout.prop(item, "label")
     layout.row().prop(item, "take_status", expand=True)
     layout.prop(item, "rating")
     _draw_scores(layout, context, item, index)

@@ -98,6 +98,15 @@ def _review_changed(item, _context):
         review_saver(item)
 
 
+def _get_label(item):
+    return item.name
+
+
+def _set_label(item, value):
+    item.name = value
+    _review_changed(item, None)
+
+
 _compare_choices = []  # Blender keeps no copy of a dynamic enum's strings: they must outlive the call
 
 
@@ -149,6 +158,8 @@ class SCAIL2_JobHistoryItem(PropertyGroup):
                               items=TAKE_STATUS_ITEMS, default='NEW', update=_review_changed)
     rating: IntProperty(name="Rating", description="Stars, 0 (not rated) to 5", min=0,
                         max=protocol.MAX_RATING, update=_review_changed)
+    label: StringProperty(name="Label", description="The take's name in the history and the review (the entry's "
+                          "name; renaming it here writes review.json)", get=_get_label, set=_set_label)
     derived_from: StringProperty(name="Derived From",
                                  description="The take this one redid on a changed input (its job)")
     notes: CollectionProperty(type=SCAIL2_TakeNote)

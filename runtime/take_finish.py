@@ -41,7 +41,7 @@ def finish_take(job, interactive):
     problem = review.register_take(scene, item, derived_from=job.meta.get("derived_from", ""))
     if not settings.use_seed_lock and item.seed <= job_settings.MAX_SEED:
         settings.seed = item.seed
-    name = "{:s} v{:03d}".format(item.name, item.version)
+    name = "v{:03d} ({:s})".format(item.version, item.name)
     shown = layout.layout_take(scene, seq_scene, item.shot)
     if shown is not None and shown.take_status == 'APPROVED':
         item.status = 'DONE'

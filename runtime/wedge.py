@@ -50,7 +50,9 @@ def queue_wedge(context, scene=None):
             raise GenerateError(str(ex)) from None
     job, outcomes = None, []
     for number, (spec, change) in enumerate(specs, 1):
-        label = "{:s} \u00b7 {:s}".format(request.meta.get("label", ""), _describe(change)).strip(" \u00b7")
+        label = request.meta.get("label", "")
+        if "seed" not in change:  # the seed shows in every history row anyway
+            label = "{:s} \u00b7 {:s}".format(label, _describe(change)).strip(" \u00b7")
         meta = dict(request.meta, label=label, wedge={"take": number, "of": len(specs), "vary": settings.wedge_kind})
         job, level, message = follow.run_job(context, spec, meta)
         outcomes.append(level)
