@@ -204,6 +204,8 @@ class SCAIL2_OT_history_import(HistoryOperator, Operator):
         item.status = 'IMPORTED'
         item.note = ""
         generation.fill_entry_from_manifest(item)
+        if not item.version:  # a farm job's entry, made before its manifest existed: numbered now
+            review.register_take(context.scene, item)
         self.report({'INFO'}, "Imported {:s} again".format(item.job_id))
         return {'FINISHED'}
 

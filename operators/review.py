@@ -17,6 +17,7 @@ __all__ = (
     "SCAIL2_OT_take_show_notes",
     "SCAIL2_OT_take_use_settings",
     "SCAIL2_OT_wedge",
+    "TakeOperator",
     "classes",
 )
 
@@ -41,11 +42,31 @@ def _seq_scene(context):
     return compat.sequencer_scene(context) or context.scene
 
 
-def _take_or_report(operator, context):
-    item = history_item(context, operator.index)
-    if item is None:
-        operator.report({'ERROR'}, "No such take in the history")
-    return item
+class TakeOperator(HistoryOperator):
+    """Mixin: the operator acts on one take (``index``, -1: the active one) through ``act(context, item)``.
+
+    ``act`` returns None (done, nothing to say) or ``(level, message)``, or ``(level, message, False)`` when
+    it did nothing; a GenerateError or RuntimeError it raises is reported as its one line.
+    """
+
+    def execute(self, context):
+        item = history_item(context, self.index)
+        if item is None:
+            self.report({'ERROR'}, "No such take in the history")
+            return {'CANCELLED'}
+        try:
+            outcome = self.act(context, item)
+        except GenerateError as ex:
+            self.report({'ERROR'}, str(ex))
+            return {'CANCELLED'}
+        except RuntimeError as ex:
+            self.report({'ERROR'}, operator_error_line(ex))
+            return {'CANCELLED'}
+        if outcome is None:
+            return {'FINISHED'}
+        level, message, *done = outcome
+        self.report({level}, message)
+        return {'FINISHED'} if level != 'ERROR' and all(done) else {'CANCELLED'}
 
 
 class SCAIL2_OT_wedge(Operator):
@@ -62,23 +83,16 @@ class SCAIL2_OT_wedge(Operator):
         return queue_after_exports(self, context, 'MISSING', lambda context: wedge.queue_wedge(context))
 
 
-class SCAIL2_OT_take_approve(HistoryOperator, Operator):
+class SCAIL2_OT_take_approve(TakeOperator, Operator):
     """Keep this take: it replaces the shot's take in the layout, in place (strip and camera plane). """ \
         """The other takes stay in the history and on disk"""
     bl_idname = "scail2.take_approve"
     bl_label = "Approve"
     bl_options = {'REGISTER', 'UNDO'}
 
-    def execute(self, context):
-        item = _take_or_report(self, context)
-        if item is None:
-            return {'CANCELLED'}
+    def act(self, context, item):
         scene = context.scene
-        try:
-            replaced = layout.place_take(scene, _seq_scene(context), item)
-        except (RuntimeError, GenerateError) as ex:
-            self.report({'ERROR'}, operator_error_line(ex) if isinstance(ex, RuntimeError) else str(ex))
-            return {'CANCELLED'}
+        replaced = layout.place_take(scene, _seq_scene(context), item)
         # One approved take per shot: the one approved before waits on hold.
         for other in job_settings.get_job_settings(scene).history:
             if other.shot == item.shot and other.take_status == 'APPROVED' and other.as_pointer() != item.as_pointer():
@@ -88,30 +102,19 @@ class SCAIL2_OT_take_approve(HistoryOperator, Operator):
         text = "Approved v{:03d}".format(item.version)
         if replaced is not None:
             text += ", in the place of v{:03d}".format(replaced.version)
-        self.report({'INFO'}, text)
-        return {'FINISHED'}
+        return 'INFO', text
 
-
-class SCAIL2_OT_take_use_settings(HistoryOperator, Operator):
+class SCAIL2_OT_take_use_settings(TakeOperator, Operator):
     """Load this take's settings and seed into the Generate panel (seed locked), to tweak from there"""
     bl_idname = "scail2.take_use_settings"
     bl_label = "Use Settings"
     bl_options = {'REGISTER', 'UNDO'}
 
-    def execute(self, context):
-        item = _take_or_report(self, context)
-        if item is None:
-            return {'CANCELLED'}
-        try:
-            review.apply_settings(context.scene, item, *generation.history_entry_settings(item))
-        except GenerateError as ex:
-            self.report({'ERROR'}, str(ex))
-            return {'CANCELLED'}
-        self.report({'INFO'}, "Generate now uses the settings of v{:03d} (seed {:d})".format(item.version, item.seed))
-        return {'FINISHED'}
+    def act(self, context, item):
+        review.apply_settings(context.scene, item, *generation.history_entry_settings(item))
+        return 'INFO', "Generate now uses the settings of v{:03d} (seed {:d})".format(item.version, item.seed)
 
-
-class SCAIL2_OT_take_add_note(HistoryOperator, Operator):
+class SCAIL2_OT_take_add_note(TakeOperator, Operator):
     """Put a note on the current frame of this take: a timeline marker, kept with the take (review.json)"""
     bl_idname = "scail2.take_add_note"
     bl_label = "Add Note"
@@ -119,34 +122,20 @@ class SCAIL2_OT_take_add_note(HistoryOperator, Operator):
 
     text: StringProperty(name="Note", description="The note (empty: the panel's Note field)", options={'SKIP_SAVE'})
 
-    def execute(self, context):
-        item = _take_or_report(self, context)
-        if item is None:
-            return {'CANCELLED'}
+    def act(self, context, item):
         settings = job_settings.get_job_settings(context.scene)
-        try:
-            problem = review.add_note(context.scene, _seq_scene(context), item, self.text or settings.note_text)
-        except GenerateError as ex:
-            self.report({'ERROR'}, str(ex))
-            return {'CANCELLED'}
+        problem = review.add_note(context.scene, _seq_scene(context), item, self.text or settings.note_text)
         settings.note_text = ""
-        self.report({'WARNING'} if problem else {'INFO'}, problem or "Note added")
-        return {'FINISHED'}
+        return ('WARNING', problem) if problem else ('INFO', "Note added")
 
-
-class SCAIL2_OT_take_show_notes(HistoryOperator, Operator):
+class SCAIL2_OT_take_show_notes(TakeOperator, Operator):
     """Show this take's notes as timeline markers (in place of the note markers shown now)"""
     bl_idname = "scail2.take_show_notes"
     bl_label = "Show Notes"
     bl_options = {'REGISTER', 'UNDO'}
 
-    def execute(self, context):
-        item = _take_or_report(self, context)
-        if item is None:
-            return {'CANCELLED'}
+    def act(self, context, item):
         review.show_notes(context.scene, _seq_scene(context), item)
-        return {'FINISHED'}
-
 
 class SCAIL2_OT_take_refresh(Operator):
     """Read every take's review.json again (another artist may have reviewed them)"""
@@ -161,54 +150,37 @@ class SCAIL2_OT_take_refresh(Operator):
         return {'FINISHED'}
 
 
-class SCAIL2_OT_take_jump_flag(HistoryOperator, Operator):
+class SCAIL2_OT_take_jump_flag(TakeOperator, Operator):
     """Go to the take's next (or previous) flagged frame: where a score falls far below the take's own median"""
     bl_idname = "scail2.take_jump_flag"
     bl_label = "Next Flag"
 
     previous: BoolProperty(name="Previous", default=False, options={'SKIP_SAVE'})
 
-    def execute(self, context):
-        item = _take_or_report(self, context)
-        if item is None:
-            return {'CANCELLED'}
+    def act(self, context, item):
         scene = context.scene
         flags = compare.flag_scene_frames(_seq_scene(context), item)
-        frames = [frame for frame, _reason in flags]
         current = scene.frame_current
-        target = takes.next_flag(frames, current, forward=not self.previous)
+        target = takes.next_flag([frame for frame, _reason in flags], current, forward=not self.previous)
         if target is None:
-            self.report({'INFO'}, "No flag {:s} frame {:d}".format("before" if self.previous else "after", current))
-            return {'CANCELLED'}
+            return 'INFO', "No flag {:s} frame {:d}".format("before" if self.previous else "after", current), False
         scene.frame_set(target)
-        self.report({'INFO'}, "Frame {:d}: {:s}".format(target, dict(flags)[target]))
-        return {'FINISHED'}
+        return 'INFO', "Frame {:d}: {:s}".format(target, dict(flags)[target])
 
-
-class SCAIL2_OT_compare(HistoryOperator, Operator):
+class SCAIL2_OT_compare(TakeOperator, Operator):
     """Compare this take with another take, or with the driving footage, in the sequencer (A/B wipe or side by """ \
         """side; the same scene frames on both)"""
     bl_idname = "scail2.compare"
     bl_label = "Compare"
     bl_options = {'REGISTER', 'UNDO'}
 
-    def execute(self, context):
-        item = _take_or_report(self, context)
-        if item is None:
-            return {'CANCELLED'}
+    def act(self, context, item):
         settings = job_settings.get_job_settings(context.scene)
         against = settings.compare_with
         other = next((t for t in settings.history if t.job_id == against), None)
         if against != 'DRIVING' and other is None:
-            self.report({'ERROR'}, "No take {:s} in the history to compare with".format(against))
-            return {'CANCELLED'}
-        try:
-            compare.start(context.scene, _seq_scene(context), item, other, settings.compare_mode)
-        except (RuntimeError, GenerateError) as ex:
-            self.report({'ERROR'}, operator_error_line(ex) if isinstance(ex, RuntimeError) else str(ex))
-            return {'CANCELLED'}
-        return {'FINISHED'}
-
+            raise GenerateError("No take {:s} in the history to compare with".format(against))
+        compare.start(context.scene, _seq_scene(context), item, other, settings.compare_mode)
 
 class _CompareStanding:
     @classmethod

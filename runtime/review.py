@@ -41,6 +41,7 @@ COMPARE_PROP = "scail2_compare"  # on the strips a compare adds (runtime.compare
 
 # Scores read from manifests: {manifest path: (mtime, TakeScores or None, error line)}.
 _scores_cache = {}
+_frames_cache = {}  # {manifest path: (mtime, {frame file name: job frame})}
 _loading = False  # True while the file's values are copied in: the property hook must not write them back
 
 
@@ -163,6 +164,7 @@ def unregister():
         if function in handlers:
             handlers.remove(function)
     _scores_cache.clear()
+    _frames_cache.clear()
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,13 +205,26 @@ def layout_strips(seq_scene, job_dir=None):
     return found
 
 
+def _frame_indices(manifest):
+    """``{frame file name: job frame}`` of a manifest (cached on its modification time: panels ask often)."""
+    try:
+        stamp = os.path.getmtime(manifest)
+    except OSError:
+        return {}
+    cached = _frames_cache.get(manifest)
+    if cached is None or cached[0] != stamp:
+        try:
+            frames = protocol.read_json_file(manifest, "manifest")["frames"]
+            found = {os.path.basename(frame["file"]): int(frame["index"]) for frame in frames}
+        except (protocol.ProtocolError, KeyError, TypeError, ValueError):
+            found = {}
+        cached = _frames_cache[manifest] = (stamp, found)
+    return cached[1]
+
+
 def scene_frame_map(seq_scene, item):
     """``{job frame: scene frame}`` of a take: where its strip shows each frame, else from its first frame on."""
-    try:
-        frames = protocol.read_json_file(item.manifest, "manifest")["frames"]
-        index_of = {os.path.basename(frame["file"]): int(frame["index"]) for frame in frames}
-    except (protocol.ProtocolError, KeyError, TypeError, ValueError):
-        index_of = {}
+    index_of = _frame_indices(item.manifest)
     strips = layout_strips(seq_scene, item.job_dir)
     if strips and index_of:
         strip = strips[0]
