@@ -68,7 +68,8 @@ def next_version(versions):
 
 
 def take_badge(status, rating, seed):
-    """What tells takes of a shot apart beside their label: ``"Approved · ★★★ · seed 1234"``."""
+    """What tells takes of a shot apart beside their label: ``"Approved · ★★★ · seed 1234"`` (status "": left out,
+    where an icon shows it)."""
     parts = [STATUS_TEXT.get(status, status), "\u2605" * rating if rating else "", "seed {:d}".format(seed)]
     return " \u00b7 ".join(part for part in parts if part)
 

@@ -202,8 +202,8 @@ def in_blender(config_path):
         shoot("result_plane", area, rect(area))
 
     def review_takes(area, scene):
-        """Two more takes of the shot (a seed wedge); v001 approved, a note on a frame, v001 and v002 compared as
-        an A/B wipe and side by side, the Review panel beside them."""
+        """Two more takes of the shot (a seed wedge); v001 approved, a note on a frame, v001 compared with the driving
+        footage as an A/B wipe and side by side, the Review panel beside them."""
         window = bpy.context.window_manager.windows[0]
         job = scene.scail2_job
         job.wedge_kind, job.wedge_count = 'SEED', 2
@@ -220,7 +220,7 @@ def in_blender(config_path):
             bpy.ops.scail2.take_approve(index=0)
             scene.frame_set(9)
             bpy.ops.scail2.take_add_note(index=0, text="left hand smears")
-            job.compare_with = history[1].job_id
+            job.compare_with = 'DRIVING'
             bpy.ops.scail2.compare(index=0)
         job.active_history_index = 0
         scene.frame_set(6)

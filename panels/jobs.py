@@ -184,8 +184,7 @@ class SCAIL2_UL_history(UIList):
         version = "v{:03d}".format(item.version) if item.version else "v---"
         row.label(text=version, icon=status_icon[item.take_status], translate=False)
         row.prop(item, "label", text="", emboss=False)
-        row.label(text=takes.take_badge(job_settings.TAKE_STATUS[item.take_status], item.rating, item.seed),
-                  translate=False)
+        row.label(text=takes.take_badge("", item.rating, item.seed), translate=False)  # the icon shows the status
 
     def filter_items(self, context, data, propname):
         """Only the takes of the statuses the History's Show filter picks."""

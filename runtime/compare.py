@@ -118,7 +118,7 @@ def start(scene, seq_scene, item_a, item_b=None, mode='WIPE'):
     wipe.use_default_fade = False
     wipe.effect_fader = 0.5  # held at the middle: half A, half B, on every frame
     wipe.transition_type = 'SINGLE'
-    muted = [s.name for s in editor.strips if RESULT_PROP in s and COMPARE_PROP not in s and not s.mute]
+    muted = [s.name for s in editor.strips if RESULT_PROP in s and s not in made and not s.mute]
     for name in muted:
         editor.strips[name].mute = True
     labels = {"A": item_a.name, "B": item_b.name if item_b is not None else "driving footage"}

@@ -109,8 +109,8 @@ def history_rows():
         def row(self, **_kwargs):
             return self
 
-        def label(self, text="", **_kwargs):
-            self.calls.append(text)
+        def label(self, text="", icon='NONE', **_kwargs):
+            self.calls.append(text if icon == 'NONE' else "{:s} [{:s}]".format(text, icon))
 
         def prop(self, data, name, **_kwargs):
             self.calls.append(getattr(data, name))

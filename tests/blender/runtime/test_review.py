@@ -74,7 +74,7 @@ def test_history_rows_tell_the_takes_apart(report):
     rows = step(report, "history_rows")
     assert len(set(rows)) == 3, rows
     assert rows[0].startswith("v001") and rows[2].startswith("v003")
-    assert all("seed " in row and "New" in row for row in rows)
+    assert all("seed " in row and "[DOT]" in row for row in rows)  # the status as its icon: New
 
 
 def test_scores_and_flags_from_the_manifest(report):
@@ -110,13 +110,13 @@ def test_compare_as_a_wipe_and_side_by_side(report):
     wipe = detail["wipe"]
     assert wipe["A"]["job_dir"] == first and wipe["B"]["job_dir"] == second
     assert wipe["WIPE"]["type"] == "WIPE" and wipe["WIPE"]["inputs"] == [wipe["A"]["name"], wipe["B"]["name"]]
-    assert wipe["WIPE"]["fader"] == 0.5 and not wipe["WIPE"]["mute"]
+    assert wipe["WIPE"]["fader"] == 0.5 and not any(wipe[role]["mute"] for role in ("A", "B", "WIPE"))
     assert wipe["A"]["handles"] == wipe["B"]["handles"] == wipe["WIPE"]["handles"]  # the same scene frames
     assert wipe["WIPE"]["channel"] > wipe["B"]["channel"] > wipe["A"]["channel"]
     # The layout's result strip is muted while the compare stands, unmuted when it ends.
     assert all(s["mute"] for s in detail["layout_during"]["strips"] if not s["compare"])
     side = detail["side"]
-    assert side["WIPE"]["mute"]
+    assert side["WIPE"]["mute"] and not side["A"]["mute"] and not side["B"]["mute"]
     assert side["A"]["scale_x"] == pytest.approx(wipe["A"]["scale_x"] / 2)
     assert side["A"]["offset_x"] < 0 < side["B"]["offset_x"]
     assert detail["wipe_again"] == wipe
