@@ -107,6 +107,8 @@ def start(scene, seq_scene, item_a, item_b=None, mode='WIPE'):
         last = min(compat.strip_handles(a)[1], compat.strip_handles(b)[1])
         if first >= last:
             raise RuntimeError("The two sides share no frame of the shot")
+        for side in (a, b):  # both sides end where the compare does (the driving copy is the whole clip)
+            compat.set_strip_handles(side, first, last)
         top = max((s.channel for s in editor.strips if s not in made), default=0) + 1
         a.channel, b.channel = top, top + 1
         wipe = compat.new_effect_strip(editor.strips, WIPE_NAME, 'WIPE', top + 2, first, last, input1=a, input2=b)

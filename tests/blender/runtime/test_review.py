@@ -122,7 +122,8 @@ def test_compare_as_a_wipe_and_side_by_side(report):
     assert detail["wipe_again"] == wipe
     assert detail["ended"]["parts"] == {} and detail["ended"]["layout"] == detail["before"]
     driving = detail["driving"]
-    assert driving["B"]["type"] == "MOVIE" and driving["A"]["handles"] == driving["WIPE"]["handles"]
+    assert driving["B"]["type"] == "MOVIE"
+    assert driving["A"]["handles"] == driving["B"]["handles"] == driving["WIPE"]["handles"]
 
 
 def test_approve_replaces_strip_and_plane_in_place_in_one_undo_step(report):
