@@ -216,14 +216,14 @@ class SCAIL2_OT_compare_end(_CompareStanding, Operator):
         return {'FINISHED'}
 
 
-class SCAIL2_OT_export_review(Operator):
+class SCAIL2_OT_export_review(HistoryOperator, Operator):
     """Write the review page (HTML: contact sheets, scores, flags, notes, status, recipe) of this scene's takes"""
     bl_idname = "scail2.export_review"
     bl_label = "Export Review"
     bl_options = {'REGISTER'}
 
     filepath: StringProperty(name="File", subtype='FILE_PATH', options={'SKIP_SAVE'})
-    shot_only: BoolProperty(name="This Shot Only", description="Only the takes of the active take's shot",
+    shot_only: BoolProperty(name="This Shot Only", description="Only the takes of this take's shot",
                             default=True)
     open_page: EnumProperty(
         name="When Written",
@@ -231,16 +231,9 @@ class SCAIL2_OT_export_review(Operator):
         default='REPORT', options={'SKIP_SAVE'},
     )
 
-    @classmethod
-    def poll(cls, context):
-        if context.scene is None or not len(job_settings.get_job_settings(context.scene).history):
-            cls.poll_message_set("This scene has no takes yet")
-            return False
-        return True
-
     def execute(self, context):
         settings = job_settings.get_job_settings(context.scene)
-        active = history_item(context, -1)
+        active = history_item(context, self.index)
         items = [t for t in settings.history
                  if not self.shot_only or active is None or t.shot == active.shot]
         job_dirs = [t.job_dir for t in items if os.path.isdir(t.job_dir)]

@@ -97,7 +97,7 @@ def draw_review(layout, context):
     props = layout.operator("scail2.history_redo", text="Redo on New Input", icon='FILE_REFRESH')
     props.index, props.on_new_input = index, True
     export = review_export.current()
-    layout.operator("scail2.export_review", icon='WORLD')
+    layout.operator("scail2.export_review", icon='WORLD').index = index
     if export is not None:
         text = "Writing the review page..." if export.running else export.message
         label_wrapped(layout, context, text, 'TIME' if export.running else 'INFO')
