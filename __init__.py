@@ -34,6 +34,7 @@ _modules = (
     "core.checks",
     "core.weights_download",
     "props.import_options",
+    "core.takes",
     "props.job_settings",
     "props.input_settings",
     "props",
@@ -48,10 +49,16 @@ _modules = (
     "runtime.result_plan",
     "runtime.result_create",
     "runtime.generation",
+    "runtime.review",
+    "runtime.layout",
+    "runtime.take_finish",
     "runtime.matte",
     "runtime.segmentation",
     "runtime.input_checks",
     "runtime.follow",
+    "runtime.compare",
+    "runtime.wedge",
+    "runtime.review_export",
     "runtime.input_render",
     "runtime.setup",
     "runtime.weights",
@@ -61,6 +68,7 @@ _modules = (
     "operators.inputs",
     "operators.import_result",
     "operators.jobs",
+    "operators.review",
     "operators.segmentation",
     "operators",
     "panels.common",
@@ -69,6 +77,7 @@ _modules = (
     "panels.inputs",
     "panels.jobs",
     "panels.menus",
+    "panels.review",
     "panels",
 )
 
@@ -106,6 +115,8 @@ if not TOO_OLD:
     from . import props
     from .runtime import follow
     from .runtime import input_render
+    from .runtime import review
+    from .runtime import review_export
     from .runtime import setup
     from .runtime import weights
 
@@ -140,6 +151,7 @@ def register():
     preferences.data_dir()
     _apply_machine_defaults()
     follow.register()
+    review.register()
 
 
 def _apply_machine_defaults():
@@ -158,6 +170,8 @@ def unregister():
     input_render.unregister()
     follow.unregister()
     weights.forget()
+    review_export.unregister()
+    review.unregister()
     setup.forget()
     panels.common.forget_previews()
     panels.inputs.forget()

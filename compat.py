@@ -32,6 +32,7 @@ import bpy
 __all__ = (
     "material_node_tree",
     "movie_position_rounding",
+    "new_effect_strip",
     "sequencer_scene",
     "set_strip_handles",
 )
@@ -105,6 +106,8 @@ _HAS_STRIP_HANDLE_NAMES = bpy.app.version >= (5, 1, 0)
 _EEVEE_ENGINE = 'BLENDER_EEVEE' if bpy.app.version >= (5, 0, 0) else 'BLENDER_EEVEE_NEXT'
 # Blender 5.0 groups output formats by ImageFormatSettings.media_type.
 _HAS_MEDIA_TYPE = bpy.app.version >= (5, 0, 0)
+# Blender 5.0: StripsTopLevel.new_effect takes the length instead of frame_end.
+_EFFECT_TAKES_LENGTH = bpy.app.version >= (5, 0, 0)
 # Blender 5.0 replaces StripModifier.mute with StripModifier.enable.
 _HAS_MODIFIER_ENABLE = bpy.app.version >= (5, 0, 0)
 
@@ -150,6 +153,15 @@ def set_strip_handles(strip, left, right):
         strip.left_handle, strip.right_handle = left, right
     else:
         strip.frame_final_start, strip.frame_final_end = left, right
+
+
+def new_effect_strip(strips, name, kind, channel, start, end, **inputs):
+    """An effect strip over timeline frames [start, end) (``input1``/``input2`` as ``inputs``).
+
+    Blender 5.0+: ``new_effect(..., length=)``; before: ``new_effect(..., frame_end=)``.
+    """
+    span = {"length": end - start} if _EFFECT_TAKES_LENGTH else {"frame_end": end}
+    return strips.new_effect(name, kind, channel, frame_start=start, **span, **inputs)
 
 
 def strip_modifier_enabled(modifier):

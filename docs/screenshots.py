@@ -1,5 +1,5 @@
 """The README's screenshots, taken in a real Blender window: docs/images/{view3d_tab,sequencer_tab,job_running,
-result_strip,result_plane,input_checks}.png.
+result_strip,result_plane,review_wipe,review_side_by_side,input_checks}.png.
 
     python3 docs/screenshots.py     # as root with the Debian chroot of README.md, or BLENDER=... / blender on PATH
 
@@ -204,6 +204,41 @@ def in_blender(config_path):
         yield 2.0
         shoot("result_plane", area, rect(area))
 
+    def review_takes(area, scene):
+        """Two more takes of the shot (a seed wedge); v001 approved, a note on a frame, v001 compared with the driving
+        footage as an A/B wipe and side by side, the Review panel beside them."""
+        window = bpy.context.window_manager.windows[0]
+        job = scene.scail2_job
+        job.wedge_kind, job.wedge_count = 'SEED', 2
+        area.type = 'SEQUENCE_EDITOR'
+        area.spaces.active.view_type = 'SEQUENCER_PREVIEW'
+        with bpy.context.temp_override(window=window, area=area):
+            bpy.ops.scail2.wedge()
+        history = job.history
+        while len(history) < 3 or any(take.status not in {'IMPORTED', 'DONE'} for take in history):
+            yield 1.0
+        history[1].rating, history[2].take_status = 3, 'REJECTED'
+        history[1].name = "softer hands"
+        with bpy.context.temp_override(window=window, area=area):
+            bpy.ops.scail2.take_approve(index=0)
+            scene.frame_set(9)
+            bpy.ops.scail2.take_add_note(index=0, text="left hand smears")
+            job.compare_with = 'DRIVING'
+            bpy.ops.scail2.compare(index=0)
+        job.active_history_index = 0
+        scene.frame_set(6)
+        region = sidebar(area)
+        yield from show_tab(region)
+        yield from scroll_down(region, clicks=60)
+        with bpy.context.temp_override(window=window, area=area,
+                                       region=next(r for r in area.regions if r.type == 'WINDOW')):
+            bpy.ops.sequencer.view_all()
+        yield 4.0
+        shoot("review_wipe", area, rect(area))
+        with bpy.context.temp_override(window=window, area=area):
+            bpy.ops.scail2.compare_toggle()
+        yield 3.0
+        shoot("review_side_by_side", area, rect(area))
     def input_checks(area, scene):
         """A second shot cut in at scene frame 9 and the sequencer output as the driving footage: Check Inputs
         shows the cut failing in the Inputs panel's checklist and as a "check: cut" marker on the timeline."""
@@ -241,7 +276,8 @@ def in_blender(config_path):
         yield from sequencer_tab(area)  # 4. the same area as the sequencer with its preview
         yield from job_running_then_strip(area, scene)  # 5. Generate: the job running, the strip
         yield from result_plane(area, scene)  # 6. back to the 3D viewport: the plane
-        yield from input_checks(area, scene)  # 7. a cut in the sequencer output: Check Inputs and its marker
+        yield from review_takes(area, scene)  # 7. more takes, reviewed: approve, a note, a compare
+        yield from input_checks(area, scene)  # 8. a cut in the sequencer output: Check Inputs and its marker
 
     recipe = steps()
 

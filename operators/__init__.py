@@ -15,6 +15,7 @@ from . import import_result
 from . import inputs
 from . import jobs
 from . import remote
+from . import review
 from . import segmentation
 from . import setup
 from . import weights
@@ -25,6 +26,7 @@ classes = (
     *inputs.classes,
     *import_result.classes,
     *jobs.classes,
+    *review.classes,
     *farm.classes,
     *segmentation.classes,
     *remote.classes,

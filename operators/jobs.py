@@ -22,12 +22,13 @@ __all__ = (
     "SCAIL2_OT_resume_job",
     "SCAIL2_OT_stop_worker",
     "classes",
+    "queue_after_exports",
 )
 
 import os
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy.types import Operator
 
 from .. import compat
@@ -35,7 +36,7 @@ from .. import sources
 from ..core.util import operator_error_line
 from ..props import job_settings
 from ..props.import_options import FORM_ITEMS
-from ..runtime import farm, follow, generation, input_checks, input_render, session
+from ..runtime import farm, follow, generation, input_checks, input_render, review, session
 from ..sources import exports
 from .common import HistoryOperator, history_item, start_job
 
@@ -72,24 +73,30 @@ class SCAIL2_OT_generate(Operator):
         return context.scene is not None
 
     def execute(self, context):
-        def queue_job(context):
-            return follow.generate_checked(context)  # the worker checks the inputs first; a failure asks
+        # The worker checks the inputs first; a failed check asks once (Generate Anyway).
+        return queue_after_exports(self, context, self.export, follow.generate_checked)
 
-        try:
-            keys = [] if self.export == 'NONE' else exports.exports_needed(context, self.export == 'ALL')
-        except sources.ExportError as ex:
-            self.report({'ERROR'}, str(ex))
-            return {'CANCELLED'}
-        if keys and not session.synchronous():
-            # Rendered from a timer, a few frames at a time: the job's first phase, with Cancel.
-            def render_then_queue():
-                generation.check_settings(context.scene)
-                return input_render.start(context, keys, then=queue_job)
 
-            return start_job(self, render_then_queue)
-        if keys and not export_inputs(self, context, self.export == 'ALL'):
-            return {'CANCELLED'}
-        return start_job(self, lambda: queue_job(context))
+def queue_after_exports(operator, context, export, queue_job):
+    """Export what the job needs (``export``: MISSING, ALL or NONE), then ``queue_job(context)``.
+
+    Interactively the inputs are rendered from a timer first (the job's first phase, with Cancel);
+    in background mode they are exported before the job is queued. The operator's return value.
+    """
+    try:
+        keys = [] if export == 'NONE' else exports.exports_needed(context, export == 'ALL')
+    except sources.ExportError as ex:
+        operator.report({'ERROR'}, str(ex))
+        return {'CANCELLED'}
+    if keys and not session.synchronous():
+        def render_then_queue():
+            generation.check_settings(context.scene)
+            return input_render.start(context, keys, then=queue_job)
+
+        return start_job(operator, render_then_queue)
+    if keys and not export_inputs(operator, context, export == 'ALL'):
+        return {'CANCELLED'}
+    return start_job(operator, lambda: queue_job(context))
 
 
 class SCAIL2_OT_check_inputs(Operator):
@@ -283,25 +290,41 @@ class SCAIL2_OT_history_import(HistoryOperator, Operator):
         item.status = 'IMPORTED'
         item.note = ""
         generation.fill_entry_from_manifest(item)
+        if not item.version:  # a farm job's entry, made before its manifest existed: numbered now
+            review.register_take(context.scene, item)
         self.report({'INFO'}, "Imported {:s} again".format(item.job_id))
         return {'FINISHED'}
 
 
 class SCAIL2_OT_history_redo(HistoryOperator, Operator):
-    """Run this job again with exactly the same settings and seed (a new job, in a new folder)"""
+    """Run this take again with exactly the same settings and seed (a new job, in a new folder); refused """ \
+        """when an input file changed since"""
     bl_idname = "scail2.history_redo"
     bl_label = "Redo"
+
+    on_new_input: BoolProperty(
+        name="On New Input",
+        description="Run it although an input changed since: a new take that says which take it came from",
+        default=False, options={'SKIP_SAVE'},
+    )
 
     def execute(self, context):
         item = history_item(context, self.index)
         if item is None:
             self.report({'ERROR'}, "No such history entry")
             return {'CANCELLED'}
+        refusal = review.redo_refusal(item)
+        if refusal and not self.on_new_input:
+            self.report({'ERROR'}, refusal)
+            return {'CANCELLED'}
+
         def redo():
             scene = context.scene
             spec, import_settings, ui = generation.history_entry_settings(item)
             meta = session.job_meta(scene, compat.sequencer_scene(context) or scene, import_settings, ui,
                                     label=item.name)
+            if refusal:
+                meta["derived_from"] = item.job_id
             return follow.run_job(context, spec, meta)
 
         return start_job(self, redo)

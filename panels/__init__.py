@@ -10,6 +10,7 @@ from . import inputs
 from . import jobs
 from . import menus  # noqa: F401  (registers its menu entries itself)
 from . import preferences
+from . import review
 from . import setup
 
 classes = (
@@ -17,4 +18,5 @@ classes = (
     *setup.classes,
     *inputs.classes,
     *jobs.classes,
+    *review.classes,
 )

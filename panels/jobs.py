@@ -21,7 +21,7 @@ import bpy
 from bpy.types import Panel, UIList
 
 from .. import protocol
-from ..core import results
+from ..core import results, takes
 from ..props import job_settings
 from ..props.import_options import ImportOptions
 from ..props.input_settings import get_settings
@@ -178,13 +178,23 @@ def draw_queue(layout, context):
 # History.
 
 class SCAIL2_UL_history(UIList):
-    """This scene's finished SCAIL-2 jobs"""
+    """This scene's takes: version, label (double-click to rename), status, rating and seed"""
 
     def draw_item(self, context, layout, data, item, icon, active_data, active_property, index=0, flt_flag=0):
         row = layout.row(align=True)
-        icon = 'CHECKMARK' if item.status == 'IMPORTED' else 'INFO'
-        row.label(text=item.name or item.job_id, icon=icon, translate=False)
-        row.label(text=item.created, translate=False)
+        status_icon = {key: icon for key, _name, _text, icon, _n in job_settings.TAKE_STATUS_ITEMS}
+        version = "v{:03d}".format(item.version) if item.version else "v---"
+        row.label(text=version, icon=status_icon[item.take_status], translate=False)
+        row.prop(item, "label", text="", emboss=False)
+        row.label(text=takes.take_badge("", item.rating, item.seed), translate=False)  # the icon shows the status
+
+    def filter_items(self, context, data, propname):
+        """Only the takes of the statuses the History's Show filter picks."""
+        history = getattr(data, propname)
+        shown = {job_settings.TAKE_STATUS[key] for key in data.history_filter}
+        flags = [self.bitflag_filter_item if takes.matches_filter(job_settings.TAKE_STATUS[item.take_status], shown)
+                 else 0 for item in history]
+        return flags, []
 
 
 def _has_matte(job_dir):
@@ -208,6 +218,9 @@ def draw_history(layout, context):
     if not len(settings.history):
         layout.label(text="No finished jobs in this scene yet")
         return
+    row = layout.row(align=True)
+    row.prop(settings, "history_filter", expand=True)
+    row.operator("scail2.take_refresh", text="", icon='FILE_REFRESH')
     layout.template_list("SCAIL2_UL_history", "", settings, "history", settings, "active_history_index", rows=3)
     index = settings.active_history_index
     if not 0 <= index < len(settings.history):
@@ -221,6 +234,8 @@ def draw_history(layout, context):
     # Two short lines: at the sidebar's default width one line would lose the seed.
     col.label(text="Job " + item.job_id, translate=False)
     col.label(text="{:d} frames, seed {:d}".format(item.frames, item.seed), translate=False)
+    if item.derived_from:
+        col.label(text="Redone on a changed input from job " + item.derived_from, icon='INFO', translate=False)
     if item.note:
         label_wrapped(col, context, "Not imported: " + item.note, 'ERROR')
     if _has_matte(item.job_dir):

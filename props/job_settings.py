@@ -8,6 +8,7 @@ The mode (animate/replace) is not here: it lives with the inputs
 __all__ = (
     "SAMPLERS",
     "SCAIL2_JobHistoryItem",
+    "SCAIL2_TakeNote",
     "SCAIL2_SceneJob",
     "classes",
     "get_job_settings",
@@ -71,6 +72,55 @@ def _is_camera(_self, obj):
     return obj.type == 'CAMERA'
 
 
+# The take statuses (protocol.TAKE_STATUSES) as enum identifiers, both ways.
+TAKE_STATUS_ITEMS = (
+    ('NEW', "New", "Not reviewed yet", 'DOT', 1),
+    ('APPROVED', "Approved", "The take kept for the shot: the one in the layout", 'CHECKMARK', 2),
+    ('REJECTED', "Rejected", "Not used (it stays in the history and on disk)", 'X', 4),
+    ('ON_HOLD', "On Hold", "Kept aside for a later decision", 'PAUSE', 8),
+)
+TAKE_STATUS = {'NEW': "new", 'APPROVED': "approved", 'REJECTED': "rejected", 'ON_HOLD': "on_hold"}
+TAKE_STATUS_ENUM = {value: key for key, value in TAKE_STATUS.items()}
+
+# Set by runtime.review: writes a take's review.json after the artist changes it in the panel.
+# (A hook, so these property definitions need not import the runtime layer above them.)
+review_saver = None
+
+
+def _review_changed(item, _context):
+    if review_saver is not None:
+        review_saver(item)
+
+
+def _get_label(item):
+    return item.name
+
+
+def _set_label(item, value):
+    item.name = value
+    _review_changed(item, None)
+
+
+_compare_choices = []  # Blender keeps no copy of a dynamic enum's strings: they must outlive the call
+
+
+def _compare_items(settings, _context):
+    _compare_choices[:] = [('DRIVING', "Driving Footage", "The footage the take was made from", 'SEQUENCE', 0)]
+    for number, item in enumerate(settings.history, 1):
+        text = "v{:03d} {:s}".format(item.version, item.name)
+        _compare_choices.append((item.job_id or "take-{:d}".format(number), text, item.created, 'RENDER_RESULT', number))
+    return _compare_choices
+
+
+class SCAIL2_TakeNote(PropertyGroup):
+    """A note on one frame of a take (shown as a timeline marker)"""
+
+    frame: IntProperty(name="Frame", description="The take's own frame (0 = its first)", min=0)
+    text: StringProperty(name="Note")
+    author: StringProperty(name="Author")
+    time: StringProperty(name="Written", description="When the note was written (UTC)")
+
+
 class SCAIL2_JobHistoryItem(PropertyGroup):
     """A finished SCAIL-2 job of this scene"""
 
@@ -95,6 +145,18 @@ class SCAIL2_JobHistoryItem(PropertyGroup):
     manifest: StringProperty(name="Manifest", description="The job's manifest.json", subtype='FILE_PATH')
     frames: IntProperty(name="Frames", description="Frames the job wrote")
     created: StringProperty(name="Finished", description="When the job finished (local time)")
+    # The take's review (kept in review.json beside the manifest too, see runtime.review).
+    shot: StringProperty(name="Shot", description="The take's shot: its driving footage and frame range")
+    version: IntProperty(name="Version", description="The take's number within its shot (v001 = 1)", min=0)
+    take_status: EnumProperty(name="Status", description="The review's verdict on this take",
+                              items=TAKE_STATUS_ITEMS, default='NEW', update=_review_changed)
+    rating: IntProperty(name="Rating", description="Stars, 0 (not rated) to 5", min=0,
+                        max=protocol.MAX_RATING, update=_review_changed)
+    label: StringProperty(name="Label", description="The take's name in the history and the review (the entry's "
+                          "name; renaming it here writes review.json)", get=_get_label, set=_set_label)
+    derived_from: StringProperty(name="Derived From",
+                                 description="The take this one redid on a changed input (its job)")
+    notes: CollectionProperty(type=SCAIL2_TakeNote)
 
 
 class SCAIL2_SceneJob(ImportOptions, PropertyGroup):
@@ -165,7 +227,8 @@ class SCAIL2_SceneJob(ImportOptions, PropertyGroup):
     )
     seed: IntProperty(
         name="Seed",
-        description="Starting noise: the same seed and settings give the same result",
+        description="Starting noise: the same seed and settings give the same result. Unlocked, each run picks "
+                    "a new seed and this field shows the one the latest take used",
         min=0, max=MAX_SEED, default=0,
     )
     use_seed_lock: BoolProperty(
@@ -195,6 +258,45 @@ class SCAIL2_SceneJob(ImportOptions, PropertyGroup):
     )
     history: CollectionProperty(type=SCAIL2_JobHistoryItem)
     active_history_index: IntProperty(name="Active Job", min=0)
+    history_filter: EnumProperty(
+        name="Show",
+        description="Show only the takes of these statuses (none chosen: all)",
+        items=TAKE_STATUS_ITEMS,
+        options={'ENUM_FLAG'},
+        default=set(),
+    )
+    # Wedge: one click, several takes of the shot.
+    wedge_kind: EnumProperty(
+        name="Vary",
+        description="What the takes of a wedge try out",
+        items=(
+            ('SEED', "Seeds", "The same settings with consecutive seeds from the Seed field"),
+            ('REFERENCE', "References", "One take per reference still (paths separated by ;)"),
+            ('GUIDANCE', "Guidance", "One take per guidance value"),
+            ('SAMPLER', "Sampler", "One take per solver (unipc, dpm++, euler)"),
+            ('LORA', "LoRA Strength", "One take per strength of the job's LoRAs"),
+        ),
+        default='SEED',
+    )
+    wedge_count: IntProperty(name="Takes", description="How many seeds to try", min=1, max=32, default=3)
+    wedge_values: StringProperty(
+        name="Values",
+        description="The values to try, separated by commas (reference stills: paths separated by ;)",
+    )
+    note_text: StringProperty(name="Note", description="The note to put on the current frame of the take")
+    compare_with: EnumProperty(
+        name="Compare With",
+        description="The other side of the compare: another take, or the driving footage",
+        items=_compare_items,
+    )
+    compare_mode: EnumProperty(
+        name="Compare",
+        items=(
+            ('WIPE', "A/B Wipe", "Take A wiped over take B (Blender's Wipe effect strip)"),
+            ('SIDE', "Side by Side", "A on the left, B on the right"),
+        ),
+        default='WIPE',
+    )
 
     @classmethod
     def register(cls):
@@ -210,6 +312,7 @@ def get_job_settings(scene):
 
 
 classes = (
+    SCAIL2_TakeNote,
     SCAIL2_JobHistoryItem,
     SCAIL2_SceneJob,
 )

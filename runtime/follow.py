@@ -45,6 +45,7 @@ from . import generation
 from . import input_checks
 from . import segmentation
 from . import session
+from . import take_finish
 
 PREVIEW_IMAGE = "SCAIL Preview"
 TICK_S = 0.25
@@ -54,7 +55,7 @@ IDLE_TICKS_PER_STEP = 4
 
 # How a done job of each task comes into the scene: ``finish(job, interactive) -> (level, message)``.
 FINISHERS = {
-    "generate": generation.finish_job,
+    "generate": take_finish.finish_take,
     "masks": segmentation.finish_job,
     "matte": segmentation.finish_job,
 }

@@ -4,14 +4,14 @@
 :func:`build_job` turns the Generate panel and the inputs folder into a
 ``protocol.JobSpec`` plus the meta data the finish needs (scenes, import
 settings, the artist's choices); ``runtime.follow.run_job`` queues it. When it
-is done :func:`finish_job` adds a history entry to its scene and imports the
-result there (strip, plane or both) in one undo step. A failed or cancelled job
-changes nothing in the scene.
+is done ``runtime.take_finish`` adds a history entry (:func:`add_history_entry`) to its
+scene and imports the result there (strip, plane or both) in one undo step. A failed or
+cancelled job changes nothing in the scene.
 """
 
 __all__ = (
+    "add_history_entry",
     "build_job",
-    "finish_job",
     "record_cancelled",
     "history_entry_settings",
     "import_job",
@@ -206,8 +206,9 @@ def import_job(scene, seq_scene, manifest, import_settings, undo=False):
         )
 
 
-def _add_history_entry(scene, job):
-    """The scene's history entry of a generation that ended (done or cancelled): what Redo and Import Again use."""
+def add_history_entry(job, scene):
+    """The scene's history entry of a generation that ended (done or cancelled), made the active one: what
+    Redo and Import Again use; the job's folder name as its id."""
     meta = job.meta
     job_id = os.path.basename(os.path.normpath(job.job_dir)) or job.id
     settings = job_settings.get_job_settings(scene)
@@ -226,25 +227,6 @@ def _add_history_entry(scene, job):
     return item
 
 
-def finish_job(job, interactive):
-    """A done job: add it to its scene's history and import it. Returns ``(level, message)``."""
-    meta = job.meta
-    scene, seq_scene = job_scenes(meta)
-    job_id = os.path.basename(os.path.normpath(job.job_dir)) or job.id
-    if scene is None:
-        return 'WARNING', ("SCAIL-2 job {:s} finished, but its scene is no longer open; "
-                           "import {:s} with Import Result").format(job_id, job.manifest)
-    item = _add_history_entry(scene, job)
-    try:
-        import_job(scene, seq_scene, job.manifest, meta.get("import", {}), undo=interactive)
-    except RuntimeError as ex:
-        item.status = 'DONE'
-        item.note = operator_error_line(ex)
-        return 'ERROR', "SCAIL-2 job {:s} finished but was not imported: {:s}".format(job_id, item.note)
-    item.status = 'IMPORTED'
-    return 'INFO', "SCAIL-2 job {:s} finished and was imported ({:d} frames)".format(job_id, item.frames)
-
-
 def record_cancelled(job):
     """A generation cancelled once its frames were being written (decoding, or frames kept) gets its history
     entry, not imported, even when it kept no frame: the sampling it paid for stays at hand for Redo, with its
@@ -254,7 +236,7 @@ def record_cancelled(job):
         return None
     if not job.frames_ready and job.phase not in ("decode", "matte"):
         return None
-    item = _add_history_entry(scene, job)
+    item = add_history_entry(job, scene)
     item.status = 'DONE'
     item.note = ("cancelled; its {:d} frames are kept in the job folder".format(item.frames) if item.frames
                  else "cancelled while its frames were being written; none was kept")
