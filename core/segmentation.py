@@ -32,7 +32,6 @@ __all__ = (
 )
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -162,13 +161,12 @@ def _int(value, default=0):
 def load_record(job_dir, task=None):
     """The finished job in ``job_dir`` (SegmentError when unfinished, of another task, or missing files)."""
     path = os.path.join(job_dir, protocol.SEGMENT_RECORD)
+    if not os.path.lexists(path):
+        raise SegmentError("The segmentation job left no record: " + path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise SegmentError("The segmentation job left no record: " + path) from None
-    except (OSError, ValueError, UnicodeDecodeError) as ex:
-        raise SegmentError(one_line("Cannot read {:s}: {!s}".format(path, ex))) from None
+        data = protocol.read_json_file(path)
+    except protocol.ProtocolError as ex:
+        raise SegmentError(one_line("Cannot read {!s}".format(ex))) from None
     if not isinstance(data, dict):
         raise SegmentError("Not a segmentation record: " + path)
     if data.get("status") != "done":

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..errors import UserError
+
 DEVICE_ENV = "SCAIL2_RANKS_DEVICE"  # "cuda" or "cpu": set for the ranks, and marks a process as one
 STATUS_ENV = "SCAIL2_RANK0_STATUS"  # the file rank 0 writes its command's exit status to
 STRATEGY_ENV = "SCAIL2_CONTEXT_PARALLEL"  # auto (default), ulysses or ring: see parallel.context
@@ -26,7 +28,7 @@ EXIT_BAD_INPUT = 2
 REPO = Path(__file__).resolve().parents[2]
 
 
-class LaunchError(ValueError):
+class LaunchError(UserError):
     """--gpus cannot run as asked (one line)."""
 
 

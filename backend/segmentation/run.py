@@ -8,7 +8,6 @@ failed job is simply run again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+import protocol
 from protocol import MATTE_FOLDER, PALETTE, SEGMENT_RECORD, SegmentSpec
 
 from ..pipeline.media import write_json_atomic
@@ -89,8 +89,8 @@ class Segmenters:
 def finished_record(out: Path, spec: SegmentSpec) -> dict | None:
     """segment.json of a finished job of the same spec in `out`, else None."""
     try:
-        record = json.loads((Path(out) / SEGMENT_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = protocol.read_json_file(Path(out) / SEGMENT_RECORD)
+    except protocol.ProtocolError:
         return None
     if isinstance(record, dict) and record.get("status") == "done" and record.get("job") == spec.to_dict():
         return record

@@ -144,7 +144,7 @@ class Requests:
             folder = remote_job_folder(self.jobs_root, job_dir, "")
         else:
             folder = Path(job_dir).expanduser().resolve()
-        manifest = read_json(folder / "manifest.json")
+        manifest = read_json(folder / protocol.MANIFEST_NAME)
         if manifest is None or not isinstance(manifest.get("job"), dict):
             raise ProtocolFailure(BAD_REQUEST, f"no readable manifest.json in {folder}: nothing to resume")
         summary = folder_summary(folder)

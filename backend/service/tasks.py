@@ -8,13 +8,12 @@ cancellation), and sets `job.status` to "done".
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import protocol
 
-from .jobs import TEST_FAIL_OOM_ENV, Job, log
+from .jobs import Job, log
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -44,7 +43,6 @@ def run_generation(worker: Worker, job: Job, emit: EventSink, on_event: EventSin
         raise Cancelled()
     with FolderClaim(job.job_dir) as claim:  # another process writing this folder is refused here
         components = worker.components_for(emit, loras)
-        _test_hook_out_of_memory(spec)
         generation = GenerationJob(inputs, components, job.job_dir, events=on_event, segmenters=worker.segmenters,
                                    claim=claim)
         generation.open_folder()
@@ -78,13 +76,3 @@ TASKS: dict[str, Callable[[Worker, Job, EventSink, EventSink], None]] = {
     "matte": run_segmentation,
 }
 
-
-def _test_hook_out_of_memory(spec: protocol.JobSpec) -> None:
-    """Tests only: a simulated CUDA out-of-memory error for a job whose prompt is $SCAIL2_TEST_FAIL_OOM."""
-    trigger = os.environ.get(TEST_FAIL_OOM_ENV)
-    if trigger and spec.prompt == trigger:
-        import torch
-
-        raise torch.OutOfMemoryError(
-            f"CUDA out of memory. Tried to allocate 20.00 GiB (simulated by {TEST_FAIL_OOM_ENV})"
-        )

@@ -46,9 +46,6 @@ too_many_connections (TCP: sent to a connection over the limit before it is clos
 idle_timeout (TCP: an authorised connection silent for the idle timeout, before it is closed).
 A wrong or missing token is answered `unauthorized` after a delay and the connection closed.
 
-Test hook (tests only; harmless otherwise): when the environment variable
-SCAIL2_TEST_FAIL_OOM is set, a job whose prompt equals its value raises a simulated
-CUDA out-of-memory error right after the model is loaded.
 """
 
 from __future__ import annotations
@@ -63,9 +60,9 @@ from typing import TYPE_CHECKING, Any
 
 import protocol
 
+from ..errors import UserError, error_code
 from ..loaders.errors import first_line
 from .jobs import (
-    BAD_INPUT,
     JOB_FAILED,
     OOM_HINT,
     OUT_OF_MEMORY,
@@ -74,7 +71,6 @@ from .jobs import (
     SHUTDOWN_GRACE_S,
     Job,
     folder_summary,
-    is_out_of_memory,
     log,
 )
 from .blobs import DEFAULT_CAP_BYTES, BlobStore
@@ -199,13 +195,10 @@ class Worker(Requests, Transfers):
                 self._cond.notify_all()
 
     def _run_job(self, job: Job) -> tuple[str, str, str] | None:
-        """Run one job, reporting its events; return (code, message, hint) if it failed with a model error."""
-        from ..loaders.lora import LoraError
-        from ..pipeline.inputs import InputError
-        from ..pipeline.job_folder import JobDirectoryError, OutputError
-        from ..pipeline.media import MediaError
+        """Run one job, reporting its events; return (code, message, hint) if it failed with a model error.
+
+        Whose failure it is, is `errors.error_code`'s to say, as for the command line."""
         from ..pipeline.sampler import Cancelled
-        from ..segmentation import SegmentationError
 
         def emit(kind: str, **fields: Any) -> None:
             self._broadcast(kind, job=job.id, **fields)
@@ -229,26 +222,19 @@ class Worker(Requests, Transfers):
                  completed_segments=summary.get("completed_segments", 0),
                  frames_written=summary.get("frames_written", 0))
             log(f"job {job.id} cancelled")
-        except OutputError as exc:  # the folder, not the model: the model stays loaded for the next job
-            job.status = "failed"
-            self._broadcast_error(OUTPUT_ERROR, first_line(exc), hint=OUTPUT_HINT, job=job)
-        except (InputError, JobDirectoryError, LoraError, SegmentationError, MediaError) as exc:
-            job.status = "failed"
-            self._broadcast_error(BAD_INPUT, first_line(exc), job=job)
-        except OSError as exc:
-            job.status = "failed"
-            if not _inside(exc.filename, job.job_dir):
-                log(f"job {job.id} failed:\n" + traceback.format_exc())
-                return JOB_FAILED, first_line(exc), ""
-            # A write into the job's folder by a part that does not say so itself (the matte's frames)
-            self._broadcast_error(OUTPUT_ERROR, f"cannot write {exc.filename}: {exc.strerror or exc}",
-                                  hint=OUTPUT_HINT, job=job)
         except Exception as exc:
             job.status = "failed"
-            log(f"job {job.id} failed:\n" + traceback.format_exc())
-            if is_out_of_memory(exc):
-                return OUT_OF_MEMORY, first_line(exc), OOM_HINT
-            return JOB_FAILED, first_line(exc), ""
+            code = error_code(exc, job.job_dir)
+            if code == OUTPUT_ERROR:  # the folder, not the model: the model stays loaded for the next job
+                # (an OSError: a write into the job's folder by a part that does not say so itself, the matte's)
+                message = first_line(exc) if isinstance(exc, UserError) else \
+                    f"cannot write {exc.filename}: {exc.strerror or exc}"
+                self._broadcast_error(code, message, hint=OUTPUT_HINT, job=job)
+            elif isinstance(exc, UserError):
+                self._broadcast_error(code, first_line(exc), job=job)
+            else:  # ours: the model is dropped
+                log(f"job {job.id} failed:\n" + traceback.format_exc())
+                return code, first_line(exc), OOM_HINT if code == OUT_OF_MEMORY else ""
         return None
 
     # -- the kept model -----------------------------------------------------------------------
@@ -260,7 +246,7 @@ class Worker(Requests, Transfers):
         if self.components is not None:
             return self.components
 
-        from ..loaders.components import load_components
+        from ..loaders.components import load_components, model_files_read
         from ..loaders.devices import memory_options
 
         device = self._device()
@@ -268,7 +254,8 @@ class Worker(Requests, Transfers):
         emit("progress", phase="load", segment=0, segments=0)
         log(f"loading model {self.model} on {device}")
         start = time.perf_counter()
-        self.components = load_components(self.model, device, memory, loras=loras)
+        with model_files_read():
+            self.components = load_components(self.model, device, memory, loras=loras)
         self._loaded_loras = list(loras)
         for line in self.components.loras:
             log(f"LoRA {line}")
@@ -293,12 +280,3 @@ class Worker(Requests, Transfers):
 
         return resolve_device(self.device_name)
 
-
-def _inside(filename, folder: Path) -> bool:
-    """Whether an OSError's file lies in `folder`."""
-    if not isinstance(filename, (str, bytes)) or not filename:
-        return False
-    try:
-        return Path(filename if isinstance(filename, str) else filename.decode()).resolve().is_relative_to(folder)
-    except (OSError, ValueError):
-        return False
