@@ -28,7 +28,7 @@ from .state import STATE_NAME, JobState  # noqa: F401
 from .events import (  # noqa: F401
     EVENT_TYPES, PROTOCOL_VERSION, Blob, Cancelled, Capabilities, Done, ErrorEvent, Event, FileData, Files,
     FrameReady, Jobs, Ok, Progress, Queued, Started, as_message, build_event, decode_event, encode_event,
-    event_type, version_mismatch,
+    event_fields, event_type, version_mismatch,
 )
 from .checks import CHECK_MARKER_PREFIX, VERDICTS, InputCheck, InputCheckReport  # noqa: F401
 from .review import (  # noqa: F401

@@ -2,7 +2,7 @@
 
 The launching process checks what it can without a model (the count, the device, options that
 cannot be shared), then runs `python -m torch.distributed.run --standalone --nproc-per-node N
--m backend.parallel.ranks ARGS...` and waits; its exit status is rank 0's command's. The
+-m backend.as_rank ARGS...` and waits; its exit status is rank 0's command's. The
 launcher is stopped with this process: SIGINT and SIGTERM are passed on, and on Linux it gets
 SIGTERM if this process dies, so no rank outlives the command that started it.
 
@@ -75,7 +75,7 @@ def launch(argv: list[str], args: argparse.Namespace) -> int:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.gpus)))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.gpus}",
-                   "-m", "backend.parallel.ranks", *argv]
+                   "-m", "backend.as_rank", *argv]
         code = _run(command, env)
         if status.is_file():
             return int(status.read_text() or 1)

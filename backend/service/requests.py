@@ -37,7 +37,7 @@ from .jobs import (
 from .remote import remote_job_folder, resolve_inputs
 
 if TYPE_CHECKING:
-    from .serve import Output
+    from .ports import EventOutput as Output
 
 
 class Requests:

@@ -16,12 +16,12 @@ import protocol
 from .jobs import Job, log
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from .ports import ModelHost
 
 EventSink = Callable[..., None]
 
 
-def run_generation(worker: Worker, job: Job, emit: EventSink, on_event: EventSink) -> None:
+def run_generation(worker: ModelHost, job: Job, emit: EventSink, on_event: EventSink) -> None:
     """A generation: inputs, LoRA files and folder checked, the folder claimed, the kept model
     (re)loaded, every unfinished segment generated. Nothing cheap is checked after the model loads."""
     from ..loaders.lora import lora_specs
@@ -57,7 +57,7 @@ def run_generation(worker: Worker, job: Job, emit: EventSink, on_event: EventSin
     log(f"job {job.id} done")
 
 
-def run_segmentation(worker: Worker, job: Job, emit: EventSink, on_event: EventSink) -> None:
+def run_segmentation(worker: ModelHost, job: Job, emit: EventSink, on_event: EventSink) -> None:
     """A masks or matte job; its events mirror a generation's (started, progress, done)."""
     from ..segmentation.run import run_segment_job
 
@@ -70,7 +70,7 @@ def run_segmentation(worker: Worker, job: Job, emit: EventSink, on_event: EventS
 
 
 # Task name (protocol.TASKS) -> the function that runs it.
-TASKS: dict[str, Callable[[Worker, Job, EventSink, EventSink], None]] = {
+TASKS: dict[str, Callable[[ModelHost, Job, EventSink, EventSink], None]] = {
     "generate": run_generation,
     "masks": run_segmentation,
     "matte": run_segmentation,

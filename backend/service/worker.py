@@ -35,7 +35,8 @@ client's paths) or "transfer" mode (TLS, or a hello asking for it: inputs are up
 named `blob:<sha>/<name>` or `blobtree:<sha>/<name>`, job folders only under the jobs root,
 results fetched; `remote`). `capabilities.mode` says which.
 
-Error codes: bad_request (malformed or unknown line, missing field), unauthorized,
+Error codes (the table, with each code's meaning, is `protocol/errors.py`; which failure gets which
+is `backend.errors.error_code`, as for the command line): bad_request (malformed or unknown line, missing field), unauthorized,
 unknown_job, bad_input (InputError, JobSpec, LoRA file or job folder problem; reported before
 the model loads, and for missing files, LoRA files that are none, folders that cannot take the
 job and invalid settings at once in reply to the submit), out_of_memory (with a hint),
@@ -79,7 +80,7 @@ from .tasks import TASKS
 from .transfer import Transfers
 
 if TYPE_CHECKING:
-    from .serve import Output
+    from .ports import EventOutput as Output
 
 
 class Worker(Requests, Transfers):
