@@ -28,6 +28,7 @@ _modules = (
     "protocol.manifest",
     "protocol.seeds",
     "protocol.state",
+    "protocol.segmentation",
     "protocol",
     "compat",
     "preferences",

@@ -25,6 +25,7 @@ from .manifest import (  # noqa: F401
     ManifestModel, ManifestSegment, ManifestSource,
 )
 from .state import STATE_NAME, JobState  # noqa: F401
+from .segmentation import SEGMENT_FORMAT, SegmentationRecord, SegmentIdentity  # noqa: F401
 from .events import (  # noqa: F401
     EVENT_TYPES, PROTOCOL_VERSION, Blob, Cancelled, Capabilities, Done, ErrorEvent, Event, FileData, Files,
     FrameReady, Jobs, Ok, Progress, Queued, Started, as_message, build_event, decode_event, encode_event,

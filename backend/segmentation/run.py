@@ -23,7 +23,6 @@ from . import SegmentationError
 from .identities import arrange_identities, paint
 from .tracks import Tracks
 
-SEGMENT_FORMAT = "scail2-segment/1"
 EventSink = Callable[..., None]
 
 
@@ -165,13 +164,13 @@ def run_segment_job(spec: SegmentSpec, out: Path, models: Segmenters, events: Ev
     else:
         identities, chosen = write_masks(tracks, spec, out, names, progress)
         warnings += chosen
-    record = {
-        "format": SEGMENT_FORMAT, "task": spec.task, "job": spec.to_dict(), "status": "done",
+    record = protocol.SegmentationRecord.from_dict({
+        "format": protocol.SEGMENT_FORMAT, "task": spec.task, "job": spec.to_dict(), "status": "done",
         "kind": "image" if spec.still else "video", "source": spec.source, "prompt": spec.prompt, "mode": spec.mode,
         "model": model.name, "noise_only": model.noise_only, "frame_start": indices[0], "frame_count": count,
         "fps": fps, "width": int(width), "height": int(height), "instances_found": len(tracks.instances),
         "identities": identities, "files": names, "warnings": warnings,
-    }
+    }).to_dict()  # checked as the add-on reads it
     write_json_atomic(out / SEGMENT_RECORD, record)
     return record
 
