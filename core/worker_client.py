@@ -203,8 +203,8 @@ class WorkerClient:
         try:
             client._hello()
             answer = client._wait_for(
-                lambda m: m.get("type") == "capabilities" or m.get("code") in (errors.UNAUTHORIZED, errors.CONNECTION_LOST)
-                or m.get("code") == errors.PROTOCOL_MISMATCH,
+                lambda m: m.get("type") == "capabilities"
+                or m.get("code") in (errors.UNAUTHORIZED, errors.CONNECTION_LOST, errors.PROTOCOL_MISMATCH),
                 timeout,
             )
         except WorkerClientError:

@@ -36,10 +36,11 @@ named `blob:<sha>/<name>` or `blobtree:<sha>/<name>`, job folders only under the
 results fetched; `remote`). `capabilities.mode` says which.
 
 Error codes (the table, with each code's meaning, is `protocol/errors.py`; which failure gets which
-is `backend.errors.error_code`, as for the command line): bad_request (malformed or unknown line, missing field), unauthorized,
-unknown_job, bad_input (InputError, JobSpec, LoRA file or job folder problem; reported before
-the model loads, and for missing files, LoRA files that are none, folders that cannot take the
-job and invalid settings at once in reply to the submit), out_of_memory (with a hint),
+is `backend.errors.error_code`, as for the command line): bad_request (malformed or unknown line,
+missing field), unauthorized, unknown_job, bad_input (a `backend.errors.UserError`: settings, input,
+model, LoRA or job folder problems; reported before the model loads, and for missing files, LoRA
+files that are none, folders that cannot take the job and invalid settings at once in reply to the
+submit), out_of_memory (with a hint),
 output_error (the job's folder could not be written: disk full, read-only; the model is kept
 and the job resumes once that is fixed), job_failed (any other exception, first line only),
 internal_error (a request the worker itself failed to answer; the worker keeps serving),

@@ -23,7 +23,8 @@ def _fail_out_of_memory(module) -> None:
         if inputs.spec.prompt == trigger:
             import torch
 
-            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 20.00 GiB (simulated by {FAIL_OOM_ENV})")
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate 20.00 GiB (simulated by {FAIL_OOM_ENV})")
         real_init(self, inputs, *args, **kwargs)
 
     module.GenerationJob.__init__ = init

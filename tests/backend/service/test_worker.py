@@ -203,9 +203,9 @@ class WorkerProcess:
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
     jobs_root = tmp_path_factory.mktemp("jobs")
-    process = WorkerProcess("--model", "tiny", "--jobs-root", str(jobs_root), env={TEST_FAIL_OOM_ENV: OOM_PROMPT,
-                                                                             "PYTHONPATH": os.pathsep.join(
-                                                                                 [str(FAULT_HOOKS), os.environ.get("PYTHONPATH", "")])})
+    faults = {TEST_FAIL_OOM_ENV: OOM_PROMPT,
+              "PYTHONPATH": os.pathsep.join([str(FAULT_HOOKS), os.environ.get("PYTHONPATH", "")])}
+    process = WorkerProcess("--model", "tiny", "--jobs-root", str(jobs_root), env=faults)
     process.jobs_root = jobs_root
     yield process
     status = process.stop()
