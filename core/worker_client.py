@@ -38,7 +38,6 @@ import threading
 import time
 
 from .. import protocol
-from ..protocol import errors
 from .transfer import Transfers
 from .util import LineLog, kill_process_tree, popen_kwargs, python_env
 from .worker_tls import (  # noqa: F401  (CertificateError and UnknownCertificate are this module's too)
@@ -70,7 +69,7 @@ def mismatch_error(version):
     """The one line for a worker that speaks protocol ``version`` (-1: not a version number at all)."""
     theirs = "an unknown version" if version == -1 else "version {!s}".format(version)
     return local_error(
-        errors.PROTOCOL_MISMATCH,
+        protocol.errors.PROTOCOL_MISMATCH,
         "the worker speaks protocol {:s} and this add-on version {:d}".format(theirs, protocol.PROTOCOL_VERSION),
         hint="use the backend that came with this add-on (Set Up Backend), or update the worker to the same release",
     )
@@ -204,16 +203,17 @@ class WorkerClient:
             client._hello()
             answer = client._wait_for(
                 lambda m: m.get("type") == "capabilities"
-                or m.get("code") in (errors.UNAUTHORIZED, errors.CONNECTION_LOST, errors.PROTOCOL_MISMATCH),
+                or m.get("code") in (protocol.errors.UNAUTHORIZED, protocol.errors.CONNECTION_LOST,
+                                     protocol.errors.PROTOCOL_MISMATCH),
                 timeout,
             )
         except WorkerClientError:
             answer = None
         if answer is None or answer.get("type") != "capabilities":
             client.close()
-            if answer is not None and answer.get("code") == errors.UNAUTHORIZED:
+            if answer is not None and answer.get("code") == protocol.errors.UNAUTHORIZED:
                 raise WorkerClientError("the worker at {:s} refused the token".format(where))
-            if answer is not None and answer.get("code") == errors.PROTOCOL_MISMATCH:
+            if answer is not None and answer.get("code") == protocol.errors.PROTOCOL_MISMATCH:
                 raise WorkerClientError("the worker at {:s}: {:s}".format(where, answer["message"]))
             raise WorkerClientError("the worker at {:s} did not answer".format(where))
         if answer.get("mode") == "transfer":
@@ -447,11 +447,12 @@ class WorkerClient:
             message = stopped_message(code)
             if code is not None and code < 0:
                 # Killed from outside (out of memory, a user, a crash): its last output line is not the cause.
-                self._put(local_error(errors.WORKER_EXITED, message, signal=-code))
+                self._put(local_error(protocol.errors.WORKER_EXITED, message, signal=-code))
                 return
             self._stderr_thread.join(1.0)  # the worker's last words
             last = next((line for line in reversed(self._stderr) if line.strip()), "")
-            self._put(local_error(errors.WORKER_EXITED, message + (": " + last if last else ""), hint=last))
+            self._put(local_error(protocol.errors.WORKER_EXITED, message + (": " + last if last else ""),
+                                  hint=last))
 
     def _read_stderr(self, log_path):
         log = LineLog(log_path)
@@ -521,7 +522,7 @@ class WorkerClient:
                 try:
                     sock = self._open_socket(CONNECT_TIMEOUT_S)
                 except CertificateError as ex:  # another certificate now: never talk to it
-                    self._put(local_error(errors.CERTIFICATE_REFUSED, str(ex), fingerprint=ex.fingerprint))
+                    self._put(local_error(protocol.errors.CERTIFICATE_REFUSED, str(ex), fingerprint=ex.fingerprint))
                     self._closing.set()
                     return
                 except OSError:
@@ -565,7 +566,7 @@ class WorkerClient:
                 self._close_socket()
             host, port = self._address
             self._put(local_error(
-                errors.CONNECTION_LOST, "lost the connection to the worker at {:s}:{:d}".format(host, port),
+                protocol.errors.CONNECTION_LOST, "lost the connection to the worker at {:s}:{:d}".format(host, port),
                 hint="reconnecting" if self._reconnect else "",
             ))
             if not self._reconnect:

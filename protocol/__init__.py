@@ -1,10 +1,14 @@
 """What the add-on and the SCAIL-2 backend say to each other. Standard library only.
 
-Both worlds import this one module: Blender's Python (as part of the add-on
-package) and the backend environment (as a top-level module beside `backend/`).
-It defines the job specification and the line-delimited JSON messages of the
-worker protocol. Nothing here touches bpy, torch or the file system beyond
-reading a manifest.
+Both worlds import this one package: Blender's Python (as part of the add-on
+package) and the backend environment (as a top-level package beside `backend/`).
+Here: the job specifications and the rules on them (`JobSpec`, `SegmentSpec`,
+`same_job`); in modules of their own, the typed records of everything else that
+crosses (`records` the base, `events` the worker's events, `messages` the lines,
+`manifest`, `state`, `segmentation` the job folders' files, `errors` the error codes,
+`seeds` the seed rule, `checks` and `review`) and the one JSON file reader
+(`json_files`). Nothing here touches bpy, torch or the file system beyond reading
+JSON files.
 """
 
 from __future__ import annotations

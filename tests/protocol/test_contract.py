@@ -196,3 +196,10 @@ def test_a_raised_pixel_limit_is_the_same_job():
     raised = dict(recorded, max_input_pixels=protocol.MAX_INPUT_PIXELS_LIMIT)
     assert protocol.same_job(recorded, raised)
     assert not protocol.same_job(recorded, dict(recorded, seed=4))
+
+
+def test_the_segmentation_record_round_trips_and_refuses_what_it_does_not_know():
+    record = filled(protocol.SegmentationRecord)
+    assert protocol.SegmentationRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+    with pytest.raises(ProtocolError, match="unknown field extra"):
+        protocol.SegmentationRecord.from_dict(record.to_dict() | {"extra": 1})
