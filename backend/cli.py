@@ -15,6 +15,7 @@ import sys
 from protocol import JobSpec, ProtocolError
 
 from . import __version__
+from .errors import UserError
 from .farm.commands import add_farm_arguments
 from .loaders.convert import add_convert_arguments, run_convert
 from .loaders.errors import first_line
@@ -58,12 +59,10 @@ def run_generate(args: argparse.Namespace) -> int:
     except ProtocolError as exc:
         return _bad_input(exc)
     from .loaders.devices import check_memory_settings, resolve_device
-    from .loaders.lora import LoraError, lora_specs
-    from .pipeline.inputs import InputError, prepare_inputs
-    from .pipeline.job_folder import FolderClaim, JobDirectoryError, check_folder
-    from .pipeline.media import MediaError
+    from .loaders.lora import lora_specs
+    from .pipeline.inputs import prepare_inputs
+    from .pipeline.job_folder import FolderClaim, check_folder
     from .pipeline.preflight import check_lora_files
-    from .segmentation import SegmentationError
 
     try:
         check_memory_settings(memory_settings(args), resolve_device(args.device))
@@ -75,7 +74,7 @@ def run_generate(args: argparse.Namespace) -> int:
         check_lora_files(lora_specs(inputs.spec.loras))
         check_folder(args.out, inputs.spec.to_dict())
         refused = _run_input_checks(inputs, args.strict)
-    except (InputError, MediaError, LoraError, JobDirectoryError) as exc:
+    except UserError as exc:
         return _bad_input(exc)
     if refused:
         return _bad_input(refused)
@@ -83,7 +82,7 @@ def run_generate(args: argparse.Namespace) -> int:
     try:
         claim.claim()  # a second run on this folder is refused here, before any model time
         return _generate_in(claim, inputs, args, progress)
-    except (JobDirectoryError, SegmentationError, MediaError, LoraError) as exc:
+    except UserError as exc:  # `errors`: your input, decided as the worker decides it
         return _bad_input(exc, progress)
     finally:
         claim.release()
@@ -131,7 +130,7 @@ def run_check_inputs(args: argparse.Namespace) -> int:
 
 def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLine) -> int:
     """The model loaded and the job run in the claimed folder; raises the errors run_generate reports."""
-    from .loaders.components import load_components
+    from .loaders.components import load_components, model_files_read
     from .loaders.devices import memory_options, resolve_device
     from .loaders.lora import lora_specs
     from .pipeline.generate import NOISE_LABEL, GenerationJob
@@ -144,10 +143,8 @@ def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLin
     segmenters = Segmenters(tiny=model == "tiny", sam3_weights=args.sam3_weights, device=device)
     if inputs.spec.matte:
         segmenters.check()
-    try:
+    with model_files_read():  # a corrupt checkpoint is the user's input here and in the worker
         components = load_components(model, device, memory, loras=lora_specs(inputs.spec.loras))
-    except (OSError, ValueError) as exc:
-        return _bad_input(exc)
     if components.noise_only:
         print(f"note: {NOISE_LABEL}")
     for line in components.loras:

@@ -44,6 +44,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
+from .. import protocol
 from ..protocol import MAX_IDENTITIES, MODES, PALETTE, PALETTE_NAMES
 from .util import write_json_atomic
 
@@ -185,13 +186,12 @@ def identity_check(driving_identities, reference_identities, extra_identities=()
 def load_inputs(folder):
     """The inputs recorded in ``folder`` (an empty record when there are none yet)."""
     path = os.path.join(folder, INPUTS_NAME)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return {"format": INPUTS_FORMAT}
-    except (OSError, ValueError) as ex:
-        raise ExportError("Cannot read {:s}: {:s}".format(path, str(ex))) from None
+    try:
+        data = protocol.read_json_file(path)
+    except protocol.ProtocolError as ex:
+        raise ExportError("Cannot read {:s}".format(str(ex))) from None
     if not isinstance(data, dict) or data.get("format") != INPUTS_FORMAT:
         raise ExportError("Not a SCAIL-2 inputs file: " + path)
     return data

@@ -11,8 +11,9 @@ __all__ = (
     "FINISHED",
     "Job",
     "JobError",
-        "LocalWorker",
+    "LocalWorker",
     "RemoteWorker",
+    "as_event",
     "format_duration",
     "parse_address",
 )
@@ -25,9 +26,9 @@ from .util import one_line
 
 # Errors that end a job with its worker, not because of it: such a generation can be resumed, also
 # automatically once (preferences).
-WORKER_STOPPED = ("worker_exited", "connection_lost")
+WORKER_STOPPED = protocol.errors.WORKER_STOPPED
 # ... and a folder that could not be written (disk full, read-only): resumed by hand once it is fixed.
-RESUMABLE_ERRORS = (*WORKER_STOPPED, "output_error")
+RESUMABLE_ERRORS = protocol.errors.RESUMABLE
 # Job statuses. "submitting": not yet accepted by the worker.
 ACTIVE = ("submitting", "queued", "running")
 FINISHED = ("done", "failed", "cancelled")
@@ -41,6 +42,12 @@ PHASE_NAMES = {
     "matte": "Cutting out the characters",  # a generation's matte: stages segment, write
 }
 TRANSFER_NAMES = {"upload": "Uploading the inputs", "download": "Fetching the results"}  # a remote worker's
+
+
+def as_event(message):
+    """``message`` as its event record: a record as it is, a message dict (``{"type": ..., ...}``) read
+    through the contract (``protocol.ProtocolError`` for a field the record does not know)."""
+    return message if isinstance(message, protocol.Event) else protocol.decode_event(message)
 
 
 def format_duration(seconds):
@@ -221,45 +228,49 @@ class Job:
         return format_duration(self.eta_s)
 
     # -- what the worker said ---------------------------------------------------------------------
+    # Each takes the event's record (`protocol.events`); a message dict is read into one first.
     def on_started(self, message, now):
         """The worker's ``started`` event, at clock time ``now``."""
+        event = as_event(message)
         self.status = "running"
         self.started_at = self.started_at or now
-        self.frames = int(message.get("frames") or 0)
-        self.segments = int(message.get("segments") or 0)
-        self.warnings = list(message.get("warnings") or [])
-        self.noise_only = bool(message.get("noise_only"))
+        self.frames = event.frames
+        self.segments = event.segments
+        self.warnings = list(event.warnings)
+        self.noise_only = event.noise_only
 
     def on_progress(self, message, now):
         """A ``progress`` event: phase, segment i/n and step j/m (a generation), or frame i/n (a segmentation);
         or the bytes of an upload or download to a remote worker (phase ``upload``, ``download``)."""
-        if message.get("phase") in TRANSFER_NAMES:
-            total = int(message.get("total") or 0)
-            self.transfer = (message["phase"], min(int(message.get("bytes") or 0), total), total)
+        event = as_event(message)
+        if event.phase in TRANSFER_NAMES:
+            total = event.total or 0
+            self.transfer = (event.phase, min(event.bytes or 0, total), total)
             return
         if self.status != "running":
             self.status = "running"
             self.started_at = self.started_at or now
-        self.phase = message.get("phase", "")
+        self.phase = event.phase
         if self.task != "generate" or self.phase == "matte":
-            self.stage = message.get("stage", self.phase)
-            self.frame = int(message.get("frame") or 0)
-            self.frames = int(message.get("frames") or self.frames)
+            self.stage = event.stage or self.phase
+            self.frame = event.frame or 0
+            self.frames = event.frames or self.frames
             self.eta_s = None  # not worked out for segmentation
             return
-        self.segment = int(message.get("segment") or 0)
-        self.segments = int(message.get("segments") or self.segments)
+        self.segment = event.segment or 0
+        self.segments = event.segments or self.segments
         if self.phase == "sample":
-            self.step = int(message.get("step") or 0)
-            self.steps = int(message.get("steps") or 0)
+            self.step = event.step or 0
+            self.steps = event.steps or 0
             self._step_log.append((self.segment, self.step, now))
             del self._step_log[:-64]
         self._update_eta()
 
     def on_frame(self, message, now):
         """A ``frame_ready`` event: the newest preview frame; the first of a segment ends its decode."""
-        self.preview = message.get("path", "")
-        if int(message.get("index", -1)) == 0 or not self.first_frame:
+        event = as_event(message)
+        self.preview = event.path
+        if event.index == 0 or not self.first_frame:
             self.first_frame = self.first_frame or self.preview
         self.frames_ready += 1
         last_step = self._step_log[-1] if self._step_log else None

@@ -41,9 +41,10 @@ import time
 import uuid
 
 from .. import protocol
+from ..protocol import errors
 from . import worker_client
 from .input_checks import CHECK_REQUEST_PREFIX, CheckRun
-from .job import Change, Job, JobError, LocalWorker
+from .job import Change, Job, JobError, LocalWorker, as_event
 from .util import one_line, read_json
 
 CANCEL_PREFIX = "cancel-"  # request ids of cancel requests
@@ -132,7 +133,7 @@ class JobQueue:
         try:
             protocol.spec_from_submit({"task": task, "job": data})
         except protocol.ProtocolError as ex:
-            self._fail(job, "bad_input", str(ex))
+            self._fail(job, errors.BAD_INPUT, str(ex))
             return job
         if resume:
             self._request("resume", job_dir=job.job_dir, request_id=job.key)
@@ -187,7 +188,7 @@ class JobQueue:
                     except worker_client.WorkerClientError:
                         break
         for job in self.active_jobs():
-            job.error = JobError("stopped", "the worker was stopped")
+            job.error = JobError(errors.STOPPED, "the worker was stopped")
             self._end(job, "cancelled")
         self._fail_checks("the worker was stopped")
         self._pending.clear()
@@ -206,7 +207,7 @@ class JobQueue:
             try:
                 messages = self.client.poll(timeout=timeout if not self._pending else 0.0)
             except Exception as ex:  # a client bug must not break Blender's timer
-                messages = [worker_client.local_error("client_failed", str(ex))]
+                messages = [worker_client.local_error(errors.CLIENT_FAILED, str(ex))]
             for message in messages:
                 self._handle(message)
         elif timeout > 0:
@@ -255,7 +256,7 @@ class JobQueue:
                 self.notice = ""
             except worker_client.WorkerClientError as ex:
                 self.notice = one_line(str(ex))
-                self._fail_unsent("worker_not_started", str(ex),
+                self._fail_unsent(errors.WORKER_NOT_STARTED, str(ex),
                                   "check the backend Python in the add-on preferences")
             return
 
@@ -285,7 +286,7 @@ class JobQueue:
         self._connecting = None
         if isinstance(result, Exception):
             self.notice = one_line(str(result))
-            self._fail_unsent("connection_failed", str(result),
+            self._fail_unsent(errors.CONNECTION_FAILED, str(result),
                               "check the worker address and token in the add-on preferences")
         else:
             self.client = result
@@ -304,7 +305,7 @@ class JobQueue:
                 self._pending.pop(0)
                 job = self.jobs.get(fields.get("request_id")) if kind == "submit" else None
                 if job is not None:
-                    self._fail(job, "bad_request", str(ex))
+                    self._fail(job, errors.BAD_REQUEST, str(ex))
                 continue
             self._pending.pop(0)
             if kind == "submit" and fields.get("request_id") in self.jobs:
@@ -350,7 +351,7 @@ class JobQueue:
             if job.cancel_requested:
                 self._end(job, "cancelled")
             else:
-                self._fail(job, "worker_exited", message, hint or detail)
+                self._fail(job, errors.WORKER_EXITED, message, hint or detail)
         self._pending = [(kind, fields) for kind, fields in self._pending if kind == "submit" and self._heard]
         self._fail_checks(message)
         self._drop_client(0.5)
@@ -383,17 +384,23 @@ class JobQueue:
         job.error = JobError(code or "error", one_line(message) or code, one_line(hint))
         self._end(job, "failed")
 
-    def _job_of(self, message):
+    def _job_of(self, event):
         job = None
-        if message.get("job"):
-            job = self.find(message["job"])
-        if job is None and message.get("request_id") in self.jobs:
-            job = self.jobs[message["request_id"]]
+        if getattr(event, "job", None):
+            job = self.find(event.job)
+        if job is None and event.request_id in self.jobs:
+            job = self.jobs[event.request_id]
         return job
 
     def _handle(self, message):
-        kind = message.get("type")
-        if not message.get("local"):
+        """One message from the worker (or the client), read through its event record."""
+        try:
+            event = as_event(message)
+        except protocol.ProtocolError as ex:  # parse_line has checked it: only a client-made message can be off
+            self.notice = one_line(str(ex))
+            return
+        kind = event.TYPE
+        if not event.local:
             self._heard = True
         if kind == "capabilities":
             self.capabilities = message
@@ -401,67 +408,71 @@ class JobQueue:
                 self._reconnected = False
                 self._request("list_jobs", request_id=LIST_REQUEST)  # events may have been missed meanwhile
             return
-        request_id = message.get("request_id")
-        run = self.checks.get(request_id) if isinstance(request_id, str) else None
+        run = self.checks.get(event.request_id) if isinstance(event.request_id, str) else None
         if run is not None:  # a check_inputs request's answer
             if run.pending:
                 run.on_message(message)
                 self._change(run, "checked")
             return
-        if kind == "jobs" and message.get("request_id") == LIST_REQUEST:
-            self._reconcile(message.get("jobs") or [])
+        if kind == "jobs" and event.request_id == LIST_REQUEST:
+            self._reconcile(event.jobs)
             return
-        if str(message.get("request_id") or "").startswith(CANCEL_PREFIX):
-            if kind == "error" and message.get("code") != "unknown_job":
-                self.notice = one_line(message.get("message"))
+        if str(event.request_id or "").startswith(CANCEL_PREFIX):
+            if kind == "error" and event.code != errors.UNKNOWN_JOB:
+                self.notice = one_line(event.message)
             return  # a cancel's own reply; the job's end comes as its own event
-        if kind == "error" and message.get("local"):
-            if message.get("code") == "connection_lost":
-                self.notice = one_line(message.get("message"))
+        if kind == "error" and event.local:
+            if event.code == errors.CONNECTION_LOST:
+                self.notice = one_line(event.message)
                 self._reconnected = True
-            elif message.get("code") == "worker_exited":
-                self._worker_gone(message.get("message", "the worker stopped"), message.get("hint", ""),
-                                  killed=bool(message.get("signal")))
+            elif event.code == errors.WORKER_EXITED:
+                self._worker_gone(event.message or "the worker stopped", event.hint, killed=bool(event.signal))
+            elif event.code == errors.PROTOCOL_MISMATCH:  # nothing this worker says can be read: end its jobs
+                self.notice = one_line(event.message)
+                self._pending = []
+                for job in self.active_jobs():
+                    self._fail(job, event.code, event.message, event.hint)
+                self._drop_client(0.5)
             else:
-                self.notice = one_line(message.get("message"))
+                self.notice = one_line(event.message)
             return
-        job = self._job_of(message)
+        job = self._job_of(event)
         if job is None:
             if kind == "error":
-                self.notice = one_line(message.get("message"))
+                self.notice = one_line(event.message)
             return
         if job.finished:
             return
         now = self._clock()
         if kind == "queued":
-            job.id = message.get("job", "")
-            job.job_dir = message.get("job_dir") or job.job_dir
-            job.position = int(message.get("position") or 0)
+            job.id = event.job
+            job.job_dir = event.job_dir or job.job_dir
+            job.position = event.position
             job.status = "queued"
             self._change(job, "queued")
             if job.cancel_requested:
                 self._request("cancel", job=job.id, request_id=CANCEL_PREFIX + job.key)
         elif kind == "started":
-            job.on_started(message, now)
+            job.on_started(event, now)
             self._change(job, "started")
         elif kind == "progress":
-            job.on_progress(message, now)
+            job.on_progress(event, now)
             self._change(job, "progress")
         elif kind == "frame_ready":
-            job.on_frame(message, now)
+            job.on_frame(event, now)
             self._change(job, "frame")
         elif kind == "done":
-            job.manifest = message.get("manifest", "")
-            job.job_dir = message.get("job_dir") or job.job_dir
+            job.manifest = event.manifest or ""
+            job.job_dir = event.job_dir or job.job_dir
             if job.task != "generate":
                 job.record = os.path.join(job.job_dir, protocol.SEGMENT_RECORD)
-                job.frames_ready = int(message.get("frames") or job.frames)
-                job.warnings = list(message.get("warnings") or job.warnings)
+                job.frames_ready = event.frames or job.frames
+                job.warnings = list(event.warnings or job.warnings)
             self._end(job, "done")
         elif kind == "cancelled":
             self._end(job, "cancelled")
         elif kind == "error":
-            self._fail(job, message.get("code", "error"), message.get("message", ""), message.get("hint", ""))
+            self._fail(job, event.code, event.message, event.hint)
 
     def _reconcile(self, listed):
         """After a reconnection: jobs the worker no longer lists ended meanwhile; their folders say how."""
@@ -469,8 +480,8 @@ class JobQueue:
         for job in self.active_jobs():
             if not job.id or job.id in alive:
                 continue
-            state = read_json(os.path.join(job.job_dir, "state.json"))
-            manifest = os.path.join(job.job_dir, "manifest.json")
+            state = read_json(os.path.join(job.job_dir, protocol.STATE_NAME))
+            manifest = os.path.join(job.job_dir, protocol.MANIFEST_NAME)
             record = os.path.join(job.job_dir, protocol.SEGMENT_RECORD)
             if job.task != "generate" and read_json(record).get("status") == "done":
                 job.record = record
@@ -481,6 +492,6 @@ class JobQueue:
             elif state.get("status") == "cancelled" or job.cancel_requested:
                 self._end(job, "cancelled")
             else:
-                self._fail(job, "connection_lost", "the job ended while the connection to the worker was lost",
+                self._fail(job, errors.CONNECTION_LOST, "the job ended while the connection to the worker was lost",
                            "its frames so far are in " + job.job_dir)
 

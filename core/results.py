@@ -43,8 +43,6 @@ __all__ = (
 )
 
 import hashlib
-import json
-import math
 import os
 import shutil
 import struct
@@ -58,9 +56,6 @@ from .util import read_json
 MANIFEST_NAME = protocol.MANIFEST_NAME
 MATTE_FOLDER = protocol.MATTE_FOLDER
 SEGMENT_RECORD = protocol.SEGMENT_RECORD
-MANIFEST_FORMAT_PREFIX = protocol.MANIFEST_FORMAT.rpartition("/")[0] + "/"
-# Frames per second of the model when a manifest does not say.
-DEFAULT_MODEL_FPS = protocol.MODEL_FPS
 # Folder (inside the job folder) for the scene-rate sequences of image planes.
 SCENE_FRAMES_DIR = "scene_frames"
 # Channels of the Video Sequencer.
@@ -153,14 +148,6 @@ def png_info(path):
     return width, height, has_alpha
 
 
-def _number(value, what, positive=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ResultError("The manifest's {:s} is not a number: {!r}".format(what, value))
-    if positive and value <= 0:
-        raise ResultError("The manifest's {:s} must be positive, got {!r}".format(what, value))
-    return value
-
-
 def matte_frames_dir(job_dir, manifest=None):
     """The job's folder of finished RGBA frames, or "" when it has none (or it is unfinished).
 
@@ -192,31 +179,18 @@ def load_result(path, use_matte=True):
     if not os.path.isfile(manifest_path):
         raise ResultError("No job manifest at " + manifest_path)
     try:
-        with open(manifest_path, encoding="utf-8") as fh:
-            manifest = json.load(fh)
-    except OSError as ex:
-        raise ResultError("Could not read {:s}: {:s}".format(manifest_path, ex.strerror or str(ex))) from None
-    except (ValueError, UnicodeDecodeError) as ex:
-        raise ResultError("{:s} is not valid JSON: {:s}".format(manifest_path, str(ex).splitlines()[0])) from None
-    if not isinstance(manifest, dict):
-        raise ResultError(manifest_path + " is not a job manifest")
-    fmt = manifest.get("format")
-    if not (isinstance(fmt, str) and fmt.startswith(MANIFEST_FORMAT_PREFIX)):
-        raise ResultError("{:s} is not a SCAIL-2 job manifest (format {!r})".format(manifest_path, fmt))
+        data = protocol.read_json_file(manifest_path)
+    except protocol.ProtocolError as ex:
+        raise ResultError("{:s} is not valid JSON: {!s}".format(manifest_path, ex)) from None
+    try:
+        manifest = protocol.Manifest.from_dict(data)
+    except protocol.ProtocolError as ex:
+        raise ResultError("{:s}: {!s}".format(manifest_path, ex)) from None
 
     job_dir = os.path.dirname(manifest_path)
-    entries = manifest.get("frames")
-    if not isinstance(entries, list) or not entries:
-        raise ResultError("The manifest lists no frames: " + manifest_path)
-    frames = []
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
-            raise ResultError("The manifest has a frame without a file: {!r}".format(entry))
-        index = entry.get("index")
-        if isinstance(index, bool) or not isinstance(index, int):
-            index = len(frames)
-        time = _number(entry.get("source_time"), "source_time of " + entry["file"])
-        frames.append(ResultFrame(index, os.path.normpath(os.path.join(job_dir, entry["file"])), float(time)))
+    frames = [ResultFrame(entry.index if entry.index is not None else k,
+                          os.path.normpath(os.path.join(job_dir, entry.file)), float(entry.source_time))
+              for k, entry in enumerate(manifest.frames)]
     for before, after in zip(frames, frames[1:]):
         if after.source_time <= before.source_time + TIME_EPS:
             raise ResultError("The manifest's frames are not in time order ({:s} at {:g} s, then {:s} at {:g} s)"
@@ -224,17 +198,16 @@ def load_result(path, use_matte=True):
                                       os.path.basename(after.path), after.source_time))
     missing = [frame.path for frame in frames if not os.path.isfile(frame.path)]
     if missing:
-        status = manifest.get("status")
         raise ResultError("{:d} of {:d} frames are missing{:s}, first: {:s}".format(
             len(missing), len(frames),
-            " (the job is still {:s})".format(status) if status in ("running", "queued") else "",
+            " (the job is still {:s})".format(manifest.status) if manifest.status in ("running", "queued") else "",
             missing[0],
         ))
     folders = {os.path.dirname(frame.path) for frame in frames}
     if len(folders) != 1:
         raise ResultError("The manifest's frames are spread over {:d} folders; expected one".format(len(folders)))
-    warnings = [str(w) for w in manifest.get("warnings")] if isinstance(manifest.get("warnings"), list) else []
-    matte_dir = matte_frames_dir(job_dir, manifest) if use_matte else ""
+    warnings = list(manifest.warnings)
+    matte_dir = matte_frames_dir(job_dir, data) if use_matte else ""
     if matte_dir:
         rgba = [replace(frame, path=os.path.join(matte_dir, os.path.basename(frame.path))) for frame in frames]
         missing = [frame.path for frame in rgba if not os.path.isfile(frame.path)]
@@ -245,41 +218,31 @@ def load_result(path, use_matte=True):
         else:
             frames = rgba
 
-    model_fps = _number(manifest.get("model_fps", DEFAULT_MODEL_FPS), "model_fps", positive=True)
-    source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
-    source_fps = _number(source.get("fps", model_fps), "source fps", positive=True)
-    source_count = source.get("frame_count", 0)
-    source_count = int(source_count) if isinstance(source_count, int) and not isinstance(source_count, bool) else 0
-    source_path = source.get("path") if isinstance(source.get("path"), str) else ""
-
+    source = manifest.source or protocol.ManifestSource()
     info = png_info(frames[0].path)
-    size = manifest.get("size")
     if info is not None:
         width, height, has_alpha = info
-    elif isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
-        height, width = size
+    elif len(manifest.size) == 2 and all(v > 0 for v in manifest.size):
+        height, width = manifest.size
         has_alpha = False
     else:
         raise ResultError("Cannot tell the size of the generated frames: " + frames[0].path)
 
-    seed = manifest.get("seed")
-    settings = manifest.get("job") if isinstance(manifest.get("job"), dict) else {}
-    job_id = manifest.get("id") if isinstance(manifest.get("id"), str) and manifest.get("id") else ""
     return JobResult(
         manifest_path=manifest_path,
         job_dir=job_dir,
-        job_id=job_id or os.path.basename(job_dir) or "job",
+        job_id=manifest.id or os.path.basename(job_dir) or "job",
         frames=tuple(frames),
         width=int(width),
         height=int(height),
         has_alpha=has_alpha,
-        model_fps=float(model_fps),
-        source_path=source_path,
-        source_fps=float(source_fps),
-        source_frame_count=source_count,
-        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-        settings=settings,
-        status=str(manifest.get("status", "")),
+        model_fps=manifest.model_fps,
+        source_path=source.path,
+        source_fps=source.fps if source.fps is not None else manifest.model_fps,
+        source_frame_count=source.frame_count,
+        seed=manifest.seed,
+        settings=manifest.job,
+        status=manifest.status,
         warnings=tuple(warnings),
         matte=bool(matte_dir),
     )

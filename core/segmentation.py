@@ -32,7 +32,6 @@ __all__ = (
 )
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -146,53 +145,44 @@ class SegmentRecord:
 
 def _identity_number(entry):
     """The palette number (1..6) of one of the record's identities: by its colour, else its 0-based index."""
-    colour = tuple(entry.get("colour") or ())
+    colour = tuple(entry.colour)
     if colour in protocol.PALETTE:
         return protocol.PALETTE.index(colour) + 1
-    index = entry.get("identity")
-    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < protocol.MAX_IDENTITIES:
-        return index + 1
+    if 0 <= entry.identity < protocol.MAX_IDENTITIES:
+        return entry.identity + 1
     return None
-
-
-def _int(value, default=0):
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def load_record(job_dir, task=None):
     """The finished job in ``job_dir`` (SegmentError when unfinished, of another task, or missing files)."""
     path = os.path.join(job_dir, protocol.SEGMENT_RECORD)
+    if not os.path.lexists(path):
+        raise SegmentError("The segmentation job left no record: " + path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise SegmentError("The segmentation job left no record: " + path) from None
-    except (OSError, ValueError, UnicodeDecodeError) as ex:
-        raise SegmentError(one_line("Cannot read {:s}: {!s}".format(path, ex))) from None
-    if not isinstance(data, dict):
-        raise SegmentError("Not a segmentation record: " + path)
-    if data.get("status") != "done":
-        raise SegmentError("The segmentation job has not finished ({!s}): {:s}".format(data.get("status"), path))
-    if task is not None and data.get("task") != task:
-        raise SegmentError("{:s} is a {!s} job, not {:s}".format(path, data.get("task"), task))
-    names = data.get("files")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        data = protocol.read_json_file(path)
+    except protocol.ProtocolError as ex:
+        raise SegmentError(one_line("Cannot read {!s}".format(ex))) from None
+    try:
+        record = protocol.SegmentationRecord.from_dict(data)
+    except protocol.ProtocolError as ex:
+        raise SegmentError(one_line("Not a segmentation record: {:s} ({!s})".format(path, ex))) from None
+    if record.status != "done":
+        raise SegmentError("The segmentation job has not finished ({!s}): {:s}".format(record.status, path))
+    if task is not None and record.task != task:
+        raise SegmentError("{:s} is a {!s} job, not {:s}".format(path, record.task, task))
+    if not record.files or not all(record.files):
         raise SegmentError("The segmentation record lists no files: " + path)
-    files = tuple(os.path.normpath(os.path.join(job_dir, name)) for name in names)
+    files = tuple(os.path.normpath(os.path.join(job_dir, name)) for name in record.files)
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
         raise SegmentError("{:d} of {:d} files of the segmentation job are missing, first: {:s}".format(
             len(missing), len(files), missing[0]))
-    entries = data.get("identities") if isinstance(data.get("identities"), list) else []
-    numbers = [_identity_number(e) for e in entries if isinstance(e, dict)]
-    warnings = data.get("warnings") if isinstance(data.get("warnings"), list) else []
+    numbers = [_identity_number(e) for e in record.identities]
     return SegmentRecord(
-        job_dir=os.path.normpath(job_dir), task=str(data.get("task", "")), kind=str(data.get("kind", "")),
-        source=str(data.get("source", "")), prompt=str(data.get("prompt", "")), mode=str(data.get("mode", "")),
-        frame_start=_int(data.get("frame_start")), files=files,
-        identities=tuple(n for n in numbers if n is not None),
-        width=_int(data.get("width")), height=_int(data.get("height")),
-        warnings=tuple(str(w) for w in warnings),
+        job_dir=os.path.normpath(job_dir), task=record.task, kind=record.kind, source=record.source,
+        prompt=record.prompt, mode=record.mode, frame_start=record.frame_start, files=files,
+        identities=tuple(n for n in numbers if n is not None), width=record.width, height=record.height,
+        warnings=tuple(record.warnings),
     )
 
 

@@ -147,9 +147,8 @@ class Transfers:
             try:
                 getattr(self, "_do_" + kind)(item)
             except Exception as ex:  # a transfer's fault never stops the others
-                self._deliver({"v": protocol.PROTOCOL_VERSION, "type": "error", "code": "transfer_failed",
-                               "message": "transfer failed: {!s}".format(ex)[:300], "hint": "", "job": None,
-                               "local": True})
+                self._deliver(_local("error", code=protocol.errors.TRANSFER_FAILED,
+                                     message="transfer failed: {!s}".format(ex)[:300]))
 
     def _do_submit(self, fields):
         request_id = fields.get("request_id")
@@ -162,7 +161,7 @@ class Transfers:
             return
         except (OSError, TransferError) as ex:
             self.submits.pop(request_id, None)
-            self._deliver(_local("error", request_id=request_id, code="upload_failed",
+            self._deliver(_local("error", request_id=request_id, code=protocol.errors.UPLOAD_FAILED,
                                  message="cannot upload the job's inputs: {!s}".format(ex)[:300],
                                  hint="check the input files and the connection to the worker"))
             return
@@ -365,9 +364,8 @@ class Transfers:
 
 def _read_status(path):
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
+        data = protocol.read_json_file(path)
+    except protocol.ProtocolError:
         return None
     return data.get("status") if isinstance(data, dict) else None
 

@@ -26,6 +26,8 @@ import signal
 import subprocess
 import tempfile
 
+from .. import protocol
+
 # Longest message handed to the interface; the rest is cut with an ellipsis.
 MAX_LINE = 200
 
@@ -84,9 +86,8 @@ def with_warnings(message, warnings):
 def read_json(path):
     """The JSON object in ``path``; ``{}`` when it is missing, unreadable or not an object."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError, UnicodeDecodeError):
+        data = protocol.read_json_file(path)
+    except protocol.ProtocolError:
         return {}
     return data if isinstance(data, dict) else {}
 

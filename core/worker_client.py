@@ -17,8 +17,10 @@ and nothing here ever blocks Blender for longer than a call's own timeout.
   the fingerprint seen when none is pinned, for the artist to accept once).
   An authorised connection pings the worker every minute (its idle timeout).
 
-A reader thread parses the worker's lines into dicts and queues them; `poll()`
-returns whatever has arrived. A line that is not a protocol message becomes an
+A reader thread parses the worker's lines into dicts (each checked against its event record,
+`protocol.events`) and queues them; `poll()` returns whatever has arrived. The worker's first
+line is the handshake: a worker of another protocol version gives one ``protocol_mismatch``
+error and nothing it says after is read. A line that is not a protocol message becomes an
 ``error`` dict with code ``bad_output``; when the worker process ends unasked, an
 ``error`` dict with code ``worker_exited`` (and its last stderr line) is queued, and
 a lost TCP connection gives ``connection_lost``. Such client-made dicts carry
@@ -59,8 +61,18 @@ PING_S = 60.0  # well within the worker's idle timeout (300 s by default)
 
 
 def local_error(code, message, hint="", **fields):
-    return {"v": protocol.PROTOCOL_VERSION, "type": "error", "code": code, "message": message, "hint": hint,
-            "job": None, "local": True, **fields}
+    """An error event the client makes itself (``"local": True``); ``code`` is one of ``protocol.errors``."""
+    return protocol.as_message(protocol.ErrorEvent(code=code, message=message, hint=hint, local=True, **fields))
+
+
+def mismatch_error(version):
+    """The one line for a worker that speaks protocol ``version`` (-1: not a version number at all)."""
+    theirs = "an unknown version" if version == -1 else "version {!s}".format(version)
+    return local_error(
+        protocol.errors.PROTOCOL_MISMATCH,
+        "the worker speaks protocol {:s} and this add-on version {:d}".format(theirs, protocol.PROTOCOL_VERSION),
+        hint="use the backend that came with this add-on (Set Up Backend), or update the worker to the same release",
+    )
 
 
 def stopped_message(returncode):
@@ -125,6 +137,7 @@ class WorkerClient:
         self._io_lock = threading.Lock()  # an SSL socket is never read and written at once
         self._want_transfer = False  # hello asks for transfer mode
         self._reconnecting = False  # the next capabilities follows a reconnection
+        self._handshake = None  # None until the worker's first line; then whether it speaks our protocol
         self.transfers = None  # a `transfer.Transfers` once the worker is in transfer mode
         self._reconnect = False
         self._expect_eof = False
@@ -189,15 +202,19 @@ class WorkerClient:
         try:
             client._hello()
             answer = client._wait_for(
-                lambda m: m.get("type") == "capabilities" or m.get("code") in ("unauthorized", "connection_lost"),
+                lambda m: m.get("type") == "capabilities"
+                or m.get("code") in (protocol.errors.UNAUTHORIZED, protocol.errors.CONNECTION_LOST,
+                                     protocol.errors.PROTOCOL_MISMATCH),
                 timeout,
             )
         except WorkerClientError:
             answer = None
         if answer is None or answer.get("type") != "capabilities":
             client.close()
-            if answer is not None and answer.get("code") == "unauthorized":
+            if answer is not None and answer.get("code") == protocol.errors.UNAUTHORIZED:
                 raise WorkerClientError("the worker at {:s} refused the token".format(where))
+            if answer is not None and answer.get("code") == protocol.errors.PROTOCOL_MISMATCH:
+                raise WorkerClientError("the worker at {:s}: {:s}".format(where, answer["message"]))
             raise WorkerClientError("the worker at {:s} did not answer".format(where))
         if answer.get("mode") == "transfer":
             client.transfers = Transfers(client.send, client._put,
@@ -370,6 +387,13 @@ class WorkerClient:
                 self._inbox_ready.wait(left)
 
     def _on_line(self, raw):
+        if self._handshake is None:  # the first line: a worker of another version is said once, here
+            version = protocol.version_mismatch(raw)
+            self._handshake = version is None
+            if version is not None:
+                self._put(mismatch_error(version))
+        if not self._handshake:
+            return  # said once; the rest of a worker of another version is not read
         message = parse_line(raw)
         if self.transfers is not None:
             if self.transfers.wants(message):
@@ -423,11 +447,12 @@ class WorkerClient:
             message = stopped_message(code)
             if code is not None and code < 0:
                 # Killed from outside (out of memory, a user, a crash): its last output line is not the cause.
-                self._put(local_error("worker_exited", message, signal=-code))
+                self._put(local_error(protocol.errors.WORKER_EXITED, message, signal=-code))
                 return
             self._stderr_thread.join(1.0)  # the worker's last words
             last = next((line for line in reversed(self._stderr) if line.strip()), "")
-            self._put(local_error("worker_exited", message + (": " + last if last else ""), hint=last))
+            self._put(local_error(protocol.errors.WORKER_EXITED, message + (": " + last if last else ""),
+                                  hint=last))
 
     def _read_stderr(self, log_path):
         log = LineLog(log_path)
@@ -497,7 +522,7 @@ class WorkerClient:
                 try:
                     sock = self._open_socket(CONNECT_TIMEOUT_S)
                 except CertificateError as ex:  # another certificate now: never talk to it
-                    self._put(local_error("certificate_refused", str(ex), fingerprint=ex.fingerprint))
+                    self._put(local_error(protocol.errors.CERTIFICATE_REFUSED, str(ex), fingerprint=ex.fingerprint))
                     self._closing.set()
                     return
                 except OSError:
@@ -505,6 +530,7 @@ class WorkerClient:
                 self._sock = sock
                 attempt = 0
                 self._reconnecting = True
+                self._handshake = None  # the worker may have been replaced meanwhile
                 try:
                     self._hello()  # the worker sends job events to connections that have spoken
                 except WorkerClientError:
@@ -540,7 +566,7 @@ class WorkerClient:
                 self._close_socket()
             host, port = self._address
             self._put(local_error(
-                "connection_lost", "lost the connection to the worker at {:s}:{:d}".format(host, port),
+                protocol.errors.CONNECTION_LOST, "lost the connection to the worker at {:s}:{:d}".format(host, port),
                 hint="reconnecting" if self._reconnect else "",
             ))
             if not self._reconnect:

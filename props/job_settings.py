@@ -32,7 +32,7 @@ from .import_options import ImportOptions
 SCENE_PROPERTY = "scail2_job"
 # The frame limit's untouched values (Blender's default scene range).
 FRAME_START, FRAME_END = 1, 250
-MAX_SEED = 2 ** 31 - 1
+MAX_SEED = protocol.PICKED_SEED_LIMIT - 1  # the Seed field is 32-bit; picked seeds fit it
 
 # The Sampler choice -> protocol.SAMPLERS (enum identifiers stay plain words).
 SAMPLERS = {'UNIPC': "unipc", 'DPMPP': "dpm++", 'EULER': "euler"}

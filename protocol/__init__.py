@@ -1,10 +1,14 @@
 """What the add-on and the SCAIL-2 backend say to each other. Standard library only.
 
-Both worlds import this one module: Blender's Python (as part of the add-on
-package) and the backend environment (as a top-level module beside `backend/`).
-It defines the job specification and the line-delimited JSON messages of the
-worker protocol. Nothing here touches bpy, torch or the file system beyond
-reading a manifest.
+Both worlds import this one package: Blender's Python (as part of the add-on
+package) and the backend environment (as a top-level package beside `backend/`).
+Here: the job specifications and the rules on them (`JobSpec`, `SegmentSpec`,
+`same_job`); in modules of their own, the typed records of everything else that
+crosses (`records` the base, `events` the worker's events, `messages` the lines,
+`manifest`, `state`, `segmentation` the job folders' files, `errors` the error codes,
+`seeds` the seed rule, `checks` and `review`) and the one JSON file reader
+(`json_files`). Nothing here touches bpy, torch or the file system beyond reading
+JSON files.
 """
 
 from __future__ import annotations
@@ -18,6 +22,20 @@ from typing import Any
 from .downloads import DOWNLOAD_EVENTS, DownloadEvent, PlannedFile  # noqa: F401  (`backend download` lines)
 from .json_files import parse_json_bytes, read_json_file, read_record  # noqa: F401  (the contract's file reader)
 from .records import ProtocolError, Record  # noqa: F401  (the base of every record)
+from . import errors  # noqa: F401  (the error codes: protocol.errors.BAD_INPUT, ...)
+from .errors import ERRORS, ErrorCode  # noqa: F401
+from .seeds import PICK_SEED, PICKED_SEED_LIMIT, SEED_LIMIT, is_seed, pick_seed  # noqa: F401
+from .manifest import (  # noqa: F401
+    JOB_STATUSES, MANIFEST_FORMAT, MANIFEST_FORMAT_PREFIX, MANIFEST_NAME, MODEL_FPS, Manifest, ManifestFrame,
+    ManifestModel, ManifestSegment, ManifestSource,
+)
+from .state import STATE_NAME, JobState  # noqa: F401
+from .segmentation import SEGMENT_FORMAT, SegmentationRecord, SegmentIdentity  # noqa: F401
+from .events import (  # noqa: F401
+    EVENT_TYPES, PROTOCOL_VERSION, Blob, Cancelled, Capabilities, Done, ErrorEvent, Event, FileData, Files,
+    FrameReady, Jobs, Ok, Progress, Queued, Started, as_message, build_event, decode_event, encode_event,
+    event_fields, event_type, version_mismatch,
+)
 from .checks import (  # noqa: F401
     CHECK_INPUTS_REQUEST, CHECK_MARKER_PREFIX, INPUT_CHECKS_EVENT, VERDICTS, CheckInputsRequest, InputCheck,
     InputCheckReport, InputChecksEvent,
@@ -27,7 +45,6 @@ from .review import (  # noqa: F401
     RecipeFile, Score, TakeReview, TakeScores,
 )
 
-PROTOCOL_VERSION = 1
 MODES = ("animate", "replace")
 PRESETS = ("quality", "fast")
 RESOLUTIONS = {  # tier -> (short side, long side) in pixels
@@ -38,9 +55,6 @@ MAX_IDENTITIES = 6
 # Mask colour of identity 1..6 (8-bit RGB), in the order of the SCAIL-2 release.
 PALETTE = ((0, 0, 255), (255, 0, 0), (0, 255, 0), (255, 0, 255), (0, 255, 255), (255, 255, 0))
 PALETTE_NAMES = ("blue", "red", "green", "magenta", "cyan", "yellow")
-MODEL_FPS = 16.0
-MANIFEST_FORMAT = "scail2-job/1"  # a job folder's manifest.json, written by the backend
-MANIFEST_NAME = "manifest.json"
 SEGMENT_FRAMES = 81
 SEGMENT_OVERLAP = 5
 DEFAULT_SEGMENT_PROMPT = "person"  # what a mask or matte looks for unless told
@@ -73,7 +87,6 @@ MAX_STEPS = 10_000
 # or broken metadata (a 90 kHz time base), not from footage.
 FPS_RANGE = (0.1, 1000.0)
 LORA_STRENGTH_RANGE = (-10.0, 10.0)  # merged as weight + strength * delta; 0..2 is usual
-SEED_LIMIT = 1 << 64  # torch seeds a generator with 64 bits; -1 means "pick one"
 
 
 def preset_sampling(preset: str, short_side: int) -> dict[str, Any]:
@@ -203,7 +216,7 @@ class JobSpec:
             raise ProtocolError("a matte needs a text prompt saying what to keep, such as 'person'")
         if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
             raise ProtocolError(f"steps must be at least 1 and at most {MAX_STEPS}, got {self.steps}")
-        if self.seed != -1 and not 0 <= self.seed < SEED_LIMIT:
+        if self.seed != PICK_SEED and not is_seed(self.seed):
             raise ProtocolError(f"seed must be -1 (pick one) or 0 to 2**64 - 1, got {self.seed}"[:200])
         for lora in self.loras:
             _check_lora(lora)
@@ -419,13 +432,6 @@ def spec_from_submit(message: dict[str, Any]) -> JobSpec | SegmentSpec:
     return SegmentSpec.from_dict({**data, "task": task})
 
 
-# Message types. Client -> worker: requests; worker -> client: events.
-REQUESTS = ("hello", "submit", "cancel", "list_jobs", "resume", "free_memory", "shutdown",
-            "ping", "blob_status", "blob_put", "list_files", "fetch", CHECK_INPUTS_REQUEST)
-EVENTS = ("capabilities", "queued", "progress", "frame_ready", "done", "error", "jobs", "ok", "started", "cancelled",
-          "blob", "files", "file_data", INPUT_CHECKS_EVENT)
-
-
 # Connections (`capabilities.mode`): "paths" (the worker reads and writes the client's own paths: a
 # local worker) or "transfer" (the client names no worker paths: inputs are uploaded blobs, named
 # in a job by `blob_ref`, and results are fetched from the job's folder on the worker).
@@ -454,38 +460,4 @@ def parse_blob_ref(text: Any, prefix: str = BLOB_PREFIX) -> tuple[str, str] | No
     return (sha, name) if sep else None
 
 
-def encode_message(kind: str, **fields: Any) -> str:
-    """One protocol message as a single JSON line (with the trailing newline)."""
-    if kind not in REQUESTS and kind not in EVENTS:
-        raise ProtocolError(f"unknown message type {kind!r}")
-    message = {"v": PROTOCOL_VERSION, "type": kind, **fields}
-    return json.dumps(message, separators=(",", ":")) + "\n"
-
-
-def decode_message(line: str | bytes) -> dict[str, Any]:
-    """Parse one line into a message dict; ProtocolError if it is not a valid message."""
-    if isinstance(line, bytes):
-        line = line.decode("utf-8", errors="replace")
-    try:
-        message = json.loads(line)
-    except json.JSONDecodeError:
-        raise ProtocolError(f"not a JSON message: {line.strip()[:80]!r}") from None
-    if not isinstance(message, dict) or "type" not in message:
-        raise ProtocolError("a message must be a JSON object with a 'type'")
-    if message.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {message.get('v')!r} is not {PROTOCOL_VERSION}")
-    if message["type"] not in REQUESTS and message["type"] not in EVENTS:
-        raise ProtocolError(f"unknown message type {message['type']!r}")
-    return message
-
-
-def error_event(code: str, message: str, hint: str = "", job: str | None = None) -> str:
-    """An error event: a machine-readable code, one line for the artist, and a hint."""
-    first_line = message.strip().splitlines()[0] if message.strip() else code
-    return encode_message("error", code=code, message=first_line, hint=hint, job=job)
-
-
-def load_manifest(path: str) -> dict[str, Any]:
-    """Read a job's manifest.json (written by the backend)."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+from .messages import REQUESTS, decode_message, encode_message, error_event, load_manifest  # noqa: E402,F401

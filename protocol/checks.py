@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .events import Event, event_type
 from .records import ProtocolError, Record
 
 VERDICTS = ("ok", "warn", "fail")  # in rising order of severity
@@ -79,10 +80,11 @@ class CheckInputsRequest(Record):
     request_id: str | None = None
 
 
-@dataclass(frozen=True)
-class InputChecksEvent(Record):
+@event_type
+@dataclass(frozen=True, kw_only=True)
+class InputChecksEvent(Event):
     """input_checks {report}: the checks of a `check_inputs` request, echoing its request_id."""
 
+    TYPE = INPUT_CHECKS_EVENT
     WHAT = "input_checks event"
     report: InputCheckReport
-    request_id: str | None = None

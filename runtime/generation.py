@@ -19,7 +19,6 @@ __all__ = (
 
 import json
 import os
-import random
 import time
 
 import bpy
@@ -107,7 +106,7 @@ def _check_size(settings):
 
 def _job_spec(fields, settings, src):
     """The checked ``protocol.JobSpec`` of the input ``fields`` and the panel's settings (a new seed unless locked)."""
-    seed = settings.seed if settings.use_seed_lock else random.SystemRandom().randrange(0, job_settings.MAX_SEED)
+    seed = settings.seed if settings.use_seed_lock else protocol.pick_seed()
     try:
         return protocol.JobSpec(
             **fields,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import secrets
 import shutil
@@ -32,6 +31,7 @@ from pathlib import Path
 import protocol
 
 from .. import __version__
+from ..errors import UserError
 from ..pipeline.probe import MediaError, clip_files
 
 BUNDLE_FORMAT = "scail2-farm-bundle/1"
@@ -44,7 +44,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _CLIP_FIELDS = ("driving", "driving_mask")  # a video, a folder of frames or a frame pattern
 
 
-class BundleError(ValueError):
+class BundleError(UserError):
     """A bundle cannot be written or read; the message is one line for the user."""
 
 
@@ -198,7 +198,7 @@ def write_planned(plan: BundlePlan, input_checks: dict | None = None) -> Bundle:
         return Bundle(plan.target, plan.name, plan.existing.spec, plan.existing.record, reused=True)
     bundled, farm_dir, temp = plan.bundled, plan.target.parent, None
     if bundled.seed == -1:
-        seed = random.SystemRandom().randrange(protocol.SEED_LIMIT)
+        seed = protocol.pick_seed()
         bundled = protocol.JobSpec.from_dict(dict(bundled.to_dict(), seed=seed))
     inputs = [dict(entry, files=[dict(f) for f in entry["files"]]) for entry in plan.inputs]
     record = {"format": BUNDLE_FORMAT, "name": plan.name, "backend_version": __version__, "spec": SPEC_NAME,
@@ -239,12 +239,12 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _read_json(path: Path) -> dict:
+    if not path.exists():
+        raise BundleError(f"{path.parent} is not a SCAIL-2 farm bundle (no {path.name})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{path.parent} is not a SCAIL-2 farm bundle (no {path.name})") from None
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        data = protocol.read_json_file(path)
+    except protocol.ProtocolError as exc:
+        raise BundleError(f"cannot read {exc}") from None
     if not isinstance(data, dict):
         raise BundleError(f"{path} is damaged (not a JSON object)")
     return data

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import protocol
+
 from ..pipeline.job_folder import folder_state
 from .bundle import BundleError, bundles_in, check_name, name_from, plan_bundle, read_spec, write_planned
 from .run import EXIT_BAD_INPUT, run_bundle
@@ -93,7 +95,7 @@ def _load_specs(args: argparse.Namespace) -> list[tuple[str, object]]:
             text, default_name = sys.stdin.read(), None
         else:
             try:
-                text = Path(source).read_text(encoding="utf-8")
+                text = Path(source).read_bytes()
             except OSError as exc:
                 raise BundleError(f"cannot read the job spec {source}: {exc.strerror or exc}") from None
             default_name = name_from(Path(source).stem)
@@ -101,9 +103,10 @@ def _load_specs(args: argparse.Namespace) -> list[tuple[str, object]]:
         if name is None:
             raise BundleError("a spec from stdin needs --name")
         try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise BundleError(f"the job spec {source} is not JSON: {exc}") from None
+            data = protocol.parse_json_bytes(text if isinstance(text, bytes) else text.encode("utf-8"),
+                                             f"the job spec {source}")
+        except protocol.ProtocolError as exc:
+            raise BundleError(str(exc)) from None
         loaded.append((check_name(name), read_spec(data)))
     names = [name for name, _spec in loaded]
     if len(set(names)) != len(names):

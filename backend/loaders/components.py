@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
 from ..models.encoders import Encoders
 from ..models.transformer_scail2 import SCAIL2Transformer3DModel
+from .errors import CheckpointError, first_line
 
 TINY = "tiny"
 OFFLOAD_MODES = ("none", "model", "group")
@@ -63,6 +65,19 @@ class Components:
             self.transformer.to("cpu")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+@contextmanager
+def model_files_read():
+    """Around loading the model: an OSError or ValueError reading the files the user named (a
+    corrupt checkpoint, a missing shard) is their input, a `CheckpointError`, for the CLI and the
+    worker alike (`backend.errors`); running out of memory and anything else stay ours."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load the model files: {first_line(exc)}") from exc
 
 
 def load_components(

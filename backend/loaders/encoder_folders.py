@@ -14,10 +14,11 @@ section "Encoders".
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
+
+import protocol
 
 from ..models.encoders import (
     CLIP_MEAN,
@@ -31,6 +32,7 @@ from ..models.encoders import (
     module_to,
 )
 from .comfy_encoders import load_clip_vision_file, load_umt5_file, load_vae_file
+from .errors import CheckpointError
 from .encoder_checkpoints import load_open_clip_visual, load_wan_t5, load_wan_vae
 from .inventory import LABELS, Inventory
 from .tokenizers import find_umt5_tokenizer
@@ -132,8 +134,11 @@ def _missing_diffusers_parts(weights_dir: Path) -> list[str]:
 def _clip_stats(weights_dir: Path):
     config = weights_dir / "image_processor" / "preprocessor_config.json"
     if config.is_file():
-        data = json.loads(config.read_text())
-        if "image_mean" in data and "image_std" in data:
+        try:
+            data = protocol.read_json_file(config, "image processor config")
+        except protocol.ProtocolError as exc:
+            raise CheckpointError(str(exc)) from None
+        if isinstance(data, dict) and "image_mean" in data and "image_std" in data:
             return tuple(data["image_mean"]), tuple(data["image_std"])
     return CLIP_MEAN, CLIP_STD
 

@@ -19,8 +19,9 @@ Judged by a folder's contents or a file's first bytes, never by its suffix.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+import protocol
 
 from ..models.transformer_scail2 import SCAIL2Transformer3DModel
 from .errors import CheckpointError
@@ -135,7 +136,7 @@ def _is_converted_folder(folder: Path) -> bool:
     if not _has_diffusers_files(folder):
         return False
     try:
-        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = protocol.read_json_file(folder / CONFIG_NAME)
+    except protocol.ProtocolError:
         return True  # let loading report the broken file
     return not isinstance(config, dict) or config.get("_class_name", MODEL_CLASS_NAME) == MODEL_CLASS_NAME

@@ -35,13 +35,14 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from ..errors import UserError
 from .errors import CheckpointError, few, first_line
 from .layouts import ZIP_MAGIC
 from .lora_keys import VARIANT_HINTS, ModuleNames, split_kind
 from .sat import load_pickled_state_dict
 from .sources import squeezed
 
-class LoraError(ValueError):
+class LoraError(UserError):
     """A LoRA file that cannot be merged into this model; the message is one line for the user."""
 
 

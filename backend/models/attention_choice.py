@@ -17,6 +17,8 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
+import protocol
+
 # bf16 attention outputs agree with float32 ones to about 1e-2 relative; a broken kernel is far off.
 AGREEMENT = 3e-2
 # The probe's size: one 14B layer's heads over a few thousand tokens takes milliseconds on a GPU.
@@ -125,9 +127,11 @@ def probe_and_record(device) -> dict:
     result = probe_attention(device, local, **size)
     path = choices_file()
     try:
-        known = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
+        known = protocol.read_json_file(path) if path.is_file() else {}
+    except protocol.ProtocolError:
         known = {}  # a damaged record is probed again
+    if not isinstance(known, dict):
+        known = {}
     known[machine_key(device)] = result
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,9 +146,9 @@ def probe_and_record(device) -> dict:
 def recorded_choice(device) -> str | None:
     """The backend an earlier probe chose on this machine and software stack, or None."""
     try:
-        known = json.loads(choices_file().read_text())
+        known = protocol.read_json_file(choices_file())
         return known[machine_key(device)]["choice"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (protocol.ProtocolError, KeyError, TypeError):
         return None
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
+
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
@@ -38,7 +40,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class EncoderError(ValueError):
+class EncoderError(UserError):
     """A missing, incomplete or unrecognised encoder checkpoint; the message says what to do."""
 
 

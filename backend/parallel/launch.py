@@ -2,7 +2,7 @@
 
 The launching process checks what it can without a model (the count, the device, options that
 cannot be shared), then runs `python -m torch.distributed.run --standalone --nproc-per-node N
--m backend.parallel.ranks ARGS...` and waits; its exit status is rank 0's command's. The
+-m backend.as_rank ARGS...` and waits; its exit status is rank 0's command's. The
 launcher is stopped with this process: SIGINT and SIGTERM are passed on, and on Linux it gets
 SIGTERM if this process dies, so no rank outlives the command that started it.
 
@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..errors import UserError
+
 DEVICE_ENV = "SCAIL2_RANKS_DEVICE"  # "cuda" or "cpu": set for the ranks, and marks a process as one
 STATUS_ENV = "SCAIL2_RANK0_STATUS"  # the file rank 0 writes its command's exit status to
 STRATEGY_ENV = "SCAIL2_CONTEXT_PARALLEL"  # auto (default), ulysses or ring: see parallel.context
@@ -26,7 +28,7 @@ EXIT_BAD_INPUT = 2
 REPO = Path(__file__).resolve().parents[2]
 
 
-class LaunchError(ValueError):
+class LaunchError(UserError):
     """--gpus cannot run as asked (one line)."""
 
 
@@ -73,7 +75,7 @@ def launch(argv: list[str], args: argparse.Namespace) -> int:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.gpus)))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.gpus}",
-                   "-m", "backend.parallel.ranks", *argv]
+                   "-m", "backend.as_rank", *argv]
         code = _run(command, env)
         if status.is_file():
             return int(status.read_text() or 1)

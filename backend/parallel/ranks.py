@@ -1,8 +1,9 @@
-"""One rank of a `--gpus N` run: `python -m backend.parallel.ranks COMMAND ARGS...`, started by `launch`.
+"""One rank of a `--gpus N` run: `python -m backend.as_rank COMMAND ARGS...`, started by `launch`.
 
 Torch's launcher sets RANK and LOCAL_RANK. Every rank joins the process group (gloo on the
 CPU; on CUDA, nccl for the GPU tensors and gloo for the small headers, one group); then rank
-0 runs the command line as `python -m backend` would (`leader`), the others follow
+0 runs the command line as `python -m backend` would (`leader`; the entry point hands `main` the
+command-line function, so this floor never imports `cli` back up), the others follow
 (`follower`) with their stdout sent to stderr, so that a worker's JSON event stream on stdout
 stays rank 0's alone. Rank 0 records the command's exit status in the file launch names
 (SCAIL2_RANK0_STATUS) and exits 0, so a refused input is one error line and status 2 as on
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from datetime import timedelta
 
 import torch
@@ -34,29 +36,28 @@ def join_group(local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def lead(argv: list[str]) -> int:
-    from .. import cli
+def lead(argv: list[str], run_command: Callable[[list[str]], int]) -> int:
     from .leader import start_session
 
     session = start_session(os.environ.get(STRATEGY_ENV, "auto"))
     try:
         try:
-            return cli.main(argv)
+            return run_command(argv)
         except SystemExit as exc:  # argparse's own exits
             return exc.code if isinstance(exc.code, int) else 1
     finally:
         session.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv: list[str], run_command: Callable[[list[str]], int]) -> int:
+    """This rank's part; `run_command` runs rank 0's command line (`backend.cli.main`)."""
     # diffusers 0.42's gather calls a torch collective deprecated in 2.13: noise the user cannot act on
     warnings.filterwarnings("ignore", message=".*all_gather_tensor.*", category=FutureWarning)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     device = join_group(local_rank)
     try:
         if rank == 0:
-            status = lead(argv)
+            status = lead(argv, run_command)
             with open(os.environ[STATUS_ENV], "w", encoding="utf-8") as f:
                 f.write(str(status))
         else:
@@ -69,6 +70,3 @@ def main(argv: list[str] | None = None) -> int:
         dist.destroy_process_group()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

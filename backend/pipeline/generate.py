@@ -12,7 +12,6 @@ a job, and the lock a run holds on it, are `job_folder`'s.
 from __future__ import annotations
 
 import resource
-import secrets
 import time
 from collections.abc import Callable
 from functools import cached_property
@@ -154,7 +153,7 @@ class GenerationJob:
     def _seed(self) -> int:
         if "seed" in self.state:
             return int(self.state["seed"])
-        return self.inputs.spec.seed if self.inputs.spec.seed >= 0 else secrets.randbits(31)
+        return self.inputs.spec.seed if self.inputs.spec.seed != protocol.PICK_SEED else protocol.pick_seed()
 
     @cached_property
     def input_hashes(self) -> dict[str, str]:
@@ -165,37 +164,37 @@ class GenerationJob:
         hashes = {path: media.input_sha256(path) for path in paths if path}
         return {path: digest for path, digest in hashes.items() if digest is not None}
 
-    def manifest(self, status: str) -> dict[str, Any]:
+    def manifest(self, status: str) -> protocol.Manifest:
         inputs, spec = self.inputs, self.inputs.spec
-        return {
-            "format": protocol.MANIFEST_FORMAT,
-            "id": self.job_dir.name,
-            "status": status,
-            "job": spec.to_dict(),
-            "seed": self.state["seed"],
-            "model": {"label": self.components.label, "noise_only": self.components.noise_only,
-                      "files": self.components.files, "loras": self.components.loras,
-                      "components": self.components.component_files,
-                      "quantization": self.components.quantization},
-            "sampler": vars(self.settings),
-            "numerics": numerics_record(self.settings, self.components, spec.color_match),
-            "size": [inputs.height, inputs.width],
-            "model_fps": spec.model_fps,
-            "source": {"path": inputs.driving.path, "fps": inputs.driving.fps,
-                       "frame_count": inputs.driving.frame_count},
-            "inputs": self.input_hashes,
-            "frames": [
-                {"index": k, "file": frame_name(k), "source_frame": src, "source_time": t}
-                for k, (src, t) in enumerate(inputs.frame_times)
-            ],
-            "segments": [vars(s) for s in self.segments],
-            "preview": PREVIEW_NAME,
-            "matte": protocol.MATTE_FOLDER if spec.matte else None,
-            "timings": self.timings,
-            "peak_memory_bytes": _peak_memory(self.components.device),
-            "warnings": self.warnings(),
-            "input_checks": inputs.input_checks,  # what the footage, masks and reference said before the run
-        }
+        return protocol.Manifest(
+            format=protocol.MANIFEST_FORMAT,
+            id=self.job_dir.name,
+            status=status,
+            job=spec.to_dict(),
+            seed=self.state["seed"],
+            model=protocol.ManifestModel(
+                label=self.components.label, noise_only=self.components.noise_only, files=self.components.files,
+                loras=list(self.components.loras), components=self.components.component_files,
+                quantization=self.components.quantization),
+            sampler=vars(self.settings),
+            numerics=numerics_record(self.settings, self.components, spec.color_match),
+            size=[inputs.height, inputs.width],
+            model_fps=spec.model_fps,
+            source=protocol.ManifestSource(path=inputs.driving.path, fps=inputs.driving.fps,
+                                           frame_count=inputs.driving.frame_count),
+            inputs=self.input_hashes,
+            frames=[protocol.ManifestFrame(index=k, file=frame_name(k), source_frame=src, source_time=t)
+                    for k, (src, t) in enumerate(inputs.frame_times)],
+            segments=[protocol.ManifestSegment(**vars(s)) for s in self.segments],
+            preview=PREVIEW_NAME,
+            matte=protocol.MATTE_FOLDER if spec.matte else None,
+            timings=self.timings,
+            peak_memory_bytes=_peak_memory(self.components.device),
+            warnings=self.warnings(),
+            # what the footage, masks and reference said before the run
+            input_checks=(protocol.InputCheckReport.from_dict(inputs.input_checks)
+                          if inputs.input_checks is not None else None),
+        )
 
     def warnings(self) -> list[str]:
         warnings = [NOISE_LABEL] if self.components.noise_only else []
@@ -204,8 +203,10 @@ class GenerationJob:
                             "8 steps give a blurry result")
         return warnings + self.inputs.warnings + self._notes
 
-    def _write_json(self, name: str, data: dict) -> None:
+    def _write_json(self, name: str, record: protocol.Record) -> None:
+        """Write `record` (checked first: a field its reader would refuse is refused here)."""
         path = self.job_dir / name
+        data = type(record).from_dict(record.to_dict()).to_dict()
         try:
             write_json_atomic(path, data)
         except OSError as exc:
@@ -213,7 +214,7 @@ class GenerationJob:
 
     def _save_state(self, **changes) -> None:
         self.state.update(changes, timings=self.timings)
-        self._write_json(STATE_NAME, self.state)
+        self._write_json(STATE_NAME, protocol.JobState(**self.state))
 
     def _save_end_state(self, status: str) -> None:
         """Record how the run ended, if the folder still takes a write (a full disk may not)."""

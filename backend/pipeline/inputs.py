@@ -20,13 +20,14 @@ import torch
 import protocol
 from protocol import JobSpec
 
+from ..errors import UserError
 from . import media, probe
 from .masks import MAX_IDENTITIES, PALETTE, MaskError, backgrounds, check_mask, identities_present
 
 ALPHA_THRESHOLD = 128
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """A job input that cannot be used, as one line for the artist."""
 
 

@@ -14,15 +14,16 @@ Standard library only (the worker lists folders with it before torch is imported
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 from pathlib import Path
 
 import protocol
 
+from ..errors import UserError
+
 LOCK_NAME = ".scail2-job.lock"
-STATE_NAME = "state.json"
+STATE_NAME = protocol.STATE_NAME
 MANIFEST_NAME = protocol.MANIFEST_NAME
 FRAMES_FOLDER = "frames"
 HISTORY_FOLDER = "history"  # history.HistoryStore's: the decoded tail of the newest finished segment
@@ -31,15 +32,16 @@ _JOB_TEMP = re.compile(r"\.(state\.json|manifest\.json)\.[0-9a-f]{8}\.tmp|\.prev
 _FRAME_TEMP = re.compile(r"\.frame_\d{6}\.png\.[0-9a-f]{8}\.tmp")
 _HISTORY_TEMP = re.compile(r"\.segment_\d{6}\.safetensors\.[0-9a-f]{8}\.tmp")  # history.HistoryStore's
 _MATTE_TEMP = re.compile(rf"{_FRAME_TEMP.pattern}|\.{re.escape(protocol.SEGMENT_RECORD)}\.[0-9a-f]{{8}}\.tmp")
-SEED_LIMIT = 1 << 64  # torch seeds its generator with 64 bits
 
 
-class JobDirectoryError(ValueError):
+class JobDirectoryError(UserError):
     """The output folder cannot take this job; the message is one line for the user."""
 
 
 class OutputError(JobDirectoryError):
     """Writing the job's folder failed (read-only, disk full); the finished segments are kept."""
+
+    code = protocol.errors.OUTPUT_ERROR
 
 
 def output_error(exc: OSError, path: Path | str) -> OutputError:
@@ -57,32 +59,30 @@ def output_error(exc: OSError, path: Path | str) -> OutputError:
 def read_json_object(path: Path) -> dict | None:
     """A JSON object from `path`; None when the file is missing; JobDirectoryError when it is damaged."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise JobDirectoryError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise JobDirectoryError(f"{path} is damaged (not JSON: {exc.msg.removesuffix(' at')}, at byte {exc.pos})"
-                                ) from None
+        data = protocol.read_json_file(path)
+    except protocol.ProtocolError as exc:
+        if not os.path.lexists(path):
+            return None
+        reason = str(exc).removeprefix(f"{path}: ")
+        if reason.startswith("cannot be read"):
+            raise JobDirectoryError(f"cannot read {path}: {reason.removeprefix('cannot be read ')}") from None
+        raise JobDirectoryError(f"{path} is damaged (not JSON: {reason})") from None
     if not isinstance(data, dict):
         raise JobDirectoryError(f"{path} is damaged (not a JSON object)")
     return data
 
 
 def _same_job(folder: Path, recorded, job: dict) -> bool:
-    """Whether a manifest's job is `job`; settings added to JobSpec since it was written take their defaults."""
-    if recorded == job:
-        return True
+    """Whether a manifest's job asks for `job`'s result (`protocol.same_job`: safety limits such as
+    `max_input_pixels` do not count, settings added since take their defaults)."""
     if not isinstance(recorded, dict):
         raise JobDirectoryError(f"{folder / MANIFEST_NAME} is damaged (no job settings)")
     try:
-        return protocol.JobSpec.from_dict(recorded).to_dict() == job
+        protocol.JobSpec.from_dict(recorded)
     except protocol.ProtocolError as exc:
         raise JobDirectoryError(f"{folder} holds a job with settings this version refuses ({exc}); choose another "
                                 "output folder") from None
+    return protocol.same_job(recorded, job)
 
 
 def _read_or_refuse(path: Path, advice: str) -> dict | None:
@@ -131,13 +131,10 @@ def check_folder(folder: Path, job: dict) -> dict | None:
     state = _read_or_refuse(folder / STATE_NAME, "delete it to resume from the frames on disk")
     if state is None:
         return None
-    seed = state.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT:
-        raise JobDirectoryError(f"{folder / STATE_NAME} holds the seed {str(seed)[:40]}, which is not 0 to 2**64 - 1; "
-                                "start the job in a new folder")
-    done = state.get("completed_segments", 0)
-    if not isinstance(done, int) or isinstance(done, bool) or done < 0:
-        raise JobDirectoryError(f"{folder / STATE_NAME} is damaged (completed_segments {str(done)[:40]})")
+    try:
+        protocol.JobState.from_dict(state)
+    except protocol.ProtocolError as exc:
+        raise JobDirectoryError(f"{folder / STATE_NAME} {exc}; start the job in a new folder") from None
     return state
 
 
@@ -147,7 +144,7 @@ def recorded_seed(folder: Path) -> int | None:
         seed = (read_json_object(Path(folder) / MANIFEST_NAME) or {}).get("seed")
     except JobDirectoryError:
         return None
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < SEED_LIMIT else None
+    return seed if protocol.is_seed(seed) else None
 
 
 # -- the claim ----------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from protocol import MAX_IDENTITIES, PALETTE, PALETTE_NAMES  # identity order: blue, red, green, magenta, cyan, yellow
 
+from ..errors import UserError
+
 BLACK = (0, 0, 0)
 WHITE = (255, 255, 255)
 
@@ -171,7 +173,7 @@ OTHER_BACKGROUND_SHARE = 0.2
 OWN_BACKGROUND_SHARE = 0.01
 
 
-class MaskError(ValueError):
+class MaskError(UserError):
     """A mask that would be read wrongly, as one line naming it."""
 
 

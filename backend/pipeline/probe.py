@@ -27,6 +27,8 @@ from typing import BinaryIO
 
 from protocol import DEFAULT_MAX_INPUT_PIXELS
 
+from ..errors import UserError
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp"})
 FORMATS = "PNG, JPEG, EXR, TIFF, BMP or WebP"
@@ -40,7 +42,7 @@ _JPEG_SOS = 0xDA
 _EXR_MAX_HEADER = 1 << 20  # attribute bytes read before giving up on finding dataWindow
 
 
-class MediaError(ValueError):
+class MediaError(UserError):
     """A media input that cannot be used, as one line naming the file (`media` raises it too)."""
 
 

@@ -2,7 +2,7 @@
 
 `docs/model.md`, section "Segments and overlap".
 
-The reference drops the frames after its last full 81-frame segment. Here
+The reference drops the frames after its last full 81-frame segment (`protocol.SEGMENT_FRAMES`). Here
 every frame gets an output: each segment after the first starts `overlap`
 frames before the previous one ends (those frames are its history), and a
 segment whose length is not 4k+1 is padded by repeating its last frame; the
@@ -12,6 +12,8 @@ padded outputs are discarded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from protocol import SEGMENT_FRAMES, SEGMENT_OVERLAP
 
 TEMPORAL_STRIDE = 4
 
@@ -48,7 +50,8 @@ class Segment:
         return range(self.start + self.history, self.end)
 
 
-def plan_segments(frame_count: int, segment_frames: int = 81, overlap: int = 5) -> list[Segment]:
+def plan_segments(frame_count: int, segment_frames: int = SEGMENT_FRAMES, overlap: int = SEGMENT_OVERLAP
+                  ) -> list[Segment]:
     """Cover frames [0, frame_count) with segments of at most `segment_frames` frames."""
     if frame_count < 1:
         raise ValueError("no frames to generate")

@@ -12,8 +12,10 @@ Nothing heavy is imported here, so `backend.segmentation.weights` (and the comma
 which names the repositories) stays light.
 """
 
+from ..errors import UserError
 
-class SegmentationError(ValueError):
+
+class SegmentationError(UserError):
     """Segmentation that cannot run, as one line."""
 
 

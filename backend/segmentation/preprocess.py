@@ -7,12 +7,13 @@ rescale to [0, 1], normalise with the folder's preprocessor_config.json mean and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+import protocol
 
 from . import SegmentationError
 
@@ -47,7 +48,12 @@ def load_pretrained(model_class, folder: Path, repo: str, device: str, mean, std
     """(model on `device` in bf16 on CUDA / fp32 elsewhere, image mean, image std) from a local folder."""
     processor = folder / "preprocessor_config.json"
     if processor.is_file():
-        data = json.loads(processor.read_text())
+        try:
+            data = protocol.read_json_file(processor, "image processor config")
+        except protocol.ProtocolError as exc:
+            raise SegmentationError(f"{exc}: download '{repo}' from Hugging Face into {folder} again") from None
+        if not isinstance(data, dict):
+            raise SegmentationError(f"{processor} is not an image processor config (not a JSON object)")
         mean, std = data.get("image_mean", mean), data.get("image_std", std)
     try:
         model = model_class.from_pretrained(folder, local_files_only=True)

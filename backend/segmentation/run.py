@@ -8,7 +8,6 @@ failed job is simply run again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+import protocol
 from protocol import MATTE_FOLDER, PALETTE, SEGMENT_RECORD, SegmentSpec
 
 from ..pipeline.media import write_json_atomic
@@ -23,7 +23,6 @@ from . import SegmentationError
 from .identities import arrange_identities, paint
 from .tracks import Tracks
 
-SEGMENT_FORMAT = "scail2-segment/1"
 EventSink = Callable[..., None]
 
 
@@ -89,8 +88,8 @@ class Segmenters:
 def finished_record(out: Path, spec: SegmentSpec) -> dict | None:
     """segment.json of a finished job of the same spec in `out`, else None."""
     try:
-        record = json.loads((Path(out) / SEGMENT_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = protocol.read_json_file(Path(out) / SEGMENT_RECORD)
+    except protocol.ProtocolError:
         return None
     if isinstance(record, dict) and record.get("status") == "done" and record.get("job") == spec.to_dict():
         return record
@@ -165,13 +164,13 @@ def run_segment_job(spec: SegmentSpec, out: Path, models: Segmenters, events: Ev
     else:
         identities, chosen = write_masks(tracks, spec, out, names, progress)
         warnings += chosen
-    record = {
-        "format": SEGMENT_FORMAT, "task": spec.task, "job": spec.to_dict(), "status": "done",
+    record = protocol.SegmentationRecord.from_dict({
+        "format": protocol.SEGMENT_FORMAT, "task": spec.task, "job": spec.to_dict(), "status": "done",
         "kind": "image" if spec.still else "video", "source": spec.source, "prompt": spec.prompt, "mode": spec.mode,
         "model": model.name, "noise_only": model.noise_only, "frame_start": indices[0], "frame_count": count,
         "fps": fps, "width": int(width), "height": int(height), "instances_found": len(tracks.instances),
         "identities": identities, "files": names, "warnings": warnings,
-    }
+    }).to_dict()  # checked as the add-on reads it
     write_json_atomic(out / SEGMENT_RECORD, record)
     return record
 

@@ -11,12 +11,15 @@ renewed on every use) that no queued or running job holds.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
 import threading
 from pathlib import Path
+
+import protocol
+
+from ..errors import UserError
 
 DEFAULT_CAP_BYTES = 20 << 30  # a few clips, reference stills and LoRAs
 CHUNK_BYTES = 512 << 10  # the most one upload or download message carries (base64 keeps it under 1 MiB a line)
@@ -26,7 +29,7 @@ _SHA = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,120}")
 
 
-class BlobError(ValueError):
+class BlobError(UserError):
     """An upload or a blob reference that cannot be taken; one line for the client."""
 
 
@@ -121,9 +124,9 @@ class BlobStore:
         if not listing_path.is_file() or listing_path.stat().st_size > MAX_LISTING_BYTES:
             raise BlobError(f"folder listing {sha[:12]}... ({name}) is not uploaded")
         try:
-            files = json.loads(listing_path.read_text(encoding="utf-8"))["files"]
+            files = protocol.read_json_file(listing_path)["files"]
             entries = [(check_name(f["name"]), check_sha(f["sha256"])) for f in files]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (protocol.ProtocolError, ValueError, KeyError, TypeError) as exc:
             raise BlobError(f"folder listing {sha[:12]}... is not a listing of files: {exc}") from None
         if not entries or len({n for n, _ in entries}) != len(entries):
             raise BlobError(f"folder listing {sha[:12]}... names no files, or one twice")

@@ -24,7 +24,7 @@ from .guard import AUTH_FAILURE_DELAY_S, AuthGuard
 from .jobs import IDLE_TIMEOUT, UNAUTHORIZED, log
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from .ports import LineHandler
 
 SEND_TIMEOUT_S = 10.0  # a client that takes nothing for this long is dropped rather than stalling the jobs
 MAX_QUEUED_BYTES = 64 << 20  # events waiting for a slow client at most; more and it is dropped
@@ -101,7 +101,7 @@ class LineSplitter:
 
 
 
-def serve_connection(worker: Worker, conn: socket.socket, peer: tuple, tls: ssl.SSLContext | None,
+def serve_connection(worker: LineHandler, conn: socket.socket, peer: tuple, tls: ssl.SSLContext | None,
                      guard: AuthGuard, auth_timeout: float, idle_timeout: float, line_limit: int) -> None:
     """Serve one accepted connection until it ends; closes it. Never raises."""
     host = str(peer[0])
@@ -143,7 +143,7 @@ def _auth_failed(guard: AuthGuard, host: str, name: str) -> None:
 class _Loop:
     """The connection thread's loop: read, answer, write, time out."""
 
-    def __init__(self, worker: Worker, conn: socket.socket, output: QueuedOutput, auth_timeout: float,
+    def __init__(self, worker: LineHandler, conn: socket.socket, output: QueuedOutput, auth_timeout: float,
                  idle_timeout: float, line_limit: int):
         self.worker, self.conn, self.output = worker, conn, output
         self.auth_timeout, self.idle_timeout = auth_timeout, idle_timeout

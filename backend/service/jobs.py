@@ -1,12 +1,12 @@
-"""What the worker's parts share: the job record, error codes and replies, the log, job folders.
+"""What the worker's parts share: the job record, error replies, the log, job folders.
 
-The codes are those of `worker`'s protocol description; `requests` raises `ProtocolFailure`
-for a request that gets an error reply, and `worker` and `tasks` map a job's failures to codes.
+The error codes are the contract's (`protocol.errors`, re-exported here for the worker's parts);
+`requests` raises `ProtocolFailure` for a request that gets an error reply, and `worker` maps a
+job's failures to codes.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -15,22 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import protocol
+from protocol.errors import (  # noqa: F401  (the worker's parts take the codes from here)
+    BAD_INPUT,
+    BAD_REQUEST,
+    IDLE_TIMEOUT,
+    INTERNAL_ERROR,
+    JOB_FAILED,
+    OUT_OF_MEMORY,
+    OUTPUT_ERROR,
+    TOO_MANY_CONNECTIONS,
+    UNAUTHORIZED,
+    UNKNOWN_JOB,
+)
 
-TEST_FAIL_OOM_ENV = "SCAIL2_TEST_FAIL_OOM"
 OOM_HINT = "lower the resolution, use fp8 storage or group offload"
 MAX_LINE_BYTES = 1 << 20  # a job spec is a few kB; anything longer is refused, not buffered
 SHUTDOWN_GRACE_S = 30.0  # how long shutdown waits for the running job to stop at a step boundary
 
-BAD_REQUEST = "bad_request"
-UNAUTHORIZED = "unauthorized"
-UNKNOWN_JOB = "unknown_job"
-BAD_INPUT = "bad_input"
-OUT_OF_MEMORY = "out_of_memory"
-OUTPUT_ERROR = "output_error"  # the job's folder could not be written (disk full, read-only): resumable
-JOB_FAILED = "job_failed"
-INTERNAL_ERROR = "internal_error"
-TOO_MANY_CONNECTIONS = "too_many_connections"
-IDLE_TIMEOUT = "idle_timeout"  # TCP: an authorised connection silent for the idle timeout is closed
 OUTPUT_HINT = "free space or choose a writable folder, then resume: the finished segments are kept"
 
 
@@ -69,33 +70,16 @@ class ProtocolFailure(Exception):
         self.code, self.hint = code, hint
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether `exc` is the host or the GPU running out of memory."""
-    if isinstance(exc, MemoryError):
-        return True
-    try:
-        import torch
-
-        if isinstance(exc, torch.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):
-        pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
 def error_line(code: str, message: str, hint: str = "", job: str | None = None, request_id: Any = None) -> str:
-    """protocol.error_event, plus the request's `request_id` when it gave one."""
-    line = protocol.error_event(code, message, hint=hint, job=job)
-    if request_id is None:
-        return line
-    return protocol.encode_message("error", **{**json.loads(line), "request_id": request_id})
+    """protocol.error_event, with the request's `request_id` when it gave one."""
+    return protocol.error_event(code, message, hint=hint, job=job, request_id=request_id)
 
 
 def read_json(path: Path) -> dict | None:
-    """A JSON object from `path`, or None when it is missing, unreadable or not an object."""
+    """A JSON object from `path`, or None when it is missing, damaged or not an object."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = protocol.read_json_file(path)
+    except protocol.ProtocolError:
         return None
     return data if isinstance(data, dict) else None
 
@@ -116,14 +100,16 @@ def folder_summary(folder: Path) -> dict:
     """
     from ..pipeline.job_folder import folder_state
 
-    manifest = read_json(folder / "manifest.json")
+    manifest = read_json(folder / protocol.MANIFEST_NAME)
     if manifest is None:
         return {}
-    state = read_json(folder / "state.json") or {}
-    completed = state.get("completed_segments", 0)
+    try:
+        completed = protocol.read_record(folder / protocol.STATE_NAME, protocol.JobState).completed_segments
+    except protocol.ProtocolError:
+        completed = 0
     return {
         "state": folder_state(folder) or manifest.get("status"),
-        "completed_segments": completed if isinstance(completed, int) else 0,
+        "completed_segments": completed,
         "segments": len(manifest.get("segments", [])),
         "frames": len(manifest.get("frames", [])),
         "frames_written": frames_written(folder),

@@ -38,7 +38,7 @@ from .jobs import (
 from .remote import remote_job_folder, resolve_inputs
 
 if TYPE_CHECKING:
-    from .serve import Output
+    from .ports import EventOutput as Output
 
 
 class Requests:
@@ -158,7 +158,7 @@ class Requests:
             try:
                 report = check_inputs(spec)
                 event = protocol.InputChecksEvent(report=report, request_id=request.request_id)
-                line = protocol.encode_message(protocol.INPUT_CHECKS_EVENT, **event.to_dict())
+                line = protocol.encode_event(event)
             except InputError as exc:
                 line = error_line(BAD_INPUT, first_line(exc), request_id=request.request_id)
             except Exception as exc:  # a bug must not take the worker down
@@ -178,7 +178,7 @@ class Requests:
             folder = remote_job_folder(self.jobs_root, job_dir, "")
         else:
             folder = Path(job_dir).expanduser().resolve()
-        manifest = read_json(folder / "manifest.json")
+        manifest = read_json(folder / protocol.MANIFEST_NAME)
         if manifest is None or not isinstance(manifest.get("job"), dict):
             raise ProtocolFailure(BAD_REQUEST, f"no readable manifest.json in {folder}: nothing to resume")
         summary = folder_summary(folder)

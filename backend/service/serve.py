@@ -34,7 +34,7 @@ from .guard import AuthGuard
 from .jobs import MAX_LINE_BYTES, TOO_MANY_CONNECTIONS, log
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from .ports import LineHandler
 
 TOKEN_ENV = "SCAIL2_WORKER_TOKEN"
 MAX_CONNECTIONS = 16  # Blender holds one; a farm a few: far below any descriptor limit
@@ -135,7 +135,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve_stdio(worker: Worker) -> None:
+def serve_stdio(worker: LineHandler) -> None:
     # The protocol owns the real stdout; anything else printed (by us or a library) goes to stderr.
     protocol_fd = os.dup(1)
     os.dup2(2, 1)
@@ -211,7 +211,7 @@ def _refuse(conn: socket.socket, code: str, message: str) -> None:
         conn.close()
 
 
-def serve_tcp(worker: Worker, host: str, port: int, max_connections: int = MAX_CONNECTIONS,
+def serve_tcp(worker: LineHandler, host: str, port: int, max_connections: int = MAX_CONNECTIONS,
               auth_timeout: float = AUTH_TIMEOUT_S, tls: ssl.SSLContext | None = None,
               idle_timeout: float = IDLE_TIMEOUT_S, guard: AuthGuard | None = None) -> None:
     """Serve TCP until the worker stops; with `tls`, every connection is TLS (and in transfer mode)."""
@@ -270,7 +270,7 @@ def serve_tcp(worker: Worker, host: str, port: int, max_connections: int = MAX_C
         connections.close_all()
 
 
-def _wait_until_stopping(worker: Worker) -> None:
+def _wait_until_stopping(worker: LineHandler) -> None:
     worker.start()
     try:
         while not worker.stopping.wait(0.5):

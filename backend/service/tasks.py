@@ -8,21 +8,20 @@ cancellation), and sets `job.status` to "done".
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import protocol
 
-from .jobs import TEST_FAIL_OOM_ENV, Job, log
+from .jobs import Job, log
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from .ports import ModelHost
 
 EventSink = Callable[..., None]
 
 
-def run_generation(worker: Worker, job: Job, emit: EventSink, on_event: EventSink) -> None:
+def run_generation(worker: ModelHost, job: Job, emit: EventSink, on_event: EventSink) -> None:
     """A generation: inputs, LoRA files and folder checked, the folder claimed, the kept model
     (re)loaded, every unfinished segment generated. Nothing cheap is checked after the model loads."""
     from ..loaders.lora import lora_specs
@@ -45,7 +44,6 @@ def run_generation(worker: Worker, job: Job, emit: EventSink, on_event: EventSin
         raise Cancelled()
     with FolderClaim(job.job_dir) as claim:  # another process writing this folder is refused here
         components = worker.components_for(emit, loras)
-        _test_hook_out_of_memory(spec)
         generation = GenerationJob(inputs, components, job.job_dir, events=on_event, segmenters=worker.segmenters,
                                    claim=claim)
         generation.open_folder()
@@ -74,7 +72,7 @@ def _record_input_checks(inputs) -> None:
         log(f"the input checks could not run: {exc}")
 
 
-def run_segmentation(worker: Worker, job: Job, emit: EventSink, on_event: EventSink) -> None:
+def run_segmentation(worker: ModelHost, job: Job, emit: EventSink, on_event: EventSink) -> None:
     """A masks or matte job; its events mirror a generation's (started, progress, done)."""
     from ..segmentation.run import run_segment_job
 
@@ -87,19 +85,9 @@ def run_segmentation(worker: Worker, job: Job, emit: EventSink, on_event: EventS
 
 
 # Task name (protocol.TASKS) -> the function that runs it.
-TASKS: dict[str, Callable[[Worker, Job, EventSink, EventSink], None]] = {
+TASKS: dict[str, Callable[[ModelHost, Job, EventSink, EventSink], None]] = {
     "generate": run_generation,
     "masks": run_segmentation,
     "matte": run_segmentation,
 }
 
-
-def _test_hook_out_of_memory(spec: protocol.JobSpec) -> None:
-    """Tests only: a simulated CUDA out-of-memory error for a job whose prompt is $SCAIL2_TEST_FAIL_OOM."""
-    trigger = os.environ.get(TEST_FAIL_OOM_ENV)
-    if trigger and spec.prompt == trigger:
-        import torch
-
-        raise torch.OutOfMemoryError(
-            f"CUDA out of memory. Tried to allocate 20.00 GiB (simulated by {TEST_FAIL_OOM_ENV})"
-        )

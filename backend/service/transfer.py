@@ -29,7 +29,7 @@ from .remote import remote_job_folder
 
 if TYPE_CHECKING:
     from .blobs import BlobStore
-    from .serve import Output
+    from .ports import EventOutput as Output
 
 MAX_LISTED_FILES = 100_000
 NOT_IN_FOLDER = "no such file in the job folder"

@@ -37,10 +37,12 @@ client's paths) or "transfer" mode (TLS, or a hello asking for it: inputs are up
 named `blob:<sha>/<name>` or `blobtree:<sha>/<name>`, job folders only under the jobs root,
 results fetched; `remote`). `capabilities.mode` says which.
 
-Error codes: bad_request (malformed or unknown line, missing field), unauthorized,
-unknown_job, bad_input (InputError, JobSpec, LoRA file or job folder problem; reported before
-the model loads, and for missing files, LoRA files that are none, folders that cannot take the
-job and invalid settings at once in reply to the submit), out_of_memory (with a hint),
+Error codes (the table, with each code's meaning, is `protocol/errors.py`; which failure gets which
+is `backend.errors.error_code`, as for the command line): bad_request (malformed or unknown line,
+missing field), unauthorized, unknown_job, bad_input (a `backend.errors.UserError`: settings, input,
+model, LoRA or job folder problems; reported before the model loads, and for missing files, LoRA
+files that are none, folders that cannot take the job and invalid settings at once in reply to the
+submit), out_of_memory (with a hint),
 output_error (the job's folder could not be written: disk full, read-only; the model is kept
 and the job resumes once that is fixed), job_failed (any other exception, first line only),
 internal_error (a request the worker itself failed to answer; the worker keeps serving),
@@ -48,9 +50,6 @@ too_many_connections (TCP: sent to a connection over the limit before it is clos
 idle_timeout (TCP: an authorised connection silent for the idle timeout, before it is closed).
 A wrong or missing token is answered `unauthorized` after a delay and the connection closed.
 
-Test hook (tests only; harmless otherwise): when the environment variable
-SCAIL2_TEST_FAIL_OOM is set, a job whose prompt equals its value raises a simulated
-CUDA out-of-memory error right after the model is loaded.
 """
 
 from __future__ import annotations
@@ -65,9 +64,9 @@ from typing import TYPE_CHECKING, Any
 
 import protocol
 
+from ..errors import UserError, error_code
 from ..loaders.errors import first_line
 from .jobs import (
-    BAD_INPUT,
     JOB_FAILED,
     OOM_HINT,
     OUT_OF_MEMORY,
@@ -76,7 +75,6 @@ from .jobs import (
     SHUTDOWN_GRACE_S,
     Job,
     folder_summary,
-    is_out_of_memory,
     log,
 )
 from .blobs import DEFAULT_CAP_BYTES, BlobStore
@@ -85,7 +83,7 @@ from .tasks import TASKS
 from .transfer import Transfers
 
 if TYPE_CHECKING:
-    from .serve import Output
+    from .ports import EventOutput as Output
 
 
 class Worker(Requests, Transfers):
@@ -201,13 +199,10 @@ class Worker(Requests, Transfers):
                 self._cond.notify_all()
 
     def _run_job(self, job: Job) -> tuple[str, str, str] | None:
-        """Run one job, reporting its events; return (code, message, hint) if it failed with a model error."""
-        from ..loaders.lora import LoraError
-        from ..pipeline.inputs import InputError
-        from ..pipeline.job_folder import JobDirectoryError, OutputError
-        from ..pipeline.media import MediaError
+        """Run one job, reporting its events; return (code, message, hint) if it failed with a model error.
+
+        Whose failure it is, is `errors.error_code`'s to say, as for the command line."""
         from ..pipeline.sampler import Cancelled
-        from ..segmentation import SegmentationError
 
         def emit(kind: str, **fields: Any) -> None:
             self._broadcast(kind, job=job.id, **fields)
@@ -231,26 +226,19 @@ class Worker(Requests, Transfers):
                  completed_segments=summary.get("completed_segments", 0),
                  frames_written=summary.get("frames_written", 0))
             log(f"job {job.id} cancelled")
-        except OutputError as exc:  # the folder, not the model: the model stays loaded for the next job
-            job.status = "failed"
-            self._broadcast_error(OUTPUT_ERROR, first_line(exc), hint=OUTPUT_HINT, job=job)
-        except (InputError, JobDirectoryError, LoraError, SegmentationError, MediaError) as exc:
-            job.status = "failed"
-            self._broadcast_error(BAD_INPUT, first_line(exc), job=job)
-        except OSError as exc:
-            job.status = "failed"
-            if not _inside(exc.filename, job.job_dir):
-                log(f"job {job.id} failed:\n" + traceback.format_exc())
-                return JOB_FAILED, first_line(exc), ""
-            # A write into the job's folder by a part that does not say so itself (the matte's frames)
-            self._broadcast_error(OUTPUT_ERROR, f"cannot write {exc.filename}: {exc.strerror or exc}",
-                                  hint=OUTPUT_HINT, job=job)
         except Exception as exc:
             job.status = "failed"
-            log(f"job {job.id} failed:\n" + traceback.format_exc())
-            if is_out_of_memory(exc):
-                return OUT_OF_MEMORY, first_line(exc), OOM_HINT
-            return JOB_FAILED, first_line(exc), ""
+            code = error_code(exc, job.job_dir)
+            if code == OUTPUT_ERROR:  # the folder, not the model: the model stays loaded for the next job
+                # (an OSError: a write into the job's folder by a part that does not say so itself, the matte's)
+                message = first_line(exc) if isinstance(exc, UserError) else \
+                    f"cannot write {exc.filename}: {exc.strerror or exc}"
+                self._broadcast_error(code, message, hint=OUTPUT_HINT, job=job)
+            elif isinstance(exc, UserError):
+                self._broadcast_error(code, first_line(exc), job=job)
+            else:  # ours: the model is dropped
+                log(f"job {job.id} failed:\n" + traceback.format_exc())
+                return code, first_line(exc), OOM_HINT if code == OUT_OF_MEMORY else ""
         return None
 
     # -- the kept model -----------------------------------------------------------------------
@@ -262,7 +250,7 @@ class Worker(Requests, Transfers):
         if self.components is not None:
             return self.components
 
-        from ..loaders.components import load_components
+        from ..loaders.components import load_components, model_files_read
         from ..loaders.devices import memory_options
 
         device = self._device()
@@ -270,7 +258,8 @@ class Worker(Requests, Transfers):
         emit("progress", phase="load", segment=0, segments=0)
         log(f"loading model {self.model} on {device}")
         start = time.perf_counter()
-        self.components = load_components(self.model, device, memory, loras=loras)
+        with model_files_read():
+            self.components = load_components(self.model, device, memory, loras=loras)
         self._loaded_loras = list(loras)
         for line in self.components.loras:
             log(f"LoRA {line}")
@@ -295,12 +284,3 @@ class Worker(Requests, Transfers):
 
         return resolve_device(self.device_name)
 
-
-def _inside(filename, folder: Path) -> bool:
-    """Whether an OSError's file lies in `folder`."""
-    if not isinstance(filename, (str, bytes)) or not filename:
-        return False
-    try:
-        return Path(filename if isinstance(filename, str) else filename.decode()).resolve().is_relative_to(folder)
-    except (OSError, ValueError):
-        return False

@@ -10,7 +10,6 @@ removed before it generates afresh.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+import protocol
 
 from ..pipeline import media
 from ..pipeline.job_folder import FRAMES_FOLDER, LOCK_NAME, MANIFEST_NAME, STATE_NAME
@@ -122,7 +123,7 @@ def run_demo(out: Path, run_command: Callable[[list[str]], int]) -> int:
     ])
     if status:
         return status
-    manifest = json.loads((job_dir / "manifest.json").read_text())
+    manifest = protocol.read_json_file(job_dir / MANIFEST_NAME, "manifest")
     sheet = out / "contact_sheet.png"
     media.write_png_atomic(sheet, contact_sheet(manifest, job_dir, inputs))
     print(f"demo inputs:   {out / 'inputs'}")
@@ -152,9 +153,9 @@ def _foreign_content(out: Path) -> str | None:
 
 def _is_demo_job(job: Path, inputs: Path) -> bool:
     try:
-        manifest = json.loads((job / MANIFEST_NAME).read_text(encoding="utf-8"))
+        manifest = protocol.read_json_file(job / MANIFEST_NAME)
         return manifest["job"]["driving"] == str(inputs / "driving.mp4")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (protocol.ProtocolError, KeyError, TypeError):
         return False
 
 

@@ -25,11 +25,14 @@ import pytest
 from scail_fixtures import FOOTAGE, REPO
 
 import protocol
-from backend.service.jobs import OOM_HINT, TEST_FAIL_OOM_ENV
+from backend.service.jobs import OOM_HINT
 
 DRIVING = str(FOOTAGE / "scail_001_driving.mp4")
 REFERENCE = str(FOOTAGE / "scail_001_ref.jpg")
 OOM_PROMPT = "simulate out of memory"
+# A folder whose sitecustomize makes a job with OOM_PROMPT fail with CUDA out of memory (fault_hooks/).
+FAULT_HOOKS = REPO / "tests" / "fault_hooks"
+TEST_FAIL_OOM_ENV = "SCAIL2_TEST_FAIL_OOM"
 TIMEOUT = 180.0
 
 pytestmark = pytest.mark.slow
@@ -200,7 +203,9 @@ class WorkerProcess:
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
     jobs_root = tmp_path_factory.mktemp("jobs")
-    process = WorkerProcess("--model", "tiny", "--jobs-root", str(jobs_root), env={TEST_FAIL_OOM_ENV: OOM_PROMPT})
+    faults = {TEST_FAIL_OOM_ENV: OOM_PROMPT,
+              "PYTHONPATH": os.pathsep.join([str(FAULT_HOOKS), os.environ.get("PYTHONPATH", "")])}
+    process = WorkerProcess("--model", "tiny", "--jobs-root", str(jobs_root), env=faults)
     process.jobs_root = jobs_root
     yield process
     status = process.stop()

@@ -15,3 +15,19 @@ def test_transfer_progress_shows_in_the_phase_text_and_leaves_the_status():
     assert job.phase_text() == "Generating: segment 1/1, step 1/2"  # a finished upload says nothing more
     job.on_progress({"type": "progress", "phase": "download", "bytes": 10, "total": 99}, now=4.0)
     assert job.phase_text().startswith("Fetching the results: ") and job.phase == "sample"
+
+
+def test_a_job_reads_the_workers_events_through_their_records():
+    import pytest
+
+    from scail2 import protocol
+
+    job = Job(key="k", spec={})
+    started = protocol.Started(job="j1", frames=8, segments=1, warnings=["no driving mask"], noise_only=True)
+    job.on_started(protocol.decode_message(protocol.encode_event(started)), now=1.0)
+    assert (job.status, job.frames, job.segments, job.warnings, job.noise_only) == (
+        "running", 8, 1, ["no driving mask"], True)
+    with pytest.raises(protocol.ProtocolError, match="unknown field surprise"):
+        job.on_progress({"type": "progress", "phase": "sample", "surprise": 1}, now=2.0)
+    with pytest.raises(protocol.ProtocolError, match="frame_ready event: missing field 'path'"):
+        job.on_frame({"type": "frame_ready", "index": 0}, now=2.0)

@@ -67,7 +67,9 @@ def queue(tmp_path_factory):
     if not os.path.exists(BACKEND_PYTHON):
         pytest.skip("no backend environment")
     root = tmp_path_factory.mktemp("jobs")
-    queue = job_queue.JobQueue(tiny_worker(env=(("SCAIL2_TEST_FAIL_OOM", OOM_PROMPT),)), str(root))
+    # tests/fault_hooks' sitecustomize makes a job with OOM_PROMPT fail like a full GPU.
+    faults = (("SCAIL2_TEST_FAIL_OOM", OOM_PROMPT), ("PYTHONPATH", os.path.join(REPO, "tests", "fault_hooks")))
+    queue = job_queue.JobQueue(tiny_worker(env=faults), str(root))
     yield queue
     client = queue.client
     queue.shutdown(timeout=30)

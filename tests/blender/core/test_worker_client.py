@@ -245,6 +245,53 @@ def test_malformed_worker_output_becomes_error_messages(tmp_path):
     assert client.stop(timeout=1) == 3
 
 
+# A worker of the next protocol version: it greets, then answers every request and streams events.
+NEXT_VERSION_WORKER = """
+    import json, sys
+    def say(kind, **fields):
+        print(json.dumps({"v": 2, "type": kind, **fields}), flush=True)
+    say("capabilities", protocol=2, backend="9.9", mode="paths", shiny_new_field=True)
+    for line in sys.stdin:
+        say("queued", job="j1", job_dir="/tmp/j1", position=0)
+        for step in range(5):
+            say("progress", job="j1", phase="sample", segment=1, segments=1, step=step, steps=5)
+"""
+
+
+def test_a_worker_of_another_protocol_version_is_one_clear_line(tmp_path):
+    addon = fake_backend(tmp_path, NEXT_VERSION_WORKER)
+    client = WorkerClient.start(sys.executable, cwd=addon)
+    box = Mailbox(client)
+    try:
+        client.submit(small_spec())
+        mismatch = box.wait_for(lambda m: m.get("type") == "error", timeout=30)
+        deadline = time.monotonic() + 2.0  # whatever else the worker says in the meantime
+        while time.monotonic() < deadline:
+            box.seen.extend(client.poll(timeout=0.1))
+    finally:
+        client.stop(timeout=5)
+    assert mismatch["code"] == "protocol_mismatch" and mismatch["local"] is True
+    assert "protocol version 2" in mismatch["message"] and str(protocol.PROTOCOL_VERSION) in mismatch["message"]
+    errors = [m for m in box.seen if m.get("type") == "error"]
+    assert errors == [mismatch], errors  # said once: no "unexpected worker output" per line
+    assert not [m for m in box.seen if m.get("type") != "error"]
+
+
+def test_a_queue_on_a_worker_of_another_version_fails_its_job_with_that_line(tmp_path):
+    from scail2.core import job as jobs
+    from scail2.core import queue as job_queue
+
+    addon = fake_backend(tmp_path, NEXT_VERSION_WORKER)
+    queue = job_queue.JobQueue(jobs.LocalWorker(sys.executable, cwd=addon), str(tmp_path / "jobs"))
+    job = queue.submit(small_spec())
+    deadline = time.monotonic() + 30
+    while job.active and time.monotonic() < deadline:
+        queue.poll(timeout=0.1)
+    queue.shutdown(timeout=5)
+    assert job.status == "failed" and job.error.code == "protocol_mismatch", (job.status, job.error)
+    assert "protocol version 2" in job.error.text() and "protocol version 2" in queue.notice
+
+
 @posix_only
 def test_stop_never_hangs_on_a_worker_that_ignores_everything(tmp_path):
     addon = fake_backend(tmp_path, """

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shlex
 
 import pytest
 
@@ -43,7 +44,12 @@ def work(tmp_path_factory):
             pytest.skip("not found: " + path)
     work = tmp_path_factory.mktemp("generate")
     (work / "blender-user").mkdir()
-    config = {"backend_python": BACKEND_PYTHON, "footage": FOOTAGE, "reference": REFERENCE,
+    # The backend Python, with tests/fault_hooks' sitecustomize (the worker inherits SCAIL2_TEST_FAIL_OOM).
+    python = work / "python-with-faults"
+    python.write_text('#!/bin/sh\nPYTHONPATH={:s} exec {:s} "$@"\n'.format(
+        shlex.quote(os.path.join(blender_testing.REPO_ROOT, "tests", "fault_hooks")), shlex.quote(BACKEND_PYTHON)))
+    python.chmod(0o755)
+    config = {"backend_python": str(python), "footage": FOOTAGE, "reference": REFERENCE,
               "oom_prompt": OOM_PROMPT, "farm_blend": str(work / "farm.blend")}
     (work / "config.json").write_text(json.dumps(config))
     return work
