@@ -31,6 +31,7 @@ def run_generation(worker: Worker, job: Job, emit: EventSink, on_event: EventSin
     from ..pipeline.job_folder import FolderClaim, check_folder
     from ..pipeline.preflight import check_lora_files
     from ..pipeline.sampler import Cancelled
+    from ..review.finish import review_finished_take
 
     try:
         spec = protocol.JobSpec.from_dict(job.spec)
@@ -46,7 +47,7 @@ def run_generation(worker: Worker, job: Job, emit: EventSink, on_event: EventSin
         components = worker.components_for(emit, loras)
         _test_hook_out_of_memory(spec)
         generation = GenerationJob(inputs, components, job.job_dir, events=on_event, segmenters=worker.segmenters,
-                                   claim=claim)
+                                   claim=claim, after_finish=review_finished_take)
         generation.open_folder()
         if claim.interrupted:
             log(f"job {job.id}: the last run on {job.job_dir} stopped without finishing; resuming")
