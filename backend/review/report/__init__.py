@@ -50,7 +50,7 @@ class TakeEntry:
         driving = str(job.get("driving", ""))
         digest = (self.manifest.get("inputs") or {}).get(driving, "")[:12]
         end = job.get("frame_end")
-        return f"{Path(driving).name} {digest} frames {job.get('frame_start', 0)}-{'end' if end is None else end}"
+        return f"{Path(driving).name} {digest} frames {job.get('frame_start', 0)}-{'end' if end is None else end - 1}"
 
 
 def load_entry(job_dir: Path) -> TakeEntry:

@@ -1,5 +1,5 @@
-"""The report's HTML: per shot, the takes side by side (contact sheet, status, rating, score charts,
-flags, notes, recipe). Plain HTML and CSS, no script, so any browser shows it the same way offline."""
+"""The report's HTML: per shot, what the scores mean, then the takes side by side (contact sheet,
+status, rating, score charts, flags, notes, recipe). Plain HTML and CSS, no script, so any browser shows it the same way offline."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d1f23;background:#fff}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 .takes{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start}
-.take{border:1px solid #ccd;border-radius:6px;padding:10px;max-width:820px;background:#fafbfc}
+.take{border:1px solid #ccd;border-radius:6px;padding:10px;flex:1 1 380px;max-width:640px;min-width:0;
+background:#fafbfc}
 .take h3{margin:0 0 6px;font-size:16px}.sheet{display:block;max-width:100%;border:1px solid #ccc}
 .status{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px}
 .new{background:#667}.approved{background:#1a7f37}.rejected{background:#c62828}.on_hold{background:#b26a00}
 table{border-collapse:collapse;margin:6px 0}td,th{padding:2px 6px;text-align:left;vertical-align:middle}
-.limits{color:#555;font-size:12px}.flags li{color:#a21b1b}pre{white-space:pre-wrap;font-size:11px;
+.limits{color:#555;font-size:12px}.about dt{font-weight:bold;margin-top:4px}.about dd{margin:0 0 0 12px}.flags li{color:#a21b1b}pre{white-space:pre-wrap;font-size:11px;
 background:#f0f1f3;padding:6px;max-height:220px;overflow:auto}
 """
 
@@ -36,10 +37,19 @@ def _scores_table(entry: TakeEntry) -> str:
         flagged = {f.frame for f in entry.scores.flags if f.score == score.name}
         value = "&ndash;" if score.value is None else f"{score.value:.2f}"
         rows.append(f"<tr><th>{escape(score.name)}</th><td>{value}</td>"
-                    f"<td>{sparkline(score.per_frame, flagged, f'{score.name} per frame')}</td></tr>"
-                    f"<tr><td></td><td colspan='2' class='limits'>{escape(score.what)}<br>"
-                    f"<i>Limits:</i> {escape(score.limits)}</td></tr>")
+                    f"<td>{sparkline(score.per_frame, flagged, f'{score.name} per frame')}</td></tr>")
     return f"<table>{''.join(rows)}</table>"
+
+
+def _about_scores(takes: list[TakeEntry]) -> str:
+    """What each score measures and cannot see, once per shot (from its first scored take)."""
+    scored = next((e for e in takes if e.scores is not None), None)
+    if scored is None:
+        return ""
+    items = "".join(f"<dt>{escape(s.name)}</dt><dd>{escape(s.what)}<br><span class='limits'><i>Limits:</i> "
+                    f"{escape(s.limits)}</span></dd>" for s in scored.scores.scores)
+    return (f"<details class='about'><summary>What the scores measure, and what they cannot see</summary>"
+            f"<dl>{items}</dl></details>")
 
 
 def _flags(entry: TakeEntry) -> str:
@@ -83,8 +93,8 @@ def _take(entry: TakeEntry) -> str:
 
 
 def render_page(shots: dict[str, list[TakeEntry]]) -> str:
-    body = "".join(f"<h2>Shot: {escape(shot)}</h2><div class='takes'>{''.join(_take(e) for e in takes)}</div>"
-                   for shot, takes in shots.items())
+    body = "".join(f"<h2>Shot: {escape(shot)}</h2>{_about_scores(takes)}"
+                   f"<div class='takes'>{''.join(_take(e) for e in takes)}</div>" for shot, takes in shots.items())
     count = sum(len(t) for t in shots.values())
     return (f"{MARKER}\n<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>SCAIL-2 review</title><style>{STYLE}</style></head><body>"

@@ -18,16 +18,19 @@ from . import mean_of
 WHAT = ("whether the take shows the faces the driving clip shows, frame by frame (Haar frontal-face "
         "counts, smoothed; 1 = same count, 0 = a face lost or doubled for several frames)")
 LIMITS = ("frontal faces only (profiles and small or blurred faces go unseen in both), counts not "
-          "identities (a swapped face passes), a face lost or doubled for less than 8 frames (half a second) is not named; "
-          "hands are not checked by anything here yet")
+          "identities (a swapped face passes), a face lost or doubled for less than 8 frames (half a "
+          "second at 16 fps) is not named; hands are not checked by anything here yet")
 CASCADE = "haarcascade_frontalface_default.xml"
 # Tuned on the fixture clips (tests/fixtures/footage, resized to 512p): faces there are 50-90 px
-# (scail_001, full body) and 150-200 px (scail_002, half body). Detecting at half size with these
-# settings keeps both while costing ~50 ms a frame; the smoothing and persistence below remove
-# the flicker that remains (see tests/backend/review/test_faces.py).
+# (scail_001, full body) and 150-200 px (scail_002, half body). At 320 px (0.625x) with these
+# settings the detector finds both; at 256 px it loses scail_001's often. The windows below are
+# the smallest that name nothing on either clip blurred and brightened (a take without a defect:
+# tests/backend/review/test_scores.py); 5 frames named a false loss on scail_001.
 DETECT_SHORT_SIDE = 320
 MIN_FACE = 20  # pixels at detection size
 MIN_NEIGHBOURS = 4
+# Detection is this score's cost (driving and take, every frame). Detecting every other frame and
+# holding the count was tried: it named a false "doubled" run on scail_001 at 256 px.
 SMOOTH = 7  # frames in the running windows over each count sequence
 PERSIST = 2  # frames a disagreement must last, inside the windows, to count
 
@@ -36,7 +39,7 @@ def face_counts(frames: np.ndarray) -> list[int]:
     """uint8 RGB [N, H, W, 3] -> frontal faces found in each frame."""
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
     scale = min(1.0, DETECT_SHORT_SIDE / min(frames.shape[1:3]))
-    counts = []
+    counts: list[int] = []
     for frame in frames:
         grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         if scale < 1.0:
