@@ -23,7 +23,7 @@ def clip_embedder(image_encoder) -> Embedder:
     def embed(crops: list[np.ndarray]) -> np.ndarray:
         out = []
         for crop in crops:
-            image = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 127.5 - 1.0
+            image = torch.from_numpy(np.array(crop)).permute(2, 0, 1).float() / 127.5 - 1.0
             out.append(image_encoder.encode(image)[0, 0].float().cpu().numpy())
         return np.stack(out)
 

@@ -10,7 +10,7 @@ from review_fixtures import SIZE, face_crop, grating_background, real_clip
 
 from backend.review.flags import score_flags
 from backend.review.flow import TakeFlows
-from backend.review.scores import background, faces, motion, temporal
+from backend.review.scores import background, faces, identity, motion, temporal
 from backend.review.scoring import score_take
 from backend.review.take import Take, identity_masks
 from protocol import PALETTE, Score
@@ -173,3 +173,20 @@ def test_motion_agreement_reads_direction():
     assert opposite["agreement"][1] == pytest.approx(1 - 6 / 6.5, abs=1e-3)
     assert opposite["direction_cosine"][1] == pytest.approx(-1.0)
     assert frozen["agreement"][1] == pytest.approx(1 - 3 / 3.5, abs=1e-3) and frozen["magnitude_ratio"][1] == 0.0
+
+
+def test_clip_similarity_runs_on_the_models_own_image_encoder():
+    """The embedder the worker passes with real weights, here on the tiny profile's (random) CLIP tower:
+    a take whose frames are the reference itself is at 1, another clip below it."""
+    from backend.models.tiny import tiny_encoders
+    from backend.review.finish import clip_embedder
+
+    embed = clip_embedder(tiny_encoders().image)
+    reference = real_clip("scail_002_driving.mp4")[0]
+    same = identity.measure(TakeFlows(Take(np.repeat(reference[None], 9, axis=0), reference=reference)), embed)
+    other = identity.measure(TakeFlows(Take(real_clip()[:9].copy(), reference=reference)), embed)
+    assert set(same.details["clip_similarity"]) == {"0", "4", "8"}
+    assert all(v == pytest.approx(1.0, abs=1e-4) for v in same.details["clip_similarity"].values())
+    assert all(v < 0.999 for v in other.details["clip_similarity"].values())
+    assert "CLIP vision tower" in same.limits
+    assert "no CLIP" in identity.measure(TakeFlows(Take(real_clip()[:9].copy(), reference=reference))).limits
