@@ -1,6 +1,7 @@
 """A take as arrays: its frames, the driving frames it follows, the identity masks and the reference.
 
-Everything is at the job's size (the manifest's `size`), frame k of every array being job frame k,
+Everything is at the job's size (the manifest's `size`; a long take scaled down, see PIXEL_BUDGET),
+frame k of every array being job frame k,
 so each score compares like with like. A take whose driving clip, mask or reference is no longer on
 disk (a farm output copied elsewhere) still loads: what is missing is None and the scores that need
 it say so instead of failing.
@@ -18,6 +19,11 @@ import protocol
 from ..pipeline import media
 from ..pipeline.inputs import ALPHA_THRESHOLD
 
+# The most pixels (frames x height x width) a take is scored at: 81 frames at 512p. A longer or
+# larger take is scaled down as it is read, so a 2,000-frame 1080p take needs no more memory
+# (frames, and two flow fields of 8 bytes a pixel) than a 512p segment does.
+PIXEL_BUDGET = 81 * 512 * 896
+READ_CHUNK = 32  # driving frames decoded at a time (a 1080p clip is not held whole at full size)
 # A mask pixel belongs to identity i when every channel is this close to PALETTE[i]: masks are
 # resized bicubically (as the model reads them), so edges blend towards the background.
 PALETTE_TOLERANCE = 96
@@ -72,17 +78,22 @@ def load_take(job_dir: Path, manifest: dict) -> Take:
     """The take in `job_dir` as arrays; TakeError (one line) when its own frames cannot be read."""
     job = manifest.get("job") or {}
     try:
-        height, width = (int(v) for v in manifest["size"])
+        job_height, job_width = (int(v) for v in manifest["size"])
         entries = manifest["frames"]
-        frames = np.stack([media.read_image(job_dir / entry["file"], what="take frame")[0] for entry in entries])
         sources = [int(entry["source_frame"]) for entry in entries]
     except (KeyError, TypeError, ValueError) as exc:
         raise TakeError(f"{job_dir}: the manifest does not describe the take's frames ({exc})") from None
-    except media.MediaError as exc:
-        raise TakeError(f"{job_dir}: {exc}") from None
-    if frames.shape[1:3] != (height, width):
-        raise TakeError(f"{job_dir}: the frames are {frames.shape[2]}x{frames.shape[1]}, the manifest says "
-                        f"{width}x{height}")
+    height, width = scored_size(len(entries), job_height, job_width)
+    frames = np.empty((len(entries), height, width, 3), np.uint8)
+    for k, entry in enumerate(entries):
+        try:
+            rgb = media.read_image(job_dir / entry["file"], what="take frame")[0]
+        except media.MediaError as exc:
+            raise TakeError(f"{job_dir}: {exc}") from None
+        if rgb.shape[:2] != (job_height, job_width):
+            raise TakeError(f"{job_dir}: frame {k} is {rgb.shape[1]}x{rgb.shape[0]}, the manifest says "
+                            f"{job_width}x{job_height}")
+        frames[k] = media.resize_cover_crop(rgb, height, width)
     notes: list[str] = []
     driving = _clip_at_size(job.get("driving"), job.get("driving_fps"), sources, (height, width), "driving clip",
                             notes)
@@ -96,12 +107,19 @@ def load_take(job_dir: Path, manifest: dict) -> Take:
     return Take(frames, job.get("mode", "animate"), driving, masks, reference, reference_masks, starts, notes)
 
 
+def scored_size(count: int, height: int, width: int) -> tuple[int, int]:
+    """The size a take of `count` frames is scored at: its own, or scaled down to PIXEL_BUDGET."""
+    scale = min(1.0, (PIXEL_BUDGET / (count * height * width)) ** 0.5)
+    return max(16, round(height * scale)), max(16, round(width * scale))
+
+
 def _clip_at_size(path, fps, sources, size, what, notes) -> np.ndarray | None:
     if not path:
         return None
     try:
         info = media.probe_clip(path, fps=fps, what=what)
-        return media.resize_cover_crop(media.read_frames(info, sources), *size)
+        return np.concatenate([media.resize_cover_crop(media.read_frames(info, sources[i: i + READ_CHUNK]), *size)
+                               for i in range(0, len(sources), READ_CHUNK)])
     except (media.MediaError, OSError) as exc:
         notes.append(f"{what} not read ({exc})")
         return None

@@ -190,3 +190,11 @@ def test_clip_similarity_runs_on_the_models_own_image_encoder():
     assert all(v < 0.999 for v in other.details["clip_similarity"].values())
     assert "CLIP vision tower" in same.limits
     assert "no CLIP" in identity.measure(TakeFlows(Take(real_clip()[:9].copy(), reference=reference))).limits
+
+
+def test_a_long_take_is_scored_within_the_pixel_budget():
+    from backend.review.take import PIXEL_BUDGET, scored_size
+
+    assert scored_size(81, 512, 896) == (512, 896)  # a 512p segment as it is
+    height, width = scored_size(2000, 1088, 1920)  # a long 1080p take: scaled, aspect kept
+    assert 2000 * height * width <= PIXEL_BUDGET * 1.02 and abs(width / height - 1920 / 1088) < 0.02
