@@ -1,4 +1,5 @@
-"""`python -m backend ...`: generate, check-inputs, convert, demo, serve, doctor, download, masks, matte, farm.
+"""`python -m backend ...`: generate, check-inputs, convert, demo, serve, doctor, download, masks, matte,
+score, report, farm.
 
 What each command does; what it accepts is `options`' (and `loaders.convert`'s for `convert`).
 `COMMANDS` lists them in the order `--help` shows them. Bad input is one line on stderr and
@@ -31,6 +32,7 @@ from .options import (
     model_name,
 )
 from .parallel.launch import add_gpus_argument, launch, wants_launch
+from .review.commands import add_report_arguments, add_score_arguments
 from .tools.doctor import run_doctor
 
 EXIT_BAD_INPUT = 2
@@ -54,9 +56,18 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
 
 def run_generate(args: argparse.Namespace) -> int:
     """Check everything cheap (inputs, LoRA files, the output folder) before the model loads, then generate."""
+    derived_from = ""
     try:
-        spec = spec_from_args(args).validate()  # the settings alone: refused before torch is even imported
-    except ProtocolError as exc:
+        if getattr(args, "recipe", None):
+            from .review.commands import recipe_job
+
+            # the recipe's settings and seed, its inputs' SHA-256 checked (one line when one changed)
+            spec, args.out, derived_from = recipe_job(args)
+        elif not (args.driving and args.reference and args.out):
+            return _bad_input(ValueError("--driving, --reference and --out are needed (or --recipe PATH)"))
+        else:
+            spec = spec_from_args(args).validate()  # the settings alone: refused before torch is even imported
+    except ValueError as exc:  # ProtocolError, RecipeError
         return _bad_input(exc)
     from .loaders.devices import check_memory_settings, resolve_device
     from .loaders.lora import lora_specs
@@ -81,7 +92,13 @@ def run_generate(args: argparse.Namespace) -> int:
     claim = FolderClaim(args.out)
     try:
         claim.claim()  # a second run on this folder is refused here, before any model time
-        return _generate_in(claim, inputs, args, progress)
+        status = _generate_in(claim, inputs, args, progress)
+        if status == 0 and derived_from:
+            from .review.commands import mark_derived
+
+            mark_derived(args.out, derived_from)
+            print(f"note: a new take from changed inputs, derived from take {derived_from}")
+        return status
     except UserError as exc:  # `errors`: your input, decided as the worker decides it
         return _bad_input(exc, progress)
     finally:
@@ -135,6 +152,7 @@ def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLin
     from .loaders.lora import lora_specs
     from .pipeline.generate import NOISE_LABEL, GenerationJob
     from .pipeline.sampler import Cancelled
+    from .review.finish import review_finished_take
     from .segmentation.run import Segmenters
 
     device = resolve_device(args.device)
@@ -151,7 +169,8 @@ def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLin
         print(f"LoRA {line}")
     for warning in inputs.warnings:
         print(f"warning: {warning}")
-    job = GenerationJob(inputs, components, args.out, segmenters=segmenters, claim=claim, events=progress)
+    job = GenerationJob(inputs, components, args.out, segmenters=segmenters, claim=claim, events=progress,
+                        after_finish=review_finished_take)
     job.open_folder()
     if claim.interrupted:
         print("note: the last run on this folder stopped without finishing (killed?); its finished segments are kept")
@@ -254,6 +273,18 @@ def run_farm(args: argparse.Namespace) -> int:
     from .farm.commands import run_farm as run
 
     return run(args, main)
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from .review.commands import run_score as run
+
+    return run(args)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .review.commands import run_report as run
+
+    return run(args)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -363,6 +394,14 @@ COMMANDS = (
      "Write straight-alpha RGBA PNGs of a generation job's frames (or any clip), the alpha being the soft "
      "coverage of every instance of the prompt.",
      add_matte_arguments, run_matte),
+    ("score", "measure a take: motion, temporal and identity stability, background, faces; flags",
+     "(Re)compute a finished job folder's scores and flags into its manifest's review (and write its review.json "
+     "if it has none); print them.",
+     add_score_arguments, run_score),
+    ("report", "a self-contained HTML review page of takes, per shot",
+     "Write one HTML page (no external files: images and charts inline) comparing takes per shot: contact "
+     "sheets, scores, flags, notes, status, rating and recipe.",
+     add_report_arguments, run_report),
     ("farm", "render farms: job bundles per shot, OpenJD and Flamenco job descriptions, a bundle's task",
      "Bundle jobs for a render farm (one self-contained folder per shot or character, with an OpenJD job "
      "template and a Flamenco job), run one bundle as a farm task, or list a farm folder's bundles.",

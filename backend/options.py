@@ -73,16 +73,22 @@ def add_generate_arguments(parser: argparse.ArgumentParser, checks_only: bool = 
     """`generate`'s options; with `checks_only` (`check-inputs`) the output folder and the model are optional
     (accepted, so the same command line checks a job, and not used)."""
     io = parser.add_argument_group("inputs and output")
-    io.add_argument("--driving", required=True, help="driving clip: video file (mp4/mov/mkv/avi), folder of frames "
+    io.add_argument("--driving", help="driving clip: video file (mp4/mov/mkv/avi), folder of frames "
                     "or printf pattern (PNG/JPEG/EXR)")
-    io.add_argument("--reference", required=True, help="reference still of the character (PNG/JPEG; alpha is its mask)")
+    io.add_argument("--reference", help="reference still of the character (PNG/JPEG; alpha is its mask)")
     io.add_argument("--driving-mask", help="colour-coded mask video/sequence, one frame per driving frame")
     io.add_argument("--reference-mask", help="colour-coded mask image of the reference")
     io.add_argument("--extra-reference", action="append", default=[], metavar="IMAGE",
                     help="another view of the character(s); repeatable")
     io.add_argument("--extra-reference-mask", action="append", default=[], metavar="IMAGE",
                     help="mask of each extra view, in the same order")
-    io.add_argument("--out", required=not checks_only, type=Path, help="job directory to create (or resume)")
+    io.add_argument("--out", type=Path, help="job directory to create (or resume)")
+    if not checks_only:
+        io.add_argument("--recipe", type=Path, metavar="PATH",
+                        help="make a take again from its review.json or manifest.json (same settings and seed); "
+                             "--driving, --reference and --out are then taken from it (--out: beside it, <id>-redo)")
+        io.add_argument("--accept-changed-inputs", action="store_true",
+                        help="with --recipe: run even when an input changed since the take (a new take that says so)")
     io.add_argument("--max-input-pixels", type=int, default=protocol.DEFAULT_MAX_INPUT_PIXELS, metavar="PIXELS",
                     help="refuse any input frame or still with more pixels, read from its header before decoding "
                          f"(default {protocol.DEFAULT_MAX_INPUT_PIXELS}: 8192x8192)")

@@ -81,14 +81,18 @@ class GenerationJob:
     """One job directory being generated; `run()` can be called again after an interruption."""
 
     def __init__(self, inputs: PreparedInputs, components: Components, job_dir: Path, events: EventSink | None = None,
-                 segmenters=None, claim: FolderClaim | None = None):
+                 segmenters=None, claim: FolderClaim | None = None,
+                 after_finish: Callable[[Path, Components], None] | None = None):
         """`segmenters` (segmentation.run.Segmenters, or anything with its `matte_generation`) makes the
         RGBA frames of a job whose spec asks for a matte. `claim`: the folder, already claimed by the
         caller (who releases it if the job fails); without one, `run()` claims the folder itself. A
-        job that finishes releases its folder before it reports `done`."""
+        job that finishes releases its folder before it reports `done`. `after_finish(job_dir, components)`
+        runs once the manifest says done, before the folder is released (the CLI and the worker pass
+        `review.finish.review_finished_take`, which never raises)."""
         if inputs.spec.matte and segmenters is None:
             raise ValueError("this job asks for a matte but no segmentation model was given")
         self.inputs, self.components, self.segmenters = inputs, components, segmenters
+        self.after_finish = after_finish
         self.job_dir = Path(job_dir)
         self.events = events or (lambda kind, **fields: None)
         self.segments = plan_segments(len(inputs.frame_times))
@@ -270,6 +274,10 @@ class GenerationJob:
                 raise
             # 5. Record the job as done, give the folder up, then say so
             manifest = self._finish()
+            # 6. What the caller does with a finished take (the review: scores, review.json) while
+            #    the folder is still this run's
+            if self.after_finish is not None:
+                self.after_finish(self.job_dir, self.components)
             self.claim.release()
             self.events("done", manifest=str(manifest))
             return manifest

@@ -30,6 +30,7 @@ def run_generation(worker: ModelHost, job: Job, emit: EventSink, on_event: Event
     from ..pipeline.job_folder import FolderClaim, check_folder
     from ..pipeline.preflight import check_lora_files
     from ..pipeline.sampler import Cancelled
+    from ..review.finish import review_finished_take
 
     try:
         spec = protocol.JobSpec.from_dict(job.spec)
@@ -45,7 +46,7 @@ def run_generation(worker: ModelHost, job: Job, emit: EventSink, on_event: Event
     with FolderClaim(job.job_dir) as claim:  # another process writing this folder is refused here
         components = worker.components_for(emit, loras)
         generation = GenerationJob(inputs, components, job.job_dir, events=on_event, segmenters=worker.segmenters,
-                                   claim=claim)
+                                   claim=claim, after_finish=review_finished_take)
         generation.open_folder()
         if claim.interrupted:
             log(f"job {job.id}: the last run on {job.job_dir} stopped without finishing; resuming")

@@ -18,6 +18,7 @@ from scail_fixtures import REPO
         ("memory.py", ["--small", "--repeats", "1", "--modes", "bf16", "fp8+group"], {"seconds_per_step", "mode"}),
         ("segment.py", ["--frames", "2", "--size", "96x64"], {"track_s_per_frame", "write_matte_s_per_frame"}),
         ("download.py", ["--mib", "8"], {"client_mb_s", "ours_mb_s", "sha256_s", "overhead"}),
+        ("score.py", ["--frames", "9", "--sizes", "224x128"], {"seconds", "per_score_s", "size"}),
     ],
 )
 def test_benchmark_runs_and_reports(script, args, keys):

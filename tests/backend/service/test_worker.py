@@ -276,6 +276,9 @@ def test_two_jobs_run_one_at_a_time_in_submission_order(worker, tmp_path):
     done = first_events[-1]
     manifest = json.loads(Path(done["manifest"]).read_text())
     assert manifest["status"] == "done" and len(manifest["frames"]) == 9
+    # the worker reviews each take before it says done: scores in the manifest, review.json beside it
+    assert len(manifest["review"]["scores"]["scores"]) == 5
+    assert (Path(done["manifest"]).parent / protocol.REVIEW_NAME).is_file()
     progress = [m for m in first_events if m["type"] == "progress" and m["phase"] == "sample"]
     assert [(m["step"], m["steps"]) for m in progress] == [(1, 2), (2, 2)]
 

@@ -1,0 +1,95 @@
+"""`python -m backend report`: one self-contained HTML page reviewing takes, shot by shot.
+
+Self-contained on purpose: a page mailed to a supervisor or opened from a farm share must show
+everything with no network and no files beside it, so frames are JPEG data: URIs and charts are
+inline SVG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import REVIEW_NAME, ManifestReview, ProtocolError, Recipe, TakeReview, TakeScores, read_record
+
+from ...pipeline.media import write_bytes_atomic
+from ..recipe import RecipeError, recipe_from_manifest
+from ..scoring import read_manifest
+from ..take import TakeError
+
+MARKER = "<!-- scail2 review report -->"  # a file starting with it was written by this command
+
+
+class ReportError(ValueError):
+    """A report that cannot be written, as one line."""
+
+
+@dataclass
+class TakeEntry:
+    job_dir: Path
+    manifest: dict
+    review: TakeReview | None
+    scores: TakeScores | None
+    recipe: Recipe | None
+
+    @property
+    def job_id(self) -> str:
+        return self.review.job_id if self.review else str(self.manifest.get("id") or self.job_dir.name)
+
+    @property
+    def label(self) -> str:
+        name = self.review.label if self.review and self.review.label else self.job_id
+        return f"{self.review.version_label} {name}" if self.review and self.review.version else name
+
+    @property
+    def shot(self) -> str:
+        """The add-on's shot name when it numbered the take; else the driving clip's hash and frame range."""
+        if self.review and self.review.shot:
+            return self.review.shot
+        job = self.manifest.get("job") or {}
+        driving = str(job.get("driving", ""))
+        digest = (self.manifest.get("inputs") or {}).get(driving, "")[:12]
+        end = job.get("frame_end")
+        return f"{Path(driving).name} {digest} frames {job.get('frame_start', 0)}-{'end' if end is None else end - 1}"
+
+
+def load_entry(job_dir: Path) -> TakeEntry:
+    try:
+        manifest = read_manifest(job_dir)
+    except (TakeError, ProtocolError) as exc:
+        raise ReportError(str(exc)) from None
+    review = read_record(job_dir / REVIEW_NAME, TakeReview) if (job_dir / REVIEW_NAME).is_file() else None
+    scores = None
+    if manifest.get("review") is not None:
+        try:
+            scores = ManifestReview.from_dict(manifest["review"]).scores
+        except ProtocolError as exc:
+            raise ReportError(f"{job_dir}: the manifest's review: {exc}") from None
+    recipe = review.recipe if review and review.recipe else None
+    if recipe is None:
+        try:
+            recipe = recipe_from_manifest(manifest)
+        except RecipeError:
+            recipe = None
+    return TakeEntry(Path(job_dir), manifest, review, scores, recipe)
+
+
+def group_by_shot(entries: list[TakeEntry]) -> dict[str, list[TakeEntry]]:
+    shots: dict[str, list[TakeEntry]] = {}
+    for entry in entries:
+        shots.setdefault(entry.shot, []).append(entry)
+    for takes in shots.values():
+        takes.sort(key=lambda e: (e.review.version if e.review else 0, e.job_id))
+    return shots
+
+
+def write_report(out: Path, job_dirs: list[Path]) -> int:
+    """Write the page; returns how many shots it shows. Refuses to replace a file it did not write."""
+    from .page import render_page
+
+    out = Path(out)
+    if out.exists() and (not out.is_file() or not out.read_bytes().startswith(MARKER.encode())):
+        raise ReportError(f"{out} exists and is not a review report; choose another file")
+    shots = group_by_shot([load_entry(Path(d)) for d in job_dirs])
+    write_bytes_atomic(out, render_page(shots).encode("utf-8"))
+    return len(shots)
