@@ -180,7 +180,7 @@ class GenerationJob:
             "size": [inputs.height, inputs.width],
             "model_fps": spec.model_fps,
             "source": {"path": inputs.driving.path, "fps": inputs.driving.fps,
-                       "frame_count": inputs.driving.frame_count},
+                       "frame_count": inputs.driving.frame_count, "variable_rate": inputs.driving.variable_rate},
             "inputs": self.input_hashes,
             "frames": [
                 {"index": k, "file": frame_name(k), "source_frame": src, "source_time": t}
