@@ -37,8 +37,6 @@ def farm(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture()
 def shot(tmp_path: Path) -> dict:
     """A spec over files of our own: a video, a reference still and a mask as a printf frame pattern."""
-    if not (FOOTAGE / "scail_001_driving.mp4").is_file():
-        pytest.skip("no fixture footage")
     src = tmp_path / "src"
     (src / "masks").mkdir(parents=True)
     shutil.copy(FOOTAGE / "scail_001_driving.mp4", src / "driving.mp4")

@@ -19,6 +19,7 @@ import time
 import pytest
 
 import blender_testing
+import process_guard
 from scail2 import protocol
 from scail2.core import job as jobs
 from scail2.core import queue as job_queue
@@ -224,10 +225,9 @@ def test_cancel_running_and_queued_jobs(queue, pump):
     assert queue.cancel(waiting.key)
     pump.until(lambda: waiting.finished, timeout=10)
     assert waiting.status == "cancelled"
-    asked = time.monotonic()
     assert queue.cancel(running.key)
     pump.until(lambda: running.finished, timeout=30)
-    assert running.status == "cancelled" and time.monotonic() - asked < 30
+    assert running.status == "cancelled"
     assert running.error is None
     assert not queue.cancel(running.key)  # it has ended
     state = protocol.load_manifest(os.path.join(running.job_dir, "state.json"))
@@ -314,7 +314,7 @@ def _free_port():
 @needs_backend
 def test_remote_worker(tmp_path):
     port, token = _free_port(), "s3cret-s3cret-s3cret"
-    proc = subprocess.Popen(
+    proc = process_guard.start(
         [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu",
          "--jobs-root", str(tmp_path / "remote"), "--listen", "127.0.0.1:{:d}".format(port), "--token", token],
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -344,8 +344,7 @@ def test_remote_worker(tmp_path):
         queue.shutdown()
         assert proc.poll() is None  # a remote worker keeps running
     finally:
-        proc.terminate()
-        proc.wait(10)
+        process_guard.end(proc)
 
 
 def test_module_runs_without_blender(tmp_path):
