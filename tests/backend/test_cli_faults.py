@@ -24,6 +24,8 @@ from scail_fixtures import FOOTAGE, REPO
 from backend import cli
 from backend.pipeline.job_folder import LOCK_NAME
 
+pytestmark = pytest.mark.slow  # whole generations in processes of their own
+
 DRIVING = FOOTAGE / "scail_001_driving.mp4"
 REFERENCE = FOOTAGE / "scail_001_ref.jpg"
 JOB_ARGS = ["--driving", str(DRIVING), "--reference", str(REFERENCE), "--model", "tiny", "--device", "cpu",

@@ -10,6 +10,8 @@ import sys
 
 from scail_fixtures import REPO
 
+pytestmark = pytest.mark.slow  # runs the bench suite
+
 STAGES = ["environment", "matmul", "forward_512p", "memory", "vae_decode", "job", "forward_704p"]
 REPO_RESULTS = REPO / "bench" / "RESULTS.md"
 

@@ -34,6 +34,7 @@ def test_no_test_or_bench_script_reads_beside_the_repository():
     assert offenders == [str(Path(__file__).relative_to(REPO))]  # only this test names them
 
 
+@pytest.mark.slow
 def test_a_clone_with_nothing_beside_it_tests_itself(tmp_path):
     """The repository copied where no ../shared exists: a fixture-reading test passes there."""
     clone = tmp_path / "somewhere" / "clone"
@@ -46,6 +47,7 @@ def test_a_clone_with_nothing_beside_it_tests_itself(tmp_path):
     assert "3 passed" in run.stdout and "skipped" not in run.stdout
 
 
+@pytest.mark.slow
 def test_a_missing_fixture_is_an_error_not_a_skip(tmp_path):
     clone = tmp_path / "clone"
     for part in ("backend", "protocol", "tests"):

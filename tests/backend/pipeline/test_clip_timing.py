@@ -80,6 +80,7 @@ def test_a_constant_rate_clip_keeps_its_rate_and_no_warning():
     assert media.model_frame_times(info, 16.0, 0, 4) == [(k, k / 16) for k in range(4)]
 
 
+@pytest.mark.slow
 def test_a_variable_rate_job_says_so_once_and_its_manifest_maps_true_times(tmp_path, capsys):
     clip = write_vfr_clip(tmp_path / "phone.mp4")
     status, out, manifest = run_generate(capsys, tmp_path, clip, "--end", "4")
@@ -93,6 +94,7 @@ def test_a_variable_rate_job_says_so_once_and_its_manifest_maps_true_times(tmp_p
         assert entry["source_time"] < VFR_MS[entry["source_frame"] + 1] / 1000
 
 
+@pytest.mark.slow
 def test_a_masks_job_on_a_variable_rate_clip_names_every_frame_and_warns(tmp_path):
     from backend.segmentation.run import Segmenters
     from protocol import SegmentSpec
@@ -128,6 +130,7 @@ def test_a_render_with_a_frame_step_plays_one_file_per_frame(tmp_path):
     assert [frame_number(f) for f in media.read_frames(info, range(4))] == [1, 3, 5, 7]
 
 
+@pytest.mark.slow
 def test_a_job_on_a_sequence_with_a_gap_warns_and_keeps_later_frames_in_place(tmp_path, capsys):
     shot = tmp_path / "shot"
     shot.mkdir()
@@ -143,6 +146,7 @@ def test_a_job_on_a_sequence_with_a_gap_warns_and_keeps_later_frames_in_place(tm
 # -- 3. a driving mask with no identity ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_all_black_driving_mask_is_a_clear_warning(tmp_path, capsys):
     sequence(tmp_path / "shot", 3, size=(64, 128))
     sequence(tmp_path / "masks", 3, size=(64, 128), frames=lambda i: np.zeros((64, 128, 3), np.uint8))
@@ -154,6 +158,7 @@ def test_an_all_black_driving_mask_is_a_clear_warning(tmp_path, capsys):
     assert f"warning: {line}" in out
 
 
+@pytest.mark.slow
 def test_a_mask_with_an_identity_on_an_unsampled_frame_gives_no_such_warning(tmp_path, capsys):
     sequence(tmp_path / "shot", 5, size=(64, 128))
     black = np.zeros((64, 128, 3), np.uint8)

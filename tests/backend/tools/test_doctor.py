@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.slow  # doctor probes attention backends and opens weights
+
 
 def test_doctor_reports_environment_weights_and_presets(tmp_path, capsys):
     import torch

@@ -30,7 +30,12 @@ FOOTAGE = os.path.dirname(blender_testing.FOOTAGE)
 OOM_PROMPT = "simulate running out of memory"
 TIMEOUT = 120.0
 
-needs_backend = pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="no backend environment")
+_backend_here = pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="no backend environment")
+
+
+def needs_backend(test):
+    """A test that runs a real worker: slow (left out of `make test-fast`), and only with the backend's environment."""
+    return pytest.mark.slow(_backend_here(test))
 
 
 def small_spec(**changes):

@@ -32,7 +32,12 @@ FOOTAGE = os.path.dirname(blender_testing.FOOTAGE)
 TIMEOUT = 180.0
 TOKEN = "t0ken-t0ken-t0ken"  # the worker refuses tokens under 16 characters
 
-needs_backend = pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="no backend environment")
+_backend_here = pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="no backend environment")
+
+
+def needs_backend(test):
+    """A test that runs a real worker: slow (left out of `make test-fast`), and only with the backend's environment."""
+    return pytest.mark.slow(_backend_here(test))
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 
 

@@ -19,7 +19,8 @@ from scail2.core.worker_client import CertificateError, UnknownCertificate, Work
 REPO = blender_testing.REPO_ROOT
 BACKEND_PYTHON = os.path.join(REPO, ".venvs", "backend", "bin", "python")
 
-pytestmark = pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="no backend environment")
+pytestmark = [pytest.mark.slow,  # a real TLS worker
+              pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="no backend environment")]
 
 
 @pytest.fixture(scope="module")
