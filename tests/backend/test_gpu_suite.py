@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from scail_fixtures import REPO
 
 pytestmark = pytest.mark.slow  # runs the bench suite
