@@ -58,7 +58,7 @@ test: setup
 # While working: the tests a change to one area needs, in under 3 minutes. Everything but the tests marked
 # `slow` (real workers, whole generations, Blender children, subprocess harness checks), in the backend and
 # protocol suites and the add-on's plain modules. CI runs `make test`, which runs everything.
-FAST := -m "not slow" -p no:cacheprovider
+FAST := -m "not slow" -p no:cacheprovider --durations=10  # the ten slowest: candidates for the slow mark
 test-fast:
 	@status=0; \
 	$(BACKEND_PY) -m pytest -c tests/pytest.ini $(PYTEST_FLAGS) $(FAST) tests/protocol tests/backend || status=1; \
