@@ -12,7 +12,7 @@ BLENDER_PY := $(VENVS)/blender/bin/python
 BLENDER45_PY := $(VENVS)/blender45/bin/python
 PYTEST_FLAGS ?= -q
 
-.PHONY: setup demo extension test test-backend test-blender test-blender45 test-blender52 clean
+.PHONY: setup demo extension test test-fast test-backend test-blender test-blender45 test-blender52 clean
 
 STUBS := $(VENVS)/stubs-4.5/.installed $(VENVS)/stubs-5.2/.installed
 
@@ -53,6 +53,17 @@ test: setup
 	$(MAKE) --no-print-directory test-backend || status=1; \
 	$(MAKE) --no-print-directory test-blender || status=1; \
 	$(MAKE) --no-print-directory test-blender45 || status=1; \
+	exit $$status
+
+# While working: the tests a change to one area needs, in under 3 minutes. Everything but the tests marked
+# `slow` (real workers, whole generations, Blender children, subprocess harness checks), in the backend and
+# protocol suites and the add-on's plain modules. CI runs `make test`, which runs everything.
+FAST := -m "not slow" -p no:cacheprovider --durations=10  # the ten slowest: candidates for the slow mark
+test-fast:
+	@status=0; \
+	$(BACKEND_PY) -m pytest -c tests/pytest.ini $(PYTEST_FLAGS) $(FAST) tests/protocol tests/backend || status=1; \
+	$(BLENDER_PY) -m pytest -c tests/pytest.ini $(PYTEST_FLAGS) $(FAST) tests/blender/core tests/blender/test_layers.py \
+		|| status=1; \
 	exit $$status
 
 test-backend:

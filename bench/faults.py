@@ -167,6 +167,25 @@ def case_driving_not_a_video(tmp):
     return generate(tmp / "job", driving=tmp / "notes.mp4"), None
 
 
+def case_sequence_with_a_gap(tmp):
+    for i in (0, 1, 2, 5):  # frames 3 and 4 missing: frame 2 is held, frame 5 keeps its moment (a warning)
+        png(tmp / "seq" / "img_{:04d}.png".format(i), 64, 48, (i * 40, 0, 0))
+    return generate(tmp / "job", driving=tmp / "seq" / "img_####.png"), None
+
+
+def case_all_black_driving_mask(tmp):
+    for i in range(6):
+        png(tmp / "masks" / "m_{:04d}.png".format(i), 64, 48, (0, 0, 0))
+        png(tmp / "seq" / "img_{:04d}.png".format(i), 64, 48, (i * 40, 0, 0))
+    return generate(tmp / "job", "--driving-mask", str(tmp / "masks"), driving=tmp / "seq"), None
+
+
+def case_farm_spec_not_json(tmp):
+    spec = json.dumps({"driving": str(DRIVING), "reference": str(REFERENCE)})
+    (tmp / "shot.json").write_bytes(b"\xff\xfe" + spec.encode("utf-16-le"))  # saved as UTF-16 by an editor
+    return ["farm", "bundle", str(tmp / "shot.json"), "--out", str(tmp / "farm")], tmp
+
+
 CASES = {
     # name: (function, expected: "refused" or "done")
     "out_not_a_job_folder": (case_out_not_a_job_folder, "refused"),
@@ -186,6 +205,9 @@ CASES = {
     "missing_lora": (case_missing_lora, "refused"),
     "missing_driving": (case_missing_driving, "refused"),
     "driving_not_a_video": (case_driving_not_a_video, "refused"),
+    "sequence_with_a_gap": (case_sequence_with_a_gap, "done"),
+    "all_black_driving_mask": (case_all_black_driving_mask, "done"),
+    "farm_spec_not_json": (case_farm_spec_not_json, "refused"),
 }
 
 

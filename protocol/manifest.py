@@ -73,8 +73,9 @@ class ManifestSource(Record):
 
     WHAT = "manifest source"
     path: str = ""
-    fps: float | None = None
+    fps: float | None = None  # a variable-rate clip's average rate
     frame_count: int = 0
+    variable_rate: bool = False  # frames timed by their own timestamps (backend/pipeline/clip_timing.py)
 
 
 @dataclass(frozen=True)

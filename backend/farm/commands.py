@@ -41,8 +41,8 @@ def add_farm_arguments(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="farm_command", required=True, metavar="{bundle,run,status}")
     bundle = commands.add_parser(
         "bundle", help="write a self-contained bundle per job spec, and the farm folder's job descriptions",
-        description="Write one bundle per job spec (inputs hard-linked or copied in, paths made bundle-relative) "
-                    "into FARM_DIR, then FARM_DIR/template.json (OpenJD, one step per bundle) and "
+        description="Write one bundle per job spec (inputs copied in, as clones where the file system can; "
+                    "paths made bundle-relative) into FARM_DIR, then FARM_DIR/template.json (OpenJD, one step per bundle) and "
                     "FARM_DIR/flamenco-job.json (Flamenco job type scail2, one task per bundle). Whole shots and "
                     "characters run in parallel; the segments of one shot never split.")
     bundle.add_argument("specs", nargs="+", metavar="SPEC", help="job spec JSON file (the worker's JobSpec); "
@@ -91,20 +91,14 @@ def _load_specs(args: argparse.Namespace) -> list[tuple[str, object]]:
         raise BundleError("only one spec can come from stdin")
     loaded = []
     for i, source in enumerate(args.specs):
-        if source == "-":
-            text, default_name = sys.stdin.read(), None
-        else:
-            try:
-                text = Path(source).read_bytes()
-            except OSError as exc:
-                raise BundleError(f"cannot read the job spec {source}: {exc.strerror or exc}") from None
-            default_name = name_from(Path(source).stem)
-        name = args.name[i] if args.name else default_name
+        name = args.name[i] if args.name else (None if source == "-" else name_from(Path(source).stem))
         if name is None:
             raise BundleError("a spec from stdin needs --name")
-        try:
-            data = protocol.parse_json_bytes(text if isinstance(text, bytes) else text.encode("utf-8"),
-                                             f"the job spec {source}")
+        try:  # any damage (not UTF-8, not JSON, unreadable) is one line, as for every JSON file read
+            if source == "-":
+                data = protocol.parse_json_bytes(sys.stdin.buffer.read(), "job spec -")
+            else:
+                data = protocol.read_json_file(source, "job spec")
         except protocol.ProtocolError as exc:
             raise BundleError(str(exc)) from None
         loaded.append((check_name(name), read_spec(data)))
@@ -138,8 +132,8 @@ def _run_bundle_command(args: argparse.Namespace, _main) -> int:
         return 0
     for bundle in written:
         files = [f for entry in bundle.record["inputs"] for f in entry["files"]]
-        linked = sum(1 for f in files if f.get("linked"))
-        state = "unchanged" if bundle.reused else f"{len(files)} input files, {linked} hard-linked"
+        cloned = sum(1 for f in files if f.get("cloned"))
+        state = "unchanged" if bundle.reused else f"{len(files)} input files copied, {cloned} of them as clones"
         print(f"bundle {bundle.name}: {bundle.folder} ({state}); results land in {bundle.job_dir}")
     print(f"OpenJD job template ({len(everything)} steps): {descriptions['openjd']}")
     print(f"Flamenco job (type scail2, {len(everything)} tasks): {descriptions['flamenco']}")

@@ -7,7 +7,9 @@ caller that wants to refuse a file before a model is built:
 * safetensors: an 8-byte little-endian header length, then that many bytes of JSON naming every
   tensor's dtype, shape and `data_offsets` into the data that follows. The file is whole when its
   size is exactly 8 + header + the last tensor's end; each tensor's byte count must match its
-  dtype and shape (the safetensors format's own rules).
+  dtype and shape (the safetensors format's own rules). Last, the safetensors library itself, which
+  every loader opens the files with, must take the header (`_loader_refusal`), so doctor and the
+  loaders never disagree.
 * torch (`torch.save`, a zip): the zip's central directory sits at the file's end, so a cut-short
   download has none. The pickle inside (`<name>/data.pkl`) is read as opcodes only (`pickletools`,
   which never executes anything) for the globals it would import: any outside the weights-only
@@ -132,7 +134,25 @@ def check_safetensors(path: str | os.PathLike) -> FileCheck:
     if size > expected:
         return FileCheck(where, "safetensors", DAMAGED,
                          f"damaged: {size - expected} bytes after its last tensor", len(names), names)
+    refusal = _loader_refusal(path)
+    if refusal:
+        return FileCheck(where, "safetensors", DAMAGED, f"damaged: {refusal}", len(names), names)
     return FileCheck(where, "safetensors", OK, "", len(names), names)
+
+
+def _loader_refusal(path: Path) -> str:
+    """Why the safetensors library, which every loader opens these files with, refuses the header ('' when it
+    takes it): tensors sharing bytes, a dtype the format lacks, and whatever else its validation covers. The
+    checks above say the common faults (a cut-short download) in the artist's words; this one makes sure a
+    file called ok here is one `generate` and `convert` open. Maps the file; reads no tensor data."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="numpy"):
+            return ""
+    except (SafetensorError, OSError) as exc:
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _tensor_problem(entry) -> str:

@@ -185,7 +185,8 @@ class GenerationJob:
             size=[inputs.height, inputs.width],
             model_fps=spec.model_fps,
             source=protocol.ManifestSource(path=inputs.driving.path, fps=inputs.driving.fps,
-                                           frame_count=inputs.driving.frame_count),
+                                           frame_count=inputs.driving.frame_count,
+                                           variable_rate=inputs.driving.variable_rate),
             inputs=self.input_hashes,
             frames=[protocol.ManifestFrame(index=k, file=frame_name(k), source_frame=src, source_time=t)
                     for k, (src, t) in enumerate(inputs.frame_times)],

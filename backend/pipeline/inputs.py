@@ -149,7 +149,19 @@ def _driving_mask(spec: JobSpec, driving: media.ClipInfo, frame_times, size, war
     frames = media.resize_cover_crop(media.read_frames(mask, sample), *size)
     warnings.extend(_mask_warnings(np.concatenate(list(frames), axis=0), "driving mask", spec.mode,
                                    for_reference=False))
+    warnings.extend(mask.warnings)
+    if not any(identities_present(torch.from_numpy(f)) for f in frames) and not _shows_identity(mask, frame_times):
+        warnings.append(f"the driving mask shows no identity on any of the job's {len(frame_times)} frames (it is all "
+                        f"background): no character is bound to the motion; paint each moving subject in its "
+                        f"identity colour")
     return mask
+
+
+def _shows_identity(mask: media.ClipInfo, frame_times) -> bool:
+    """Whether any frame of the driving mask the job uses shows an identity; decodes them one at a time
+    and stops at the first that does (only a mask whose sampled frames showed none gets here)."""
+    used = sorted({source for source, _ in frame_times})
+    return any(identities_present(torch.from_numpy(frame)) for frame in media.iter_frames(mask, used))
 
 
 def prepare_inputs(spec: JobSpec) -> PreparedInputs:
@@ -173,6 +185,7 @@ def prepare_inputs(spec: JobSpec) -> PreparedInputs:
         frame_times = media.model_frame_times(driving, spec.model_fps, spec.frame_start, spec.frame_end)
         if not frame_times:
             raise InputError("the chosen frame range of the driving clip has no frames")
+        warnings.extend(driving.warnings)  # a variable frame rate, gaps in a sequence
 
         image = media.read_image(_require_file(spec.reference, "reference image"), max_pixels=limit,
                                  what="reference image")

@@ -15,6 +15,7 @@ No model code lives here. Conventions used throughout:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 
 from protocol import DEFAULT_MAX_INPUT_PIXELS
 
+from .clip_timing import gap_warning, sequence_timeline, variable_rate_warning, video_timing
 from .probe import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, check_image, check_pixels, clip_files
 
 PathLike = Union[str, os.PathLike]
@@ -73,6 +75,24 @@ class ClipInfo:
     # The most pixels a frame may have: every sequence frame's header is checked before it is decoded.
     max_pixels: int = field(default=DEFAULT_MAX_INPUT_PIXELS, repr=False, compare=False)
     what: str = field(default="clip", repr=False, compare=False)  # names the clip in messages
+    # A variable-frame-rate video only: each frame's presentation time in seconds from the first frame,
+    # and when the last one ends (`clip_timing`). None: frame i is on screen from i / fps.
+    times: tuple[float, ...] | None = field(default=None, repr=False, compare=False)
+    end_time: float | None = field(default=None, repr=False, compare=False)
+    # Sequences only: each frame's name (a held frame's is its missing file's, `clip_timing.sequence_timeline`).
+    names: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    # What a job should tell the artist about the clip's timing (a variable rate, gaps in a sequence).
+    warnings: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def variable_rate(self) -> bool:
+        return self.times is not None
+
+    def frame_time(self, index: int) -> float:
+        """When frame `index` (0..frame_count, the last meaning the clip's end) comes on screen, in s."""
+        if self.times is None:
+            return index / self.fps
+        return self.times[index] if index < self.frame_count else self.end_time
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,7 +164,12 @@ def _probe_video(path: str, fps: float | None, what: str, max_pixels: int = DEFA
         count = _verified_frame_count(cap, path)
     finally:
         cap.release()
-    return ClipInfo(path, "video", count, float(rate), width, height, max_pixels=max_pixels, what=what)
+    timing = video_timing(path, count)
+    if timing is None or not timing.variable:
+        return ClipInfo(path, "video", count, float(rate), width, height, max_pixels=max_pixels, what=what)
+    # The rate a variable clip reports is its average; its frames are timed by their own timestamps.
+    return ClipInfo(path, "video", count, count / timing.end, width, height, max_pixels=max_pixels, what=what,
+                    times=timing.times, end_time=timing.end, warnings=(variable_rate_warning(what, timing),))
 
 
 def _verified_frame_count(cap: cv2.VideoCapture, path: str) -> int:
@@ -176,7 +201,10 @@ def _probe_sequence(path: str, files: list[str], fps: float | None, what: str,
     first, _ = _read_rgb(files[0], max_pixels, what)
     height, width = first.shape[:2]
     rate = DEFAULT_SEQUENCE_FPS if fps is None else float(fps)
-    return ClipInfo(path, "sequence", len(files), rate, width, height, tuple(files), max_pixels, what)
+    timeline = sequence_timeline(files)
+    warnings = (gap_warning(what, timeline.missing),) if timeline.missing else ()
+    return ClipInfo(path, "sequence", len(timeline.files), rate, width, height, timeline.files, max_pixels, what,
+                    names=timeline.names, warnings=warnings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,8 +283,9 @@ def _seek(cap: cv2.VideoCapture, info: ClipInfo, target: int) -> int:
     reopened and decoded from the start instead, which is slower but always right.
     """
     if cap.set(cv2.CAP_PROP_POS_FRAMES, target) and cap.grab():
-        landed = cap.get(cv2.CAP_PROP_POS_MSEC) * info.fps / 1000.0
-        if abs(landed - target) < 0.5:
+        landed = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        # Within half a frame of the target's own time (a variable-rate clip's frames are not i / fps apart).
+        if abs(landed - info.frame_time(target)) < 0.5 * (info.frame_time(target + 1) - info.frame_time(target)):
             return target + 1  # frame `target` is grabbed; the read loop retrieves it
     cap.release()
     cap.open(info.path, cv2.CAP_FFMPEG)
@@ -336,18 +365,21 @@ def model_frame_times(
 ) -> list[tuple[int, float]]:
     """Resample source frames [start, end) to the model's rate: (source index, time in s) pairs.
 
-    Output frame k samples the clip at t_k = start/fps + k/model_fps seconds after the clip's
-    first frame, for as long as t_k < end/fps. It shows the source frame on screen at t_k,
-    floor(t_k * fps), where a t_k within 1e-6 frames of a frame boundary counts as that
-    frame (float error must not drop an exact hit to the frame before). The time returned is
-    t_k itself, so output frame k maps back onto the source timeline exactly. `end` defaults
-    to, and is clamped to, the clip's frame count; a source at the model rate maps one to one.
+    Output frame k samples the clip at t_k = (when frame `start` shows) + k/model_fps seconds after the
+    clip's first frame, for as long as t_k is before frame `end` shows. It takes the source frame on
+    screen at t_k: at a constant rate floor(t_k * fps), in a variable-rate clip the last frame whose own
+    timestamp is at or before t_k. A t_k within 1e-6 frames of a frame boundary counts as that frame
+    (float error must not drop an exact hit to the frame before). The time returned is t_k itself, so
+    output frame k maps back onto the source timeline exactly. `end` defaults to, and is clamped to,
+    the clip's frame count; a constant-rate source at the model rate maps one to one.
     """
     if not (math.isfinite(model_fps) and model_fps > 0):
         raise MediaError(f"model frame rate must be positive, got {model_fps}")
     if start < 0:
         raise MediaError(f"frame range cannot start before frame 0, got {start}")
     end = info.frame_count if end is None else min(int(end), info.frame_count)
+    if info.times is not None:
+        return _variable_rate_times(info, model_fps, start, end)
     step = info.fps / model_fps  # source frames per output frame
     pairs = []
     k = 0
@@ -360,6 +392,22 @@ def model_frame_times(
             return pairs
         pairs.append((start + math.floor(position), start / info.fps + k / model_fps))
         k += 1
+
+
+def _variable_rate_times(info: ClipInfo, model_fps: float, start: int, end: int) -> list[tuple[int, float]]:
+    """model_frame_times for a clip whose frames carry their own timestamps (`ClipInfo.times`)."""
+    first, stop = info.frame_time(start), info.frame_time(end)
+    eps = _FRAME_EPS / info.fps  # the 1e-6 frames of the constant-rate rule, in seconds
+    pairs = []
+    k = 0
+    while start < end:
+        t = first + k / model_fps
+        if t >= stop - eps:
+            return pairs
+        shown = bisect.bisect_right(info.times, t + eps, lo=start, hi=end) - 1
+        pairs.append((shown, t))
+        k += 1
+    return pairs
 
 
 # ---------------------------------------------------------------------------------------------

@@ -300,8 +300,8 @@ def _pattern_regex(name: str) -> re.Pattern | None:
 
 
 def _pattern_frames(pattern: str, what: str) -> list[str]:
-    """Files matching a frame-number pattern, in number order. Missing numbers are closed up:
-    the existing files are the frames (a render with a frame step plays at the given rate)."""
+    """Files matching a frame-number pattern, in number order. Missing numbers are not closed up here:
+    `clip_timing.sequence_timeline` lays the files out by their numbers (a gap holds a frame)."""
     folder, name = os.path.split(pattern)
     folder = folder or "."
     if not os.path.isdir(folder):

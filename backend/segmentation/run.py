@@ -118,7 +118,7 @@ def run_segment_job(spec: SegmentSpec, out: Path, models: Segmenters, events: Ev
     if spec.still:
         image, _ = read_image(spec.source)
         frames_in, count, (height, width), fps, names = iter([image]), 1, image.shape[:2], None, ["mask.png"]
-        indices = [0]
+        indices, clip_warnings = [0], []
     else:
         info = probe_clip(spec.source, what="clip")
         stop = info.frame_count if spec.frame_end is None else min(spec.frame_end, info.frame_count)
@@ -128,6 +128,7 @@ def run_segment_job(spec: SegmentSpec, out: Path, models: Segmenters, events: Ev
                                     f"{info.frame_count} frames: {spec.source}")
         count, height, width, fps = len(indices), info.height, info.width, info.fps
         frames_in = iter_frames(info, indices)
+        clip_warnings = list(info.warnings)  # a variable frame rate, gaps in a sequence
         names = [_frame_name(spec.task, info, i) for i in indices]
     for subject in spec.subjects:
         if subject.get("frame", 0) >= count:
@@ -157,7 +158,8 @@ def run_segment_job(spec: SegmentSpec, out: Path, models: Segmenters, events: Ev
     out.mkdir(parents=True, exist_ok=True)
     (out / SEGMENT_RECORD).unlink(missing_ok=True)
     progress = _write_progress(events, cancelled, count)
-    warnings = ["the tiny segmentation profile has random weights: its masks are arbitrary"] if model.noise_only else []
+    warnings = clip_warnings + (["the tiny segmentation profile has random weights: its masks are arbitrary"]
+                                if model.noise_only else [])
     if spec.task == "matte":
         write_matte(tracks, iter_frames(info, indices), out, names, progress)
         identities = []
@@ -180,7 +182,7 @@ def _frame_name(task: str, info, index: int) -> str:
     if task == "masks":
         return f"mask_{index:05d}.png"
     if info.kind == "sequence":
-        return Path(info.files[index]).with_suffix(".png").name
+        return Path(info.names[index]).with_suffix(".png").name
     return f"frame_{index:05d}.png"
 
 

@@ -9,6 +9,8 @@ import sys
 import pytest
 from scail_fixtures import REPO
 
+pytestmark = pytest.mark.slow  # runs the bench scripts
+
 
 @pytest.mark.parametrize(
     "script, args, keys",

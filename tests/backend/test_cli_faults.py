@@ -17,11 +17,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import namespaces
 import pytest
 from scail_fixtures import FOOTAGE, REPO
 
 from backend import cli
 from backend.pipeline.job_folder import LOCK_NAME
+
+pytestmark = pytest.mark.slow  # whole generations in processes of their own
 
 DRIVING = FOOTAGE / "scail_001_driving.mp4"
 REFERENCE = FOOTAGE / "scail_001_ref.jpg"
@@ -213,17 +216,10 @@ def test_a_killed_run_is_reported_its_temp_files_removed_and_the_rerun_gives_the
     assert frames(out) == frames(finished)
 
 
-# -- read-only and full disks (a private mount namespace: root on Linux) -----------------------------
+# -- read-only and full disks (a private mount namespace: root, or a user namespace) --------------------------
 
 
-def private_mounts_available() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not private_mounts_available(), reason="needs a private mount namespace (root on Linux)")
+@pytest.mark.skipif(namespaces.private_mounts() is None, reason=namespaces.why_not())
 def test_read_only_and_full_disks_are_one_line_and_the_job_resumes_once_space_is_freed(tmp_path):
     disk, results = tmp_path / "disk", tmp_path / "results"
     disk.mkdir()
@@ -241,7 +237,7 @@ def test_read_only_and_full_disks_are_one_line_and_the_job_resumes_once_space_is
         {command} --out {disk}/job 2> {results}/freed.err; echo $? > {results}/freed.rc
         cp -r {disk}/job {results}/after_freed
     """)
-    subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=REPO, check=True, timeout=600,
+    subprocess.run([*namespaces.private_mounts(), "sh", "-c", script], cwd=REPO, check=True, timeout=600,
                    stdout=subprocess.DEVNULL)
 
     def outcome(name: str) -> tuple[int, list[str]]:

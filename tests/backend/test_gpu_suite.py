@@ -13,6 +13,8 @@ import torch
 
 from scail_fixtures import REPO, tiny_model
 
+pytestmark = pytest.mark.slow  # runs the bench suite
+
 STAGES = ["environment", "matmul", "forward_512p", "memory", "vae_decode", "job", "forward_704p"]
 REPO_RESULTS = REPO / "bench" / "RESULTS.md"
 

@@ -10,6 +10,9 @@ import os
 import subprocess
 import sys
 
+import namespaces
+import process_guard
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(REPO_ROOT, "tests", "fixtures")  # in the repository: a clone anywhere tests itself
@@ -116,15 +119,15 @@ _WORKER_START = (("fingerprint", r"fingerprint: ([0-9A-F:]{95})"), ("token", r"a
 
 def sealed_tls_worker(python, sealed_dir, worker_dir):
     """``(process, {"fingerprint", "token", "port"})``: a tiny-model TLS worker on 127.0.0.1 that sees an empty
-    tmpfs where ``sealed_dir`` is (its own mount namespace: root only), so it can read the client's files only
-    as uploads. Its jobs root and certificate live in ``worker_dir``."""
+    tmpfs where ``sealed_dir`` is (a mount namespace of its own, `namespaces.private_mounts`), so it can read
+    the client's files only as uploads. Its jobs root and certificate live in ``worker_dir``."""
     import re
     import threading
 
     serve = [python, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu", "--jobs-root",
              os.path.join(str(worker_dir), "jobs"), "--listen", "127.0.0.1:0", "--tls"]
     script = 'mount -t tmpfs sealed "$0" && test ! -e "$0/driving.mp4" && exec "$@"'
-    proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script, str(sealed_dir), *serve], cwd=REPO_ROOT,
+    proc = process_guard.start([*namespaces.private_mounts(), "sh", "-c", script, str(sealed_dir), *serve], cwd=REPO_ROOT,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "XDG_CONFIG_HOME": os.path.join(str(worker_dir), "config")})
     found = {}
@@ -135,7 +138,9 @@ def sealed_tls_worker(python, sealed_dir, worker_dir):
         if "port" in found:
             threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe from filling
             break
-    assert len(found) == 3, "the worker did not start: {!r} {!r}".format(found, proc.poll())
+    if len(found) != 3:
+        process_guard.end(proc)
+        raise AssertionError("the worker did not start: {!r} {!r}".format(found, proc.poll()))
     found["port"] = int(found["port"])
     return proc, found
 

@@ -81,6 +81,22 @@ EXPECTED_CLASSES = {
     "SCAIL2_SceneJob",
     "SCAIL2_UL_history",
     "SCAIL2_UL_identities",
+    "SCAIL2_OT_compare",
+    "SCAIL2_OT_compare_end",
+    "SCAIL2_OT_compare_toggle",
+    "SCAIL2_OT_export_review",
+    "SCAIL2_OT_take_add_note",
+    "SCAIL2_OT_take_approve",
+    "SCAIL2_OT_take_jump_flag",
+    "SCAIL2_OT_take_refresh",
+    "SCAIL2_OT_take_show_notes",
+    "SCAIL2_OT_take_use_settings",
+    "SCAIL2_OT_wedge",
+    "SCAIL2_PT_sequencer_review",
+    "SCAIL2_PT_sequencer_wedge",
+    "SCAIL2_PT_view3d_review",
+    "SCAIL2_PT_view3d_wedge",
+    "SCAIL2_TakeNote",
 }
 
 report = {

@@ -1,6 +1,6 @@
 """`python -m backend farm bundle|run|status` on real files, as real subprocesses (no model is loaded).
 
-A bundle holds the spec's inputs (hard links or copies; the originals untouched), its spec with
+A bundle holds the spec's inputs (its own bytes: clones or copies, never hard links; the originals untouched), its spec with
 bundle-relative paths and a drawn seed; bundling again keeps it; a changed input is refused before
 any model time; `farm run` asks `generate` for exactly the bundled spec.
 """
@@ -37,8 +37,6 @@ def farm(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture()
 def shot(tmp_path: Path) -> dict:
     """A spec over files of our own: a video, a reference still and a mask as a printf frame pattern."""
-    if not (FOOTAGE / "scail_001_driving.mp4").is_file():
-        pytest.skip("no fixture footage")
     src = tmp_path / "src"
     (src / "masks").mkdir(parents=True)
     shutil.copy(FOOTAGE / "scail_001_driving.mp4", src / "driving.mp4")
@@ -72,14 +70,14 @@ def test_a_bundle_holds_its_inputs_a_relative_spec_and_a_fixed_seed(shot):
     assert (spec["width"], spec["height"], spec["steps"]) == (64, 32, 1)
     assert sorted(p.name for p in (folder / "inputs" / "driving_mask").iterdir()) == [
         "m_0000.png", "m_0001.png", "m_0002.png"]  # the pattern's frames only
-    # Same file system: hard links to the originals, which are left exactly as they were.
-    assert os.path.samefile(folder / spec["driving"], shot["src"] / "driving.mp4")
+    # Files of their own (clones where the file system can), the originals left exactly as they were.
+    assert not os.path.samefile(folder / spec["driving"], shot["src"] / "driving.mp4")
     assert snapshot(shot["src"]) == before
     record = json.loads((folder / "bundle.json").read_text())
     files = {f["path"]: f for entry in record["inputs"] for f in entry["files"]}
     assert set(files) == {"inputs/driving/driving.mp4", "inputs/reference/ref.jpg", *(
         f"inputs/driving_mask/m_{i:04d}.png" for i in range(3))}
-    assert all(f["linked"] for f in files.values())
+    assert all(set(f) == {"path", "bytes", "sha256", "cloned"} for f in files.values())
     assert files["inputs/reference/ref.jpg"]["sha256"] == bundle_module.sha256(shot["src"] / "ref.jpg")
     assert (folder / "output").is_dir() and not any((folder / "output").iterdir())
     assert not [p for p in shot["farm"].iterdir() if p.name.startswith(".")]  # no temporary folder left
@@ -115,17 +113,41 @@ def test_bad_input_is_one_line_and_writes_nothing(shot, tmp_path):
     assert named.returncode == 2 and "bundle name '../up'" in named.stderr
 
 
-def test_a_copy_when_links_fail(shot, monkeypatch):
-    def no_links(source, target):
-        raise OSError(errno.EXDEV, "Invalid cross-device link")
+def test_an_original_edited_in_place_after_bundling_leaves_the_bundle_intact(shot):
+    """Issue 30, item 4: an editor saving over the clip (same inode) must not reach into the bundle."""
+    assert farm("bundle", shot["path"], "--out", shot["farm"]).returncode == 0
+    folder = shot["farm"] / "shot010"
+    kept = (folder / "inputs" / "driving" / "driving.mp4").read_bytes()
+    with open(shot["src"] / "driving.mp4", "r+b") as original:  # in place: same inode, new bytes
+        original.write(b"\0" * 4096)
+    assert (folder / "inputs" / "driving" / "driving.mp4").read_bytes() == kept
+    assert read_bundle(folder, verify=True).name == "shot010"  # still whole: `farm run` takes it
 
-    monkeypatch.setattr(bundle_module.os, "link", no_links)
+
+def test_a_plain_copy_where_the_file_system_cannot_clone(shot, monkeypatch):
+    def no_clones(source_fd, target_fd):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(bundle_module, "_clone", no_clones)
+    monkeypatch.setattr(bundle_module.os, "link", lambda *a: pytest.fail("a bundle never hard-links"))
     spec = protocol.JobSpec.from_dict(shot["spec"])
     made = write_bundle(spec, shot["farm"], "copied")
-    assert not any(f["linked"] for entry in made.record["inputs"] for f in entry["files"])
+    assert not any(f["cloned"] for entry in made.record["inputs"] for f in entry["files"])
     copy = made.folder / made.spec.reference
     assert copy.read_bytes() == (shot["src"] / "ref.jpg").read_bytes()
     assert not os.path.samefile(copy, shot["src"] / "ref.jpg")
+
+
+def test_a_spec_that_is_not_json_text_is_one_line(shot, tmp_path):
+    """Issue 30, item 5: UTF-16 (starts with \\xff\\xfe) or any other bytes: exit 2, one line, no traceback."""
+    utf16 = tmp_path / "utf16.json"
+    utf16.write_bytes(b"\xff\xfe" + json.dumps(shot["spec"]).encode("utf-16-le"))
+    run = farm("bundle", utf16, "--out", shot["farm"])
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip() == f"error: job spec {utf16}: not a JSON file (not UTF-8 text)"
+    piped = farm("bundle", "-", "--name", "x", "--out", shot["farm"], stdin="{not json")
+    assert piped.returncode == 2 and len(piped.stderr.strip().splitlines()) == 1, piped.stderr
+    assert piped.stderr.startswith("error: job spec -: damaged JSON") and not shot["farm"].exists()
 
 
 def test_stdin_json_summary_and_status(shot):
@@ -143,7 +165,7 @@ def test_stdin_json_summary_and_status(shot):
 def test_farm_run_refuses_a_changed_input_before_the_model(shot):
     assert farm("bundle", shot["path"], "--out", shot["farm"]).returncode == 0
     folder = shot["farm"] / "shot010"
-    (folder / "inputs" / "reference" / "ref.jpg").write_bytes(b"changed")  # a hard link: the test's own copy
+    (folder / "inputs" / "reference" / "ref.jpg").write_bytes(b"changed")  # the bundle's own copy
     run = farm("run", folder, "--model", "tiny")
     assert run.returncode == 2
     assert run.stderr.strip() == ("error: bundle shot010: inputs/reference/ref.jpg changed since it was bundled; "

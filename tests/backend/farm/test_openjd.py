@@ -24,8 +24,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def farm_dir(tmp_path_factory) -> Path:
-    if not OPENJD.is_file() or not (FOOTAGE / "scail_001_driving.mp4").is_file():
-        pytest.skip("needs openjd-cli in the backend environment and the fixture footage")
+    if not OPENJD.is_file():
+        pytest.skip("needs openjd-cli in the backend environment")
     work = tmp_path_factory.mktemp("openjd")
     shutil.copy(FOOTAGE / "scail_001_ref.jpg", work / "ref.jpg")
     base = {"driving": str(FOOTAGE / "scail_001_driving.mp4"), "width": 64, "height": 32, "steps": 1,

@@ -36,6 +36,12 @@ def files(tmp_path):
     (tmp_path / "padded.safetensors").write_bytes(data + b"\0" * 8)
     header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
     (tmp_path / "lying.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    # Issue 30, item 7: two tensors sharing bytes, and a dtype the format does not have.
+    overlap = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                          "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}).encode()
+    (tmp_path / "overlap.safetensors").write_bytes(struct.pack("<Q", len(overlap)) + overlap + b"\0" * 12)
+    f13 = json.dumps({"w": {"dtype": "F13", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    (tmp_path / "f13.safetensors").write_bytes(struct.pack("<Q", len(f13)) + f13 + b"\0" * 8)
     (tmp_path / "empty.safetensors").write_bytes(b"")
     torch.save({"module": {"w": torch.zeros(3)}, "rng": np.random.get_state()}, tmp_path / "ok.pt")
     torch.save({"module": {"w": torch.zeros(3)}}, tmp_path / "ok4.pt", pickle_protocol=4)
@@ -56,6 +62,8 @@ def files(tmp_path):
     ("padded.safetensors", "damaged", "damaged: 8 bytes after its last tensor"),
     ("lying.safetensors", "damaged", "damaged: tensor w (F32, shape [4]) needs 16 bytes, its offsets give 8"),
     ("empty.safetensors", "empty", "the file is empty"),
+    ("overlap.safetensors", "damaged", "damaged: Error while deserializing header: invalid offset for tensor `b`"),
+    ("f13.safetensors", "damaged", "damaged: Error while deserializing header: invalid JSON in header: unknown variant `F13`"),
     ("ok.pt", "ok", ""),
     ("ok4.pt", "ok", ""),
     ("cut.pt", "truncated", "truncated or damaged: a torch checkpoint without its zip directory"),
@@ -69,6 +77,19 @@ def test_every_file_is_judged_by_its_header(files, name, status, detail):
     assert check.status == status and check.detail.startswith(detail), check
     assert "\n" not in check.line()
     assert not (files / "ran").exists()  # nothing was unpickled
+
+
+@pytest.mark.parametrize("name", ["overlap.safetensors", "f13.safetensors", "lying.safetensors", "ok.safetensors"])
+def test_doctor_and_the_loaders_judge_a_safetensors_file_alike(files, name):
+    """One header check: a file doctor calls ok is one the loaders open, and one they refuse it calls damaged."""
+    from backend.loaders.sources import open_source
+
+    try:
+        open_source(files / name)
+        loads = True
+    except CheckpointError:
+        loads = False
+    assert check_file(files / name).ok == loads
 
 
 def test_a_truncated_safetensors_file_says_by_how_much(files):

@@ -33,7 +33,7 @@ def test_blocks_compile_once_per_shape_and_a_new_process_reuses_the_cache(tmp_pa
     second = compiled_run(tmp_path / "cache")
     assert second["cache_hits"] >= 1 and second["cache_misses"] == 0
     assert second["max_difference"] <= 1e-5 * max(second["scale"], 1.0)
-    assert second["seconds"][0] < first["seconds"][0]
+    # The gain in time is bench/'s to measure (issue 30, item 11): a hit and no miss is the behaviour.
 
 
 def test_the_compile_cache_follows_the_inductor_variable_then_the_user_cache(monkeypatch, tmp_path):

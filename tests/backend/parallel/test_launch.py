@@ -17,6 +17,7 @@ JOB_ARGS = ["--driving", str(FOOTAGE / "scail_001_driving.mp4"), "--reference", 
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_a_tiny_job_on_two_cpu_ranks_writes_the_frames_of_one_process(tmp_path):
     def generate(out, *extra):
         return subprocess.Popen([sys.executable, "-m", "backend", "generate", *JOB_ARGS, "--out", str(out), *extra],

@@ -89,6 +89,7 @@ def test_colour_match_moves_overlap_statistics_onto_the_target():
 # -- whole jobs ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_clip_gives_one_frame_per_driving_frame(tiny, tmp_path):
     spec = JobSpec(driving=str(DRIVING), reference=str(REFERENCE), prompt="a dancer", **SMALL)
     manifest = run_job(spec, tiny, tmp_path / "job")
@@ -105,6 +106,7 @@ def test_real_clip_gives_one_frame_per_driving_frame(tiny, tmp_path):
     assert media.probe_clip(tmp_path / "job" / "preview.mp4").frame_count == 65
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fps, count, outputs", [(24.0, 48, 32), (30.0, 60, 32)])
 def test_other_frame_rates_are_resampled_to_the_model_rate(tiny, tmp_path, fps, count, outputs):
     clip = made_up_clip(tmp_path / f"clip_{int(fps)}.mp4", fps, count)
@@ -117,6 +119,7 @@ def test_other_frame_rates_are_resampled_to_the_model_rate(tiny, tmp_path, fps, 
     assert frames_on_disk(tmp_path / "job", manifest).shape[0] == outputs
 
 
+@pytest.mark.slow
 def test_interrupted_long_job_resumes_to_the_same_frames(tiny, tmp_path):
     clip = made_up_clip(tmp_path / "long.mp4", 30.0, 180)  # 96 model frames: two segments
     spec = JobSpec(driving=str(clip), reference=str(REFERENCE), color_match=True, **SMALL)
@@ -137,6 +140,7 @@ def test_interrupted_long_job_resumes_to_the_same_frames(tiny, tmp_path):
     np.testing.assert_array_equal(frames_on_disk(tmp_path / "resumed", resumed), frames_on_disk(tmp_path / "whole", whole))
 
 
+@pytest.mark.slow
 def test_a_job_directory_never_takes_another_job(tiny, tmp_path):
     spec = JobSpec(driving=str(DRIVING), reference=str(REFERENCE), frame_end=5, **SMALL)
     run_job(spec, tiny, tmp_path / "job")
@@ -145,6 +149,7 @@ def test_a_job_directory_never_takes_another_job(tiny, tmp_path):
         run_job(other, tiny, tmp_path / "job")
 
 
+@pytest.mark.slow
 def test_replacement_with_alpha_reference_and_extra_view(tiny, tmp_path):
     rgba = np.zeros((96, 64, 4), np.uint8)
     rgba[..., :3] = 200
@@ -206,6 +211,7 @@ def test_bad_input_is_one_line_and_loads_no_model(tmp_path, capsys, monkeypatch)
         assert err.startswith("error: ") and message in err and "\n" not in err, (name, err)
 
 
+@pytest.mark.slow
 def test_cli_in_a_real_process(tmp_path):
     env_python = sys.executable
     helped = subprocess.run([env_python, "-m", "backend", "generate", "--help"], cwd=REPO,
@@ -244,6 +250,7 @@ def weights_folders(tmp_path_factory):
     return {"official": official, "community": community}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["official", "community"])
 def test_generate_with_a_weights_folder(weights_folders, layout, tmp_path, capsys):
     out = tmp_path / "job"
@@ -265,6 +272,7 @@ def test_generate_with_a_weights_folder(weights_folders, layout, tmp_path, capsy
     assert frames_on_disk(out, manifest).shape == (9, 64, 128, 3)
 
 
+@pytest.mark.slow
 def test_loras_are_merged_and_recorded(tmp_path, capsys):
     from safetensors.torch import save_file
 
@@ -291,6 +299,7 @@ def test_loras_are_merged_and_recorded(tmp_path, capsys):
     assert status == cli.EXIT_BAD_INPUT and "match nothing" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_command_line_starts_without_torch_or_numpy():
     """`--version` and every `--help` build the parser only: the add-on's backend check must stay fast,
     and must answer in an environment that lacks the heavy packages."""
@@ -317,6 +326,7 @@ def test_the_vae_calls_back_before_every_chunk_and_its_numbers_do_not_change(tin
     assert chunks == ["encode"] * 3 + ["decode"] * 3  # 1 + 4 + 4 frames in, 3 latent frames out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase, part", [("encode", "encoder"), ("decode", "decoder")])
 def test_a_cancel_during_encode_or_decode_stops_before_the_next_vae_chunk(tiny, tmp_path, phase, part):
     spec = JobSpec(driving=str(DRIVING), reference=str(REFERENCE), frame_end=33, **SMALL)  # 9 latent frames

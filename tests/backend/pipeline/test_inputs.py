@@ -179,6 +179,7 @@ def test_the_worker_checks_inputs_from_their_headers_at_submit(tmp_path):
 # -- image-sequence patterns, end to end ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_printf_and_hash_patterns_drive_a_whole_job_and_mask_warnings_reach_the_manifest(tmp_path, capsys):
     sequence(tmp_path / "shot", 3, size=(64, 128))
     # The driving mask: identities 1 and 2 on black, with an orange patch (off the palette).

@@ -17,6 +17,8 @@ from backend.segmentation.tracks import Tracks
 from protocol import PALETTE, SEGMENT_RECORD, SegmentSpec
 from scail_fixtures import FOOTAGE
 
+pytestmark = pytest.mark.slow  # tiny SAM models track whole clips
+
 CLIP = FOOTAGE / "scail_001_driving.mp4"
 STILL = FOOTAGE / "scail_001_ref.jpg"
 

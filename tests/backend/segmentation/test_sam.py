@@ -14,6 +14,8 @@ from backend.segmentation.sam2 import Sam2Tracker, tiny_video_config as tiny_sam
 from backend.segmentation.sam3 import Sam3Segmenter, tiny_tokenizer, tiny_video_config
 from backend.segmentation.weights import resolve_weights
 
+pytestmark = pytest.mark.slow  # tiny SAM models built and run
+
 FRAMES = np.random.default_rng(0).integers(0, 256, (4, 40, 72, 3), dtype=np.uint8)
 
 

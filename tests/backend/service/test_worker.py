@@ -21,6 +21,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import process_guard
 import pytest
 from scail_fixtures import FOOTAGE, REPO
 
@@ -109,7 +110,7 @@ class WorkerProcess:
     """`python -m backend serve ...` with its stdout parsed line by line (every line must be protocol)."""
 
     def __init__(self, *args: str, env: dict | None = None, **popen):
-        self.proc = subprocess.Popen(
+        self.proc = process_guard.start(
             [sys.executable, "-m", "backend", "serve", *args], cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen,

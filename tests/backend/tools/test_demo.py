@@ -9,6 +9,8 @@ import pytest
 from backend import cli
 from backend.tools.demo import _remove_demo_job
 
+pytestmark = pytest.mark.slow  # the demo generates
+
 
 def contents(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.slow  # doctor probes attention backends and opens weights
+
 
 def test_doctor_reports_environment_weights_and_presets(tmp_path, capsys):
     import torch
@@ -234,3 +236,24 @@ def test_a_backend_that_disagrees_with_native_is_not_chosen(monkeypatch):
     result = probe_attention(torch.device("cpu"), ["native", "_native_math"], tokens=64, heads=2, head_dim=32)
     assert result["choice"] == "native" and "_native_math" in result["rejected"]
     assert "differs from native" in result["rejected"]["_native_math"]
+
+
+@pytest.mark.parametrize("tensors", [
+    {"patch_embedding_mask.weight": {"dtype": "F13", "shape": [2], "data_offsets": [0, 8]}},
+    {"patch_embedding_mask.weight": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+     "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}},
+])
+def test_doctor_weights_is_not_ok_with_a_header_the_loaders_refuse(tmp_path, capsys, tensors):
+    """Issue 30, item 7: an unknown dtype or overlapping data_offsets are damaged for doctor as for generate."""
+    import struct
+
+    from backend import cli
+
+    header = json.dumps(tensors).encode()
+    end = max(t["data_offsets"][1] for t in tensors.values())
+    path = tmp_path / "wan2.1_14B_SCAIL_2_fp16.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * end)
+    assert cli.main(["doctor", "--json", "--weights", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["weights"]["files"][0]["status"] == "damaged"
+    assert "Error while deserializing header" in report["weights"]["files"][0]["detail"]

@@ -19,6 +19,7 @@ import time
 import pytest
 
 import blender_testing
+import process_guard
 from scail2 import protocol
 from scail2.core import job as jobs
 from scail2.core import queue as job_queue
@@ -29,7 +30,12 @@ FOOTAGE = os.path.dirname(blender_testing.FOOTAGE)
 OOM_PROMPT = "simulate running out of memory"
 TIMEOUT = 120.0
 
-needs_backend = pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="no backend environment")
+_backend_here = pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="no backend environment")
+
+
+def needs_backend(test):
+    """A test that runs a real worker: slow (left out of `make test-fast`), and only with the backend's environment."""
+    return pytest.mark.slow(_backend_here(test))
 
 
 def small_spec(**changes):
@@ -226,10 +232,9 @@ def test_cancel_running_and_queued_jobs(queue, pump):
     assert queue.cancel(waiting.key)
     pump.until(lambda: waiting.finished, timeout=10)
     assert waiting.status == "cancelled"
-    asked = time.monotonic()
     assert queue.cancel(running.key)
     pump.until(lambda: running.finished, timeout=30)
-    assert running.status == "cancelled" and time.monotonic() - asked < 30
+    assert running.status == "cancelled"
     assert running.error is None
     assert not queue.cancel(running.key)  # it has ended
     state = protocol.load_manifest(os.path.join(running.job_dir, "state.json"))
@@ -316,7 +321,7 @@ def _free_port():
 @needs_backend
 def test_remote_worker(tmp_path):
     port, token = _free_port(), "s3cret-s3cret-s3cret"
-    proc = subprocess.Popen(
+    proc = process_guard.start(
         [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu",
          "--jobs-root", str(tmp_path / "remote"), "--listen", "127.0.0.1:{:d}".format(port), "--token", token],
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -346,8 +351,7 @@ def test_remote_worker(tmp_path):
         queue.shutdown()
         assert proc.poll() is None  # a remote worker keeps running
     finally:
-        proc.terminate()
-        proc.wait(10)
+        process_guard.end(proc)
 
 
 def test_module_runs_without_blender(tmp_path):

@@ -3,20 +3,21 @@ mid-upload and mid-download: the add-on's client still gets the job's frames, by
 those of a local worker, and no byte goes over twice beyond the chunk in flight at each cut.
 
 The worker runs in a mount namespace of its own with an empty tmpfs over the client's folder
-(`unshare -m`, as root), serving TLS on 127.0.0.1 with a jobs root outside the client's folder.
+(`unshare -m` as root, else `unshare -r -m`: a user namespace), serving TLS on 127.0.0.1 with a jobs root outside the client's folder.
 """
 
 import os
 import shutil
 import socket
 import struct
-import subprocess
 import threading
 import zlib
 
 import pytest
 
 import blender_testing
+import namespaces
+import process_guard
 from scail2 import protocol
 from scail2.core import transfer
 from scail2.core.worker_client import WorkerClient
@@ -27,15 +28,9 @@ FOOTAGE = os.path.dirname(blender_testing.FOOTAGE)
 TIMEOUT = 240.0
 
 
-def can_unshare():
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
-
-
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="no backend environment"),
-              pytest.mark.skipif(not can_unshare(), reason="needs root and unshare -m")]
+              pytest.mark.skipif(namespaces.private_mounts() is None, reason=namespaces.why_not())]
 
 
 class CuttingProxy:
@@ -120,8 +115,7 @@ def sealed_worker(tmp_path_factory):
     shutil.copyfile(os.path.join(FOOTAGE, "scail_001_ref.jpg"), client_dir / "ref.jpg")
     proc, found = blender_testing.sealed_tls_worker(BACKEND_PYTHON, client_dir, worker_dir)
     yield dict(found, client_dir=client_dir, worker_dir=worker_dir)
-    proc.terminate()
-    proc.wait(30)
+    process_guard.end(proc)
 
 
 def test_a_job_round_trips_through_cuts_byte_for_byte_as_a_local_run(sealed_worker, tmp_path):

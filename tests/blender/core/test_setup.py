@@ -163,17 +163,16 @@ def offline_setup(tmp_path_factory):
     venv = str(tmp / "user" / backend_setup.VENV_DIRNAME)
     steps = backend_setup.setup_steps(sys.executable, venv, str(reqs), "cpu", addon_dir=REPO,
                                       extra_pip_args=("--no-index", "--find-links", str(wheels)))
-    started = time.monotonic()
     run = backend_setup.CommandRun.start(steps, log_path=str(tmp / "user" / "setup.log"))
-    returned = time.monotonic() - started
+    at_return = run.status
     seen = follow(run)
-    return {"run": run, "seen": seen, "returned": returned, "venv": venv, "tmp": tmp, "reqs": reqs,
+    return {"run": run, "seen": seen, "at_return": at_return, "venv": venv, "tmp": tmp, "reqs": reqs,
             "wheels": wheels}
 
 
 def test_setup_creates_the_environment_and_installs_offline(offline_setup):
     run, venv = offline_setup["run"], offline_setup["venv"]
-    assert offline_setup["returned"] < 1.0  # never blocks the caller
+    assert offline_setup["at_return"] == "running"  # never blocks the caller: the steps run after it returns
     assert run.status == "done", run.lines(30)
     assert run.message == "Done"
     assert [label for label in (s.label for s in run.steps)] == [
@@ -233,10 +232,9 @@ def test_cancel_and_timeout():
     while "waiting" not in run.lines():
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    asked = time.monotonic()
     run.cancel()
     follow(run, timeout=10)
-    assert run.status == "cancelled" and run.step_index == 0 and time.monotonic() - asked < 5
+    assert run.status == "cancelled" and run.step_index == 0
     timed = backend_setup.CommandRun.start([backend_setup.Step("Waiting", sleeper, timeout_s=0.5)])
     follow(timed, timeout=10)
     assert timed.status == "failed" and timed.message == "Waiting failed: no answer within 0.5 s"

@@ -12,19 +12,21 @@ import threading
 import pytest
 
 import blender_testing
+import process_guard
 from scail2.core import worker_tls
 from scail2.core.worker_client import CertificateError, UnknownCertificate, WorkerClient, WorkerClientError
 
 REPO = blender_testing.REPO_ROOT
 BACKEND_PYTHON = os.path.join(REPO, ".venvs", "backend", "bin", "python")
 
-pytestmark = pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="no backend environment")
+pytestmark = [pytest.mark.slow,  # a real TLS worker
+              pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="no backend environment")]
 
 
 @pytest.fixture(scope="module")
 def tls_worker(tmp_path_factory):
     home = tmp_path_factory.mktemp("tls")
-    proc = subprocess.Popen(
+    proc = process_guard.start(
         [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu", "--jobs-root",
          str(home / "jobs"), "--listen", "127.0.0.1:0", "--tls"],
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -43,8 +45,7 @@ def tls_worker(tmp_path_factory):
             break
     assert set(found) == {"fingerprint", "token", "port"}, found
     yield found
-    proc.terminate()
-    proc.wait(30)
+    process_guard.end(proc)
 
 
 def test_fingerprints_are_read_in_any_spelling():

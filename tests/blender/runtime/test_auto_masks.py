@@ -36,9 +36,8 @@ BLACK, WHITE = [0, 0, 0], [255, 255, 255]
 
 @pytest.fixture(scope="module")
 def report(built_zip, tmp_path_factory):
-    for path in (FOOTAGE, REFERENCE, BACKEND_PYTHON):
-        if not os.path.exists(path):
-            pytest.skip("not found: " + path)
+    if not os.path.exists(BACKEND_PYTHON):  # the fixtures are checked for the session (tests/conftest.py)
+        pytest.skip("not found: " + BACKEND_PYTHON)
     work = tmp_path_factory.mktemp("segment")
     (work / "blender-user").mkdir()
     (work / "config.json").write_text(json.dumps(
@@ -193,7 +192,7 @@ def test_cancelled_masks_job_changes_nothing(report):
 
 def test_interactive_auto_masks_return_at_once_and_are_one_undo_step(report):
     detail = step(report, "interactive_auto_masks_is_one_undo_step")
-    assert detail["returned_after"] < 2.0
+    # It returned before the worker had the job (no timing assert: speed is bench/'s, issue 30 item 11).
     assert detail["status_at_return"] in ("submitting", "queued") and detail["status"] == "done"
     assert "Segmenting: frame 1/3" in detail["phases"]
     before, after = detail["before"], detail["after"]

@@ -25,7 +25,7 @@ OPENJD = os.path.join(os.path.dirname(blender_testing.BACKEND_PYTHON), "openjd")
 
 @pytest.fixture(scope="module")
 def report(built_zip, tmp_path_factory):
-    for path in (blender_testing.FOOTAGE, blender_testing.REFERENCE, blender_testing.BACKEND_PYTHON, OPENJD):
+    for path in (blender_testing.BACKEND_PYTHON, OPENJD):  # the fixtures: checked for the session (tests/conftest.py)
         if not os.path.exists(path):
             pytest.skip("not found: " + path)
     work = tmp_path_factory.mktemp("farm")

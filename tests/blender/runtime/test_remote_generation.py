@@ -7,30 +7,25 @@ and the result comes back as a strip of local frames.
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 
 import blender_testing
+import namespaces
+import process_guard
 
 FOOTAGE, REFERENCE, BACKEND_PYTHON = blender_testing.FOOTAGE, blender_testing.REFERENCE, blender_testing.BACKEND_PYTHON
 
 
-def can_unshare():
-    if os.name == "nt" or os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
-
-
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not can_unshare(), reason="needs root and unshare -m")]
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(namespaces.private_mounts() is None, reason=namespaces.why_not())]
 
 
 @pytest.fixture(scope="module")
 def sealed(tmp_path_factory):
     """(work folder, worker folder, what the worker printed); the worker sees an empty work folder."""
-    for path in (FOOTAGE, REFERENCE, BACKEND_PYTHON):
-        if not os.path.exists(path):
-            pytest.skip("not found: " + path)
+    if not os.path.exists(BACKEND_PYTHON):  # the fixtures are checked for the session (tests/conftest.py)
+        pytest.skip("not found: " + BACKEND_PYTHON)
     base = tmp_path_factory.mktemp("remote_generation")
     work, worker_dir = base / "work", base / "worker"
     for folder in (work, worker_dir, work / "blender-user"):
@@ -39,8 +34,7 @@ def sealed(tmp_path_factory):
     shutil.copyfile(REFERENCE, work / "ref.jpg")
     proc, found = blender_testing.sealed_tls_worker(BACKEND_PYTHON, work, worker_dir)
     yield work, worker_dir, found
-    proc.terminate()
-    proc.wait(30)
+    process_guard.end(proc)
 
 
 @pytest.fixture(scope="module")

@@ -375,8 +375,6 @@ def test_scene_rate_sequence_in_a_read_only_job(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def report(built_zip, tmp_path_factory):
-    if not os.path.isfile(FOOTAGE):
-        pytest.skip("fixture clip not found: " + FOOTAGE)
     work = tmp_path_factory.mktemp("results")
     jobs = {
         "footage": FOOTAGE,

@@ -20,8 +20,6 @@ import blender_testing
 
 pytestmark = [pytest.mark.lts]
 
-FOOTAGE = blender_testing.FOOTAGE
-needs_footage = pytest.mark.skipif(not os.path.isfile(FOOTAGE), reason="footage fixture missing: " + FOOTAGE)
 
 
 from scail2.core import inputs as clip  # noqa: E402
@@ -176,8 +174,6 @@ def test_write_png_flips_rows_to_top_down(tmp_path):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    if not os.path.isfile(FOOTAGE):
-        pytest.skip("footage fixture missing: " + FOOTAGE)
     tmp = tmp_path_factory.mktemp("sources")
     user_dir = tmp / "blender-user"
     user_dir.mkdir()
