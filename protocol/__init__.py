@@ -17,6 +17,19 @@ from typing import Any
 
 from .json_files import parse_json_bytes, read_json_file, read_record  # noqa: F401  (the contract's file reader)
 from .records import ProtocolError, Record  # noqa: F401  (the base of every record)
+from .wire import (  # noqa: F401  (framing of a connection, a shared worker's roles and codes)
+    FRAMING_BINARY,
+    FRAMING_LINES,
+    FRAMINGS,
+    MAX_PAYLOAD_BYTES,
+    PAYLOAD_FIELD,
+    QUOTA_EXCEEDED,
+    ROLE_ADMIN,
+    ROLE_ARTIST,
+    ROLES,
+    FrameReader,
+    request_id_of,
+)
 
 PROTOCOL_VERSION = 1
 MODES = ("animate", "replace")
@@ -461,6 +474,8 @@ def decode_message(line: str | bytes) -> dict[str, Any]:
         message = json.loads(line)
     except json.JSONDecodeError:
         raise ProtocolError(f"not a JSON message: {line.strip()[:80]!r}") from None
+    except RecursionError:  # json's parser recurses once per nesting level: a line of "[" x 200000
+        raise ProtocolError("not a JSON message: nested too deeply") from None
     if not isinstance(message, dict) or "type" not in message:
         raise ProtocolError("a message must be a JSON object with a 'type'")
     if message.get("v") != PROTOCOL_VERSION:

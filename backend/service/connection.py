@@ -26,6 +26,7 @@ from .jobs import IDLE_TIMEOUT, UNAUTHORIZED, log
 if TYPE_CHECKING:
     from .worker import Worker
 
+READ_BYTES = 256 << 10  # one receive at most (a TLS record is 16 KiB; plain TCP takes what is there)
 SEND_TIMEOUT_S = 10.0  # a client that takes nothing for this long is dropped rather than stalling the jobs
 MAX_QUEUED_BYTES = 64 << 20  # events waiting for a slow client at most; more and it is dropped
 POLL_S = 0.05  # how soon an event of the job thread goes out
@@ -44,18 +45,26 @@ class QueuedOutput:
         self.authorised = False  # set by the worker once this connection made an authorised request
         self.closing = False  # close once the queue is written (after a refused token)
         self.on_auth_failure = None  # set by the connection: called before a wrong token is answered
+        self.framing = protocol.FRAMING_LINES  # set by a hello that asks for binary frames (framing)
 
     def send(self, line: str) -> bool:
-        data = line.encode("utf-8")
+        return self.send_frame(line, b"")
+
+    def send_frame(self, line: str, payload: bytes) -> bool:
+        """A header line and the raw bytes that follow it, queued as one (nothing can come between)."""
+        header = line.encode("utf-8")
+        size = len(header) + len(payload)
         with self._lock:
             if self.broken:
                 return False
-            if self._queued + len(data) > MAX_QUEUED_BYTES:
+            if self._queued + size > MAX_QUEUED_BYTES:
                 self.broken = True
                 log(f"{self.name}: {self._queued} bytes wait for it; connection dropped")
                 return False
-            self._queue.append(data)
-            self._queued += len(data)
+            self._queue.append(header)
+            if payload:
+                self._queue.append(payload)
+            self._queued += size
         return True
 
     def take(self) -> bytes:
@@ -67,46 +76,15 @@ class QueuedOutput:
         return data
 
 
-class LineSplitter:
-    """Bytes in, lines out (no newline); a line over `limit` bytes comes out as None, never buffered whole."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._buffer = b""
-        self._parts: list[bytes] = []
-        self._held = 0  # bytes in _parts
-        self._skipping = False
-
-    def feed(self, chunk: bytes) -> list:
-        lines = []
-        if b"\n" not in chunk and len(self._buffer) + self._held + len(chunk) <= self.limit:
-            self._parts.append(chunk)  # most of a long line (an upload's chunk): joined once, at its end
-            self._held += len(chunk)
-            return lines
-        self._buffer = b"".join([self._buffer, *self._parts, chunk])
-        self._parts, self._held = [], 0
-        while True:
-            newline = self._buffer.find(b"\n")
-            if newline < 0:
-                if len(self._buffer) > self.limit:
-                    if not self._skipping:
-                        lines.append(None)
-                    self._skipping, self._buffer = True, b""
-                return lines
-            line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
-            if self._skipping:
-                self._skipping = False
-                continue
-            lines.append(None if len(line) > self.limit else line)
-
-
-
 def serve_connection(worker: Worker, conn: socket.socket, peer: tuple, tls: ssl.SSLContext | None,
                      guard: AuthGuard, auth_timeout: float, idle_timeout: float, line_limit: int) -> None:
     """Serve one accepted connection until it ends; closes it. Never raises."""
     host = str(peer[0])
     name = f"client {host}:{peer[1]}"
     try:
+        # Replies are small and each one is waited for: Nagle's algorithm with delayed ACKs would hold
+        # the end of every reply back by tens of milliseconds.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
             conn.settimeout(min(HANDSHAKE_TIMEOUT_S, auth_timeout))
             try:
@@ -147,8 +125,9 @@ class _Loop:
                  idle_timeout: float, line_limit: int):
         self.worker, self.conn, self.output = worker, conn, output
         self.auth_timeout, self.idle_timeout = auth_timeout, idle_timeout
-        self.lines = LineSplitter(line_limit)
+        self.lines = protocol.FrameReader(line_limit)
         self.pending = memoryview(b"")  # taken from the output, not yet written
+        self._buffer = bytearray(READ_BYTES)
 
     def run(self) -> None:
         conn, output = self.conn, self.output
@@ -190,8 +169,9 @@ class _Loop:
                     if not data:
                         return
                     last_heard = time.monotonic()
-                    for line in self.lines.feed(data):
-                        self.worker.handle_line(line, output)
+                    for line, payload in self.lines.feed(data):
+                        self.worker.handle_line(line, output, payload)
+                        self.lines.binary = output.framing == protocol.FRAMING_BINARY
                         if output.closing or output.broken:
                             break
                     last_heard = time.monotonic()  # silence counts from the answer (a first hello takes seconds)
@@ -203,7 +183,8 @@ class _Loop:
     def _read(self) -> bytes | None:
         """Bytes received, b"" at the end, None when none are ready yet."""
         try:
-            return self.conn.recv(65536)
+            count = self.conn.recv_into(self._buffer)
+            return bytes(memoryview(self._buffer)[:count])
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
             return None
         except OSError:

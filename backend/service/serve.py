@@ -221,7 +221,7 @@ def serve_tcp(worker: Worker, host: str, port: int, max_connections: int = MAX_C
     bound = server.getsockname()
     guard = guard or AuthGuard()
     log(f"listening on {host}:{bound[1]}" + (" with TLS" if tls else "")
-        + (" (token required)" if worker.token else ""))
+        + (" (token required)" if worker.book.required else ""))
     connections = _Connections(max_connections)
 
     def serve_one(conn: socket.socket, address: tuple) -> None:
