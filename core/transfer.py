@@ -32,7 +32,8 @@ import time
 from .. import protocol
 from .worker_tls import WorkerClientError
 
-CHUNK_BYTES = 512 << 10  # the worker's (capabilities.chunk_bytes); base64 keeps a line under 1 MiB
+CHUNK_BYTES = 512 << 10  # a line-framing worker's (capabilities.chunk_bytes); base64 keeps a line under 1 MiB
+IN_FLIGHT = 4  # chunks sent or asked for before the first answer is awaited (binary framing)
 REPLY_TIMEOUT_S = 60.0
 RETRY_FOR_S = 600.0  # how long a transfer waits for the connection to come back
 INPUT_FIELDS = ("driving", "reference", "driving_mask", "reference_mask")
@@ -82,15 +83,24 @@ class Transfers:
         self._tasks = collections.deque()
         self._cond = threading.Condition()
         self._replies = {}
+        self._unwanted = set()  # request ids whose replies are dropped on arrival
         self._count = 0
         self.submits = {}  # request_id -> local job folder, until queued
         self.jobs = {}  # worker job id -> (worker job folder, local job folder)
         self._cancelled = set()  # request ids whose upload stops
         self.counters = {"up": 0, "down": 0}  # bytes of payload sent and received, for tests and benches
+        self.binary = False  # the connection carries file bytes as binary frames (protocol.wire)
+        self.chunk_bytes = CHUNK_BYTES
         self._thread = threading.Thread(target=self._run, name="scail2-client-transfer", daemon=True)
         self._thread.start()
 
     # -- called by the client ----------------------------------------------------------------------
+    def use_framing(self, capabilities):
+        """How the worker's ``capabilities`` say file bytes travel on this connection (again on each one)."""
+        self.binary = capabilities.get("framing") == protocol.FRAMING_BINARY
+        chunk = capabilities.get("chunk_bytes")
+        self.chunk_bytes = chunk if isinstance(chunk, int) and 0 < chunk <= protocol.MAX_PAYLOAD_BYTES else CHUNK_BYTES
+
     def submit(self, fields):
         """Queue a submit whose inputs are uploaded first (``fields``: the submit's, ``job_dir`` local)."""
         self.submits[fields.get("request_id")] = os.fspath(fields.pop("job_dir", "") or "")
@@ -117,7 +127,10 @@ class Transfers:
         request_id = str(message.get("request_id") or "")
         if request_id.startswith(REQUEST_PREFIX):
             with self._cond:
-                self._replies[request_id] = message
+                if request_id in self._unwanted:
+                    self._unwanted.discard(request_id)
+                else:
+                    self._replies[request_id] = message
                 self._cond.notify_all()
             return True
         if message.get("job") in self.jobs or (message.get("type") in ("queued", "error")
@@ -270,17 +283,23 @@ class Transfers:
 
         def go_on():
             have = self._request("blob_status", sha256=sha)["have"]
+            in_flight = collections.deque()  # request ids of chunks sent, oldest first
+            offset = max(have, 0)
             with open(path, "rb") as fh:
+                fh.seek(offset)
                 while have < size:
                     if request_id in self._cancelled or self._closing.is_set():
                         raise _Cancelled()
-                    start = max(have, 0)
-                    fh.seek(start)
-                    piece = fh.read(CHUNK_BYTES)
-                    answer = self._request("blob_put", sha256=sha, size=size, offset=start,
-                                           data=base64.b64encode(piece).decode("ascii"))
-                    self.counters["up"] += len(piece)
-                    have = answer["have"]
+                    while offset < size and len(in_flight) < (IN_FLIGHT if self.binary else 1):
+                        piece = fh.read(self.chunk_bytes)
+                        in_flight.append(self._ask("blob_put", piece, sha256=sha, size=size, offset=offset))
+                        self.counters["up"] += len(piece)
+                        offset += len(piece)
+                    try:
+                        have = self._answer(in_flight.popleft(), "blob_put")["have"]
+                    except TransferError:
+                        self._forget(in_flight)
+                        raise
                     self._deliver(_local("progress", request_id=request_id, phase="upload",
                                          bytes=done[0] + have, total=total))
             if size == 0:
@@ -313,20 +332,36 @@ class Transfers:
         os.makedirs(os.path.dirname(target), exist_ok=True)
 
         def go_on():
-            version = None
+            version = size = None
             while True:
                 offset = os.path.getsize(part) if os.path.isfile(part) else 0
-                piece = self._request("fetch", job_dir=folder, name=name, offset=offset)
-                if version is not None and piece["version"] != version or piece["size"] < offset:
-                    os.remove(part)  # replaced on the worker meanwhile: start again
-                    version = None
-                    continue
-                version = piece["version"]
-                data = base64.b64decode(piece["data"])
-                self.counters["down"] += len(data)
+                # The first piece tells the file's size; then several pieces are asked for at once.
+                count = IN_FLIGHT if self.binary and size is not None else 1
+                asked = [self._ask("fetch", None, job_dir=folder, name=name, offset=offset + k * self.chunk_bytes)
+                         for k in range(count) if k == 0 or offset + k * self.chunk_bytes < size]
+                changed = finished = False
                 with open(part, "ab") as fh:
-                    fh.write(data)
-                if piece["eof"]:
+                    for number, request in enumerate(asked):
+                        try:
+                            piece = self._answer(request, "fetch")
+                        except TransferError:
+                            self._forget(asked[number + 1:])
+                            raise
+                        changed = version is not None and piece["version"] != version or piece["size"] < offset
+                        if not changed:
+                            version, size = piece["version"], piece["size"]
+                            data = _bytes_of(piece)
+                            self.counters["down"] += len(data)
+                            fh.write(data)
+                            offset += len(data)
+                            finished = piece["eof"]
+                        if changed or finished:
+                            self._forget(asked[number + 1:])
+                            break
+                if changed:
+                    os.remove(part)  # replaced on the worker meanwhile: start again
+                    version = size = None
+                elif finished:
                     os.replace(part, target)
                     return
 
@@ -335,9 +370,28 @@ class Transfers:
     # -- requests ------------------------------------------------------------------------------------
     def _request(self, kind, **fields):
         """Send a request and wait for its reply; TransferError for an error reply, OSError when cut."""
+        return self._answer(self._ask(kind, None, **fields), kind)
+
+    def _ask(self, kind, payload, **fields):
+        """Send a request (with file bytes: a binary frame, or base64 in the line); its request id."""
         self._count += 1
         request_id = "{:s}{:d}".format(REQUEST_PREFIX, self._count)
+        if payload is not None and self.binary:
+            fields[protocol.PAYLOAD_FIELD] = payload
+        elif payload is not None:
+            fields["data"] = base64.b64encode(payload).decode("ascii")
         self._send(kind, request_id=request_id, **fields)
+        return request_id
+
+    def _forget(self, request_ids):
+        """Replies not wanted any more (asked ahead of a file's end or change): dropped when they come."""
+        with self._cond:
+            for request_id in request_ids:
+                if self._replies.pop(request_id, None) is None:
+                    self._unwanted.add(request_id)
+
+    def _answer(self, request_id, kind):
+        """The reply to ``request_id``; TransferError for an error reply, OSError when cut."""
         deadline = time.monotonic() + REPLY_TIMEOUT_S
         with self._cond:
             while request_id not in self._replies:
@@ -361,6 +415,12 @@ class Transfers:
                     raise TransferError("the connection to the worker did not come back") from None
                 while not self._connected() and not self._closing.is_set() and time.monotonic() < deadline:
                     time.sleep(0.2)
+
+
+def _bytes_of(piece):
+    """A ``file_data`` reply's bytes: its binary frame's, or its base64 ``data``."""
+    payload = piece.get(protocol.PAYLOAD_FIELD)
+    return payload if isinstance(payload, bytes) else base64.b64decode(piece.get("data") or "")
 
 
 def _read_status(path):

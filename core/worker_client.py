@@ -51,6 +51,7 @@ from .worker_tls import (  # noqa: F401  (CertificateError and UnknownCertificat
 # The extension's root folder, which holds the ``backend`` package.
 ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LINE_BYTES = 16 << 20
+READ_BYTES = 256 << 10  # one receive at most (TLS hands out one 16 KiB record at a time anyway)
 WRITE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 10.0
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
@@ -104,6 +105,24 @@ def _split_lines(read, on_line):
         if held > MAX_LINE_BYTES:
             on_line(b"<" + str(held).encode() + b" bytes without a newline>")
             parts, held = [], 0
+
+
+def _read_frames(read, on_message):
+    """Call ``on_message(line, payload)`` for every line (and binary frame) of a worker's socket until EOF.
+
+    Any line with a ``payload`` byte count is a frame's header: the worker sends one only on a
+    connection whose hello asked for binary frames, so reading them always is safe.
+    """
+    frames = protocol.FrameReader(MAX_LINE_BYTES, binary=True)
+    while True:
+        chunk = read(READ_BYTES)
+        if not chunk:
+            return
+        for line, payload in frames.feed(chunk):
+            if line is None:
+                on_message(b"<a line of more than " + str(MAX_LINE_BYTES).encode() + b" bytes>")
+            elif line.strip():
+                on_message(line, payload)
 
 
 class WorkerClient:
@@ -203,10 +222,12 @@ class WorkerClient:
             client.transfers = Transfers(client.send, client._put,
                                          lambda: client._sock is not None and not client._closing.is_set(),
                                          client._closing)
+            client.transfers.use_framing(answer)
         return client
 
     def _hello(self):
-        self.send("hello", **({"mode": "transfer"} if self._want_transfer else {}))
+        # Binary frames for file bytes (protocol.wire); a worker that does not know them answers in lines.
+        self.send("hello", framing=protocol.FRAMING_BINARY, **({"mode": "transfer"} if self._want_transfer else {}))
 
     @property
     def uses_tls(self):
@@ -234,7 +255,12 @@ class WorkerClient:
         fields.pop("uploaded", None)
         if self._token is not None:
             fields.setdefault("token", self._token)
+        payload = fields.pop(protocol.PAYLOAD_FIELD, None)  # file bytes, sent as a binary frame after the line
+        if payload is not None:
+            fields[protocol.PAYLOAD_FIELD] = len(payload)
         data = protocol.encode_message(kind, **fields).encode("utf-8")
+        if payload:
+            data += payload
         with self._send_lock:
             if self._proc is not None:
                 self._write_process(data)
@@ -369,11 +395,15 @@ class WorkerClient:
                     return None
                 self._inbox_ready.wait(left)
 
-    def _on_line(self, raw):
+    def _on_line(self, raw, payload=None):
         message = parse_line(raw)
+        if payload is not None:
+            message[protocol.PAYLOAD_FIELD] = payload
         if self.transfers is not None:
             if self.transfers.wants(message):
                 return
+            if message.get("type") == "capabilities":
+                self.transfers.use_framing(message)
             if message.get("type") == "capabilities" and self._reconnecting:
                 self._reconnecting = False
                 self.transfers.reconnected(message)  # passed on once the mirrored jobs are fetched again
@@ -452,6 +482,8 @@ class WorkerClient:
     # remote worker
     def _open_socket(self, timeout):
         sock = socket.create_connection(self._address, timeout=timeout)
+        # Requests wait for their replies: Nagle's algorithm would hold each one's tail back.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._tls is not None:
             try:
                 sock = self._tls.wrap_socket(sock)
@@ -532,7 +564,7 @@ class WorkerClient:
                         return b""
                 return b""
 
-            _split_lines(read, self._on_line)
+            _read_frames(read, self._on_line)
             if self._closing.is_set() or self._expect_eof:
                 self._closing.set()
                 return

@@ -15,6 +15,7 @@ protocol with length-prefixed payloads between lines is this project's own wire 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 FRAMING_LINES = "lines"  # base64 inside the JSON line (protocol 1 clients)
@@ -70,8 +71,8 @@ class FrameReader:
         self._payload: bytearray | None = None
         self._wanted = 0
 
-    def feed(self, chunk: bytes) -> list[tuple[bytes | None, bytes | None]]:
-        out: list[tuple[bytes | None, bytes | None]] = []
+    def feed(self, chunk: bytes) -> Iterator[tuple[bytes | None, bytes | None]]:
+        """The messages `chunk` completes, one at a time (`binary` may be set between two of them)."""
         pos, end = 0, len(chunk)
         while pos < end:
             if self._payload is not None:
@@ -79,7 +80,7 @@ class FrameReader:
                 self._payload += chunk[pos : pos + take]
                 pos += take
                 if len(self._payload) == self._wanted:
-                    out.append((self._header, bytes(self._payload)))
+                    yield self._header, bytes(self._payload)
                     self._header, self._payload = None, None
                 continue
             newline = chunk.find(b"\n", pos)
@@ -87,9 +88,9 @@ class FrameReader:
                 self._buffer += chunk[pos:]
                 if len(self._buffer) > self.line_limit:
                     if not self._skipping:
-                        out.append((None, None))
+                        yield None, None
                     self._skipping, self._buffer = True, bytearray()
-                return out
+                return
             line = bytes(self._buffer + chunk[pos:newline]) if self._buffer else chunk[pos:newline]
             self._buffer = bytearray()
             pos = newline + 1
@@ -97,13 +98,12 @@ class FrameReader:
                 self._skipping = False
                 continue
             if len(line) > self.line_limit:
-                out.append((None, None))
+                yield None, None
                 continue
             size = payload_size(line) if self.binary else None
             if size is None or size < 0:
-                out.append((line, None))  # a bad size: the handler refuses the header
+                yield line, None  # a bad size: the handler refuses the header
             elif size == 0:
-                out.append((line, b""))
+                yield line, b""
             else:
                 self._header, self._payload, self._wanted = line, bytearray(), size
-        return out

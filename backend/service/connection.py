@@ -90,8 +90,9 @@ def serve_connection(worker: Worker, conn: socket.socket, peer: tuple, tls: ssl.
             try:
                 conn = tls.wrap_socket(conn, server_side=True)
             except (OSError, ssl.SSLError) as exc:
-                log(f"{name}: TLS handshake failed ({exc.__class__.__name__}: {str(exc)[:120]}); closed")
+                log(f"{name}: {handshake_failure(exc)}; closed")
                 return
+            log(f"{name} connected (TLS)")
         output = QueuedOutput(name, "transfer" if tls is not None else "paths", host)
         blocked = guard.blocked_for(host)
         if blocked:
@@ -108,6 +109,18 @@ def serve_connection(worker: Worker, conn: socket.socket, peer: tuple, tls: ssl.
             conn.close()
         except OSError:
             pass
+
+
+def handshake_failure(exc: BaseException) -> str:
+    """Why a TLS handshake failed, in one line (the common case said plainly: a client without TLS)."""
+    reason = getattr(exc, "reason", None) or ""
+    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"):
+        return "not a TLS client (it spoke plain TCP to the TLS port: connect with TLS and the worker's fingerprint)"
+    if isinstance(exc, (ssl.SSLEOFError, ConnectionError)) or not str(exc):
+        return "hung up before the TLS handshake ended"
+    if isinstance(exc, TimeoutError):
+        return "no TLS handshake within the time allowed"
+    return f"TLS handshake failed ({reason or exc.__class__.__name__}: {str(exc)[:120]})"
 
 
 def _auth_failed(guard: AuthGuard, host: str, name: str) -> None:

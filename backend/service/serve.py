@@ -258,7 +258,8 @@ def serve_tcp(worker: Worker, host: str, port: int, max_connections: int = MAX_C
                 _refuse(conn, TOO_MANY_CONNECTIONS, f"the worker serves at most {connections.limit} connections at "
                         "once; close one or try again later")
                 continue
-            log(f"client {peer} connected")
+            if tls is None:  # a TLS client is logged once its handshake is done (or failed: one line)
+                log(f"client {peer} connected")
 
     acceptor = threading.Thread(target=accept_loop, name="scail2-accept", daemon=True)
     acceptor.start()
