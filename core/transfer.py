@@ -30,10 +30,10 @@ import threading
 import time
 
 from .. import protocol
+from .downloads import IN_FLIGHT, Downloads
 from .worker_tls import WorkerClientError
 
 CHUNK_BYTES = 512 << 10  # a line-framing worker's (capabilities.chunk_bytes); base64 keeps a line under 1 MiB
-IN_FLIGHT = 4  # chunks sent or asked for before the first answer is awaited (binary framing)
 REPLY_TIMEOUT_S = 60.0
 RETRY_FOR_S = 600.0  # how long a transfer waits for the connection to come back
 INPUT_FIELDS = ("driving", "reference", "driving_mask", "reference_mask")
@@ -51,11 +51,8 @@ class _Cancelled(Exception):
 
 
 def file_sha256(path):
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def folder_files(folder):
@@ -73,7 +70,7 @@ def safe_name(path):
     return (name.lstrip("._-") or "input")[:120]
 
 
-class Transfers:
+class Transfers(Downloads):
     """Uploads and mirrored job folders of one client. ``send(kind, **fields)`` sends a request;
     ``deliver(message)`` hands an event to the client's inbox; ``connected()`` says whether
     requests can go out now."""
@@ -309,64 +306,6 @@ class Transfers:
         done[0] += size
         return protocol.blob_ref(sha, safe_name(path))
 
-    # -- downloads -----------------------------------------------------------------------------------
-    def _sync(self, job_id):
-        remote, local = self.jobs[job_id]
-        name = os.path.basename(remote.rstrip("/\\"))
-        listed = self._retrying(lambda: self._request("list_files", job_dir=name))["files"]
-        total = sum(entry["size"] for entry in listed)
-        done = 0
-        for entry in listed:
-            target = os.path.join(local, *entry["name"].split("/"))
-            same = os.path.isfile(target) and os.path.getsize(target) == entry["size"]
-            if not same or not entry["name"].startswith(("frames/", protocol.MATTE_FOLDER + "/")):
-                self._fetch(remote, local, entry["name"])
-            done += entry["size"]
-            self._deliver(_local("progress", job=job_id, phase="download", bytes=done, total=total))
-
-    def _fetch(self, remote, local, name):
-        """Fetch one file of the worker's job folder into the local one (atomically)."""
-        folder = os.path.basename(remote.rstrip("/\\"))
-        target = os.path.join(local, *name.split("/"))
-        part = os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".part")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-
-        def go_on():
-            version = size = None
-            while True:
-                offset = os.path.getsize(part) if os.path.isfile(part) else 0
-                # The first piece tells the file's size; then several pieces are asked for at once.
-                count = IN_FLIGHT if self.binary and size is not None else 1
-                asked = [self._ask("fetch", None, job_dir=folder, name=name, offset=offset + k * self.chunk_bytes)
-                         for k in range(count) if k == 0 or offset + k * self.chunk_bytes < size]
-                changed = finished = False
-                with open(part, "ab") as fh:
-                    for number, request in enumerate(asked):
-                        try:
-                            piece = self._answer(request, "fetch")
-                        except TransferError:
-                            self._forget(asked[number + 1:])
-                            raise
-                        changed = version is not None and piece["version"] != version or piece["size"] < offset
-                        if not changed:
-                            version, size = piece["version"], piece["size"]
-                            data = _bytes_of(piece)
-                            self.counters["down"] += len(data)
-                            fh.write(data)
-                            offset += len(data)
-                            finished = piece["eof"]
-                        if changed or finished:
-                            self._forget(asked[number + 1:])
-                            break
-                if changed:
-                    os.remove(part)  # replaced on the worker meanwhile: start again
-                    version = size = None
-                elif finished:
-                    os.replace(part, target)
-                    return
-
-        self._retrying(go_on)
-
     # -- requests ------------------------------------------------------------------------------------
     def _request(self, kind, **fields):
         """Send a request and wait for its reply; TransferError for an error reply, OSError when cut."""
@@ -415,12 +354,6 @@ class Transfers:
                     raise TransferError("the connection to the worker did not come back") from None
                 while not self._connected() and not self._closing.is_set() and time.monotonic() < deadline:
                     time.sleep(0.2)
-
-
-def _bytes_of(piece):
-    """A ``file_data`` reply's bytes: its binary frame's, or its base64 ``data``."""
-    payload = piece.get(protocol.PAYLOAD_FIELD)
-    return payload if isinstance(payload, bytes) else base64.b64decode(piece.get("data") or "")
 
 
 def _read_status(path):

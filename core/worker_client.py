@@ -107,18 +107,19 @@ def _split_lines(read, on_line):
             parts, held = [], 0
 
 
-def _read_frames(read, on_message):
+def _read_frames(recv_into, on_message):
     """Call ``on_message(line, payload)`` for every line (and binary frame) of a worker's socket until EOF.
 
     Any line with a ``payload`` byte count is a frame's header: the worker sends one only on a
     connection whose hello asked for binary frames, so reading them always is safe.
     """
     frames = protocol.FrameReader(MAX_LINE_BYTES, binary=True)
+    buffer = bytearray(READ_BYTES)
     while True:
-        chunk = read(READ_BYTES)
-        if not chunk:
+        count, messages = frames.receive(recv_into, buffer)
+        if not count:
             return
-        for line, payload in frames.feed(chunk):
+        for line, payload in messages:
             if line is None:
                 on_message(b"<a line of more than " + str(MAX_LINE_BYTES).encode() + b" bytes>")
             elif line.strip():
@@ -259,13 +260,11 @@ class WorkerClient:
         if payload is not None:
             fields[protocol.PAYLOAD_FIELD] = len(payload)
         data = protocol.encode_message(kind, **fields).encode("utf-8")
-        if payload:
-            data += payload
         with self._send_lock:
             if self._proc is not None:
                 self._write_process(data)
             else:
-                self._write_socket(data)
+                self._write_socket(data, payload)
 
     def submit(self, spec, job_dir=None, **fields):
         """Queue a job (a protocol.JobSpec); the worker answers ``queued`` with the job id."""
@@ -494,13 +493,15 @@ class WorkerClient:
         sock.settimeout(WRITE_TIMEOUT_S)
         return sock
 
-    def _write_socket(self, data):
+    def _write_socket(self, data, payload=None):
         sock = self._sock
         if sock is None or self._closing.is_set():
             raise WorkerClientError("not connected to the worker")
         try:
             with self._io_lock:
                 sock.sendall(data)
+                if payload:
+                    sock.sendall(payload)
         except OSError as ex:
             self._close_socket()
             raise WorkerClientError("lost the connection to the worker ({:s})".format(ex.strerror or str(ex)))
@@ -544,27 +545,27 @@ class WorkerClient:
 
             last_ping = [time.monotonic()]
 
-            def read(n, sock=sock):
+            def read_into(view, sock=sock):
                 while not self._closing.is_set():
                     if time.monotonic() - last_ping[0] > PING_S:
                         last_ping[0] = time.monotonic()
                         try:
                             self.send("ping")  # the worker closes connections it has not heard from
                         except WorkerClientError:
-                            return b""
+                            return 0
                     try:
                         buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
                         if not buffered and not select.select([sock], [], [], 0.5)[0]:
                             continue
                         with self._io_lock:
-                            return sock.recv(n)
+                            return sock.recv_into(view)
                     except (socket.timeout, ssl.SSLWantReadError):
                         continue
                     except (OSError, ValueError):
-                        return b""
-                return b""
+                        return 0
+                return 0
 
-            _read_frames(read, self._on_line)
+            _read_frames(read_into, self._on_line)
             if self._closing.is_set() or self._expect_eof:
                 self._closing.set()
                 return

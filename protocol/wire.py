@@ -15,7 +15,7 @@ protocol with length-prefixed payloads between lines is this project's own wire 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 FRAMING_LINES = "lines"  # base64 inside the JSON line (protocol 1 clients)
@@ -57,7 +57,8 @@ def payload_size(line: bytes) -> int | None:
 
 
 class FrameReader:
-    """Bytes in, ``(line, payload)`` out: payload is None for a plain line, the raw bytes after a header.
+    """Bytes in, ``(line, payload)`` out: payload is None for a plain line, the raw bytes after a header
+    (a bytearray, received in place).
 
     A line over `line_limit` bytes comes out as ``(None, None)`` and is skipped to its newline, never
     buffered whole. Payloads are only looked for once `binary` is set (after the hello that asked).
@@ -68,20 +69,35 @@ class FrameReader:
         self._buffer = bytearray()
         self._skipping = False
         self._header: bytes | None = None  # a header whose payload is being read
-        self._payload: bytearray | None = None
-        self._wanted = 0
+        self._payload: bytearray | None = None  # made at its full size, filled in place
+        self._filled = 0
+
+    def receive(self, recv_into: Callable[[memoryview], int], buffer: bytearray):
+        """Receive once, straight into the payload being read when there is one (no copy), else into
+        `buffer`; (bytes received, 0 at the end, and an iterator of the messages completed)."""
+        if self._payload is not None:
+            count = recv_into(memoryview(self._payload)[self._filled :])
+            self._filled += count
+            return count, self._completed()
+        count = recv_into(memoryview(buffer))
+        return count, self.feed(bytes(memoryview(buffer)[:count]))
+
+    def _completed(self) -> Iterator[tuple[bytes | None, bytes | None]]:
+        if self._payload is not None and self._filled == len(self._payload):
+            header, payload = self._header, self._payload
+            self._header, self._payload = None, None
+            yield header, payload
 
     def feed(self, chunk: bytes) -> Iterator[tuple[bytes | None, bytes | None]]:
         """The messages `chunk` completes, one at a time (`binary` may be set between two of them)."""
         pos, end = 0, len(chunk)
         while pos < end:
             if self._payload is not None:
-                take = min(end - pos, self._wanted - len(self._payload))
-                self._payload += chunk[pos : pos + take]
+                take = min(end - pos, len(self._payload) - self._filled)
+                self._payload[self._filled : self._filled + take] = chunk[pos : pos + take]
+                self._filled += take
                 pos += take
-                if len(self._payload) == self._wanted:
-                    yield self._header, bytes(self._payload)
-                    self._header, self._payload = None, None
+                yield from self._completed()
                 continue
             newline = chunk.find(b"\n", pos)
             if newline < 0:
@@ -106,4 +122,4 @@ class FrameReader:
             elif size == 0:
                 yield line, b""
             else:
-                self._header, self._payload, self._wanted = line, bytearray(), size
+                self._header, self._payload, self._filled = line, bytearray(size), 0
