@@ -405,6 +405,7 @@ class JobQueue:
             job.id = message.get("job", "")
             job.job_dir = message.get("job_dir") or job.job_dir
             job.position = int(message.get("position") or 0)
+            job.others_ahead = int(message.get("others_ahead") or 0)
             job.status = "queued"
             self._change(job, "queued")
             if job.cancel_requested:
