@@ -40,6 +40,7 @@ INPUT_FIELDS = ("driving", "reference", "driving_mask", "reference_mask")
 LIST_FIELDS = ("extra_references", "extra_reference_masks")
 END_EVENTS = ("done", "cancelled", "error")
 REQUEST_PREFIX = "xfer-"
+WORKER_JOB_NOTE = ".scail2-worker-job.json"  # in a mirrored job folder: the worker's folder it mirrors (resume)
 
 
 class TransferError(RuntimeError):
@@ -102,6 +103,20 @@ class Transfers(Downloads):
         """Queue a submit whose inputs are uploaded first (``fields``: the submit's, ``job_dir`` local)."""
         self.submits[fields.get("request_id")] = os.fspath(fields.pop("job_dir", "") or "")
         self._add(("submit", fields))
+
+    def resume(self, fields):
+        """Resume the job a local folder mirrors: the worker is sent its own folder, noted when the job was queued."""
+        local = os.fspath(fields.get("job_dir") or "")
+        try:
+            remote = protocol.read_json_file(os.path.join(local, WORKER_JOB_NOTE), "remote job note")["job_dir"]
+            if not isinstance(remote, str) or not remote:
+                raise KeyError("job_dir")
+        except (protocol.ProtocolError, KeyError, TypeError):
+            self._deliver(_local("error", request_id=fields.get("request_id"), code="bad_input",
+                                 message="{:s} holds no job of this remote worker: resume it where it ran".format(local)))
+            return
+        self.submits[fields.get("request_id")] = local
+        self._send("resume", **dict(fields, job_dir=os.path.basename(remote.rstrip("/\\"))))
 
     def cancel_upload(self, request_id):
         self._cancelled.add(request_id)
@@ -185,6 +200,7 @@ class Transfers(Downloads):
             local = self.submits.pop(request_id)
             if kind == "queued":
                 self.jobs[message["job"]] = (message.get("job_dir", ""), local)
+                _note_worker_job(local, message.get("job_dir", ""))
                 message = dict(message, job_dir=local, worker_job_dir=message.get("job_dir"))
             self._deliver(message)
             return
@@ -354,6 +370,17 @@ class Transfers(Downloads):
                     raise TransferError("the connection to the worker did not come back") from None
                 while not self._connected() and not self._closing.is_set() and time.monotonic() < deadline:
                     time.sleep(0.2)
+
+
+def _note_worker_job(local, remote):
+    """Note in the local job folder which folder of the worker it mirrors (written whole, or not at all)."""
+    if not local or not remote:
+        return
+    os.makedirs(local, exist_ok=True)
+    note = os.path.join(local, WORKER_JOB_NOTE)
+    with open(note + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump({"job_dir": remote}, fh)
+    os.replace(note + ".tmp", note)
 
 
 def _read_status(path):

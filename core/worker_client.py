@@ -253,6 +253,9 @@ class WorkerClient:
         if kind == "submit" and self.transfers is not None and not fields.get("uploaded"):
             self.transfers.submit(dict(fields, uploaded=True))
             return
+        if kind == "resume" and self.transfers is not None and not fields.get("uploaded"):
+            self.transfers.resume(dict(fields, uploaded=True))  # the local folder becomes the worker's
+            return
         fields.pop("uploaded", None)
         if self._token is not None:
             fields.setdefault("token", self._token)

@@ -140,6 +140,7 @@ def studio(tmp_path_factory):
                            "--max-queued-per-artist", "4", "--idle-timeout", "3600", env={"XDG_CONFIG_HOME": str(home / "config")})
     server.port = int(server.wait_stderr(r"listening on 127\.0\.0\.1:(\d+) with TLS").group(1))
     server.home, server.tokens = home, tokens
+    server.fingerprint = server.wait_stderr(r"fingerprint: ([0-9A-F:]{95})").group(1)
     WORKER_LOG[:] = []
     server.stderr = WORKER_LOG
     yield server
@@ -293,3 +294,52 @@ def test_the_transfer_bench_uses_binary_frames_and_reports_its_ratio_to_the_raw_
     assert "upload 4 MiB random (binary frames)" in run.stdout and "download 4 MiB random (binary frames)" in run.stdout
     assert re.search(r"\| limit: raw TLS socket, 4 MiB one way \|", run.stdout)
     assert re.search(r"\| fetch 81-frame 512p result .*\| [0-9.]+ \|$", run.stdout, re.M)
+
+
+def addon_client():
+    """The add-on's own client modules (standard library only), imported as Blender imports them."""
+    import types
+
+    if "scail2" not in sys.modules:
+        package = types.ModuleType("scail2")
+        package.__path__ = [str(REPO)]
+        sys.modules["scail2"] = package
+    from scail2.core import worker_client
+
+    return worker_client
+
+
+def test_a_transfer_mode_job_resumes_from_the_local_folder_the_add_on_names(studio, tmp_path):
+    client = addon_client().WorkerClient.connect("127.0.0.1", studio.port, token=studio.tokens["bob"],
+                                                 fingerprint=studio.fingerprint, timeout=120)
+    seen: list[dict] = []
+
+    def until(predicate):
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            seen.extend(client.poll(0.5))
+            found = next((m for m in seen if predicate(m)), None)
+            if found is not None:
+                return found
+        raise AssertionError(f"not seen; last messages {seen[-5:]}")
+
+    try:
+        assert client.transfers.binary
+        local = tmp_path / "shot_010"
+        client.submit(small_job(frame_end=None, steps=4), job_dir=local, request_id="first")
+        queued = until(lambda m: m.get("request_id") == "first" and m["type"] in ("queued", "error"))
+        assert queued["type"] == "queued" and queued["job_dir"] == str(local), queued
+        until(lambda m: m.get("job") == queued["job"] and m["type"] == "started")
+        client.cancel(queued["job"])
+        assert until(lambda m: m.get("job") == queued["job"] and m["type"] in ("cancelled", "done"))["type"] == "cancelled"
+        client.send("resume", job_dir=str(local), request_id="again")  # the local folder, as the add-on sends it
+        resumed = until(lambda m: m.get("request_id") == "again" and m["type"] in ("queued", "error"))
+        assert resumed["type"] == "queued" and resumed["job_dir"] == str(local), resumed
+        done = until(lambda m: m.get("job") == resumed["job"] and m["type"] in ("done", "error", "cancelled"))
+        assert done["type"] == "done", done
+        manifest = protocol.read_json_file(local / "manifest.json")
+        assert len(list((local / "frames").glob("frame_*.png"))) == len(manifest["frames"]) > 0
+        client.send("resume", job_dir=str(tmp_path), request_id="elsewhere")  # a folder no worker job mirrors
+        assert until(lambda m: m.get("request_id") == "elsewhere" and m["type"] in ("queued", "error"))["code"] == "bad_input"
+    finally:
+        client.close()
