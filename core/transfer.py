@@ -65,6 +65,20 @@ def folder_files(folder):
     return [os.path.join(folder, n) for n in names]
 
 
+def sequence_files(pattern):
+    """The files of an image sequence named like ``shot/frame_%04d.png`` or ``shot/frame_####.png``, in order."""
+    folder, name = os.path.split(pattern)
+    if not protocol.SEQUENCE_NAME.fullmatch(name):
+        raise TransferError("a sequence sent to a remote worker is named with letters, digits, '.', '_', '-' "
+                            "and one %d or #### counter: {:s}".format(name))
+    expression = protocol.sequence_regex(name)
+    files = [os.path.join(folder or ".", n) for n in sorted(os.listdir(folder or "."))
+             if expression.fullmatch(n)]
+    if not files:
+        raise TransferError("no files of the sequence {:s}".format(pattern))
+    return files
+
+
 def safe_name(path):
     """The blob link name for a local file: its base name in the characters the worker takes."""
     name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in os.path.basename(path))
@@ -250,10 +264,13 @@ class Transfers(Downloads):
         else:
             paths.append(job.get("source"))
         paths = list(dict.fromkeys(p for p in paths if p))
-        folders = {}
+        folders, patterns = {}, {}
         for path in paths:
             if os.path.isdir(path):
                 folders[path] = folder_files(path)
+            elif not os.path.isfile(path) and protocol.SEQUENCE_TOKEN.search(os.path.basename(path)):
+                folders[path] = sequence_files(path)  # an image sequence: its folder's matching files go
+                patterns[path] = os.path.basename(path)
             elif not os.path.isfile(path):
                 raise TransferError("a remote worker takes files and folders of images, not {:s}".format(path))
         sizes = [os.path.getsize(f) for p in paths for f in folders.get(p, [p])]
@@ -264,7 +281,10 @@ class Transfers(Downloads):
                 continue
             listing = [{"name": safe_name(f), "sha256": protocol.parse_blob_ref(
                 self._upload(f, request_id, done, total))[0]} for f in folders[path]]
-            refs[path] = self._upload_listing(listing, safe_name(path.rstrip("/\\")), request_id)
+            folder = os.path.dirname(path) if path in patterns else path
+            refs[path] = self._upload_listing(listing, safe_name(folder.rstrip("/\\")), request_id)
+            if path in patterns:  # the worker's copy of the folder, and the sequence's pattern in it
+                refs[path] += "/" + patterns[path]
 
         def ref(path):
             return refs.get(path, path) if path else path

@@ -27,8 +27,11 @@ from .wire import (  # noqa: F401  (framing of a connection, a shared worker's r
     ROLE_ADMIN,
     ROLE_ARTIST,
     ROLES,
+    SEQUENCE_NAME,
+    SEQUENCE_TOKEN,
     FrameReader,
     request_id_of,
+    sequence_regex,
 )
 
 PROTOCOL_VERSION = 1

@@ -15,6 +15,7 @@ protocol with length-prefixed payloads between lines is this project's own wire 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +30,18 @@ QUOTA_EXCEEDED = "quota_exceeded"  # an identity has its most queued jobs alread
 ROLE_ARTIST = "artist"
 ROLE_ADMIN = "admin"  # sees and cancels every identity's jobs
 ROLES = (ROLE_ARTIST, ROLE_ADMIN)
+
+
+# An image sequence in transfer mode: "blobtree:<listing sha256>/<folder name>/<pattern>", the pattern
+# a plain file name with one counter (%d, %04d or ####), e.g. frame_%04d.png.
+SEQUENCE_TOKEN = re.compile(r"%0?\d*d|#+")
+SEQUENCE_NAME = re.compile(r"[A-Za-z0-9._-]*(?:%0?\d*d|#+)[A-Za-z0-9._-]*")
+
+
+def sequence_regex(pattern: str) -> re.Pattern:
+    """The file names an image sequence's pattern stands for (its counter: one or more digits)."""
+    token = SEQUENCE_TOKEN.search(pattern)
+    return re.compile(re.escape(pattern[: token.start()]) + r"\d+" + re.escape(pattern[token.end() :]))
 
 
 def request_id_of(line: str | bytes) -> Any:

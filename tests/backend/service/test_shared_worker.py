@@ -343,3 +343,32 @@ def test_a_transfer_mode_job_resumes_from_the_local_folder_the_add_on_names(stud
         assert until(lambda m: m.get("request_id") == "elsewhere" and m["type"] in ("queued", "error"))["code"] == "bad_input"
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("pattern", ["frame_%04d.png", "frame_####.png"])
+def test_an_image_sequence_named_by_a_pattern_goes_to_a_transfer_mode_worker(studio, tmp_path, pattern):
+    import cv2
+
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    capture = cv2.VideoCapture(DRIVING)
+    for number in range(1, 10):
+        ok, frame = capture.read()
+        assert ok
+        cv2.imwrite(str(folder / f"frame_{number:04d}.png"), cv2.resize(frame, (128, 64)))
+    (folder / "notes.txt").write_text("not a frame: left behind")
+    client = addon_client().WorkerClient.connect("127.0.0.1", studio.port, token=studio.tokens["bob"],
+                                                 fingerprint=studio.fingerprint, timeout=120)
+    seen: list[dict] = []
+    try:
+        client.submit(small_job(driving=str(folder / pattern), driving_fps=16.0), job_dir=tmp_path / "job",
+                      request_id="seq")
+        deadline = time.monotonic() + TIMEOUT
+        while not any(m.get("type") in ("done", "error") for m in seen) and time.monotonic() < deadline:
+            seen.extend(client.poll(0.5))
+        queued = next(m for m in seen if m.get("request_id") == "seq" and m["type"] in ("queued", "error"))
+        assert queued["type"] == "queued", queued
+        assert next(m for m in seen if m.get("type") in ("done", "error"))["type"] == "done", seen[-3:]
+        assert list((tmp_path / "job" / "frames").glob("frame_*.png"))
+    finally:
+        client.close()
