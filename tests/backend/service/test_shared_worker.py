@@ -372,3 +372,49 @@ def test_an_image_sequence_named_by_a_pattern_goes_to_a_transfer_mode_worker(stu
         assert list((tmp_path / "job" / "frames").glob("frame_*.png"))
     finally:
         client.close()
+
+
+def run_remote_job(studio, token: str, job: dict, job_dir: Path, **fields) -> list[dict]:
+    """Submit `job` through the add-on's client in transfer mode; every message until the job ends."""
+    client = addon_client().WorkerClient.connect("127.0.0.1", studio.port, token=token,
+                                                 fingerprint=studio.fingerprint, timeout=120)
+    seen: list[dict] = []
+    try:
+        client.send("submit", job=job, job_dir=str(job_dir), request_id="remote", **fields)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            seen.extend(client.poll(0.5))
+            if any(m.get("type") in ("done", "error", "cancelled") and m.get("request_id") in ("remote", None)
+                   and (m.get("job") or m["type"] == "error") for m in seen):
+                return seen
+        raise AssertionError(f"the job did not end: {seen[-3:]}")
+    finally:
+        client.close()
+
+
+def test_a_lora_is_uploaded_to_a_transfer_mode_worker(studio, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(0)
+    lora = tmp_path / "tiny_lora.safetensors"
+    save_file({
+        "diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.randn(4, 48, generator=generator) * 0.05,
+        "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.randn(48, 4, generator=generator) * 0.05,
+        "diffusion_model.blocks.0.self_attn.q.alpha": torch.tensor(8.0),
+    }, lora)
+    seen = run_remote_job(studio, studio.tokens["bob"], small_job(loras=[{"path": str(lora), "strength": 0.5}]),
+                          tmp_path / "with_lora")
+    ended = next(m for m in seen if m.get("type") in ("done", "error"))
+    assert ended["type"] == "done", ended
+    manifest = protocol.read_json_file(tmp_path / "with_lora" / "manifest.json")
+    assert len(manifest["model"]["loras"]) == 1
+
+
+def test_masks_and_matte_jobs_run_on_a_transfer_mode_worker(studio, tmp_path):
+    for task in ("masks", "matte"):
+        job = {"task": task, "source": DRIVING, "prompt": "person", "frame_end": 3}
+        seen = run_remote_job(studio, studio.tokens["bob"], job, tmp_path / task, task=task)
+        ended = next(m for m in seen if m.get("type") in ("done", "error"))
+        assert ended["type"] == "done", ended
+        assert (tmp_path / task / protocol.SEGMENT_RECORD).is_file()
