@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from scail_fixtures import REPO
 from test_remote_worker import TlsConnection
-from test_worker import DRIVING, REFERENCE, WorkerProcess, small_job
+from test_worker import DRIVING, REFERENCE, WorkerProcess, small_job, tiny_lora_file
 
 import protocol
 from backend.service.identities import Entry, hash_token, write_entries
@@ -393,16 +393,7 @@ def run_remote_job(studio, token: str, job: dict, job_dir: Path, **fields) -> li
 
 
 def test_a_lora_is_uploaded_to_a_transfer_mode_worker(studio, tmp_path):
-    import torch
-    from safetensors.torch import save_file
-
-    generator = torch.Generator().manual_seed(0)
-    lora = tmp_path / "tiny_lora.safetensors"
-    save_file({
-        "diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.randn(4, 48, generator=generator) * 0.05,
-        "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.randn(48, 4, generator=generator) * 0.05,
-        "diffusion_model.blocks.0.self_attn.q.alpha": torch.tensor(8.0),
-    }, lora)
+    lora = tiny_lora_file(tmp_path)
     seen = run_remote_job(studio, studio.tokens["bob"], small_job(loras=[{"path": str(lora), "strength": 0.5}]),
                           tmp_path / "with_lora")
     ended = next(m for m in seen if m.get("type") in ("done", "error"))
