@@ -33,7 +33,14 @@ Requests and what they produce (every reply echoes the request's `request_id`):
 A connection is in "paths" mode (stdio, plain loopback TCP: the worker reads and writes the
 client's paths) or "transfer" mode (TLS, or a hello asking for it: inputs are uploaded blobs
 named `blob:<sha>/<name>` or `blobtree:<sha>/<name>`, job folders only under the jobs root,
-results fetched; `remote`). `capabilities.mode` says which.
+results fetched; `remote`). `capabilities.mode` says which. A hello with `framing: "binary"` makes
+file bytes travel as raw frames after their JSON header line (`protocol.wire`, `framing`);
+`capabilities.framing` says which framing the connection uses.
+
+A shared worker (`--tokens FILE`, `identities`) knows who asks: every job has an owner, and
+list_jobs, fetch, list_files, cancel, resume and job events are scoped to it (`sharing`; an admin
+sees all; another's job gets the answer a made-up one gets). Queued jobs start in turns between
+owners (`quotas.FairQueue`); `queued` and `list_jobs` say each job's `position` and `others_ahead`.
 
 Error codes: bad_request (malformed or unknown line, missing field), unauthorized,
 unknown_job, bad_input (InputError, JobSpec, LoRA file or job folder problem; reported before
@@ -43,7 +50,8 @@ output_error (the job's folder could not be written: disk full, read-only; the m
 and the job resumes once that is fixed), job_failed (any other exception, first line only),
 internal_error (a request the worker itself failed to answer; the worker keeps serving),
 too_many_connections (TCP: sent to a connection over the limit before it is closed),
-idle_timeout (TCP: an authorised connection silent for the idle timeout, before it is closed).
+idle_timeout (TCP: an authorised connection silent for the idle timeout, before it is closed),
+quota_exceeded (an artist submits past --max-queued-per-artist).
 A wrong or missing token is answered `unauthorized` after a delay and the connection closed.
 
 Test hook (tests only; harmless otherwise): when the environment variable
