@@ -33,6 +33,7 @@ from .options import (
 )
 from .parallel.launch import add_gpus_argument, launch, wants_launch
 from .review.commands import add_report_arguments, add_score_arguments
+from .service.token_commands import add_tokens_arguments
 from .tools.doctor import run_doctor
 
 EXIT_BAD_INPUT = 2
@@ -287,6 +288,12 @@ def run_report(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def run_tokens(args: argparse.Namespace) -> int:
+    from .service.token_commands import run_tokens as run
+
+    return run(args)  # no torch: a quick command
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from .service.jobs import default_jobs_root, log
     from .service.serve import parse_listen, serve_stdio, serve_tcp
@@ -301,7 +308,8 @@ def run_serve(args: argparse.Namespace) -> int:
             listen = parse_listen(args.listen)
             if args.max_connections < 1 or not args.auth_timeout > 0 or not args.idle_timeout > 0:
                 raise ValueError("--max-connections must be at least 1, --auth-timeout and --idle-timeout above 0")
-            security = tcp_security(listen[0], token, args.tls, args.tls_cert, args.tls_key)
+            security = tcp_security(listen[0], token, args.tls, args.tls_cert, args.tls_key,
+                                    named_tokens=args.tokens is not None)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -320,9 +328,16 @@ def run_serve(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     _interrupt_on_termination()
-    worker = Worker(model, args.device, memory_args, jobs_root, token=token,
-                    segmentation_weights=(args.sam3_weights, args.sam2_weights),
-                    blob_cap=max(0, int(args.blob_cap_gb * (1 << 30))))
+    from .service.identities import TokensFileError
+
+    try:
+        worker = Worker(model, args.device, memory_args, jobs_root, token=token,
+                        segmentation_weights=(args.sam3_weights, args.sam2_weights),
+                        blob_cap=max(0, int(args.blob_cap_gb * (1 << 30))), tokens_file=args.tokens,
+                        max_queued_per_artist=args.max_queued_per_artist)
+    except TokensFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if listen is None:
         serve_stdio(worker)
     else:
@@ -379,6 +394,10 @@ COMMANDS = (
      "Run the job worker: one JSON request per line on stdin, events on stdout (logs on stderr), or the same "
      "protocol over TCP with --listen.",
      add_serve_arguments, run_serve),
+    ("tokens", "the artists' tokens of a shared worker: add, list, revoke",
+     "Manage the tokens file of `serve --tokens FILE`: one line per artist with a salted hash of their token. "
+     "`add` prints the new token once; `revoke` takes effect at once, on open connections too.",
+     add_tokens_arguments, run_tokens),
     ("doctor", "report Python, torch, GPU, attention backends, weights, presets",
      "Report what this machine and weights folder can run (always exits 0).",
      add_doctor_arguments, run_doctor),

@@ -18,6 +18,7 @@ from protocol import MATTE_FOLDER, MAX_IDENTITIES
 
 from .segmentation.weights import SAM2_REPO, SAM3_REPO
 from .service.jobs import default_jobs_root
+from .service.quotas import DEFAULT_MAX_QUEUED
 from .service.serve import AUTH_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, MIN_TOKEN_CHARS, TOKEN_ENV
 
 DEFAULT_PROMPT = "person"
@@ -153,6 +154,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                            help=f"shared secret every request must carry as \"token\", at least {MIN_TOKEN_CHARS} characters "
                                 f"(default: ${TOKEN_ENV}; with TLS and none given, a strong one is generated and "
                                 "printed once)")
+    transport.add_argument("--tokens", type=Path, metavar="FILE",
+                           help="TCP: one token per artist, from FILE (made with `python -m backend tokens`): each "
+                                "sees and cancels only their own jobs, an admin all; re-read when it changes")
+    transport.add_argument("--max-queued-per-artist", type=int, default=DEFAULT_MAX_QUEUED, metavar="N",
+                           help="jobs one artist (token) may have queued at once; admins and a private worker are "
+                                f"not limited; 0: no limit (default {DEFAULT_MAX_QUEUED}). Artists take turns.")
     transport.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, metavar="N",
                            help=f"TCP: connections served at once; more are refused (default {MAX_CONNECTIONS})")
     transport.add_argument("--auth-timeout", type=float, default=AUTH_TIMEOUT_S, metavar="SECONDS",

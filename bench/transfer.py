@@ -7,7 +7,11 @@ the add-on's own client (`core.worker_client`, `core.transfer`), as Blender woul
 2. a 65-frame 2048x1080 driving clip (the fixture clip scaled up, encoded as mp4) uploaded, then
    uploaded again (the worker has it: only hashed);
 3. an 81-frame 512p result (PNG frames of the fixture clip at 896x512, as a job folder of the worker)
-   fetched into a local folder, then fetched again (nothing changed).
+   fetched into a local folder, then fetched again (nothing changed);
+4. in the same run, the limit: a plain Python `ssl` socket pair on loopback (the worker's own
+   certificate, 1 MiB sends, large receives) moving the same 64 MiB each way and the same result
+   file set; each step's ratio to it is printed (upload and download: MiB/s over the limit's;
+   the result fetch: its time over the file set's time at the limit).
 
     .venvs/backend/bin/python bench/transfer.py [--mib 64]
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -83,6 +89,49 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> None:
     writer.release()
 
 
+def raw_tls_seconds(cert_dir: Path, payloads: list[bytes], upload: bool) -> float:
+    """Seconds a plain TLS socket pair on loopback takes to move `payloads` (client -> server when
+    `upload`), each with an 8-byte length in front, until the receiver has all of them (and says so)."""
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert_dir / "worker-cert.pem", cert_dir / "worker-key.pem")
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.check_hostname, client_context.verify_mode = False, ssl.CERT_NONE
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[ssl.SSLSocket] = []
+    acceptor = threading.Thread(target=lambda: accepted.append(
+        server_context.wrap_socket(listener.accept()[0], server_side=True)))
+    acceptor.start()
+    client = client_context.wrap_socket(socket.create_connection(listener.getsockname()))
+    acceptor.join()
+    server = accepted[0]
+    for sock in (client, server):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sender, receiver = (client, server) if upload else (server, client)
+
+    def receive_all() -> None:
+        buffer = bytearray(1 << 20)
+        for payload in payloads:
+            left = len(payload) + 8
+            while left:
+                left -= receiver.recv_into(buffer, min(left, len(buffer)))
+        receiver.sendall(b"k")
+
+    start = time.perf_counter()
+    thread = threading.Thread(target=receive_all)
+    thread.start()
+    for payload in payloads:
+        sender.sendall(len(payload).to_bytes(8, "big"))
+        view = memoryview(payload)
+        for offset in range(0, len(view), 1 << 20):
+            sender.sendall(view[offset : offset + (1 << 20)])
+    sender.recv(1)
+    seconds = time.perf_counter() - start
+    thread.join()
+    for sock in (client, server, listener):
+        sock.close()
+    return seconds
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -106,24 +155,32 @@ def main() -> None:
                                                         fingerprint=found["fingerprint"], timeout=120)
             transfers = client.transfers
             rows = []
+            cert_dir = tmp / "config" / "scail2" / "worker-tls"
+            framing = "binary frames" if transfers.binary else "base64 lines"
 
             big = tmp / "random.bin"
             big.write_bytes(os.urandom(args.mib << 20))
+            limit = args.mib / raw_tls_seconds(cert_dir, [big.read_bytes()], upload=True)
+            rows.append((f"limit: raw TLS socket, {args.mib} MiB one way", args.mib / limit, limit, None))
             seconds = timed(lambda: transfers.upload_file(str(big)))
-            rows.append((f"upload {args.mib} MiB random", seconds, args.mib / seconds))
+            rows.append((f"upload {args.mib} MiB random ({framing})", seconds, args.mib / seconds,
+                         args.mib / seconds / limit))
             served = tmp / "jobs" / "bench_download"
             served.mkdir(parents=True)
             os.link(big, served / "random.bin")
+            limit = args.mib / raw_tls_seconds(cert_dir, [big.read_bytes()], upload=False)
+            rows.append((f"limit: raw TLS socket, {args.mib} MiB the other way", args.mib / limit, limit, None))
             seconds = timed(lambda: transfers.fetch_folder(str(served), str(tmp / "local_download")))
-            rows.append((f"download {args.mib} MiB random", seconds, args.mib / seconds))
+            rows.append((f"download {args.mib} MiB random ({framing})", seconds, args.mib / seconds,
+                         args.mib / seconds / limit))
 
             clip = tmp / "clip_2048x1080.mp4"
             write_clip(clip, footage_frames(65, (2048, 1080)))
             clip_mib = clip.stat().st_size / (1 << 20)
             seconds = timed(lambda: transfers.upload_file(str(clip)))
-            rows.append((f"upload 65-frame 2048x1080 clip ({clip_mib:.1f} MiB)", seconds, clip_mib / seconds))
+            rows.append((f"upload 65-frame 2048x1080 clip ({clip_mib:.1f} MiB)", seconds, clip_mib / seconds, None))
             seconds = timed(lambda: transfers.upload_file(str(clip)))
-            rows.append(("same clip again (worker has it: hash only)", seconds, None))
+            rows.append(("same clip again (worker has it: hash only)", seconds, None, None))
 
             result = tmp / "jobs" / "bench_result"
             (result / "frames").mkdir(parents=True)
@@ -132,19 +189,25 @@ def main() -> None:
             write_clip(result / "preview.mp4", footage_frames(81, (896, 512)))
             (result / "manifest.json").write_text("{}")
             result_mib = folder_bytes(result) / (1 << 20)
+            file_set = [p.read_bytes() for p in sorted(result.rglob("*")) if p.is_file()]
+            at_limit = raw_tls_seconds(cert_dir, file_set, upload=False)
+            rows.append((f"limit: raw TLS socket, the result's {len(file_set)} files", at_limit,
+                         result_mib / at_limit, None))
             local = tmp / "local_result"
             seconds = timed(lambda: transfers.fetch_folder(str(result), str(local)))
-            rows.append((f"fetch 81-frame 512p result ({result_mib:.1f} MiB)", seconds, result_mib / seconds))
+            rows.append((f"fetch 81-frame 512p result ({result_mib:.1f} MiB)", seconds, result_mib / seconds,
+                         at_limit / seconds))
             assert folder_bytes(local) == folder_bytes(result)
             seconds = timed(lambda: transfers.fetch_folder(str(result), str(local)))
-            rows.append(("same result again (nothing changed)", seconds, None))
+            rows.append(("same result again (nothing changed)", seconds, None, None))
             client.close()
         finally:
             proc.terminate()
             proc.wait(30)
-    print("| step | seconds | MiB/s |\n|---|---|---|")
-    for name, seconds, rate in rows:
-        print(f"| {name} | {seconds:.2f} | {'' if rate is None else f'{rate:.1f}'} |")
+    print("| step | seconds | MiB/s | of the limit |\n|---|---|---|---|")
+    for name, seconds, rate, ratio in rows:
+        print(f"| {name} | {seconds:.2f} | {'' if rate is None else f'{rate:.1f}'} | "
+              f"{'' if ratio is None else f'{ratio:.2f}'} |")
 
 
 if __name__ == "__main__":

@@ -136,6 +136,7 @@ class Job:
     id: str = ""  # the worker's, once queued
     status: str = "submitting"
     position: int = 0  # jobs ahead of it while queued
+    others_ahead: int = 0  # of those, other artists' jobs (a shared worker)
     phase: str = ""
     segment: int = 0
     segments: int = 0
@@ -179,6 +180,8 @@ class Job:
         if self.status == "submitting":
             return "Starting the worker" if not self.id else "Submitting"
         if self.status == "queued":
+            if self.others_ahead:
+                return "Queued ({:d} ahead, {:d} of other artists)".format(self.position, self.others_ahead)
             return "Queued ({:d} ahead)".format(self.position) if self.position else "Queued"
         if self.status == "done":
             return "Done: {:d} frames".format(self.frames_ready or self.frames)

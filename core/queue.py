@@ -448,6 +448,7 @@ class JobQueue:
             job.id = event.job
             job.job_dir = event.job_dir or job.job_dir
             job.position = event.position
+            job.others_ahead = event.others_ahead or 0
             job.status = "queued"
             self._change(job, "queued")
             if job.cancel_requested:

@@ -30,15 +30,17 @@ import threading
 import time
 
 from .. import protocol
+from .downloads import IN_FLIGHT, Downloads
 from .worker_tls import WorkerClientError
 
-CHUNK_BYTES = 512 << 10  # the worker's (capabilities.chunk_bytes); base64 keeps a line under 1 MiB
+CHUNK_BYTES = 512 << 10  # a line-framing worker's (capabilities.chunk_bytes); base64 keeps a line under 1 MiB
 REPLY_TIMEOUT_S = 60.0
 RETRY_FOR_S = 600.0  # how long a transfer waits for the connection to come back
 INPUT_FIELDS = ("driving", "reference", "driving_mask", "reference_mask")
 LIST_FIELDS = ("extra_references", "extra_reference_masks")
 END_EVENTS = ("done", "cancelled", "error")
 REQUEST_PREFIX = "xfer-"
+WORKER_JOB_NOTE = ".scail2-worker-job.json"  # in a mirrored job folder: the worker's folder it mirrors (resume)
 
 
 class TransferError(RuntimeError):
@@ -50,11 +52,8 @@ class _Cancelled(Exception):
 
 
 def file_sha256(path):
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def folder_files(folder):
@@ -66,13 +65,27 @@ def folder_files(folder):
     return [os.path.join(folder, n) for n in names]
 
 
+def sequence_files(pattern):
+    """The files of an image sequence named like ``shot/frame_%04d.png`` or ``shot/frame_####.png``, in order."""
+    folder, name = os.path.split(pattern)
+    if not protocol.SEQUENCE_NAME.fullmatch(name):
+        raise TransferError("a sequence sent to a remote worker is named with letters, digits, '.', '_', '-' "
+                            "and one %d or #### counter: {:s}".format(name))
+    expression = protocol.sequence_regex(name)
+    files = [os.path.join(folder or ".", n) for n in sorted(os.listdir(folder or "."))
+             if expression.fullmatch(n)]
+    if not files:
+        raise TransferError("no files of the sequence {:s}".format(pattern))
+    return files
+
+
 def safe_name(path):
     """The blob link name for a local file: its base name in the characters the worker takes."""
     name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in os.path.basename(path))
     return (name.lstrip("._-") or "input")[:120]
 
 
-class Transfers:
+class Transfers(Downloads):
     """Uploads and mirrored job folders of one client. ``send(kind, **fields)`` sends a request;
     ``deliver(message)`` hands an event to the client's inbox; ``connected()`` says whether
     requests can go out now."""
@@ -82,19 +95,42 @@ class Transfers:
         self._tasks = collections.deque()
         self._cond = threading.Condition()
         self._replies = {}
+        self._unwanted = set()  # request ids whose replies are dropped on arrival
         self._count = 0
         self.submits = {}  # request_id -> local job folder, until queued
         self.jobs = {}  # worker job id -> (worker job folder, local job folder)
         self._cancelled = set()  # request ids whose upload stops
         self.counters = {"up": 0, "down": 0}  # bytes of payload sent and received, for tests and benches
+        self.binary = False  # the connection carries file bytes as binary frames (protocol.wire)
+        self.chunk_bytes = CHUNK_BYTES
         self._thread = threading.Thread(target=self._run, name="scail2-client-transfer", daemon=True)
         self._thread.start()
 
     # -- called by the client ----------------------------------------------------------------------
+    def use_framing(self, capabilities):
+        """How the worker's ``capabilities`` say file bytes travel on this connection (again on each one)."""
+        self.binary = capabilities.get("framing") == protocol.FRAMING_BINARY
+        chunk = capabilities.get("chunk_bytes")
+        self.chunk_bytes = chunk if isinstance(chunk, int) and 0 < chunk <= protocol.MAX_PAYLOAD_BYTES else CHUNK_BYTES
+
     def submit(self, fields):
         """Queue a submit whose inputs are uploaded first (``fields``: the submit's, ``job_dir`` local)."""
         self.submits[fields.get("request_id")] = os.fspath(fields.pop("job_dir", "") or "")
         self._add(("submit", fields))
+
+    def resume(self, fields):
+        """Resume the job a local folder mirrors: the worker is sent its own folder, noted when the job was queued."""
+        local = os.fspath(fields.get("job_dir") or "")
+        try:
+            remote = protocol.read_json_file(os.path.join(local, WORKER_JOB_NOTE), "remote job note")["job_dir"]
+            if not isinstance(remote, str) or not remote:
+                raise KeyError("job_dir")
+        except (protocol.ProtocolError, KeyError, TypeError):
+            self._deliver(_local("error", request_id=fields.get("request_id"), code="bad_input",
+                                 message="{:s} holds no job of this remote worker: resume it where it ran".format(local)))
+            return
+        self.submits[fields.get("request_id")] = local
+        self._send("resume", **dict(fields, job_dir=os.path.basename(remote.rstrip("/\\"))))
 
     def cancel_upload(self, request_id):
         self._cancelled.add(request_id)
@@ -117,7 +153,10 @@ class Transfers:
         request_id = str(message.get("request_id") or "")
         if request_id.startswith(REQUEST_PREFIX):
             with self._cond:
-                self._replies[request_id] = message
+                if request_id in self._unwanted:
+                    self._unwanted.discard(request_id)
+                else:
+                    self._replies[request_id] = message
                 self._cond.notify_all()
             return True
         if message.get("job") in self.jobs or (message.get("type") in ("queued", "error")
@@ -174,6 +213,7 @@ class Transfers:
             local = self.submits.pop(request_id)
             if kind == "queued":
                 self.jobs[message["job"]] = (message.get("job_dir", ""), local)
+                _note_worker_job(local, message.get("job_dir", ""))
                 message = dict(message, job_dir=local, worker_job_dir=message.get("job_dir"))
             self._deliver(message)
             return
@@ -223,10 +263,13 @@ class Transfers:
         else:
             paths.append(job.get("source"))
         paths = list(dict.fromkeys(p for p in paths if p))
-        folders = {}
+        folders, patterns = {}, {}
         for path in paths:
             if os.path.isdir(path):
                 folders[path] = folder_files(path)
+            elif not os.path.isfile(path) and protocol.SEQUENCE_TOKEN.search(os.path.basename(path)):
+                folders[path] = sequence_files(path)  # an image sequence: its folder's matching files go
+                patterns[path] = os.path.basename(path)
             elif not os.path.isfile(path):
                 raise TransferError("a remote worker takes files and folders of images, not {:s}".format(path))
         sizes = [os.path.getsize(f) for p in paths for f in folders.get(p, [p])]
@@ -237,7 +280,10 @@ class Transfers:
                 continue
             listing = [{"name": safe_name(f), "sha256": protocol.parse_blob_ref(
                 self._upload(f, request_id, done, total))[0]} for f in folders[path]]
-            refs[path] = self._upload_listing(listing, safe_name(path.rstrip("/\\")), request_id)
+            folder = os.path.dirname(path) if path in patterns else path
+            refs[path] = self._upload_listing(listing, safe_name(folder.rstrip("/\\")), request_id)
+            if path in patterns:  # the worker's copy of the folder, and the sequence's pattern in it
+                refs[path] += "/" + patterns[path]
 
         def ref(path):
             return refs.get(path, path) if path else path
@@ -269,17 +315,23 @@ class Transfers:
 
         def go_on():
             have = self._request("blob_status", sha256=sha)["have"]
+            in_flight = collections.deque()  # request ids of chunks sent, oldest first
+            offset = max(have, 0)
             with open(path, "rb") as fh:
+                fh.seek(offset)
                 while have < size:
                     if request_id in self._cancelled or self._closing.is_set():
                         raise _Cancelled()
-                    start = max(have, 0)
-                    fh.seek(start)
-                    piece = fh.read(CHUNK_BYTES)
-                    answer = self._request("blob_put", sha256=sha, size=size, offset=start,
-                                           data=base64.b64encode(piece).decode("ascii"))
-                    self.counters["up"] += len(piece)
-                    have = answer["have"]
+                    while offset < size and len(in_flight) < (IN_FLIGHT if self.binary else 1):
+                        piece = fh.read(self.chunk_bytes)
+                        in_flight.append(self._ask("blob_put", piece, sha256=sha, size=size, offset=offset))
+                        self.counters["up"] += len(piece)
+                        offset += len(piece)
+                    try:
+                        have = self._answer(in_flight.popleft(), "blob_put")["have"]
+                    except TransferError:
+                        self._forget(in_flight)
+                        raise
                     self._deliver(_local("progress", request_id=request_id, phase="upload",
                                          bytes=done[0] + have, total=total))
             if size == 0:
@@ -289,54 +341,31 @@ class Transfers:
         done[0] += size
         return protocol.blob_ref(sha, safe_name(path))
 
-    # -- downloads -----------------------------------------------------------------------------------
-    def _sync(self, job_id):
-        remote, local = self.jobs[job_id]
-        name = os.path.basename(remote.rstrip("/\\"))
-        listed = self._retrying(lambda: self._request("list_files", job_dir=name))["files"]
-        total = sum(entry["size"] for entry in listed)
-        done = 0
-        for entry in listed:
-            target = os.path.join(local, *entry["name"].split("/"))
-            same = os.path.isfile(target) and os.path.getsize(target) == entry["size"]
-            if not same or not entry["name"].startswith(("frames/", protocol.MATTE_FOLDER + "/")):
-                self._fetch(remote, local, entry["name"])
-            done += entry["size"]
-            self._deliver(_local("progress", job=job_id, phase="download", bytes=done, total=total))
-
-    def _fetch(self, remote, local, name):
-        """Fetch one file of the worker's job folder into the local one (atomically)."""
-        folder = os.path.basename(remote.rstrip("/\\"))
-        target = os.path.join(local, *name.split("/"))
-        part = os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".part")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-
-        def go_on():
-            version = None
-            while True:
-                offset = os.path.getsize(part) if os.path.isfile(part) else 0
-                piece = self._request("fetch", job_dir=folder, name=name, offset=offset)
-                if version is not None and piece["version"] != version or piece["size"] < offset:
-                    os.remove(part)  # replaced on the worker meanwhile: start again
-                    version = None
-                    continue
-                version = piece["version"]
-                data = base64.b64decode(piece["data"])
-                self.counters["down"] += len(data)
-                with open(part, "ab") as fh:
-                    fh.write(data)
-                if piece["eof"]:
-                    os.replace(part, target)
-                    return
-
-        self._retrying(go_on)
-
     # -- requests ------------------------------------------------------------------------------------
     def _request(self, kind, **fields):
         """Send a request and wait for its reply; TransferError for an error reply, OSError when cut."""
+        return self._answer(self._ask(kind, None, **fields), kind)
+
+    def _ask(self, kind, payload, **fields):
+        """Send a request (with file bytes: a binary frame, or base64 in the line); its request id."""
         self._count += 1
         request_id = "{:s}{:d}".format(REQUEST_PREFIX, self._count)
+        if payload is not None and self.binary:
+            fields[protocol.PAYLOAD_FIELD] = payload
+        elif payload is not None:
+            fields["data"] = base64.b64encode(payload).decode("ascii")
         self._send(kind, request_id=request_id, **fields)
+        return request_id
+
+    def _forget(self, request_ids):
+        """Replies not wanted any more (asked ahead of a file's end or change): dropped when they come."""
+        with self._cond:
+            for request_id in request_ids:
+                if self._replies.pop(request_id, None) is None:
+                    self._unwanted.add(request_id)
+
+    def _answer(self, request_id, kind):
+        """The reply to ``request_id``; TransferError for an error reply, OSError when cut."""
         deadline = time.monotonic() + REPLY_TIMEOUT_S
         with self._cond:
             while request_id not in self._replies:
@@ -360,6 +389,17 @@ class Transfers:
                     raise TransferError("the connection to the worker did not come back") from None
                 while not self._connected() and not self._closing.is_set() and time.monotonic() < deadline:
                     time.sleep(0.2)
+
+
+def _note_worker_job(local, remote):
+    """Note in the local job folder which folder of the worker it mirrors (written whole, or not at all)."""
+    if not local or not remote:
+        return
+    os.makedirs(local, exist_ok=True)
+    note = os.path.join(local, WORKER_JOB_NOTE)
+    with open(note + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump({"job_dir": remote}, fh)
+    os.replace(note + ".tmp", note)
 
 
 def _read_status(path):

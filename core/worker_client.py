@@ -53,6 +53,7 @@ from .worker_tls import (  # noqa: F401  (CertificateError and UnknownCertificat
 # The extension's root folder, which holds the ``backend`` package.
 ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LINE_BYTES = 16 << 20
+READ_BYTES = 256 << 10  # one receive at most (TLS hands out one 16 KiB record at a time anyway)
 WRITE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 10.0
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
@@ -116,6 +117,25 @@ def _split_lines(read, on_line):
         if held > MAX_LINE_BYTES:
             on_line(b"<" + str(held).encode() + b" bytes without a newline>")
             parts, held = [], 0
+
+
+def _read_frames(recv_into, on_message):
+    """Call ``on_message(line, payload)`` for every line (and binary frame) of a worker's socket until EOF.
+
+    Any line with a ``payload`` byte count is a frame's header: the worker sends one only on a
+    connection whose hello asked for binary frames, so reading them always is safe.
+    """
+    frames = protocol.FrameReader(MAX_LINE_BYTES, binary=True)
+    buffer = bytearray(READ_BYTES)
+    while True:
+        count, messages = frames.receive(recv_into, buffer)
+        if not count:
+            return
+        for line, payload in messages:
+            if line is None:
+                on_message(b"<a line of more than " + str(MAX_LINE_BYTES).encode() + b" bytes>")
+            elif line.strip():
+                on_message(line, payload)
 
 
 class WorkerClient:
@@ -220,10 +240,12 @@ class WorkerClient:
             client.transfers = Transfers(client.send, client._put,
                                          lambda: client._sock is not None and not client._closing.is_set(),
                                          client._closing)
+            client.transfers.use_framing(answer)
         return client
 
     def _hello(self):
-        self.send("hello", **({"mode": "transfer"} if self._want_transfer else {}))
+        # Binary frames for file bytes (protocol.wire); a worker that does not know them answers in lines.
+        self.send("hello", framing=protocol.FRAMING_BINARY, **({"mode": "transfer"} if self._want_transfer else {}))
 
     @property
     def uses_tls(self):
@@ -248,15 +270,21 @@ class WorkerClient:
         if kind == "submit" and self.transfers is not None and not fields.get("uploaded"):
             self.transfers.submit(dict(fields, uploaded=True))
             return
+        if kind == "resume" and self.transfers is not None and not fields.get("uploaded"):
+            self.transfers.resume(dict(fields, uploaded=True))  # the local folder becomes the worker's
+            return
         fields.pop("uploaded", None)
         if self._token is not None:
             fields.setdefault("token", self._token)
+        payload = fields.pop(protocol.PAYLOAD_FIELD, None)  # file bytes, sent as a binary frame after the line
+        if payload is not None:
+            fields[protocol.PAYLOAD_FIELD] = len(payload)
         data = protocol.encode_message(kind, **fields).encode("utf-8")
         with self._send_lock:
             if self._proc is not None:
                 self._write_process(data)
             else:
-                self._write_socket(data)
+                self._write_socket(data, payload)
 
     def submit(self, spec, job_dir=None, **fields):
         """Queue a job (a protocol.JobSpec); the worker answers ``queued`` with the job id."""
@@ -386,7 +414,7 @@ class WorkerClient:
                     return None
                 self._inbox_ready.wait(left)
 
-    def _on_line(self, raw):
+    def _on_line(self, raw, payload=None):
         if self._handshake is None:  # the first line: a worker of another version is said once, here
             version = protocol.version_mismatch(raw)
             self._handshake = version is None
@@ -395,9 +423,13 @@ class WorkerClient:
         if not self._handshake:
             return  # said once; the rest of a worker of another version is not read
         message = parse_line(raw)
+        if payload is not None:
+            message[protocol.PAYLOAD_FIELD] = payload
         if self.transfers is not None:
             if self.transfers.wants(message):
                 return
+            if message.get("type") == "capabilities":
+                self.transfers.use_framing(message)
             if message.get("type") == "capabilities" and self._reconnecting:
                 self._reconnecting = False
                 self.transfers.reconnected(message)  # passed on once the mirrored jobs are fetched again
@@ -477,6 +509,8 @@ class WorkerClient:
     # remote worker
     def _open_socket(self, timeout):
         sock = socket.create_connection(self._address, timeout=timeout)
+        # Requests wait for their replies: Nagle's algorithm would hold each one's tail back.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._tls is not None:
             try:
                 sock = self._tls.wrap_socket(sock)
@@ -487,13 +521,15 @@ class WorkerClient:
         sock.settimeout(WRITE_TIMEOUT_S)
         return sock
 
-    def _write_socket(self, data):
+    def _write_socket(self, data, payload=None):
         sock = self._sock
         if sock is None or self._closing.is_set():
             raise WorkerClientError("not connected to the worker")
         try:
             with self._io_lock:
                 sock.sendall(data)
+                if payload:
+                    sock.sendall(payload)
         except OSError as ex:
             self._close_socket()
             raise WorkerClientError("lost the connection to the worker ({:s})".format(ex.strerror or str(ex)))
@@ -538,27 +574,27 @@ class WorkerClient:
 
             last_ping = [time.monotonic()]
 
-            def read(n, sock=sock):
+            def read_into(view, sock=sock):
                 while not self._closing.is_set():
                     if time.monotonic() - last_ping[0] > PING_S:
                         last_ping[0] = time.monotonic()
                         try:
                             self.send("ping")  # the worker closes connections it has not heard from
                         except WorkerClientError:
-                            return b""
+                            return 0
                     try:
                         buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
                         if not buffered and not select.select([sock], [], [], 0.5)[0]:
                             continue
                         with self._io_lock:
-                            return sock.recv(n)
+                            return sock.recv_into(view)
                     except (socket.timeout, ssl.SSLWantReadError):
                         continue
                     except (OSError, ValueError):
-                        return b""
-                return b""
+                        return 0
+                return 0
 
-            _split_lines(read, self._on_line)
+            _read_frames(read_into, self._on_line)
             if self._closing.is_set() or self._expect_eof:
                 self._closing.set()
                 return

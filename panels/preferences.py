@@ -119,7 +119,8 @@ class SCAIL2_AddonPreferences(AddonPreferences):
     )
     remote_token: StringProperty(
         name="Token",
-        description="The secret the remote worker was started with (--token), or the one it printed",
+        description="Your own token for the remote worker (a shared worker gives each artist one), or the secret "
+                    "it was started with (--token); kept in the preferences, never in the .blend",
         subtype='PASSWORD',
     )
     remote_fingerprint: StringProperty(

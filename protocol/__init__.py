@@ -44,6 +44,22 @@ from .review import (  # noqa: F401
     MAX_RATING, NOTE_MARKER_PREFIX, REVIEW_FORMAT, REVIEW_NAME, TAKE_STATUSES, Flag, ManifestReview, Note, Recipe,
     RecipeFile, Score, TakeReview, TakeScores,
 )
+from .wire import (  # noqa: F401  (framing of a connection, a shared worker's roles and codes)
+    FRAMING_BINARY,
+    FRAMING_LINES,
+    FRAMINGS,
+    MAX_PAYLOAD_BYTES,
+    PAYLOAD_FIELD,
+    QUOTA_EXCEEDED,
+    ROLE_ADMIN,
+    ROLE_ARTIST,
+    ROLES,
+    SEQUENCE_NAME,
+    SEQUENCE_TOKEN,
+    FrameReader,
+    request_id_of,
+    sequence_regex,
+)
 
 MODES = ("animate", "replace")
 PRESETS = ("quality", "fast")

@@ -49,6 +49,8 @@ INTERNAL_ERROR = _code("internal_error", "a request the worker itself failed to 
                        "worker", "ours")
 TOO_MANY_CONNECTIONS = _code("too_many_connections", "TCP: a connection over the limit, before it is closed",
                              "worker", "link")
+QUOTA_EXCEEDED = _code("quota_exceeded", "a shared worker: the artist has the most queued jobs allowed already",
+                       "worker", "input")
 IDLE_TIMEOUT = _code("idle_timeout", "TCP: an authorised connection silent for the idle timeout, before it is "
                      "closed", "worker", "link")
 

@@ -71,6 +71,10 @@ class Capabilities(Event):
     jobs_root: str = ""
     pid: int | None = None
     mode: str = "paths"  # protocol.CONNECTION_MODES
+    framing: str | None = None  # protocol.FRAMINGS: how file bytes travel on this connection
+    identity: str | None = None  # a shared worker: the artist this connection's token names
+    admin: bool | None = None  # that artist sees and cancels every job
+    shared: bool | None = None  # the worker has named tokens (several artists)
     chunk_bytes: int | None = None
 
 
@@ -84,6 +88,7 @@ class Queued(Event):
     position: int = 0  # jobs ahead of it
     was: str | None = None  # a resume: what the folder said ("interrupted", "failed", ...)
     worker_job_dir: str | None = None  # client-made (transfer mode): the folder on the worker; job_dir is ours
+    others_ahead: int | None = None  # a shared worker: of the jobs ahead, other artists'
 
 
 @event_type
@@ -235,7 +240,8 @@ class FileData(Event):
     offset: int
     size: int
     version: Any = None
-    data: str
+    data: str | None = None  # the bytes in base64 (line framing)
+    payload: int | None = None  # binary framing: the count of raw bytes that follow the line
     eof: bool
 
 

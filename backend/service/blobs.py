@@ -53,6 +53,7 @@ class BlobStore:
         self.root, self.cap = Path(root), cap
         self._lock = threading.RLock()
         self._held: dict[str, int] = {}  # sha -> jobs holding it
+        self._hashing: dict[str, tuple] = {}  # sha -> (hasher, bytes it has seen): hashed as it arrives
 
     def _path(self, sha: str) -> Path:
         return self.root / check_sha(sha)
@@ -90,17 +91,31 @@ class BlobStore:
                 raise BlobError(f"the worker holds {held} bytes of this blob, not {offset}: send from {held}")
             if held + len(data) > size:
                 raise BlobError(f"the blob is {size} bytes; these would make it {held + len(data)}")
+            hasher = self._hasher(sha, part, held)
             with open(part, "ab") as fh:
                 fh.write(data)
+            hasher.update(data)
             held += len(data)
+            self._hashing[sha] = (hasher, held)
             if held < size:
                 return held
-            if _sha256(part) != sha:
+            del self._hashing[sha]
+            if hasher.hexdigest() != sha:
                 part.unlink()
                 raise BlobError("the uploaded bytes do not have the blob's SHA-256: send it again")
             os.replace(part, final)
             self._evict(keep=sha)
             return held
+
+    def _hasher(self, sha: str, part: Path, held: int):
+        """The running SHA-256 of the part file's `held` bytes (read again only after a restart)."""
+        hasher, seen = self._hashing.get(sha, (None, -1))
+        if seen == held:
+            return hasher
+        if not held:
+            return hashlib.sha256()
+        with open(part, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256")
 
     def link(self, sha: str, name: str) -> Path:
         """A path named `name` with the content of the complete blob `sha`, for a job to read."""
@@ -191,14 +206,6 @@ class BlobStore:
             except OSError:
                 continue
             total -= size
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -26,6 +26,8 @@ from .jobs import IDLE_TIMEOUT, UNAUTHORIZED, log
 if TYPE_CHECKING:
     from .ports import LineHandler
 
+JOIN_BELOW = 64 << 10  # queued pieces smaller than this go out joined (one send); larger ones as they are
+READ_BYTES = 256 << 10  # one receive at most (a TLS record is 16 KiB; plain TCP takes what is there)
 SEND_TIMEOUT_S = 10.0  # a client that takes nothing for this long is dropped rather than stalling the jobs
 MAX_QUEUED_BYTES = 64 << 20  # events waiting for a slow client at most; more and it is dropped
 POLL_S = 0.05  # how soon an event of the job thread goes out
@@ -44,61 +46,40 @@ class QueuedOutput:
         self.authorised = False  # set by the worker once this connection made an authorised request
         self.closing = False  # close once the queue is written (after a refused token)
         self.on_auth_failure = None  # set by the connection: called before a wrong token is answered
+        self.framing = protocol.FRAMING_LINES  # set by a hello that asks for binary frames (framing)
 
     def send(self, line: str) -> bool:
-        data = line.encode("utf-8")
+        return self.send_frame(line, b"")
+
+    def send_frame(self, line: str, payload: bytes) -> bool:
+        """A header line and the raw bytes that follow it, queued as one (nothing can come between)."""
+        header = line.encode("utf-8")
+        size = len(header) + len(payload)
         with self._lock:
             if self.broken:
                 return False
-            if self._queued + len(data) > MAX_QUEUED_BYTES:
+            if self._queued + size > MAX_QUEUED_BYTES:
                 self.broken = True
                 log(f"{self.name}: {self._queued} bytes wait for it; connection dropped")
                 return False
-            self._queue.append(data)
-            self._queued += len(data)
+            self._queue.append(header)
+            if payload:
+                self._queue.append(payload)
+            self._queued += size
         return True
 
     def take(self) -> bytes:
-        """Everything queued, as one buffer (empty when nothing is)."""
+        """What is queued next, as one buffer (empty when nothing is): small lines joined, a frame's
+        payload on its own (never copied)."""
         with self._lock:
-            data = b"".join(self._queue)
-            self._queue.clear()
-            self._queued = 0
+            parts = []
+            while self._queue and (not parts or len(self._queue[0]) < JOIN_BELOW):
+                parts.append(self._queue.popleft())
+                if len(parts[-1]) >= JOIN_BELOW:
+                    break
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            self._queued -= len(data)
         return data
-
-
-class LineSplitter:
-    """Bytes in, lines out (no newline); a line over `limit` bytes comes out as None, never buffered whole."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._buffer = b""
-        self._parts: list[bytes] = []
-        self._held = 0  # bytes in _parts
-        self._skipping = False
-
-    def feed(self, chunk: bytes) -> list:
-        lines = []
-        if b"\n" not in chunk and len(self._buffer) + self._held + len(chunk) <= self.limit:
-            self._parts.append(chunk)  # most of a long line (an upload's chunk): joined once, at its end
-            self._held += len(chunk)
-            return lines
-        self._buffer = b"".join([self._buffer, *self._parts, chunk])
-        self._parts, self._held = [], 0
-        while True:
-            newline = self._buffer.find(b"\n")
-            if newline < 0:
-                if len(self._buffer) > self.limit:
-                    if not self._skipping:
-                        lines.append(None)
-                    self._skipping, self._buffer = True, b""
-                return lines
-            line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
-            if self._skipping:
-                self._skipping = False
-                continue
-            lines.append(None if len(line) > self.limit else line)
-
 
 
 def serve_connection(worker: LineHandler, conn: socket.socket, peer: tuple, tls: ssl.SSLContext | None,
@@ -107,13 +88,17 @@ def serve_connection(worker: LineHandler, conn: socket.socket, peer: tuple, tls:
     host = str(peer[0])
     name = f"client {host}:{peer[1]}"
     try:
+        # Replies are small and each one is waited for: Nagle's algorithm with delayed ACKs would hold
+        # the end of every reply back by tens of milliseconds.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
             conn.settimeout(min(HANDSHAKE_TIMEOUT_S, auth_timeout))
             try:
                 conn = tls.wrap_socket(conn, server_side=True)
             except (OSError, ssl.SSLError) as exc:
-                log(f"{name}: TLS handshake failed ({exc.__class__.__name__}: {str(exc)[:120]}); closed")
+                log(f"{name}: {handshake_failure(exc)}; closed")
                 return
+            log(f"{name} connected (TLS)")
         output = QueuedOutput(name, "transfer" if tls is not None else "paths", host)
         blocked = guard.blocked_for(host)
         if blocked:
@@ -132,6 +117,18 @@ def serve_connection(worker: LineHandler, conn: socket.socket, peer: tuple, tls:
             pass
 
 
+def handshake_failure(exc: BaseException) -> str:
+    """Why a TLS handshake failed, in one line (the common case said plainly: a client without TLS)."""
+    reason = getattr(exc, "reason", None) or ""
+    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"):
+        return "not a TLS client (it spoke plain TCP to the TLS port: connect with TLS and the worker's fingerprint)"
+    if isinstance(exc, (ssl.SSLEOFError, ConnectionError)) or not str(exc):
+        return "hung up before the TLS handshake ended"
+    if isinstance(exc, TimeoutError):
+        return "no TLS handshake within the time allowed"
+    return f"TLS handshake failed ({reason or exc.__class__.__name__}: {str(exc)[:120]})"
+
+
 def _auth_failed(guard: AuthGuard, host: str, name: str) -> None:
     if guard.failed(host):
         log(f"{name}: repeated failed authentications: {host} is shut out for {guard.block:g} s")
@@ -147,14 +144,16 @@ class _Loop:
                  idle_timeout: float, line_limit: int):
         self.worker, self.conn, self.output = worker, conn, output
         self.auth_timeout, self.idle_timeout = auth_timeout, idle_timeout
-        self.lines = LineSplitter(line_limit)
+        self.lines = protocol.FrameReader(line_limit)
         self.pending = memoryview(b"")  # taken from the output, not yet written
+        self._buffer = bytearray(READ_BYTES)
 
     def run(self) -> None:
         conn, output = self.conn, self.output
         conn.setblocking(False)
         started = last_heard = time.monotonic()
         last_written = None  # when what waits to be written last moved
+        streaming = False  # the last read found bytes
         try:
             while not self.worker.stopping.is_set():
                 if not self.pending:
@@ -177,21 +176,25 @@ class _Loop:
                 elif now - last_written > SEND_TIMEOUT_S:
                     log(f"{output.name}: takes nothing sent to it; connection dropped")
                     return
-                ready = isinstance(conn, ssl.SSLSocket) and conn.pending() > 0
+                # While bytes stream in (an upload), read on without asking select first: one system
+                # call per TLS record instead of two; select is asked again once a read finds nothing.
+                ready = streaming or (isinstance(conn, ssl.SSLSocket) and conn.pending() > 0)
                 if not ready:
                     readable, writable, _ = select.select([conn], [conn] if self.pending else [], [], POLL_S)
                     ready = bool(readable)
                     if writable and self._write():
                         last_written = time.monotonic()
                 if ready:
-                    data = self._read()
-                    if data is None:
+                    count, messages = self._read()
+                    streaming = bool(count) and not self.pending
+                    if count is None:
                         continue
-                    if not data:
+                    if not count:
                         return
                     last_heard = time.monotonic()
-                    for line in self.lines.feed(data):
-                        self.worker.handle_line(line, output)
+                    for line, payload in messages:
+                        self.worker.handle_line(line, output, payload)
+                        self.lines.binary = output.framing == protocol.FRAMING_BINARY
                         if output.closing or output.broken:
                             break
                     last_heard = time.monotonic()  # silence counts from the answer (a first hello takes seconds)
@@ -200,14 +203,14 @@ class _Loop:
             self.worker.remove_output(output)
             log(f"{output.name} disconnected")
 
-    def _read(self) -> bytes | None:
-        """Bytes received, b"" at the end, None when none are ready yet."""
+    def _read(self) -> tuple:
+        """(bytes received: 0 at the end, None when none are ready yet; the messages they complete)."""
         try:
-            return self.conn.recv(65536)
+            return self.lines.receive(self.conn.recv_into, self._buffer)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-            return None
+            return None, ()
         except OSError:
-            return b""
+            return 0, ()
 
     def _write(self) -> bool:
         """Write what the socket takes now; False when it took nothing."""
@@ -224,7 +227,7 @@ class _Loop:
 
     def _last_words(self, code: str | None, message: str) -> None:
         """What is queued and one error line (when `code`), written within a second, before closing."""
-        data = bytes(self.pending) + self.output.take()
+        data = bytes(self.pending) + b"".join(iter(self.output.take, b""))
         if code is not None:
             data += protocol.error_event(code, message).encode("utf-8")
         if not data:

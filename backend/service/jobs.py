@@ -60,6 +60,7 @@ class Job:
     status: str = "queued"  # queued -> running -> done | failed | cancelled
     cancel: threading.Event = field(default_factory=threading.Event)
     blobs: tuple = ()  # uploaded blobs the job reads (held in the store until it ends)
+    owner: str = ""  # the identity that submitted it (identities.Identity.name)
 
 
 class ProtocolFailure(Exception):

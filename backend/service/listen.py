@@ -4,7 +4,8 @@ Recipe (`tcp_security`):
 1. Off loopback, or with `--tls`, connections are TLS: the user's certificate, or a self-signed
    one made on first start; its SHA-256 fingerprint is printed for the add-on to pin.
 2. The token: the one given (at least MIN_TOKEN_CHARS characters), or for TLS a new strong
-   one, printed once. A loopback listen without TLS may go without (the local case).
+   one, printed once, unless the artists' named tokens (`--tokens`) are used. A loopback listen
+   without TLS may go without (the local case).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class TcpSecurity:
 
 
 def tcp_security(host: str, token: str | None, want_tls: bool, cert: Path | None, key: Path | None,
-                 tls_dir: Path | None = None) -> TcpSecurity:
+                 tls_dir: Path | None = None, named_tokens: bool = False) -> TcpSecurity:
     """The listen's TLS context and token; ValueError (one line) when they cannot be had."""
     loopback = is_loopback(host)
     if token is not None and len(token) < MIN_TOKEN_CHARS:
@@ -42,7 +43,7 @@ def tcp_security(host: str, token: str | None, want_tls: bool, cert: Path | None
         raise ValueError(str(exc)) from None
     log(origin)
     log(f"TLS certificate SHA-256 fingerprint: {fingerprint}")
-    if token is None:
+    if token is None and not named_tokens:  # with a tokens file, each artist has their own
         token = secrets.token_urlsafe(32)
         log(f"token (generated now, shown only this once; give it to the add-on): {token}")
     return TcpSecurity(token, context, fingerprint)

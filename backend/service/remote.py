@@ -50,9 +50,12 @@ def resolve_inputs(task: str, job: dict, store: BlobStore) -> tuple[dict, list[s
             raise ProtocolFailure(BAD_INPUT, f"{field}: {REMOTE_PATHS}")
         try:
             if tree is not None:
-                path, shas = store.link_tree(check_sha(tree[0]), check_name(tree[1]))
+                name, _, pattern = tree[1].partition("/")  # an image sequence names its pattern in the folder
+                if pattern and not protocol.SEQUENCE_NAME.fullmatch(pattern):
+                    raise BlobError(f"not an image sequence's name: {pattern[:80]!r}")
+                path, shas = store.link_tree(check_sha(tree[0]), check_name(name))
                 used.extend(shas)
-                return str(path)
+                return str(path / pattern) if pattern else str(path)
             sha, name = check_sha(ref[0]), check_name(ref[1])
             path = store.link(sha, name)
         except BlobError as exc:

@@ -8,7 +8,6 @@ segmentation weights), so a bad job is refused before it is queued.
 
 from __future__ import annotations
 
-import hmac
 import os
 import threading
 import traceback
@@ -19,7 +18,6 @@ from typing import TYPE_CHECKING
 import protocol
 
 from ..loaders.errors import first_line
-from .blobs import CHUNK_BYTES
 from .jobs import (
     BAD_INPUT,
     BAD_REQUEST,
@@ -35,7 +33,9 @@ from .jobs import (
     log,
     read_json,
 )
+from .framing import negotiate_framing, send_reply
 from .remote import remote_job_folder, resolve_inputs
+from .sharing import identity_of
 
 if TYPE_CHECKING:
     from .ports import EventOutput as Output
@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 class Requests:
     """The request handlers of `worker.Worker`."""
 
-    def handle_line(self, raw: bytes | str | None, output: Output) -> None:
-        """Answer one request line on `output`. Never raises."""
+    def handle_line(self, raw: bytes | str | None, output: Output, payload: bytes | None = None) -> None:
+        """Answer one request line on `output` (`payload`: the raw bytes of a binary frame). Never raises."""
         request_id = None
         try:
             if raw is None:
@@ -57,21 +57,24 @@ class Requests:
             try:
                 message = protocol.decode_message(raw)
             except protocol.ProtocolError as exc:
+                request_id = protocol.request_id_of(raw)  # an unknown type's refusal echoes it too
                 raise ProtocolFailure(BAD_REQUEST, str(exc)) from None
             request_id = message.get("request_id")
-            if self.token is not None:
-                given = message.get("token")
-                if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
-                    raise ProtocolFailure(UNAUTHORIZED, "unauthorized: wrong or missing token; connection closed")
+            identity = self.book.identify(message.get("token"))  # checked on every request: revoked is refused
+            if identity is None:
+                raise ProtocolFailure(UNAUTHORIZED, "unauthorized: wrong, revoked or missing token; connection closed")
+            output.identity = identity
             kind = message["type"]
             if kind not in protocol.REQUESTS:
                 raise ProtocolFailure(BAD_REQUEST, f"{kind!r} is an event, not a request")
+            if payload is not None:
+                message = dict(message, **{protocol.PAYLOAD_FIELD: payload})
             reply = getattr(self, f"_on_{kind}")(message, output)
             if reply is not None:
                 kind_out, fields = reply
                 if request_id is not None:
                     fields["request_id"] = request_id
-                output.send(protocol.encode_message(kind_out, **fields))
+                send_reply(output, kind_out, fields)
             # Job events reach a connection only after it has made an authorised request.
             self.add_output(output)
         except ProtocolFailure as exc:
@@ -106,7 +109,8 @@ class Requests:
             torch=torch.__version__, cuda=cuda, device=self._device(), model=model,
             attention_backends=attention_backends(cuda["available"]), requests=list(protocol.REQUESTS),
             jobs_root=str(self.jobs_root), pid=os.getpid(), mode=self._connection_mode(message, output),
-            chunk_bytes=CHUNK_BYTES,
+            **negotiate_framing(message, output),
+            identity=identity_of(output).name, admin=identity_of(output).admin, shared=self.book.named,
         )
 
     @staticmethod
@@ -135,7 +139,8 @@ class Requests:
         else:
             folder = Path(job_dir).expanduser() if job_dir else self.jobs_root / job_id
         spec = self._check_spec(message["job"]) if task == "generate" else self._check_segment_spec(message)
-        return self._enqueue(Job(job_id, spec.to_dict(), folder.resolve(), task=task, blobs=tuple(held)))
+        job = Job(job_id, spec.to_dict(), folder.resolve(), task=task, blobs=tuple(held))
+        return self._enqueue(self._owned(job, output))
 
     def _on_check_inputs(self, message: dict, output: Output) -> None:
         """Check a job's inputs without queueing it: the cheap file checks answered at once (an error),
@@ -178,24 +183,25 @@ class Requests:
             folder = remote_job_folder(self.jobs_root, job_dir, "")
         else:
             folder = Path(job_dir).expanduser().resolve()
-        manifest = read_json(folder / protocol.MANIFEST_NAME)
+        manifest = read_json(folder / protocol.MANIFEST_NAME) if self._sees_folder(folder, output) else None
         if manifest is None or not isinstance(manifest.get("job"), dict):
             raise ProtocolFailure(BAD_REQUEST, f"no readable manifest.json in {folder}: nothing to resume")
         summary = folder_summary(folder)
         if is_finished(summary):
             raise ProtocolFailure(BAD_REQUEST, f"the job in {folder} is already finished")
         spec = self._check_spec(manifest["job"])
-        kind, reply = self._enqueue(Job(uuid.uuid4().hex[:12], spec.to_dict(), folder))
+        kind, reply = self._enqueue(self._owned(Job(uuid.uuid4().hex[:12], spec.to_dict(), folder), output))
         return kind, reply | {"was": summary.get("state")}  # "interrupted": its last run was killed
 
     def _on_cancel(self, message: dict, output: Output) -> None:
         job_id = message.get("job")
         with self._cond:
-            if self._running is not None and self._running.id == job_id:
-                self._running.cancel.set()
+            running = self._running
+            if running is not None and running.id == job_id and self._sees_job(running, output):
+                running.cancel.set()
                 return None  # the job thread reports `cancelled` once the job has stopped
             for job in self._queue:
-                if job.id == job_id:
+                if job.id == job_id and self._sees_job(job, output):
                     self._queue.remove(job)
                     job.status = "cancelled"
                     self.blobs.release(job.blobs)
@@ -211,9 +217,12 @@ class Requests:
             active = self._active_jobs()
             session_dirs = set(self._session_dirs)
         for position, job in enumerate(active):
-            entry = {"job": job.id, "job_dir": str(job.job_dir), "status": job.status}
+            if not self._sees_job(job, output):
+                continue
+            entry = {"job": job.id, "job_dir": str(job.job_dir), "status": job.status, "owner": job.owner}
             if job.status == "queued":
-                entry["position"] = position  # jobs ahead of it
+                entry["position"] = position  # jobs ahead of it (in the fair order: the order they start)
+                entry["others_ahead"] = self._others_ahead(active, job)
             jobs.append(folder_summary(job.job_dir) | entry)
         busy = {job.job_dir for job in active}
         candidates = set(session_dirs)
@@ -222,11 +231,11 @@ class Requests:
         except OSError:
             pass
         for folder in sorted(candidates - busy):
+            if not self._sees_folder(folder, output):
+                continue
             summary = folder_summary(folder)
             if summary and not is_finished(summary):
                 jobs.append({"job": None, "job_dir": str(folder), "status": "unfinished"} | summary)
-        if output.mode == "transfer":  # a remote client sees no folders of local clients
-            jobs = [entry for entry in jobs if Path(entry["job_dir"]).is_relative_to(self.jobs_root)]
         return "jobs", {"jobs": jobs}
 
     def _on_free_memory(self, message: dict, output: Output) -> tuple[str, dict]:
@@ -304,12 +313,16 @@ class Requests:
             active = self._active_jobs()
             if any(other.job_dir == job.job_dir for other in active):
                 raise ProtocolFailure(BAD_REQUEST, f"a job for {job.job_dir} is already queued or running")
-            position = len(active)  # jobs ahead of this one
             self._queue.append(job)
+            self._claimed(job)
+            active = self._active_jobs()
+            position = active.index(job)  # jobs that start before this one (the fair order)
+            others_ahead = self._others_ahead(active, job)
             self.blobs.hold(job.blobs)  # released by the job thread when it ends, or by a cancel while queued
             self._session_dirs.add(job.job_dir)
             self._cond.notify_all()
-        return "queued", {"job": job.id, "job_dir": str(job.job_dir), "position": position}
+        return "queued", {"job": job.id, "job_dir": str(job.job_dir), "position": position,
+                          "others_ahead": others_ahead}
 
     @staticmethod
     def _check_folder(job: Job) -> None:

@@ -221,7 +221,7 @@ def serve_tcp(worker: LineHandler, host: str, port: int, max_connections: int = 
     bound = server.getsockname()
     guard = guard or AuthGuard()
     log(f"listening on {host}:{bound[1]}" + (" with TLS" if tls else "")
-        + (" (token required)" if worker.token else ""))
+        + (" (token required)" if worker.book.required else ""))
     connections = _Connections(max_connections)
 
     def serve_one(conn: socket.socket, address: tuple) -> None:
@@ -258,7 +258,8 @@ def serve_tcp(worker: LineHandler, host: str, port: int, max_connections: int = 
                 _refuse(conn, TOO_MANY_CONNECTIONS, f"the worker serves at most {connections.limit} connections at "
                         "once; close one or try again later")
                 continue
-            log(f"client {peer} connected")
+            if tls is None:  # a TLS client is logged once its handshake is done (or failed: one line)
+                log(f"client {peer} connected")
 
     acceptor = threading.Thread(target=accept_loop, name="scail2-accept", daemon=True)
     acceptor.start()

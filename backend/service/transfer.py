@@ -7,6 +7,8 @@
   worker has is never sent again.
 * blob_put {sha256, size, offset, data (base64, at most CHUNK_BYTES)} -> blob {sha256, have,
   complete}; a chunk at any other offset than `have` is refused with the offset to go on from.
+  With binary framing (`framing`) the bytes are the request's frame, not base64 `data`, and a
+  chunk may be larger (`capabilities.chunk_bytes`); `file_data` replies likewise.
 * list_files {job_dir} -> files {job_dir, files: [{name, size, version}]}: the job folder's
   files (relative names; lock and temporary files left out).
 * fetch {job_dir, name, offset} -> file_data {job_dir, name, offset, size, version, data
@@ -17,13 +19,14 @@ Only transfer-mode connections may fetch, and only from folders under the jobs r
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .blobs import CHUNK_BYTES, BlobError, check_sha
+import protocol
+
+from .blobs import BlobError, check_sha
+from .framing import chunk_bytes, payload_of
 from .jobs import BAD_REQUEST, ProtocolFailure
 from .remote import remote_job_folder
 
@@ -50,12 +53,9 @@ class Transfers:
         offset, size = message.get("offset"), message.get("size")
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise ProtocolFailure(BAD_REQUEST, "blob_put needs 'offset': where these bytes go")
-        try:
-            data = base64.b64decode(message.get("data") or "", validate=True)
-        except (binascii.Error, TypeError, ValueError):
-            raise ProtocolFailure(BAD_REQUEST, "blob_put 'data' must be base64") from None
-        if len(data) > CHUNK_BYTES:
-            raise ProtocolFailure(BAD_REQUEST, f"a chunk is at most {CHUNK_BYTES} bytes")
+        data = payload_of(message)
+        if len(data) > chunk_bytes(output):
+            raise ProtocolFailure(BAD_REQUEST, f"a chunk is at most {chunk_bytes(output)} bytes")
         try:
             have = self.blobs.put(sha, size, offset, data)
         except BlobError as exc:
@@ -67,7 +67,7 @@ class Transfers:
     def _on_list_files(self, message: dict, output: Output) -> tuple[str, dict]:
         folder = self._fetch_folder(message, output)
         files = []
-        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        for path in sorted(folder.rglob("*")) if folder.is_dir() and self._sees_folder(folder, output) else []:
             relative = path.relative_to(folder)
             if any(part.startswith(".") for part in relative.parts) or path.is_symlink() or not path.is_file():
                 continue
@@ -83,15 +83,17 @@ class Transfers:
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise ProtocolFailure(BAD_REQUEST, "fetch 'offset' must be a byte offset")
         path = _file_in(folder, name)
+        if not self._sees_folder(folder, output):  # another artist's: as a file that is not there
+            raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
         try:
             with open(path, "rb") as fh:
                 stat = os.fstat(fh.fileno())
                 fh.seek(offset)
-                data = fh.read(CHUNK_BYTES)
+                data = fh.read(chunk_bytes(output))
         except OSError:
             raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}") from None
         return "file_data", {"job_dir": message.get("job_dir"), "name": name, "offset": offset, "size": stat.st_size,
-                             "version": _version(stat), "data": base64.b64encode(data).decode("ascii"),
+                             "version": _version(stat), protocol.PAYLOAD_FIELD: data,
                              "eof": offset + len(data) >= stat.st_size}
 
     # -- helpers ------------------------------------------------------------------------------

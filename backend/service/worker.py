@@ -35,7 +35,14 @@ Requests and what they produce (every reply echoes the request's `request_id`):
 A connection is in "paths" mode (stdio, plain loopback TCP: the worker reads and writes the
 client's paths) or "transfer" mode (TLS, or a hello asking for it: inputs are uploaded blobs
 named `blob:<sha>/<name>` or `blobtree:<sha>/<name>`, job folders only under the jobs root,
-results fetched; `remote`). `capabilities.mode` says which.
+results fetched; `remote`). `capabilities.mode` says which. A hello with `framing: "binary"` makes
+file bytes travel as raw frames after their JSON header line (`protocol.wire`, `framing`);
+`capabilities.framing` says which framing the connection uses.
+
+A shared worker (`--tokens FILE`, `identities`) knows who asks: every job has an owner, and
+list_jobs, fetch, list_files, cancel, resume and job events are scoped to it (`sharing`; an admin
+sees all; another's job gets the answer a made-up one gets). Queued jobs start in turns between
+owners (`quotas.FairQueue`); `queued` and `list_jobs` say each job's `position` and `others_ahead`.
 
 Error codes (the table, with each code's meaning, is `protocol/errors.py`; which failure gets which
 is `backend.errors.error_code`, as for the command line): bad_request (malformed or unknown line,
@@ -47,7 +54,8 @@ output_error (the job's folder could not be written: disk full, read-only; the m
 and the job resumes once that is fixed), job_failed (any other exception, first line only),
 internal_error (a request the worker itself failed to answer; the worker keeps serving),
 too_many_connections (TCP: sent to a connection over the limit before it is closed),
-idle_timeout (TCP: an authorised connection silent for the idle timeout, before it is closed).
+idle_timeout (TCP: an authorised connection silent for the idle timeout, before it is closed),
+quota_exceeded (an artist submits past --max-queued-per-artist).
 A wrong or missing token is answered `unauthorized` after a delay and the connection closed.
 
 """
@@ -58,7 +66,6 @@ import gc
 import threading
 import time
 import traceback
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +85,10 @@ from .jobs import (
     log,
 )
 from .blobs import DEFAULT_CAP_BYTES, BlobStore
+from .identities import EVERYONE, FolderOwners, TokenBook
+from .quotas import DEFAULT_MAX_QUEUED, FairQueue
 from .requests import Requests
+from .sharing import Sharing
 from .tasks import TASKS
 from .transfer import Transfers
 
@@ -86,12 +96,13 @@ if TYPE_CHECKING:
     from .ports import EventOutput as Output
 
 
-class Worker(Requests, Transfers):
+class Worker(Requests, Transfers, Sharing):
     """Job queue, model and request handling, independent of the transport."""
 
     def __init__(self, model: str, device: str | None, memory_args: dict, jobs_root: Path, token: str | None = None,
                  segmentation_weights: tuple[Path | None, Path | None] = (None, None),
-                 blob_cap: int = DEFAULT_CAP_BYTES):
+                 blob_cap: int = DEFAULT_CAP_BYTES, tokens_file: Path | None = None,
+                 max_queued_per_artist: int = DEFAULT_MAX_QUEUED):
         from ..segmentation.run import Segmenters
 
         self.model, self.device_name, self.memory_args = model, device, memory_args
@@ -99,15 +110,19 @@ class Worker(Requests, Transfers):
         self.jobs_root = Path(jobs_root).expanduser().resolve()
         self.blobs = BlobStore(self.jobs_root / ".blobs", blob_cap)  # remote clients' uploads
         self.token = token or None
+        self.book = TokenBook(tokens_file, self.token)  # who may ask (TokensFileError: one line, at start)
+        self.owners = FolderOwners(self.jobs_root)
+        self.max_queued = max_queued_per_artist
         self.components = None
         self._loaded_loras: list[tuple[str, float]] = []  # merged into the kept model's weights
         self._cond = threading.Condition()
-        self._queue: deque[Job] = deque()
+        self._queue = FairQueue()  # round robin between owners
         self._running: Job | None = None
         self._session_dirs: set[Path] = set()
         self._free_when_idle = False
         self._outputs: list[Output] = []
         self._outputs_lock = threading.Lock()
+        self._job_owners: dict[str, str] = {}  # job id -> owner: whose connections get its events
         self.stopping = threading.Event()
         self._job_thread = threading.Thread(target=self._job_loop, name="scail2-job", daemon=True)
 
@@ -153,15 +168,21 @@ class Worker(Requests, Transfers):
                 self._outputs.remove(output)
 
     def _broadcast(self, kind: str, **fields: Any) -> None:
-        self._broadcast_line(protocol.encode_message(kind, **fields))
+        self._broadcast_line(protocol.encode_message(kind, **fields), fields.get("job"))
 
     def _broadcast_error(self, code: str, message: str, hint: str = "", job: Job | None = None) -> None:
-        self._broadcast_line(protocol.error_event(code, message, hint=hint, job=job.id if job else None))
+        self._broadcast_line(protocol.error_event(code, message, hint=hint, job=job.id if job else None),
+                             job.id if job else None)
 
-    def _broadcast_line(self, line: str) -> None:
+    def _broadcast_line(self, line: str, job_id: str | None = None) -> None:
+        """`line` to every connection whose identity sees the job `job_id` (and is not revoked)."""
+        owner = self._job_owners.get(job_id) if job_id else None
         with self._outputs_lock:
             outputs = list(self._outputs)
         for output in outputs:
+            identity = getattr(output, "identity", EVERYONE)
+            if owner is not None and not (identity.sees(owner) and self.book.is_current(identity)):
+                continue
             if not output.send(line):
                 self.remove_output(output)
 

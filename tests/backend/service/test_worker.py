@@ -439,17 +439,23 @@ def test_out_of_memory_gives_a_hint_frees_the_model_and_the_next_job_runs(worker
     assert worker.reply("hello")["model"]["loaded"] is False
 
 
-def test_a_job_with_other_loras_reloads_the_model_and_a_broken_lora_is_bad_input(worker, tmp_path):
+def tiny_lora_file(folder: Path) -> Path:
+    """A rank-4 LoRA for one projection of the tiny model, as a safetensors file."""
     import torch
     from safetensors.torch import save_file
 
     generator = torch.Generator().manual_seed(0)
-    lora = tmp_path / "tiny_lora.safetensors"
+    lora = folder / "tiny_lora.safetensors"
     save_file({
         "diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.randn(4, 48, generator=generator) * 0.05,
         "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.randn(48, 4, generator=generator) * 0.05,
         "diffusion_model.blocks.0.self_attn.q.alpha": torch.tensor(8.0),
     }, lora)
+    return lora
+
+
+def test_a_job_with_other_loras_reloads_the_model_and_a_broken_lora_is_bad_input(worker, tmp_path):
+    lora = tiny_lora_file(tmp_path)
     queued = worker.submit(small_job(loras=[{"path": str(lora), "strength": 0.5}]), tmp_path / "with_lora")
     events = worker.finish(queued["job"])
     assert events[-1]["type"] == "done", events[-1]

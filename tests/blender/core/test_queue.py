@@ -413,3 +413,14 @@ def test_a_job_whose_folder_could_not_be_written_is_resumable_by_hand(tmp_path):
                        "No space left on device", hint="free space or choose a writable folder, then resume"))
     assert job.status == "failed" and job.resumable
     assert job.error.code not in jobs.WORKER_STOPPED  # not resumed automatically: the disk would still be full
+
+
+def test_a_shared_worker_says_how_many_jobs_of_other_artists_are_ahead():
+    queue = job_queue.JobQueue(jobs.LocalWorker("/nowhere/python"), "/tmp/jobs", clock=FakeClock())
+    job = jobs.Job(key="k", spec={}, status="submitting", sent=True)
+    queue.jobs[job.key] = job
+    queue._handle(dict(v=1, type="queued", request_id="k", job="w1", job_dir="/tmp/jobs/w1", position=3,
+                       others_ahead=2))
+    assert job.status == "queued" and job.phase_text() == "Queued (3 ahead, 2 of other artists)"
+    queue._handle(dict(v=1, type="queued", request_id="k", job="w1", job_dir="/tmp/jobs/w1", position=1))
+    assert job.phase_text() == "Queued (1 ahead)"  # a private worker: no one else's jobs

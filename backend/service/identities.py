@@ -1,0 +1,249 @@
+"""Who is asking: the identities a shared worker accepts, and who owns which job folder.
+
+A studio's worker (`serve --tokens FILE`) takes one token per artist. The file holds one line per
+artist, `NAME ROLE scrypt$N$r$p$SALT$HASH`: the name, `artist` or `admin`, and a salted scrypt
+hash of the token, never the token itself (`python -m backend tokens` adds, lists and revokes
+entries, and prints a new token once). The old single `--token` stays as one unnamed identity.
+
+The file is read again whenever it changes (checked on every request and before every event is
+sent), so a revoked token is refused at once, even on a connection that is open. A token once
+verified is remembered by its SHA-256 (scrypt is slow on purpose; a request must not be) for as
+long as the file stays the same.
+
+Without named tokens there is a single user: every identity sees every job, as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import protocol
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 14, 8, 1  # 16 MiB and ~50 ms per check: slow for a guesser, once per token
+SALT_BYTES = 16
+HASH_BYTES = 32
+TOKEN_BYTES = 32  # secrets.token_urlsafe: 43 characters
+MAX_REMEMBERED = 1024  # verified tokens remembered at most (then forgotten, and verified again)
+OWNERS_FILE = ".owners.json"  # under the jobs root (a dot name: never a remote client's job folder)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An artist (named), the unnamed `--token` identity (name ""), or the one user of a private worker."""
+
+    name: str
+    admin: bool = False
+
+    def sees(self, owner: str) -> bool:
+        return self.admin or owner == self.name
+
+
+EVERYONE = Identity("", admin=True)  # a worker without named tokens: one user, who sees everything
+
+
+class TokensFileError(ValueError):
+    """The tokens file cannot be used; one line."""
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise TokensFileError(f"an artist's name is 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+                              f"or digit: {str(name)[:80]!r}")
+    return name
+
+
+def hash_token(token: str, salt: bytes | None = None) -> str:
+    """The stored form of a token: `scrypt$N$r$p$SALT$HASH` (hex)."""
+    salt = salt or secrets.token_bytes(SALT_BYTES)
+    digest = hashlib.scrypt(token.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=HASH_BYTES)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def token_matches(token: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        given = hashlib.scrypt(token.encode("utf-8"), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
+                               dklen=len(bytes.fromhex(digest)))
+    except (ValueError, MemoryError):
+        return False
+    return hmac.compare_digest(given, bytes.fromhex(digest))
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    role: str
+    stored: str  # hash_token's form
+
+    def line(self) -> str:
+        return f"{self.name} {self.role} {self.stored}"
+
+
+def read_entries(path: Path) -> dict[str, Entry]:
+    """The entries of a tokens file by name; TokensFileError (one line) when it is damaged."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokensFileError(f"cannot read the tokens file {path}: {exc}") from None
+    entries: dict[str, Entry] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 3 or fields[1] not in protocol.ROLES or not fields[2].startswith("scrypt$"):
+            raise TokensFileError(f"{path} line {number}: not 'NAME ROLE HASH' (ROLE artist or admin); "
+                                  "edit it with `python -m backend tokens`")
+        check_name(fields[0])
+        if fields[0] in entries:
+            raise TokensFileError(f"{path} line {number}: {fields[0]} is named twice")
+        entries[fields[0]] = Entry(*fields)
+    return entries
+
+
+def write_entries(path: Path, entries: dict[str, Entry]) -> None:
+    """The tokens file, whole (readable by its owner only), put in place in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    text = "# SCAIL-2 worker tokens: NAME ROLE HASH (edit with `python -m backend tokens`)\n"
+    text += "".join(entry.line() + "\n" for entry in entries.values())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+class TokenBook:
+    """The tokens a worker takes: the named ones of `path` (re-read on change) and the unnamed `shared` one."""
+
+    def __init__(self, path: Path | None = None, shared: str | None = None):
+        self.path, self.shared = (Path(path) if path else None), shared or None
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self._entries: dict[str, Entry] = {}
+        self._known: dict[bytes, str] = {}  # sha256(token) -> name, for the file as it is now
+        if self.path is not None:
+            self._entries = read_entries(self.path)  # a damaged file stops the start, in one line
+            self._stamp = self._stat()
+
+    @property
+    def required(self) -> bool:
+        """Whether requests must carry a token."""
+        return self.path is not None or self.shared is not None
+
+    @property
+    def named(self) -> bool:
+        return self.path is not None
+
+    def names(self) -> list[str]:
+        with self._lock:
+            self._refresh()
+            return list(self._entries)
+
+    def identify(self, token: object) -> Identity | None:
+        """The identity of `token`; None when it is not one of this worker's."""
+        if not self.required:
+            return EVERYONE
+        if not isinstance(token, str) or not token:
+            return None
+        if self.shared is not None and hmac.compare_digest(token.encode(), self.shared.encode()):
+            return EVERYONE if not self.named else Identity("")
+        if self.path is None:
+            return None
+        key = hashlib.sha256(token.encode("utf-8")).digest()
+        with self._lock:
+            self._refresh()
+            name = self._known.get(key)
+            entries = dict(self._entries)
+        if name is None:
+            name = next((entry.name for entry in entries.values() if token_matches(token, entry.stored)), None)
+            if name is None:
+                return None
+            with self._lock:
+                if len(self._known) >= MAX_REMEMBERED:
+                    self._known.clear()
+                self._known[key] = name
+        entry = entries.get(name)
+        return Identity(name, admin=entry.role == protocol.ROLE_ADMIN) if entry else None
+
+    def is_current(self, identity: Identity) -> bool:
+        """Whether `identity` may still be served (a named one not revoked, nor its role changed)."""
+        if not identity.name:
+            return True
+        with self._lock:
+            self._refresh()
+            entry = self._entries.get(identity.name)
+        return entry is not None and (entry.role == protocol.ROLE_ADMIN) == identity.admin
+
+    def _stat(self) -> tuple | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def _refresh(self) -> None:
+        """Read the file again if it changed (hold _lock). Damaged or gone: no named token is taken."""
+        if self.path is None:
+            return
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return
+        from .jobs import log
+
+        self._stamp, self._known = stamp, {}
+        try:
+            self._entries = read_entries(self.path)
+        except TokensFileError as exc:
+            self._entries = {}
+            log(f"{exc}: refusing every named token until it is fixed")
+            return
+        log(f"tokens file {self.path} changed: {len(self._entries)} named tokens")
+
+
+class FolderOwners:
+    """Which identity each job folder belongs to, kept in the jobs root (so it outlives the worker)."""
+
+    def __init__(self, jobs_root: Path):
+        self.path = Path(jobs_root) / OWNERS_FILE
+        self._lock = threading.Lock()
+        try:
+            data = protocol.read_json_file(self.path, "job owners") if self.path.exists() else {}
+        except protocol.ProtocolError as exc:
+            from .jobs import log
+
+            log(f"{exc}: earlier job folders belong to no artist now")
+            data = {}
+        self._owners = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def owner_of(self, folder: Path) -> str:
+        """The name of the folder's owner ("" for the unnamed identity, or a folder nobody claimed)."""
+        return self.claimed(folder) or ""
+
+    def claimed(self, folder: Path) -> str | None:
+        with self._lock:
+            return self._owners.get(str(folder))
+
+    def claim(self, folder: Path, owner: str) -> None:
+        with self._lock:
+            if self._owners.get(str(folder), "") == owner:
+                return
+            self._owners[str(folder)] = owner
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self._owners, indent=1, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, self.path)

@@ -1,0 +1,73 @@
+"""`python -m backend tokens`: the tokens file of a shared worker (`serve --tokens FILE`).
+
+    python -m backend tokens add NAME [--admin]   # prints the new token once; only its hash is kept
+    python -m backend tokens list                 # names and roles, never a token
+    python -m backend tokens revoke NAME          # refused at once, on open connections too
+
+A running worker reads the file again when it changes, so none of these needs a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+
+import protocol
+
+from .identities import TOKEN_BYTES, Entry, TokensFileError, check_name, hash_token, read_entries, write_entries
+from .tls import default_tls_dir
+
+
+def default_tokens_file() -> Path:
+    """Beside the worker's certificate, in its configuration folder."""
+    return default_tls_dir().parent / "worker-tokens"
+
+
+def add_tokens_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--file", type=Path, default=None,
+                        help=f"the tokens file (default: {default_tokens_file()}); give the same to serve --tokens")
+    actions = parser.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add an artist and print their new token (once)")
+    add.add_argument("name", help="the artist's name (letters, digits, '.', '_', '-')")
+    add.add_argument("--admin", action="store_true", help="may see and cancel every artist's jobs")
+    add.add_argument("--replace", action="store_true", help="give an existing artist a new token (the old one "
+                     "stops working)")
+    actions.add_parser("list", help="the artists and their roles (tokens are never shown again)")
+    revoke = actions.add_parser("revoke", help="remove an artist: their token is refused at once")
+    revoke.add_argument("name")
+
+
+def run_tokens(args: argparse.Namespace) -> int:
+    path = args.file or default_tokens_file()
+    try:
+        entries = read_entries(path)
+        if args.action == "list":
+            if not entries:
+                print(f"no tokens in {path}")
+            for entry in entries.values():
+                print(f"{entry.name}\t{entry.role}")
+            return 0
+        name = check_name(args.name)
+        if args.action == "revoke":
+            if name not in entries:
+                raise TokensFileError(f"{name} has no token in {path}")
+            del entries[name]
+            write_entries(path, entries)
+            print(f"revoked {name}'s token ({path})")
+            return 0
+        if name in entries and not args.replace:
+            raise TokensFileError(f"{name} has a token already: revoke it first or add --replace")
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        entries[name] = Entry(name, protocol.ROLE_ADMIN if args.admin else protocol.ROLE_ARTIST, hash_token(token))
+        write_entries(path, entries)
+    except TokensFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"{name}'s token (shown only this once; paste it into the add-on's preferences):", file=sys.stderr)
+    print(token)
+    return 0

@@ -1,0 +1,139 @@
+"""How bytes travel on a worker connection: line framing, binary frames, and the codes for who may do what.
+
+Standard library only (both sides use it). A connection starts in line framing: one JSON message
+per line, file bytes as base64 inside the line (what clients of protocol 1 speak). A client that
+sends ``hello`` with ``framing: "binary"`` gets ``capabilities.framing == "binary"`` back when the
+worker speaks it; from then on a message that carries file bytes (``blob_put``, ``file_data``) is
+its JSON header line with ``"payload": N`` followed at once by exactly N raw bytes on the same
+connection. Every other message stays one line. An older worker answers no ``framing``, and the
+client keeps to lines.
+
+`FrameReader` is the one reader of that stream, for both ends; it is hand-written because a line
+protocol with length-prefixed payloads between lines is this project's own wire format.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .errors import QUOTA_EXCEEDED  # noqa: F401  (re-exported: the shared worker's own code)
+
+FRAMING_LINES = "lines"  # base64 inside the JSON line (protocol 1 clients)
+FRAMING_BINARY = "binary"  # a JSON header line, then "payload" raw bytes
+FRAMINGS = (FRAMING_LINES, FRAMING_BINARY)
+PAYLOAD_FIELD = "payload"  # in a header line: how many raw bytes follow; in a decoded message: those bytes
+MAX_PAYLOAD_BYTES = 16 << 20  # one frame's bytes at most (the worker's chunk is smaller)
+
+# Error codes of a shared worker (with those of backend.service.jobs).
+ROLE_ARTIST = "artist"
+ROLE_ADMIN = "admin"  # sees and cancels every identity's jobs
+ROLES = (ROLE_ARTIST, ROLE_ADMIN)
+
+
+# An image sequence in transfer mode: "blobtree:<listing sha256>/<folder name>/<pattern>", the pattern
+# a plain file name with one counter (%d, %04d or ####), e.g. frame_%04d.png.
+SEQUENCE_TOKEN = re.compile(r"%0?\d*d|#+")
+SEQUENCE_NAME = re.compile(r"[A-Za-z0-9._-]*(?:%0?\d*d|#+)[A-Za-z0-9._-]*")
+
+
+def sequence_regex(pattern: str) -> re.Pattern:
+    """The file names an image sequence's pattern stands for (its counter: one or more digits)."""
+    token = SEQUENCE_TOKEN.search(pattern)
+    return re.compile(re.escape(pattern[: token.start()]) + r"\d+" + re.escape(pattern[token.end() :]))
+
+
+def request_id_of(line: str | bytes) -> Any:
+    """The ``request_id`` of a line that is not a valid message (so its refusal can echo it); None if none."""
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict):
+        return None
+    request_id = message.get("request_id")
+    return request_id if isinstance(request_id, (str, int)) and not isinstance(request_id, bool) else None
+
+
+def payload_size(line: bytes) -> int | None:
+    """How many raw bytes follow the header `line` (None: none follow; -1: a header that names a bad size)."""
+    if b'"' + PAYLOAD_FIELD.encode() + b'"' not in line:
+        return None
+    try:
+        size = json.loads(line).get(PAYLOAD_FIELD)
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    if isinstance(size, bool) or not isinstance(size, int):
+        return None
+    return size if 0 <= size <= MAX_PAYLOAD_BYTES else -1
+
+
+class FrameReader:
+    """Bytes in, ``(line, payload)`` out: payload is None for a plain line, the raw bytes after a header
+    (a bytearray, received in place).
+
+    A line over `line_limit` bytes comes out as ``(None, None)`` and is skipped to its newline, never
+    buffered whole. Payloads are only looked for once `binary` is set (after the hello that asked).
+    """
+
+    def __init__(self, line_limit: int, binary: bool = False):
+        self.line_limit, self.binary = line_limit, binary
+        self._buffer = bytearray()
+        self._skipping = False
+        self._header: bytes | None = None  # a header whose payload is being read
+        self._payload: bytearray | None = None  # made at its full size, filled in place
+        self._filled = 0
+
+    def receive(self, recv_into: Callable[[memoryview], int], buffer: bytearray):
+        """Receive once, straight into the payload being read when there is one (no copy), else into
+        `buffer`; (bytes received, 0 at the end, and an iterator of the messages completed)."""
+        if self._payload is not None:
+            count = recv_into(memoryview(self._payload)[self._filled :])
+            self._filled += count
+            return count, self._completed()
+        count = recv_into(memoryview(buffer))
+        return count, self.feed(bytes(memoryview(buffer)[:count]))
+
+    def _completed(self) -> Iterator[tuple[bytes | None, bytes | None]]:
+        if self._payload is not None and self._filled == len(self._payload):
+            header, payload = self._header, self._payload
+            self._header, self._payload = None, None
+            yield header, payload
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[bytes | None, bytes | None]]:
+        """The messages `chunk` completes, one at a time (`binary` may be set between two of them)."""
+        pos, end = 0, len(chunk)
+        while pos < end:
+            if self._payload is not None:
+                take = min(end - pos, len(self._payload) - self._filled)
+                self._payload[self._filled : self._filled + take] = chunk[pos : pos + take]
+                self._filled += take
+                pos += take
+                yield from self._completed()
+                continue
+            newline = chunk.find(b"\n", pos)
+            if newline < 0:
+                self._buffer += chunk[pos:]
+                if len(self._buffer) > self.line_limit:
+                    if not self._skipping:
+                        yield None, None
+                    self._skipping, self._buffer = True, bytearray()
+                return
+            line = bytes(self._buffer + chunk[pos:newline]) if self._buffer else chunk[pos:newline]
+            self._buffer = bytearray()
+            pos = newline + 1
+            if self._skipping:
+                self._skipping = False
+                continue
+            if len(line) > self.line_limit:
+                yield None, None
+                continue
+            size = payload_size(line) if self.binary else None
+            if size is None or size < 0:
+                yield line, None  # a bad size: the handler refuses the header
+            elif size == 0:
+                yield line, b""
+            else:
+                self._header, self._payload, self._filled = line, bytearray(size), 0

@@ -1,0 +1,49 @@
+"""The pieces of a shared worker on their own: the frame reader both ends use, the tokens file
+(hashes only, re-read when it changes), and the round-robin queue."""
+
+from __future__ import annotations
+
+import protocol
+from backend.service.identities import Entry, TokenBook, hash_token, write_entries
+from backend.service.jobs import Job
+from backend.service.quotas import FairQueue
+
+
+def test_frames_and_lines_come_out_whole_however_the_bytes_are_cut():
+    stream = (b'{"v":1,"type":"ping"}\n' + b'{"v":1,"type":"blob_put","payload":5}\n' + b"a\nb\nc"
+              + b'{"v":1,"type":"ping","payload":-4}\n' + b"x" * 300 + b"\n" + b'{"v":1,"type":"ok"}\n')
+    for cut in (1, 3, 7, 64, len(stream)):
+        reader = protocol.FrameReader(100, binary=True)
+        out = [item for start in range(0, len(stream), cut) for item in reader.feed(stream[start:start + cut])]
+        assert out == [(b'{"v":1,"type":"ping"}', None), (b'{"v":1,"type":"blob_put","payload":5}', b"a\nb\nc"),
+                       (b'{"v":1,"type":"ping","payload":-4}', None), (None, None), (b'{"v":1,"type":"ok"}', None)]
+    lines_only = protocol.FrameReader(100)  # before a hello asked for frames, a payload count is just a field
+    assert list(lines_only.feed(b'{"payload":2}\nab\n')) == [(b'{"payload":2}', None), (b"ab", None)]
+
+
+def test_tokens_are_kept_as_hashes_and_a_change_to_the_file_counts_at_once(tmp_path):
+    path = tmp_path / "tokens"
+    write_entries(path, {"ann": Entry("ann", "artist", hash_token("ann-secret-token-123")),
+                         "lead": Entry("lead", "admin", hash_token("lead-secret-token-12"))})
+    assert "ann-secret" not in path.read_text() and oct(path.stat().st_mode & 0o777) == "0o600"
+    book = TokenBook(path, shared="the-old-shared-token")
+    ann = book.identify("ann-secret-token-123")
+    assert ann.name == "ann" and not ann.admin and book.identify("lead-secret-token-12").admin
+    assert book.identify("the-old-shared-token").name == "" and book.identify("guess") is None
+    write_entries(path, {"lead": Entry("lead", "admin", hash_token("lead-secret-token-12"))})  # ann revoked
+    assert book.identify("ann-secret-token-123") is None and not book.is_current(ann)
+    path.write_text("lead admin not-a-hash\n")  # damaged: no named token is taken until it is fixed
+    assert book.identify("lead-secret-token-12") is None
+    assert TokenBook(None, None).identify(None).admin  # a private worker: one user who sees everything
+
+
+def test_the_queue_takes_turns_between_owners_in_submission_order_within_each(tmp_path):
+    queue = FairQueue()
+    jobs = [Job(f"{owner}{k}", {}, tmp_path / f"{owner}{k}", owner=owner) for owner in "abc" for k in range(3)]
+    for job in jobs:
+        queue.append(job)
+    assert [job.id for job in queue] == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]
+    assert queue.popleft().id == "a0"
+    queue.append(Job("a3", {}, tmp_path / "a3", owner="a"))
+    assert [job.id for job in queue][:4] == ["b0", "c0", "a1", "b1"]  # a had its turn: it waits for b and c
+    assert queue.queued_of("a") == 3 and len(queue) == 9
