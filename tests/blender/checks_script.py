@@ -1,4 +1,4 @@
-"""Child-process script for runtime/test_input_checks.py: Check Inputs, its markers and Generate Anyway in real bpy.
+"""Child-process script for runtime/test_input_checks_in_blender.py: Check Inputs, its markers and Generate Anyway in real bpy.
 
 Run as ``python checks_script.py ZIP WORK_DIR REPORT_JSON`` with ``BLENDER_USER_RESOURCES`` set. WORK_DIR/config.json
 names the backend Python, a movie with a hard cut at footage frame 8 (16 fps) and a reference still. The
