@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 import time
 import warnings
 from importlib import metadata
@@ -27,6 +28,14 @@ CPU_PROBE = dict(tokens=512, heads=2, head_dim=64)
 
 
 _CUDA_ONLY = {"_native_cudnn", "_native_efficient", "_native_flash"}
+
+
+def known_attention_backends(cuda_available: bool) -> list[str] | None:
+    """The backends once diffusers is imported in this process (a job or doctor imported it), else None:
+    the worker's first answer (`hello`) must not wait seconds for diffusers' import."""
+    if "diffusers.models.attention_dispatch" not in sys.modules:
+        return None
+    return attention_backends(cuda_available)
 
 
 @functools.lru_cache(maxsize=2)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from .encoders import Encoders, ImageEncoder, TextEncoder, VideoVAE
+from .labels import TINY_LABEL  # noqa: F401  (re-exported: the profile's label)
 from .transformer_scail2 import CLIP_DIM, SCAIL2Transformer3DModel
 
-TINY_LABEL = "tiny (random weights: output is noise)"
 
 # The reference fixture's tiny backbone (fixtures/scail2_parity/README.md).
 TINY_TRANSFORMER_CONFIG = dict(

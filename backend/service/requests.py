@@ -90,7 +90,8 @@ class Requests:
 
     def _on_hello(self, message: dict, output: Output) -> tuple[str, dict]:
         from .. import __version__
-        from ..tools.doctor import attention_backends, cuda_info
+        from ..models.attention_choice import known_attention_backends
+        from ..tools.doctor import cuda_info
 
         cuda = cuda_info(self.device_name)
         model = {
@@ -107,7 +108,8 @@ class Requests:
         return "capabilities", dict(
             protocol=protocol.PROTOCOL_VERSION, backend=__version__, python=platform.python_version(),
             torch=torch.__version__, cuda=cuda, device=self._device(), model=model,
-            attention_backends=attention_backends(cuda["available"]), requests=list(protocol.REQUESTS),
+            # None until worked out: the first hello never waits for diffusers' import (run_serve warms it)
+            attention_backends=known_attention_backends(cuda["available"]), requests=list(protocol.REQUESTS),
             jobs_root=str(self.jobs_root), pid=os.getpid(), mode=self._connection_mode(message, output),
             **negotiate_framing(message, output),
             identity=identity_of(output).name, admin=identity_of(output).admin, shared=self.book.named,
@@ -344,7 +346,7 @@ class Requests:
 
     def _model_label(self) -> str:
         if self.model == "tiny":
-            from ..models.tiny import TINY_LABEL
+            from ..models.labels import TINY_LABEL  # the profile's label without importing its networks
 
             return TINY_LABEL
         return f"SCAIL-2 weights in {self.model} (not loaded yet)"
