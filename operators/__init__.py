@@ -10,6 +10,7 @@ __all__ = (
     "classes",
 )
 
+from . import extra_views
 from . import farm
 from . import import_result
 from . import inputs
@@ -21,6 +22,7 @@ from . import setup
 classes = (
     *setup.classes,
     *inputs.classes,
+    *extra_views.classes,
     *import_result.classes,
     *jobs.classes,
     *farm.classes,

@@ -7,6 +7,7 @@ __all__ = (
 
 from . import common  # noqa: F401  (unregister frees its thumbnails)
 from . import inputs
+from . import extra_views
 from . import jobs
 from . import preferences
 from . import setup
@@ -15,5 +16,6 @@ classes = (
     *preferences.classes,
     *setup.classes,
     *inputs.classes,
+    *extra_views.classes,
     *jobs.classes,
 )
