@@ -8,6 +8,7 @@ box assigned identity 1, then generates with the tiny worker: locally (``local``
 bundle run by ``openjd``), or on a TLS worker that cannot see Blender's files (``remote``).
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ import time
 ZIP_PATH, WORK_DIR, REPORT_PATH, MODE = sys.argv[1:5]
 
 import bpy  # noqa: E402  (after the environment is set)
-from script_common import install_tiny, module, report, show, step  # noqa: E402
+from script_common import draw_panels, install_tiny, module, render_inputs, report, show, step  # noqa: E402
 
 with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
     CONFIG = json.load(fh)
@@ -159,8 +160,10 @@ def generate():
     done = module(".runtime.session").scene_jobs(scene)[-1]
     with open(done.manifest, encoding="utf-8") as fh:
         manifest = json.load(fh)
-    return {"status": done.status, "manifest": manifest, "views": recorded_views(scene),
-            "transfer": list(getattr(done, "transfer", ()) or ())}
+    views = recorded_views(scene)
+    files = [view[key] for view in views for key in ("path", "mask_path")]
+    return {"status": done.status, "manifest": manifest, "views": views,
+            "sha256": {path: hashlib.sha256(open(path, "rb").read()).hexdigest() for path in files}}
 
 
 @step
@@ -213,8 +216,35 @@ if MODE == "local":
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
         with open(item.manifest, encoding="utf-8") as fh:
             manifest = json.load(fh)
-        return {"bundle": farm["bundle"], "job": bundled, "manifest": manifest,
-                "spec": json.loads(item.settings_json)["spec"]}
+        spec = json.loads(item.settings_json)["spec"]
+        return {"bundle": farm["bundle"], "job": bundled, "manifest": manifest, "spec": spec,
+                "sha256": [hashlib.sha256(open(path, "rb").read()).hexdigest() for path in spec["extra_references"]]}
+
+
+@step
+def panels_draw():
+    drawn = draw_panels()
+    return {name: calls for name, calls in drawn.items() if "extra_views" in name}
+
+
+@step
+def turnaround_from_a_timer():
+    """As in the interface: the button returns at once and a timer renders a view per tick, with progress."""
+    scene = STATE["scene"]
+    session, input_render = module(".runtime.session"), module(".runtime.input_render")
+    scene.scail2_extra_views.turnaround_angles = "135 270"
+    before = state_of(scene)
+    session.force_async = True
+    try:
+        result = bpy.ops.scail2.render_turnaround()
+        running = input_render.active() is not None
+        rendered_at_return = len(recorded_views(scene))
+        shown = render_inputs()
+    finally:
+        session.force_async = False
+    return {"result": sorted(result), "running": running, "shown": shown, "before": before,
+            "after": state_of(scene), "rendered_at_return": rendered_at_return,
+            "views": recorded_views(scene), "list": len(scene.scail2_extra_views.views)}
 
 
 @step

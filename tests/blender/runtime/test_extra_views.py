@@ -94,9 +94,9 @@ def test_the_views_reach_the_worker_and_the_manifest_lists_them_with_hashes(repo
     assert job["extra_references"] == [v["path"] for v in views] and len(views) == 6
     assert job["extra_reference_masks"] == [v["mask_path"] for v in views]
     hashes = detail["manifest"]["inputs"]
-    for view in views:
-        assert hashes[view["path"]] == sha256(view["path"])
-        assert hashes[view["mask_path"]] == sha256(view["mask_path"])
+    for view in views:  # the bytes Blender had exported when the job ran
+        assert hashes[view["path"]] == detail["sha256"][view["path"]]
+        assert hashes[view["mask_path"]] == detail["sha256"][view["mask_path"]]
 
 
 def test_a_changed_view_is_exported_again_and_the_others_kept(report):
@@ -122,11 +122,32 @@ def test_a_farm_bundle_carries_the_views_and_the_farm_uses_them(report):
     assert len(job["extra_references"]) == len(job["extra_reference_masks"]) == 6
     for path in job["extra_references"] + job["extra_reference_masks"]:
         assert not os.path.isabs(path) and os.path.isfile(os.path.join(bundle, path))
-    for local, bundled in zip(detail["spec"]["extra_references"], job["extra_references"]):
-        assert sha256(local) == sha256(os.path.join(bundle, bundled))
+    for local, bundled in zip(detail["sha256"], job["extra_references"]):
+        assert local == sha256(os.path.join(bundle, bundled))
     manifest = detail["manifest"]
     assert manifest["status"] == "done" and len(manifest["job"]["extra_references"]) == 6
     assert len(manifest["inputs"]) >= 2 + 6  # driving, reference and each distinct view file
+
+
+def test_the_extra_views_panel_draws_in_both_editors(report):
+    drawn = step(report, "panels_draw")
+    for editor in ("sequencer", "view3d"):
+        calls = drawn["SCAIL2_PT_{:s}_extra_views".format(editor)]
+        assert "label:Turnaround" in calls and "operator:scail2.render_turnaround" in calls
+        assert "operator:scail2.add_extra_view" in calls and "operator:scail2.export_extra_views" in calls
+        text = " ".join(call[len("label:"):] for call in calls if call.startswith("label:"))
+        assert "up to 8" in text  # the model's limit, said where the views are added
+
+
+def test_the_turnaround_renders_from_a_timer_and_replaces_the_characters_views(report):
+    detail = step(report, "turnaround_from_a_timer")
+    assert detail["running"] and detail["result"] == ["FINISHED"]
+    assert any("extra views" in text for text in detail["shown"])
+    assert detail["before"] == detail["after"]
+    # The character's four views were replaced by the two new angles; the file views stay.
+    assert detail["list"] == 4 and len(detail["views"]) == 4
+    assert detail["views"][2]["source"].startswith("Hero at 135 degrees")
+    assert detail["views"][3]["source"].startswith("Hero at 270 degrees")
 
 
 @pytest.fixture(scope="module")
@@ -159,4 +180,4 @@ def test_the_views_travel_to_a_remote_worker_that_cannot_see_blenders_files(remo
     local = [v["path"] for v in detail["views"]] + [v["mask_path"] for v in detail["views"]]
     # The worker read uploads (its own paths), with the same bytes as Blender's files.
     assert not set(job["extra_references"]) & set(local)
-    assert {sha256(path) for path in local} <= set(hashes.values())
+    assert set(detail["sha256"].values()) <= set(hashes.values())
