@@ -116,7 +116,6 @@ class _ExtraViewsPanel:
     bl_region_type = 'UI'
     bl_category = "SCAIL"
     bl_label = "Extra Views"
-    bl_options = {'DEFAULT_CLOSED'}
 
     def draw(self, context):
         draw_extra_views(self.layout, context)

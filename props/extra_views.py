@@ -86,6 +86,9 @@ class SCAIL2_ExtraView(PropertyGroup):
     mask_file: StringProperty(name="Mask File", subtype='FILE_PATH')
     identity: IntProperty(name="Identity", description="Which character the view's alpha shows",
                           min=1, max=MAX_IDENTITIES, default=1)
+    # Set by each press of Render Turnaround, so its views render again even when nothing the fingerprint
+    # sees changed (an edited model, new materials).
+    take: IntProperty(options={'HIDDEN'})
 
 
 class SCAIL2_ExtraViews(PropertyGroup):

@@ -39,11 +39,12 @@ def _turnaround_views(scene):
     if len(extra.views) - len(earlier) + len(angles) > MAX_EXTRA_VIEWS:
         raise ExportError("A job takes at most {:d} extra views: remove some before adding {:d} more".format(
             MAX_EXTRA_VIEWS, len(angles)))
+    take = 1 + max((view.take for view in extra.views), default=0)  # each press renders anew
     for index in reversed(earlier):
         extra.views.remove(index)
     for angle in angles:
         add_view(scene, source='TURNAROUND', target=character, angle=math.radians(angle),
-                 engine=extra.turnaround_engine)
+                 engine=extra.turnaround_engine, take=take)
     return len(angles)
 
 

@@ -28,6 +28,8 @@ from ..props.extra_views import get_extra_views
 from ..props.input_settings import assigned_objects, get_settings
 from .fingerprints import _camera, _file, _identities, _output, _strip
 from .reference import (
+    REFERENCE_MASK_NAME,
+    REFERENCE_NAME,
     attach_reference_mask,
     reference_from_file,
     reference_from_image,
@@ -62,7 +64,7 @@ def _view_fingerprint(context, view):
         return found + [view.frame, _strip(editor.strips_all.get(view.strip) if editor is not None else None)]
     where = _camera(view.camera) if view.source == 'CAMERA' else [
         view.target.name if view.target is not None else None, round(view.angle, 6)]
-    return found + [where, view.frame, _output(scene), view.engine, _identities(src)]
+    return found + [where, view.frame, _output(scene), view.engine, _identities(src), view.take]
 
 
 def views_fingerprint(context):
@@ -137,6 +139,16 @@ def _export_view(context, view, target, mode, max_size):
 # --------------------------------------------------------------------------------------------
 # The list.
 
+def _unlink_earlier(target):
+    """Remove the files an earlier export of this view wrote in ``target`` (only ours, by name) before new
+    ones are written: Blender writes a render into an existing file in place, and a farm bundle sent before
+    holds hard links to these files (backend/farm/bundle.py), so writing over them would change the bundle."""
+    for name in (REFERENCE_NAME, REFERENCE_MASK_NAME, ALPHA_MASK_NAME):
+        try:
+            os.remove(os.path.join(target, name))
+        except FileNotFoundError:
+            pass
+
 def _reusable(inputs, index, fingerprint):
     """The view exported before at ``index`` from the same source, when its files are still there."""
     recorded = inputs.get(EXTRA_VIEWS) or []
@@ -165,6 +177,7 @@ def iter_export_extra_views(context, folder):
         still = _reusable(inputs, index, fingerprint)
         if still is None:
             target = os.path.join(folder, VIEWS_SUBDIR, "view_{:02d}".format(index + 1))
+            _unlink_earlier(target)
             try:
                 still = _export_view(context, view, target, src.mode, src.max_size)
             except ExportError as ex:

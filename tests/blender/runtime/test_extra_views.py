@@ -35,8 +35,9 @@ def can_unshare():
 
 def run(built_zip, work, mode, **config):
     (work / "blender-user").mkdir(exist_ok=True)
-    (work / "config.json").write_text(json.dumps(dict(
-        backend_python=BACKEND_PYTHON, footage=str(FOOTAGE), reference=str(REFERENCE), openjd=OPENJD, **config)))
+    settings = dict(backend_python=BACKEND_PYTHON, footage=str(FOOTAGE), reference=str(REFERENCE), openjd=OPENJD)
+    settings.update(config)
+    (work / "config.json").write_text(json.dumps(settings))
     return blender_testing.run_child_script("extra_views_script.py", [built_zip, work, work / "report.json", mode],
                                             work, work / "blender-user")
 
@@ -122,6 +123,7 @@ def test_a_farm_bundle_carries_the_views_and_the_farm_uses_them(report):
     assert len(job["extra_references"]) == len(job["extra_reference_masks"]) == 6
     for path in job["extra_references"] + job["extra_reference_masks"]:
         assert not os.path.isabs(path) and os.path.isfile(os.path.join(bundle, path))
+    # The bundle keeps the bytes that were sent, though a later turnaround renders views 3-4 again.
     for local, bundled in zip(detail["sha256"], job["extra_references"]):
         assert local == sha256(os.path.join(bundle, bundled))
     manifest = detail["manifest"]
