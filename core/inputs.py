@@ -249,4 +249,8 @@ def job_fields(inputs):
         out["reference_mask"] = still.mask_path or None
     if inputs.get("mode") in MODES:
         out["mode"] = inputs["mode"]
+    views = inputs.get("extra_references") or []  # core.extra_views.EXTRA_VIEWS: each view with its mask
+    if views:
+        out["extra_references"] = [ExportedStill.from_dict(view).path for view in views]
+        out["extra_reference_masks"] = [ExportedStill.from_dict(view).mask_path for view in views]
     return out

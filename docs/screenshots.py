@@ -1,5 +1,5 @@
-"""The README's screenshots, taken in a real Blender window: docs/images/{view3d_tab,sequencer_tab,job_running,
-result_strip,result_plane,review_wipe,review_side_by_side,input_checks}.png.
+"""The README's screenshots, taken in a real Blender window: docs/images/{view3d_tab,extra_views,sequencer_tab,
+job_running,result_strip,result_plane,review_wipe,review_side_by_side,input_checks}.png.
 
     python3 docs/screenshots.py     # as root with the Debian chroot of README.md, or BLENDER=... / blender on PATH
 
@@ -91,7 +91,7 @@ def in_blender(config_path):
         window = bpy.context.window_manager.windows[0]
         x, y = region.x + region.width // 3, region.y + region.height // 2
         window.event_simulate(type='MOUSEMOVE', value='NOTHING', x=x, y=y)
-        for _ in range(abs(clicks)):
+        for _ in range(abs(clicks)):  # negative: back up
             window.event_simulate(type='WHEELDOWNMOUSE' if clicks > 0 else 'WHEELUPMOUSE', value='PRESS', x=x, y=y)
         yield 0.5
 
@@ -147,6 +147,27 @@ def in_blender(config_path):
         yield from show_tab(region)
         yield 1.0
         shoot("view3d_tab", area, rect(region))
+
+    def extra_views_panel(area, scene):
+        """The Extra Views sub-panel: a view from a file and a turnaround of the startup cube (identity 1), rendered
+        from the timer as an artist's button press does, then the sidebar scrolled to the list."""
+        cube = bpy.data.objects.get("Cube")
+        sys.modules[pkg + ".props.input_settings"].assign_identity(scene.scail2_sources.identities, [('OBJECT', cube)], 1)
+        extra = scene.scail2_extra_views
+        view = extra.views.add()
+        view.source, view.file = 'FILE', scene.scail2_sources.reference_file
+        extra.turnaround_object, extra.turnaround_angles = cube, "45 90 180"
+        with bpy.context.temp_override(window=bpy.context.window_manager.windows[0], area=area):
+            bpy.ops.scail2.render_turnaround()
+        input_render = sys.modules[pkg + ".runtime.input_render"]
+        while input_render.active() is not None:
+            yield 0.2
+        extra.active_index = 3
+        region = sidebar(area)
+        yield from scroll_down(region, clicks=14)
+        yield 1.0
+        shoot("extra_views", area, rect(region))
+        yield from scroll_down(region, clicks=-30)
 
     def sequencer_tab(area):
         area.type = 'SEQUENCE_EDITOR'
@@ -273,6 +294,7 @@ def in_blender(config_path):
         scene = set_up_shot()  # 2. the shot
         area = main_area()
         yield from view3d_tab(area)  # 3. the SCAIL tab in the 3D viewport
+        yield from extra_views_panel(area, scene)  # 3b. its Extra Views: a file and a turnaround of the cube
         yield from sequencer_tab(area)  # 4. the same area as the sequencer with its preview
         yield from job_running_then_strip(area, scene)  # 5. Generate: the job running, the strip
         yield from result_plane(area, scene)  # 6. back to the 3D viewport: the plane

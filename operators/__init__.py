@@ -10,6 +10,7 @@ __all__ = (
     "classes",
 )
 
+from . import extra_views
 from . import farm
 from . import import_result
 from . import inputs
@@ -24,6 +25,7 @@ classes = (
     *setup.classes,
     *weights.classes,
     *inputs.classes,
+    *extra_views.classes,
     *import_result.classes,
     *jobs.classes,
     *review.classes,

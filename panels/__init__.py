@@ -7,6 +7,7 @@ __all__ = (
 
 from . import common  # noqa: F401  (unregister frees its thumbnails)
 from . import inputs
+from . import extra_views
 from . import jobs
 from . import menus  # noqa: F401  (registers its menu entries itself)
 from . import preferences
@@ -17,6 +18,7 @@ classes = (
     *preferences.classes,
     *setup.classes,
     *inputs.classes,
+    *extra_views.classes,
     *jobs.classes,
     *review.classes,
 )

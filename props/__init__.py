@@ -14,6 +14,7 @@ __all__ = (
 
 from . import job_settings
 from . import input_settings
+from . import extra_views
 
 # Custom property (a group) on imported strips and planes: where they came from (job, manifest, matte).
 RESULT_PROP = "scail2"
@@ -23,4 +24,5 @@ MASKS_PROP = "scail2_masks"
 classes = (
     *job_settings.classes,
     *input_settings.classes,
+    *extra_views.classes,
 )

@@ -26,6 +26,7 @@ import bpy
 from .. import compat
 from .. import protocol
 from .. import sources
+from ..core.extra_views import view_identity_problem
 from ..core.util import one_line, operator_error_line
 from ..props import input_settings, job_settings
 from ..sources.exports import inputs_folder
@@ -152,8 +153,11 @@ def build_job(context, scene=None):
     settings = job_settings.get_job_settings(scene)
     src = input_settings.get_settings(scene)
 
-    # 1. Read the exported inputs, checked for this mode.
+    # 1. Read the exported inputs, checked for this mode (and the extra views against the driving mask).
     inputs = _recorded_inputs(context, scene, src.mode)
+    problem = view_identity_problem(inputs)
+    if problem:
+        raise GenerateError(problem)
 
     # 2. Their fields of the spec, with the frame limit in the footage's own frames.
     fields = sources.job_fields(inputs)

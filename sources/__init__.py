@@ -13,6 +13,9 @@ they are and which scene frames they stand for:
   and the check that every identity of the driving mask has a character;
 * :mod:`.reference`: the reference still from a file, an Image, a strip's
   frame or a render through a camera (alpha kept);
+* :mod:`.extra_views`: the Extra Views list, each view from the reference's
+  sources or a turnaround around a character object (:mod:`.turnaround`),
+  always with a mask file;
 * ``core.inputs``: :class:`ExportedClip`, :class:`ExportedStill` and the
   ``inputs.json`` record a job is built from (standard library only); what
   the artist chose is ``props.input_settings`` (``Scene.scail2_sources``).

@@ -15,6 +15,7 @@ __all__ = (
     "export_masks",
     "export_missing",
     "export_reference",
+    "export_views",
     "footage_behind",
     "frame_range",
     "inputs_folder",
@@ -34,6 +35,7 @@ import bpy
 
 from .. import compat
 from .. import preferences
+from ..core.extra_views import EXTRA_VIEWS
 from ..core.inputs import (
     MADE_FROM,
     PALETTE_NAMES,
@@ -46,6 +48,7 @@ from ..core.inputs import (
 )
 from ..props import MASKS_PROP, RESULT_PROP
 from ..props.input_settings import get_settings
+from .extra_views import export_extra_views, iter_export_extra_views, views_fingerprint
 from .fingerprints import driving_fingerprint, mask_fingerprint, reference_fingerprint
 from .footage import iter_export_sequencer_range, iter_export_strip, iter_render_camera_clip
 from .masks import (
@@ -284,6 +287,17 @@ def export_reference(context):
 
 
 @_files_as_one_line
+def export_views(context):
+    """The Extra Views list (views whose source is unchanged are kept); then the identity check."""
+    folder = inputs_folder(context, context.scene)
+    level, note = export_extra_views(context, folder)
+    if level == 'INFO' and load_inputs(folder).get(REFERENCE):
+        ok, line = record_check(context.scene, folder)
+        return ('INFO' if ok else 'WARNING'), "{:s}. {:s}".format(note, line)
+    return level, note
+
+
+@_files_as_one_line
 def preview_mask(context):
     """Render the driving mask at the current frame (the identities, or the mask strip) for the Inputs panel."""
     scene = context.scene
@@ -331,11 +345,15 @@ def stale_exports(context, inputs):
         stale.add(DRIVING_MASK)  # a mask exported before would still be used
     if DRIVING in stale and settings.mask_source != 'NONE':
         stale.add(DRIVING_MASK)  # made for other driving frames
-    return [key for key in (DRIVING, DRIVING_MASK, REFERENCE) if key in stale]
+    views = views_fingerprint(context)
+    if (views or inputs.get(EXTRA_VIEWS)) and stale_inputs(inputs, {EXTRA_VIEWS: views}):
+        stale.add(EXTRA_VIEWS)  # a view added, removed or changed, or views left over from before
+    return [key for key in (DRIVING, DRIVING_MASK, REFERENCE, EXTRA_VIEWS) if key in stale]
 
 
 # What each input is called in progress and error lines.
-INPUT_NAMES = {DRIVING: "driving footage", DRIVING_MASK: "masks", REFERENCE: "reference"}
+INPUT_NAMES = {DRIVING: "driving footage", DRIVING_MASK: "masks", REFERENCE: "reference",
+               EXTRA_VIEWS: "extra views"}
 
 
 def rendered_input_names(context, keys):
@@ -350,7 +368,8 @@ def exports_needed(context, everything):
     ``everything``: all of them)."""
     if everything:
         masks = get_settings(context.scene).mask_source != 'NONE'
-        return [DRIVING, *([DRIVING_MASK] if masks else []), REFERENCE]
+        views = views_fingerprint(context) or load_inputs(inputs_folder(context, context.scene)).get(EXTRA_VIEWS)
+        return [DRIVING, *([DRIVING_MASK] if masks else []), REFERENCE, *([EXTRA_VIEWS] if views else [])]
     return stale_exports(context, load_inputs(inputs_folder(context, context.scene)))
 
 
@@ -373,6 +392,9 @@ def iter_export_missing(context, keys):
                 yield from _named(what, iter_export_driving(context, _driving_strip(context)))
             elif key == DRIVING_MASK:
                 yield from _named(what, iter_export_masks(context))
+            elif key == EXTRA_VIEWS:
+                yield from _named(what, _files_as_one_line(iter_export_extra_views)(
+                    context, inputs_folder(context, context.scene)))
             else:
                 export_reference(context)  # one still: no pause is needed
                 yield what, 1, 1

@@ -97,6 +97,17 @@ EXPECTED_CLASSES = {
     "SCAIL2_PT_view3d_review",
     "SCAIL2_PT_view3d_wedge",
     "SCAIL2_TakeNote",
+    "SCAIL2_ExtraView",
+    "SCAIL2_ExtraViews",
+    "SCAIL2_OT_add_extra_view",
+    "SCAIL2_OT_add_extra_view_files",
+    "SCAIL2_OT_export_extra_views",
+    "SCAIL2_OT_move_extra_view",
+    "SCAIL2_OT_remove_extra_view",
+    "SCAIL2_OT_render_turnaround",
+    "SCAIL2_PT_sequencer_extra_views",
+    "SCAIL2_PT_view3d_extra_views",
+    "SCAIL2_UL_extra_views",
 }
 
 report = {
