@@ -4,7 +4,8 @@
 Everything here runs, and is tested, without Blender:
 
 * :mod:`.job` and :mod:`.queue`: jobs as Blender sees them and the session's queue over one worker;
-* :mod:`.worker_client`: the line-JSON connection to a local or remote worker;
+* :mod:`.worker_client`: the line-JSON connection to a local or remote worker, over a :mod:`.transports`
+  transport (:mod:`.process_transport` or :mod:`.socket_transport`);
 * :mod:`.inputs` and :mod:`.pixels`: the record of exported inputs and mask pixel work;
 * :mod:`.results` and :mod:`.timing`: reading a finished job and which frame each scene frame shows;
 * :mod:`.segmentation`: Auto Masks, Refine Masks and Matte jobs;
