@@ -49,6 +49,8 @@ _modules = (
     "core.process_transport",
     "core.socket_transport",
     "core.worker_client",
+    "core.connection",
+    "core.queue_events",
     "core.queue",
     "core.segmentation",
     "core.setup",

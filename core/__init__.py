@@ -3,7 +3,8 @@
 
 Everything here runs, and is tested, without Blender:
 
-* :mod:`.job` and :mod:`.queue`: jobs as Blender sees them and the session's queue over one worker;
+* :mod:`.job` and :mod:`.queue`: jobs as Blender sees them and the session's queue over one worker
+  (its worker's life in :mod:`.connection`, what the worker says in :mod:`.queue_events`);
 * :mod:`.worker_client`: the line-JSON connection to a local or remote worker, over a :mod:`.transports`
   transport (:mod:`.process_transport` or :mod:`.socket_transport`);
 * :mod:`.inputs` and :mod:`.pixels`: the record of exported inputs and mask pixel work;
