@@ -42,6 +42,7 @@ _modules = (
     "core.inputs",
     "core.pixels",
     "core.timing",
+    "core.placement",
     "core.results",
     "core.input_checks",
     "core.job",

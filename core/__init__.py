@@ -8,7 +8,8 @@ Everything here runs, and is tested, without Blender:
 * :mod:`.worker_client`: the line-JSON connection to a local or remote worker, over a :mod:`.transports`
   transport (:mod:`.process_transport` or :mod:`.socket_transport`);
 * :mod:`.inputs` and :mod:`.pixels`: the record of exported inputs and mask pixel work;
-* :mod:`.results` and :mod:`.timing`: reading a finished job and which frame each scene frame shows;
+* :mod:`.results` and :mod:`.timing`: reading a finished job and which frame each scene frame shows
+  (where it goes in the scene: :mod:`.placement`);
 * :mod:`.segmentation`: Auto Masks, Refine Masks and Matte jobs;
 * :mod:`.setup` and :mod:`.checks`: creating the backend's environment, checking it and the weights;
 * :mod:`.util`: one-line messages, atomic files, child processes.
