@@ -1,5 +1,4 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-# Slightly over 450 lines on purpose: every request the session sends a worker goes through this one class.
 """The session's job queue over one worker, pumped by `JobQueue.poll`; the jobs are `core.job.Job`.
 
 Standard library only and no ``bpy`` (tests pump a queue against a real worker
@@ -10,7 +9,8 @@ ever blocks for long:
 * `JobQueue.submit` returns a `Job` at once. The worker is started (a local
   ``python -m backend serve`` subprocess, see `LocalWorker`) or connected to (a
   worker serving TCP, see `RemoteWorker`: connecting runs in a thread) on the
-  first submit; requests wait in the queue until it can take them.
+  first submit (`core.connection.WorkerConnection`); requests wait in the queue
+  until it can take them.
 * `JobQueue.poll` reads what the worker said and returns the `Change` list of
   jobs whose state changed: ``queued``, ``started``, ``progress``, ``frame``
   (a new preview frame), ``done``, ``cancelled``, ``failed``.
@@ -36,40 +36,35 @@ __all__ = (
 
 import collections
 import os
-import threading
 import time
 import uuid
 
 from .. import protocol
 from ..protocol import errors
 from . import worker_client
+from .connection import WorkerConnection
 from .input_checks import CHECK_REQUEST_PREFIX, CheckRun
-from .job import Change, Job, JobError, LocalWorker, as_event
-from .util import one_line, read_json
+from .job import Change, Job, JobError
+from .queue_events import CANCEL_PREFIX, QueueEvents
+from .util import one_line
 
-CANCEL_PREFIX = "cancel-"  # request ids of cancel requests
-LIST_REQUEST = "list-after-reconnect"
 KEEP_FINISHED = 50  # finished jobs kept in the list of a session
 RESUME_HINT = "its finished segments are kept: Resume continues the job in its folder"
 MISSING_PACKAGES_HINT = "this Python lacks the backend's packages: use Set Up Backend in the add-on preferences"
 
 
-class JobQueue:
+class JobQueue(QueueEvents):
     """The session's jobs and the worker that runs them. Pump it with `poll`; never blocks for long."""
 
     def __init__(self, worker, jobs_root, clock=time.monotonic):
-        self.worker = worker  # LocalWorker or RemoteWorker
+        self.connection = WorkerConnection(worker)
         self.jobs_root = jobs_root
         self.jobs = collections.OrderedDict()  # key -> Job, oldest first
         self.checks = collections.OrderedDict()  # key -> CheckRun: the check_inputs requests
-        self.client = None
         self.capabilities = None
         self.notice = ""  # one line about the worker itself (lost connection, exit), for the interface
         self._clock = clock
         self._pending = []  # (kind, fields) to send once the client is ready
-        self._connecting = None  # the thread connecting to a remote worker
-        self._connect_result = None
-        self._lock = threading.Lock()
         self._changes = []
         self._pending_worker = None  # a new worker setting, applied when idle
         self._reconnected = False
@@ -93,8 +88,18 @@ class JobQueue:
         return next((job for job in self.jobs.values() if job.id and job.id == worker_id), None)
 
     @property
+    def worker(self):
+        """The worker's setting in use: a LocalWorker or RemoteWorker."""
+        return self.connection.worker
+
+    @property
+    def client(self):
+        """The `worker_client.WorkerClient` of the worker in use; None when there is none."""
+        return self.connection.client
+
+    @property
     def worker_alive(self):
-        return self.client is not None and self.client.is_alive
+        return self.connection.alive
 
     def new_job_dir(self):
         """A fresh folder name under the jobs root: ``20250101-120000-1a2b3c``."""
@@ -110,7 +115,7 @@ class JobQueue:
             self._pending_worker = worker
             return
         self._drop_client()
-        self.worker = worker
+        self.connection.worker = worker
 
     # -- requests --------------------------------------------------------------------------------
     def resume(self, job):
@@ -162,7 +167,7 @@ class JobQueue:
             if self.client is not None and self.client.cancel_upload(key):
                 return True  # its inputs are still being uploaded: the upload stops and says so
             unsent = [item for item in self._pending if item[0] == "submit" and item[1].get("request_id") == key]
-            if unsent or (self.client is None and self._connecting is None):
+            if unsent or (self.client is None and not self.connection.connecting):
                 self._pending = [item for item in self._pending if item not in unsent]
                 self._end(job, "cancelled")
             return True  # else sent once the worker has accepted the job
@@ -232,7 +237,7 @@ class JobQueue:
         return True
 
     def worker_is_local(self):
-        return isinstance(self.worker, LocalWorker)
+        return self.connection.is_local()
 
     # -- internals -------------------------------------------------------------------------------
     def _request(self, kind, **fields):
@@ -242,54 +247,36 @@ class JobQueue:
 
     def _ensure_client(self):
         """Start the worker (or begin connecting) when there is none that lives."""
-        if self._connecting is not None or (self.client is not None and self.client.is_alive):
+        if self.connection.connecting or self.connection.alive:
             return
         if self.client is not None:
             self._retire_client()
-        worker = self.worker
-        if isinstance(worker, LocalWorker):
+        if self.connection.is_local():
             try:
                 self._heard = False
-                self.client = worker_client.WorkerClient.start(
-                    worker.python, list(worker.args), cwd=worker.cwd, env=dict(worker.env) or None,
-                    log_path=worker.log_path)
+                self.connection.start_local()
                 self.notice = ""
             except worker_client.WorkerClientError as ex:
                 self.notice = one_line(str(ex))
                 self._fail_unsent(errors.WORKER_NOT_STARTED, str(ex),
                                   "check the backend Python in the add-on preferences")
             return
-
-        def connect():
-            try:
-                result = worker_client.WorkerClient.connect(worker.host, worker.port, worker.token,
-                                                            fingerprint=getattr(worker, "fingerprint", "") or None)
-            except worker_client.WorkerClientError as ex:
-                result = ex
-            with self._lock:
-                self._connect_result = result
-
-        self._connect_result = None
-        self._connecting = threading.Thread(target=connect, name="scail2-connect", daemon=True)
-        self._connecting.start()
-        self.notice = "Connecting to the {:s}".format(worker.describe())
+        self.connection.start_connecting()
+        self.notice = "Connecting to the {:s}".format(self.worker.describe())
 
     def _check_connection(self):
-        if self._connecting is None:
+        if not self.connection.connecting:
             if self._pending and self.client is None:
                 self._ensure_client()  # jobs waiting for a worker that ended
             return
-        with self._lock:
-            result = self._connect_result
+        result = self.connection.connected()
         if result is None:
             return
-        self._connecting = None
         if isinstance(result, Exception):
             self.notice = one_line(str(result))
             self._fail_unsent(errors.CONNECTION_FAILED, str(result),
                               "check the worker address and token in the add-on preferences")
         else:
-            self.client = result
             self._heard = True
             self.notice = ""
 
@@ -364,12 +351,7 @@ class JobQueue:
                 self._change(run, "checked")
 
     def _drop_client(self, timeout=5.0):
-        client, self.client = self.client, None
-        if client is not None:
-            try:
-                client.stop(timeout=timeout) if self.worker_is_local() else client.close()
-            except Exception:
-                pass
+        self.connection.drop(timeout)
 
     def _change(self, job, kind):
         self._changes.append(Change(job, kind))
@@ -383,116 +365,3 @@ class JobQueue:
     def _fail(self, job, code, message, hint=""):
         job.error = JobError(code or "error", one_line(message) or code, one_line(hint))
         self._end(job, "failed")
-
-    def _job_of(self, event):
-        job = None
-        if getattr(event, "job", None):
-            job = self.find(event.job)
-        if job is None and event.request_id in self.jobs:
-            job = self.jobs[event.request_id]
-        return job
-
-    def _handle(self, message):
-        """One message from the worker (or the client), read through its event record."""
-        try:
-            event = as_event(message)
-        except protocol.ProtocolError as ex:  # parse_line has checked it: only a client-made message can be off
-            self.notice = one_line(str(ex))
-            return
-        kind = event.TYPE
-        if not event.local:
-            self._heard = True
-        if kind == "capabilities":
-            self.capabilities = message
-            if self._reconnected:
-                self._reconnected = False
-                self._request("list_jobs", request_id=LIST_REQUEST)  # events may have been missed meanwhile
-            return
-        run = self.checks.get(event.request_id) if isinstance(event.request_id, str) else None
-        if run is not None:  # a check_inputs request's answer
-            if run.pending:
-                run.on_message(message)
-                self._change(run, "checked")
-            return
-        if kind == "jobs" and event.request_id == LIST_REQUEST:
-            self._reconcile(event.jobs)
-            return
-        if str(event.request_id or "").startswith(CANCEL_PREFIX):
-            if kind == "error" and event.code != errors.UNKNOWN_JOB:
-                self.notice = one_line(event.message)
-            return  # a cancel's own reply; the job's end comes as its own event
-        if kind == "error" and event.local:
-            if event.code == errors.CONNECTION_LOST:
-                self.notice = one_line(event.message)
-                self._reconnected = True
-            elif event.code == errors.WORKER_EXITED:
-                self._worker_gone(event.message or "the worker stopped", event.hint, killed=bool(event.signal))
-            elif event.code == errors.PROTOCOL_MISMATCH:  # nothing this worker says can be read: end its jobs
-                self.notice = one_line(event.message)
-                self._pending = []
-                for job in self.active_jobs():
-                    self._fail(job, event.code, event.message, event.hint)
-                self._drop_client(0.5)
-            else:
-                self.notice = one_line(event.message)
-            return
-        job = self._job_of(event)
-        if job is None:
-            if kind == "error":
-                self.notice = one_line(event.message)
-            return
-        if job.finished:
-            return
-        now = self._clock()
-        if kind == "queued":
-            job.id = event.job
-            job.job_dir = event.job_dir or job.job_dir
-            job.position = event.position
-            job.others_ahead = event.others_ahead or 0
-            job.status = "queued"
-            self._change(job, "queued")
-            if job.cancel_requested:
-                self._request("cancel", job=job.id, request_id=CANCEL_PREFIX + job.key)
-        elif kind == "started":
-            job.on_started(event, now)
-            self._change(job, "started")
-        elif kind == "progress":
-            job.on_progress(event, now)
-            self._change(job, "progress")
-        elif kind == "frame_ready":
-            job.on_frame(event, now)
-            self._change(job, "frame")
-        elif kind == "done":
-            job.manifest = event.manifest or ""
-            job.job_dir = event.job_dir or job.job_dir
-            if job.task != "generate":
-                job.record = os.path.join(job.job_dir, protocol.SEGMENT_RECORD)
-                job.frames_ready = event.frames or job.frames
-                job.warnings = list(event.warnings or job.warnings)
-            self._end(job, "done")
-        elif kind == "cancelled":
-            self._end(job, "cancelled")
-        elif kind == "error":
-            self._fail(job, event.code, event.message, event.hint)
-
-    def _reconcile(self, listed):
-        """After a reconnection: jobs the worker no longer lists ended meanwhile; their folders say how."""
-        alive = {entry.get("job") for entry in listed if entry.get("status") in ("queued", "running")}
-        for job in self.active_jobs():
-            if not job.id or job.id in alive:
-                continue
-            state = read_json(os.path.join(job.job_dir, protocol.STATE_NAME))
-            manifest = os.path.join(job.job_dir, protocol.MANIFEST_NAME)
-            record = os.path.join(job.job_dir, protocol.SEGMENT_RECORD)
-            if job.task != "generate" and read_json(record).get("status") == "done":
-                job.record = record
-                self._end(job, "done")
-            elif job.task == "generate" and state.get("status") == "done" and os.path.isfile(manifest):
-                job.manifest = manifest
-                self._end(job, "done")
-            elif state.get("status") == "cancelled" or job.cancel_requested:
-                self._end(job, "cancelled")
-            else:
-                self._fail(job, errors.CONNECTION_LOST, "the job ended while the connection to the worker was lost",
-                           "its frames so far are in " + job.job_dir)
-

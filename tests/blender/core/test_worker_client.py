@@ -153,8 +153,9 @@ def serve_tcp(port, jobs_root, token):
 # -- the module itself ----------------------------------------------------------------------------
 
 
-def test_client_uses_only_the_standard_library_and_protocol():
-    path = os.path.join(REPO, "core", "worker_client.py")
+@pytest.mark.parametrize("name", ["worker_client", "transports", "process_transport", "socket_transport"])
+def test_client_uses_only_the_standard_library_and_protocol(name):
+    path = os.path.join(REPO, "core", name + ".py")
     with open(path, encoding="utf-8") as fh:
         tree = ast.parse(fh.read())
     imported = set()
@@ -163,8 +164,9 @@ def test_client_uses_only_the_standard_library_and_protocol():
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0] if node.module and not node.level else "." + (node.module or ""))
-    # the add-on's protocol, core/util.py, core/worker_tls.py, core/transfer.py
-    assert imported <= set(sys.stdlib_module_names) | {".", ".util", ".worker_tls", ".transfer"}
+    # the add-on's protocol, core/util.py, core/worker_tls.py, core/transfer.py and the client's transports
+    assert imported <= set(sys.stdlib_module_names) | {".", ".util", ".worker_tls", ".transfer", ".transports",
+                                                       ".process_transport", ".socket_transport"}
 
 
 def test_client_imports_as_part_of_the_add_on_package():
