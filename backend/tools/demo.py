@@ -32,7 +32,7 @@ SIZE = (128, 224)  # small, so the tiny profile runs in seconds on a CPU
 INPUT_NAMES = ("driving.mp4", "driving_mask.mp4", "reference.png")
 SHEET_NAME = "contact_sheet.png"
 JOB_NAMES = (MANIFEST_NAME, STATE_NAME, "preview.mp4", LOCK_NAME)
-_TEMP = re.compile(r"\..+\.[0-9a-f]{8}\.(tmp|mp4)")  # media's atomic writers' temporary files
+_TEMP = re.compile(r"\..+\.[0-9a-f]{8}\.(tmp|mp4)")  # `durable`'s atomic writers' temporary files
 
 
 def _skeleton(t: float, height: int, width: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
