@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.pipeline import media  # noqa: E402
+from backend.pipeline import durable, media  # noqa: E402
 from backend.pipeline.frame_output import FrameOutput, PreviewEncoder  # noqa: E402
 
 SIZES = {"512p": (512, 896), "720p": (704, 1280)}
@@ -38,10 +38,10 @@ def _name(k: int) -> str:
 def before(folder: Path, frames: np.ndarray) -> dict:
     start = time.perf_counter()
     for k, rgb in enumerate(frames):
-        media.write_png_atomic(folder / _name(k), rgb)
+        durable.write_png_atomic(folder / _name(k), rgb)
     pngs = time.perf_counter() - start
     back = np.stack([media.read_image(folder / _name(k))[0] for k in range(len(frames))])
-    media.write_preview_mp4(folder / "preview.mp4", back, 16.0)
+    durable.write_preview_mp4(folder / "preview.mp4", back, 16.0)
     total = time.perf_counter() - start
     return {"blocking_s": total, "pngs_s": pngs, "preview_s": total - pngs}
 

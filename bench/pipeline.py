@@ -19,7 +19,7 @@ import torch
 from common import SCAIL2_14B_CONFIG, emit, environment, random_transformer
 
 from backend.loaders.components import Components, MemoryOptions, apply_memory_options, load_components
-from backend.pipeline import media
+from backend.pipeline import durable
 from backend.pipeline.generate import GenerationJob
 from backend.pipeline.inputs import prepare_inputs
 from protocol import JobSpec
@@ -63,8 +63,8 @@ def full_size_components(device: torch.device, memory: MemoryOptions) -> Compone
 def synthetic_clip(folder: Path, frames: int = 81) -> tuple[Path, Path]:
     rng = np.random.default_rng(0)
     clip = np.stack([np.roll(rng.integers(0, 255, (540, 960, 3), np.uint8), 8 * i, axis=1) for i in range(frames)])
-    media.write_preview_mp4(folder / "driving.mp4", clip, 16.0)
-    media.write_png_atomic(folder / "reference.png", clip[0])
+    durable.write_preview_mp4(folder / "driving.mp4", clip, 16.0)
+    durable.write_png_atomic(folder / "reference.png", clip[0])
     return folder / "driving.mp4", folder / "reference.png"
 
 

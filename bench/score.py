@@ -23,7 +23,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from backend.pipeline import media  # noqa: E402
+from backend.pipeline import media, pixels  # noqa: E402
 from backend.review.flags import take_flags  # noqa: E402
 from backend.review.flow import TakeFlows  # noqa: E402
 from backend.review.scores import background, faces, identity, motion, temporal  # noqa: E402
@@ -37,7 +37,7 @@ def clip_frames(count: int, height: int, width: int) -> np.ndarray:
     info = media.probe_clip(CLIP)
     cycle = list(range(info.frame_count)) + list(range(info.frame_count - 2, 0, -1))
     indices = [cycle[k % len(cycle)] for k in range(count)]
-    return media.resize_cover_crop(media.read_frames(info, indices), height, width)
+    return pixels.resize_cover_crop(media.read_frames(info, indices), height, width)
 
 
 def time_scores(take: Take) -> dict:

@@ -19,7 +19,6 @@ makes the same noise and a retried task resumes its own job folder.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -38,6 +37,7 @@ except ImportError:  # Windows: plain copies
 
 from .. import __version__
 from ..errors import UserError
+from ..pipeline.durable import file_sha256
 from ..pipeline.probe import MediaError, clip_files
 
 BUNDLE_FORMAT = "scail2-farm-bundle/1"
@@ -92,14 +92,6 @@ def read_spec(data) -> protocol.JobSpec:
         return protocol.JobSpec.from_dict(data).validate()
     except (protocol.ProtocolError, TypeError, ValueError) as exc:
         raise BundleError(f"bad job spec: {exc}") from None
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- what a spec names ----------------------------------------------------------------------------
@@ -204,7 +196,7 @@ def plan_bundle(spec: protocol.JobSpec, farm_dir: Path, name: str) -> BundlePlan
     for key, (source, files) in sources.items():
         base = Path(new_paths[key]) if os.path.isdir(source) else Path(new_paths[key]).parent
         inputs.append({"input": key, "source": source, "files": [
-            {"path": (base / f.name).as_posix(), "bytes": f.stat().st_size, "sha256": sha256(f)} for f in files]})
+            {"path": (base / f.name).as_posix(), "bytes": f.stat().st_size, "sha256": file_sha256(f)} for f in files]})
     # 2. A bundle already there must be this one (it is kept, with the farm's results in it).
     existing = None
     if target.exists():
@@ -288,7 +280,7 @@ def read_bundle(folder: Path, verify: bool = True) -> Bundle:
                 path = folder / item["path"]
                 if not path.is_file():
                     raise BundleError(f"bundle {folder.name}: {item['path']} is missing; bundle the shot again")
-                if path.stat().st_size != item["bytes"] or sha256(path) != item["sha256"]:
+                if path.stat().st_size != item["bytes"] or file_sha256(path) != item["sha256"]:
                     raise BundleError(f"bundle {folder.name}: {item['path']} changed since it was bundled; "
                                       "bundle the shot again")
     return Bundle(folder, str(record.get("name") or folder.name), spec, record)

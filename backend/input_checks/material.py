@@ -22,7 +22,7 @@ import numpy as np
 
 from protocol import PALETTE
 
-from ..pipeline import media, probe
+from ..pipeline import media, pixels, probe
 from ..pipeline.inputs import PreparedInputs
 from .thresholds import ANALYSIS_LONG_SIDE
 
@@ -59,7 +59,7 @@ def identity_map(mask: np.ndarray) -> np.ndarray:
 
 def _crop_box(height: int, width: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1): the part of a height x width frame the job keeps (its centre crop to `size`'s aspect)."""
-    scaled_h, scaled_w = media.cover_size(height, width, *size)
+    scaled_h, scaled_w = pixels.cover_size(height, width, *size)
     keep_h = round(size[0] * height / scaled_h)
     keep_w = round(size[1] * width / scaled_w)
     y0, x0 = (height - keep_h) // 2, (width - keep_w) // 2

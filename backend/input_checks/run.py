@@ -18,8 +18,8 @@ import time
 
 from protocol import InputCheckReport, JobSpec
 
-from ..pipeline import media
 from ..pipeline.inputs import InputError, PreparedInputs, prepare_inputs
+from ..pipeline.probe import MediaError
 from . import footage, subjects, timing
 from .material import gather
 
@@ -31,7 +31,7 @@ def run_checks(inputs: PreparedInputs, strict: bool = False) -> InputCheckReport
     started = time.perf_counter()
     try:
         material = gather(inputs)
-    except media.MediaError as exc:
+    except MediaError as exc:
         raise InputError(str(exc)) from None
     frames = len(material.frames)
     checks = []

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..loaders.components import Components
-from . import media
+from . import media, pixels
 from .inputs import PreparedInputs, fallback_mask
 from .masks import encode_mask_video, to_signed_unit
 from .segments import Segment
@@ -106,11 +106,11 @@ def half_size(video: torch.Tensor) -> torch.Tensor:
 def segment_driving(inputs: PreparedInputs, segment: Segment) -> tuple[np.ndarray, np.ndarray]:
     """Driving frames and colour-mask frames of a segment at the job's size, padded to 4k+1."""
     indices = [inputs.frame_times[k][0] for k in range(segment.start, segment.end)]
-    frames = media.resize_cover_crop(media.read_frames(inputs.driving, indices), inputs.height, inputs.width)
+    frames = pixels.resize_cover_crop(media.read_frames(inputs.driving, indices), inputs.height, inputs.width)
     if inputs.driving_mask is not None:
         masks = media.read_frames(inputs.driving_mask, indices)
         # Like the reference: masks are resized as images; the encoding's >225 threshold cleans the edges.
-        masks = media.resize_cover_crop(masks, inputs.height, inputs.width)
+        masks = pixels.resize_cover_crop(masks, inputs.height, inputs.width)
     else:
         masks = np.repeat(fallback_mask(inputs.height, inputs.width)[None], len(indices), axis=0)
     return _pad_to(frames, segment.padded_length), _pad_to(masks, segment.padded_length)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import media
+from . import durable, media
 
 _END = None  # the preview queue's last item
 
@@ -65,7 +65,7 @@ class PreviewEncoder:
             if self._abandoned:  # raising inside the write removes its temporary file
                 raise _Abandoned()
         try:
-            media.write_preview_stream(self.path, frames(), self.fps)
+            durable.write_preview_stream(self.path, frames(), self.fps)
         except BaseException as exc:  # re-raised by finish(), on the job's thread
             self._error = exc
             while not self._ended and self._queue.get() is not _END:  # drain, so put() never blocks
@@ -100,7 +100,7 @@ class FrameOutput:
         pending = _PendingSegment(segment_index)
         for k, rgb in zip(indices, frames):
             path = self.job_dir / self.frame_name(k)
-            pending.frames.append((k, path, self._pool.submit(media.write_png_atomic, path, rgb)))
+            pending.frames.append((k, path, self._pool.submit(durable.write_png_atomic, path, rgb)))
             if self.preview is not None:
                 self.preview.put(rgb)
         self._pending.append(pending)

@@ -25,7 +25,7 @@ import protocol
 
 from ..loaders.components import Components
 from ..parallel.leader import shared_transformer
-from . import media
+from . import durable, media, pixels
 from .conditioning import JobContext, build_job_context, half_size, match_colours, segment_driving
 from .frame_output import FrameOutput, PreviewEncoder
 from .history import HistoryStore, history_tail
@@ -42,7 +42,7 @@ from .job_folder import (
     recorded_seed,
 )
 from .masks import encode_mask_video, to_signed_unit
-from .media import write_json_atomic
+from .durable import write_json_atomic
 from .numerics import compute_dtype, numerics_record
 from .sampler import Cancelled, SamplerSettings, SegmentConditioning, sample_segment
 from .segments import Segment, plan_segments
@@ -165,7 +165,7 @@ class GenerationJob:
         spec = self.inputs.spec
         paths = [spec.driving, spec.reference, spec.driving_mask, spec.reference_mask, *spec.extra_references,
                  *spec.extra_reference_masks, *(lora["path"] for lora in spec.loras)]
-        hashes = {path: media.input_sha256(path) for path in paths if path}
+        hashes = {path: durable.input_sha256(path) for path in paths if path}
         return {path: digest for path, digest in hashes.items() if digest is not None}
 
     def manifest(self, status: str) -> protocol.Manifest:
@@ -343,14 +343,14 @@ class GenerationJob:
                 video_out = match_colours(video, video[:, : segment.history], written_tail.float())
             else:
                 video_out = video
-            written = media.from_model_tensor(video_out[:, segment.history : segment.length])
+            written = pixels.from_model_tensor(video_out[:, segment.history : segment.length])
             self.output.add(segment.index, segment.new_frames, written)
             # 5. Keep the decoded tail as the next segment's history (as the official code does)
             #    and the written tail as the next colour-match target; the segment is recorded
             #    as done once its frames are all on disk (`_settle`)
             if segment.index + 1 < len(self.segments):
                 history = history_tail(video, segment, self._overlap(), compute_dtype(self.components))
-                written_tail = media.to_model_tensor(written[-self._overlap() :])
+                written_tail = pixels.to_model_tensor(written[-self._overlap() :])
                 self._save_history(segment.index, history)
             self._settle(wait=False)
         self._settle(wait=True)
@@ -407,7 +407,7 @@ class GenerationJob:
         enc, device = self.components.encoders, self.components.device
         frames, masks = self._timed("read", segment_driving, self.inputs, segment)
         self._check_cancel()
-        driving = half_size(media.to_model_tensor(frames).to(device))
+        driving = half_size(pixels.to_model_tensor(frames).to(device))
         pose_latents = self._timed("encode", enc.vae.encode, driving, before_chunk=self._check_cancel)
         driving_masks = encode_mask_video(half_size(to_signed_unit(torch.from_numpy(masks)))).to(device)
         ref_masks = torch.cat(
@@ -444,7 +444,7 @@ class GenerationJob:
         """The last `overlap` frames written, as history for the next segment after a resume."""
         indices = range(segment.end - self._overlap(), segment.end)
         frames = np.stack([media.read_image(self.job_dir / frame_name(k))[0] for k in indices])
-        return media.to_model_tensor(frames)
+        return pixels.to_model_tensor(frames)
 
     def _finish_preview(self) -> None:
         path = self.job_dir / PREVIEW_NAME

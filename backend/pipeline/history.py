@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from .job_folder import HISTORY_FOLDER
-from .media import write_bytes_atomic
+from .durable import write_bytes_atomic
 from .segments import Segment
 
 _NAME = re.compile(r"segment_(\d{6})\.safetensors")

@@ -21,7 +21,7 @@ import protocol
 from protocol import JobSpec
 
 from ..errors import UserError
-from . import media, probe
+from . import media, pixels, probe
 from .masks import MAX_IDENTITIES, PALETTE, MaskError, backgrounds, check_mask, identities_present
 
 ALPHA_THRESHOLD = 128
@@ -86,16 +86,16 @@ MASK_SAMPLES = 3
 
 def misalignment(image_hw: tuple[int, int], mask_hw: tuple[int, int], size: tuple[int, int]) -> float:
     """How many job pixels apart, at worst, an image and its mask land once each is scaled to cover
-    `size` and centre-cropped (`media.resize_cover_crop`); 0 for the same aspect ratio."""
+    `size` and centre-cropped (`pixels.resize_cover_crop`); 0 for the same aspect ratio."""
     worst = 0.0
     for axis in (0, 1):
         spans = []
         for src in (image_hw, mask_hw):
-            scaled = media.cover_size(*src, *size)[axis]
+            scaled = pixels.cover_size(*src, *size)[axis]
             offset = (scaled - size[axis]) // 2
             spans.append((offset / scaled, (offset + size[axis]) / scaled))  # the crop, in [0, 1] of the source
         (i0, i1), (m0, m1) = spans
-        scale = media.cover_size(*image_hw, *size)[axis]  # job pixels per unit of the image
+        scale = pixels.cover_size(*image_hw, *size)[axis]  # job pixels per unit of the image
         worst = max(worst, abs(i0 - m0) * scale, abs(i1 - m1) * scale)
     return worst
 
@@ -126,14 +126,14 @@ def _still_with_mask(image, mask_path, what, mode, size, warnings, limit):
     if mask_path:
         mask, _ = media.read_image(_require_file(mask_path, f"{what} mask"), max_pixels=limit, what=f"{what} mask")
         check_alignment(rgb.shape[:2], mask.shape[:2], size, f"{what} mask", what)
-        mask = media.resize_cover_crop(mask, height, width)  # as the reference: bicubic, thresholded later
+        mask = pixels.resize_cover_crop(mask, height, width)  # as the reference: bicubic, thresholded later
         warnings.extend(_mask_warnings(mask, f"{what} mask", mode, for_reference=True))
     elif alpha is not None:
-        mask = mask_from_alpha(media.resize_cover_crop(alpha, height, width, interpolation=media.NEAREST), background)
+        mask = mask_from_alpha(pixels.resize_cover_crop(alpha, height, width, interpolation=pixels.NEAREST), background)
     else:
         mask = fallback_mask(height, width)
         warnings.append(f"no mask for the {what}: the whole image is used as identity 1")
-    return media.resize_cover_crop(media.to_signed_float(rgb), height, width), mask
+    return pixels.resize_cover_crop(pixels.to_signed_float(rgb), height, width), mask
 
 
 def _driving_mask(spec: JobSpec, driving: media.ClipInfo, frame_times, size, warnings) -> media.ClipInfo:
@@ -146,7 +146,7 @@ def _driving_mask(spec: JobSpec, driving: media.ClipInfo, frame_times, size, war
     check_alignment((driving.height, driving.width), (mask.height, mask.width), size, "driving mask", "driving clip")
     picks = np.linspace(0, len(frame_times) - 1, min(MASK_SAMPLES, len(frame_times))).round().astype(int)
     sample = sorted({frame_times[k][0] for k in picks})
-    frames = media.resize_cover_crop(media.read_frames(mask, sample), *size)
+    frames = pixels.resize_cover_crop(media.read_frames(mask, sample), *size)
     warnings.extend(_mask_warnings(np.concatenate(list(frames), axis=0), "driving mask", spec.mode,
                                    for_reference=False))
     warnings.extend(mask.warnings)
@@ -208,7 +208,7 @@ def prepare_inputs(spec: JobSpec) -> PreparedInputs:
             what = f"extra reference {i + 1}"
             view = media.read_image(_require_file(path, what), max_pixels=limit, what=what)
             extra.append(_still_with_mask(view, mask, what, spec.mode, size, warnings, limit))
-    except media.MediaError as exc:
+    except probe.MediaError as exc:
         raise InputError(str(exc)) from None
 
     for lora in spec.loras:
@@ -239,7 +239,7 @@ def check_input_files(spec: JobSpec) -> None:
         for what, path in stills:
             if path:
                 probe.check_image(str(_require_file(path, what)), limit, what)
-    except media.MediaError as exc:
+    except probe.MediaError as exc:
         raise InputError(str(exc)) from None
     for lora in spec.loras:
         _require_file(lora.get("path"), "LoRA file")
@@ -248,7 +248,7 @@ def check_input_files(spec: JobSpec) -> None:
 def check_clip(path: str, what: str = "clip", limit: int = protocol.DEFAULT_MAX_INPUT_PIXELS) -> None:
     """A clip (video, folder, pattern or still) exists and its first frame is within `limit`
     pixels, by headers; MediaError otherwise. For a worker's submit of any task."""
-    files = media.clip_files(path, what)
+    files = probe.clip_files(path, what)
     if files is None:
         media.check_video(path, limit, what)
     else:

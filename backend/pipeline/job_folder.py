@@ -27,7 +27,7 @@ STATE_NAME = protocol.STATE_NAME
 MANIFEST_NAME = protocol.MANIFEST_NAME
 FRAMES_FOLDER = "frames"
 HISTORY_FOLDER = "history"  # history.HistoryStore's: the decoded tail of the newest finished segment
-# The hidden temporary files media's atomic writers leave when killed mid-write (".NAME.8hex" + suffix).
+# The hidden temporary files `durable`'s atomic writers leave when killed mid-write (".NAME.8hex" + suffix).
 _JOB_TEMP = re.compile(r"\.(state\.json|manifest\.json)\.[0-9a-f]{8}\.tmp|\.preview\.mp4\.[0-9a-f]{8}\.mp4")
 _FRAME_TEMP = re.compile(r"\.frame_\d{6}\.png\.[0-9a-f]{8}\.tmp")
 _HISTORY_TEMP = re.compile(r"\.segment_\d{6}\.safetensors\.[0-9a-f]{8}\.tmp")  # history.HistoryStore's

@@ -1,7 +1,7 @@
-# Over 450 lines on purpose: every frame, still and file a job reads or writes, under one set of conventions.
-"""Media files on disk <-> numpy frames: probing, decoding, resampling, resizing, writing.
+"""Video I/O: clips and stills on disk -> numpy frames (probing, decoding, resampling in time).
 
-No model code lives here. Conventions used throughout:
+No model code lives here; resizing and model tensors are `pixels`, atomic writes and hashes `durable`,
+header checks before decoding `probe`. Conventions used throughout:
 
 * frames are RGB ``uint8`` arrays, ``[H, W, 3]`` for one image and ``[N, H, W, 3]`` for many;
 * a clip is a video file (mp4/m4v/mov/mkv/avi/webm) or an image sequence: a folder of frames,
@@ -16,13 +16,9 @@ No model code lives here. Conventions used throughout:
 from __future__ import annotations
 
 import bisect
-import hashlib
-import itertools
-import json
 import math
 import os
-import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -32,13 +28,11 @@ os.environ["OPENCV_IO_ENABLE_OPENEXR"] = "1"
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from protocol import DEFAULT_MAX_INPUT_PIXELS
 
 from .clip_timing import gap_warning, sequence_timeline, variable_rate_warning, video_timing
-from .probe import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, check_image, check_pixels, clip_files
+from .probe import MediaError, check_image, check_pixels, clip_files
 
 PathLike = Union[str, os.PathLike]
 
@@ -46,12 +40,6 @@ PathLike = Union[str, os.PathLike]
 DEFAULT_SEQUENCE_FPS = 24.0
 # Rates outside this range come from broken container metadata (e.g. a 90 kHz time base).
 _PLAUSIBLE_FPS = (0.1, 1000.0)
-
-# Interpolation choices for resize_cover_crop.
-CUBIC = cv2.INTER_CUBIC  # the reference's resize: antialiased bicubic (see resize_cover_crop)
-NEAREST = cv2.INTER_NEAREST_EXACT  # pixel-centre nearest: colour masks keep their exact colours
-LINEAR = cv2.INTER_LINEAR
-AREA = cv2.INTER_AREA
 
 # A seek costs a keyframe search plus decoding up to a GOP; skipping this many frames by
 # grab() (decode without colour conversion) is as cheap and cannot land on a wrong frame.
@@ -408,313 +396,3 @@ def _variable_rate_times(info: ClipInfo, model_fps: float, start: int, end: int)
         pairs.append((shown, t))
         k += 1
     return pairs
-
-
-# ---------------------------------------------------------------------------------------------
-# Resizing and model tensors
-
-
-def cover_size(height: int, width: int, target_height: int, target_width: int) -> tuple[int, int]:
-    """(H, W) of an image scaled to cover target_height x target_width with its aspect kept.
-
-    As the reference: the side that limits the scale gets the target exactly, the other side is
-    floored. Integer arithmetic, so equal aspect ratios give the target size exactly.
-    """
-    if width * target_height > target_width * height:  # wider than the target
-        return target_height, (width * target_height) // height
-    return (height * target_width) // width, target_width
-
-
-def resize_cover_crop(
-    frames: np.ndarray, height: int, width: int, interpolation: int = CUBIC
-) -> np.ndarray:
-    """Scale uint8 frames to cover height x width (aspect kept), then take the centre crop.
-
-    frames: [H, W], [H, W, C] or [N, H, W, C] uint8; returns the same layout at height x width.
-    CUBIC is the reference's resize (torchvision bicubic, antialiased, align_corners=False,
-    clamped and rounded): plain cv2 bicubic aliases when shrinking 2x, as footage is. Any other
-    value is a cv2 interpolation flag; NEAREST keeps mask colours exact. The crop offset is
-    (excess // 2) on each axis, as the reference.
-
-    float32 frames (CUBIC only) stay float32, neither clamped nor rounded: torchvision on a float
-    tensor, which is how the reference resizes its reference still.
-    """
-    frames = np.asarray(frames)
-    floating = frames.dtype == np.float32
-    if floating and interpolation != CUBIC:
-        raise ValueError("resize_cover_crop scales float32 frames with CUBIC only")
-    if frames.dtype != np.uint8 and not floating:
-        raise ValueError(f"resize_cover_crop takes uint8 or float32 frames, got {frames.dtype}")
-    if frames.ndim == 2:
-        return resize_cover_crop(frames[None, :, :, None], height, width, interpolation)[0, :, :, 0]
-    if frames.ndim == 3:
-        return resize_cover_crop(frames[None], height, width, interpolation)[0]
-    if frames.ndim != 4:
-        raise ValueError(f"resize_cover_crop takes [H, W], [H, W, C] or [N, H, W, C], got shape {frames.shape}")
-    n, src_h, src_w, channels = frames.shape
-    new_h, new_w = cover_size(src_h, src_w, height, width)
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    out = np.empty((n, height, width, channels), frames.dtype)
-    if (new_h, new_w) == (src_h, src_w):
-        out[:] = frames[:, top : top + height, left : left + width]
-    elif interpolation == CUBIC:
-        # Chunks bound the float32 working copy (8 frames of 4K are ~800 MB).
-        for lo in range(0, n, 8):
-            chunk = torch.from_numpy(np.ascontiguousarray(frames[lo : lo + 8])).permute(0, 3, 1, 2).float()
-            scaled = F.interpolate(chunk, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
-            scaled = scaled[:, :, top : top + height, left : left + width]
-            if not floating:
-                scaled = scaled.clamp_(0, 255).round_().to(torch.uint8)
-            out[lo : lo + 8] = scaled.permute(0, 2, 3, 1).numpy()
-    else:
-        for i in range(n):
-            scaled = cv2.resize(frames[i], (new_w, new_h), interpolation=interpolation)
-            out[i] = scaled.reshape(new_h, new_w, channels)[top : top + height, left : left + width]
-    return out
-
-
-def to_signed_float(image_uint8: np.ndarray) -> np.ndarray:
-    """uint8 pixels u -> float32 2 (u / 255) - 1, as the reference reads its stills (ToTensor, then * 2 - 1)."""
-    return (np.asarray(image_uint8).astype(np.float32) / np.float32(255.0)) * np.float32(2.0) - np.float32(1.0)
-
-
-def to_model_tensor(frames_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float32 [3, N, H, W] in [-1, 1] as (u - 127.5) / 127.5.
-
-    A single image [H, W, 3] gives [3, H, W].
-    """
-    if torch.is_tensor(frames_uint8):
-        frames = frames_uint8
-    else:
-        array = np.asarray(frames_uint8)
-        # torch cannot share read-only (np.broadcast_to) or reversed-stride (rgb[..., ::-1]) memory.
-        if not array.flags.writeable or any(stride < 0 for stride in array.strides):
-            array = array.copy()
-        frames = torch.from_numpy(array)
-    if frames.dtype != torch.uint8:
-        raise ValueError(f"to_model_tensor takes uint8 frames, got {frames.dtype}")
-    if frames.ndim == 3:
-        order = (2, 0, 1)
-    elif frames.ndim == 4:
-        order = (3, 0, 1, 2)
-    else:
-        raise ValueError(f"to_model_tensor takes [H, W, 3] or [N, H, W, 3], got shape {tuple(frames.shape)}")
-    return frames.permute(*order).to(torch.float32).sub_(127.5).div_(127.5).contiguous()
-
-
-def from_model_tensor(video: torch.Tensor) -> np.ndarray:
-    """float [3, N, H, W] in [-1, 1] (also [1, 3, N, H, W]) -> uint8 [N, H, W, 3].
-
-    Values are clamped to [-1, 1] and rounded. A single image [3, H, W] gives [H, W, 3].
-    """
-    video = torch.as_tensor(video).detach().cpu()
-    if video.ndim == 5 and video.shape[0] == 1:
-        video = video[0]
-    if video.ndim == 3:
-        order = (1, 2, 0)
-    elif video.ndim == 4:
-        order = (1, 2, 3, 0)
-    else:
-        raise ValueError(f"from_model_tensor takes [3, N, H, W] or [3, H, W], got shape {tuple(video.shape)}")
-    pixels = (video.to(torch.float32).clamp(-1.0, 1.0) + 1.0).mul_(127.5).round_().to(torch.uint8)
-    return pixels.permute(*order).contiguous().numpy()
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-
-
-def _temp_beside(path: str, suffix: str) -> str:
-    """A new hidden temporary file in the folder of `path` (same file system, so os.replace is
-    atomic; hidden, so folder readers skip it)."""
-    folder, name = os.path.split(os.path.abspath(path))
-    while True:
-        temp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{suffix}")
-        try:
-            # Not tempfile.mkstemp: its 0600 mode would survive the rename; this gets the umask's.
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return temp
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_durably(temp: str, path: str) -> None:
-    """fsync the finished temp file, rename it over `path`, then fsync the folder (POSIX) so the
-    rename itself survives a crash."""
-    _fsync_path(temp)
-    os.replace(temp, path)
-    if os.name == "posix":
-        try:
-            _fsync_path(os.path.dirname(os.path.abspath(path)))
-        except OSError:
-            pass  # some file systems refuse fsync on folders; the data itself is synced
-
-
-def _write_atomic(path: str, write: Callable[[str], None], suffix: str = ".tmp") -> None:
-    """`write(temp)` into a new temporary file beside `path`, then put it in place durably;
-    on any failure the temporary file is removed and `path` is left as it was."""
-    temp = _temp_beside(path, suffix)
-    try:
-        write(temp)
-        _replace_durably(temp, path)
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-
-
-def write_json_atomic(path: PathLike, data: dict) -> None:
-    """Write JSON so a reader sees the old file or the whole new one: temp file, fsync, os.replace.
-
-    Strict JSON only: a NaN or infinity is refused (MediaError naming where it is), never written
-    as the `NaN` / `Infinity` no other JSON reader accepts; the old file is then left as it was.
-    """
-    try:
-        text = json.dumps(data, indent=1, allow_nan=False)
-    except ValueError:
-        raise MediaError(f"cannot write {os.fspath(path)}: {_non_finite(data) or 'a value'} is not a finite "
-                         "number") from None
-
-    def write(temp: str) -> None:
-        with open(temp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    _write_atomic(os.fspath(path), write)
-
-
-def _non_finite(value, where: str = "") -> str | None:
-    """Where the first NaN or infinity in nested dicts and lists is, as "job.guidance"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return where or "the value"
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
-    for key, item in items:
-        found = _non_finite(item, f"{where}.{key}" if where else str(key))
-        if found:
-            return found
-    return None
-
-
-def write_png_atomic(path: PathLike, image: np.ndarray) -> None:
-    """Write a PNG so a reader never sees a partial file: temp file, fsync, os.replace.
-
-    image: uint8 or uint16, [H, W] grey, [H, W, 3] RGB or [H, W, 4] RGBA.
-    """
-    path = os.fspath(path)
-    image = np.asarray(image)
-    if image.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"write_png_atomic takes uint8 or uint16 pixels, got {image.dtype}")
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
-    elif image.ndim != 2:
-        raise ValueError(f"write_png_atomic takes [H, W], [H, W, 3] or [H, W, 4], got shape {image.shape}")
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise MediaError(f"cannot encode PNG: {path}")
-
-    def write(temp: str) -> None:
-        with open(temp, "wb") as f:
-            f.write(encoded.tobytes())
-
-    _write_atomic(path, write)
-
-
-def write_bytes_atomic(path: PathLike, data: bytes) -> None:
-    """Write `data` so a reader sees the old file or the whole new one: temp file, fsync, os.replace."""
-
-    def write(temp: str) -> None:
-        with open(temp, "wb") as f:
-            f.write(data)
-
-    _write_atomic(os.fspath(path), write)
-
-
-def write_preview_mp4(path: PathLike, frames_uint8: np.ndarray, fps: float) -> None:
-    """Write uint8 [N, H, W, 3] RGB frames as an MPEG-4 ('mp4v') .mp4, atomically."""
-    frames = np.asarray(frames_uint8)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
-        raise ValueError(f"write_preview_mp4 takes uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
-    write_preview_stream(path, iter(frames), fps)
-
-
-def write_preview_stream(path: PathLike, frames: Iterator[np.ndarray], fps: float) -> None:
-    """Write uint8 [H, W, 3] RGB frames, as an iterator yields them, as an MPEG-4 ('mp4v') .mp4,
-    atomically: the file appears only once the last frame is encoded.
-
-    'mp4v' is the encoder the pip OpenCV wheels ship (no H.264). Odd sizes are padded by one
-    repeated row/column, since the encoder would silently crop them. Every frame must have the
-    first one's size.
-    """
-    path = os.fspath(path)
-    if not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"frame rate must be positive, got {fps}")
-    first = next(frames, None)
-    if first is None:
-        raise ValueError("write_preview_mp4 needs at least one frame")
-    if first.dtype != np.uint8 or first.ndim != 3 or first.shape[2] != 3:
-        raise ValueError(f"a preview frame must be uint8 [H, W, 3], got {first.dtype} {first.shape}")
-    height, width, _ = first.shape
-    pad_h, pad_w = height % 2, width % 2
-
-    def write(temp: str) -> None:
-        writer = cv2.VideoWriter(temp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width + pad_w, height + pad_h))
-        if not writer.isOpened():
-            raise MediaError(f"cannot write video: {path}")
-        try:
-            for frame in itertools.chain([first], frames):
-                if frame.shape != first.shape:
-                    raise ValueError(f"preview frames must all be {first.shape}, got {frame.shape}")
-                if pad_h or pad_w:
-                    frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        finally:
-            writer.release()
-        if os.path.getsize(temp) == 0:
-            raise MediaError(f"cannot write video: {path}")
-
-    _write_atomic(path, write, suffix=".mp4")
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def file_sha256(path: PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks so large videos need no memory."""
-    digest = hashlib.sha256()
-    with open(os.fspath(path), "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def input_sha256(path: PathLike) -> str | None:
-    """Hex SHA-256 of an input as the job reads it, None when it names nothing readable.
-
-    A file hashes to its bytes. An image sequence (folder or frame pattern, as Blender's exports are)
-    hashes to one digest over each frame's name and digest in playback order, so a changed, added or
-    renumbered frame changes it.
-    """
-    try:
-        files = clip_files(path, "input")
-    except MediaError:
-        return file_sha256(path) if os.path.isfile(path) else None
-    if files is None or (len(files) == 1 and os.fspath(path) == files[0]):
-        return file_sha256(path)
-    digest = hashlib.sha256()
-    for frame in files:
-        digest.update(f"{os.path.basename(frame)}\0{file_sha256(frame)}\n".encode())
-    return digest.hexdigest()
-

@@ -33,7 +33,7 @@ def _refuse(message: str) -> int:
 
 def run_score(args: argparse.Namespace) -> int:
     """(Re)compute a job folder's scores into its manifest, write review.json if it has none, print them."""
-    from ..pipeline.media import MediaError
+    from ..pipeline.probe import MediaError
     from .recipe import RecipeError, software_versions, write_take_review
     from .scoring import read_manifest, score_job_folder
     from .take import TakeError
@@ -92,7 +92,7 @@ def mark_derived(job_dir: Path, derived_from: str) -> None:
     """The new take's review.json (written by this run) says which take it was remade from."""
     from dataclasses import replace
 
-    from ..pipeline.media import write_json_atomic
+    from ..pipeline.durable import write_json_atomic
 
     path = Path(job_dir) / REVIEW_NAME
     review = read_record(path, TakeReview)

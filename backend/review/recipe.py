@@ -18,7 +18,7 @@ from protocol import (
 )
 
 from .. import __version__
-from ..pipeline.media import input_sha256, write_json_atomic
+from ..pipeline.durable import input_sha256, write_json_atomic
 
 # JobSpec field -> the role its files play in a recipe.
 SINGLE_INPUTS = (("driving", "driving"), ("reference", "reference"), ("driving_mask", "driving_mask"),

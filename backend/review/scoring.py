@@ -11,7 +11,7 @@ from pathlib import Path
 
 from protocol import MANIFEST_NAME, ManifestReview, TakeScores, read_json_file
 
-from ..pipeline.media import write_json_atomic
+from ..pipeline.durable import write_json_atomic
 from . import SCORER
 from .flags import take_flags
 from .flow import TakeFlows

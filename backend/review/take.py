@@ -16,7 +16,7 @@ import numpy as np
 
 import protocol
 
-from ..pipeline import media
+from ..pipeline import media, pixels
 from ..pipeline.inputs import ALPHA_THRESHOLD
 
 # The most pixels (frames x height x width) a take is scored at: 81 frames at 512p. A longer or
@@ -93,7 +93,7 @@ def load_take(job_dir: Path, manifest: dict) -> Take:
         if rgb.shape[:2] != (job_height, job_width):
             raise TakeError(f"{job_dir}: frame {k} is {rgb.shape[1]}x{rgb.shape[0]}, the manifest says "
                             f"{job_width}x{job_height}")
-        frames[k] = media.resize_cover_crop(rgb, height, width)
+        frames[k] = pixels.resize_cover_crop(rgb, height, width)
     notes: list[str] = []
     driving = _clip_at_size(job.get("driving"), job.get("driving_fps"), sources, (height, width), "driving clip",
                             notes)
@@ -118,7 +118,7 @@ def _clip_at_size(path, fps, sources, size, what, notes) -> np.ndarray | None:
         return None
     try:
         info = media.probe_clip(path, fps=fps, what=what)
-        return np.concatenate([media.resize_cover_crop(media.read_frames(info, sources[i: i + READ_CHUNK]), *size)
+        return np.concatenate([pixels.resize_cover_crop(media.read_frames(info, sources[i: i + READ_CHUNK]), *size)
                                for i in range(0, len(sources), READ_CHUNK)])
     except (media.MediaError, OSError) as exc:
         notes.append(f"{what} not read ({exc})")
@@ -129,13 +129,13 @@ def _reference(job: dict, size, notes) -> tuple[np.ndarray | None, dict[int, np.
     """The reference still at the job's size and its identity masks (mask file, alpha, or the whole image)."""
     try:
         rgb, alpha = media.read_image(job.get("reference") or "", what="reference image")
-        reference = media.resize_cover_crop(rgb, *size)
+        reference = pixels.resize_cover_crop(rgb, *size)
         masks = {}
         if job.get("reference_mask"):
             mask_rgb, _ = media.read_image(job["reference_mask"], what="reference mask")
-            masks = identity_masks(media.resize_cover_crop(mask_rgb, *size))
+            masks = identity_masks(pixels.resize_cover_crop(mask_rgb, *size))
         elif alpha is not None:
-            opaque = media.resize_cover_crop(alpha, *size, interpolation=media.NEAREST) >= ALPHA_THRESHOLD
+            opaque = pixels.resize_cover_crop(alpha, *size, interpolation=pixels.NEAREST) >= ALPHA_THRESHOLD
             masks = {0: opaque}
         return reference, masks
     except (media.MediaError, OSError) as exc:

@@ -24,7 +24,7 @@ def _progress(kind: str, **fields) -> None:
 
 
 def _run(spec_fields: dict, out: Path, args: argparse.Namespace) -> int:
-    from ..pipeline.media import MediaError
+    from ..pipeline.probe import MediaError
     from . import SegmentationError
     from .run import record_summary, run_segment_job
 

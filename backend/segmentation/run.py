@@ -18,7 +18,7 @@ import numpy as np
 import protocol
 from protocol import MATTE_FOLDER, PALETTE, SEGMENT_RECORD, SegmentSpec
 
-from ..pipeline.media import write_json_atomic
+from ..pipeline.durable import write_json_atomic
 from . import SegmentationError
 from .identities import arrange_identities, paint
 from .tracks import Tracks
@@ -189,7 +189,7 @@ def _frame_name(task: str, info, index: int) -> str:
 def write_masks(tracks: Tracks, spec: SegmentSpec, out: Path, names: list[str],
                 progress: Callable[[int], None] = lambda t: None) -> tuple[list[dict], list[str]]:
     """Paint frame t of the kept identities into out/names[t]; return (identities for the record, warnings)."""
-    from ..pipeline.media import write_png_atomic
+    from ..pipeline.durable import write_png_atomic
 
     boxes = tracks.first_boxes()
     if spec.subjects:  # marked by hand: subject k is painted with the identity the user gave it
@@ -215,7 +215,7 @@ def write_masks(tracks: Tracks, spec: SegmentSpec, out: Path, names: list[str],
 def write_matte(tracks: Tracks, frames: Iterable[np.ndarray], out: Path, names: list[str],
                 progress: Callable[[int], None] = lambda t: None) -> None:
     """Frame t as straight-alpha RGBA in out/names[t]: colours untouched, alpha the soft union of all instances."""
-    from ..pipeline.media import write_png_atomic
+    from ..pipeline.durable import write_png_atomic
 
     for t, (name, frame) in enumerate(zip(names, frames)):
         write_png_atomic(out / name, with_alpha(frame, tracks, t))

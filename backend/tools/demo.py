@@ -22,7 +22,7 @@ import numpy as np
 
 import protocol
 
-from ..pipeline import media
+from ..pipeline import durable, media, pixels
 from ..pipeline.job_folder import FRAMES_FOLDER, LOCK_NAME, MANIFEST_NAME, STATE_NAME
 from ..pipeline.masks import PALETTE
 
@@ -32,7 +32,7 @@ SIZE = (128, 224)  # small, so the tiny profile runs in seconds on a CPU
 INPUT_NAMES = ("driving.mp4", "driving_mask.mp4", "reference.png")
 SHEET_NAME = "contact_sheet.png"
 JOB_NAMES = (MANIFEST_NAME, STATE_NAME, "preview.mp4", LOCK_NAME)
-_TEMP = re.compile(r"\..+\.[0-9a-f]{8}\.(tmp|mp4)")  # media's atomic writers' temporary files
+_TEMP = re.compile(r"\..+\.[0-9a-f]{8}\.(tmp|mp4)")  # `durable`'s atomic writers' temporary files
 
 
 def _skeleton(t: float, height: int, width: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
@@ -72,11 +72,11 @@ def write_demo_inputs(folder: Path) -> dict[str, Path]:
         mask.append(_draw(limbs, height, width, PALETTE[0], (0, 0, 0), i))
     paths = {"driving": folder / "driving.mp4", "driving_mask": folder / "driving_mask.mp4",
              "reference": folder / "reference.png"}
-    media.write_preview_mp4(paths["driving"], np.stack(driving), DEMO_FPS)
-    media.write_preview_mp4(paths["driving_mask"], np.stack(mask), DEMO_FPS)
+    durable.write_preview_mp4(paths["driving"], np.stack(driving), DEMO_FPS)
+    durable.write_preview_mp4(paths["driving_mask"], np.stack(mask), DEMO_FPS)
     figure = _draw(_skeleton(0.0, height, width), height, width, (200, 120, 60), (0, 0, 0), 0)
     alpha = (figure.max(axis=-1) > 0).astype(np.uint8) * 255
-    media.write_png_atomic(paths["reference"], np.dstack([figure, alpha]))
+    durable.write_png_atomic(paths["reference"], np.dstack([figure, alpha]))
     return paths
 
 
@@ -89,7 +89,7 @@ def contact_sheet(manifest: dict, job_dir: Path, inputs: dict[str, Path], column
     for source in ("driving", "driving_mask"):
         info = media.probe_clip(str(inputs[source]))
         row = media.read_frames(info, [p["source_frame"] for p in picks])
-        rows.append(media.resize_cover_crop(row, height, width))
+        rows.append(pixels.resize_cover_crop(row, height, width))
     rows.append(np.stack([media.read_image(job_dir / p["file"])[0] for p in picks]))
     return np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
 
@@ -125,7 +125,7 @@ def run_demo(out: Path, run_command: Callable[[list[str]], int]) -> int:
         return status
     manifest = protocol.read_json_file(job_dir / MANIFEST_NAME, "manifest")
     sheet = out / "contact_sheet.png"
-    media.write_png_atomic(sheet, contact_sheet(manifest, job_dir, inputs))
+    durable.write_png_atomic(sheet, contact_sheet(manifest, job_dir, inputs))
     print(f"demo inputs:   {out / 'inputs'}")
     print(f"job directory: {job_dir} ({len(manifest['frames'])} frames, {len(manifest['segments'])} segments)")
     print(f"contact sheet: {sheet}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from protocol import REVIEW_NAME, ManifestReview, ProtocolError, Recipe, TakeReview, TakeScores, read_record
 
-from ...pipeline.media import write_bytes_atomic
+from ...pipeline.durable import write_bytes_atomic
 from ..recipe import RecipeError, recipe_from_manifest
 from ..scoring import read_manifest
 from ..take import TakeError

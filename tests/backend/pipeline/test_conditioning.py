@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.loaders.components import MemoryOptions, load_components
-from backend.pipeline import media
+from backend.pipeline import durable, pixels
 from backend.pipeline.conditioning import build_job_context, still_tensor
 from backend.pipeline.inputs import prepare_inputs
 from protocol import JobSpec
@@ -20,7 +20,7 @@ from protocol import JobSpec
 @pytest.fixture(scope="module")
 def driving(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("driving") / "clip.mp4"
-    media.write_preview_mp4(path, np.full((3, 32, 64, 3), 90, np.uint8), 16.0)
+    durable.write_preview_mp4(path, np.full((3, 32, 64, 3), 90, np.uint8), 16.0)
     return str(path)
 
 
@@ -29,7 +29,7 @@ def checkerboard(tmp_path, size=(48, 48), cell=3) -> tuple[str, np.ndarray]:
     y, x = np.indices(size)
     rgb = np.repeat((((y // cell + x // cell) % 2) * 255).astype(np.uint8)[..., None], 3, axis=2)
     path = tmp_path / "checker.png"
-    media.write_png_atomic(path, rgb)
+    durable.write_png_atomic(path, rgb)
     return str(path), rgb
 
 
@@ -62,5 +62,5 @@ def test_the_reference_reaches_the_vae_and_clip_as_a_float_image(tmp_path, drivi
     vae, clip = tiny.encoders.vae, tiny.encoders.image
     torch.testing.assert_close(context.ref_latents, vae.encode(still[:, None]), atol=0, rtol=0)
     torch.testing.assert_close(context.clip, clip.encode(still), atol=0, rtol=0)
-    rounded = media.to_model_tensor(media.from_model_tensor(still))  # what an 8-bit path would encode
+    rounded = pixels.to_model_tensor(pixels.from_model_tensor(still))  # what an 8-bit path would encode
     assert (vae.encode(rounded[:, None]) - context.ref_latents).abs().max() > 1e-4

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.pipeline import frame_output, media
+from backend.pipeline import durable, frame_output, media
 from backend.pipeline.frame_output import FrameOutput, PreviewEncoder
 
 
@@ -43,7 +43,7 @@ def test_the_pngs_and_the_preview_hold_every_frame_in_order(tmp_path):
     for k, rgb in enumerate(np.concatenate([first, second])):
         assert np.array_equal(media.read_image(tmp_path / _name(k))[0], rgb)
     # The same file as the preview written in one go from the same frames (the encoder is deterministic).
-    media.write_preview_mp4(tmp_path / "reference.mp4", np.concatenate([first, second]), 16.0)
+    durable.write_preview_mp4(tmp_path / "reference.mp4", np.concatenate([first, second]), 16.0)
     streamed, whole = _decoded(tmp_path / "preview.mp4"), _decoded(tmp_path / "reference.mp4")
     assert len(streamed) == 9 and all(np.array_equal(a, b) for a, b in zip(streamed, whole))
 
@@ -51,7 +51,7 @@ def test_the_pngs_and_the_preview_hold_every_frame_in_order(tmp_path):
 def test_a_resumed_job_previews_the_frames_already_on_disk_first(tmp_path):
     earlier = _frames(3, 2)
     for k, rgb in enumerate(earlier):
-        media.write_png_atomic(tmp_path / _name(k), rgb)
+        durable.write_png_atomic(tmp_path / _name(k), rgb)
     output = FrameOutput(tmp_path, _name, PreviewEncoder(tmp_path / "preview.mp4", 16.0))
     output.add_existing(range(3))
     output.add(1, range(3, 5), _frames(2, 3))
@@ -62,14 +62,14 @@ def test_a_resumed_job_previews_the_frames_already_on_disk_first(tmp_path):
 
 def test_a_segment_is_settled_only_once_all_its_pngs_are_on_disk(tmp_path, monkeypatch):
     release = threading.Event()
-    real_write = media.write_png_atomic
+    real_write = durable.write_png_atomic
 
     def slow_write(path, rgb):
         if path.name == _name(2):  # one frame of segment 0 takes its time
             release.wait(10)
         real_write(path, rgb)
 
-    monkeypatch.setattr(frame_output.media, "write_png_atomic", slow_write)
+    monkeypatch.setattr(frame_output.durable, "write_png_atomic", slow_write)
     output = FrameOutput(tmp_path, _name, None, workers=2)
     output.add(0, range(0, 3), _frames(3))
     output.add(1, range(3, 5), _frames(2, 5))
@@ -83,7 +83,7 @@ def test_a_failed_write_is_raised_with_its_path_and_the_preview_is_dropped(tmp_p
     def full_disk(path, rgb):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(frame_output.media, "write_png_atomic", full_disk)
+    monkeypatch.setattr(frame_output.durable, "write_png_atomic", full_disk)
     output = FrameOutput(tmp_path, _name, PreviewEncoder(tmp_path / "preview.mp4", 16.0))
     output.add(0, range(2), _frames(2))
     with pytest.raises(OSError) as caught:
@@ -94,14 +94,14 @@ def test_a_failed_write_is_raised_with_its_path_and_the_preview_is_dropped(tmp_p
 
 
 def test_a_preview_that_cannot_be_put_in_place_is_an_error_not_a_hang(tmp_path, monkeypatch):
-    real_replace = media._replace_durably
+    real_replace = durable._replace_durably
 
     def refuse(temp, path):
         if str(path).endswith(".mp4"):
             raise OSError(30, "Read-only file system")
         real_replace(temp, path)
 
-    monkeypatch.setattr(media, "_replace_durably", refuse)
+    monkeypatch.setattr(durable, "_replace_durably", refuse)
     output = FrameOutput(tmp_path, _name, PreviewEncoder(tmp_path / "preview.mp4", 16.0))
     output.add(0, range(2), _frames(2))
     output.settle(wait=True)

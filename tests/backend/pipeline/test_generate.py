@@ -14,7 +14,7 @@ from scail_fixtures import FOOTAGE, REPO
 
 from backend import cli
 from backend.loaders.components import MemoryOptions, load_components
-from backend.pipeline import media
+from backend.pipeline import durable, media
 from backend.pipeline.generate import GenerationJob, JobDirectoryError, match_colours
 from backend.pipeline.inputs import prepare_inputs
 from backend.pipeline.sampler import Cancelled, SamplerSettings, make_scheduler
@@ -34,7 +34,7 @@ def tiny():
 def made_up_clip(path: Path, fps: float, count: int) -> Path:
     """A clip whose frames differ (a grey ramp), at `fps`."""
     frames = np.stack([np.full((48, 64, 3), (4 * i) % 256, np.uint8) for i in range(count)])
-    media.write_preview_mp4(path, frames, fps)
+    durable.write_preview_mp4(path, frames, fps)
     return path
 
 
@@ -101,7 +101,7 @@ def test_real_clip_gives_one_frame_per_driving_frame(tiny, tmp_path):
     assert any("no driving mask" in w for w in manifest["warnings"])
     assert any("no mask for the reference" in w for w in manifest["warnings"])
     assert manifest["sampler"] == {"steps": 2, "guidance": 5.0, "shift": 3.0, "solver": "unipc"}
-    assert manifest["inputs"][str(DRIVING)] == media.file_sha256(DRIVING)
+    assert manifest["inputs"][str(DRIVING)] == durable.file_sha256(DRIVING)
     assert set(manifest["timings"]) >= {"encode", "sample", "decode"}
     assert media.probe_clip(tmp_path / "job" / "preview.mp4").frame_count == 65
 
@@ -154,7 +154,7 @@ def test_replacement_with_alpha_reference_and_extra_view(tiny, tmp_path):
     rgba = np.zeros((96, 64, 4), np.uint8)
     rgba[..., :3] = 200
     rgba[20:80, 16:48, 3] = 255
-    media.write_png_atomic(tmp_path / "character.png", rgba)
+    durable.write_png_atomic(tmp_path / "character.png", rgba)
     spec = JobSpec(
         driving=str(DRIVING), reference=str(tmp_path / "character.png"), mode="replace", frame_end=9,
         extra_references=[str(REFERENCE)], height=128, width=64, steps=2, seed=1,

@@ -11,7 +11,7 @@ import torch
 from scail_fixtures import FOOTAGE
 
 from backend.loaders.components import MemoryOptions, load_components
-from backend.pipeline import media
+from backend.pipeline import durable, media
 from backend.pipeline.generate import GenerationJob
 from backend.pipeline.history import HistoryStore
 from backend.pipeline.inputs import prepare_inputs
@@ -33,7 +33,7 @@ def clip(tmp_path_factory):
     ramp = np.linspace(0, 255, 17).astype(np.uint8)
     frames = np.stack([np.dstack([np.full((32, 64), v, np.uint8), np.full((32, 64), 255 - v, np.uint8),
                                   np.full((32, 64), 128, np.uint8)]) for v in ramp])
-    media.write_preview_mp4(path, frames, 16.0)
+    durable.write_preview_mp4(path, frames, 16.0)
     return path
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from scail_fixtures import FOOTAGE
 
-from backend.pipeline import media
+from backend.pipeline import durable, media, pixels
 
 DRIVING = FOOTAGE / "scail_001_driving.mp4"
 
@@ -95,8 +95,8 @@ def test_real_footage_resampling_is_the_identity():
 
 def test_real_footage_to_portrait_and_landscape():
     frame = media.read_frames(DRIVING, [0])
-    assert media.resize_cover_crop(frame, 512, 896).shape == (1, 512, 896, 3)
-    assert media.resize_cover_crop(frame[0], 896, 512).shape == (896, 512, 3)
+    assert pixels.resize_cover_crop(frame, 512, 896).shape == (1, 512, 896, 3)
+    assert pixels.resize_cover_crop(frame[0], 896, 512).shape == (896, 512, 3)
 
 
 # --- videos made here ---------------------------------------------------------------------------
@@ -203,17 +203,17 @@ def test_input_hash_covers_every_frame_of_a_sequence(tmp_path):
     for number in (1, 2, 3):
         cv2.imwrite(str(frames / f"img_{number:04d}.png"), coded_frame(number))
     pattern = frames / "img_####.png"
-    first = media.input_sha256(frames)
-    assert first == media.input_sha256(pattern) and len(first) == 64
+    first = durable.input_sha256(frames)
+    assert first == durable.input_sha256(pattern) and len(first) == 64
     still = frames / "img_0001.png"
-    assert media.input_sha256(still) == hashlib.sha256(still.read_bytes()).hexdigest()
+    assert durable.input_sha256(still) == hashlib.sha256(still.read_bytes()).hexdigest()
     cv2.imwrite(str(frames / "img_0002.png"), coded_frame(7))  # one frame re-rendered
-    changed = media.input_sha256(frames)
+    changed = durable.input_sha256(frames)
     assert changed != first
     os.rename(frames / "img_0003.png", frames / "img_0004.png")  # same pixels, another frame number
-    assert media.input_sha256(frames) not in (first, changed)
-    assert media.input_sha256(tmp_path / "missing_####.png") is None
-    assert media.input_sha256(tmp_path / "missing.mp4") is None
+    assert durable.input_sha256(frames) not in (first, changed)
+    assert durable.input_sha256(tmp_path / "missing_####.png") is None
+    assert durable.input_sha256(tmp_path / "missing.mp4") is None
 
 
 def test_exr_sequence_is_converted_to_srgb(tmp_path):
@@ -342,11 +342,11 @@ def centroid(values: np.ndarray) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize(("height", "width"), [(512, 896), (896, 512)])
-@pytest.mark.parametrize("interpolation", [media.CUBIC, media.NEAREST])
+@pytest.mark.parametrize("interpolation", [pixels.CUBIC, pixels.NEAREST])
 def test_resize_cover_crop_keeps_the_centre(height, width, interpolation):
     frame = np.zeros((1080, 2048, 3), np.uint8)
     frame[532:548, 1016:1032] = 255  # a 16 px block centred on the frame's centre
-    out = media.resize_cover_crop(frame, height, width, interpolation=interpolation)
+    out = pixels.resize_cover_crop(frame, height, width, interpolation=interpolation)
     assert out.shape == (height, width, 3) and out.dtype == np.uint8
     cy, cx = centroid(out[..., 0])
     assert cy == pytest.approx((height - 1) / 2, abs=1.0) and cx == pytest.approx((width - 1) / 2, abs=1.0)
@@ -354,37 +354,37 @@ def test_resize_cover_crop_keeps_the_centre(height, width, interpolation):
 
 def test_resize_cover_crop_shapes_and_values():
     video = np.random.default_rng(0).integers(0, 256, (3, 90, 160, 3), dtype=np.uint8)
-    assert media.resize_cover_crop(video, 64, 32).shape == (3, 64, 32, 3)
-    assert media.resize_cover_crop(video, 45, 80).shape == (3, 45, 80, 3)  # same aspect, exact
-    np.testing.assert_array_equal(media.resize_cover_crop(video, 90, 160), video)
+    assert pixels.resize_cover_crop(video, 64, 32).shape == (3, 64, 32, 3)
+    assert pixels.resize_cover_crop(video, 45, 80).shape == (3, 45, 80, 3)  # same aspect, exact
+    np.testing.assert_array_equal(pixels.resize_cover_crop(video, 90, 160), video)
     alpha = video[0, :, :, 0]
-    assert media.resize_cover_crop(alpha, 32, 32, interpolation=media.NEAREST).shape == (32, 32)
+    assert pixels.resize_cover_crop(alpha, 32, 32, interpolation=pixels.NEAREST).shape == (32, 32)
     # Upscaling works too, and a flat image stays flat (no ringing past the clamp).
     flat = np.full((10, 20, 3), 77, np.uint8)
-    np.testing.assert_array_equal(media.resize_cover_crop(flat, 64, 64), np.full((64, 64, 3), 77, np.uint8))
+    np.testing.assert_array_equal(pixels.resize_cover_crop(flat, 64, 64), np.full((64, 64, 3), 77, np.uint8))
     # Nearest keeps only colours that were there: masks stay exact.
     mask = np.zeros((90, 160, 3), np.uint8)
     mask[:, 80:] = (0, 0, 255)
-    out = media.resize_cover_crop(mask, 64, 96, interpolation=media.NEAREST)
+    out = pixels.resize_cover_crop(mask, 64, 96, interpolation=pixels.NEAREST)
     assert {tuple(c) for c in out.reshape(-1, 3)} == {(0, 0, 0), (0, 0, 255)}
-    assert media.cover_size(1080, 2048, 512, 896) == (512, 970)
-    assert media.cover_size(1080, 2048, 896, 512) == (896, 1699)
+    assert pixels.cover_size(1080, 2048, 512, 896) == (512, 970)
+    assert pixels.cover_size(1080, 2048, 896, 512) == (896, 1699)
 
 
 def test_model_tensor_round_trip():
     values = np.arange(256, dtype=np.uint8)
     frames = np.stack([np.broadcast_to(values[:, None, None], (256, 2, 3))] * 2)  # [2, 256, 2, 3]
-    tensor = media.to_model_tensor(frames)
+    tensor = pixels.to_model_tensor(frames)
     assert tensor.shape == (3, 2, 256, 2) and tensor.dtype == torch.float32
     assert tensor.min() == -1.0 and tensor.max() == 1.0
     assert tensor[0, 0, 128, 0] == pytest.approx((128 - 127.5) / 127.5)
-    np.testing.assert_array_equal(media.from_model_tensor(tensor), frames)
-    image = media.to_model_tensor(frames[0])
+    np.testing.assert_array_equal(pixels.from_model_tensor(tensor), frames)
+    image = pixels.to_model_tensor(frames[0])
     assert image.shape == (3, 256, 2)
-    np.testing.assert_array_equal(media.from_model_tensor(image), frames[0])
-    np.testing.assert_array_equal(media.from_model_tensor(tensor[None]), frames)  # batch of one
+    np.testing.assert_array_equal(pixels.from_model_tensor(image), frames[0])
+    np.testing.assert_array_equal(pixels.from_model_tensor(tensor[None]), frames)  # batch of one
     wild = torch.tensor([-3.0, -1.0, 0.0, 1.0, 1.5]).reshape(1, 1, 1, 5).expand(3, 1, 1, 5)
-    assert media.from_model_tensor(wild)[0, 0, :, 0].tolist() == [0, 0, 128, 255, 255]
+    assert pixels.from_model_tensor(wild)[0, 0, :, 0].tolist() == [0, 0, 128, 255, 255]
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -400,8 +400,8 @@ def test_write_png_atomic(tmp_path):
         ("deep.png", rng.integers(0, 65536, (20, 30, 3), dtype=np.uint16)),
     ]:
         path = tmp_path / name
-        media.write_png_atomic(path, image)
-        media.write_png_atomic(path, image)  # replacing an existing file
+        durable.write_png_atomic(path, image)
+        durable.write_png_atomic(path, image)  # replacing an existing file
         back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         code = cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
         np.testing.assert_array_equal(cv2.cvtColor(back, code), image)
@@ -414,12 +414,12 @@ def test_write_png_atomic(tmp_path):
 def test_write_preview_mp4(tmp_path):
     frames = np.stack([coded_frame(i) for i in range(10)])
     path = tmp_path / "preview.mp4"
-    media.write_preview_mp4(path, frames, 16.0)
+    durable.write_preview_mp4(path, frames, 16.0)
     info = media.probe_clip(path)
     assert (info.frame_count, info.fps, info.width, info.height) == (10, 16.0, 64, 48)
     assert [frame_number(f) for f in media.read_frames(info, range(10))] == list(range(10))
     odd = tmp_path / "odd.mp4"
-    media.write_preview_mp4(odd, frames[:, :47, :63], 16.0)
+    durable.write_preview_mp4(odd, frames[:, :47, :63], 16.0)
     assert (media.probe_clip(odd).width, media.probe_clip(odd).height) == (64, 48)
     assert listing(tmp_path) == ["odd.mp4", "preview.mp4"]
 
@@ -428,8 +428,8 @@ def test_file_sha256(tmp_path):
     data = np.random.default_rng(2).bytes(3 * (1 << 20) + 17)  # several chunks
     path = tmp_path / "blob.bin"
     path.write_bytes(data)
-    assert media.file_sha256(path) == hashlib.sha256(data).hexdigest()
-    assert media.file_sha256(str(DRIVING)) == hashlib.sha256(DRIVING.read_bytes()).hexdigest()
+    assert durable.file_sha256(path) == hashlib.sha256(data).hexdigest()
+    assert durable.file_sha256(str(DRIVING)) == hashlib.sha256(DRIVING.read_bytes()).hexdigest()
 
 
 def test_exr_support_is_switched_on():
@@ -437,10 +437,10 @@ def test_exr_support_is_switched_on():
 
 
 def test_the_manifest_is_strict_json(tmp_path):
-    media.write_json_atomic(tmp_path / "ok.json", {"a": [1.5, {"b": 2}]})
+    durable.write_json_atomic(tmp_path / "ok.json", {"a": [1.5, {"b": 2}]})
     (tmp_path / "state.json").write_text('{"old": 1}')
     with pytest.raises(media.MediaError) as info:
-        media.write_json_atomic(tmp_path / "state.json", {"job": {"guidance": float("nan")}, "t": 1.0})
+        durable.write_json_atomic(tmp_path / "state.json", {"job": {"guidance": float("nan")}, "t": 1.0})
     assert str(info.value) == f"cannot write {tmp_path / 'state.json'}: job.guidance is not a finite number"
     assert json.loads((tmp_path / "state.json").read_text()) == {"old": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.json", "state.json"]

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from scail_fixtures import FOOTAGE
 
-from backend.pipeline import media
+from backend.pipeline import media, pixels
 
 SIZE = (256, 448)  # small enough to score quickly, real enough to have real motion
 
@@ -17,7 +17,7 @@ SIZE = (256, 448)  # small enough to score quickly, real enough to have real mot
 def real_clip(name: str = "scail_001_driving.mp4") -> np.ndarray:
     """uint8 [65, 256, 448, 3]: a fixture clip at the test size (read-only: copy before changing it)."""
     info = media.probe_clip(FOOTAGE / name)
-    frames = media.resize_cover_crop(media.read_frames(info, range(info.frame_count)), *SIZE)
+    frames = pixels.resize_cover_crop(media.read_frames(info, range(info.frame_count)), *SIZE)
     frames.setflags(write=False)
     return frames
 
@@ -26,7 +26,7 @@ def real_clip(name: str = "scail_001_driving.mp4") -> np.ndarray:
 def face_crop(height: int = 96) -> np.ndarray:
     """The face of the scail_002 fixture (found by the cascade itself at 512p), `height` pixels high."""
     info = media.probe_clip(FOOTAGE / "scail_002_driving.mp4")
-    frame = media.resize_cover_crop(media.read_frames(info, [10]), 512, 896)[0]
+    frame = pixels.resize_cover_crop(media.read_frames(info, [10]), 512, 896)[0]
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     x, y, w, h = max(cascade.detectMultiScale(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), 1.1, 4, minSize=(40, 40)),
                      key=lambda r: r[2])

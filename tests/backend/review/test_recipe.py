@@ -12,7 +12,7 @@ import pytest
 from scail_fixtures import FOOTAGE, REPO
 
 from backend import cli
-from backend.pipeline import media
+from backend.pipeline import durable
 from protocol import REVIEW_NAME, ManifestReview, TakeReview, TakeScores, read_record
 
 SMALL = ["--height", "64", "--width", "128", "--steps", "2", "--end", "9", "--device", "cpu", "--model", "tiny"]
@@ -47,7 +47,7 @@ def test_a_finished_take_has_its_scores_in_the_manifest_and_a_review_json(take):
     assert review.status == "new" and review.job_id == "take1" and review.derived_from == ""
     assert review.recipe.seed == manifest["seed"] and review.recipe.job["seed"] == manifest["seed"]
     roles = {f.role: f for f in review.recipe.inputs}
-    assert roles["reference"].sha256 == media.file_sha256(take.parent / "ref.jpg")
+    assert roles["reference"].sha256 == durable.file_sha256(take.parent / "ref.jpg")
     assert review.recipe.versions["backend"]
 
 
@@ -100,7 +100,7 @@ def test_a_changed_input_is_refused_in_one_line_before_any_model(take, capsys, m
         assert generate("--recipe", str(take / REVIEW_NAME), "--accept-changed-inputs", "--out", str(derived)) == 0
         review = read_record(derived / REVIEW_NAME, TakeReview)
         assert review.derived_from == "take1"
-        assert review.recipe.inputs[1].sha256 == media.file_sha256(reference)  # the new input's hash
+        assert review.recipe.inputs[1].sha256 == durable.file_sha256(reference)  # the new input's hash
         assert frames_of(derived) != frames_of(take)  # the new reference made a new take
     finally:
         reference.write_bytes(original)

@@ -14,7 +14,7 @@ import pytest
 from scail_fixtures import FOOTAGE
 
 from backend import cli
-from backend.pipeline.media import write_json_atomic
+from backend.pipeline.durable import write_json_atomic
 from protocol import REVIEW_NAME, Note, TakeReview, read_record
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -348,7 +348,7 @@ def test_bad_input_is_reported_before_model_work_and_the_next_job_runs(worker, t
     assert unreadable["type"] == "error" and unreadable["code"] == "bad_input", unreadable
     assert "cannot decode video" in unreadable["message"]  # from the container, at once
 
-    from backend.pipeline.media import write_preview_mp4
+    from backend.pipeline.durable import write_preview_mp4
 
     short_mask = tmp_path / "short_mask.mp4"  # what only reading the whole job tells: too few mask frames
     write_preview_mp4(short_mask, np.zeros((3, 64, 64, 3), np.uint8), 16.0)
