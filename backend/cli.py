@@ -34,6 +34,7 @@ from .options import (
 from .parallel.launch import add_gpus_argument, launch, wants_launch
 from .review.commands import add_report_arguments, add_score_arguments
 from .service.token_commands import add_tokens_arguments
+from .stop_signals import StopSignals
 from .tools.doctor import run_doctor
 
 EXIT_BAD_INPUT = 2
@@ -179,7 +180,7 @@ def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLin
         print(f"note: {job.missing_frames} frames of finished segments are missing; generating them again")
     if job.completed:
         print(f"resuming after segment {job.completed} of {len(job.segments)}")
-    stop = _StopSignals()
+    stop = StopSignals()
     with stop:
         try:
             manifest = job.run(should_cancel=stop.requested)
@@ -191,39 +192,6 @@ def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLin
     progress.end()
     print(f"frames and manifest: {manifest}")
     return 0
-
-
-class _StopSignals:
-    """SIGTERM, SIGINT and SIGHUP stop a running generation at its next check (between denoising steps,
-    VAE chunks and frames), so state.json says "cancelled" and the same command resumes it; a second
-    signal ends the process at once (the folder's lock then tells the next run it was killed)."""
-
-    SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
-
-    def __init__(self):
-        self.signum = 0
-        self._previous = {}
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-    def requested(self) -> bool:
-        return self.signum != 0
-
-    def _handle(self, signum, _frame) -> None:
-        if self.signum:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-        self.signum = signum  # a plain attribute: the handler takes no lock the sampler might hold
-
-    def __enter__(self):
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        return self
-
-    def __exit__(self, *_exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class _ProgressLine:

@@ -129,9 +129,9 @@ def _fetch_all(out: _Output, folder: Path, remotes, token) -> int:
             state["shown"] = now
             _progress(out, state, total, rate)
 
-    from ..cli import _StopSignals  # the same stop rule as generate: between chunks here, a second signal at once
+    from ..stop_signals import StopSignals  # the same stop rule as generate: between chunks here, a second signal at once
 
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
         for remote in remotes:
             state["file"] = remote.file.path
             try:
