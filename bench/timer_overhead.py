@@ -63,6 +63,9 @@ def main() -> None:
         assert bpy.ops.scail2.generate() == {'FINISHED'}
         while addon.runtime.input_render.active() is not None:  # the inputs first (bench/input_render.py)
             addon.runtime.input_render._tick()
+        while not session.scene_jobs(scene):  # the worker checks the inputs, then the job is queued
+            follow.tick()
+            time.sleep(0.05)
         job = session.scene_jobs(scene)[-1]
         tick_times, started = [], time.monotonic()
         while not job.finished:

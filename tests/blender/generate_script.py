@@ -25,8 +25,8 @@ MODE = sys.argv[4] if len(sys.argv) > 4 else "main"
 
 import bpy  # noqa: E402  (after the environment is set)
 from script_common import (  # noqa: E402,F401
-    HAS_SEQUENCER_SCENE, PKG, REPO, add_movie_as_in_the_ui, draw_panels, install_tiny, module, pump, render_inputs,
-    report, show, step, window)
+    HAS_SEQUENCER_SCENE, PKG, REPO, add_movie_as_in_the_ui, draw_panels, install_tiny, module, pump, queued_job,
+    render_inputs, report, show, step, window)
 
 with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
     CONFIG = json.load(fh)
@@ -330,12 +330,16 @@ else:
             scene = SCENES["24"]
             show(scene)
             before = len(imported_strips(scene))
+            jobs_before = len(session.scene_jobs(scene))
             started = time.monotonic()
             result = bpy.ops.scail2.generate()
             returned = time.monotonic() - started
             assert result == {'FINISHED'}, result
             assert bpy.app.timers.is_registered(follow.tick)
-            job = session.scene_jobs(scene)[-1]
+            # The worker checks the inputs first: at return the job is not even queued ("checking").
+            at_return = session.scene_jobs(scene)[jobs_before:]
+            queued_status = at_return[0].status if at_return else "checking"
+            job = queued_job(scene, jobs_before)
             status_seen = []
             phases = set()
 
@@ -345,7 +349,6 @@ else:
                     status_seen.append(follow.status_line(session.get_queue(create=False)))
                 return job.finished
 
-            queued_status = job.status
             ticks = pump(finished)
             # One more tick: the queue is idle and the timer stops itself.
             last = follow.tick()
@@ -378,8 +381,9 @@ else:
         job_settings.steps = 2000
         before = snapshot(scene)
         try:
+            jobs_before = len(session.scene_jobs(scene))
             assert bpy.ops.scail2.generate() == {'FINISHED'}
-            job = session.scene_jobs(scene)[-1]
+            job = queued_job(scene, jobs_before)
             pump(lambda: job.status == "running" and job.phase == "sample" and job.step >= 2)
             assert bpy.ops.scail2.cancel_job() == {'FINISHED'}
             asked = time.monotonic()
@@ -415,9 +419,10 @@ else:
         prefs = bpy.context.preferences.addons[PKG].preferences
 
         def killed_job():
+            jobs_before = len(session.scene_jobs(scene))
             assert bpy.ops.scail2.generate() == {'FINISHED'}
             render_inputs()  # the first time: the inputs are rendered before the job is queued
-            job = session.scene_jobs(scene)[-1]
+            job = queued_job(scene, jobs_before)
             pump(lambda: job.status == "running" and job.phase == "sample" and job.step >= 1)
             os.kill(session.get_queue(create=False).client.pid, signal.SIGKILL)
             pump(lambda: job.finished, timeout=60.0)
@@ -501,6 +506,7 @@ else:
                 shown = render_inputs()
             finally:
                 input_render.STEP_BUDGET_S = budget
+            queued_job(scene, jobs_before)  # once the worker has checked the inputs
             queued = session.scene_jobs(scene)[jobs_before:]
             assert len(queued) == 1, queued
             pump(lambda: queued[0].finished)

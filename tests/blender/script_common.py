@@ -53,6 +53,14 @@ def pump(until, timeout=120.0):
     return ticks
 
 
+def queued_job(scene, jobs_before, timeout=120.0):
+    """The job Generate queued for ``scene`` after its ``jobs_before`` earlier ones. Generate has the worker check
+    the inputs first and queues the job when the answer comes (a timer tick), so this pumps until it is there."""
+    session = module(".runtime.session")
+    pump(lambda: len(session.scene_jobs(scene)) > jobs_before, timeout)
+    return session.scene_jobs(scene)[jobs_before]
+
+
 def render_inputs(timeout=120.0):
     """Call the input render's timer function as Blender's event loop would, until it ends; the texts it showed."""
     input_render = module(".runtime.input_render")
