@@ -131,7 +131,7 @@ class Stages:
         record.update(environment(self.device))
 
     def matmul(self, record: dict) -> None:
-        record["bf16_tflops"] = round(matmul_peak(self.device, torch.bfloat16) / 1e12, 1)
+        record["bf16_tflops"] = round(matmul_peak(self.device, torch.bfloat16) / 1e12, 3)  # a CPU's is < 0.1
         try:
             record["fp8_tflops"] = round(fp8_matmul_peak(self.device) / 1e12, 1)
         except Exception as exc:  # no fp8 tensor cores here

@@ -38,8 +38,10 @@ def decode_message(line: str | bytes) -> dict[str, Any]:
         line = line.decode("utf-8", errors="replace")
     try:
         message = json.loads(line)
-    except (json.JSONDecodeError, RecursionError):
+    except json.JSONDecodeError:
         raise ProtocolError(f"not a JSON message: {line.strip()[:80]!r}") from None
+    except RecursionError:  # json's parser recurses once per nesting level: a line of "[" x 200000
+        raise ProtocolError("not a JSON message: nested too deeply") from None
     if not isinstance(message, dict) or "type" not in message:
         raise ProtocolError("a message must be a JSON object with a 'type'")
     if message.get("v") != PROTOCOL_VERSION:

@@ -505,8 +505,10 @@ def test_sigkill_mid_job_then_restart_and_resume_gives_the_uninterrupted_frames(
     victim = WorkerProcess("--model", "tiny", "--jobs-root", str(jobs_root))
     try:
         job_id = victim.submit(two_segment_job(), killed_dir)["job"]
-        # The first segment's frames and state are saved before the second segment samples.
-        victim.wait_for(lambda m: m.get("job") == job_id and m["type"] == "progress" and m.get("segment") == 2)
+        # The first segment's frames are written while the second segment samples (issue 29); once they are
+        # reported its state is saved: killed after that, the job resumes from segment 2.
+        victim.wait_for(lambda m: m.get("job") == job_id and m["type"] == "progress" and m.get("segment") == 2
+                        and len(frames_of(victim.seen, job_id)) >= 81)
         victim.proc.kill()
         victim.proc.wait(30)
     finally:
