@@ -1,6 +1,9 @@
 """`python -m backend ...`: generate, check-inputs, convert, demo, serve, doctor, download, masks, matte,
 score, report, farm.
 
+Over 450 lines on purpose: one short entry function per command, each a screen, read top to bottom as the
+`--help` list; the commands' logic lives in their own packages.
+
 What each command does; what it accepts is `options`' (and `loaders.convert`'s for `convert`).
 `COMMANDS` lists them in the order `--help` shows them. Bad input is one line on stderr and
 exit code 2.

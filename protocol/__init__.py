@@ -1,5 +1,8 @@
 """What the add-on and the SCAIL-2 backend say to each other. Standard library only.
 
+Over 450 lines on purpose: `JobSpec` and the limits it is checked against are one rule set, read together;
+the other records have modules of their own beside this one.
+
 Both worlds import this one package: Blender's Python (as part of the add-on
 package) and the backend environment (as a top-level package beside `backend/`).
 Here: the job specifications and the rules on them (`JobSpec`, `SegmentSpec`,

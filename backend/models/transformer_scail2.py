@@ -1,5 +1,7 @@
 """The SCAIL-2 diffusion transformer (Wan 2.1 I2V backbone with in-context conditioning).
 
+Over 450 lines on purpose: one model per file, as diffusers keeps its models (blocks, embeddings, forward).
+
 Parameter names are the Wan-native names of the official checkpoint, so an
 official state dict loads with `load_state_dict(strict=True)` as is. How the
 inputs become one token sequence: `docs/model.md`, section "Token layout"; the

@@ -1,5 +1,8 @@
 """Running one generation job: from prepared inputs to numbered frames, preview and manifest.
 
+Over 450 lines on purpose: `GenerationJob` is one recipe (`run`) over small named steps that share the
+job's state; split, the steps would pass that state around instead.
+
 A job directory holds `manifest.json` (settings, inputs with hashes, the
 frame-to-source-time map, timings, warnings, numerics), `state.json` (how many
 segments are finished), `frames/frame_NNNNNN.png` and `history/` (the decoded
