@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from html import escape
 
-from . import MARKER, TakeEntry
+from .entries import MARKER, TakeEntry
 from .charts import sparkline
 from .sheets import contact_sheet
 
