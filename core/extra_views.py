@@ -14,17 +14,12 @@ __all__ = (
 )
 
 from .inputs import identity_names
+from ..protocol import MAX_EXTRA_VIEWS  # noqa: F401  (re-exported for the panels and operators)
 
 # The inputs.json entry (and the export key) of the extra views.
 EXTRA_VIEWS = "extra_references"
 
-# The model itself sets no hard limit: each view is one more latent frame in front of the reference
-# (docs/model.md, "Token layout" and "RoPE": time positions 0..N-1). But each view adds a reference's
-# worth of tokens to every step of every segment (1,792 at 512p, 3,600 at 704p, beside 48,832 for an
-# 81-frame 512p segment), and attention grows with the square of the sequence. Eight views (one every
-# 45 degrees around the character) already make a 512p segment's sequence 29% longer, its attention
-# about 67% dearer; more views add cost and memory, not sides of the character.
-MAX_EXTRA_VIEWS = 8
+# How many a job takes is the contract's rule (protocol.MAX_EXTRA_VIEWS, with the reason there).
 
 
 def view_identity_problem(inputs):

@@ -71,6 +71,13 @@ RESOLUTIONS = {  # tier -> (short side, long side) in pixels
     "704p": (704, 1280),
 }
 MAX_IDENTITIES = 6
+# The model itself sets no hard limit: each view is one more latent frame in front of the reference
+# (docs/model.md, "Token layout" and "RoPE": time positions 0..N-1). But each view adds a reference's
+# worth of tokens to every step of every segment (1,792 at 512p, 3,600 at 704p, beside 48,832 for an
+# 81-frame 512p segment), and attention grows with the square of the sequence. Eight views (one every
+# 45 degrees around the character) already make a 512p segment's sequence 29% longer, its attention
+# about 67% dearer; more views add cost and memory, not sides of the character.
+MAX_EXTRA_VIEWS = 8
 # Mask colour of identity 1..6 (8-bit RGB), in the order of the SCAIL-2 release.
 PALETTE = ((0, 0, 255), (255, 0, 0), (0, 255, 0), (255, 0, 255), (0, 255, 255), (255, 255, 0))
 PALETTE_NAMES = ("blue", "red", "green", "magenta", "cyan", "yellow")
@@ -229,6 +236,9 @@ class JobSpec:
                                 f"got {self.max_input_pixels}")
         if len(self.extra_references) != len(self.extra_reference_masks) and self.extra_reference_masks:
             raise ProtocolError("give one mask per extra reference view, or none")
+        if len(self.extra_references) > MAX_EXTRA_VIEWS:
+            raise ProtocolError(f"a job takes at most {MAX_EXTRA_VIEWS} extra reference views, got "
+                                f"{len(self.extra_references)}")
         if self.frame_start < 0 or (self.frame_end is not None and self.frame_end <= self.frame_start):
             raise ProtocolError(f"frame range [{self.frame_start}, {self.frame_end}) is empty")
         if self.matte and not self.matte_prompt.strip():

@@ -219,3 +219,11 @@ def test_same_job_reads_both_sides_as_job_specs_and_ignores_safety_limits():
     assert not protocol.same_job(recorded, JobSpec(driving="a.mp4", reference="b.png", seed=5))
     assert not protocol.same_job(recorded | {"guidance": float("nan")}, spec)
     assert protocol.same_job(recorded, spec.to_dict())
+
+
+def test_a_job_takes_at_most_the_contracts_extra_views():
+    """The limit is the contract's: the CLI and the worker refuse what the add-on's panel would not offer."""
+    views = [f"view{i}.png" for i in range(protocol.MAX_EXTRA_VIEWS + 1)]
+    JobSpec(driving="a.mp4", reference="b.png", extra_references=views[:-1]).validate()
+    with pytest.raises(ProtocolError, match=f"at most {protocol.MAX_EXTRA_VIEWS} extra reference views, got 9"):
+        JobSpec(driving="a.mp4", reference="b.png", extra_references=views).validate()
