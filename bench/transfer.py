@@ -11,9 +11,10 @@ the add-on's own client (`core.worker_client`, `core.transfer`), as Blender woul
 4. in the same run, the limit: a plain Python `ssl` socket pair on loopback (the worker's own
    certificate, 1 MiB sends, large receives) moving the same 64 MiB each way and the same result
    file set; each step's ratio to it is printed (upload and download: MiB/s over the limit's;
-   the result fetch: its time over the file set's time at the limit).
+   the result fetch: its time over the file set's time at the limit). Steps 1 and 3 and their
+   limits run `--repeat` times, in turn, and their medians are compared.
 
-    .venvs/backend/bin/python bench/transfer.py [--mib 64]
+    .venvs/backend/bin/python bench/transfer.py [--mib 64] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import os
 import re
 import socket
+import statistics
 import ssl
 import subprocess
 import sys
@@ -142,9 +144,20 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def median_pair(repeat: int, limit, ours) -> tuple[float, float]:
+    """Median seconds of `limit()` and of `ours(k)` over `repeat` runs, taken in turn so that both
+    see the same moments of a shared machine (single runs here vary by +-40 %)."""
+    limits, times = [], []
+    for k in range(repeat):
+        limits.append(limit())
+        times.append(ours(k))
+    return statistics.median(limits), statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=64, help="size of the throughput file (default 64)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each step and its limit (default 5)")
     args = parser.parse_args()
     worker_client, transfer = addon_modules()
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,22 +170,25 @@ def main() -> None:
             rows = []
             cert_dir = tmp / "config" / "scail2" / "worker-tls"
             framing = "binary frames" if transfers.binary else "base64 lines"
+            framing += ", unnamed uploads" if transfers.unnamed_uploads else ""
 
-            big = tmp / "random.bin"
-            big.write_bytes(os.urandom(args.mib << 20))
-            limit = args.mib / raw_tls_seconds(cert_dir, [big.read_bytes()], upload=True)
-            rows.append((f"limit: raw TLS socket, {args.mib} MiB one way", args.mib / limit, limit, None))
-            seconds = timed(lambda: transfers.upload_file(str(big)))
-            rows.append((f"upload {args.mib} MiB random ({framing})", seconds, args.mib / seconds,
-                         args.mib / seconds / limit))
+            bigs = [tmp / f"random_{k}.bin" for k in range(args.repeat)]  # a new file each time: none is known
+            for big in bigs:
+                big.write_bytes(os.urandom(args.mib << 20))
+            payload = [bigs[0].read_bytes()]
+            limit_s, seconds = median_pair(args.repeat, lambda: raw_tls_seconds(cert_dir, payload, upload=True),
+                                           lambda k: timed(lambda: transfers.upload_file(str(bigs[k]))))
+            rows.append((f"limit: raw TLS socket, {args.mib} MiB one way", limit_s, args.mib / limit_s, None))
+            rows.append((f"upload {args.mib} MiB random ({framing})", seconds, args.mib / seconds, limit_s / seconds))
             served = tmp / "jobs" / "bench_download"
             served.mkdir(parents=True)
-            os.link(big, served / "random.bin")
-            limit = args.mib / raw_tls_seconds(cert_dir, [big.read_bytes()], upload=False)
-            rows.append((f"limit: raw TLS socket, {args.mib} MiB the other way", args.mib / limit, limit, None))
-            seconds = timed(lambda: transfers.fetch_folder(str(served), str(tmp / "local_download")))
+            os.link(bigs[0], served / "random.bin")
+            limit_s, seconds = median_pair(
+                args.repeat, lambda: raw_tls_seconds(cert_dir, payload, upload=False),
+                lambda k: timed(lambda: transfers.fetch_folder(str(served), str(tmp / f"local_download_{k}"))))
+            rows.append((f"limit: raw TLS socket, {args.mib} MiB the other way", limit_s, args.mib / limit_s, None))
             rows.append((f"download {args.mib} MiB random ({framing})", seconds, args.mib / seconds,
-                         args.mib / seconds / limit))
+                         limit_s / seconds))
 
             clip = tmp / "clip_2048x1080.mp4"
             write_clip(clip, footage_frames(65, (2048, 1080)))
@@ -190,13 +206,14 @@ def main() -> None:
             (result / "manifest.json").write_text("{}")
             result_mib = folder_bytes(result) / (1 << 20)
             file_set = [p.read_bytes() for p in sorted(result.rglob("*")) if p.is_file()]
-            at_limit = raw_tls_seconds(cert_dir, file_set, upload=False)
+            at_limit, seconds = median_pair(
+                args.repeat, lambda: raw_tls_seconds(cert_dir, file_set, upload=False),
+                lambda k: timed(lambda: transfers.fetch_folder(str(result), str(tmp / f"local_result_{k}"))))
             rows.append((f"limit: raw TLS socket, the result's {len(file_set)} files", at_limit,
                          result_mib / at_limit, None))
-            local = tmp / "local_result"
-            seconds = timed(lambda: transfers.fetch_folder(str(result), str(local)))
-            rows.append((f"fetch 81-frame 512p result ({result_mib:.1f} MiB)", seconds, result_mib / seconds,
-                         at_limit / seconds))
+            rows.append((f"fetch 81-frame 512p result ({result_mib:.1f} MiB; {seconds / at_limit:.1f}x the "
+                         "limit's time)", seconds, result_mib / seconds, at_limit / seconds))
+            local = tmp / "local_result_0"
             assert folder_bytes(local) == folder_bytes(result)
             seconds = timed(lambda: transfers.fetch_folder(str(result), str(local)))
             rows.append(("same result again (nothing changed)", seconds, None, None))
@@ -204,9 +221,11 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(30)
+    print(f"medians of {args.repeat} runs, each taken in turn with its limit; load average "
+          f"{os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
     print("| step | seconds | MiB/s | of the limit |\n|---|---|---|---|")
     for name, seconds, rate, ratio in rows:
-        print(f"| {name} | {seconds:.2f} | {'' if rate is None else f'{rate:.1f}'} | "
+        print(f"| {name} | {seconds:.3f} | {'' if rate is None else f'{rate:.1f}'} | "
               f"{'' if ratio is None else f'{ratio:.2f}'} |")
 
 

@@ -6,6 +6,7 @@ place and renamed when whole; a cut resumes at the part file's size, and a file 
 worker meanwhile (its ``version`` changed) is fetched again from the start. With binary framing
 several pieces are asked for before the first answer is awaited, and a folder's small files (a
 job's frames) are asked for several at a time, so a round trip per file never holds the wire idle.
+Pieces are written past the page cache where the system allows (``protocol.direct_io``).
 """
 
 import base64
@@ -19,7 +20,8 @@ IN_FLIGHT = 4  # pieces (or small files) asked for before the first answer is aw
 
 class Downloads:
     """The download half of `transfer.Transfers` (which provides ``_ask``, ``_answer``, ``_forget``,
-    ``_retrying``, ``_deliver``, ``jobs``, ``binary``, ``chunk_bytes`` and ``counters``)."""
+    ``_retrying``, ``_deliver``, ``jobs``, ``binary``, ``chunk_bytes``, ``counters`` and ``writer``, a
+    ``protocol.direct_io.ChunkWriter``)."""
 
     def _sync(self, job_id):
         """Fetch what changed in a mirrored job's folder; progress events as files arrive."""
@@ -89,8 +91,7 @@ class Downloads:
     def _write_piece(self, part, piece):
         data = _bytes_of(piece)
         self.counters["down"] += len(data)
-        with open(part, "ab") as fh:
-            fh.write(data)
+        self.writer.append(part, data)
 
     def _fetch_from_part(self, folder, name, part, version=None):
         """Append the rest of the worker's file to ``part``, several pieces asked for at once (binary

@@ -38,6 +38,7 @@ import os
 import tempfile
 
 from .. import protocol
+from .file_digests import file_sha256
 
 SHOT_KEY_CHARS = 12
 WEDGE_KINDS = ("SEED", "REFERENCE", "GUIDANCE", "SAMPLER", "LORA")
@@ -126,14 +127,6 @@ def updated(review, **changes):
 
 # --------------------------------------------------------------------------------------------
 # Inputs that changed since a take was made.
-
-def file_sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def recorded_inputs(review, manifest):
     """``[(role, path, sha256)]`` a take was made from: the recipe's, else the manifest's ``inputs``."""

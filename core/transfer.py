@@ -22,15 +22,18 @@ at the part file's size. One thread does all of it, in the order events arrived.
 
 import base64
 import collections
-import hashlib
 import json
 import os
+import re
+import secrets
 import tempfile
 import threading
 import time
 
 from .. import protocol
+from ..protocol.direct_io import ChunkWriter
 from .downloads import IN_FLIGHT, Downloads
+from .file_digests import cached_sha256, file_identity, file_sha256
 from .worker_tls import WorkerClientError
 
 CHUNK_BYTES = 512 << 10  # a line-framing worker's (capabilities.chunk_bytes); base64 keeps a line under 1 MiB
@@ -40,6 +43,7 @@ INPUT_FIELDS = ("driving", "reference", "driving_mask", "reference_mask")
 LIST_FIELDS = ("extra_references", "extra_reference_masks")
 END_EVENTS = ("done", "cancelled", "error")
 REQUEST_PREFIX = "xfer-"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 WORKER_JOB_NOTE = ".scail2-worker-job.json"  # in a mirrored job folder: the worker's folder it mirrors (resume)
 
 
@@ -49,11 +53,6 @@ class TransferError(RuntimeError):
 
 class _Cancelled(Exception):
     pass
-
-
-def file_sha256(path):
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def folder_files(folder):
@@ -103,6 +102,9 @@ class Transfers(Downloads):
         self.counters = {"up": 0, "down": 0}  # bytes of payload sent and received, for tests and benches
         self.binary = False  # the connection carries file bytes as binary frames (protocol.wire)
         self.chunk_bytes = CHUNK_BYTES
+        self.writer = ChunkWriter()  # the downloads' writes (one thread does all transfers)
+        self.unnamed_uploads = False  # the worker names an upload by its hash (capabilities.unnamed_uploads)
+        self._named = {}  # file identity (file_digests) -> SHA-256 the worker named its upload by
         self._thread = threading.Thread(target=self._run, name="scail2-client-transfer", daemon=True)
         self._thread.start()
 
@@ -110,6 +112,7 @@ class Transfers(Downloads):
     def use_framing(self, capabilities):
         """How the worker's ``capabilities`` say file bytes travel on this connection (again on each one)."""
         self.binary = capabilities.get("framing") == protocol.FRAMING_BINARY
+        self.unnamed_uploads = capabilities.get("unnamed_uploads") is True
         chunk = capabilities.get("chunk_bytes")
         self.chunk_bytes = chunk if isinstance(chunk, int) and 0 < chunk <= protocol.MAX_PAYLOAD_BYTES else CHUNK_BYTES
 
@@ -311,33 +314,57 @@ class Transfers(Downloads):
         return protocol.blob_tree_ref(sha, name)
 
     def _upload(self, path, request_id, done, total):
-        sha, size = file_sha256(path), os.path.getsize(path)
+        """Upload one file (resuming where the worker holds part of it); its blob reference.
+
+        A file hashed before (`file_digests`, or named by this worker already) is asked for by its
+        SHA-256 first, so what the worker holds is never sent again. Any other file goes at once as an
+        unnamed upload the worker names by the hash of what arrives: hashing it here first would hold
+        the wire idle for as long as a fast link takes to carry it.
+        """
+        size = os.path.getsize(path)
+        sha = cached_sha256(path) or self._named.get(file_identity(path))
+        if sha is None and not self.unnamed_uploads:
+            sha = file_sha256(path)
+        key = {"sha256": sha} if sha else {"upload": secrets.token_urlsafe(24)}
+        finished = {}
 
         def go_on():
-            have = self._request("blob_status", sha256=sha)["have"]
+            status = self._request("blob_status", **key)
+            have = status["have"]
             in_flight = collections.deque()  # request ids of chunks sent, oldest first
             offset = max(have, 0)
-            with open(path, "rb") as fh:
+            # One buffer, read into again for every chunk: each chunk is sent before the next is read.
+            buffer = memoryview(bytearray(self.chunk_bytes))
+            with open(path, "rb", buffering=0) as fh:
                 fh.seek(offset)
-                while have < size:
+                while max(have, 0) < size:
                     if request_id in self._cancelled or self._closing.is_set():
                         raise _Cancelled()
                     while offset < size and len(in_flight) < (IN_FLIGHT if self.binary else 1):
-                        piece = fh.read(self.chunk_bytes)
-                        in_flight.append(self._ask("blob_put", piece, sha256=sha, size=size, offset=offset))
+                        piece = buffer[: fh.readinto(buffer)]
+                        if not piece:
+                            raise TransferError(f"{path} became shorter while it was uploaded: upload it again")
+                        in_flight.append(self._ask("blob_put", piece, **key, size=size, offset=offset))
                         self.counters["up"] += len(piece)
                         offset += len(piece)
                     try:
-                        have = self._answer(in_flight.popleft(), "blob_put")["have"]
+                        status = self._answer(in_flight.popleft(), "blob_put")
                     except TransferError:
                         self._forget(in_flight)
                         raise
+                    have = status["have"]
                     self._deliver(_local("progress", request_id=request_id, phase="upload",
                                          bytes=done[0] + have, total=total))
-            if size == 0:
-                self._request("blob_put", sha256=sha, size=0, offset=0, data="")
+            if size == 0 and not status.get("complete"):
+                status = self._request("blob_put", **key, size=0, offset=0, data="")
+            finished.update(status)
 
         self._retrying(go_on)
+        if sha is None:
+            sha = finished.get("sha256")
+            if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+                raise TransferError("the worker did not name the uploaded file: upload it again")
+            self._named[file_identity(path)] = sha
         done[0] += size
         return protocol.blob_ref(sha, safe_name(path))
 

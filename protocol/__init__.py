@@ -11,7 +11,7 @@ crosses (`records` the base, `events` the worker's events, `messages` the lines,
 `manifest`, `state`, `segmentation` the job folders' files, `errors` the error codes,
 `seeds` the seed rule, `checks` and `review`) and the one JSON file reader
 (`json_files`). Nothing here touches bpy, torch or the file system beyond reading
-JSON files.
+JSON files, and writing a transfer's bytes (`direct_io`, for both ends of a transfer).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from .wire import (  # noqa: F401  (framing of a connection, a shared worker's r
     FRAMING_LINES,
     FRAMINGS,
     MAX_PAYLOAD_BYTES,
+    UPLOAD_ID,
     PAYLOAD_FIELD,
     QUOTA_EXCEEDED,
     ROLE_ADMIN,

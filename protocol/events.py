@@ -76,6 +76,7 @@ class Capabilities(Event):
     admin: bool | None = None  # that artist sees and cancels every job
     shared: bool | None = None  # the worker has named tokens (several artists)
     chunk_bytes: int | None = None
+    unnamed_uploads: bool | None = None  # blob_put and blob_status take `upload` (an id) in place of `sha256`
 
 
 @event_type
@@ -214,11 +215,14 @@ class Ok(Event):
 @event_type
 @dataclass(frozen=True, kw_only=True)
 class Blob(Event):
+    """An upload's state. `upload`: an unnamed upload's id (its `sha256` is the worker's, once complete)."""
+
     TYPE = "blob"
     WHAT = "blob event"
-    sha256: str
+    sha256: str = ""
     have: int
     complete: bool | None = None
+    upload: str | None = None
 
 
 @event_type

@@ -27,6 +27,11 @@ FRAMINGS = (FRAMING_LINES, FRAMING_BINARY)
 PAYLOAD_FIELD = "payload"  # in a header line: how many raw bytes follow; in a decoded message: those bytes
 MAX_PAYLOAD_BYTES = 16 << 20  # one frame's bytes at most (the worker's chunk is smaller)
 
+# An unnamed upload's id (`blob_put` / `blob_status` with `upload` in place of `sha256`): the client
+# sends a file before knowing its SHA-256, which the worker works out as the bytes arrive and names the
+# blob by. Random, so another upload never meets it; scoped to the artist who sends it.
+UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
 # Error codes of a shared worker (with those of backend.service.jobs).
 ROLE_ARTIST = "artist"
 ROLE_ADMIN = "admin"  # sees and cancels every identity's jobs
@@ -95,6 +100,11 @@ class FrameReader:
             return count, self._completed()
         count = recv_into(memoryview(buffer))
         return count, self.feed(bytes(memoryview(buffer)[:count]))
+
+    @property
+    def payload_left(self) -> int:
+        """Bytes still to come of the payload being read (0 when none is)."""
+        return 0 if self._payload is None else len(self._payload) - self._filled
 
     def _completed(self) -> Iterator[tuple[bytes | None, bytes | None]]:
         if self._payload is not None and self._filled == len(self._payload):

@@ -13,6 +13,7 @@ from pathlib import Path
 import protocol
 
 from .blobs import BlobError, BlobStore, check_name, check_sha
+from .identities import EVERYONE, Identity
 from .jobs import BAD_INPUT, ProtocolFailure
 
 REMOTE_PATHS = "a remote client names no files of the worker: upload it and name the blob"
@@ -33,8 +34,9 @@ def remote_job_folder(jobs_root: Path, job_dir: object, job_id: str) -> Path:
     return folder
 
 
-def resolve_inputs(task: str, job: dict, store: BlobStore) -> tuple[dict, list[str]]:
-    """The job with every input path replaced by its blob's path on the worker, and the blobs used.
+def resolve_inputs(task: str, job: dict, store: BlobStore, who: Identity = EVERYONE) -> tuple[dict, list[str]]:
+    """The job with every input path replaced by its blob's path on the worker, and the blobs used
+    (those `who` uploaded: another artist's blob is as absent as one never uploaded).
 
     Refused (one line, BAD_INPUT) when an input is not a blob reference or its blob is not
     uploaded.
@@ -53,11 +55,11 @@ def resolve_inputs(task: str, job: dict, store: BlobStore) -> tuple[dict, list[s
                 name, _, pattern = tree[1].partition("/")  # an image sequence names its pattern in the folder
                 if pattern and not protocol.SEQUENCE_NAME.fullmatch(pattern):
                     raise BlobError(f"not an image sequence's name: {pattern[:80]!r}")
-                path, shas = store.link_tree(check_sha(tree[0]), check_name(name))
+                path, shas = store.link_tree(check_sha(tree[0]), check_name(name), who)
                 used.extend(shas)
                 return str(path / pattern) if pattern else str(path)
             sha, name = check_sha(ref[0]), check_name(ref[1])
-            path = store.link(sha, name)
+            path = store.link(sha, name, who)
         except BlobError as exc:
             raise ProtocolFailure(BAD_INPUT, f"{field}: {exc}") from None
         used.append(sha)

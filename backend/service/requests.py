@@ -113,6 +113,7 @@ class Requests:
             jobs_root=str(self.jobs_root), pid=os.getpid(), mode=self._connection_mode(message, output),
             **negotiate_framing(message, output),
             identity=identity_of(output).name, admin=identity_of(output).admin, shared=self.book.named,
+            unnamed_uploads=True,
         )
 
     @staticmethod
@@ -136,7 +137,7 @@ class Requests:
         held: list[str] = []
         if output.mode == "transfer":  # checked before any path is looked at
             folder = remote_job_folder(self.jobs_root, job_dir, job_id)
-            job, held = resolve_inputs(task, message["job"], self.blobs)
+            job, held = resolve_inputs(task, message["job"], self.blobs, identity_of(output))
             message = dict(message, job=job)
         else:
             folder = Path(job_dir).expanduser() if job_dir else self.jobs_root / job_id
@@ -155,7 +156,7 @@ class Requests:
             raise ProtocolFailure(BAD_REQUEST, str(exc)) from None
         job = request.job
         if output.mode == "transfer":  # uploaded blobs, as a submit names them
-            job, _held = resolve_inputs("generate", job, self.blobs)
+            job, _held = resolve_inputs("generate", job, self.blobs, identity_of(output))
         spec = self._check_spec(job)
 
         def run() -> None:

@@ -2,11 +2,15 @@
 
 `Transfers` is a part of `worker.Worker` (a base class, like `requests.Requests`):
 
-* blob_status {sha256} -> blob {sha256, have}: the bytes the worker holds (-1 none; the blob's
-  size once complete), so an upload cut anywhere goes on where it stopped and a blob the
-  worker has is never sent again.
+* blob_status {sha256} -> blob {sha256, have}: the bytes the worker holds from this artist (-1
+  none; the blob's size once complete), so an upload cut anywhere goes on where it stopped and a
+  blob the artist sent is never sent again (another artist's is not seen: `blobs`).
 * blob_put {sha256, size, offset, data (base64, at most CHUNK_BYTES)} -> blob {sha256, have,
   complete}; a chunk at any other offset than `have` is refused with the offset to go on from.
+* Both take `upload` (an id, `protocol.UPLOAD_ID`) in place of `sha256` (`capabilities.unnamed_uploads`):
+  a file whose SHA-256 the client has not worked out is sent at once, and the worker names it by the
+  hash of what arrived (the reply's `sha256` once `complete`). The client then spends no time hashing
+  before the first byte goes, and the wire carries what it would have waited for.
   With binary framing (`framing`) the bytes are the request's frame, not base64 `data`, and a
   chunk may be larger (`capabilities.chunk_bytes`); `file_data` replies likewise.
 * list_files {job_dir} -> files {job_dir, files: [{name, size, version}]}: the job folder's
@@ -29,6 +33,7 @@ from .blobs import BlobError, check_sha
 from .framing import chunk_bytes, payload_of
 from .jobs import BAD_REQUEST, ProtocolFailure
 from .remote import remote_job_folder
+from .sharing import identity_of
 
 if TYPE_CHECKING:
     from .blobs import BlobStore
@@ -45,24 +50,41 @@ class Transfers:
     jobs_root: Path
 
     def _on_blob_status(self, message: dict, output: Output) -> tuple[str, dict]:
+        who = identity_of(output)
+        if "upload" in message:
+            have, sha = self._unnamed(lambda upload: self.blobs.have_unnamed(upload, who), message)
+            return "blob", {"upload": message["upload"], "sha256": sha or "", "have": have, "complete": sha is not None}
         sha = self._sha_of(message)
-        return "blob", {"sha256": sha, "have": self.blobs.have(sha)}
+        return "blob", {"sha256": sha, "have": self.blobs.have(sha, who)}
 
     def _on_blob_put(self, message: dict, output: Output) -> tuple[str, dict]:
-        sha = self._sha_of(message)
         offset, size = message.get("offset"), message.get("size")
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise ProtocolFailure(BAD_REQUEST, "blob_put needs 'offset': where these bytes go")
-        data = payload_of(message)
+        data, who = payload_of(message), identity_of(output)
         if len(data) > chunk_bytes(output):
             raise ProtocolFailure(BAD_REQUEST, f"a chunk is at most {chunk_bytes(output)} bytes")
+        if "upload" in message:
+            have, sha = self._unnamed(lambda upload: self.blobs.put_unnamed(upload, size, offset, data, who), message)
+            return "blob", {"upload": message["upload"], "sha256": sha or "", "have": have, "complete": sha is not None}
+        sha = self._sha_of(message)
+        have = self._storing(lambda: self.blobs.put(sha, size, offset, data, who), lambda: self.blobs.have(sha, who))
+        return "blob", {"sha256": sha, "have": have, "complete": have == size}
+
+    def _unnamed(self, step, message: dict):
+        """`step(upload id)` of an unnamed upload (`protocol.UPLOAD_ID`), its refusals as bad_request."""
+        upload = message.get("upload")
+        return self._storing(lambda: step(upload), lambda: -1)
+
+    @staticmethod
+    def _storing(step, have):
+        """`step()`, a store's refusal as one bad_request line (with what the store holds, `have()`)."""
         try:
-            have = self.blobs.put(sha, size, offset, data)
+            return step()
         except BlobError as exc:
-            raise ProtocolFailure(BAD_REQUEST, str(exc), hint=f"have {self.blobs.have(sha)}") from None
+            raise ProtocolFailure(BAD_REQUEST, str(exc), hint=f"have {have()}") from None
         except OSError as exc:
             raise ProtocolFailure(BAD_REQUEST, f"the worker cannot store the upload: {exc.strerror or exc}") from None
-        return "blob", {"sha256": sha, "have": have, "complete": have == size}
 
     def _on_list_files(self, message: dict, output: Output) -> tuple[str, dict]:
         folder = self._fetch_folder(message, output)

@@ -7,6 +7,7 @@ in turns, an artist's quota is enforced, and faults on the wire are answered in 
 from __future__ import annotations
 
 import hashlib
+import json
 import queue
 import re
 import select
@@ -192,6 +193,22 @@ def test_artists_see_fetch_and_cancel_only_their_own_jobs_and_take_turns(studio)
     boss = clients["boss"]
     assert boss.capabilities["framing"] == "binary" and boss.capabilities["admin"] is True
     driving, reference = clients["alice"].upload(DRIVING), clients["alice"].upload(REFERENCE)
+    # Alice's uploads are hers: to bob they are as absent as bytes nobody sent, and a job naming
+    # them is refused as one naming a blob never uploaded, until he sends the same bytes himself.
+    driving_sha = protocol.parse_blob_ref(driving)[0]
+    assert clients["bob"].request("blob_status", sha256=driving_sha)["have"] == -1
+    assert boss.request("blob_status", sha256=driving_sha)["have"] == Path(DRIVING).stat().st_size  # an admin's
+    refused = clients["bob"].request("submit", job=small_job(driving=driving, reference=reference))
+    assert refused["type"] == "error" and "is not uploaded" in refused["message"], refused
+    unknown = hashlib.sha256(b"never sent").hexdigest()
+    made_up = clients["bob"].request("submit", job=small_job(driving=protocol.blob_ref(unknown, protocol.parse_blob_ref(driving)[1]),
+                                                             reference=reference))
+    assert made_up["message"].replace(unknown[:12], "") == refused["message"].replace(driving_sha[:12], "")
+    for name in ("bob", "carol"):
+        assert clients[name].upload(DRIVING) == driving and clients[name].upload(REFERENCE) == reference
+    blobs = studio.home / "jobs" / ".blobs"
+    assert json.loads((blobs / f"{driving_sha}.owners").read_text()) == ["alice", "bob", "carol"]
+    assert len([p for p in blobs.iterdir() if p.name == driving_sha]) == 1  # one copy
     # The admin's long job holds the queue while the artists queue theirs.
     blocker = boss.request("submit", job=small_job(driving=driving, reference=reference, frame_end=None, steps=4))
     assert blocker["type"] == "queued", blocker
@@ -282,8 +299,6 @@ def test_an_old_framing_client_still_uploads_and_fetches_in_base64_lines(studio)
 
 
 def _owner(studio, folder: Path) -> str:
-    import json
-
     return json.loads((studio.home / "jobs" / ".owners.json").read_text()).get(str(folder.resolve()), "")
 
 
@@ -291,7 +306,8 @@ def test_the_transfer_bench_uses_binary_frames_and_reports_its_ratio_to_the_raw_
     run = subprocess.run([sys.executable, str(REPO / "bench" / "transfer.py"), "--mib", "4"], cwd=REPO,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "upload 4 MiB random (binary frames)" in run.stdout and "download 4 MiB random (binary frames)" in run.stdout
+    assert "upload 4 MiB random (binary frames, unnamed uploads)" in run.stdout
+    assert "download 4 MiB random (binary frames, unnamed uploads)" in run.stdout
     assert re.search(r"\| limit: raw TLS socket, 4 MiB one way \|", run.stdout)
     assert re.search(r"\| fetch 81-frame 512p result .*\| [0-9.]+ \|$", run.stdout, re.M)
 
@@ -409,3 +425,56 @@ def test_masks_and_matte_jobs_run_on_a_transfer_mode_worker(studio, tmp_path):
         ended = next(m for m in seen if m.get("type") in ("done", "error"))
         assert ended["type"] == "done", ended
         assert (tmp_path / task / protocol.SEGMENT_RECORD).is_file()
+
+
+def test_a_file_the_client_never_hashed_goes_unnamed_and_the_worker_names_it(studio, tmp_path):
+    """The add-on sends a new file at once; the worker names the blob by the hash of what came, a second
+    upload of the same file sends nothing, a changed file goes again, and another artist cannot see it."""
+    client = addon_client().WorkerClient.connect("127.0.0.1", studio.port, token=studio.tokens["carol"],
+                                                 fingerprint=studio.fingerprint, timeout=120)
+    try:
+        transfers = client.transfers
+        assert transfers.unnamed_uploads and transfers.binary
+        plate = tmp_path / "plate.bin"
+        data = bytes(range(256)) * (40 << 10) + b"tail"  # 10 MiB + 4 bytes: three chunks, an unaligned end
+        plate.write_bytes(data)
+        ref = transfers.upload_file(str(plate))
+        sha = hashlib.sha256(data).hexdigest()
+        assert ref == protocol.blob_ref(sha, "plate.bin")
+        blob = studio.home / "jobs" / ".blobs" / sha
+        assert blob.read_bytes() == data and json.loads(blob.with_suffix(".owners").read_text()) == ["carol"]
+        sent = transfers.counters["up"]
+        assert transfers.upload_file(str(plate)) == ref and transfers.counters["up"] == sent  # known: nothing sent
+        with open(plate, "ab") as fh:
+            fh.write(b"more")
+        changed = transfers.upload_file(str(plate))
+        assert changed == protocol.blob_ref(hashlib.sha256(data + b"more").hexdigest(), "plate.bin")
+        assert transfers.counters["up"] == sent + len(data) + 4
+        bob = Client(studio.port, studio.tokens["bob"])
+        assert bob.request("blob_status", sha256=sha)["have"] == -1
+        bob.close()
+    finally:
+        client.close()
+
+
+def test_an_unnamed_upload_cut_midway_goes_on_from_what_the_worker_holds(studio):
+    """blob_status with the upload's id says how far it got; the rest completes it, and asking again after
+    the end (a reply lost in a cut) names the blob instead of starting over."""
+    alice = Client(studio.port, studio.tokens["alice"])
+    data = b"x" * (5 << 20) + b"y" * 1000
+    upload = "cut-midway-" + "0" * 16
+    chunk = alice.capabilities["chunk_bytes"]
+    first = alice.request("blob_put", data[:chunk], upload=upload, size=len(data), offset=0)
+    assert first["have"] == chunk and first["complete"] is False and first["sha256"] == ""
+    assert alice.request("blob_status", upload=upload)["have"] == chunk  # after a reconnect: from here
+    wrong = alice.request("blob_put", data[:10], upload=upload, size=len(data), offset=0)
+    assert wrong["type"] == "error" and f"send from {chunk}" in wrong["message"]
+    last = alice.request("blob_put", data[chunk:], upload=upload, size=len(data), offset=chunk)
+    sha = hashlib.sha256(data).hexdigest()
+    assert last["complete"] is True and last["sha256"] == sha and last["have"] == len(data)
+    again = alice.request("blob_status", upload=upload)
+    assert again["complete"] is True and again["sha256"] == sha
+    assert alice.request("blob_status", sha256=sha)["have"] == len(data)
+    bad = alice.request("blob_status", upload="../../etc")
+    assert bad["type"] == "error" and bad["code"] == "bad_request"
+    alice.close()
