@@ -18,8 +18,9 @@ from . import mean_of
 WHAT = ("whether the take shows the faces the driving clip shows, frame by frame (Haar frontal-face "
         "counts, smoothed; 1 = same count, 0 = a face lost or doubled for several frames)")
 LIMITS = ("frontal faces only (profiles and small or blurred faces go unseen in both), counts not "
-          "identities (a swapped face passes), a face lost or doubled for less than 8 frames (half a "
-          "second at 16 fps) is not named; hands are not checked by anything here yet")
+          "identities (a swapped face passes), looked for only around the characters' masks (a face "
+          "outside every identity's mask is not counted), a face lost or doubled for less than 8 frames "
+          "(half a second at 16 fps) is not named; hands are not checked by anything here yet")
 CASCADE = "haarcascade_frontalface_default.xml"
 # Tuned on the fixture clips (tests/fixtures/footage, resized to 512p): faces there are 50-90 px
 # (scail_001, full body) and 150-200 px (scail_002, half body). At 320 px (0.625x) with these
@@ -32,21 +33,54 @@ MIN_NEIGHBOURS = 4
 # Detection is this score's cost (driving and take, every frame). Detecting every other frame and
 # holding the count was tried: it named a false "doubled" run on scail_001 at 256 px.
 SMOOTH = 7  # frames in the running windows over each count sequence
+BOX_MARGIN_AT_DETECTION = 2 * MIN_FACE  # pixels around the characters' box, at detection size
 PERSIST = 2  # frames a disagreement must last, inside the windows, to count
 
 
-def face_counts(frames: np.ndarray) -> list[int]:
-    """uint8 RGB [N, H, W, 3] -> frontal faces found in each frame."""
+def face_counts(frames: np.ndarray, boxes: list[tuple[int, int, int, int] | None] | None = None) -> list[int]:
+    """uint8 RGB [N, H, W, 3] -> frontal faces found in each frame, looked for inside `boxes[k]`
+    ((top, left, bottom, right) in frame pixels; None: nothing to look at) or in the whole frame."""
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
     scale = min(1.0, DETECT_SHORT_SIDE / min(frames.shape[1:3]))
     counts: list[int] = []
-    for frame in frames:
-        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    for k, frame in enumerate(frames):
+        box = (0, 0, *frame.shape[:2]) if boxes is None else boxes[k]
+        if box is None:
+            counts.append(0)
+            continue
+        top, left, bottom, right = box
+        grey = cv2.cvtColor(np.ascontiguousarray(frame[top:bottom, left:right]), cv2.COLOR_RGB2GRAY)
         if scale < 1.0:
             grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if min(grey.shape) < MIN_FACE:
+            counts.append(0)
+            continue
         found = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=MIN_NEIGHBOURS, minSize=(MIN_FACE,) * 2)
         counts.append(len(found))
     return counts
+
+
+def character_boxes(masks: np.ndarray, margin_px: int) -> list[tuple[int, int, int, int] | None]:
+    """bool [N, H, W] (every identity's mask) -> each frame's box around the characters, grown by
+    `margin_px` on every side (clipped to the frame); None where no identity shows."""
+    height, width = masks.shape[1:3]
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    boxes: list[tuple[int, int, int, int] | None] = []
+    for row, col in zip(rows, cols):
+        if not row.any():
+            boxes.append(None)
+            continue
+        top, bottom = np.flatnonzero(row)[[0, -1]]
+        left, right = np.flatnonzero(col)[[0, -1]]
+        boxes.append((max(0, top - margin_px), max(0, left - margin_px),
+                      min(height, bottom + 1 + margin_px), min(width, right + 1 + margin_px)))
+    return boxes
+
+
+def _margin(size: tuple[int, int]) -> int:
+    """Pixels the characters' box grows by: a face at a mask's edge (hair, a turned head) stays whole."""
+    scale = min(1.0, DETECT_SHORT_SIDE / min(size))
+    return int(round(BOX_MARGIN_AT_DETECTION / scale))
 
 
 def _running(values: np.ndarray, reduce) -> np.ndarray:
@@ -91,7 +125,13 @@ def measure(flows) -> Score:
     take = flows.take
     if take.driving is None:
         return Score("faces", None, WHAT, LIMITS + "; not measured: the driving clip was not found")
-    driving_counts, take_counts = face_counts(flows.driving), face_counts(flows.frames)
+    character = flows.character
+    # Only where the characters are: a real job's masks leave most of a frame out, and the detector's
+    # time goes with the area it scans. A take without masks is one whole-frame identity (Take).
+    boxes = None if character.all() else character_boxes(character, _margin(character.shape[1:3]))
+    driving_counts = flows.of_driving(("faces", None if boxes is None else tuple(boxes)),
+                                      lambda: face_counts(flows.driving, boxes))
+    take_counts = face_counts(flows.frames, boxes)
     seen = np.maximum(smoothed(driving_counts), smoothed(take_counts)) > 0
     per_frame: list[float | None] = [1.0 if s else None for s in seen]
     reasons: dict[str, str] = {}

@@ -126,6 +126,28 @@ def test_a_face_pasted_then_removed_is_flagged_lost_on_those_frames():
     assert clean.value == 1.0 and not score_flags(clean)
 
 
+def test_faces_are_looked_for_around_the_characters_masks_only():
+    """The detector scans each frame's box around the identities' masks (grown by a margin): a face inside
+    a mask is found as in the whole frame (and the wall's false finds outside the box are not), one
+    outside every mask is not counted, an empty mask scans nothing."""
+    driving, take = _face_clip(range(18, 30))
+    face_h, face_w = face_crop().shape[:2]
+    on_face = np.zeros(driving.shape[:3], bool)
+    elsewhere = np.zeros(driving.shape[:3], bool)
+    for k in range(len(driving)):
+        x = 100 + 3 * k
+        on_face[k, 60 + face_h // 3: 60 + face_h, x + face_w // 4: x + face_w - face_w // 4] = True  # the body
+        elsewhere[k, -40:, :60] = True  # a character far from the face
+    elsewhere[5] = False
+    boxes = faces.character_boxes(on_face, faces._margin(driving.shape[1:3]))
+    boxed, whole = faces.face_counts(driving, boxes), faces.face_counts(driving)
+    assert [min(c, 1) for c in boxed] == [min(c, 1) for c in whole] and min(boxed) >= 1
+    assert sum(boxed) <= sum(whole)  # the plate's false detections outside the box are gone
+    far_boxes = faces.character_boxes(elsewhere, faces._margin(driving.shape[1:3]))
+    assert far_boxes[5] is None and sum(faces.face_counts(driving, far_boxes)) == 0
+    assert "around the characters' masks" in faces.LIMITS
+
+
 @pytest.mark.parametrize("clip", ["scail_001_driving.mp4", "scail_002_driving.mp4"])
 def test_the_face_check_names_nothing_on_a_lightly_degraded_real_clip(clip):
     """The tuning's truth: the Haar counts flicker on real footage, a take that only blurs and brightens
@@ -138,6 +160,11 @@ def test_the_face_check_names_nothing_on_a_lightly_degraded_real_clip(clip):
     driving_counts, take_counts = faces.face_counts(frames), faces.face_counts(take)
     assert sum(driving_counts) > 10  # the clip does show a face to the detector
     assert faces.disagreements(driving_counts, take_counts) == []
+    # As a real job scores it: only around the dancer's mask (keyed off the plain wall here).
+    wall = np.median(frames[:, :, 0].reshape(-1, 3), axis=0).astype(np.int16)
+    dancer = np.abs(frames.astype(np.int16) - wall).max(axis=-1) > 60
+    masked = faces.measure(TakeFlows(Take(take, driving=frames, masks={0: dancer}, reference=frames[0])))
+    assert sum(masked.details["driving_counts"]) > 10 and masked.value == 1.0, masked.details["frame_reasons"]
 
 
 def test_flags_need_a_frame_far_below_the_takes_own_median():
@@ -198,3 +225,25 @@ def test_a_long_take_is_scored_within_the_pixel_budget():
     assert scored_size(81, 512, 896) == (512, 896)  # a 512p segment as it is
     height, width = scored_size(2000, 1088, 1920)  # a long 1080p take: scaled, aspect kept
     assert 2000 * height * width <= PIXEL_BUDGET * 1.02 and abs(width / height - 1920 / 1088) < 0.02
+
+
+def test_a_shots_next_take_reuses_the_driving_clips_flows_and_face_counts():
+    """A wedge's takes share one driving clip: what scoring measures of it alone is kept from the last take
+    scored, and measured again once the driving clip or the masks differ."""
+    from backend.review import flow
+
+    driving, take = _face_clip(range(18, 30))
+    mask = np.zeros(driving.shape[:3], bool)
+    mask[:, 40:, 80:] = True
+    first = TakeFlows(Take(take, driving=driving, masks={0: mask}))
+    flows_first = first.driving_flows
+    second = TakeFlows(Take(driving.copy(), driving=driving.copy(), masks={0: mask.copy()}))
+    assert second.driving_flows is flows_first  # equal content: not measured again
+    assert faces.measure(second).details["driving_counts"] == faces.measure(first).details["driving_counts"]
+    other_mask = mask.copy()
+    other_mask[:, :10] = True
+    third = TakeFlows(Take(take, driving=driving, masks={0: other_mask}))
+    assert third.driving_flows is not flows_first and np.array_equal(third.driving_flows, flows_first)
+    shifted = np.roll(driving, 1, axis=2)
+    assert TakeFlows(Take(take, driving=shifted, masks={0: mask})).driving_flows is not third.driving_flows
+    assert flow._last_shot["key"] is not None
