@@ -55,16 +55,28 @@ test: setup
 	$(MAKE) --no-print-directory test-blender45 || status=1; \
 	exit $$status
 
-# While working: the tests a change to one area needs, in under 3 minutes. Everything but the tests marked
-# `slow` (real workers, whole generations, Blender children, subprocess harness checks), in the backend and
-# protocol suites and the add-on's plain modules. CI runs `make test`, which runs everything.
+# While working: the tests a change to one area needs, in under 3 minutes.
+#   make test-fast AREA=backend/review   one source folder's tests (tests mirror the source paths: backend/X,
+#                                        protocol, and the add-on's core, runtime, sources), slow ones included
+#   make test-fast                       everything not marked `slow` (real workers, whole generations, Blender
+#                                        children), in the backend, protocol and add-on plain-module suites
+# CI runs `make test`, which runs everything. Timings: bench/RESULTS.md.
+AREA ?=
 FAST := -m "not slow" -p no:cacheprovider --durations=10  # the ten slowest: candidates for the slow mark
+AREA_TESTS = $(if $(filter backend/% protocol,$(AREA)),tests/$(AREA),tests/blender/$(AREA))
+AREA_PY = $(if $(filter backend/% protocol,$(AREA)),$(BACKEND_PY),$(BLENDER_PY))
+
 test-fast:
+ifneq ($(AREA),)
+	@test -d $(AREA_TESTS) || { echo "test-fast: no tests for AREA=$(AREA) (looked in $(AREA_TESTS))"; exit 2; }
+	$(AREA_PY) -m pytest -c tests/pytest.ini $(PYTEST_FLAGS) -p no:cacheprovider --durations=5 $(AREA_TESTS)
+else
 	@status=0; \
 	$(BACKEND_PY) -m pytest -c tests/pytest.ini $(PYTEST_FLAGS) $(FAST) tests/protocol tests/backend || status=1; \
 	$(BLENDER_PY) -m pytest -c tests/pytest.ini $(PYTEST_FLAGS) $(FAST) tests/blender/core tests/blender/test_layers.py \
 		|| status=1; \
 	exit $$status
+endif
 
 test-backend:
 	$(BACKEND_PY) -m pytest -c tests/pytest.ini $(PYTEST_FLAGS) tests/backend tests/protocol
