@@ -57,7 +57,8 @@ test: setup
 
 # While working: the tests a change to one area needs, in under 3 minutes.
 #   make test-fast AREA=backend/review   one source folder's tests (tests mirror the source paths: backend/X,
-#                                        protocol, and the add-on's core, runtime, sources), slow ones included
+#                                        protocol, and the add-on's core, runtime, sources); SLOW=1 adds the
+#                                        area's `slow` ones (real workers, Blender children)
 #   make test-fast                       everything not marked `slow` (real workers, whole generations, Blender
 #                                        children), in the backend, protocol and add-on plain-module suites
 # CI runs `make test`, which runs everything. Timings: bench/RESULTS.md.
@@ -69,7 +70,10 @@ AREA_PY = $(if $(filter backend/% protocol,$(AREA)),$(BACKEND_PY),$(BLENDER_PY))
 test-fast:
 ifneq ($(AREA),)
 	@test -d $(AREA_TESTS) || { echo "test-fast: no tests for AREA=$(AREA) (looked in $(AREA_TESTS))"; exit 2; }
-	$(AREA_PY) -m pytest -c tests/pytest.ini $(PYTEST_FLAGS) -p no:cacheprovider --durations=5 $(AREA_TESTS)
+	@$(AREA_PY) -m pytest -c tests/pytest.ini $(PYTEST_FLAGS) $(if $(SLOW),,-m "not slow") -p no:cacheprovider \
+		--durations=5 $(AREA_TESTS); status=$$?; \
+	if [ $$status = 5 ]; then echo "test-fast: every test of $(AREA_TESTS) is marked slow: run with SLOW=1"; status=0; fi; \
+	exit $$status
 else
 	@status=0; \
 	$(BACKEND_PY) -m pytest -c tests/pytest.ini $(PYTEST_FLAGS) $(FAST) tests/protocol tests/backend || status=1; \

@@ -6,7 +6,8 @@ place and renamed when whole; a cut resumes at the part file's size, and a file 
 worker meanwhile (its ``version`` changed) is fetched again from the start. With binary framing
 several pieces are asked for before the first answer is awaited, and a folder's small files (a
 job's frames) are asked for several at a time, so a round trip per file never holds the wire idle.
-Pieces are written past the page cache where the system allows (``protocol.direct_io``).
+Pieces are written on a thread of their own while the next ones arrive, past the page cache where
+the system allows (``protocol.direct_io``); a folder's fetch returns once every file is in place.
 """
 
 import base64
@@ -20,8 +21,8 @@ IN_FLIGHT = 4  # pieces (or small files) asked for before the first answer is aw
 
 class Downloads:
     """The download half of `transfer.Transfers` (which provides ``_ask``, ``_answer``, ``_forget``,
-    ``_retrying``, ``_deliver``, ``jobs``, ``binary``, ``chunk_bytes``, ``counters`` and ``writer``, a
-    ``protocol.direct_io.ChunkWriter``)."""
+    ``_retrying``, ``_deliver``, ``jobs``, ``binary``, ``chunk_bytes``, ``counters`` and ``background``, a
+    ``protocol.direct_io.BackgroundWriter``)."""
 
     def _sync(self, job_id):
         """Fetch what changed in a mirrored job's folder; progress events as files arrive."""
@@ -55,6 +56,7 @@ class Downloads:
     def _fetch_many(self, remote, local, names, fetched_now, on_fetched):
         """Fetch `names` (those not in `fetched_now` yet), each file's first piece asked for a few files ahead."""
         folder = os.path.basename(remote.rstrip("/\\"))
+        self.background.wait_all()  # a cut attempt's writes land before part sizes are read again
         queue = iter([name for name in names if name not in fetched_now])
         asked = collections.deque()  # (name, part, request id) of first pieces asked for
 
@@ -83,19 +85,23 @@ class Downloads:
                 while not self._fetch_from_part(folder, name, part, version):
                     os.remove(part)  # replaced on the worker meanwhile: start again
                     version = None
-            os.replace(part, os.path.join(local, *name.split("/")))
+            target = os.path.join(local, *name.split("/"))
+            self.background.add(part, 0, b"", then=lambda part=part, target=target: os.replace(part, target))
             fetched_now.add(name)
             on_fetched(name)
             ask_next()
+        self.background.wait_all()  # every file in place before the caller says so
 
     def _write_piece(self, part, piece):
+        """Queue a piece's bytes for the writer thread, at the offset they were asked for."""
         data = _bytes_of(piece)
         self.counters["down"] += len(data)
-        self.writer.append(part, data)
+        self.background.add(part, piece["offset"], data)
 
     def _fetch_from_part(self, folder, name, part, version=None):
         """Append the rest of the worker's file to ``part``, several pieces asked for at once (binary
         framing); False when the file changed on the worker meanwhile (or differs from ``version``)."""
+        self.background.wait(part)  # its first piece is on disk: the part's size says where to go on
         offset = os.path.getsize(part) if os.path.isfile(part) else 0
         size = None
         asked = collections.deque()

@@ -31,7 +31,7 @@ import threading
 import time
 
 from .. import protocol
-from ..protocol.direct_io import ChunkWriter
+from ..protocol.direct_io import BackgroundWriter
 from .downloads import IN_FLIGHT, Downloads
 from .file_digests import cached_sha256, file_identity, file_sha256
 from .worker_tls import WorkerClientError
@@ -102,7 +102,7 @@ class Transfers(Downloads):
         self.counters = {"up": 0, "down": 0}  # bytes of payload sent and received, for tests and benches
         self.binary = False  # the connection carries file bytes as binary frames (protocol.wire)
         self.chunk_bytes = CHUNK_BYTES
-        self.writer = ChunkWriter()  # the downloads' writes (one thread does all transfers)
+        self.background = BackgroundWriter()  # the downloads' writes, while the next pieces arrive
         self.unnamed_uploads = False  # the worker names an upload by its hash (capabilities.unnamed_uploads)
         self._named = {}  # file identity (file_digests) -> SHA-256 the worker named its upload by
         self._thread = threading.Thread(target=self._run, name="scail2-client-transfer", daemon=True)

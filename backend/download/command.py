@@ -24,6 +24,7 @@ from pathlib import Path
 
 from protocol import DownloadEvent, PlannedFile
 
+from ..loaders.file_hashes import remember as remember_hash
 from ..tools.doctor import GB
 from .catalog import EXTRAS, PLANS, REPOSITORY_EXTRAS
 from .fetch import Cancelled, DownloadError, Rate, fetch, part_bytes, remote_info, repository_files
@@ -148,6 +149,7 @@ def _fetch_all(out: _Output, folder: Path, remotes, token) -> int:
                 return _refuse(out, f"{remote.file.path}: {str(exc).splitlines()[0]}; the partial file is kept: "
                                     "press Get Weights again to resume", EXIT_FAILED)
             record_verified(folder, remote.file, digest, remote.size)
+            remember_hash(folder / remote.file.path, digest)  # the Hub's hash: recipes name the file by it
             out.event(DownloadEvent(event="verified", file=remote.file.path, message=digest),
                       f"verified {remote.file.path} (sha {digest[:12]}...)")
     _progress(out, state, total, rate)

@@ -71,7 +71,7 @@ def run_report(args: argparse.Namespace) -> int:
 def recipe_job(args: argparse.Namespace):
     """(JobSpec, output folder, the id of the take it derives from or "") for `generate --recipe`; raises
     RecipeError / ProtocolError (one line) for a recipe that cannot be run, an input changed included."""
-    from .recipe import changed_inputs, describe_change, read_recipe, redo_folder, spec_from_recipe
+    from .recipe import changed_inputs, changed_weights, describe_change, read_recipe, redo_folder, spec_from_recipe
 
     recipe, job_id, take_dir = read_recipe(args.recipe)
     spec = spec_from_recipe(recipe)
@@ -84,6 +84,8 @@ def recipe_job(args: argparse.Namespace):
     for item, now in changed:
         if now is None:  # accepting a change still needs a file to run on
             raise ProtocolError(describe_change(item, now, job_id))
+    for line in changed_weights(recipe):
+        print(f"warning: {line}")
     out = args.out if args.out is not None else redo_folder(take_dir, job_id)
     return spec, out, job_id if changed else ""
 

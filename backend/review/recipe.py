@@ -18,6 +18,7 @@ from protocol import (
 )
 
 from .. import __version__
+from ..loaders.file_hashes import known_sha256
 from ..pipeline.durable import input_sha256, write_json_atomic
 
 # JobSpec field -> the role its files play in a recipe.
@@ -51,8 +52,10 @@ def recipe_inputs(job: dict, hashes: dict[str, str]) -> list[RecipeFile]:
 
 
 def recipe_from_manifest(manifest: dict, versions: dict[str, str] | None = None) -> Recipe:
-    """The recipe of the take a manifest describes. Model weights are named, not hashed: hashing tens of
-    GB after every take would cost minutes (LoRAs are inputs, hashed with them)."""
+    """The recipe of the take a manifest describes. Model weights carry the SHA-256 the weights-hash cache
+    knows for their present version (`loaders.file_hashes`: verified at download, or hashed once by the
+    worker after loading); hashing tens of GB after every take would cost minutes, so a file not hashed
+    yet is named without one. LoRAs are inputs, hashed with them."""
     try:
         job, seed = dict(manifest["job"]), int(manifest["seed"])
     except (KeyError, TypeError, ValueError):
@@ -60,9 +63,9 @@ def recipe_from_manifest(manifest: dict, versions: dict[str, str] | None = None)
     job["seed"] = seed
     model = manifest.get("model") or {}
     components = model.get("components") or {}
-    files = [RecipeFile(role, str(path)) for role, path in components.items()]
+    files = [RecipeFile(role, str(path), known_sha256(path)) for role, path in components.items()]
     if model.get("files") and not components:
-        files.append(RecipeFile("transformer", str(model["files"][0])))
+        files.append(RecipeFile("transformer", str(model["files"][0]), known_sha256(model["files"][0])))
     if model.get("noise_only"):
         files.append(RecipeFile("tiny", "built-in tiny profile (random weights)"))
     return Recipe(job, seed, recipe_inputs(job, manifest.get("inputs") or {}), files, dict(versions or {}))
@@ -108,6 +111,21 @@ def changed_inputs(recipe: Recipe) -> list[tuple[RecipeFile, str | None]]:
         if now != item.sha256:
             changed.append((item, now))
     return changed
+
+
+def changed_weights(recipe: Recipe) -> list[str]:
+    """One line for each model file the recipe hashed that is gone, or whose present version hashed
+    differently (only versions hashed already are compared: nothing is hashed here)."""
+    lines = []
+    for item in recipe.model:
+        if item.sha256 is None:
+            continue
+        if not Path(item.path).is_file():
+            lines.append(f"the {item.role} weights {item.path} the take was made with are gone")
+        elif (now := known_sha256(item.path)) not in (None, item.sha256):
+            lines.append(f"the {item.role} weights {item.path} changed since the take was made (SHA-256 "
+                         f"{item.sha256[:12]}..., now {now[:12]}...): its frames will not come out the same")
+    return lines
 
 
 def describe_change(item: RecipeFile, now: str | None, job_id: str) -> str:

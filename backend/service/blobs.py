@@ -14,7 +14,7 @@ no artist learns which files another one works with by asking for their hashes. 
 uploads the same bytes again, which proves they hold them; the store keeps one copy and adds the
 name. An admin, and the one user of a private worker, see every blob.
 
-Chunks are hashed and written on a thread of their own (`part_writer`), past the page cache
+Chunks are hashed and written on a thread of their own, past the page cache
 (`protocol.direct_io`): the model's weights stay cached.
 """
 
@@ -28,12 +28,11 @@ import threading
 from pathlib import Path
 
 import protocol
-from protocol.direct_io import ChunkWriter
+from protocol.direct_io import BackgroundWriter
 
 from ..errors import UserError
 from ..pipeline.durable import write_json_atomic
 from .identities import EVERYONE, Identity
-from .part_writer import PartWriter
 
 DEFAULT_CAP_BYTES = 20 << 30  # a few clips, reference stills and LoRAs
 CHUNK_BYTES = 512 << 10  # the most one upload or download message carries (base64 keeps it under 1 MiB a line)
@@ -74,7 +73,7 @@ class BlobStore:
         self._lock = threading.RLock()
         self._held: dict[str, int] = {}  # sha -> jobs holding it
         self._hashing: dict[Path, tuple] = {}  # part file -> (hasher, bytes it has seen): hashed as it arrives
-        self._parts = PartWriter(ChunkWriter())  # chunks hashed and written while the next ones arrive
+        self._parts = BackgroundWriter()  # chunks hashed and written while the next ones arrive
         self._finished: dict[tuple[str, str], tuple[str, int]] = {}  # (artist, upload id) -> (sha, size)
 
     def _path(self, sha: str) -> Path:

@@ -111,7 +111,9 @@ class Transfers:
             with open(path, "rb") as fh:
                 stat = os.fstat(fh.fileno())
                 fh.seek(offset)
-                data = fh.read(chunk_bytes(output))
+                # Exactly what is left (a frame is far smaller than a chunk): a read of a whole chunk's
+                # size would allocate it, fresh pages and all, for every small file.
+                data = fh.read(max(0, min(chunk_bytes(output), stat.st_size - offset)))
         except OSError:
             raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}") from None
         return "file_data", {"job_dir": message.get("job_dir"), "name": name, "offset": offset, "size": stat.st_size,

@@ -272,6 +272,7 @@ class Worker(Requests, Transfers, Sharing):
             return self.components
 
         from ..loaders.components import load_components, model_files_read
+        from ..loaders.file_hashes import hash_in_background
         from ..loaders.devices import memory_options
 
         device = self._device()
@@ -285,6 +286,8 @@ class Worker(Requests, Transfers, Sharing):
         for line in self.components.loras:
             log(f"LoRA {line}")
         log(f"model loaded in {time.perf_counter() - start:.1f} s: {self.components.label}")
+        # The recipes of the takes it makes name these files with their SHA-256 once worked out (once per file).
+        hash_in_background([*self.components.files, *self.components.component_files.values()])
         return self.components
 
     def _unload(self) -> None:

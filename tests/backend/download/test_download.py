@@ -7,6 +7,7 @@ repository and file names, so the finished folder is read by `doctor` and runs a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from protocol import REVIEW_NAME, TakeReview, read_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loaders"))  # comfy_builders
 
@@ -164,6 +167,10 @@ def test_a_cut_mid_file_resumes_and_the_folder_passes_doctor_and_runs_a_tiny_job
     assert not manifest["model"]["noise_only"]
     assert manifest["model"]["components"]["transformer"] == str(folder / FILES["transformer-fp8"].path)
     assert len(list((tmp_path / "job" / "frames").glob("*.png"))) == 3
+    # The take's recipe names the weights by the Hub's SHA-256, which the download verified: not hashed again.
+    recipe = read_record(tmp_path / "job" / REVIEW_NAME, TakeReview).recipe
+    model = {f.role: f for f in recipe.model}
+    assert model["transformer"].sha256 == hashlib.sha256(hosted(hub, "transformer-fp8").data).hexdigest()
 
 
 def test_a_corrupted_byte_is_caught_by_the_hash(hub, tmp_path):
