@@ -45,7 +45,8 @@ class ChunkWriter:
         self._lock = threading.Lock()
 
     def write_at(self, path: str | os.PathLike, offset: int, data) -> None:
-        """Write `data` (bytes-like) at `offset` of `path`, creating the file when it is missing."""
+        """Write `data` (bytes-like) at `offset` of `path`, creating the file when it is missing (even
+        for no bytes: an empty upload or download is an empty file)."""
         view = memoryview(data).cast("B")
         path = os.fspath(path)
         with self._lock:
@@ -58,7 +59,7 @@ class ChunkWriter:
                         raise
                     self._refused.add(os.path.dirname(os.path.abspath(path)))
                     direct = 0
-            if direct < len(view):
+            if direct < len(view) or not len(view):  # an empty write still makes the file
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
                 try:
                     _pwrite_all(fd, view[direct:], offset + direct)

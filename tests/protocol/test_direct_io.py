@@ -125,3 +125,8 @@ def test_an_action_queued_after_a_files_writes_runs_once_they_landed_and_wait_al
     writer.wait_all()
     assert (tmp_path / "a").read_bytes() == b"".join(pieces_a) and (tmp_path / "b").read_bytes() == b"".join(pieces_b)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_writing_no_bytes_makes_an_empty_file(tmp_path):
+    ChunkWriter().write_at(tmp_path / "empty", 0, b"")
+    assert (tmp_path / "empty").read_bytes() == b""

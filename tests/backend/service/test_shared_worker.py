@@ -430,7 +430,8 @@ def test_masks_and_matte_jobs_run_on_a_transfer_mode_worker(studio, tmp_path):
 def test_a_file_the_client_never_hashed_goes_unnamed_and_the_worker_names_it(studio, tmp_path):
     """The add-on sends a new file at once; the worker names the blob by the hash of what came, a second
     upload of the same file sends nothing, a changed file goes again, and another artist cannot see it."""
-    client = addon_client().WorkerClient.connect("127.0.0.1", studio.port, token=studio.tokens["carol"],
+    # alice: carol's token is revoked by an earlier test of this module
+    client = addon_client().WorkerClient.connect("127.0.0.1", studio.port, token=studio.tokens["alice"],
                                                  fingerprint=studio.fingerprint, timeout=120)
     try:
         transfers = client.transfers
@@ -442,7 +443,7 @@ def test_a_file_the_client_never_hashed_goes_unnamed_and_the_worker_names_it(stu
         sha = hashlib.sha256(data).hexdigest()
         assert ref == protocol.blob_ref(sha, "plate.bin")
         blob = studio.home / "jobs" / ".blobs" / sha
-        assert blob.read_bytes() == data and json.loads(blob.with_suffix(".owners").read_text()) == ["carol"]
+        assert blob.read_bytes() == data and json.loads(blob.with_suffix(".owners").read_text()) == ["alice"]
         sent = transfers.counters["up"]
         assert transfers.upload_file(str(plate)) == ref and transfers.counters["up"] == sent  # known: nothing sent
         with open(plate, "ab") as fh:
@@ -450,6 +451,9 @@ def test_a_file_the_client_never_hashed_goes_unnamed_and_the_worker_names_it(stu
         changed = transfers.upload_file(str(plate))
         assert changed == protocol.blob_ref(hashlib.sha256(data + b"more").hexdigest(), "plate.bin")
         assert transfers.counters["up"] == sent + len(data) + 4
+        empty = tmp_path / "empty.txt"
+        empty.write_bytes(b"")
+        assert transfers.upload_file(str(empty)) == protocol.blob_ref(hashlib.sha256(b"").hexdigest(), "empty.txt")
         bob = Client(studio.port, studio.tokens["bob"])
         assert bob.request("blob_status", sha256=sha)["have"] == -1
         bob.close()
