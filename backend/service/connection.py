@@ -207,7 +207,8 @@ class _Loop:
         """(bytes received: 0 at the end, None when none are ready yet; the messages they complete).
 
         Inside a binary frame's payload it reads on while bytes are there: TLS hands out one 16 KiB
-        record a call, and going round the whole loop for each cost a third of an upload's CPU here.
+        record a call, and each round of the whole loop (select, timeouts, the output queue) is wasted
+        on a payload still arriving.
         """
         try:
             count, messages = self.lines.receive(self.conn.recv_into, self._buffer)
