@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from stat import S_ISLNK
 from typing import TYPE_CHECKING
 
 import protocol
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .ports import EventOutput as Output
 
 MAX_LISTED_FILES = 100_000
+REMEMBERED_FOLDERS = 256  # job folders whose resolved path a fetch reuses
 NOT_IN_FOLDER = "no such file in the job folder"
 
 
@@ -48,6 +50,7 @@ class Transfers:
 
     blobs: BlobStore
     jobs_root: Path
+    _fetch_folders: dict[str, tuple[Path, tuple[int, int]]]  # job_dir -> (its folder, (device, inode))
 
     def _on_blob_status(self, message: dict, output: Output) -> tuple[str, dict]:
         who = identity_of(output)
@@ -108,7 +111,7 @@ class Transfers:
         if not self._sees_folder(folder, output):  # another artist's: as a file that is not there
             raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
         try:
-            with open(path, "rb") as fh:
+            with open(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as fh:
                 stat = os.fstat(fh.fileno())
                 fh.seek(offset)
                 # Exactly what is left (a frame is far smaller than a chunk): a read of a whole chunk's
@@ -133,19 +136,47 @@ class Transfers:
             raise ProtocolFailure(BAD_REQUEST, "fetching files needs a transfer-mode connection (hello mode)")
         if not isinstance(message.get("job_dir"), str):
             raise ProtocolFailure(BAD_REQUEST, "name the job folder ('job_dir') to fetch from")
-        return remote_job_folder(self.jobs_root, message["job_dir"], "")
+        return self._resolved_folder(message["job_dir"])
+
+    def _resolved_folder(self, job_dir: str) -> Path:
+        """`remote_job_folder` of `job_dir`, remembered while the folder found is the same directory (one
+        lstat a request instead of resolving every component of the path: a job's many small frames)."""
+        known = self._fetch_folders.get(job_dir)
+        if known is not None:
+            folder, identity = known
+            try:
+                stat = folder.lstat()
+                if (stat.st_dev, stat.st_ino) == identity and not S_ISLNK(stat.st_mode):
+                    return folder
+            except OSError:
+                pass
+        folder = remote_job_folder(self.jobs_root, job_dir, "")
+        try:
+            stat = folder.lstat()
+        except OSError:
+            return folder
+        if len(self._fetch_folders) >= REMEMBERED_FOLDERS:
+            self._fetch_folders.clear()  # (connection threads share it: no ordered eviction to race on)
+        self._fetch_folders[job_dir] = (folder, (stat.st_dev, stat.st_ino))
+        return folder
 
 
 def _file_in(folder: Path, name: object) -> Path:
-    """`name` (a relative name) inside `folder`: no parent steps, no hidden or linked files."""
+    """`name` (a relative name) inside `folder` (a resolved path): no parent steps, no hidden files, no
+    linked folder on the way (checked one component at a time; the file itself is opened O_NOFOLLOW)."""
     if not isinstance(name, str) or not name or "\x00" in name or name.startswith("/") or "\\" in name:
         raise ProtocolFailure(BAD_REQUEST, "fetch needs 'name': a file of the job folder")
     parts = name.split("/")
     if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
         raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
-    path = folder.joinpath(*parts)
-    if path.is_symlink() or not path.resolve().is_relative_to(folder):
-        raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
+    path = folder
+    for part in parts:
+        path = path / part
+        try:
+            if S_ISLNK(path.lstat().st_mode):
+                raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
+        except OSError:
+            raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}") from None
     return path
 
 

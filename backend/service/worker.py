@@ -109,6 +109,7 @@ class Worker(Requests, Transfers, Sharing):
         self.segmenters = Segmenters(model == "tiny", *segmentation_weights, device=device)
         self.jobs_root = Path(jobs_root).expanduser().resolve()
         self.blobs = BlobStore(self.jobs_root / ".blobs", blob_cap)  # remote clients' uploads
+        self._fetch_folders = {}  # transfer.Transfers: job folders resolved for fetches
         self.token = token or None
         self.book = TokenBook(tokens_file, self.token)  # who may ask (TokensFileError: one line, at start)
         self.owners = FolderOwners(self.jobs_root)

@@ -130,6 +130,31 @@ def test_a_remote_client_names_no_server_files_and_no_folder_outside_the_root(re
     connection.close()
 
 
+def test_a_fetch_follows_no_link_out_of_a_job_folder_even_one_made_after_the_folder_was_seen(remote, tmp_path):
+    """A fetch reuses a job folder it resolved before (one lstat a request), but a linked file or folder
+    inside it, or the folder itself swapped for a link, is answered as a file that is not there."""
+    secret = tmp_path / "secret"
+    (secret / "frames").mkdir(parents=True)
+    (secret / "key.txt").write_text("BEGIN secret")
+    (secret / "frames" / "f.png").write_text("BEGIN secret frame")
+    folder = remote.home / "jobs" / "linked_job"
+    (folder / "frames").mkdir(parents=True)
+    (folder / "manifest.json").write_text("{}")
+    (folder / "key.txt").symlink_to(secret / "key.txt")
+    (folder / "outside").symlink_to(secret / "frames")
+    connection = TlsConnection(remote.port, remote.token)
+    assert connection.reply("fetch", job_dir="linked_job", name="manifest.json")["type"] == "file_data"
+    for name in ("key.txt", "outside/f.png"):
+        answer = connection.reply("fetch", job_dir="linked_job", name=name)
+        assert answer["type"] == "error" and "no such file in the job folder" in answer["message"], answer
+    moved = remote.home / "jobs" / "linked_job_moved"
+    folder.rename(moved)
+    folder.symlink_to(secret)  # the folder seen before is now a link out of the jobs root
+    answer = connection.reply("fetch", job_dir="linked_job", name="key.txt")
+    assert answer["type"] == "error" and "BEGIN" not in str(answer), answer
+    connection.close()
+
+
 def test_an_upload_resumes_after_a_cut_is_never_sent_twice_and_the_result_comes_back_whole(remote, tmp_path):
     spec = small_job()
     driving, reference = Path(spec["driving"]).read_bytes(), Path(spec["reference"]).read_bytes()
