@@ -321,8 +321,8 @@ class Transfers(Downloads):
         unnamed upload the worker names by the hash of what arrives: hashing it here first would hold
         the wire idle for as long as a fast link takes to carry it.
         """
-        size = os.path.getsize(path)
-        sha = cached_sha256(path) or self._named.get(file_identity(path))
+        size, identity = os.path.getsize(path), file_identity(path)
+        sha = cached_sha256(path) or self._named.get(identity)
         if sha is None and not self.unnamed_uploads:
             sha = file_sha256(path)
         key = {"sha256": sha} if sha else {"upload": secrets.token_urlsafe(24)}
@@ -364,7 +364,8 @@ class Transfers(Downloads):
             sha = finished.get("sha256")
             if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
                 raise TransferError("the worker did not name the uploaded file: upload it again")
-            self._named[file_identity(path)] = sha
+            if file_identity(path) == identity:  # not written meanwhile: the hash is this version's
+                self._named[identity] = sha
         done[0] += size
         return protocol.blob_ref(sha, safe_name(path))
 
