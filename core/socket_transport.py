@@ -194,15 +194,7 @@ class SocketTransport(Transport):
                     if not buffered and not select.select([sock], [], [], 0.5)[0]:
                         continue
                     with self._io_lock:
-                        count = sock.recv_into(view)
-                        # TLS hands out one 16 KiB record a call: take the ones already here at once
-                        # (a frame's payload) instead of going round this loop for each.
-                        while 0 < count < len(view) and select.select([sock], [], [], 0)[0]:
-                            more = sock.recv_into(view[count:])
-                            if not more:
-                                break
-                            count += more
-                        return count
+                        return sock.recv_into(view)
                 except (socket.timeout, ssl.SSLWantReadError):
                     continue
                 except (OSError, ValueError):

@@ -66,21 +66,6 @@ class ChunkWriter:
                 finally:
                     os.close(fd)
 
-    def append(self, path: str | os.PathLike, data) -> int:
-        """Write `data` at the end of `path` (created when missing); the file's size after it."""
-        try:
-            offset = os.path.getsize(path)
-        except FileNotFoundError:
-            offset = 0
-        self.write_at(path, offset, data)
-        return offset + len(data)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._staging is not None:
-                self._staging.close()
-                self._staging = None
-
     def _may_go_direct(self, path: str, offset: int, size: int) -> bool:
         return self._direct and size >= DIRECT_FROM_BYTES and offset % ALIGN == 0 and os.path.dirname(os.path.abspath(path)) not in self._refused
 

@@ -101,11 +101,6 @@ class FrameReader:
         count = recv_into(memoryview(buffer))
         return count, self.feed(bytes(memoryview(buffer)[:count]))
 
-    @property
-    def payload_left(self) -> int:
-        """Bytes still to come of the payload being read (0 when none is)."""
-        return 0 if self._payload is None else len(self._payload) - self._filled
-
     def _completed(self) -> Iterator[tuple[bytes | None, bytes | None]]:
         if self._payload is not None and self._filled == len(self._payload):
             header, payload = self._header, self._payload

@@ -204,27 +204,13 @@ class _Loop:
             log(f"{output.name} disconnected")
 
     def _read(self) -> tuple:
-        """(bytes received: 0 at the end, None when none are ready yet; the messages they complete).
-
-        Inside a binary frame's payload it reads on while bytes are there: TLS hands out one 16 KiB
-        record a call, and each round of the whole loop (select, timeouts, the output queue) is wasted
-        on a payload still arriving.
-        """
+        """(bytes received: 0 at the end, None when none are ready yet; the messages they complete)."""
         try:
-            count, messages = self.lines.receive(self.conn.recv_into, self._buffer)
+            return self.lines.receive(self.conn.recv_into, self._buffer)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
             return None, ()
         except OSError:
             return 0, ()
-        while count and self.lines.payload_left:
-            try:
-                more, messages = self.lines.receive(self.conn.recv_into, self._buffer)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, OSError):
-                break  # nothing more now (or the end, which the next read finds)
-            if not more:
-                break
-            count += more
-        return count, messages
 
     def _write(self) -> bool:
         """Write what the socket takes now; False when it took nothing."""

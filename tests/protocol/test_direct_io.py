@@ -23,9 +23,10 @@ def test_pieces_appended_in_order_make_the_file_whatever_their_alignment(tmp_pat
     writer = ChunkWriter()
     parts = pieces(3 * DIRECT_FROM_BYTES + 123, piece_size)
     target = tmp_path / "out.bin"
+    offset = 0
     for part in parts:
-        writer.append(target, part)
-    writer.close()
+        writer.write_at(target, offset, part)
+        offset += len(part)
     assert target.read_bytes() == b"".join(parts)
 
 
