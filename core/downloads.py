@@ -2,10 +2,12 @@
 """Downloads of a remote worker's job folder (transfer mode), for `transfer.Transfers`.
 
 Standard library only and no ``bpy``. A file is fetched in pieces into ``.NAME.part`` beside its
-place and renamed when whole; a cut resumes at the part file's size, and a file replaced on the
-worker meanwhile (its ``version`` changed) is fetched again from the start. With binary framing
-several pieces are asked for before the first answer is awaited, and a folder's small files (a
-job's frames) are asked for several at a time, so a round trip per file never holds the wire idle.
+place and renamed when whole; a cut resumes at the part file's size. A worker that takes
+``fetch_files`` is asked for all the files wanted in one request and sends them back to back (a
+job's 81 frames: one round trip, not 81). With an older worker each file is asked for on its own
+(``fetch``): with binary framing several pieces are asked for before the first answer is awaited,
+and a folder's small files several at a time, and a file replaced on the worker meanwhile (its
+``version`` changed) is fetched again from the start.
 Pieces are written on a thread of their own while the next ones arrive, past the page cache where
 the system allows (``protocol.direct_io``); a folder's fetch returns once every file is in place.
 """
@@ -13,10 +15,17 @@ the system allows (``protocol.direct_io``); a folder's fetch returns once every 
 import base64
 import collections
 import os
+import threading
+import time
 
 from .. import protocol
 
 IN_FLIGHT = 4  # pieces (or small files) asked for before the first answer is awaited (binary framing)
+FILES_PER_REQUEST = 4096  # files one fetch_files asks for (its line stays far below the worker's 1 MiB)
+
+
+class TransferError(RuntimeError):
+    """A transfer that cannot be done; one line."""
 
 
 class Downloads:
@@ -57,7 +66,12 @@ class Downloads:
         """Fetch `names` (those not in `fetched_now` yet), each file's first piece asked for a few files ahead."""
         folder = os.path.basename(remote.rstrip("/\\"))
         self.background.wait_all()  # a cut attempt's writes land before part sizes are read again
-        queue = iter([name for name in names if name not in fetched_now])
+        names = [name for name in names if name not in fetched_now]
+        if self.fetch_files:
+            for start in range(0, len(names), FILES_PER_REQUEST):
+                self._fetch_streamed(folder, local, names[start:start + FILES_PER_REQUEST], fetched_now, on_fetched)
+            return
+        queue = iter(names)
         asked = collections.deque()  # (name, part, request id) of first pieces asked for
 
         def ask_next():
@@ -92,11 +106,37 @@ class Downloads:
             ask_next()
         self.background.wait_all()  # every file in place before the caller says so
 
-    def _write_piece(self, part, piece):
+    def _fetch_streamed(self, folder, local, names, fetched_now, on_fetched):
+        """Fetch `names` with one ``fetch_files``; its pieces go to a `FileStream` on the socket's thread."""
+        made = set()  # folders made during this fetch (one mkdir each, not one a file)
+        parts = [_part_of(local, name, made) for name in names]
+        offsets = [os.path.getsize(part) if os.path.exists(part) else 0 for part in parts]
+
+        def fetched(name):
+            fetched_now.add(name)
+            on_fetched(name)
+
+        stream = FileStream(self, local, names, parts, offsets, fetched)
+        request = self._ask("fetch_files", None, stream=stream, job_dir=folder,
+                            files=[{"name": name, "offset": offset} for name, offset in zip(names, offsets)])
+        try:
+            self._answer(request, "fetch_files", heard=lambda: stream.last_heard)  # the ok after the last file
+        except BaseException:
+            self._forget([request])
+            raise
+        finally:
+            stream.close()
+        if stream.failure is not None:
+            raise stream.failure
+        if stream.position < len(names):
+            raise TransferError("the worker's answer ended before {:s}".format(names[stream.position]))
+        self.background.wait_all()  # every file in place before the caller says so
+
+    def _write_piece(self, part, piece, then=None):
         """Queue a piece's bytes for the writer thread, at the offset they were asked for."""
         data = _bytes_of(piece)
         self.counters["down"] += len(data)
-        self.background.add(part, piece["offset"], data)
+        self.background.add(part, piece["offset"], data, then=then)
 
     def _fetch_from_part(self, folder, name, part, version=None):
         """Append the rest of the worker's file to ``part``, several pieces asked for at once (binary
@@ -127,9 +167,64 @@ class Downloads:
                 return True
 
 
-def _part_of(local, name):
+class FileStream:
+    """The receiving end of one ``fetch_files`` reply: every file_data piece is taken on the connection's
+    reading thread as it arrives and queued for the writer thread at once, the file renamed into place
+    after its last piece. Nothing waits in between: a hand-over to the transfer thread per piece cost
+    more than the piece's bytes on the wire, and the writer's full queue holds the socket (and so the
+    worker) back when the disk is the slower end."""
+
+    def __init__(self, downloads, local, names, parts, offsets, fetched):
+        self._downloads, self._local, self._fetched = downloads, local, fetched
+        self._names, self._parts, self._offsets = names, parts, list(offsets)
+        self._lock = threading.Lock()
+        self.position = 0  # the file the next piece belongs to
+        self.failure = None  # what stopped the stream (raised by the transfer thread)
+        self.last_heard = time.monotonic()
+        self._closed = False
+
+    def take(self, piece):
+        """Queue one file_data piece for writing (the connection's reading thread)."""
+        with self._lock:
+            if self._closed or self.failure is not None:
+                return
+            self.last_heard = time.monotonic()
+            try:
+                self._take(piece)
+            except (OSError, TransferError) as exc:
+                self.failure = exc
+
+    def close(self):
+        """No piece is taken after this returns (the transfer thread has stopped waiting for them)."""
+        with self._lock:
+            self._closed = True
+
+    def _take(self, piece):
+        position = self.position
+        if position >= len(self._names) or piece.get("name") != self._names[position]:
+            due = self._names[position] if position < len(self._names) else "nothing more"
+            raise TransferError("the worker sent {!s} where {:s} was due: fetch again".format(piece.get("name"), due))
+        name, part = self._names[position], self._parts[position]
+        if self._offsets[position] and piece.get("offset") == 0:
+            os.remove(part)  # the file is shorter on the worker than the part: it comes whole
+            self._offsets[position] = 0
+        then = None
+        if piece.get("eof"):
+            target = os.path.join(self._local, *name.split("/"))
+            then = lambda: os.replace(part, target)  # noqa: E731
+        self._downloads._write_piece(part, piece, then=then)
+        if then is not None:
+            self.position += 1
+            self._fetched(name)
+
+
+def _part_of(local, name, made=None):
+    """Where `name` of a job folder is written until whole (its folder made; `made`: folders made already)."""
     target = os.path.join(local, *name.split("/"))
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if made is None or os.path.dirname(target) not in made:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if made is not None:
+            made.add(os.path.dirname(target))
     return os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".part")
 
 

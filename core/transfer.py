@@ -32,7 +32,7 @@ import time
 
 from .. import protocol
 from ..protocol.direct_io import BackgroundWriter
-from .downloads import IN_FLIGHT, Downloads
+from .downloads import IN_FLIGHT, Downloads, TransferError  # noqa: F401  (TransferError: this module's too)
 from .file_digests import cached_sha256, file_identity, file_sha256
 from .worker_tls import WorkerClientError
 
@@ -45,10 +45,6 @@ END_EVENTS = ("done", "cancelled", "error")
 REQUEST_PREFIX = "xfer-"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 WORKER_JOB_NOTE = ".scail2-worker-job.json"  # in a mirrored job folder: the worker's folder it mirrors (resume)
-
-
-class TransferError(RuntimeError):
-    """A transfer that cannot be done; one line."""
 
 
 class _Cancelled(Exception):
@@ -95,6 +91,7 @@ class Transfers(Downloads):
         self._cond = threading.Condition()
         self._replies = {}
         self._unwanted = set()  # request ids whose replies are dropped on arrival
+        self._streams = {}  # request id -> the downloads.FileStream its file_data replies go to (fetch_files)
         self._count = 0
         self.submits = {}  # request_id -> local job folder, until queued
         self.jobs = {}  # worker job id -> (worker job folder, local job folder)
@@ -104,6 +101,7 @@ class Transfers(Downloads):
         self.chunk_bytes = CHUNK_BYTES
         self.background = BackgroundWriter()  # the downloads' writes, while the next pieces arrive
         self.unnamed_uploads = False  # the worker names an upload by its hash (capabilities.unnamed_uploads)
+        self.fetch_files = False  # the worker sends many files in one reply (fetch_files in its requests)
         self._named = {}  # file identity (file_digests) -> SHA-256 the worker named its upload by
         self._thread = threading.Thread(target=self._run, name="scail2-client-transfer", daemon=True)
         self._thread.start()
@@ -113,6 +111,7 @@ class Transfers(Downloads):
         """How the worker's ``capabilities`` say file bytes travel on this connection (again on each one)."""
         self.binary = capabilities.get("framing") == protocol.FRAMING_BINARY
         self.unnamed_uploads = capabilities.get("unnamed_uploads") is True
+        self.fetch_files = "fetch_files" in (capabilities.get("requests") or ())
         chunk = capabilities.get("chunk_bytes")
         self.chunk_bytes = chunk if isinstance(chunk, int) and 0 < chunk <= protocol.MAX_PAYLOAD_BYTES else CHUNK_BYTES
 
@@ -154,6 +153,12 @@ class Transfers(Downloads):
     def wants(self, message):
         """Whether an incoming message is this module's: a reply to it, or an event of a mirrored job."""
         request_id = str(message.get("request_id") or "")
+        stream = self._streams.get(request_id)
+        if stream is not None and message.get("type") == "file_data":
+            stream.take(message)  # on this (the socket's) thread, straight to the writer
+            return True
+        if stream is not None:
+            del self._streams[request_id]  # its last reply (ok or error): answered below, as any reply
         if request_id.startswith(REQUEST_PREFIX):
             with self._cond:
                 if request_id in self._unwanted:
@@ -374,10 +379,13 @@ class Transfers(Downloads):
         """Send a request and wait for its reply; TransferError for an error reply, OSError when cut."""
         return self._answer(self._ask(kind, None, **fields), kind)
 
-    def _ask(self, kind, payload, **fields):
-        """Send a request (with file bytes: a binary frame, or base64 in the line); its request id."""
+    def _ask(self, kind, payload, stream=None, **fields):
+        """Send a request (with file bytes: a binary frame, or base64 in the line); its request id.
+        ``stream``: where its file_data replies go as they arrive (a `downloads.FileStream`)."""
         self._count += 1
         request_id = "{:s}{:d}".format(REQUEST_PREFIX, self._count)
+        if stream is not None:
+            self._streams[request_id] = stream  # before its first reply can arrive
         if payload is not None and self.binary:
             fields[protocol.PAYLOAD_FIELD] = payload
         elif payload is not None:
@@ -392,12 +400,13 @@ class Transfers(Downloads):
                 if self._replies.pop(request_id, None) is None:
                     self._unwanted.add(request_id)
 
-    def _answer(self, request_id, kind):
-        """The reply to ``request_id``; TransferError for an error reply, OSError when cut."""
+    def _answer(self, request_id, kind, heard=None):
+        """The reply to ``request_id``; TransferError for an error reply, OSError when cut. ``heard()``:
+        when the worker last sent something for the request (the wait counts from then)."""
         deadline = time.monotonic() + REPLY_TIMEOUT_S
         with self._cond:
             while request_id not in self._replies:
-                left = deadline - time.monotonic()
+                left = max(deadline, heard() + REPLY_TIMEOUT_S if heard else 0) - time.monotonic()
                 if left <= 0 or self._closing.is_set() or not self._connected():
                     raise ConnectionError("no reply from the worker to " + kind)
                 self._cond.wait(min(left, 0.2))

@@ -31,7 +31,7 @@ STAGING_BYTES = 4 << 20  # the aligned buffer one writer copies through (one bin
 # Smaller writes go through the cache: a direct write waits for the disk, which for a job's many
 # small frames cost more time than the cache's CPU (a 512p result's 83 files: 36 ms of waits).
 DIRECT_FROM_BYTES = 1 << 20
-QUEUED_CHUNKS = 3  # writes waiting for a BackgroundWriter at most (12 MiB of binary chunks)
+QUEUED_BYTES = 12 << 20  # bytes waiting for a BackgroundWriter at most (three binary chunks; a job's frames)
 _DIRECT = getattr(os, "O_DIRECT", 0)
 
 
@@ -92,7 +92,7 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
 
 class BackgroundWriter:
     """Writes (file, offset, bytes) in order on a thread of its own, while the caller receives the next
-    bytes, updating a running hash of each file when given one. At most QUEUED_CHUNKS wait (the caller
+    bytes, updating a running hash of each file when given one. At most QUEUED_BYTES wait (the caller
     waits beyond that); `wait` returns once every queued write of a file is done; a failed write stops
     that file's later writes (the file cut where it failed, so none lands past a hole) and is raised
     there, and by the file's next `add`."""
@@ -101,19 +101,21 @@ class BackgroundWriter:
         self._writer = writer or ChunkWriter()
         self._cond = threading.Condition()
         self._queue: collections.deque = collections.deque()
+        self._queued = 0  # bytes in the queue
         self._pending: collections.Counter = collections.Counter()  # part -> chunks not yet written
         self._failed: dict = {}
         self._thread: threading.Thread | None = None
 
     def add(self, part, offset: int, data, hasher=None, then=None) -> None:
-        """Queue `data` for `offset` of `part` (waits while QUEUED_CHUNKS wait), then `then()` once it is
+        """Queue `data` for `offset` of `part` (waits while QUEUED_BYTES wait), then `then()` once it is
         written (a rename into place); raises the part's last failure."""
         with self._cond:
             if part in self._failed:
                 self._wait_for(part)
-            while len(self._queue) >= QUEUED_CHUNKS:
+            while self._queue and self._queued + len(data) > QUEUED_BYTES:
                 self._cond.wait()
             self._queue.append((part, offset, data, hasher, then))
+            self._queued += len(data)
             self._pending[part] += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="scail2-writer", daemon=True)
@@ -149,6 +151,7 @@ class BackgroundWriter:
                 while not self._queue:
                     self._cond.wait()
                 part, offset, data, hasher, then = self._queue.popleft()
+                self._queued -= len(data)
                 failed = part in self._failed
                 self._cond.notify_all()  # room in the queue
             if not failed:

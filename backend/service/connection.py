@@ -16,6 +16,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import protocol
@@ -30,6 +31,7 @@ JOIN_BELOW = 64 << 10  # queued pieces smaller than this go out joined (one send
 READ_BYTES = 256 << 10  # one receive at most (a TLS record is 16 KiB; plain TCP takes what is there)
 SEND_TIMEOUT_S = 10.0  # a client that takes nothing for this long is dropped rather than stalling the jobs
 MAX_QUEUED_BYTES = 64 << 20  # events waiting for a slow client at most; more and it is dropped
+STREAM_AHEAD_BYTES = 8 << 20  # a stream's frames made ready ahead of the socket (a reply of many files)
 POLL_S = 0.05  # how soon an event of the job thread goes out
 HANDSHAKE_TIMEOUT_S = 10.0
 
@@ -47,6 +49,7 @@ class QueuedOutput:
         self.closing = False  # close once the queue is written (after a refused token)
         self.on_auth_failure = None  # set by the connection: called before a wrong token is answered
         self.framing = protocol.FRAMING_LINES  # set by a hello that asks for binary frames (framing)
+        self._streams: collections.deque[Iterator[tuple[str, bytes]]] = collections.deque()
 
     def send(self, line: str) -> bool:
         return self.send_frame(line, b"")
@@ -68,9 +71,26 @@ class QueuedOutput:
             self._queued += size
         return True
 
+    def send_stream(self, frames: Iterator[tuple[str, bytes]]) -> None:
+        """A reply of many frames ((line, payload) pairs), made as the socket takes them: `take` draws the
+        next ones while less than STREAM_AHEAD_BYTES wait, so a reply of a whole job folder never sits in
+        memory, and events still go out between its frames. Streams go one after the other."""
+        self._streams.append(frames)
+
+    def drop_streams(self) -> None:
+        """Stop every stream (the connection closes): its frames not made yet never are."""
+        while self._streams:
+            self._streams.popleft().close()
+
     def take(self) -> bytes:
         """What is queued next, as one buffer (empty when nothing is): small lines joined, a frame's
-        payload on its own (never copied)."""
+        payload on its own (never copied). Only the connection's thread calls it (it runs the streams)."""
+        while self._streams and self._queued < STREAM_AHEAD_BYTES and not self.broken:
+            frame = next(self._streams[0], None)
+            if frame is None:
+                self._streams.popleft()
+            else:
+                self.send_frame(*frame)
         with self._lock:
             parts = []
             while self._queue and (not parts or len(self._queue[0]) < JOIN_BELOW):
@@ -200,6 +220,7 @@ class _Loop:
                     last_heard = time.monotonic()  # silence counts from the answer (a first hello takes seconds)
             self._last_words(None, "")  # the worker stops: what was answered still goes out (shutdown's ok)
         finally:
+            output.drop_streams()
             self.worker.remove_output(output)
             log(f"{output.name} disconnected")
 
@@ -227,6 +248,7 @@ class _Loop:
 
     def _last_words(self, code: str | None, message: str) -> None:
         """What is queued and one error line (when `code`), written within a second, before closing."""
+        self.output.drop_streams()
         data = bytes(self.pending) + b"".join(iter(self.output.take, b""))
         if code is not None:
             data += protocol.error_event(code, message).encode("utf-8")

@@ -54,10 +54,18 @@ def payload_of(message: dict) -> bytes:
 
 def send_reply(output: Output, kind: str, fields: dict[str, Any]) -> None:
     """One reply; its `payload` (bytes) as a binary frame or as base64 `data`, as the connection speaks."""
+    line, payload = encode_reply(output, kind, fields)
+    if payload:
+        output.send_frame(line, payload)
+    else:
+        output.send(line)
+
+
+def encode_reply(output: Output, kind: str, fields: dict[str, Any]) -> tuple[str, bytes]:
+    """A reply as (its line, the raw bytes that follow it: empty but for a binary frame's payload)."""
     payload = fields.pop(protocol.PAYLOAD_FIELD, None)
     if payload is None:
-        output.send(protocol.encode_message(kind, **fields))
-    elif framing_of(output) == protocol.FRAMING_BINARY:
-        output.send_frame(protocol.encode_message(kind, **fields, **{protocol.PAYLOAD_FIELD: len(payload)}), payload)
-    else:
-        output.send(protocol.encode_message(kind, **fields, data=base64.b64encode(payload).decode("ascii")))
+        return protocol.encode_message(kind, **fields), b""
+    if framing_of(output) == protocol.FRAMING_BINARY:
+        return protocol.encode_message(kind, **fields, **{protocol.PAYLOAD_FIELD: len(payload)}), payload
+    return protocol.encode_message(kind, **fields, data=base64.b64encode(payload).decode("ascii")), b""

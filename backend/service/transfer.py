@@ -17,6 +17,12 @@
   files (relative names; lock and temporary files left out).
 * fetch {job_dir, name, offset} -> file_data {job_dir, name, offset, size, version, data
   (base64, at most CHUNK_BYTES), eof}; `version` changes when the file is replaced.
+* fetch_files {job_dir, files: [{name, offset}]} -> one file_data after the other (the request's id
+  on each), every file from its offset to its end in the order asked, then ok {request: "fetch_files"}.
+  A file shorter than its offset is sent whole (its first file_data says offset 0); the first file
+  that cannot be sent ends the reply with an error naming it. A job's result (81 frames) is then one
+  request, not 81 round trips each answered on its own: the frames are read as the socket takes them
+  (`connection.QueuedOutput.send_stream`), never the whole folder at once.
 
 Only transfer-mode connections may fetch, and only from folders under the jobs root.
 """
@@ -31,8 +37,8 @@ from typing import TYPE_CHECKING
 import protocol
 
 from .blobs import BlobError, check_sha
-from .framing import chunk_bytes, payload_of
-from .jobs import BAD_REQUEST, ProtocolFailure
+from .framing import chunk_bytes, encode_reply, payload_of
+from .jobs import BAD_REQUEST, UNAUTHORIZED, ProtocolFailure, error_line
 from .remote import remote_job_folder
 from .sharing import identity_of
 
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
     from .ports import EventOutput as Output
 
 MAX_LISTED_FILES = 100_000
+MAX_FETCHED_FILES = 10_000  # files one fetch_files asks for at most (the add-on asks for 4096)
 REMEMBERED_FOLDERS = 256  # job folders whose resolved path a fetch reuses
 NOT_IN_FOLDER = "no such file in the job folder"
 
@@ -111,7 +118,7 @@ class Transfers:
         if not self._sees_folder(folder, output):  # another artist's: as a file that is not there
             raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
         try:
-            with open(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as fh:
+            with _open_in_folder(path) as fh:
                 stat = os.fstat(fh.fileno())
                 fh.seek(offset)
                 # Exactly what is left (a frame is far smaller than a chunk): a read of a whole chunk's
@@ -119,9 +126,57 @@ class Transfers:
                 data = fh.read(max(0, min(chunk_bytes(output), stat.st_size - offset)))
         except OSError:
             raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}") from None
-        return "file_data", {"job_dir": message.get("job_dir"), "name": name, "offset": offset, "size": stat.st_size,
-                             "version": _version(stat), protocol.PAYLOAD_FIELD: data,
-                             "eof": offset + len(data) >= stat.st_size}
+        return "file_data", _file_data(message.get("job_dir"), name, offset, stat, data)
+
+    def _on_fetch_files(self, message: dict, output: Output) -> None:
+        folder = self._fetch_folder(message, output)
+        asked = message.get("files")
+        if not isinstance(asked, list) or not 0 < len(asked) <= MAX_FETCHED_FILES or not all(
+                isinstance(item, dict) and isinstance(item.get("offset", 0), int) and not isinstance(
+                    item.get("offset", 0), bool) and item.get("offset", 0) >= 0 for item in asked):
+            raise ProtocolFailure(BAD_REQUEST, f"fetch_files needs 'files': 1 to {MAX_FETCHED_FILES} objects "
+                                  "{name, offset}, each offset a byte offset")
+        if not hasattr(output, "send_stream"):
+            raise ProtocolFailure(BAD_REQUEST, "fetch_files needs a TCP connection: fetch the files one at a time")
+        for item in asked:
+            _relative_parts(item.get("name"))  # a bad name is refused before anything is sent
+        if not self._sees_folder(folder, output):
+            raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {asked[0].get('name')}")
+        output.send_stream(self._file_frames(message, folder, asked, output))
+
+    def _file_frames(self, message: dict, folder: Path, asked: list[dict], output: Output):
+        """The frames of a fetch_files reply, made one at a time as the connection takes them. The token is
+        checked again before each file, so a token revoked meanwhile stops the reply at once."""
+        request_id, job_dir, token = message.get("request_id"), message.get("job_dir"), message.get("token")
+        step = chunk_bytes(output)
+        for item in asked:
+            name = item["name"]
+            if self.book.identify(token) is None:
+                output.closing = True
+                yield _error_frame(UNAUTHORIZED, "unauthorized: wrong, revoked or missing token; connection closed",
+                                   request_id)
+                return
+            try:
+                with _open_in_folder(_file_in(folder, name)) as fh:
+                    stat = os.fstat(fh.fileno())
+                    offset = item.get("offset", 0) if item.get("offset", 0) <= stat.st_size else 0
+                    fh.seek(offset)
+                    while True:
+                        data = fh.read(min(step, stat.st_size - offset))
+                        if not data and offset < stat.st_size:  # written over in place while it was sent
+                            yield _error_frame(BAD_REQUEST, f"{name} changed while it was sent: fetch it again",
+                                               request_id)
+                            return
+                        fields = _file_data(job_dir, name, offset, stat, data)
+                        fields["request_id"] = request_id
+                        yield encode_reply(output, "file_data", fields)
+                        offset += len(data)
+                        if offset >= stat.st_size:
+                            break
+            except (OSError, ProtocolFailure):
+                yield _error_frame(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}", request_id)
+                return
+        yield protocol.encode_message("ok", request="fetch_files", request_id=request_id), b""
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
@@ -164,13 +219,8 @@ class Transfers:
 def _file_in(folder: Path, name: object) -> Path:
     """`name` (a relative name) inside `folder` (a resolved path): no parent steps, no hidden files, no
     linked folder on the way (checked one component at a time; the file itself is opened O_NOFOLLOW)."""
-    if not isinstance(name, str) or not name or "\x00" in name or name.startswith("/") or "\\" in name:
-        raise ProtocolFailure(BAD_REQUEST, "fetch needs 'name': a file of the job folder")
-    parts = name.split("/")
-    if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
-        raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
     path = folder
-    for part in parts:
+    for part in _relative_parts(name):
         path = path / part
         try:
             if S_ISLNK(path.lstat().st_mode):
@@ -178,6 +228,31 @@ def _file_in(folder: Path, name: object) -> Path:
         except OSError:
             raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}") from None
     return path
+
+
+def _relative_parts(name: object) -> list[str]:
+    """The components of a file's name in a job folder; refused: parent steps, hidden parts, absolute names."""
+    if not isinstance(name, str) or not name or "\x00" in name or name.startswith("/") or "\\" in name:
+        raise ProtocolFailure(BAD_REQUEST, "fetch needs 'name': a file of the job folder")
+    parts = name.split("/")
+    if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+        raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
+    return parts
+
+
+def _open_in_folder(path: Path):
+    """`path` (checked by `_file_in`) opened for reading, never through a link put in its place since."""
+    return open(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb")
+
+
+def _file_data(job_dir: object, name: str, offset: int, stat: os.stat_result, data: bytes) -> dict:
+    """A file_data reply's fields: `data` read at `offset` of the file `stat` describes."""
+    return {"job_dir": job_dir, "name": name, "offset": offset, "size": stat.st_size, "version": _version(stat),
+            protocol.PAYLOAD_FIELD: data, "eof": offset + len(data) >= stat.st_size}
+
+
+def _error_frame(code: str, message: str, request_id: object) -> tuple[str, bytes]:
+    return error_line(code, message, request_id=request_id), b""
 
 
 def _version(stat: os.stat_result) -> str:

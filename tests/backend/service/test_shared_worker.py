@@ -44,6 +44,7 @@ class Client:
         self.sock.settimeout(READ_WAIT_S)  # a read that finds no record yet lets a send go first
         self.token, self.count, self.failure = token, 0, None
         self.replies: dict[str, dict] = {}
+        self.streams: dict[str, list[dict]] = {}  # request ids answered by many replies: all of them, in order
         self.events: list[dict] = []
         self.closed = threading.Event()
         self.arrived = threading.Condition()
@@ -70,7 +71,9 @@ class Client:
                     if payload is not None:
                         message[protocol.PAYLOAD_FIELD] = bytes(payload)
                     with self.arrived:
-                        if message.get("request_id"):
+                        if message.get("request_id") in self.streams:
+                            self.streams[message["request_id"]].append(message)
+                        elif message.get("request_id"):
                             self.replies[message["request_id"]] = message
                         else:
                             self.events.append(message)
@@ -98,6 +101,13 @@ class Client:
                 self.sock.sendall(data)
             finally:
                 self.sock.settimeout(READ_WAIT_S)
+
+    def stream(self, kind: str, **fields) -> list[dict]:
+        """Send a request answered by many replies; the list they arrive in (filled as they come)."""
+        request_id = f"{kind}-{self.count + 1}"
+        self.streams[request_id] = []
+        assert self.send(kind, **fields) == request_id
+        return self.streams[request_id]
 
     def request(self, kind: str, payload: bytes | None = None, **fields) -> dict:
         request_id = self.send(kind, payload, **fields)

@@ -217,3 +217,43 @@ def test_an_image_sequence_folder_goes_over_as_one_listing(sealed_worker, tmp_pa
         assert len(os.listdir(tmp_path / "job" / "frames")) == 5
     finally:
         client.close()
+
+
+def test_a_folder_comes_back_in_one_request_from_where_a_cut_left_each_file(sealed_worker, tmp_path):
+    """The worker offers fetch_files: the folder's files come in one request, a part file a cut left goes on
+    from its size, and one longer than the worker's file (an older one) is replaced by the whole file. A
+    worker without fetch_files gets a request a file, for the same bytes."""
+    served = sealed_worker["worker_dir"] / "jobs" / "served_folder"
+    (served / "frames").mkdir(parents=True)
+    for k in range(12):
+        (served / "frames" / "frame_{:06d}.png".format(k)).write_bytes(os.urandom(50_000 + 13_000 * k))
+    (served / "preview.mp4").write_bytes(os.urandom(5 << 20))  # more than one binary chunk
+    (served / "manifest.json").write_text("{}")
+    local = tmp_path / "local"
+    (local / "frames").mkdir(parents=True)
+    cut = (served / "frames" / "frame_000002.png").read_bytes()[:1000]
+    (local / "frames" / ".frame_000002.png.part").write_bytes(cut)
+    (local / "frames" / ".frame_000005.png.part").write_bytes(b"x" * 200_000)  # longer than the file
+    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    try:
+        transfers = client.transfers
+        assert transfers.fetch_files
+        requests_before, down_before = transfers._count, transfers.counters["down"]
+        transfers.fetch_folder(str(served), str(local))
+        assert transfers._count - requests_before == 2  # list_files, then fetch_files for all 14 files
+        names = sorted(str(p.relative_to(served)) for p in served.rglob("*") if p.is_file())
+        assert sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()) == names  # no .part left
+        for name in names:
+            assert (local / name).read_bytes() == (served / name).read_bytes(), name
+        total = sum((served / name).stat().st_size for name in names)
+        assert transfers.counters["down"] - down_before == total - len(cut)  # the cut's bytes not again
+
+        transfers.fetch_files = False  # as a worker of before this request
+        requests_before = transfers._count
+        transfers.fetch_folder(str(served), str(tmp_path / "again"))
+        assert transfers._count - requests_before > len(names)
+        for name in names:
+            assert (tmp_path / "again" / name).read_bytes() == (served / name).read_bytes(), name
+    finally:
+        client.close()
