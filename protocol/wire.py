@@ -91,6 +91,11 @@ class FrameReader:
         self._payload: bytearray | None = None  # made at its full size, filled in place
         self._filled = 0
 
+    @property
+    def payload_left(self) -> int:
+        """Bytes of the payload being read still to come (0 between messages)."""
+        return len(self._payload) - self._filled if self._payload is not None else 0
+
     def receive(self, recv_into: Callable[[memoryview], int], buffer: bytearray):
         """Receive once, straight into the payload being read when there is one (no copy), else into
         `buffer`; (bytes received, 0 at the end, and an iterator of the messages completed)."""

@@ -140,3 +140,25 @@ def test_a_token_revoked_while_files_stream_stops_the_reply(worker):
     sent = [m for m in messages if m["type"] == "file_data"]
     assert 0 < len(sent) < 40, len(sent)  # the files made before the revocation, not the rest
     assert [m["name"] for m in sent] == [f"part_{k:02d}.bin" for k in range(len(sent))]
+
+
+def test_chunks_sent_back_to_back_each_with_a_line_after_it_are_all_taken_in_order(worker):
+    """The worker reads an upload's chunk on while its records are there; the line after each chunk
+    (and the next chunk's header) is still read whole, and every request answered in order."""
+    data = os.urandom(3 * (4 << 20) + 1234)
+    sha = __import__("hashlib").sha256(data).hexdigest()
+    boss = Client(worker.port, worker.tokens["boss"])
+    chunk = boss.capabilities["chunk_bytes"]
+    wire, ids = b"", []
+    for offset in range(0, len(data), chunk):
+        piece = data[offset:offset + chunk]
+        ids += [f"put-{offset}", f"ping-{offset}"]
+        wire += protocol.encode_message("blob_put", token=worker.tokens["boss"], request_id=ids[-2], sha256=sha,
+                                        size=len(data), offset=offset, payload=len(piece)).encode() + piece
+        wire += protocol.encode_message("ping", token=worker.tokens["boss"], request_id=ids[-1]).encode()
+    boss.write(wire)  # all of it in one go
+    replies = [boss.wait(lambda request_id=request_id: boss.replies.pop(request_id, None)) for request_id in ids]
+    assert [r["type"] for r in replies] == ["blob", "ok"] * 4
+    assert replies[-2]["complete"] and replies[-2]["have"] == len(data)
+    assert (worker.home / "jobs" / ".blobs" / sha).read_bytes() == data
+    boss.close()
