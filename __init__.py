@@ -40,6 +40,7 @@ _modules = (
     "core.worker_tls",
     "core.file_digests",
     "core.downloads",
+    "core.uploads",
     "core.transfer",
     "core.inputs",
     "core.pixels",
