@@ -38,7 +38,7 @@ import protocol
 
 from .blobs import BlobError, check_sha
 from .framing import chunk_bytes, encode_reply, payload_of
-from .jobs import BAD_REQUEST, UNAUTHORIZED, ProtocolFailure, error_line
+from .jobs import BAD_REQUEST, UNAUTHORIZED, ProtocolFailure, error_line, log
 from .remote import remote_job_folder
 from .sharing import identity_of
 
@@ -112,7 +112,7 @@ class Transfers:
     def _on_fetch(self, message: dict, output: Output) -> tuple[str, dict]:
         folder = self._fetch_folder(message, output)
         name, offset = message.get("name"), message.get("offset", 0)
-        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        if not _is_offset(offset):
             raise ProtocolFailure(BAD_REQUEST, "fetch 'offset' must be a byte offset")
         path = _file_in(folder, name)
         if not self._sees_folder(folder, output):  # another artist's: as a file that is not there
@@ -132,8 +132,7 @@ class Transfers:
         folder = self._fetch_folder(message, output)
         asked = message.get("files")
         if not isinstance(asked, list) or not 0 < len(asked) <= MAX_FETCHED_FILES or not all(
-                isinstance(item, dict) and isinstance(item.get("offset", 0), int) and not isinstance(
-                    item.get("offset", 0), bool) and item.get("offset", 0) >= 0 for item in asked):
+                isinstance(item, dict) and _is_offset(item.get("offset", 0)) for item in asked):
             raise ProtocolFailure(BAD_REQUEST, f"fetch_files needs 'files': 1 to {MAX_FETCHED_FILES} objects "
                                   "{name, offset}, each offset a byte offset")
         if not hasattr(output, "send_stream"):
@@ -152,6 +151,7 @@ class Transfers:
         for item in asked:
             name = item["name"]
             if self.book.identify(token) is None:
+                log(f"{getattr(output, 'name', 'a client')}: its token was revoked; its fetch_files stopped")
                 output.closing = True
                 yield _error_frame(UNAUTHORIZED, "unauthorized: wrong, revoked or missing token; connection closed",
                                    request_id)
@@ -238,6 +238,10 @@ def _relative_parts(name: object) -> list[str]:
     if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
         raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
     return parts
+
+
+def _is_offset(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _open_in_folder(path: Path):

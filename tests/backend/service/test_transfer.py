@@ -140,6 +140,7 @@ def test_a_token_revoked_while_files_stream_stops_the_reply(worker):
     sent = [m for m in messages if m["type"] == "file_data"]
     assert 0 < len(sent) < 40, len(sent)  # the files made before the revocation, not the rest
     assert [m["name"] for m in sent] == [f"part_{k:02d}.bin" for k in range(len(sent))]
+    worker.wait_stderr(r"its token was revoked; its fetch_files stopped")  # the administrator sees why
 
 
 def test_chunks_sent_back_to_back_each_with_a_line_after_it_are_all_taken_in_order(worker):
