@@ -30,8 +30,8 @@ class TransferError(RuntimeError):
 
 class Downloads:
     """The download half of `transfer.Transfers` (which provides ``_ask``, ``_answer``, ``_forget``,
-    ``_retrying``, ``_deliver``, ``jobs``, ``binary``, ``chunk_bytes``, ``counters`` and ``background``, a
-    ``protocol.direct_io.BackgroundWriter``)."""
+    ``_retrying``, ``_deliver``, ``jobs``, ``binary``, ``fetch_files``, ``chunk_bytes``, ``counters`` and
+    ``background``, a ``protocol.direct_io.BackgroundWriter``)."""
 
     def _sync(self, job_id):
         """Fetch what changed in a mirrored job's folder; progress events as files arrive."""
