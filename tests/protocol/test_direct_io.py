@@ -131,3 +131,38 @@ def test_an_action_queued_after_a_files_writes_runs_once_they_landed_and_wait_al
 def test_writing_no_bytes_makes_an_empty_file(tmp_path):
     ChunkWriter().write_at(tmp_path / "empty", 0, b"")
     assert (tmp_path / "empty").read_bytes() == b""
+
+
+class SlowDisk(ChunkWriter):
+    """Real writes that wait for `go` first: a disk slower than the wire."""
+
+    def __init__(self):
+        super().__init__()
+        self.go = __import__("threading").Event()
+
+    def write_at(self, path, offset, data):
+        self.go.wait(30)
+        super().write_at(path, offset, data)
+
+
+def test_the_queue_holds_a_job_folders_small_files_and_holds_the_caller_back_past_its_bytes(tmp_path):
+    """The queue is bounded by bytes, not by count: a job's 300 KiB frames all wait their turn without
+    holding the socket back, while a writer QUEUED_BYTES behind makes the caller wait."""
+    import threading
+
+    disk = SlowDisk()
+    writer = BackgroundWriter(disk)
+    frames = {tmp_path / f"frame_{k}.png": os.urandom(300 << 10) for k in range(12)}
+    small = threading.Thread(target=lambda: [writer.add(path, 0, data) for path, data in frames.items()])
+    small.start()
+    small.join(5)
+    assert not small.is_alive()  # 3.5 MiB in all: none of these waits, though the disk has written nothing
+    big = threading.Thread(target=writer.add, args=(tmp_path / "plate.bin", 0, os.urandom(direct_io.QUEUED_BYTES)))
+    big.start()
+    big.join(0.5)
+    assert big.is_alive()  # more than QUEUED_BYTES would wait: the caller is held back
+    disk.go.set()
+    big.join(30)
+    writer.wait_all()
+    assert all(path.read_bytes() == data for path, data in frames.items())
+    assert (tmp_path / "plate.bin").stat().st_size == direct_io.QUEUED_BYTES
