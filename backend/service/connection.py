@@ -31,7 +31,10 @@ JOIN_BELOW = 64 << 10  # queued pieces smaller than this go out joined (one send
 READ_BYTES = 256 << 10  # one receive at most (a TLS record is 16 KiB; plain TCP takes what is there)
 SEND_TIMEOUT_S = 10.0  # a client that takes nothing for this long is dropped rather than stalling the jobs
 MAX_QUEUED_BYTES = 64 << 20  # events waiting for a slow client at most; more and it is dropped
-STREAM_AHEAD_BYTES = 8 << 20  # a stream's frames made ready ahead of the socket (a reply of many files)
+# A stream's frames made ready ahead of the socket at most (a reply of many files). The one thread
+# that makes them also sends them, so making more ahead only holds the first byte back (8 MiB of a
+# job's frames: 10 ms) and fills fresh buffers; this much still joins a job's small files into one send.
+STREAM_AHEAD_BYTES = 256 << 10
 POLL_S = 0.05  # how soon an event of the job thread goes out
 HANDSHAKE_TIMEOUT_S = 10.0
 

@@ -8,11 +8,11 @@ from backend.service.connection import JOIN_BELOW, STREAM_AHEAD_BYTES, QueuedOut
 FRAME_BYTES = 1 << 20
 
 
-def numbered_frames(count: int, made: list[int]):
-    """`count` frames of 1 MiB each, noting in `made` every one made."""
+def numbered_frames(count: int, made: list[int], size: int = FRAME_BYTES):
+    """`count` frames of `size` bytes each, noting in `made` every one made."""
     for k in range(count):
         made.append(k)
-        yield f'{{"frame":{k}}}\n', bytes([k % 256]) * FRAME_BYTES
+        yield f'{{"frame":{k}}}\n', bytes([k % 256]) * size
 
 
 def test_a_stream_is_made_as_the_socket_takes_it_with_events_between_its_frames():
@@ -32,6 +32,20 @@ def test_a_stream_is_made_as_the_socket_takes_it_with_events_between_its_frames(
     joined = b"".join(taken)
     assert joined.count(b'{"type":"progress"}') == 1
     assert joined.index(b'{"type":"progress"}') < joined.index(b'{"frame":39}')  # not held back to the end
+
+
+def test_small_frames_go_out_joined_without_waiting_for_the_whole_reply():
+    output = QueuedOutput("test", "transfer", "127.0.0.1")
+    made: list[int] = []
+    output.send_stream(numbered_frames(2000, made, size=1000))  # a reply of 2000 small files
+    first = output.take()
+    assert first.startswith(b'{"frame":0}\n' + bytes([0]) * 1000 + b'{"frame":1}\n')  # one send, many frames
+    assert 10 < first.count(b'{"frame":') == len(made) < 2000  # the first bytes go before the last file is read
+    taken = [first]
+    while chunk := output.take():
+        taken.append(chunk)
+    assert len(made) == 2000 and len(taken) < 20
+    assert b"".join(taken) == b"".join(header.encode() + payload for header, payload in numbered_frames(2000, [], size=1000))
 
 
 def test_a_closed_connection_stops_its_streams():
