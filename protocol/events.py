@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from typing import Any, ClassVar, TypeVar
 
 from .errors import check_code
@@ -252,16 +253,31 @@ class FileData(Event):
 def event_fields(event: Event) -> dict[str, Any]:
     """The fields an event puts on the wire: unset optional ones (None, `local` False) are left out."""
     data = event.to_dict()
-    for f in fields(event):
-        if (f.default is None and data[f.name] is None) or (f.name == "local" and not data[f.name]):
-            del data[f.name]
+    for name in _optional_fields(type(event)):
+        if data[name] is None:
+            del data[name]
+    if "local" in data and not data["local"]:
+        del data["local"]
     return data
+
+
+@lru_cache(maxsize=None)
+def _optional_fields(cls: type) -> tuple[str, ...]:
+    """An event class's fields that default to None (left out of the line when unset)."""
+    return tuple(f.name for f in fields(cls) if f.default is None)
 
 
 def encode_event(event: Event) -> str:
     """One event as a single JSON line (with the trailing newline)."""
-    message = {"v": PROTOCOL_VERSION, "type": event.TYPE, **event_fields(event)}
-    return json.dumps(message, separators=(",", ":")) + "\n"
+    return json_line({"v": PROTOCOL_VERSION, "type": event.TYPE, **event_fields(event)})
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps with options makes one a call
+
+
+def json_line(message: dict[str, Any]) -> str:
+    """`message` as one compact JSON line (with the trailing newline)."""
+    return _COMPACT.encode(message) + "\n"
 
 
 def build_event(kind: str, data: dict[str, Any]) -> Event:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .checks import CHECK_INPUTS_REQUEST
 from .errors import check_code
-from .events import EVENT_TYPES, PROTOCOL_VERSION, ErrorEvent, build_event, encode_event
+from .events import EVENT_TYPES, PROTOCOL_VERSION, ErrorEvent, build_event, encode_event, json_line
 from .json_files import read_json_file
 from .records import ProtocolError
 
@@ -27,8 +27,7 @@ def encode_message(kind: str, **fields: Any) -> str:
         return encode_event(build_event(kind, fields))
     if kind not in REQUESTS:
         raise ProtocolError(f"unknown message type {kind!r}")
-    message = {"v": PROTOCOL_VERSION, "type": kind, **fields}
-    return json.dumps(message, separators=(",", ":")) + "\n"
+    return json_line({"v": PROTOCOL_VERSION, "type": kind, **fields})
 
 
 def decode_message(line: str | bytes) -> dict[str, Any]:

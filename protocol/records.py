@@ -40,7 +40,7 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain JSON data; nested records become dicts."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {name: _plain(getattr(self, name)) for name in _layout(type(self)).names}
 
     @classmethod
     def from_dict(cls: type[R], data: Any) -> R:
@@ -48,18 +48,21 @@ class Record:
         what = cls.WHAT or cls.__name__
         if not isinstance(data, dict):
             raise ProtocolError(f"{what}: expected an object, got {type(data).__name__}")
-        hints = _hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(data) - set(fields))
+        layout = _layout(cls)
+        unknown = data.keys() - layout.converters.keys()
         if unknown:
+            unknown = sorted(unknown)
             raise ProtocolError(f"{what}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
         values = {}
-        for name, f in fields.items():
+        for name, convert in layout.converters.items():
             if name not in data:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                if name in layout.required:
                     raise ProtocolError(f"{what}: missing field {name!r}")
                 continue
-            values[name] = _convert(hints[name], data[name], f"{what}.{name}")
+            try:
+                values[name] = convert(data[name])
+            except _Mismatch as mismatch:
+                raise ProtocolError(f"{what}.{name}{mismatch.where}: {mismatch.reason}") from None
         record = cls(**values)
         check = getattr(record, "check", None)
         if check is not None:
@@ -67,12 +70,42 @@ class Record:
         return record
 
 
+# -- how a record class is read and written, worked out once per class ---------------------------------
+# Every message on a worker connection (a job's frames: one header each) goes through `from_dict` on one
+# end and `to_dict` on the other; reading the annotations again for each one cost ~20 us a header.
+
+class _Layout(typing.NamedTuple):
+    names: tuple[str, ...]  # every field, in order (what `to_dict` writes)
+    converters: dict[str, Any]  # field -> its checking converter (init fields)
+    required: frozenset[str]  # fields without a default
+
+
 @lru_cache(maxsize=None)
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _layout(cls: type) -> _Layout:
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    return _Layout(
+        names=tuple(f.name for f in fields),
+        converters={f.name: _converter(hints[f.name]) for f in fields if f.init},
+        required=frozenset(f.name for f in fields if f.init and f.default is dataclasses.MISSING
+                           and f.default_factory is dataclasses.MISSING),
+    )
+
+
+class _Mismatch(ProtocolError):
+    """A value that does not fit its annotation; `where`: the path below the field ("[2].size")."""
+
+    def __init__(self, reason: str, where: str = ""):
+        super().__init__(reason)
+        self.reason, self.where = reason, where
+
+    def inside(self, step: str) -> _Mismatch:
+        return _Mismatch(self.reason, step + self.where)
 
 
 def _plain(value: Any) -> Any:
+    if value is None or type(value) in (str, int, float, bool):
+        return value
     if isinstance(value, Record):
         return value.to_dict()
     if isinstance(value, (list, tuple)):
@@ -88,51 +121,97 @@ def _type_name(annotation: Any) -> str:
     return str(annotation).replace("typing.", "")
 
 
-def _convert(annotation: Any, value: Any, where: str) -> Any:
-    """`value` checked against `annotation` (nested records and tuples built), or ProtocolError."""
+def _refused(annotation: Any, value: Any) -> _Mismatch:
+    return _Mismatch(f"expected {_type_name(annotation)}, got {_shown(value)}")
+
+
+@lru_cache(maxsize=None)
+def _converter(annotation: Any):
+    """A function that returns a value checked against `annotation` (nested records and tuples built)
+    or raises `_Mismatch` (a nested record's own refusal: ProtocolError, naming that record)."""
     if annotation is Any:
-        return value
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
+        return lambda value: value
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Union or origin is types.UnionType:
-        for option in args:
-            try:
-                return _convert(option, value, where)
-            except ProtocolError:
-                continue
-        raise ProtocolError(f"{where}: expected {_type_name(annotation)}, got {_shown(value)}")
+        options = [_converter(option) for option in args]
+
+        def union(value):
+            for option in options:
+                try:
+                    return option(value)
+                except ProtocolError:
+                    continue
+            raise _refused(annotation, value)
+        return union
     if origin is Literal:
-        if value in args and type(value) in {type(a) for a in args}:
-            return value
-        raise ProtocolError(f"{where}: expected one of {', '.join(map(repr, args))}, got {_shown(value)}")
+        def literal(value):
+            if value in args and type(value) in {type(a) for a in args}:
+                return value
+            raise _Mismatch(f"expected one of {', '.join(map(repr, args))}, got {_shown(value)}")
+        return literal
     if origin is list or origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ProtocolError(f"{where}: expected a list, got {_shown(value)}")
-        item_type = args[0] if args else Any
-        items = [_convert(item_type, item, f"{where}[{i}]") for i, item in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return _sequence_converter(_converter(args[0] if args else Any), tuple if origin is tuple else list)
     if origin is dict:
-        if not isinstance(value, dict):
-            raise ProtocolError(f"{where}: expected an object, got {_shown(value)}")
-        value_type = args[1] if len(args) == 2 else Any
-        return {str(key): _convert(value_type, item, f"{where}.{key}") for key, item in value.items()}
+        return _mapping_converter(_converter(args[1] if len(args) == 2 else Any))
     if isinstance(annotation, type) and issubclass(annotation, Record):
-        return annotation.from_dict(value)
+        return annotation.from_dict
+    return _scalar_converter(annotation)
+
+
+def _sequence_converter(item, kind):
+    def sequence(value):
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch(f"expected a list, got {_shown(value)}")
+        converted = []
+        for index, entry in enumerate(value):
+            try:
+                converted.append(item(entry))
+            except _Mismatch as mismatch:
+                raise mismatch.inside(f"[{index}]") from None
+        return kind(converted)
+    return sequence
+
+
+def _mapping_converter(item):
+    def mapping(value):
+        if not isinstance(value, dict):
+            raise _Mismatch(f"expected an object, got {_shown(value)}")
+        converted = {}
+        for key, entry in value.items():
+            try:
+                converted[str(key)] = item(entry)
+            except _Mismatch as mismatch:
+                raise mismatch.inside(f".{key}") from None
+        return converted
+    return mapping
+
+
+def _scalar_converter(annotation: Any):
     if annotation is type(None) or annotation is None:
-        if value is None:
-            return None
-    elif annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-    elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif annotation in (str, bool):
-        if isinstance(value, annotation):
-            return value
-    else:
-        raise TypeError(f"{where}: annotation {annotation!r} is not supported by Record")
-    raise ProtocolError(f"{where}: expected {_type_name(annotation)}, got {_shown(value)}")
+        def none(value):
+            if value is None:
+                return None
+            raise _refused(annotation, value)
+        return none
+    if annotation is float:
+        def real(value):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                return float(value)
+            raise _refused(annotation, value)
+        return real
+    if annotation is int:
+        def integer(value):
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            raise _refused(annotation, value)
+        return integer
+    if annotation in (str, bool):
+        def exact(value):
+            if isinstance(value, annotation):
+                return value
+            raise _refused(annotation, value)
+        return exact
+    raise TypeError(f"annotation {annotation!r} is not supported by Record")
 
 
 def _shown(value: Any) -> str:

@@ -142,7 +142,11 @@ def test_a_fetch_follows_no_link_out_of_a_job_folder_even_one_made_after_the_fol
     (folder / "manifest.json").write_text("{}")
     (folder / "key.txt").symlink_to(secret / "key.txt")
     (folder / "outside").symlink_to(secret / "frames")
+    (folder / "frames" / "f.png").write_text("a frame")
+    (folder / ".scail2-job.lock").write_text("")
     connection = TlsConnection(remote.port, remote.token)
+    listed = connection.reply("list_files", job_dir="linked_job")["files"]
+    assert [entry["name"] for entry in listed] == ["frames/f.png", "manifest.json"]  # no link, no hidden file
     assert connection.reply("fetch", job_dir="linked_job", name="manifest.json")["type"] == "file_data"
     for name in ("key.txt", "outside/f.png"):
         answer = connection.reply("fetch", job_dir="linked_job", name=name)
