@@ -83,7 +83,7 @@ class SocketTransport(Transport):
     def _send_all(self, sock, data):
         """Send all of ``data`` on the non-blocking socket; the lock is let go while the socket is full (so
         the reading thread drains the worker's replies meanwhile); socket.timeout after WRITE_TIMEOUT_S
-        without progress."""
+        without progress. No other message comes between: `WorkerClient.send` writes one at a time."""
         view = memoryview(data).cast("B")
         deadline = time.monotonic() + WRITE_TIMEOUT_S
         while len(view):
