@@ -30,7 +30,6 @@ Only transfer-mode connections may fetch, and only from folders under the jobs r
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from stat import S_ISLNK
 from typing import TYPE_CHECKING
@@ -39,6 +38,7 @@ import protocol
 
 from .blobs import BlobError, check_sha
 from .framing import chunk_bytes, encode_reply, payload_of
+from .job_files import NOT_IN_FOLDER, FolderFiles, listed_files, relative_parts
 from .jobs import BAD_REQUEST, UNAUTHORIZED, ProtocolFailure, error_line, log
 from .remote import remote_job_folder
 from .sharing import identity_of
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 MAX_LISTED_FILES = 100_000
 MAX_FETCHED_FILES = 10_000  # files one fetch_files asks for at most (the add-on asks for 4096)
 REMEMBERED_FOLDERS = 256  # job folders whose resolved path a fetch reuses
-NOT_IN_FOLDER = "no such file in the job folder"
 
 
 class Transfers:
@@ -101,7 +100,7 @@ class Transfers:
         folder = self._fetch_folder(message, output)
         files = []
         if folder.is_dir() and self._sees_folder(folder, output):
-            for name, stat in _listed_files(str(folder)):
+            for name, stat in listed_files(str(folder)):
                 files.append({"name": name, "size": stat.st_size, "version": _version(stat)})
                 if len(files) >= MAX_LISTED_FILES:
                     break
@@ -112,11 +111,11 @@ class Transfers:
         name, offset = message.get("name"), message.get("offset", 0)
         if not _is_offset(offset):
             raise ProtocolFailure(BAD_REQUEST, "fetch 'offset' must be a byte offset")
-        path = _file_in(folder, name)
+        relative_parts(name)  # a bad name is refused as such
         if not self._sees_folder(folder, output):  # another artist's: as a file that is not there
             raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
         try:
-            with _open_in_folder(path) as fh:
+            with FolderFiles(folder) as files, files.open(name) as fh:
                 stat = os.fstat(fh.fileno())
                 fh.seek(offset)
                 # Exactly what is left (a frame is far smaller than a chunk): a read of a whole chunk's
@@ -136,7 +135,7 @@ class Transfers:
         if not hasattr(output, "send_stream"):
             raise ProtocolFailure(BAD_REQUEST, "fetch_files needs a TCP connection: fetch the files one at a time")
         for item in asked:
-            _relative_parts(item.get("name"))  # a bad name is refused before anything is sent
+            relative_parts(item.get("name"))  # a bad name is refused before anything is sent
         if not self._sees_folder(folder, output):
             raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {asked[0].get('name')}")
         output.send_stream(self._file_frames(message, folder, asked, output))
@@ -146,34 +145,35 @@ class Transfers:
         checked again before each file, so a token revoked meanwhile stops the reply at once."""
         request_id, job_dir, token = message.get("request_id"), message.get("job_dir"), message.get("token")
         step = chunk_bytes(output)
-        for item in asked:
-            name = item["name"]
-            if self.book.identify(token) is None:
-                log(f"{getattr(output, 'name', 'a client')}: its token was revoked; its fetch_files stopped")
-                output.closing = True
-                yield _error_frame(UNAUTHORIZED, "unauthorized: wrong, revoked or missing token; connection closed",
-                                   request_id)
-                return
-            try:
-                with _open_in_folder(_file_in(folder, name)) as fh:
-                    stat = os.fstat(fh.fileno())
-                    offset = item.get("offset", 0) if item.get("offset", 0) <= stat.st_size else 0
-                    fh.seek(offset)
-                    while True:
-                        data = fh.read(min(step, stat.st_size - offset))
-                        if not data and offset < stat.st_size:  # written over in place while it was sent
-                            yield _error_frame(BAD_REQUEST, f"{name} changed while it was sent: fetch it again",
-                                               request_id)
-                            return
-                        fields = _file_data(job_dir, name, offset, stat, data)
-                        fields["request_id"] = request_id
-                        yield encode_reply(output, "file_data", fields)
-                        offset += len(data)
-                        if offset >= stat.st_size:
-                            break
-            except (OSError, ProtocolFailure):
-                yield _error_frame(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}", request_id)
-                return
+        with FolderFiles(folder) as files:
+            for item in asked:
+                name = item["name"]
+                if self.book.identify(token) is None:
+                    log(f"{getattr(output, 'name', 'a client')}: its token was revoked; its fetch_files stopped")
+                    output.closing = True
+                    yield _error_frame(UNAUTHORIZED, "unauthorized: wrong, revoked or missing token; connection "
+                                       "closed", request_id)
+                    return
+                try:
+                    with files.open(name) as fh:
+                        stat = os.fstat(fh.fileno())
+                        offset = item.get("offset", 0) if item.get("offset", 0) <= stat.st_size else 0
+                        fh.seek(offset)
+                        while True:
+                            data = fh.read(min(step, stat.st_size - offset))
+                            if not data and offset < stat.st_size:  # written over in place while it was sent
+                                yield _error_frame(BAD_REQUEST, f"{name} changed while it was sent: fetch it again",
+                                                   request_id)
+                                return
+                            fields = _file_data(job_dir, name, offset, stat, data)
+                            fields["request_id"] = request_id
+                            yield encode_reply(output, "file_data", fields)
+                            offset += len(data)
+                            if offset >= stat.st_size:
+                                break
+                except (OSError, ProtocolFailure):
+                    yield _error_frame(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}", request_id)
+                    return
         yield protocol.encode_message("ok", request="fetch_files", request_id=request_id), b""
 
     # -- helpers ------------------------------------------------------------------------------
@@ -214,55 +214,8 @@ class Transfers:
         return folder
 
 
-def _file_in(folder: Path, name: object) -> Path:
-    """`name` (a relative name) inside `folder` (a resolved path): no parent steps, no hidden files, no
-    linked folder on the way (checked one component at a time; the file itself is opened O_NOFOLLOW)."""
-    path = folder
-    for part in _relative_parts(name):
-        path = path / part
-        try:
-            if S_ISLNK(path.lstat().st_mode):
-                raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
-        except OSError:
-            raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}") from None
-    return path
-
-
-def _relative_parts(name: object) -> list[str]:
-    """The components of a file's name in a job folder; refused: parent steps, hidden parts, absolute names."""
-    if not isinstance(name, str) or not name or "\x00" in name or name.startswith("/") or "\\" in name:
-        raise ProtocolFailure(BAD_REQUEST, "fetch needs 'name': a file of the job folder")
-    parts = name.split("/")
-    if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
-        raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}")
-    return parts
-
-
-def _listed_files(folder: str, prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
-    """The files under `folder`, sorted by name: (relative name, stat). Hidden names (lock and temporary
-    files) and links are left out, and no linked folder is entered. `os.scandir` rather than
-    `Path.rglob`: a job's 83 files listed in 0.5 ms instead of 3."""
-    try:
-        with os.scandir(folder) as scan:
-            entries = sorted((entry for entry in scan if not entry.name.startswith(".")), key=lambda entry: entry.name)
-    except OSError:  # a folder that cannot be read (or is gone): its files are not listed
-        return
-    for entry in entries:
-        if entry.is_symlink():
-            continue
-        if entry.is_dir():
-            yield from _listed_files(entry.path, prefix + entry.name + "/")
-        elif entry.is_file():
-            yield prefix + entry.name, entry.stat(follow_symlinks=False)
-
-
 def _is_offset(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _open_in_folder(path: Path):
-    """`path` (checked by `_file_in`) opened for reading, never through a link put in its place since."""
-    return open(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb")
 
 
 def _file_data(job_dir: object, name: str, offset: int, stat: os.stat_result, data: bytes) -> dict:

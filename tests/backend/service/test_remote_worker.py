@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import socket
 import ssl
@@ -144,11 +145,12 @@ def test_a_fetch_follows_no_link_out_of_a_job_folder_even_one_made_after_the_fol
     (folder / "outside").symlink_to(secret / "frames")
     (folder / "frames" / "f.png").write_text("a frame")
     (folder / ".scail2-job.lock").write_text("")
+    os.mkfifo(folder / "frames" / "pipe.png")  # opened for reading, it would wait for a writer
     connection = TlsConnection(remote.port, remote.token)
     listed = connection.reply("list_files", job_dir="linked_job")["files"]
-    assert [entry["name"] for entry in listed] == ["frames/f.png", "manifest.json"]  # no link, no hidden file
+    assert [entry["name"] for entry in listed] == ["frames/f.png", "manifest.json"]  # no link, FIFO or hidden file
     assert connection.reply("fetch", job_dir="linked_job", name="manifest.json")["type"] == "file_data"
-    for name in ("key.txt", "outside/f.png"):
+    for name in ("key.txt", "outside/f.png", "frames/pipe.png", "frames"):
         answer = connection.reply("fetch", job_dir="linked_job", name=name)
         assert answer["type"] == "error" and "no such file in the job folder" in answer["message"], answer
     moved = remote.home / "jobs" / "linked_job_moved"
