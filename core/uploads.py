@@ -45,7 +45,7 @@ def sequence_files(pattern):
                             "and one %d or #### counter: {:s}".format(name))
     expression = protocol.sequence_regex(name)
     files = [os.path.join(folder or ".", n) for n in sorted(os.listdir(folder or "."))
-             if expression.fullmatch(n)]
+             if expression.fullmatch(n) and os.path.isfile(os.path.join(folder or ".", n))]  # not a folder or FIFO
     if not files:
         raise TransferError("no files of the sequence {:s}".format(pattern))
     return files

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import re
 import select
@@ -383,6 +384,7 @@ def test_an_image_sequence_named_by_a_pattern_goes_to_a_transfer_mode_worker(stu
         assert ok
         cv2.imwrite(str(folder / f"frame_{number:04d}.png"), cv2.resize(frame, (128, 64)))
     (folder / "notes.txt").write_text("not a frame: left behind")
+    os.mkfifo(folder / "frame_0010.png")  # named like a frame, not a file: reading it would wait forever
     client = addon_client().WorkerClient.connect("127.0.0.1", studio.port, token=studio.tokens["bob"],
                                                  fingerprint=studio.fingerprint, timeout=120)
     seen: list[dict] = []
