@@ -40,9 +40,9 @@ class Downloads:
         listed = self._retrying(lambda: self._request("list_files", job_dir=name))["files"]
         total = sum(entry["size"] for entry in listed)
         wanted, done = [], [0]
+        have = _local_sizes(local)
         for entry in listed:
-            target = os.path.join(local, *entry["name"].split("/"))
-            same = os.path.isfile(target) and os.path.getsize(target) == entry["size"]
+            same = have.get(entry["name"]) == entry["size"]
             if same and entry["name"].startswith(("frames/", protocol.MATTE_FOLDER + "/")):
                 done[0] += entry["size"]  # frames are written once: one of that size is the one
             else:
@@ -110,7 +110,8 @@ class Downloads:
         """Fetch `names` with one ``fetch_files``; its pieces go to a `FileStream` on the socket's thread."""
         made = set()  # folders made during this fetch (one mkdir each, not one a file)
         parts = [_part_of(local, name, made) for name in names]
-        offsets = [os.path.getsize(part) if os.path.exists(part) else 0 for part in parts]
+        have = _local_sizes(local)
+        offsets = [have.get(_part_name(name), 0) for name in names]
 
         def fetched(name):
             fetched_now.add(name)
@@ -216,6 +217,28 @@ class FileStream:
         if then is not None:
             self.position += 1
             self._fetched(name)
+
+
+def _local_sizes(local, prefix=""):
+    """The sizes of the regular files under the local folder ``local`` by their names in the job folder
+    (part files too): one listing of each folder where a stat of each file cost a job's fetch 1.5 ms."""
+    sizes = {}
+    try:
+        with os.scandir(local) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    sizes.update(_local_sizes(entry.path, prefix + entry.name + "/"))
+                elif entry.is_file():
+                    sizes[prefix + entry.name] = entry.stat().st_size
+    except OSError:  # not there yet (or unreadable): nothing of it is kept
+        pass
+    return sizes
+
+
+def _part_name(name):
+    """The name in the job folder of `name`'s part file (``frames/.f.png.part``)."""
+    folder, _, base = name.rpartition("/")
+    return (folder + "/" if folder else "") + "." + base + ".part"
 
 
 def _part_of(local, name, made=None):
