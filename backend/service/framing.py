@@ -69,3 +69,12 @@ def encode_reply(output: Output, kind: str, fields: dict[str, Any]) -> tuple[str
     if framing_of(output) == protocol.FRAMING_BINARY:
         return protocol.encode_message(kind, **fields, **{protocol.PAYLOAD_FIELD: len(payload)}), payload
     return protocol.encode_message(kind, **fields, data=base64.b64encode(payload).decode("ascii")), b""
+
+
+def encode_file_data(output: Output, data: bytes, **fields: Any) -> tuple[str, bytes]:
+    """A file_data reply made from its record's constructor (a stream of a job's frames makes one a file;
+    checking a dict of known fields against the record again cost a sixth of the stream's Python):
+    (its line, its payload: the bytes themselves with binary framing, else empty and base64 in the line)."""
+    if framing_of(output) == protocol.FRAMING_BINARY:
+        return protocol.encode_event(protocol.FileData(**fields, payload=len(data))), data
+    return protocol.encode_event(protocol.FileData(**fields, data=base64.b64encode(data).decode("ascii"))), b""

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import protocol
 
 from .blobs import BlobError, check_sha
-from .framing import chunk_bytes, encode_reply, payload_of
+from .framing import chunk_bytes, encode_file_data, payload_of
 from .job_files import NOT_IN_FOLDER, FolderFiles, listed_files, relative_parts
 from .jobs import BAD_REQUEST, UNAUTHORIZED, ProtocolFailure, error_line, log
 from .remote import remote_job_folder
@@ -165,9 +165,9 @@ class Transfers:
                                 yield _error_frame(BAD_REQUEST, f"{name} changed while it was sent: fetch it again",
                                                    request_id)
                                 return
-                            fields = _file_data(job_dir, name, offset, stat, data)
-                            fields["request_id"] = request_id
-                            yield encode_reply(output, "file_data", fields)
+                            yield encode_file_data(output, data, job_dir=job_dir, name=name, offset=offset,
+                                                   size=stat.st_size, version=_version(stat),
+                                                   eof=offset + len(data) >= stat.st_size, request_id=request_id)
                             offset += len(data)
                             if offset >= stat.st_size:
                                 break
