@@ -12,9 +12,13 @@ the add-on's own client (`core.worker_client`, `core.transfer`), as Blender woul
    certificate, 1 MiB sends, large receives) moving the same 64 MiB each way and the same result
    file set; each step's ratio to it is printed (upload and download: MiB/s over the limit's;
    the result fetch: its time over the file set's time at the limit). Steps 1 and 3 and their
-   limits run `--repeat` times, in turn, and their medians are compared.
+   limits run `--repeat` times, in turn, and their medians are compared;
+5. what the bench folder's file system itself costs: creating the result's 83 files there (empty),
+   no transfer at all. A fetch cannot be faster than that; on this project's test VM a folder under
+   /tmp (churned by the test runs) took 1 ms a file and /var/tmp 20 us, so the folder is an option
+   (`--folder`, default the system's temporary folder) and is printed with the results.
 
-    .venvs/backend/bin/python bench/transfer.py [--mib 64] [--repeat 5]
+    .venvs/backend/bin/python bench/transfer.py [--mib 64] [--repeat 5] [--folder DIR]
 """
 
 from __future__ import annotations
@@ -144,6 +148,15 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def created_seconds(folder: Path, count: int) -> float:
+    """Seconds it takes to create `count` empty files in a new folder (the file system's own part of a fetch)."""
+    folder.mkdir()
+    start = time.perf_counter()
+    for k in range(count):
+        os.close(os.open(folder / f"file_{k:06d}", os.O_WRONLY | os.O_CREAT, 0o666))
+    return time.perf_counter() - start
+
+
 def median_pair(repeat: int, limit, ours) -> tuple[float, float]:
     """Median seconds of `limit()` and of `ours(k)` over `repeat` runs, taken in turn so that both
     see the same moments of a shared machine (single runs here vary by +-40 %)."""
@@ -158,9 +171,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=64, help="size of the throughput file (default 64)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each step and its limit (default 5)")
+    parser.add_argument("--folder", default=None, help="where the bench's files go (default: the system's "
+                        "temporary folder)")
     args = parser.parse_args()
     worker_client, transfer = addon_modules()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         tmp = Path(tmp)
         proc, found = start_worker(tmp)
         try:
@@ -213,6 +228,8 @@ def main() -> None:
                          result_mib / at_limit, None))
             rows.append((f"fetch 81-frame 512p result ({result_mib:.1f} MiB; {seconds / at_limit:.1f}x the "
                          "limit's time)", seconds, result_mib / seconds, at_limit / seconds))
+            creating = statistics.median(created_seconds(tmp / f"created_{k}", len(file_set)) for k in range(args.repeat))
+            rows.append((f"creating {len(file_set)} empty files in the bench folder (no transfer)", creating, None, None))
             local = tmp / "local_result_0"
             assert folder_bytes(local) == folder_bytes(result)
             seconds = timed(lambda: transfers.fetch_folder(str(result), str(local)))
@@ -222,7 +239,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
     print(f"medians of {args.repeat} runs, each taken in turn with its limit; load average "
-          f"{os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
+          f"{os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs; bench folder in {args.folder or tempfile.gettempdir()}")
     print("| step | seconds | MiB/s | of the limit |\n|---|---|---|---|")
     for name, seconds, rate, ratio in rows:
         print(f"| {name} | {seconds:.3f} | {'' if rate is None else f'{rate:.1f}'} | "
