@@ -97,7 +97,10 @@ class SocketTransport(Transport):
             elif time.monotonic() > deadline:
                 raise socket.timeout("the worker takes nothing sent to it")
             else:
-                select.select([], [sock], [], 0.05)
+                try:
+                    select.select([], [sock], [], 0.05)
+                except ValueError:  # closed meanwhile (by the reading thread, on a lost connection)
+                    raise ConnectionAbortedError("the connection was closed") from None
 
     # -- stopping -------------------------------------------------------------------------------------
     def stop(self, timeout):

@@ -360,3 +360,43 @@ def test_remote_worker_with_token_and_reconnection(tmp_path):
             client.close()
         if server.poll() is None:
             server.kill()
+
+
+def test_closing_the_client_ends_a_send_that_waits_for_a_worker_that_reads_nothing():
+    """The socket does not block: a message larger than the socket's buffers waits in select for room,
+    and closing the client (as Blender does on quitting) ends that wait at once with WorkerClientError."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def worker_that_stops_reading():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)  # the hello
+            conn.sendall(protocol.encode_message("capabilities", protocol=protocol.PROTOCOL_VERSION).encode())
+            stop.wait(30)
+
+    server = threading.Thread(target=worker_that_stops_reading, daemon=True)
+    server.start()
+    client = WorkerClient.connect("127.0.0.1", listener.getsockname()[1], reconnect=False, timeout=10)
+    outcome = []
+
+    def send_a_large_chunk():
+        started = time.monotonic()
+        try:
+            client.send("blob_put", upload="u" * 16, size=32 << 20, offset=0, payload=bytes(32 << 20))
+        except Exception as exc:  # noqa: BLE001  (what it raises is what is checked)
+            outcome.append((exc, time.monotonic() - started))
+
+    sender = threading.Thread(target=send_a_large_chunk)
+    sender.start()
+    time.sleep(0.5)
+    assert sender.is_alive()  # waiting for room: the worker takes nothing
+    closed_at = time.monotonic()
+    client.close()
+    sender.join(5)
+    stop.set()
+    listener.close()
+    assert not sender.is_alive()
+    error, _ = outcome[0]
+    assert isinstance(error, WorkerClientError), repr(error)
+    assert time.monotonic() - closed_at < 2.0
