@@ -73,7 +73,7 @@ def encode_reply(output: Output, kind: str, fields: dict[str, Any]) -> tuple[str
 
 def encode_file_data(output: Output, data: bytes, **fields: Any) -> tuple[str, bytes]:
     """A file_data reply made from its record's constructor (a stream of a job's frames makes one a file;
-    checking a dict of known fields against the record again cost a sixth of the stream's Python):
+    checking a dict of the worker's own fields against the record again was 5 % of its CPU in a fetch):
     (its line, its payload: the bytes themselves with binary framing, else empty and base64 in the line)."""
     if framing_of(output) == protocol.FRAMING_BINARY:
         return protocol.encode_event(protocol.FileData(**fields, payload=len(data))), data
