@@ -247,6 +247,8 @@ def clip_files(path: str | os.PathLike, what: str = "driving clip") -> list[str]
         return _pattern_frames(path, what)
     if not os.path.exists(path):
         raise MediaError(f"{what} not found: {path}")
+    if not os.path.isfile(path):  # a FIFO or a device: decoding it would wait on it, maybe forever
+        raise MediaError(f"{what} is not a file or a folder: {path}")
     ext = os.path.splitext(path)[1].lower()
     if ext in VIDEO_EXTENSIONS:
         return None

@@ -283,7 +283,8 @@ class Requests:
             spec = protocol.spec_from_submit(message)
         except protocol.ProtocolError as exc:
             raise ProtocolFailure(BAD_INPUT, str(exc)) from None
-        if not Path(spec.source).exists() and "%" not in spec.source:
+        source = Path(spec.source)
+        if not (source.is_file() or source.is_dir()) and "%" not in spec.source:  # a FIFO is refused here too
             raise ProtocolFailure(BAD_INPUT, f"{'image' if spec.still else 'clip'} not found: {spec.source}")
         self._check_segmenters(marks=bool(spec.subjects))
         return spec

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 
 import cv2
 import numpy as np
@@ -278,6 +279,15 @@ def test_bad_inputs_are_one_line_media_errors(tmp_path):
     with pytest.raises(media.MediaError) as excinfo:
         media.probe_clip(missing, what="driving mask")
     assert error_line(excinfo) == f"driving mask not found: {missing}"
+
+    pipe = tmp_path / "pipe.mp4"
+    os.mkfifo(pipe)  # opened for decoding, it would wait for a writer
+    refused = []
+    prober = threading.Thread(target=lambda: refused.append(pytest.raises(media.MediaError, media.probe_clip, pipe)),
+                              daemon=True)
+    prober.start()
+    prober.join(10)
+    assert refused and error_line(refused[0]) == f"driving clip is not a file or a folder: {pipe}"
 
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(np.random.default_rng(0).bytes(20_000))

@@ -412,8 +412,10 @@ def test_a_masks_job_cancels_within_a_frame_and_bad_segment_input_is_refused_at_
     end = worker.finish(queued["job"])[-1]
     assert end["type"] == "cancelled" and end["was"] == "running", end
     assert not (tmp_path / "c" / protocol.SEGMENT_RECORD).exists()
+    os.mkfifo(tmp_path / "pipe.mp4")  # a job reading it would wait for a writer: refused at submit
     refusals = [
         ("masks", {"source": str(tmp_path / "missing.mp4")}, "clip not found"),
+        ("masks", {"source": str(tmp_path / "pipe.mp4")}, "clip not found"),
         ("masks", {"source": DRIVING, "max_identities": 7}, "7 were asked for"),
         ("paint", {"source": DRIVING}, "task must be one of"),
     ]
