@@ -161,6 +161,7 @@ def test_lora_files_are_checked_before_the_model_loads(tmp_path, capsys, no_mode
                "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(48, 4)}, tmp_path / "lora.safetensors")
     (tmp_path / "cut.safetensors").write_bytes((tmp_path / "lora.safetensors").read_bytes()[:-100])
     (tmp_path / "notes.safetensors").write_text("not a file of tensors")
+    os.mkfifo(tmp_path / "pipe.safetensors")  # reading it would wait for a writer
     torch.save({"x": torch.zeros(3)}, tmp_path / "cut.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "cut.pt").read_bytes()[:200])
     cases = {
@@ -169,6 +170,7 @@ def test_lora_files_are_checked_before_the_model_loads(tmp_path, capsys, no_mode
         "cut.safetensors": "truncated safetensors file",
         "notes.safetensors": "neither a safetensors file nor a torch checkpoint",
         "cut.pt": "truncated or corrupt torch checkpoint",
+        "pipe.safetensors": "LoRA file not found",  # refused before it is opened (opening waits for a writer)
     }
     for name, message in cases.items():
         out = tmp_path / f"out_{name}"
