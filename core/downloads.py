@@ -243,12 +243,13 @@ def _part_name(name):
 
 def _part_of(local, name, made=None):
     """Where `name` of a job folder is written until whole (its folder made; `made`: folders made already)."""
-    target = os.path.join(local, *name.split("/"))
-    if made is None or os.path.dirname(target) not in made:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+    part = os.path.join(local, *_part_name(name).split("/"))
+    folder = os.path.dirname(part)
+    if made is None or folder not in made:
+        os.makedirs(folder, exist_ok=True)
         if made is not None:
-            made.add(os.path.dirname(target))
-    return os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".part")
+            made.add(folder)
+    return part
 
 
 def _bytes_of(piece):

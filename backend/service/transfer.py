@@ -123,7 +123,8 @@ class Transfers:
                 data = fh.read(max(0, min(chunk_bytes(output), stat.st_size - offset)))
         except OSError:
             raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}") from None
-        return "file_data", _file_data(message.get("job_dir"), name, offset, stat, data)
+        fields = _file_fields(message.get("job_dir"), name, offset, stat, data)
+        return "file_data", fields | {protocol.PAYLOAD_FIELD: data}
 
     def _on_fetch_files(self, message: dict, output: Output) -> None:
         folder = self._fetch_folder(message, output)
@@ -165,9 +166,8 @@ class Transfers:
                                 yield _error_frame(BAD_REQUEST, f"{name} changed while it was sent: fetch it again",
                                                    request_id)
                                 return
-                            yield encode_file_data(output, data, job_dir=job_dir, name=name, offset=offset,
-                                                   size=stat.st_size, version=_version(stat),
-                                                   eof=offset + len(data) >= stat.st_size, request_id=request_id)
+                            yield encode_file_data(output, data, **_file_fields(job_dir, name, offset, stat, data),
+                                                   request_id=request_id)
                             offset += len(data)
                             if offset >= stat.st_size:
                                 break
@@ -218,10 +218,10 @@ def _is_offset(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _file_data(job_dir: object, name: str, offset: int, stat: os.stat_result, data: bytes) -> dict:
-    """A file_data reply's fields: `data` read at `offset` of the file `stat` describes."""
+def _file_fields(job_dir: object, name: str, offset: int, stat: os.stat_result, data: bytes) -> dict:
+    """A file_data reply's fields but its bytes: `data` read at `offset` of the file `stat` describes."""
     return {"job_dir": job_dir, "name": name, "offset": offset, "size": stat.st_size, "version": _version(stat),
-            protocol.PAYLOAD_FIELD: data, "eof": offset + len(data) >= stat.st_size}
+            "eof": offset + len(data) >= stat.st_size}
 
 
 def _error_frame(code: str, message: str, request_id: object) -> tuple[str, bytes]:
