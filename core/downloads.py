@@ -108,8 +108,7 @@ class Downloads:
 
     def _fetch_streamed(self, folder, local, names, fetched_now, on_fetched):
         """Fetch `names` with one ``fetch_files``; its pieces go to a `FileStream` on the socket's thread."""
-        made = set()  # folders made during this fetch (one mkdir each, not one a file)
-        parts = [_part_of(local, name, made) for name in names]
+        parts = [_part_of(local, name) for name in names]
         have = _local_sizes(local)
         offsets = [have.get(_part_name(name), 0) for name in names]
 
@@ -241,15 +240,9 @@ def _part_name(name):
     return (folder + "/" if folder else "") + "." + base + ".part"
 
 
-def _part_of(local, name, made=None):
-    """Where `name` of a job folder is written until whole (its folder made; `made`: folders made already)."""
-    part = os.path.join(local, *_part_name(name).split("/"))
-    folder = os.path.dirname(part)
-    if made is None or folder not in made:
-        os.makedirs(folder, exist_ok=True)
-        if made is not None:
-            made.add(folder)
-    return part
+def _part_of(local, name):
+    """Where `name` of a job folder is written until whole (its folder is made by the first write)."""
+    return os.path.join(local, _part_name(name).replace("/", os.sep))
 
 
 def _bytes_of(piece):

@@ -62,7 +62,7 @@ class ChunkWriter:
                     self._refused.add(os.path.dirname(os.path.abspath(path)))
                     direct = 0
             if direct < len(view) or not len(view):  # an empty write still makes the file
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+                fd = _open_for_writing(path, 0)
                 try:
                     _pwrite_all(fd, view[direct:], offset + direct)
                 finally:
@@ -75,7 +75,7 @@ class ChunkWriter:
         if self._staging is None:
             self._staging = mmap.mmap(-1, STAGING_BYTES)
         staging = memoryview(self._staging)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | _DIRECT, 0o666)
+        fd = _open_for_writing(path, _DIRECT)
         try:
             for start in range(0, len(view), STAGING_BYTES):
                 piece = view[start: start + STAGING_BYTES]
@@ -84,6 +84,17 @@ class ChunkWriter:
         finally:
             staging.release()
             os.close(fd)
+
+
+def _open_for_writing(path: str, flags: int) -> int:
+    """The file at `path` opened for writing, created with its folder when missing: a download's folders
+    are made here, by its first write, so a fetch asks at once (made first, they took 0.3-0.6 ms of the
+    request's way, though a paired run showed no difference in the whole fetch: 12 of 20)."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o666)
 
 
 def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:

@@ -128,6 +128,15 @@ def test_an_action_queued_after_a_files_writes_runs_once_they_landed_and_wait_al
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
+@pytest.mark.parametrize("size", [0, 5000, DIRECT_FROM_BYTES + 5000])
+def test_a_write_into_a_missing_folder_makes_the_folder(tmp_path, size):
+    """A download's folders are made by its first write (not before its request goes), whatever way it goes."""
+    data = os.urandom(size)
+    target = tmp_path / "job" / "frames" / ".frame_000000.png.part"
+    ChunkWriter().write_at(target, 0, data)
+    assert target.read_bytes() == data
+
+
 def test_writing_no_bytes_makes_an_empty_file(tmp_path):
     ChunkWriter().write_at(tmp_path / "empty", 0, b"")
     assert (tmp_path / "empty").read_bytes() == b""
