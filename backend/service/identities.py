@@ -137,6 +137,9 @@ class TokenBook:
         self._entries: dict[str, Entry] = {}
         self._known: dict[bytes, str] = {}  # sha256(token) -> name, for the file as it is now
         if self.path is not None:
+            if not os.path.exists(self.path):  # a mistyped path would start a worker nobody can reach
+                raise TokensFileError(f"no tokens file at {self.path}: add an artist first with "
+                                      f"`python -m backend tokens --file {self.path} add NAME`")
             self._entries = read_entries(self.path)  # a damaged file stops the start, in one line
             self._stamp = self._stat()
 

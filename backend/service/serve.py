@@ -222,6 +222,9 @@ def serve_tcp(worker: LineHandler, host: str, port: int, max_connections: int = 
     guard = guard or AuthGuard()
     log(f"listening on {host}:{bound[1]}" + (" with TLS" if tls else "")
         + (" (token required)" if worker.book.required else ""))
+    if worker.book.named and not worker.book.names() and worker.book.shared is None:
+        log(f"the tokens file {worker.book.path} names no artist yet: nobody can connect until one is added "
+            f"(`python -m backend tokens --file {worker.book.path} add NAME`; read again when it changes)")
     connections = _Connections(max_connections)
 
     def serve_one(conn: socket.socket, address: tuple) -> None:

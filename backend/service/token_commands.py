@@ -10,9 +10,16 @@ A running worker reads the file again when it changes, so none of these needs a 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import secrets
 import sys
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
 
 import protocol
 
@@ -39,35 +46,63 @@ def add_tokens_arguments(parser: argparse.ArgumentParser) -> None:
     revoke.add_argument("name")
 
 
+@contextlib.contextmanager
+def _changing(path: Path):
+    """Held while the file is read, changed and written: two `add`s at once (a script adding a team)
+    would each write the file as it read it, and one artist's printed token would be in no file.
+    The lock is the folder's own (flock), so no lock file is left behind; none where flock is missing."""
+    if fcntl is None:
+        yield
+        return
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # lets the lock go
+
+
 def run_tokens(args: argparse.Namespace) -> int:
     path = args.file or default_tokens_file()
     try:
-        entries = read_entries(path)
         if args.action == "list":
+            entries = read_entries(path)
             if not entries:
                 print(f"no tokens in {path}")
             for entry in entries.values():
                 print(f"{entry.name}\t{entry.role}")
             return 0
-        name = check_name(args.name)
-        if args.action == "revoke":
-            if name not in entries:
-                raise TokensFileError(f"{name} has no token in {path}")
-            del entries[name]
-            write_entries(path, entries)
-            print(f"revoked {name}'s token ({path})")
-            return 0
-        if name in entries and not args.replace:
-            raise TokensFileError(f"{name} has a token already: revoke it first or add --replace")
-        token = secrets.token_urlsafe(TOKEN_BYTES)
-        entries[name] = Entry(name, protocol.ROLE_ADMIN if args.admin else protocol.ROLE_ARTIST, hash_token(token))
-        write_entries(path, entries)
+        check_name(args.name)  # before anything is made or locked
+        with _changing(path):
+            token = _change(path, args)
     except TokensFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    print(f"{name}'s token (shown only this once; paste it into the add-on's preferences):", file=sys.stderr)
+    if token is None:
+        print(f"revoked {args.name}'s token ({path})")
+        return 0
+    print(f"{args.name}'s token (shown only this once; paste it into the add-on's preferences):", file=sys.stderr)
     print(token)
     return 0
+
+
+def _change(path: Path, args: argparse.Namespace) -> str | None:
+    """Add (the new token) or revoke (None) `args.name` in the tokens file; TokensFileError when it cannot be."""
+    entries, name = read_entries(path), args.name
+    if args.action == "revoke":
+        if name not in entries:
+            raise TokensFileError(f"{name} has no token in {path}")
+        del entries[name]
+        write_entries(path, entries)
+        return None
+    if name in entries and not args.replace:
+        raise TokensFileError(f"{name} has a token already: revoke it first or add --replace")
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    entries[name] = Entry(name, protocol.ROLE_ADMIN if args.admin else protocol.ROLE_ARTIST, hash_token(token))
+    write_entries(path, entries)
+    return token

@@ -187,7 +187,7 @@ def test_faults_on_the_wire_are_one_line_answers(studio):
     port = plain.getsockname()[1]
     plain.sendall(protocol.encode_message("hello").encode())
     try:
-        assert plain.recv(100) in (b"", None) or True
+        plain.recv(100)  # whatever comes before the worker hangs up (a TLS alert, or nothing): only the log counts
     except OSError:
         pass
     plain.close()
