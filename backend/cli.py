@@ -265,6 +265,21 @@ def run_tokens(args: argparse.Namespace) -> int:
     return run(args)  # no torch: a quick command
 
 
+def _serve_limits_problem(args: argparse.Namespace) -> str | None:
+    """The first of serve's numeric limits no worker could keep, as one line (None: all can be kept).
+    Timeouts may be `inf` (never); a store cap must be a finite size (`inf` stopped the start in a traceback)."""
+    if args.max_connections < 1:
+        return f"--max-connections must be at least 1, not {args.max_connections}"
+    if args.max_queued_per_artist < 0:
+        return f"--max-queued-per-artist must be 0 (no limit) or more, not {args.max_queued_per_artist}"
+    for option, seconds in (("--auth-timeout", args.auth_timeout), ("--idle-timeout", args.idle_timeout)):
+        if not seconds > 0:
+            return f"{option} must be a number of seconds above 0, not {seconds:g}"
+    if not 0 < args.blob_cap_gb < float("inf"):
+        return f"--blob-cap-gb must be a number of GB above 0, not {args.blob_cap_gb:g}"
+    return None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from .service.jobs import default_jobs_root, log
     from .service.serve import parse_listen, serve_stdio, serve_tcp
@@ -272,13 +287,15 @@ def run_serve(args: argparse.Namespace) -> int:
 
     token = args.token or None
     listen = security = None
+    problem = _serve_limits_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.listen:
         from .service.listen import tcp_security
 
         try:
             listen = parse_listen(args.listen)
-            if args.max_connections < 1 or not args.auth_timeout > 0 or not args.idle_timeout > 0:
-                raise ValueError("--max-connections must be at least 1, --auth-timeout and --idle-timeout above 0")
             security = tcp_security(listen[0], token, args.tls, args.tls_cert, args.tls_key,
                                     named_tokens=args.tokens is not None)
         except ValueError as exc:

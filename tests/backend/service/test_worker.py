@@ -624,3 +624,19 @@ def test_a_short_token_is_refused_at_start(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2 and "at least 16 characters" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--blob-cap-gb", "inf", "--blob-cap-gb must be a number of GB above 0, not inf"),  # was a traceback
+    ("--blob-cap-gb", "-5", "--blob-cap-gb must be a number of GB above 0, not -5"),  # was taken: no upload kept
+    ("--max-queued-per-artist", "-1", "--max-queued-per-artist must be 0 (no limit) or more, not -1"),
+    ("--idle-timeout", "nan", "--idle-timeout must be a number of seconds above 0, not nan"),
+])
+def test_limits_no_worker_could_keep_are_refused_at_start_in_one_line(tmp_path, option, value, says):
+    result = subprocess.run(
+        [sys.executable, "-m", "backend", "serve", "--model", "tiny", "--listen", "127.0.0.1:0", "--jobs-root",
+         str(tmp_path / "jobs"), f"{option}={value}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and result.stderr == f"error: {says}\n" and result.stdout == ""
+    assert not (tmp_path / "jobs").exists()
