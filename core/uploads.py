@@ -42,7 +42,7 @@ def sequence_files(pattern):
     folder, name = os.path.split(pattern)
     if not protocol.SEQUENCE_NAME.fullmatch(name):
         raise TransferError("a sequence sent to a remote worker is named with letters, digits, '.', '_', '-' "
-                            "and one %d or #### counter: {:s}".format(name))
+                            "(a letter, digit or '_' first) and one %d or #### counter: {:s}".format(name))
     expression = protocol.sequence_regex(name)
     files = [os.path.join(folder or ".", n) for n in sorted(os.listdir(folder or "."))
              if expression.fullmatch(n) and os.path.isfile(os.path.join(folder or ".", n))]  # not a folder or FIFO
@@ -52,9 +52,8 @@ def sequence_files(pattern):
 
 
 def safe_name(path):
-    """The blob link name for a local file: its base name in the characters the worker takes."""
-    name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in os.path.basename(path))
-    return (name.lstrip("._-") or "input")[:120]
+    """The blob link name for a local file or folder: its base name in the characters the worker takes."""
+    return protocol.link_name_for(os.path.basename(path))
 
 
 class Uploads:

@@ -51,6 +51,7 @@ from .wire import (  # noqa: F401  (framing of a connection, a shared worker's r
     FRAMING_BINARY,
     FRAMING_LINES,
     FRAMINGS,
+    MAX_LINK_NAME_BYTES,
     MAX_PAYLOAD_BYTES,
     UPLOAD_ID,
     PAYLOAD_FIELD,
@@ -61,6 +62,8 @@ from .wire import (  # noqa: F401  (framing of a connection, a shared worker's r
     SEQUENCE_NAME,
     SEQUENCE_TOKEN,
     FrameReader,
+    is_link_name,
+    link_name_for,
     request_id_of,
     sequence_regex,
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,6 +33,39 @@ MAX_PAYLOAD_BYTES = 16 << 20  # one frame's bytes at most (the worker's chunk is
 # blob by. Random, so another upload never meets it; scoped to the artist who sends it.
 UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
+# The name an uploaded file or folder is linked by on the worker (the name it had on the artist's machine,
+# made safe): letters and digits of any script, '.', '_', '-' and spaces, starting with a letter, digit
+# or '_' (not hidden, not read as an option), at most MAX_LINK_NAME_BYTES of UTF-8 (file systems allow
+# 255 bytes a name; 120 Japanese characters are 360). `link_name_for` makes one from any file name.
+MAX_LINK_NAME_BYTES = 200
+_LINK_NAME = re.compile(r"\w[\w. -]*")
+_LINK_EXTENSION_CHARS = 16  # ".png", ".tiff", ".mp4": kept whole however long the name is
+
+
+def is_link_name(name: object) -> bool:
+    """Whether the worker links an upload by `name` (see MAX_LINK_NAME_BYTES)."""
+    return (isinstance(name, str) and _LINK_NAME.fullmatch(name) is not None
+            and len(name.encode("utf-8")) <= MAX_LINK_NAME_BYTES and unicodedata.is_normalized("NFC", name))
+
+
+def link_name_for(file_name: str) -> str:
+    """A link name (`is_link_name`) for a file or folder called `file_name` on the artist's machine: its
+    letters and digits kept (composed: macOS spells "é" as "e" and an accent), anything else '_', its
+    extension kept when the rest is shortened. "Zoé (final).png" -> "Zoé__final_.png"."""
+    name = unicodedata.normalize("NFC", file_name)
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+    stem, dot, extension = safe.rpartition(".")
+    if not dot or not extension or len(extension) >= _LINK_EXTENSION_CHARS:
+        stem, extension = safe.rstrip("."), ""
+    else:
+        extension = "." + extension
+    stem = stem.lstrip(".-") or "input"
+    room = MAX_LINK_NAME_BYTES - len(extension.encode("utf-8"))
+    while len(stem.encode("utf-8")) > room:
+        stem = stem[:-1]
+    return stem + extension
+
+
 # Error codes of a shared worker (with those of backend.service.jobs).
 ROLE_ARTIST = "artist"
 ROLE_ADMIN = "admin"  # sees and cancels every identity's jobs
@@ -41,7 +75,9 @@ ROLES = (ROLE_ARTIST, ROLE_ADMIN)
 # An image sequence in transfer mode: "blobtree:<listing sha256>/<folder name>/<pattern>", the pattern
 # a plain file name with one counter (%d, %04d or ####), e.g. frame_%04d.png.
 SEQUENCE_TOKEN = re.compile(r"%0?\d*d|#+")
-SEQUENCE_NAME = re.compile(r"[A-Za-z0-9._-]*(?:%0?\d*d|#+)[A-Za-z0-9._-]*")
+# Its files' link names are their own names (`link_name_for` changes none of them): nothing before the
+# counter, or a letter, digit or '_' first.
+SEQUENCE_NAME = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*)?(?:%0?\d*d|#+)[A-Za-z0-9._-]*")
 
 
 def sequence_regex(pattern: str) -> re.Pattern:

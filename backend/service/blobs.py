@@ -44,7 +44,6 @@ UNNAMED_PARTS = "_"  # the unnamed `--token` identity's parts (an artist's name 
 REMEMBERED_UPLOADS = 1024  # finished unnamed uploads whose blob a client may ask for again (a reply lost in a cut)
 _SHA = re.compile(r"[0-9a-f]{64}")
 _PART = re.compile(r"(?:[0-9a-f]{64}|upload-[A-Za-z0-9_-]{16,64})\.part")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,120}")
 
 
 class BlobError(UserError):
@@ -58,8 +57,8 @@ def check_sha(sha: object) -> str:
 
 
 def check_name(name: object) -> str:
-    """A file name (no folders) to give a blob's link: letters, digits, '.', '_', '-' and spaces."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+    """A file name (no folders) to give a blob's link (`protocol.is_link_name`: any script's letters and digits)."""
+    if not protocol.is_link_name(name):
         raise BlobError(f"not a plain file name: {str(name)[:80]!r}")
     return name
 

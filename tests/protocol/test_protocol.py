@@ -227,3 +227,25 @@ def test_a_job_takes_at_most_the_contracts_extra_views():
     JobSpec(driving="a.mp4", reference="b.png", extra_references=views[:-1]).validate()
     with pytest.raises(ProtocolError, match=f"at most {protocol.MAX_EXTRA_VIEWS} extra reference views, got 9"):
         JobSpec(driving="a.mp4", reference="b.png", extra_references=views).validate()
+
+
+@pytest.mark.parametrize("file_name, link_name", [
+    ("Zoé (final).png", "Zoé__final_.png"),
+    ("Zoe\u0301.png", "Zoé.png"),  # macOS spells é as e and a combining accent: composed, not cut
+    ("キャラ 参考.jpg", "キャラ_参考.jpg"),
+    ("-shot.png", "shot.png"),  # a leading dash is not read as an option by any tool
+    (".hidden.png", "hidden.png"),
+    ("..png", "input.png"),
+    ("take 3.", "take_3"),
+    ("plan séquence", "plan_séquence"),
+    ("キ" * 150 + ".png", "キ" * 65 + ".png"),  # 195 + 4 bytes of UTF-8: the extension kept whole
+])
+def test_an_upload_is_linked_by_its_own_name_in_any_script_made_safe(file_name, link_name):
+    made = protocol.link_name_for(file_name)
+    assert made == link_name and protocol.is_link_name(made)
+
+
+@pytest.mark.parametrize("name", ["", ".x", "-x", " x", "a/b", "a\\b", "a:b", "Zoe\u0301.png", "é" * 101,
+                                  None, 3])
+def test_names_the_worker_would_not_link_by_are_refused(name):
+    assert not protocol.is_link_name(name)

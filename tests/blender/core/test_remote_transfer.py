@@ -11,6 +11,7 @@ import shutil
 import socket
 import struct
 import threading
+import unicodedata
 import zlib
 
 import pytest
@@ -217,6 +218,35 @@ def test_an_image_sequence_folder_goes_over_as_one_listing(sealed_worker, tmp_pa
         assert len(os.listdir(tmp_path / "job" / "frames")) == 5
     finally:
         client.close()
+
+
+def test_inputs_named_in_any_script_go_over_under_their_own_names(sealed_worker, tmp_path):
+    """A reference called "Zoé キャラ (final).jpg" (spelled as macOS does: e and a combining accent) and a
+    driving image folder "plan séquence": both linked on the worker by their names made safe (a worker
+    that took only ASCII refused the submit: "not a plain file name")."""
+    client_dir = sealed_worker["client_dir"]
+    reference = client_dir / unicodedata.normalize("NFD", "Zoé キャラ (final).jpg")
+    shutil.copyfile(client_dir / "ref.jpg", reference)
+    folder = client_dir / "plan séquence"
+    folder.mkdir()
+    for k in range(6):
+        write_png(folder / "img_{:04d}.png".format(k), 128, 64, k)
+    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    try:
+        spec = small_job(str(client_dir))
+        spec.driving, spec.driving_fps, spec.reference = str(folder), 16.0, str(reference)
+        seen = []
+        client.submit(spec, job_dir=str(tmp_path / "job"), request_id="named")
+        job = wait_for(client, seen, lambda m: m.get("request_id") == "named" and m["type"] != "progress")
+        assert job["type"] == "queued", job
+        end = wait_for(client, seen, lambda m: m.get("job") == job["job"] and m["type"] in transfer.END_EVENTS)
+        assert end["type"] == "done", end
+        assert len(os.listdir(tmp_path / "job" / "frames")) == 5
+    finally:
+        client.close()
+    links = {path.name for path in (sealed_worker["worker_dir"]).rglob("*") if "links" in path.parts}
+    assert {"Zoé_キャラ__final_.jpg", "plan_séquence"} <= links
 
 
 def test_a_folder_comes_back_in_one_request_from_where_a_cut_left_each_file(sealed_worker, tmp_path):
