@@ -38,11 +38,14 @@ def relative_parts(name: object) -> list[str]:
 
 def listed_files(folder: str, prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
     """The files under `folder`, sorted by name: (relative name, stat). Hidden names (lock and temporary
-    files), links and anything but regular files are left out, and no linked folder is entered.
+    files), names with a backslash, links and anything but regular files are left out, and no linked folder is entered.
     `os.scandir` rather than `Path.rglob`: a job's 83 files listed in 0.6 ms instead of 3.5."""
     try:
         with os.scandir(folder) as scan:
-            entries = sorted((entry for entry in scan if not entry.name.startswith(".")), key=lambda entry: entry.name)
+            # Names a client cannot ask for back (`relative_parts`) are not listed: one in the list failed
+            # the whole folder's fetch.
+            entries = sorted((entry for entry in scan if not entry.name.startswith(".") and "\\" not in entry.name),
+                             key=lambda entry: entry.name)
     except OSError:  # a folder that cannot be read (or is gone): its files are not listed
         return
     for entry in entries:

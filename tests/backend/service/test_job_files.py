@@ -37,7 +37,10 @@ def job_folder(tmp_path: Path) -> Path:
 
 def test_only_regular_files_are_listed_and_no_linked_folder_is_entered(tmp_path):
     folder = job_folder(tmp_path)
-    assert [name for name, _ in job_files.listed_files(str(folder))] == ["frames/frame_000000.png", "manifest.json"]
+    (folder / "frames" / "take\\1.png").write_bytes(b"a name no client can ask for back")
+    listed = [name for name, _ in job_files.listed_files(str(folder))]
+    assert listed == ["frames/frame_000000.png", "manifest.json"]
+    assert all(job_files.relative_parts(name) for name in listed)  # each one a fetch takes
     assert list(job_files.listed_files(str(tmp_path / "gone"))) == []
 
 
