@@ -20,17 +20,20 @@ REMOTE_PATHS = "a remote client names no files of the worker: upload it and name
 
 
 def remote_job_folder(jobs_root: Path, job_dir: object, job_id: str) -> Path:
-    """The folder of a remote client's job: `job_id` under the jobs root, or the folder it named,
-    which must lie under the jobs root (relative names are taken from there)."""
+    """The folder of a remote client's job: `job_id` under the jobs root, or the folder it named, one
+    folder directly under the jobs root (relative names are taken from there).
+
+    One level only: a folder inside another artist's job folder was claimed by nobody, so a job could
+    be put there (its frames over theirs) and read back; and a folder above another's listed theirs."""
     if job_dir is None:
         return jobs_root / job_id
     if not isinstance(job_dir, str) or not job_dir.strip() or "\x00" in job_dir:
         raise ProtocolFailure(BAD_INPUT, "'job_dir' must be a folder name under the worker's jobs root")
     folder = (jobs_root / job_dir).resolve()  # an absolute job_dir replaces the root here, then is checked
     inside = folder.relative_to(jobs_root).parts if folder.is_relative_to(jobs_root) else ()
-    if not inside or inside[0].startswith("."):  # the root itself, outside it, or the store (.blobs)
-        raise ProtocolFailure(BAD_INPUT, f"a remote client's job folders live under the worker's jobs root "
-                              f"({jobs_root}); leave job_dir out or name a folder there")
+    if len(inside) != 1 or inside[0].startswith("."):  # the root, outside it, nested, or the store (.blobs)
+        raise ProtocolFailure(BAD_INPUT, f"a remote client's job folder is one folder directly under the "
+                              f"worker's jobs root ({jobs_root}); leave job_dir out or name one there (no '/')")
     return folder
 
 

@@ -270,6 +270,16 @@ def test_artists_see_fetch_and_cancel_only_their_own_jobs_and_take_turns(studio)
     piece = clients["alice"].request("fetch", job_dir=alice_folder, name="manifest.json")
     assert isinstance(piece[protocol.PAYLOAD_FIELD], bytes) and "data" not in piece  # a binary frame
     assert piece[protocol.PAYLOAD_FIELD] == (studio.home / "jobs" / alice_folder / "manifest.json").read_bytes()
+    # Nor through a folder inside hers: nobody had claimed one, so bob's job went into her folder (and
+    # came down with hers at her next fetch). A remote job folder is one level under the jobs root.
+    before = sorted(p.relative_to(studio.home) for p in (studio.home / "jobs" / alice_folder).rglob("*"))
+    for kind, fields in (("submit", {"job": small_job(driving=driving, reference=reference),
+                                     "job_dir": f"{alice_folder}/bobs_take"}),
+                         ("list_files", {"job_dir": f"{alice_folder}/frames"}),
+                         ("fetch", {"job_dir": f"{alice_folder}/frames", "name": "frame_000000.png"})):
+        answer = clients["bob"].request(kind, **fields)
+        assert answer["type"] == "error" and "one folder directly under" in answer["message"], answer
+    assert sorted(p.relative_to(studio.home) for p in (studio.home / "jobs" / alice_folder).rglob("*")) == before
     for client in clients.values():
         client.close()
 
