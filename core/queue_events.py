@@ -49,8 +49,8 @@ class QueueEvents:
             return
         job = self._job_of(event)
         if job is None:
-            if kind == "error":
-                self.notice = one_line(event.message)
+            if kind == "error":  # about the connection (a refused token): what to do comes with it
+                self.notice = one_line("{:s}: {:s}".format(event.message, event.hint) if event.hint else event.message)
             return
         if job.finished:
             return

@@ -183,7 +183,7 @@ class SocketTransport(Transport):
                     continue
 
             read_frames(self._receiver(sock), client._on_line)
-            if closing.is_set() or self._expect_eof:
+            if closing.is_set() or self._expect_eof or client.refused:  # refused: said once, by the worker
                 closing.set()
                 return
             if self._sock is sock:

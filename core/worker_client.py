@@ -32,6 +32,9 @@ import threading
 import time
 
 from .. import protocol
+
+TOKEN_REFUSED_HINT = ("ask whoever runs the worker for a token of your own and paste it as Token in the add-on's "
+                      "preferences; this one is not tried again")
 from .process_transport import ADDON_DIR, ProcessTransport  # noqa: F401  (ADDON_DIR: where workers start)
 from .socket_transport import CONNECT_TIMEOUT_S, SocketTransport
 from .transfer import Transfers
@@ -75,6 +78,7 @@ class WorkerClient:
         self._token = None
         self._want_transfer = False  # hello asks for transfer mode
         self._reconnecting = False  # the next capabilities follows a reconnection
+        self.refused = False  # the worker refused the token: no reconnection (a new client, a new token)
         self._handshake = None  # None until the worker's first line; then whether it speaks our protocol
         self.transfers = None  # a `transfer.Transfers` once the worker is in transfer mode
 
@@ -265,6 +269,12 @@ class WorkerClient:
         message = parse_line(raw)
         if payload is not None:
             message[protocol.PAYLOAD_FIELD] = payload
+        if message.get("type") == "error" and message.get("code") == protocol.errors.UNAUTHORIZED:
+            # The token is refused (revoked, or a worker restarted with others): the worker hangs up, and
+            # reconnecting would only be refused again, every second, until it shut this machine out.
+            self.refused = True
+            if not message.get("hint"):
+                message["hint"] = TOKEN_REFUSED_HINT
         if self.transfers is not None:
             if self.transfers.wants(message):
                 return

@@ -424,3 +424,15 @@ def test_a_shared_worker_says_how_many_jobs_of_other_artists_are_ahead():
     assert job.status == "queued" and job.phase_text() == "Queued (3 ahead, 2 of other artists)"
     queue._handle(dict(v=1, type="queued", request_id="k", job="w1", job_dir="/tmp/jobs/w1", position=1))
     assert job.phase_text() == "Queued (1 ahead)"  # a private worker: no one else's jobs
+
+
+def test_an_error_about_the_connection_shows_what_to_do_in_the_notice(tmp_path):
+    """A refused token (no job to fail): the panel's one line carries the worker's message and the hint."""
+    queue = job_queue.JobQueue(tiny_worker(), str(tmp_path))  # no worker starts before a request
+    queue._handle(protocol.decode_message(protocol.error_event(
+        "unauthorized", "unauthorized: wrong, revoked or missing token; connection closed")))
+    assert queue.notice == "unauthorized: wrong, revoked or missing token; connection closed"
+    queue._handle({"v": 1, "type": "error", "code": "unauthorized", "message": "unauthorized: wrong token",
+                   "hint": "paste a token of your own in the preferences"})
+    assert queue.notice == "unauthorized: wrong token: paste a token of your own in the preferences"
+    assert queue.client is None

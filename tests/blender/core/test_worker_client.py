@@ -362,6 +362,39 @@ def test_remote_worker_with_token_and_reconnection(tmp_path):
             server.kill()
 
 
+@needs_backend
+def test_a_refused_token_is_said_once_and_the_client_stops_trying_it(tmp_path):
+    """The worker comes back with another token (a revoked one is refused the same way): the reconnecting
+    client is refused once, says so with what to do, and tries no more (it used to reconnect every second
+    until the worker shut this machine out for five minutes)."""
+    port = free_port()
+    server = serve_tcp(port, tmp_path / "jobs", TOKEN)
+    client = WorkerClient.connect("127.0.0.1", port, token=TOKEN, timeout=30)
+    box = Mailbox(client)
+    try:
+        box.wait_for(lambda m: m["type"] == "capabilities")
+        server.kill()
+        server.wait(30)
+        box.wait_for(lambda m: m.get("code") == "connection_lost", timeout=30)
+        seen = len(box.seen)
+        server = process_guard.start(
+            [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--jobs-root", str(tmp_path / "jobs"),
+             "--listen", "127.0.0.1:{:d}".format(port), "--token", "an-0ther-t0ken-now"],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        log = []
+        threading.Thread(target=lambda: log.extend(server.stderr), daemon=True).start()
+        refused = box.wait_for(lambda m: m.get("code") == "unauthorized", timeout=60, since=seen)
+        assert "paste it as Token in the add-on's preferences" in refused["hint"]
+        time.sleep(6)  # a reconnecting client would have come back three or more times by now
+        box.seen.extend(client.poll())
+        after = box.seen[box.seen.index(refused) + 1:]
+        assert after == [] and not client.is_alive, after
+        assert len([line for line in log if "connected" in line and "disconnected" not in line]) == 1, log
+    finally:
+        client.close()
+        process_guard.end(server)
+
+
 def test_closing_the_client_ends_a_send_that_waits_for_a_worker_that_reads_nothing():
     """The socket does not block: a message larger than the socket's buffers waits in select for room,
     and closing the client (as Blender does on quitting) ends that wait at once with WorkerClientError."""
