@@ -49,7 +49,11 @@ class QueueEvents:
             return
         job = self._job_of(event)
         if job is None:
-            if kind == "error":  # about the connection (a refused token): what to do comes with it
+            if kind == "error" and event.code == errors.UNAUTHORIZED:
+                # The token is refused and the client tries it no more: the jobs it followed end here
+                # (resumable), so a token changed in the preferences is used by the next Generate.
+                self._worker_gone(event.message, event.hint)
+            if kind == "error":  # about the connection: what to do comes with it
                 self.notice = one_line("{:s}: {:s}".format(event.message, event.hint) if event.hint else event.message)
             return
         if job.finished:

@@ -354,6 +354,48 @@ def test_remote_worker(tmp_path):
         process_guard.end(proc)
 
 
+def _tokens(path, *args):
+    result = subprocess.run([BACKEND_PYTHON, "-m", "backend", "tokens", "--file", str(path), *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@needs_backend
+def test_a_token_revoked_mid_job_ends_its_jobs_and_the_next_token_is_used(tmp_path):
+    """The artist's token is revoked while a job runs: the job ends with the worker's line and what to do
+    (it used to stay running, holding back the new token until it ended, which it never did here), and a
+    token then entered in the preferences is what the next Generate connects with."""
+    port, tokens_file = _free_port(), tmp_path / "tokens"
+    old, new = _tokens(tokens_file, "add", "alice"), _tokens(tokens_file, "add", "alice2")
+    proc = process_guard.start(
+        [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu", "--jobs-root",
+         str(tmp_path / "remote"), "--listen", "127.0.0.1:{:d}".format(port), "--tokens", str(tokens_file)],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        for raw in proc.stderr:
+            if b"listening on" in raw:
+                threading.Thread(target=proc.stderr.read, daemon=True).start()
+                break
+        queue = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, old), str(tmp_path / "jobs"))
+        pump = Pump(queue)
+        job = queue.submit(small_spec(steps=2000))
+        pump.until(lambda: job.status == "running" and job.step >= 1)
+        _tokens(tokens_file, "revoke", "alice")
+        pump.until(lambda: job.finished, timeout=60)
+        assert job.status == "failed" and "revoked" in job.error.message
+        assert "paste it as Token in the add-on's preferences" in job.error.hint
+        assert "paste it as Token" in queue.notice and not queue.busy
+        queue.set_worker(jobs.RemoteWorker("127.0.0.1", port, new))  # what Generate does with the preferences
+        again = queue.submit(small_spec())
+        pump.until(lambda: again.finished)
+        assert again.status == "done", again.error
+        queue.shutdown()
+    finally:
+        process_guard.end(proc)
+
+
 def test_module_runs_without_blender(tmp_path):
     """The queue imports as part of the add-on package in a plain Python, never pulling in bpy."""
     code = ("import sys, types; pkg = types.ModuleType('scail2'); pkg.__path__ = [sys.argv[1]]; "
