@@ -318,21 +318,26 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+def _serve_remote(tmp_path, port, *auth):
+    """A tiny worker serving TCP on 127.0.0.1:port with ``auth`` (``--token T`` or ``--tokens FILE``), listening."""
+    proc = process_guard.start(
+        [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu",
+         "--jobs-root", str(tmp_path / "remote"), "--listen", "127.0.0.1:{:d}".format(port), *auth],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    for raw in proc.stderr:
+        if b"listening on" in raw:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc
+    process_guard.end(proc)
+    pytest.fail("the worker did not listen (status {!r})".format(proc.wait()))
+
+
 @needs_backend
 def test_remote_worker(tmp_path):
     port, token = _free_port(), "s3cret-s3cret-s3cret"
-    proc = process_guard.start(
-        [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu",
-         "--jobs-root", str(tmp_path / "remote"), "--listen", "127.0.0.1:{:d}".format(port), "--token", token],
-        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    proc = _serve_remote(tmp_path, port, "--token", token)
     try:
-        for raw in proc.stderr:
-            if b"listening on" in raw:
-                threading.Thread(target=proc.stderr.read, daemon=True).start()
-                break
-        else:
-            pytest.fail("the worker did not listen (status {!r})".format(proc.wait()))
         refused = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, "wrong"), str(tmp_path))
         job = refused.submit(small_spec())
         Pump(refused).until(lambda: job.finished, timeout=30)
@@ -368,16 +373,8 @@ def test_a_token_revoked_mid_job_ends_its_jobs_and_the_next_token_is_used(tmp_pa
     token then entered in the preferences is what the next Generate connects with."""
     port, tokens_file = _free_port(), tmp_path / "tokens"
     old, new = _tokens(tokens_file, "add", "alice"), _tokens(tokens_file, "add", "alice2")
-    proc = process_guard.start(
-        [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu", "--jobs-root",
-         str(tmp_path / "remote"), "--listen", "127.0.0.1:{:d}".format(port), "--tokens", str(tokens_file)],
-        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    proc = _serve_remote(tmp_path, port, "--tokens", str(tokens_file))
     try:
-        for raw in proc.stderr:
-            if b"listening on" in raw:
-                threading.Thread(target=proc.stderr.read, daemon=True).start()
-                break
         queue = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, old), str(tmp_path / "jobs"))
         pump = Pump(queue)
         job = queue.submit(small_spec(steps=2000))

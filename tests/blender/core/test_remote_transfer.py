@@ -105,6 +105,21 @@ def small_job(folder):
                             height=64, width=128, steps=2, seed=3, frame_end=5)
 
 
+def run_to_the_end(sealed_worker, spec, job_dir):
+    """Submit `spec` to the sealed worker (its inputs uploaded), and wait until it is done and fetched."""
+    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    try:
+        seen = []
+        client.submit(spec, job_dir=str(job_dir), request_id="to-the-end")
+        job = wait_for(client, seen, lambda m: m.get("request_id") == "to-the-end" and m["type"] != "progress")
+        assert job["type"] == "queued", job
+        end = wait_for(client, seen, lambda m: m.get("job") == job["job"] and m["type"] in transfer.END_EVENTS)
+        assert end["type"] == "done", end
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="module")
 def sealed_worker(tmp_path_factory):
     """A TLS worker that sees an empty tmpfs where the client's folder is."""
@@ -204,20 +219,10 @@ def test_an_image_sequence_folder_goes_over_as_one_listing(sealed_worker, tmp_pa
     folder.mkdir()
     for k in range(6):
         write_png(folder / "img_{:04d}.png".format(k), 128, 64, k)
-    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
-                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
-    try:
-        spec = small_job(str(sealed_worker["client_dir"]))
-        spec.driving, spec.driving_fps = str(folder), 16.0
-        seen = []
-        client.submit(spec, job_dir=str(tmp_path / "job"), request_id="sequence")
-        job = wait_for(client, seen, lambda m: m.get("request_id") == "sequence" and m["type"] != "progress")
-        assert job["type"] == "queued", job
-        end = wait_for(client, seen, lambda m: m.get("job") == job["job"] and m["type"] in transfer.END_EVENTS)
-        assert end["type"] == "done", end
-        assert len(os.listdir(tmp_path / "job" / "frames")) == 5
-    finally:
-        client.close()
+    spec = small_job(str(sealed_worker["client_dir"]))
+    spec.driving, spec.driving_fps = str(folder), 16.0
+    run_to_the_end(sealed_worker, spec, tmp_path / "job")
+    assert len(os.listdir(tmp_path / "job" / "frames")) == 5
 
 
 def test_inputs_named_in_any_script_go_over_under_their_own_names(sealed_worker, tmp_path):
@@ -231,20 +236,10 @@ def test_inputs_named_in_any_script_go_over_under_their_own_names(sealed_worker,
     folder.mkdir()
     for k in range(6):
         write_png(folder / "img_{:04d}.png".format(k), 128, 64, k)
-    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
-                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
-    try:
-        spec = small_job(str(client_dir))
-        spec.driving, spec.driving_fps, spec.reference = str(folder), 16.0, str(reference)
-        seen = []
-        client.submit(spec, job_dir=str(tmp_path / "job"), request_id="named")
-        job = wait_for(client, seen, lambda m: m.get("request_id") == "named" and m["type"] != "progress")
-        assert job["type"] == "queued", job
-        end = wait_for(client, seen, lambda m: m.get("job") == job["job"] and m["type"] in transfer.END_EVENTS)
-        assert end["type"] == "done", end
-        assert len(os.listdir(tmp_path / "job" / "frames")) == 5
-    finally:
-        client.close()
+    spec = small_job(str(client_dir))
+    spec.driving, spec.driving_fps, spec.reference = str(folder), 16.0, str(reference)
+    run_to_the_end(sealed_worker, spec, tmp_path / "job")
+    assert len(os.listdir(tmp_path / "job" / "frames")) == 5
     links = {path.name for path in (sealed_worker["worker_dir"]).rglob("*") if "links" in path.parts}
     assert {"Zoé_キャラ__final_.jpg", "plan_séquence"} <= links
 
