@@ -277,6 +277,9 @@ class WorkerClient:
                 message["hint"] = TOKEN_REFUSED_HINT
         if self.transfers is not None:
             if self.transfers.wants(message):
+                if self.refused and message.get("code") == protocol.errors.UNAUTHORIZED:
+                    # It answered a transfer (which fails with it): the queue learns the connection ended too.
+                    self._put({key: value for key, value in message.items() if key != "request_id"})
                 return
             if message.get("type") == "capabilities":
                 self.transfers.use_framing(message)

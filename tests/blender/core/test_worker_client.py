@@ -7,6 +7,7 @@ Python (`.venvs/backend/bin/python`), started exactly as the add-on starts it.
 import ast
 import importlib
 import os
+import re
 import signal
 import socket
 import struct
@@ -23,7 +24,7 @@ import pytest
 import blender_testing
 import process_guard
 from scail2 import protocol
-from scail2.core import worker_client
+from scail2.core import transfer, worker_client
 from scail2.core.worker_client import WorkerClient, WorkerClientError
 
 REPO = blender_testing.REPO_ROOT
@@ -392,6 +393,47 @@ def test_a_refused_token_is_said_once_and_the_client_stops_trying_it(tmp_path):
         assert len([line for line in log if "connected" in line and "disconnected" not in line]) == 1, log
     finally:
         client.close()
+        process_guard.end(server)
+
+
+@needs_backend
+def test_a_token_revoked_under_a_transfer_fails_it_and_ends_the_connection_once(tmp_path):
+    """In transfer mode the refusal can answer a transfer's own request: that transfer fails with it, and the
+    queue is told the connection ended (without it, nothing reached the queue and the jobs it followed
+    waited on)."""
+    tokens_file = tmp_path / "tokens"
+    added = subprocess.run([BACKEND_PYTHON, "-m", "backend", "tokens", "--file", str(tokens_file), "add", "alice"],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    token = added.stdout.strip()
+    server = process_guard.start(
+        [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--jobs-root", str(tmp_path / "jobs"),
+         "--listen", "127.0.0.1:0", "--tls", "--tokens", str(tokens_file)],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    try:
+        found = {}
+        for line in server.stderr:
+            for key, pattern in (("fingerprint", r"fingerprint: ([0-9A-F:]{95})"), ("port", r"127\.0\.0\.1:(\d+) with TLS")):
+                if match := re.search(pattern, line):
+                    found[key] = match.group(1)
+            if "port" in found:
+                threading.Thread(target=server.stderr.read, daemon=True).start()
+                break
+        client = WorkerClient.connect("127.0.0.1", int(found["port"]), token=token, fingerprint=found["fingerprint"],
+                                      timeout=60)
+        assert client.transfers is not None  # transfer mode: files go over the connection
+        subprocess.run([BACKEND_PYTHON, "-m", "backend", "tokens", "--file", str(tokens_file), "revoke", "alice"],
+                       cwd=REPO, capture_output=True, timeout=120, check=True)
+        with pytest.raises(transfer.TransferError, match="revoked"):
+            client.transfers.fetch_folder("a_job", str(tmp_path / "local"))
+        box = Mailbox(client)
+        refused = box.wait_for(lambda m: m.get("code") == "unauthorized", timeout=30)
+        assert "request_id" not in refused and "paste it as Token" in refused["hint"]
+        time.sleep(3)
+        box.seen.extend(client.poll())
+        assert box.seen[box.seen.index(refused) + 1:] == [] and not client.is_alive
+        client.close()
+    finally:
         process_guard.end(server)
 
 
