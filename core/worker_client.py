@@ -269,7 +269,8 @@ class WorkerClient:
         message = parse_line(raw)
         if payload is not None:
             message[protocol.PAYLOAD_FIELD] = payload
-        if message.get("type") == "error" and message.get("code") == protocol.errors.UNAUTHORIZED:
+        refused = message.get("type") == "error" and message.get("code") == protocol.errors.UNAUTHORIZED
+        if refused:
             # The token is refused (revoked, or a worker restarted with others): the worker hangs up, and
             # reconnecting would only be refused again, every second, until it shut this machine out.
             self.refused = True
@@ -277,7 +278,7 @@ class WorkerClient:
                 message["hint"] = TOKEN_REFUSED_HINT
         if self.transfers is not None:
             if self.transfers.wants(message):
-                if self.refused and message.get("code") == protocol.errors.UNAUTHORIZED:
+                if refused:
                     # It answered a transfer (which fails with it): the queue learns the connection ended too.
                     self._put({key: value for key, value in message.items() if key != "request_id"})
                 return
