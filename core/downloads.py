@@ -248,7 +248,7 @@ def _part_of(local, name):
 def _bytes_of(piece):
     """A ``file_data`` reply's bytes: its binary frame's, or its base64 ``data``."""
     payload = piece.get(protocol.PAYLOAD_FIELD)
-    return payload if isinstance(payload, (bytes, bytearray)) else base64.b64decode(piece.get("data") or "")
+    return payload if protocol.is_payload(payload) else base64.b64decode(piece.get("data") or "")
 
 
 def _local_progress(job_id, done, total):

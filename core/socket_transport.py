@@ -14,6 +14,7 @@ import threading
 import time
 
 from .. import protocol
+from ..protocol.direct_io import PAYLOAD_BUFFERS
 from .transports import MAX_LINE_BYTES, WRITE_TIMEOUT_S, Transport, local_error
 from .worker_tls import CertificateError, WorkerClientError, check_certificate, client_context
 
@@ -29,7 +30,8 @@ def read_frames(recv_into, on_message):
     Any line with a ``payload`` byte count is a frame's header: the worker sends one only on a
     connection whose hello asked for binary frames, so reading them always is safe.
     """
-    frames = protocol.FrameReader(MAX_LINE_BYTES, binary=True)
+    # Whole chunks land in the pooled buffers the downloads' writer gives back once they are written.
+    frames = protocol.FrameReader(MAX_LINE_BYTES, binary=True, allocate=PAYLOAD_BUFFERS.take)
     buffer = bytearray(READ_BYTES)
     while True:
         count, messages = frames.receive(recv_into, buffer)

@@ -63,6 +63,7 @@ from .wire import (  # noqa: F401  (framing of a connection, a shared worker's r
     SEQUENCE_TOKEN,
     FrameReader,
     is_link_name,
+    is_payload,
     link_name_for,
     request_id_of,
     sequence_regex,

@@ -27,7 +27,7 @@ import os
 import threading
 
 ALIGN = 4096  # what every Linux file system asks of O_DIRECT buffers, offsets and lengths
-STAGING_BYTES = 4 << 20  # the aligned buffer one writer copies through (one binary chunk)
+STAGING_BYTES = 4 << 20  # one binary chunk: a pooled payload buffer, or what a writer copies other bytes through
 # Only whole binary chunks (a long file's pieces) go direct; anything smaller goes through the cache: a
 # direct write waits for the disk, which for a job's many small frames cost more time than the cache's
 # CPU (a 512p result's 83 files: 36 ms of waits), and so did its 2 MB preview, written last (paired,
@@ -35,6 +35,48 @@ STAGING_BYTES = 4 << 20  # the aligned buffer one writer copies through (one bin
 DIRECT_FROM_BYTES = 4 << 20
 QUEUED_BYTES = 12 << 20  # bytes waiting for a BackgroundWriter at most (three binary chunks; a job's frames)
 _DIRECT = getattr(os, "O_DIRECT", 0)
+
+
+class _PooledBuffer(mmap.mmap):
+    """One of `PayloadBuffers`' buffers (anonymous memory: page-aligned, a whole chunk long)."""
+
+
+class PayloadBuffers:
+    """Buffers that whole binary chunks are received into, used again once written.
+
+    A fresh buffer for every 4 MiB chunk faulted in its 1024 pages inside the TLS decryption that
+    filled it, and a direct write of it needed a copy into an aligned buffer first (`ChunkWriter`).
+    These stay mapped between chunks and are page-aligned, so a chunk is written from where it was
+    received. A payload of any other size gets a plain bytearray. Whoever is given a buffer hands it to
+    `BackgroundWriter.add` or lets it go; the writer gives it back once written. Paired on the 2-core test
+    machine (two workers side by side, uploads alternated): a 64 MiB upload 0.198 -> 0.163 s (16 of 16
+    faster; the worker's CPU 0.20 -> 0.16 s), again 0.157 -> 0.142 s (15 of 16); the add-on's 64 MiB
+    download, alternated in one process, 0.114 -> 0.090 s and 0.106 -> 0.096 s (14 of 16 each).
+    """
+
+    def __init__(self, size: int = STAGING_BYTES, keep: int = 6):
+        self.size, self.keep = size, keep
+        self._free: list[_PooledBuffer] = []
+        self._lock = threading.Lock()
+
+    def take(self, size: int):
+        """A writable buffer of `size` bytes (its contents are whatever it held before)."""
+        if size != self.size:
+            return bytearray(size)
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return _PooledBuffer(-1, size)
+
+    def give_back(self, data) -> None:
+        """Take `data` back when it is one of ours (anything else is left alone)."""
+        if type(data) is _PooledBuffer and not data.closed:
+            with self._lock:
+                if len(self._free) < self.keep and not any(data is free for free in self._free):
+                    self._free.append(data)
+
+
+PAYLOAD_BUFFERS = PayloadBuffers()  # one per process: both ends' readers take from it, their writers give back
 
 
 class ChunkWriter:
@@ -49,13 +91,14 @@ class ChunkWriter:
     def write_at(self, path: str | os.PathLike, offset: int, data) -> None:
         """Write `data` (bytes-like) at `offset` of `path`, creating the file when it is missing (even
         for no bytes: an empty upload or download is an empty file)."""
+        aligned = type(data) is _PooledBuffer  # written direct from where it is, no copy
         view = memoryview(data).cast("B")
         path = os.fspath(path)
         with self._lock:
             direct = len(view) - len(view) % ALIGN if self._may_go_direct(path, offset, len(view)) else 0
             if direct:
                 try:
-                    self._write_direct(path, offset, view[:direct])
+                    self._write_direct(path, offset, view[:direct], aligned)
                 except OSError as exc:
                     if exc.errno != errno.EINVAL:
                         raise
@@ -69,9 +112,17 @@ class ChunkWriter:
                     os.close(fd)
 
     def _may_go_direct(self, path: str, offset: int, size: int) -> bool:
-        return self._direct and size >= DIRECT_FROM_BYTES and offset % ALIGN == 0 and os.path.dirname(os.path.abspath(path)) not in self._refused
+        return (self._direct and size >= DIRECT_FROM_BYTES and offset % ALIGN == 0
+                and os.path.dirname(os.path.abspath(path)) not in self._refused)
 
-    def _write_direct(self, path: str, offset: int, view: memoryview) -> None:
+    def _write_direct(self, path: str, offset: int, view: memoryview, aligned: bool) -> None:
+        if aligned:
+            fd = _open_for_writing(path, _DIRECT)
+            try:
+                _pwrite_all(fd, view, offset)
+            finally:
+                os.close(fd)
+            return
         if self._staging is None:
             self._staging = mmap.mmap(-1, STAGING_BYTES)
         staging = memoryview(self._staging)
@@ -110,8 +161,8 @@ class BackgroundWriter:
     that file's later writes (the file cut where it failed, so none lands past a hole) and is raised
     there, and by the file's next `add`."""
 
-    def __init__(self, writer: ChunkWriter | None = None):
-        self._writer = writer or ChunkWriter()
+    def __init__(self, writer: ChunkWriter | None = None, buffers: PayloadBuffers = PAYLOAD_BUFFERS):
+        self._writer, self._buffers = writer or ChunkWriter(), buffers
         self._cond = threading.Condition()
         self._queue: collections.deque = collections.deque()
         self._queued = 0  # bytes in the queue
@@ -178,6 +229,7 @@ class BackgroundWriter:
                     _cut_at(part, offset)  # no later chunk lands past a hole
                     with self._cond:
                         self._failed[part] = exc
+            self._buffers.give_back(data)
             with self._cond:
                 self._pending[part] -= 1
                 self._cond.notify_all()

@@ -15,6 +15,7 @@ protocol with length-prefixed payloads between lines is this project's own wire 
 from __future__ import annotations
 
 import json
+import mmap
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -111,6 +112,11 @@ def payload_size(line: bytes) -> int | None:
     return size if 0 <= size <= MAX_PAYLOAD_BYTES else -1
 
 
+def is_payload(value: object) -> bool:
+    """Whether a decoded message's `payload` holds received bytes (JSON never decodes to these)."""
+    return isinstance(value, (bytes, bytearray, memoryview, mmap.mmap))
+
+
 class FrameReader:
     """Bytes in, ``(line, payload)`` out: payload is None for a plain line, the raw bytes after a header
     (a bytearray, received in place).
@@ -119,12 +125,14 @@ class FrameReader:
     buffered whole. Payloads are only looked for once `binary` is set (after the hello that asked).
     """
 
-    def __init__(self, line_limit: int, binary: bool = False):
-        self.line_limit, self.binary = line_limit, binary
+    def __init__(self, line_limit: int, binary: bool = False, allocate: Callable[[int], Any] = bytearray):
+        """`allocate(size)`: a writable buffer of `size` bytes a payload is received into
+        (`direct_io.PAYLOAD_BUFFERS.take` hands out reused, page-aligned ones)."""
+        self.line_limit, self.binary, self._allocate = line_limit, binary, allocate
         self._buffer = bytearray()
         self._skipping = False
         self._header: bytes | None = None  # a header whose payload is being read
-        self._payload: bytearray | None = None  # made at its full size, filled in place
+        self._payload = None  # a buffer of the payload's full size, filled in place
         self._filled = 0
 
     @property
@@ -182,4 +190,4 @@ class FrameReader:
             elif size == 0:
                 yield line, b""
             else:
-                self._header, self._payload, self._filled = line, bytearray(size), 0
+                self._header, self._payload, self._filled = line, self._allocate(size), 0

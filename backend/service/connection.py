@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import protocol
+from protocol.direct_io import PAYLOAD_BUFFERS
 
 from .guard import AUTH_FAILURE_DELAY_S, AuthGuard
 from .jobs import IDLE_TIMEOUT, UNAUTHORIZED, log
@@ -167,7 +168,8 @@ class _Loop:
                  idle_timeout: float, line_limit: int):
         self.worker, self.conn, self.output = worker, conn, output
         self.auth_timeout, self.idle_timeout = auth_timeout, idle_timeout
-        self.lines = protocol.FrameReader(line_limit)
+        # An upload's whole chunks land in pooled buffers, which the blob store's writer gives back.
+        self.lines = protocol.FrameReader(line_limit, allocate=PAYLOAD_BUFFERS.take)
         self.pending = memoryview(b"")  # taken from the output, not yet written
         self._buffer = bytearray(READ_BYTES)
 

@@ -41,7 +41,7 @@ def negotiate_framing(message: dict, output: Output) -> dict:
 def payload_of(message: dict) -> bytes:
     """A request's file bytes: its binary frame's, or its base64 `data`; bad_request when neither is."""
     payload = message.get(protocol.PAYLOAD_FIELD)
-    if isinstance(payload, (bytes, bytearray)):
+    if protocol.is_payload(payload):
         return payload
     if payload is not None:
         raise ProtocolFailure(BAD_REQUEST, f"'{protocol.PAYLOAD_FIELD}' must be a byte count of at most "

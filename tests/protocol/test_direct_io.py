@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+import protocol
 from protocol import direct_io
 from protocol.direct_io import ALIGN, DIRECT_FROM_BYTES, BackgroundWriter, ChunkWriter
 
@@ -175,3 +176,60 @@ def test_the_queue_holds_a_job_folders_small_files_and_holds_the_caller_back_pas
     writer.wait_all()
     assert all(path.read_bytes() == data for path, data in frames.items())
     assert (tmp_path / "plate.bin").stat().st_size == direct_io.QUEUED_BYTES
+
+
+def frames_of(payloads: list[bytes]) -> bytes:
+    """A binary-framed stream: each payload after its header line."""
+    return b"".join(b'{"type": "blob_put", "payload": %d}\n' % len(p) + p for p in payloads)
+
+
+def test_whole_chunks_are_received_into_one_reused_buffer_and_written_from_it(tmp_path):
+    """A 4 MiB chunk lands in a pooled buffer, is written straight from it (no staging copy), and the
+    buffer comes back for the next chunk only once its bytes are on their way to the file."""
+    pool = direct_io.PayloadBuffers(size=4 << 20, keep=2)
+    taken = []
+
+    def take(size):
+        taken.append(pool.take(size))
+        return taken[-1]
+
+    chunks = [os.urandom(4 << 20) for _ in range(5)] + [os.urandom(1000)]
+    reader = protocol.FrameReader(1 << 10, binary=True, allocate=take)
+    chunk_writer = ChunkWriter()
+    writer = BackgroundWriter(chunk_writer, buffers=pool)
+    part, offset, hasher = tmp_path / "c.part", 0, hashlib.sha256()
+    stream = memoryview(frames_of(chunks))
+    for start in range(0, len(stream), 16 << 10):  # as TLS hands it out: a record at a time
+        for _line, payload in reader.feed(bytes(stream[start:start + (16 << 10)])):
+            writer.add(part, offset, payload, hasher)
+            writer.wait(part)  # written, so the buffer may be handed out again
+            offset += len(payload)
+    whole = b"".join(chunks)
+    assert part.read_bytes() == whole and hasher.hexdigest() == hashlib.sha256(whole).hexdigest()
+    assert len({id(buffer) for buffer in taken[:5]}) == 1  # one buffer, five chunks
+    assert isinstance(taken[5], bytearray)  # the short tail: a plain buffer
+    assert chunk_writer._staging is None  # nothing copied into an aligned buffer first
+
+
+def test_the_pool_takes_back_only_its_own_buffers_each_once_and_keeps_a_few():
+    pool = direct_io.PayloadBuffers(size=8192, keep=2)
+    first, second, third = pool.take(8192), pool.take(8192), pool.take(8192)
+    assert len(first) == 8192 and first is not second
+    pool.give_back(bytearray(8192))  # not one of its buffers
+    pool.give_back(first)
+    pool.give_back(first)  # twice: still one entry (else two readers would fill one buffer)
+    assert pool.take(8192) is first and pool.take(8192) is not first
+    for buffer in (first, second, third):
+        pool.give_back(buffer)
+    assert len(pool._free) == 2  # a few kept for the next chunks, the rest freed
+    assert type(pool.take(100)) is bytearray
+
+
+def test_a_buffer_whose_write_failed_comes_back_too(tmp_path):
+    pool = direct_io.PayloadBuffers(size=1 << 20, keep=2)
+    writer = BackgroundWriter(FullAfter(room=0), buffers=pool)
+    buffer = pool.take(1 << 20)
+    writer.add(tmp_path / "d.part", 0, buffer)
+    with pytest.raises(OSError):
+        writer.wait(tmp_path / "d.part")
+    assert pool.take(1 << 20) is buffer

@@ -244,6 +244,26 @@ def test_inputs_named_in_any_script_go_over_under_their_own_names(sealed_worker,
     assert {"Zoé_キャラ__final_.jpg", "plan_séquence"} <= links
 
 
+def test_a_downloads_whole_chunks_land_in_buffers_the_add_on_uses_again(sealed_worker, tmp_path):
+    """Each 4 MiB piece is received into one of the add-on's pooled buffers, which its writer takes back
+    once the piece is written: the file is whole, and a buffer waits in the pool for the next download."""
+    from scail2.protocol import direct_io
+
+    served = sealed_worker["worker_dir"] / "jobs" / "pooled_download"
+    served.mkdir(parents=True)
+    data = os.urandom(3 * (4 << 20) + 77)
+    (served / "plate.bin").write_bytes(data)
+    direct_io.PAYLOAD_BUFFERS._free.clear()
+    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    try:
+        client.transfers.fetch_folder(str(served), str(tmp_path / "local"))
+    finally:
+        client.close()
+    assert (tmp_path / "local" / "plate.bin").read_bytes() == data
+    assert direct_io.PAYLOAD_BUFFERS._free
+
+
 def test_a_folder_comes_back_in_one_request_from_where_a_cut_left_each_file(sealed_worker, tmp_path):
     """The worker offers fetch_files: the folder's files come in one request, a part file a cut left goes on
     from its size, and one longer than the worker's file (an older one) is replaced by the whole file. A
