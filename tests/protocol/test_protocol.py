@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 
 import pytest
 
@@ -249,3 +250,36 @@ def test_an_upload_is_linked_by_its_own_name_in_any_script_made_safe(file_name, 
                                   None, 3])
 def test_names_the_worker_would_not_link_by_are_refused(name):
     assert not protocol.is_link_name(name)
+
+
+class Arrivals:
+    """`recv_into` over what a socket would hand out, one item a call: bytes (as much as fits), an
+    exception to raise (a non-blocking socket with nothing ready), or b"" (the end)."""
+
+    def __init__(self, *items):
+        self.items, self.calls = list(items), 0
+
+    def __call__(self, view):
+        self.calls += 1
+        item = self.items.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        view[: len(item)] = item
+        return len(item)
+
+
+def test_a_payload_is_received_record_after_record_in_one_call_until_whole_or_nothing_is_ready():
+    reader = protocol.FrameReader(100, binary=True)
+    buffer = bytearray(64)
+    header = b'{"type":"blob_put","payload":10}\n'
+    arrivals = Arrivals(header + b"ab", b"cde", b"fg", ssl.SSLWantReadError(), ssl.SSLWantReadError(), b"hij",
+                        b'{"type":"ping"}\n', b"")
+    count, messages = reader.receive(arrivals, buffer)  # the header and the payload's first bytes
+    assert (count, list(messages), reader.payload_left) == (len(header) + 2, [], 8)
+    count, messages = reader.receive(arrivals, buffer)  # on until nothing is ready: the bytes so far count
+    assert (count, list(messages), reader.payload_left, arrivals.calls) == (5, [], 3, 4)
+    with pytest.raises(ssl.SSLWantReadError):  # still nothing, and no byte before it: the caller waits
+        reader.receive(arrivals, buffer)
+    count, messages = reader.receive(arrivals, buffer)
+    assert (count, list(messages)) == (3, [(header[:-1], bytearray(b"abcdefghij"))])
+    assert [list(reader.receive(arrivals, buffer)[1]) for _ in range(2)] == [[(b'{"type":"ping"}', None)], []]
