@@ -119,7 +119,7 @@ def is_payload(value: object) -> bool:
 
 class FrameReader:
     """Bytes in, ``(line, payload)`` out: payload is None for a plain line, the raw bytes after a header
-    (a bytearray, received in place).
+    (received in place, into a buffer from `allocate`).
 
     A line over `line_limit` bytes comes out as ``(None, None)`` and is skipped to its newline, never
     buffered whole. Payloads are only looked for once `binary` is set (after the hello that asked).
