@@ -483,6 +483,37 @@ def test_a_file_the_client_never_hashed_goes_unnamed_and_the_worker_names_it(stu
         client.close()
 
 
+def test_two_artists_uploading_at_once_each_get_their_own_bytes(studio, tmp_path):
+    """Both uploads' chunks land in the worker's shared pool of reused buffers and pass through its one
+    writer: each blob is the bytes its artist sent, named by their hash."""
+    plates, refs, failures = {}, {}, []
+    for name in ("alice", "bob"):
+        plates[name] = tmp_path / f"{name}_plate.bin"
+        plates[name].write_bytes(os.urandom(5 * (4 << 20) + 321))  # five whole chunks and a tail each
+
+    def upload(name):
+        client = addon_client().WorkerClient.connect("127.0.0.1", studio.port, token=studio.tokens[name],
+                                                     fingerprint=studio.fingerprint, timeout=120)
+        try:
+            refs[name] = client.transfers.upload_file(str(plates[name]))
+        except Exception as exc:  # noqa: BLE001 (raised again below, in the test's thread)
+            failures.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=upload, args=(name,)) for name in plates]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures
+    for name, plate in plates.items():
+        data = plate.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        assert refs[name] == protocol.blob_ref(sha, plate.name)
+        assert (studio.home / "jobs" / ".blobs" / sha).read_bytes() == data
+
+
 def test_an_unnamed_upload_cut_midway_goes_on_from_what_the_worker_holds(studio):
     """blob_status with the upload's id says how far it got; the rest completes it, and asking again after
     the end (a reply lost in a cut) names the blob instead of starting over."""
