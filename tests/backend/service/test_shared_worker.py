@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from concurrently import at_once
 from scail_fixtures import REPO
 from test_remote_worker import TlsConnection
 from test_worker import DRIVING, REFERENCE, WorkerProcess, small_job, tiny_lora_file
@@ -486,7 +487,7 @@ def test_a_file_the_client_never_hashed_goes_unnamed_and_the_worker_names_it(stu
 def test_two_artists_uploading_at_once_each_get_their_own_bytes(studio, tmp_path):
     """Both uploads' chunks land in the worker's shared pool of reused buffers and pass through its one
     writer: each blob is the bytes its artist sent, named by their hash."""
-    plates, refs, failures = {}, {}, []
+    plates = {}
     for name in ("alice", "bob"):
         plates[name] = tmp_path / f"{name}_plate.bin"
         plates[name].write_bytes(os.urandom(5 * (4 << 20) + 321))  # five whole chunks and a tail each
@@ -495,18 +496,11 @@ def test_two_artists_uploading_at_once_each_get_their_own_bytes(studio, tmp_path
         client = addon_client().WorkerClient.connect("127.0.0.1", studio.port, token=studio.tokens[name],
                                                      fingerprint=studio.fingerprint, timeout=120)
         try:
-            refs[name] = client.transfers.upload_file(str(plates[name]))
-        except Exception as exc:  # noqa: BLE001 (raised again below, in the test's thread)
-            failures.append(exc)
+            return client.transfers.upload_file(str(plates[name]))
         finally:
             client.close()
 
-    threads = [threading.Thread(target=upload, args=(name,)) for name in plates]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not failures, failures
+    refs = dict(zip(plates, at_once(upload, list(plates))))
     for name, plate in plates.items():
         data = plate.read_bytes()
         sha = hashlib.sha256(data).hexdigest()

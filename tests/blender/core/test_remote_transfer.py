@@ -19,6 +19,7 @@ import pytest
 import blender_testing
 import namespaces
 import process_guard
+from concurrently import at_once
 from scail2 import protocol
 from scail2.core import transfer
 from scail2.core.worker_client import WorkerClient
@@ -267,7 +268,7 @@ def test_a_downloads_whole_chunks_land_in_buffers_the_add_on_uses_again(sealed_w
 def test_two_connections_downloading_at_once_share_the_pool_and_each_gets_its_own_bytes(sealed_worker, tmp_path):
     """Two clients in one add-on (two workers, or two of an artist's connections) fetch at once: their chunks
     come through the one pool of buffers, and each folder is the bytes its worker sent."""
-    served, fetched, failures = {}, {}, []
+    served = {}
     for name in ("left", "right"):
         served[name] = sealed_worker["worker_dir"] / "jobs" / "pooled_{:s}".format(name)
         served[name].mkdir(parents=True)
@@ -277,21 +278,13 @@ def test_two_connections_downloading_at_once_share_the_pool_and_each_gets_its_ow
         client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
                                       fingerprint=sealed_worker["fingerprint"], timeout=120)
         try:
-            fetched[name] = tmp_path / name
-            client.transfers.fetch_folder(str(served[name]), str(fetched[name]))
-        except Exception as exc:  # noqa: BLE001 (raised again below, in the test's thread)
-            failures.append(exc)
+            client.transfers.fetch_folder(str(served[name]), str(tmp_path / name))
         finally:
             client.close()
 
-    threads = [threading.Thread(target=fetch, args=(name,)) for name in served]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not failures, failures
+    at_once(fetch, list(served))
     for name in served:
-        assert (fetched[name] / "plate.bin").read_bytes() == (served[name] / "plate.bin").read_bytes(), name
+        assert (tmp_path / name / "plate.bin").read_bytes() == (served[name] / "plate.bin").read_bytes(), name
 
 
 def test_a_folder_comes_back_in_one_request_from_where_a_cut_left_each_file(sealed_worker, tmp_path):
