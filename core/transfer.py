@@ -27,7 +27,7 @@ import time
 
 from .. import protocol
 from ..protocol.direct_io import BackgroundWriter
-from .downloads import Downloads, TransferError
+from .downloads import Downloads, TransferError, usable_cores
 from .uploads import UploadCancelled, Uploads, local_message
 from .worker_tls import WorkerClientError
 
@@ -36,6 +36,7 @@ REPLY_TIMEOUT_S = 60.0
 RETRY_FOR_S = 600.0  # how long a transfer waits for the connection to come back
 END_EVENTS = ("done", "cancelled", "error")
 REQUEST_PREFIX = "xfer-"
+FEW_CORES = 2  # where a writer thread for small downloaded files has no core of its own
 WORKER_JOB_NOTE = ".scail2-worker-job.json"  # in a mirrored job folder: the worker's folder it mirrors (resume)
 
 
@@ -59,6 +60,7 @@ class Transfers(Uploads, Downloads):
         self.binary = False  # the connection carries file bytes as binary frames (protocol.wire)
         self.chunk_bytes = CHUNK_BYTES
         self.background = BackgroundWriter()  # the downloads' writes, while the next pieces arrive
+        self.write_files_here = usable_cores() <= FEW_CORES  # small fetched files: `downloads.WritesHere`
         self.unnamed_uploads = False  # the worker names an upload by its hash (capabilities.unnamed_uploads)
         self.fetch_files = False  # the worker sends many files in one reply (fetch_files in its requests)
         self._named = {}  # file identity (file_digests) -> SHA-256 the worker named its upload by

@@ -25,6 +25,7 @@ import errno
 import mmap
 import os
 import threading
+import time
 
 ALIGN = 4096  # what every Linux file system asks of O_DIRECT buffers, offsets and lengths
 STAGING_BYTES = 4 << 20  # one binary chunk: a pooled payload buffer, or what a writer copies other bytes through
@@ -185,6 +186,25 @@ class BackgroundWriter:
                 self._thread = threading.Thread(target=self._run, name="scail2-writer", daemon=True)
                 self._thread.start()
             self._cond.notify_all()
+
+    def write_now(self, part, offset: int, data, then=None) -> float | None:
+        """Write `data` at `offset` of `part` in the caller's thread, then `then()`: the seconds it took, or
+        None (nothing done) while writes of `part` wait for the writer thread. A failure is raised, the
+        file cut where it failed (as on the writer thread)."""
+        with self._cond:
+            if self._pending[part] or part in self._failed:
+                return None
+        start = time.perf_counter()
+        try:
+            self._writer.write_at(part, offset, data)
+            if then is not None:
+                then()
+        except OSError:
+            _cut_at(part, offset)
+            raise
+        finally:
+            self._buffers.give_back(data)
+        return time.perf_counter() - start
 
     def wait(self, part) -> None:
         """Return once every queued write of `part` is done; raise its failure (OSError)."""

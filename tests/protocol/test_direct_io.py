@@ -233,3 +233,25 @@ def test_a_buffer_whose_write_failed_comes_back_too(tmp_path):
     with pytest.raises(OSError):
         writer.wait(tmp_path / "d.part")
     assert pool.take(1 << 20) is buffer
+
+
+def test_a_write_now_is_done_in_the_callers_thread_unless_the_file_has_writes_queued(tmp_path):
+    """`write_now` writes and renames at once (the seconds it took), leaves a file with queued writes to the
+    writer thread (None: nothing done), and on a failure cuts the file where it failed and raises."""
+    disk = SlowDisk()
+    writer = BackgroundWriter(disk)
+    disk.go.set()
+    data = os.urandom(300 << 10)
+    seconds = writer.write_now(tmp_path / ".a.part", 0, data, then=lambda: os.replace(tmp_path / ".a.part", tmp_path / "a"))
+    assert seconds is not None and seconds >= 0 and (tmp_path / "a").read_bytes() == data
+    disk.go.clear()
+    writer.add(tmp_path / ".b.part", 0, data[:1000])  # held by the slow disk
+    assert writer.write_now(tmp_path / ".b.part", 1000, data[1000:]) is None
+    disk.go.set()
+    writer.wait_all()
+    assert (tmp_path / ".b.part").read_bytes() == data[:1000]
+    full = BackgroundWriter(FullAfter(room=100 << 10))
+    assert full.write_now(tmp_path / ".c.part", 0, data[:60 << 10]) is not None
+    with pytest.raises(OSError):
+        full.write_now(tmp_path / ".c.part", 20 << 10, data)
+    assert (tmp_path / ".c.part").stat().st_size == 20 << 10  # cut where the failed write began

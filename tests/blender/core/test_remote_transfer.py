@@ -11,6 +11,7 @@ import shutil
 import socket
 import struct
 import threading
+import time
 import unicodedata
 import zlib
 
@@ -23,6 +24,7 @@ from concurrently import at_once
 from scail2 import protocol
 from scail2.core import transfer
 from scail2.core.worker_client import WorkerClient
+from scail2.protocol import direct_io
 
 REPO = blender_testing.REPO_ROOT
 BACKEND_PYTHON = os.path.join(REPO, ".venvs", "backend", "bin", "python")
@@ -325,3 +327,50 @@ def test_a_folder_comes_back_in_one_request_from_where_a_cut_left_each_file(seal
             assert (tmp_path / "again" / name).read_bytes() == (served / name).read_bytes(), name
     finally:
         client.close()
+
+
+class ThreadNoting(direct_io.ChunkWriter):
+    """Real writes, each noting the file and the thread it ran on; `delay` before each (a slow disk)."""
+
+    def __init__(self, delay=0.0):
+        super().__init__()
+        self.delay, self.threads = delay, []
+
+    def write_at(self, path, offset, data):
+        time.sleep(self.delay)
+        self.threads.append((os.path.basename(path), threading.current_thread().name))
+        super().write_at(path, offset, data)
+
+
+@pytest.mark.parametrize("here, delay, on_socket", [(True, 0.0, 14), (True, 0.05, 2), (False, 0.0, 0)])
+def test_small_files_are_written_by_the_thread_that_receives_them_while_writes_are_quick(
+        sealed_worker, tmp_path, monkeypatch, here, delay, on_socket):
+    """With few cores a fetched frame is written (and renamed) by the socket's thread itself; two slow writes
+    hand the rest of the fetch to the writer thread, and a plate's 4 MiB pieces always go to it."""
+    from scail2.core import downloads
+
+    monkeypatch.setattr(downloads.WritesHere, "QUICK_S", 0.01)  # quick: a busy test machine's 1 ms is not slow
+    served = sealed_worker["worker_dir"] / "jobs" / "written_here_{}_{}".format(here, delay)
+    (served / "frames").mkdir(parents=True)
+    for k in range(13):
+        (served / "frames" / "frame_{:06d}.png".format(k)).write_bytes(os.urandom(40_000 + 9_000 * k))
+    (served / "plate.bin").write_bytes(os.urandom((4 << 20) + 5000))
+    (served / "manifest.json").write_text("{}")
+    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    disk = ThreadNoting(delay)
+    try:
+        transfers = client.transfers
+        transfers.background, transfers.write_files_here = direct_io.BackgroundWriter(disk), here
+        transfers.fetch_folder(str(served), str(tmp_path / "local"))
+    finally:
+        client.close()
+    names = sorted(str(p.relative_to(served)) for p in served.rglob("*") if p.is_file())
+    assert sorted(str(p.relative_to(tmp_path / "local")) for p in (tmp_path / "local").rglob("*") if p.is_file()) == names
+    for name in names:
+        assert (tmp_path / "local" / name).read_bytes() == (served / name).read_bytes(), name
+    threads = [thread for _name, thread in disk.threads]
+    assert threads.count("scail2-client-socket") == on_socket
+    assert [thread for name, thread in disk.threads if name == ".plate.bin.part"][0] == "scail2-writer"
+    if on_socket:  # the first files written here, the rest (after two slow ones) by the writer
+        assert threads[:on_socket] == ["scail2-client-socket"] * on_socket
