@@ -3,11 +3,13 @@
 
 Standard library only and no ``bpy``. A file is fetched in pieces into ``.NAME.part`` beside its
 place and renamed when whole; a cut resumes at the part file's size. A worker that takes
-``fetch_files`` is asked for all the files wanted in one request and sends them back to back (a
-job's 81 frames: one round trip, not 81). With an older worker each file is asked for on its own
-(``fetch``): with binary framing several pieces are asked for before the first answer is awaited,
-and a folder's small files several at a time, and a file replaced on the worker meanwhile (its
-``version`` changed) is fetched again from the start.
+``fetch_changed`` is told what is held here (frames already fetched, part files begun), lists the
+folder and sends what changed back to back, all in one request (a job's 81 frames: one round trip,
+not 82). One that takes ``fetch_files`` is asked for its listing first, then for the files wanted
+in one request. With an older worker each file is asked for on its own (``fetch``): with binary
+framing several pieces are asked for before the first answer is awaited, and a folder's small files
+several at a time, and a file replaced on the worker meanwhile (its ``version`` changed) is fetched
+again from the start.
 Pieces are written on a thread of their own while the next ones arrive, past the page cache where
 the system allows (``protocol.direct_io``); on a machine with few cores a small file is written by the
 thread that received it (`WritesHere`). A folder's fetch returns once every file is in place.
@@ -24,6 +26,7 @@ from ..protocol import direct_io
 
 IN_FLIGHT = 4  # pieces (or small files) asked for before the first answer is awaited (binary framing)
 FILES_PER_REQUEST = 4096  # files one fetch_files asks for (its line stays far below the worker's 1 MiB)
+MAX_HELD = 8192  # files a fetch_changed names as held or begun (its line stays below the worker's 1 MiB)
 
 
 class TransferError(RuntimeError):
@@ -32,41 +35,54 @@ class TransferError(RuntimeError):
 
 class Downloads:
     """The download half of `transfer.Transfers` (which provides ``_ask``, ``_answer``, ``_forget``,
-    ``_retrying``, ``_deliver``, ``jobs``, ``binary``, ``fetch_files``, ``chunk_bytes``, ``counters`` and
-    ``background``, a ``protocol.direct_io.BackgroundWriter``)."""
+    ``_retrying``, ``_deliver``, ``jobs``, ``binary``, ``fetch_files``, ``fetch_changed``, ``chunk_bytes``,
+    ``counters``, ``write_files_here`` and ``background``, a ``protocol.direct_io.BackgroundWriter``)."""
 
     def _sync(self, job_id):
         """Fetch what changed in a mirrored job's folder; progress events as files arrive."""
         remote, local = self.jobs[job_id]
         name = os.path.basename(remote.rstrip("/\\"))
-        listed = self._retrying(lambda: self._request("list_files", job_dir=name))["files"]
-        total = sum(entry["size"] for entry in listed)
-        wanted, done = [], [0]
-        have = _local_sizes(local)
-        for entry in listed:
-            same = have.get(entry["name"]) == entry["size"]
-            if same and entry["name"].startswith(("frames/", protocol.MATTE_FOLDER + "/")):
-                done[0] += entry["size"]  # frames are written once: one of that size is the one
-            else:
-                wanted.append(entry)
-        sizes = {entry["name"]: entry["size"] for entry in wanted}
-
-        def fetched(file_name):
-            done[0] += sizes[file_name]
-            self._deliver(_local_progress(job_id, done[0], total))
-
+        progress = Progress(job_id, self._deliver)
         fetched_now = set()
-        self._retrying(lambda: self._fetch_many(remote, local, [e["name"] for e in wanted], fetched_now, fetched))
-        if not wanted:
-            self._deliver(_local_progress(job_id, done[0], total))
+        if self.fetch_changed:
+            self._retrying(lambda: self._fetch_changed(name, local, progress, fetched_now))
+        else:
+            listed = self._retrying(lambda: self._request("list_files", job_dir=name))["files"]
+            wanted = progress.plan(listed, _held(_local_sizes(local), fetched_now))
+            self._retrying(lambda: self._fetch_many(remote, local, wanted, fetched_now, progress.fetched))
+        progress.finish()
+
+    def _fetch_changed(self, folder, local, progress, fetched_now):
+        """One ``fetch_changed``: the worker lists the folder and sends what is not held here (the listing
+        reaches the `FileStream` first, which works out the same names the worker sends)."""
+        self.background.wait_all()  # a cut attempt's writes land before sizes are read again
+        sizes = _local_sizes(local)
+        held = _held(sizes, fetched_now)
+        parts = {name: size for name, size in ((_name_of_part(key), size) for key, size in sizes.items()) if name}
+        if len(held) + len(parts) > MAX_HELD:  # its request's line would grow past what a worker reads
+            listed = self._request("list_files", job_dir=folder)["files"]
+            self._fetch_many(None, local, progress.plan(listed, held), fetched_now, progress.fetched, folder)
+            return
+
+        def plan(listed):
+            names = progress.plan(listed, held)
+            return names, [parts.get(name, 0) for name in names]
+
+        def fetched(name):
+            fetched_now.add(name)
+            progress.fetched(name)
+
+        self._stream(FileStream(self, local, fetched, plan=plan), "fetch_changed", job_dir=folder,
+                     have=[{"name": name, "size": size} for name, size in held.items()],
+                     parts=[{"name": name, "offset": offset} for name, offset in parts.items()])
 
     def _fetch(self, remote, local, name):
         """Fetch one file of the worker's job folder into the local one (atomically)."""
         self._retrying(lambda: self._fetch_many(remote, local, [name], set(), lambda _name: None))
 
-    def _fetch_many(self, remote, local, names, fetched_now, on_fetched):
+    def _fetch_many(self, remote, local, names, fetched_now, on_fetched, folder=None):
         """Fetch `names` (those not in `fetched_now` yet), each file's first piece asked for a few files ahead."""
-        folder = os.path.basename(remote.rstrip("/\\"))
+        folder = folder or os.path.basename(remote.rstrip("/\\"))
         self.background.wait_all()  # a cut attempt's writes land before part sizes are read again
         names = [name for name in names if name not in fetched_now]
         if self.fetch_files:
@@ -110,7 +126,6 @@ class Downloads:
 
     def _fetch_streamed(self, folder, local, names, fetched_now, on_fetched):
         """Fetch `names` with one ``fetch_files``; its pieces go to a `FileStream` on the socket's thread."""
-        parts = [_part_of(local, name) for name in names]
         have = _local_sizes(local)
         offsets = [have.get(_part_name(name), 0) for name in names]
 
@@ -118,11 +133,15 @@ class Downloads:
             fetched_now.add(name)
             on_fetched(name)
 
-        stream = FileStream(self, local, names, parts, offsets, fetched)
-        request = self._ask("fetch_files", None, stream=stream, job_dir=folder,
-                            files=[{"name": name, "offset": offset} for name, offset in zip(names, offsets)])
+        stream = FileStream(self, local, fetched, names, offsets)
+        self._stream(stream, "fetch_files", job_dir=folder,
+                     files=[{"name": name, "offset": offset} for name, offset in zip(names, offsets)])
+
+    def _stream(self, stream, kind, **fields):
+        """Send a request whose replies go to ``stream``; return once its files are in place."""
+        request = self._ask(kind, None, stream=stream, **fields)
         try:
-            self._answer(request, "fetch_files", heard=lambda: stream.last_heard)  # the ok after the last file
+            self._answer(request, kind, heard=lambda: stream.last_heard)  # the ok after the last file
         except BaseException:
             self._forget([request])
             raise
@@ -130,8 +149,8 @@ class Downloads:
             stream.close()
         if stream.failure is not None:
             raise stream.failure
-        if stream.position < len(names):
-            raise TransferError("the worker's answer ended before {:s}".format(names[stream.position]))
+        if stream.due is not None:
+            raise TransferError("the worker's answer ended before {:s}".format(stream.due))
         self.background.wait_all()  # every file in place before the caller says so
 
     def _write_piece(self, part, piece, then=None):
@@ -176,15 +195,36 @@ class FileStream:
     more than the piece's bytes on the wire, and the writer's full queue holds the socket (and so the
     worker) back when the disk is the slower end."""
 
-    def __init__(self, downloads, local, names, parts, offsets, fetched):
+    def __init__(self, downloads, local, fetched, names=(), offsets=(), plan=None):
         self._downloads, self._local, self._fetched = downloads, local, fetched
-        self._names, self._parts, self._offsets = names, parts, list(offsets)
+        self._plan = plan  # a fetch_changed reply's: its listing -> (names, offsets) of the files that follow
+        self._expect(names, offsets)
         self._lock = threading.Lock()
         self.position = 0  # the file the next piece belongs to
         self.failure = None  # what stopped the stream (raised by the transfer thread)
         self.last_heard = time.monotonic()
         self._closed = False
         self._here = WritesHere(downloads.write_files_here)
+
+    def _expect(self, names, offsets):
+        self._names, self._offsets = list(names), list(offsets)
+        self._parts = [_part_of(self._local, name) for name in self._names]
+
+    @property
+    def due(self):
+        """The file whose pieces have not (all) come, or None."""
+        return self._names[self.position] if self.position < len(self._names) else None
+
+    def listing(self, message):
+        """Take a fetch_changed reply's listing: the files that follow it (the connection's reading thread)."""
+        with self._lock:
+            if self._closed or self.failure is not None:
+                return
+            self.last_heard = time.monotonic()
+            try:
+                self._expect(*self._plan(message.get("files") or []))
+            except (TypeError, KeyError, AttributeError):
+                self.failure = TransferError("the worker's listing is not one this add-on reads: fetch again")
 
     def take(self, piece):
         """Queue one file_data piece for writing (the connection's reading thread)."""
@@ -262,6 +302,46 @@ def usable_cores():
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+class Progress:
+    """A folder's fetch as local ``progress`` events: its bytes in all, and those in place so far."""
+
+    def __init__(self, job_id, deliver):
+        self._job_id, self._deliver = job_id, deliver
+        self._sizes, self.done, self.total, self._told = {}, 0, 0, False
+
+    def plan(self, listed, held):
+        """The names of the listing ``listed`` to fetch: all but those ``held`` here at their listed size."""
+        self.total = sum(entry["size"] for entry in listed)
+        self._sizes = {entry["name"]: entry["size"] for entry in listed if held.get(entry["name"]) != entry["size"]}
+        self.done = self.total - sum(self._sizes.values())
+        return list(self._sizes)
+
+    def fetched(self, name):
+        self.done += self._sizes.get(name, 0)
+        self._told = True
+        self._deliver(_local_progress(self._job_id, self.done, self.total))
+
+    def finish(self):
+        """Say where the fetch ended when no file's arrival has said it."""
+        if not self._told:
+            self._deliver(_local_progress(self._job_id, self.done, self.total))
+
+
+def _held(sizes, fetched_now):
+    """What a fetch need not bring again, by name and size: frames and mattes (written once: one of the
+    listed size is the one) and the files this fetch has already brought."""
+    return {name: size for name, size in sizes.items()
+            if name.startswith(("frames/", protocol.MATTE_FOLDER + "/")) or name in fetched_now}
+
+
+def _name_of_part(key):
+    """The job folder's name of a part file (``frames/.f.png.part`` -> ``frames/f.png``); None for other files."""
+    folder, _, base = key.rpartition("/")
+    if not (base.startswith(".") and base.endswith(".part")) or len(base) <= len("..part"):
+        return None
+    return (folder + "/" if folder else "") + base[1:-len(".part")]
 
 
 def _local_sizes(local, prefix=""):

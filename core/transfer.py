@@ -63,6 +63,7 @@ class Transfers(Uploads, Downloads):
         self.write_files_here = usable_cores() <= FEW_CORES  # small fetched files: `downloads.WritesHere`
         self.unnamed_uploads = False  # the worker names an upload by its hash (capabilities.unnamed_uploads)
         self.fetch_files = False  # the worker sends many files in one reply (fetch_files in its requests)
+        self.fetch_changed = False  # ... and lists the folder in that reply too (fetch_changed)
         self._named = {}  # file identity (file_digests) -> SHA-256 the worker named its upload by
         self._thread = threading.Thread(target=self._run, name="scail2-client-transfer", daemon=True)
         self._thread.start()
@@ -73,6 +74,7 @@ class Transfers(Uploads, Downloads):
         self.binary = capabilities.get("framing") == protocol.FRAMING_BINARY
         self.unnamed_uploads = capabilities.get("unnamed_uploads") is True
         self.fetch_files = "fetch_files" in (capabilities.get("requests") or ())
+        self.fetch_changed = "fetch_changed" in (capabilities.get("requests") or ())
         chunk = capabilities.get("chunk_bytes")
         self.chunk_bytes = chunk if isinstance(chunk, int) and 0 < chunk <= protocol.MAX_PAYLOAD_BYTES else CHUNK_BYTES
 
@@ -113,6 +115,9 @@ class Transfers(Uploads, Downloads):
         stream = self._streams.get(request_id)
         if stream is not None and message.get("type") == "file_data":
             stream.take(message)  # on this (the socket's) thread, straight to the writer
+            return True
+        if stream is not None and message.get("type") == "files":
+            stream.listing(message)  # a fetch_changed reply's first: what its pieces will be
             return True
         if stream is not None:
             del self._streams[request_id]  # its last reply (ok or error): answered below, as any reply

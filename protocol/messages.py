@@ -17,7 +17,8 @@ from .records import ProtocolError
 
 # Client -> worker.
 REQUESTS = ("hello", "submit", "cancel", "list_jobs", "resume", "free_memory", "shutdown",
-            "ping", "blob_status", "blob_put", "list_files", "fetch", "fetch_files", CHECK_INPUTS_REQUEST)
+            "ping", "blob_status", "blob_put", "list_files", "fetch", "fetch_files", "fetch_changed",
+            CHECK_INPUTS_REQUEST)
 
 
 def encode_message(kind: str, **fields: Any) -> str:

@@ -23,12 +23,18 @@
   that cannot be sent ends the reply with an error naming it. A job's result (81 frames) is then one
   request, not 81 round trips each answered on its own: the frames are read as the socket takes them
   (`connection.QueuedOutput.send_stream`), never the whole folder at once.
+* fetch_changed {job_dir, have: [{name, size}], parts: [{name, offset}]} -> files {job_dir, files} (as
+  list_files), then as fetch_files every listed file but those `have` names at their listed size, each
+  from its `parts` offset, then ok {request: "fetch_changed"}. A mirror's sync is then one round trip,
+  not two (list, then ask): the listing's wait was 1.4 ms of a 512p result's 50 ms fetch on loopback, and
+  is a whole round trip on a remote link.
 
 Only transfer-mode connections may fetch, and only from folders under the jobs root.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from stat import S_ISLNK
@@ -37,7 +43,7 @@ from typing import TYPE_CHECKING
 import protocol
 
 from .blobs import BlobError, check_sha
-from .framing import chunk_bytes, encode_file_data, payload_of
+from .framing import chunk_bytes, encode_file_data, encode_reply, payload_of
 from .job_files import NOT_IN_FOLDER, FolderFiles, listed_files, relative_parts
 from .jobs import BAD_REQUEST, UNAUTHORIZED, ProtocolFailure, error_line, log
 from .remote import remote_job_folder
@@ -98,13 +104,31 @@ class Transfers:
 
     def _on_list_files(self, message: dict, output: Output) -> tuple[str, dict]:
         folder = self._fetch_folder(message, output)
+        return "files", {"job_dir": message.get("job_dir"), "files": self._listing(folder, output)}
+
+    def _listing(self, folder: Path, output: Output) -> list[dict]:
+        """The files of a job folder the connection's identity sees: [{name, size, version}]."""
         files = []
         if folder.is_dir() and self._sees_folder(folder, output):
             for name, stat in listed_files(str(folder)):
                 files.append({"name": name, "size": stat.st_size, "version": _version(stat)})
                 if len(files) >= MAX_LISTED_FILES:
                     break
-        return "files", {"job_dir": message.get("job_dir"), "files": files}
+        return files
+
+    def _on_fetch_changed(self, message: dict, output: Output) -> None:
+        folder = self._fetch_folder(message, output)
+        held = _named_counts(message, "have", "size")
+        parts = _named_counts(message, "parts", "offset")
+        if not hasattr(output, "send_stream"):
+            raise ProtocolFailure(BAD_REQUEST, "fetch_changed needs a TCP connection: list the files and fetch them")
+        listing = self._listing(folder, output)
+        asked = [{"name": entry["name"], "offset": parts.get(entry["name"], 0)}
+                 for entry in listing if held.get(entry["name"]) != entry["size"]]
+        listed = encode_reply(output, "files", {"job_dir": message.get("job_dir"), "files": listing,
+                                                "request_id": message.get("request_id")})
+        output.send_stream(itertools.chain((listed,), self._file_frames(message, folder, asked, output,
+                                                                        "fetch_changed")))
 
     def _on_fetch(self, message: dict, output: Output) -> tuple[str, dict]:
         folder = self._fetch_folder(message, output)
@@ -139,9 +163,9 @@ class Transfers:
             relative_parts(item.get("name"))  # a bad name is refused before anything is sent
         if not self._sees_folder(folder, output):
             raise ProtocolFailure(BAD_REQUEST, f"{NOT_IN_FOLDER}: {asked[0].get('name')}")
-        output.send_stream(self._file_frames(message, folder, asked, output))
+        output.send_stream(self._file_frames(message, folder, asked, output, "fetch_files"))
 
-    def _file_frames(self, message: dict, folder: Path, asked: list[dict], output: Output):
+    def _file_frames(self, message: dict, folder: Path, asked: list[dict], output: Output, request: str):
         """The frames of a fetch_files reply, made one at a time as the connection takes them. The token is
         checked again before each file, so a token revoked meanwhile stops the reply at once."""
         request_id, job_dir, token = message.get("request_id"), message.get("job_dir"), message.get("token")
@@ -174,7 +198,7 @@ class Transfers:
                 except (OSError, ProtocolFailure):
                     yield _error_frame(BAD_REQUEST, f"{NOT_IN_FOLDER}: {name}", request_id)
                     return
-        yield protocol.encode_message("ok", request="fetch_files", request_id=request_id), b""
+        yield protocol.encode_message("ok", request=request, request_id=request_id), b""
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
@@ -216,6 +240,17 @@ class Transfers:
 
 def _is_offset(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _named_counts(message: dict, field: str, count: str) -> dict[str, int]:
+    """A request's list of {name, `count`} (absent: empty) as name -> count; bad_request when malformed."""
+    items = message.get(field, [])
+    if not isinstance(items, list) or len(items) > MAX_LISTED_FILES or not all(
+            isinstance(item, dict) and isinstance(item.get("name"), str) and _is_offset(item.get(count))
+            for item in items):
+        raise ProtocolFailure(BAD_REQUEST, f"{message.get('type')} '{field}' must be a list of objects {{name, "
+                              f"{count}}}, each {count} a byte count")
+    return {item["name"]: item[count] for item in items}
 
 
 def _file_fields(job_dir: object, name: str, offset: int, stat: os.stat_result, data: bytes) -> dict:

@@ -30,7 +30,7 @@ Requests and what they produce (every reply echoes the request's `request_id`):
 * free_memory -> ok (the model is dropped now, or after the current job when one runs)
 * shutdown -> ok, then the worker stops the running job (resumable) and exits 0
 * ping -> ok (a TCP client's keep-alive: silent connections are closed after the idle timeout)
-* blob_status, blob_put, list_files, fetch, fetch_files: files over the connection (`transfer`)
+* blob_status, blob_put, list_files, fetch, fetch_files, fetch_changed: files over the connection (`transfer`)
 
 A connection is in "paths" mode (stdio, plain loopback TCP: the worker reads and writes the
 client's paths) or "transfer" mode (TLS, or a hello asking for it: inputs are uploaded blobs
@@ -40,8 +40,8 @@ file bytes travel as raw frames after their JSON header line (`protocol.wire`, `
 `capabilities.framing` says which framing the connection uses.
 
 A shared worker (`--tokens FILE`, `identities`) knows who asks: every job has an owner, and
-list_jobs, fetch, fetch_files, list_files, cancel, resume and job events are scoped to it (`sharing`; an admin
-sees all; another's job gets the answer a made-up one gets). Queued jobs start in turns between
+list_jobs, fetch, fetch_files, fetch_changed, list_files, cancel, resume and job events are scoped to it
+(`sharing`; an admin sees all; another's job gets the answer a made-up one gets). Queued jobs start in turns between
 owners (`quotas.FairQueue`); `queued` and `list_jobs` say each job's `position` and `others_ahead`.
 
 Error codes (the table, with each code's meaning, is `protocol/errors.py`; which failure gets which

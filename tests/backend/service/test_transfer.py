@@ -83,6 +83,36 @@ def test_every_file_comes_back_to_back_from_its_offset_then_ok(worker):
     boss.close()
 
 
+def test_fetch_changed_lists_the_folder_then_sends_what_is_not_held_from_where_each_part_ends(worker):
+    """One request: the listing (as list_files gives it), then every listed file but those held at their
+    listed size, each from its part's offset (a part past the file's end: the file whole), then ok."""
+    folder = worker.home / "jobs" / FOLDER
+    boss = Client(worker.port, worker.tokens["boss"])
+    sizes = {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+    have = [{"name": "frames/frame_000001.png", "size": sizes["frames/frame_000001.png"]},  # held: not sent
+            {"name": "frames/frame_000002.png", "size": sizes["frames/frame_000002.png"] + 1}]  # another size: sent
+    parts = [{"name": "preview.mp4", "offset": 5_000_000}, {"name": "manifest.json", "offset": 10**9}]
+    replies = boss.stream("fetch_changed", job_dir=FOLDER, have=have, parts=parts)
+    boss.wait(lambda: replies and replies[-1]["type"] not in ("file_data", "files"))
+    assert replies[-1]["type"] == "ok" and replies[-1]["request"] == "fetch_changed", replies[-1]
+    listed = boss.request("list_files", job_dir=FOLDER)
+    assert replies[0]["type"] == "files" and replies[0]["files"] == listed["files"]
+    pieces = replies[1:-1]
+    wanted = [entry["name"] for entry in listed["files"] if entry["name"] != "frames/frame_000001.png"]
+    assert list(dict.fromkeys(p["name"] for p in pieces)) == wanted
+    got: dict[str, bytes] = {}
+    for piece in pieces:
+        got[piece["name"]] = got.get(piece["name"], b"") + piece[protocol.PAYLOAD_FIELD]
+    for name in wanted:
+        whole = (folder / name).read_bytes()
+        assert got[name] == (whole[5_000_000:] if name == "preview.mp4" else whole), name
+    for bad in ({"have": "frames"}, {"have": [{"name": "a"}]}, {"parts": [{"name": "a", "offset": -1}]}):
+        replies = boss.stream("fetch_changed", job_dir=FOLDER, **bad)
+        assert [r["type"] for r in received(boss, replies, 1)] == ["error"], bad
+        assert replies[0]["code"] == "bad_request" and "fetch_changed" in replies[0]["message"]
+    boss.close()
+
+
 def test_a_bad_name_is_refused_before_any_byte_and_a_missing_or_linked_file_ends_the_reply(worker, tmp_path):
     boss = Client(worker.port, worker.tokens["boss"])
     for bad in ("../tokens", "/etc/passwd", ".scail2-job.lock", "frames/../../tokens"):

@@ -289,11 +289,13 @@ def test_two_connections_downloading_at_once_share_the_pool_and_each_gets_its_ow
         assert (tmp_path / name / "plate.bin").read_bytes() == (served[name] / "plate.bin").read_bytes(), name
 
 
-def test_a_folder_comes_back_in_one_request_from_where_a_cut_left_each_file(sealed_worker, tmp_path):
-    """The worker offers fetch_files: the folder's files come in one request, a part file a cut left goes on
-    from its size, and one longer than the worker's file (an older one) is replaced by the whole file. A
-    worker without fetch_files gets a request a file, for the same bytes."""
-    served = sealed_worker["worker_dir"] / "jobs" / "served_folder"
+@pytest.mark.parametrize("asks, requests", [("fetch_changed", 1), ("fetch_files", 2)])
+def test_a_folder_comes_back_in_one_request_from_where_a_cut_left_each_file(sealed_worker, tmp_path, asks, requests):
+    """The worker offers fetch_changed: it lists the folder and sends its files in one request, a part file
+    a cut left goes on from its size, and one longer than the worker's file (an older one) is replaced by
+    the whole file. A worker with only fetch_files is asked for its listing first, then for the files in
+    one request; one without either gets a request a file, for the same bytes."""
+    served = sealed_worker["worker_dir"] / "jobs" / "served_folder_{:s}".format(asks)
     (served / "frames").mkdir(parents=True)
     for k in range(12):
         (served / "frames" / "frame_{:06d}.png".format(k)).write_bytes(os.urandom(50_000 + 13_000 * k))
@@ -308,10 +310,11 @@ def test_a_folder_comes_back_in_one_request_from_where_a_cut_left_each_file(seal
                                   fingerprint=sealed_worker["fingerprint"], timeout=120)
     try:
         transfers = client.transfers
-        assert transfers.fetch_files
+        assert transfers.fetch_files and transfers.fetch_changed
+        transfers.fetch_changed = asks == "fetch_changed"  # else as a worker of before that request
         requests_before, down_before = transfers._count, transfers.counters["down"]
         transfers.fetch_folder(str(served), str(local))
-        assert transfers._count - requests_before == 2  # list_files, then fetch_files for all 14 files
+        assert transfers._count - requests_before == requests
         names = sorted(str(p.relative_to(served)) for p in served.rglob("*") if p.is_file())
         assert sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()) == names  # no .part left
         for name in names:
@@ -319,7 +322,12 @@ def test_a_folder_comes_back_in_one_request_from_where_a_cut_left_each_file(seal
         total = sum((served / name).stat().st_size for name in names)
         assert transfers.counters["down"] - down_before == total - len(cut)  # the cut's bytes not again
 
-        transfers.fetch_files = False  # as a worker of before this request
+        down_before = transfers.counters["down"]
+        transfers.fetch_folder(str(served), str(local))  # again: only what is not written once comes back
+        assert transfers.counters["down"] - down_before == sum(
+            (served / name).stat().st_size for name in names if not name.startswith("frames/"))
+
+        transfers.fetch_changed = transfers.fetch_files = False  # as a worker of before both requests
         requests_before = transfers._count
         transfers.fetch_folder(str(served), str(tmp_path / "again"))
         assert transfers._count - requests_before > len(names)
