@@ -289,12 +289,18 @@ def test_two_connections_downloading_at_once_share_the_pool_and_each_gets_its_ow
         assert (tmp_path / name / "plate.bin").read_bytes() == (served[name] / "plate.bin").read_bytes(), name
 
 
-@pytest.mark.parametrize("asks, requests", [("fetch_changed", 1), ("fetch_files", 2)])
-def test_a_folder_comes_back_in_one_request_from_where_a_cut_left_each_file(sealed_worker, tmp_path, asks, requests):
+@pytest.mark.parametrize("asks, requests", [("fetch_changed", 1), ("fetch_files", 2), ("too_many_held", 2)])
+def test_a_folder_comes_back_in_one_request_from_where_a_cut_left_each_file(
+        sealed_worker, tmp_path, monkeypatch, asks, requests):
     """The worker offers fetch_changed: it lists the folder and sends its files in one request, a part file
     a cut left goes on from its size, and one longer than the worker's file (an older one) is replaced by
     the whole file. A worker with only fetch_files is asked for its listing first, then for the files in
-    one request; one without either gets a request a file, for the same bytes."""
+    one request (so is one whose request would name more held files than a line holds); one without
+    either gets a request a file, for the same bytes."""
+    from scail2.core import downloads
+
+    if asks == "too_many_held":
+        monkeypatch.setattr(downloads, "MAX_HELD", 1)
     served = sealed_worker["worker_dir"] / "jobs" / "served_folder_{:s}".format(asks)
     (served / "frames").mkdir(parents=True)
     for k in range(12):
@@ -311,7 +317,7 @@ def test_a_folder_comes_back_in_one_request_from_where_a_cut_left_each_file(seal
     try:
         transfers = client.transfers
         assert transfers.fetch_files and transfers.fetch_changed
-        transfers.fetch_changed = asks == "fetch_changed"  # else as a worker of before that request
+        transfers.fetch_changed = asks != "fetch_files"  # else as a worker of before that request
         requests_before, down_before = transfers._count, transfers.counters["down"]
         transfers.fetch_folder(str(served), str(local))
         assert transfers._count - requests_before == requests
