@@ -217,25 +217,24 @@ class FileStream:
 
     def listing(self, message):
         """Take a fetch_changed reply's listing: the files that follow it (the connection's reading thread)."""
-        with self._lock:
-            if self._closed or self.failure is not None:
-                return
-            self.last_heard = time.monotonic()
-            try:
-                self._expect(*self._plan(message.get("files") or []))
-            except (TypeError, KeyError, AttributeError):
-                self.failure = TransferError("the worker's listing is not one this add-on reads: fetch again")
+        self._reading(lambda: self._expect(*self._plan(message.get("files") or [])))
 
     def take(self, piece):
         """Queue one file_data piece for writing (the connection's reading thread)."""
+        self._reading(lambda: self._take(piece))
+
+    def _reading(self, step):
+        """``step()`` for a reply that arrived, unless the stream has ended; its failure kept for the transfer."""
         with self._lock:
             if self._closed or self.failure is not None:
                 return
             self.last_heard = time.monotonic()
             try:
-                self._take(piece)
+                step()
             except (OSError, TransferError) as exc:
                 self.failure = exc
+            except (TypeError, KeyError, AttributeError):
+                self.failure = TransferError("the worker's reply is not one this add-on reads: fetch again")
 
     def close(self):
         """No piece is taken after this returns (the transfer thread has stopped waiting for them)."""
@@ -331,9 +330,9 @@ class Progress:
 
 def _held(sizes, fetched_now):
     """What a fetch need not bring again, by name and size: frames and mattes (written once: one of the
-    listed size is the one) and the files this fetch has already brought."""
-    return {name: size for name, size in sizes.items()
-            if name.startswith(("frames/", protocol.MATTE_FOLDER + "/")) or name in fetched_now}
+    listed size is the one) and the files this fetch has already brought; never a part file."""
+    return {name: size for name, size in sizes.items() if not name.rpartition("/")[2].startswith(".")
+            and (name.startswith(("frames/", protocol.MATTE_FOLDER + "/")) or name in fetched_now)}
 
 
 def _name_of_part(key):
