@@ -14,9 +14,12 @@ the add-on's own client (`core.worker_client`, `core.transfer`), as Blender woul
    the result fetch: its time over the file set's time at the limit). Steps 1 and 3 and their
    limits run `--repeat` times, in turn, and their medians are compared;
 5. what the bench folder's file system itself costs: creating the result's 83 files there (empty),
-   no transfer at all. A fetch cannot be faster than that; on this project's test VM a folder under
-   /tmp (churned by the test runs) took 1 ms a file and /var/tmp 20 us, so the folder is an option
-   (`--folder`, default the system's temporary folder) and is printed with the results.
+   no transfer at all, just before the fetches and after them. A fetch cannot be faster than that.
+   On this project's test VM (ext4 without a journal, which does not reuse an inode freed in the last
+   minutes and passes over each such one) creating a file costs 15-25 us, or up to 0.9 ms for minutes
+   after many files were deleted near that folder: 20000 deleted beside it, 15 us a file before and
+   0.9 ms 30 s after (a test run's or an earlier bench's clean-up is enough). So the folder is an
+   option (`--folder`, default the system's temporary folder) and is printed with the results.
 
 What the bench writes itself (its inputs, and the earlier steps' hundreds of MB) is flushed to disk
 (`os.sync`) before a step is timed: left dirty, its writeback landed in a later step (three runs each
@@ -227,6 +230,8 @@ def main() -> None:
             os.sync()  # as above; and the 64 MiB steps' files (hundreds of MB) written back before this one
             result_mib = folder_bytes(result) / (1 << 20)
             file_set = [p.read_bytes() for p in sorted(result.rglob("*")) if p.is_file()]
+            creating_before = statistics.median(created_seconds(tmp / f"created_before_{k}", len(file_set))
+                                                for k in range(3))
             at_limit, seconds = median_pair(
                 args.repeat, lambda: raw_tls_seconds(cert_dir, file_set, upload=False),
                 lambda k: timed(lambda: transfers.fetch_folder(str(result), str(tmp / f"local_result_{k}"))))
@@ -235,7 +240,8 @@ def main() -> None:
             rows.append((f"fetch 81-frame 512p result ({result_mib:.1f} MiB; {seconds / at_limit:.1f}x the "
                          "limit's time)", seconds, result_mib / seconds, at_limit / seconds))
             creating = statistics.median(created_seconds(tmp / f"created_{k}", len(file_set)) for k in range(args.repeat))
-            rows.append((f"creating {len(file_set)} empty files in the bench folder (no transfer)", creating, None, None))
+            rows.append((f"creating {len(file_set)} empty files in the bench folder, before and after the fetches "
+                         f"(no transfer; {creating_before * 1e3:.1f} ms before)", creating, None, None))
             local = tmp / "local_result_0"
             assert folder_bytes(local) == folder_bytes(result)
             seconds = timed(lambda: transfers.fetch_folder(str(result), str(local)))
