@@ -245,7 +245,7 @@ class BackgroundWriter:
                         hasher.update(data)
                     if then is not None:
                         then()
-                except OSError as exc:
+                except Exception as exc:  # OSError, or a fault of ours: raised to the waiter, never a hang
                     _cut_at(part, offset)  # no later chunk lands past a hole
                     with self._cond:
                         self._failed[part] = exc

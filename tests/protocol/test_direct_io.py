@@ -255,3 +255,32 @@ def test_a_write_now_is_done_in_the_callers_thread_unless_the_file_has_writes_qu
     with pytest.raises(OSError):
         full.write_now(tmp_path / ".c.part", 20 << 10, data)
     assert (tmp_path / ".c.part").stat().st_size == 20 << 10  # cut where the failed write began
+
+
+def test_a_fault_in_a_write_reaches_the_waiter_instead_of_stopping_the_writer(tmp_path):
+    """Not only an OSError: any exception of a write is raised to whoever waits for the file, and the writer
+    thread goes on (it used to end, and every later wait hung)."""
+    import threading
+
+    class Faulty(ChunkWriter):
+        def write_at(self, path, offset, data):
+            if b"boom" in bytes(data):
+                raise ValueError("a fault of the writer")
+            super().write_at(path, offset, data)
+
+    writer, raised = BackgroundWriter(Faulty()), []
+
+    def both():
+        writer.add(tmp_path / "f.part", 0, b"boom")
+        try:
+            writer.wait(tmp_path / "f.part")
+        except ValueError as exc:
+            raised.append(exc)
+        writer.add(tmp_path / "g.part", 0, b"fine")
+        writer.wait(tmp_path / "g.part")
+
+    waiter = threading.Thread(target=both, daemon=True)
+    waiter.start()
+    waiter.join(10)
+    assert not waiter.is_alive() and len(raised) == 1
+    assert (tmp_path / "g.part").read_bytes() == b"fine"
