@@ -233,8 +233,8 @@ class FileStream:
                 step()
             except (OSError, TransferError) as exc:
                 self.failure = exc
-            except (TypeError, KeyError, AttributeError):
-                self.failure = TransferError("the worker's reply is not one this add-on reads: fetch again")
+            except Exception as exc:  # a malformed reply (or a fault of ours): the fetch fails, the socket reads on
+                self.failure = TransferError("the worker's reply could not be taken ({!s}): fetch again".format(exc))
 
     def close(self):
         """No piece is taken after this returns (the transfer thread has stopped waiting for them)."""
