@@ -189,11 +189,12 @@ class Downloads:
 
 
 class FileStream:
-    """The receiving end of one ``fetch_files`` reply: every file_data piece is taken on the connection's
-    reading thread as it arrives and queued for the writer thread at once (or a small file written there
-    and then: `WritesHere`), the file renamed into place after its last piece. Nothing waits in between: a hand-over to the transfer thread per piece cost
-    more than the piece's bytes on the wire, and the writer's full queue holds the socket (and so the
-    worker) back when the disk is the slower end."""
+    """The receiving end of one ``fetch_files`` or ``fetch_changed`` reply: every file_data piece is taken on
+    the connection's reading thread as it arrives and queued for the writer thread at once (or a small
+    file written there and then: `WritesHere`), the file renamed into place after its last piece. Nothing
+    waits in between: a hand-over to the transfer thread per piece cost more than the piece's bytes on
+    the wire, and the writer's full queue holds the socket (and so the worker) back when the disk is the
+    slower end."""
 
     def __init__(self, downloads, local, fetched, names=(), offsets=(), plan=None):
         self._downloads, self._local, self._fetched = downloads, local, fetched
