@@ -242,7 +242,8 @@ def test_a_write_now_is_done_in_the_callers_thread_unless_the_file_has_writes_qu
     writer = BackgroundWriter(disk)
     disk.go.set()
     data = os.urandom(300 << 10)
-    seconds = writer.write_now(tmp_path / ".a.part", 0, data, then=lambda: os.replace(tmp_path / ".a.part", tmp_path / "a"))
+    seconds = writer.write_now(tmp_path / ".a.part", 0, data,
+                               then=lambda: os.replace(tmp_path / ".a.part", tmp_path / "a"))
     assert seconds is not None and seconds >= 0 and (tmp_path / "a").read_bytes() == data
     disk.go.clear()
     writer.add(tmp_path / ".b.part", 0, data[:1000])  # held by the slow disk

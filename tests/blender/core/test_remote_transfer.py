@@ -380,7 +380,8 @@ def test_small_files_are_written_by_the_thread_that_receives_them_while_writes_a
     finally:
         client.close()
     names = sorted(str(p.relative_to(served)) for p in served.rglob("*") if p.is_file())
-    assert sorted(str(p.relative_to(tmp_path / "local")) for p in (tmp_path / "local").rglob("*") if p.is_file()) == names
+    local = tmp_path / "local"
+    assert sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()) == names
     for name in names:
         assert (tmp_path / "local" / name).read_bytes() == (served / name).read_bytes(), name
     threads = [thread for _name, thread in disk.threads]
