@@ -166,8 +166,9 @@ class Transfers:
         output.send_stream(self._file_frames(message, folder, asked, output, "fetch_files"))
 
     def _file_frames(self, message: dict, folder: Path, asked: list[dict], output: Output, request: str):
-        """The frames of a fetch_files reply, made one at a time as the connection takes them. The token is
-        checked again before each file, so a token revoked meanwhile stops the reply at once."""
+        """The frames of a fetch_files (or fetch_changed) reply, made one at a time as the connection takes
+        them, ending in ok {request}. The token is checked again before each file, so a token revoked
+        meanwhile stops the reply at once."""
         request_id, job_dir, token = message.get("request_id"), message.get("job_dir"), message.get("token")
         step = chunk_bytes(output)
         with FolderFiles(folder) as files:
