@@ -41,27 +41,27 @@ class Downloads:
     def _sync(self, job_id):
         """Fetch what changed in a mirrored job's folder; progress events as files arrive."""
         remote, local = self.jobs[job_id]
-        name = os.path.basename(remote.rstrip("/\\"))
         progress = Progress(job_id, self._deliver)
         fetched_now = set()
         if self.fetch_changed:
-            self._retrying(lambda: self._fetch_changed(name, local, progress, fetched_now))
+            self._retrying(lambda: self._fetch_changed(remote, local, progress, fetched_now))
         else:
-            listed = self._retrying(lambda: self._request("list_files", job_dir=name))["files"]
+            listed = self._retrying(lambda: self._request("list_files", job_dir=_folder_of(remote)))["files"]
             wanted = progress.plan(listed, _held(_local_sizes(local), fetched_now))
             self._retrying(lambda: self._fetch_many(remote, local, wanted, fetched_now, progress.fetched))
         progress.finish()
 
-    def _fetch_changed(self, folder, local, progress, fetched_now):
+    def _fetch_changed(self, remote, local, progress, fetched_now):
         """One ``fetch_changed``: the worker lists the folder and sends what is not held here (the listing
         reaches the `FileStream` first, which works out the same names the worker sends)."""
+        folder = _folder_of(remote)
         self.background.wait_all()  # a cut attempt's writes land before sizes are read again
         sizes = _local_sizes(local)
         held = _held(sizes, fetched_now)
         parts = {name: size for name, size in ((_name_of_part(key), size) for key, size in sizes.items()) if name}
         if len(held) + len(parts) > MAX_HELD:  # its request's line would grow past what a worker reads
             listed = self._request("list_files", job_dir=folder)["files"]
-            self._fetch_many(None, local, progress.plan(listed, held), fetched_now, progress.fetched, folder)
+            self._fetch_many(remote, local, progress.plan(listed, held), fetched_now, progress.fetched)
             return
 
         def plan(listed):
@@ -80,9 +80,9 @@ class Downloads:
         """Fetch one file of the worker's job folder into the local one (atomically)."""
         self._retrying(lambda: self._fetch_many(remote, local, [name], set(), lambda _name: None))
 
-    def _fetch_many(self, remote, local, names, fetched_now, on_fetched, folder=None):
+    def _fetch_many(self, remote, local, names, fetched_now, on_fetched):
         """Fetch `names` (those not in `fetched_now` yet), each file's first piece asked for a few files ahead."""
-        folder = folder or os.path.basename(remote.rstrip("/\\"))
+        folder = _folder_of(remote)
         self.background.wait_all()  # a cut attempt's writes land before part sizes are read again
         names = [name for name in names if name not in fetched_now]
         if self.fetch_files:
@@ -342,6 +342,11 @@ def _name_of_part(key):
     if not (base.startswith(".") and base.endswith(".part")) or len(base) <= len("..part"):
         return None
     return (folder + "/" if folder else "") + base[1:-len(".part")]
+
+
+def _folder_of(remote):
+    """The name the worker knows a job folder by (its last component)."""
+    return os.path.basename(remote.rstrip("/\\"))
 
 
 def _local_sizes(local, prefix=""):
