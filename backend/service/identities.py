@@ -6,7 +6,10 @@ hash of the token, never the token itself (`python -m backend tokens` adds, list
 entries, and prints a new token once). The old single `--token` stays as one unnamed identity.
 
 The file is read again whenever it changes (checked on every request and before every event is
-sent), so a revoked token is refused at once, even on a connection that is open. A token once
+sent), so a revoked token is refused at once, even on a connection that is open. An editor saving it
+empties or removes the file and then writes it: read in between, the file would refuse every artist
+(and close their connections), so a file that is gone, empty, damaged or ends mid-line is taken only
+once it has been that way for SETTLE_S; a whole one (as the `tokens` command writes) counts at once. A token once
 verified is remembered by its SHA-256 (scrypt is slow on purpose; a request must not be) for as
 long as the file stays the same.
 
@@ -22,6 +25,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +36,11 @@ SALT_BYTES = 16
 HASH_BYTES = 32
 TOKEN_BYTES = 32  # secrets.token_urlsafe: 43 characters
 MAX_REMEMBERED = 1024  # verified tokens remembered at most (then forgotten, and verified again)
+SETTLE_S = 0.5  # an empty or damaged tokens file changed this recently may still be being written
 OWNERS_FILE = ".owners.json"  # under the jobs root (a dot name: never a remote client's job folder)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# hash_token's form, whole: a line cut short (a file read while an editor writes it) never passes as one
+_STORED = re.compile(r"scrypt\$[1-9]\d*\$[1-9]\d*\$[1-9]\d*\$(?:[0-9a-f]{2}){8,64}\$(?:[0-9a-f]{2}){%d}" % HASH_BYTES)
 
 
 @dataclass(frozen=True)
@@ -91,22 +98,28 @@ class Entry:
 
 
 def read_entries(path: Path) -> dict[str, Entry]:
-    """The entries of a tokens file by name; TokensFileError (one line) when it is damaged."""
+    """The entries of a tokens file by name (none when there is no file); TokensFileError (one line) when
+    it is damaged."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise TokensFileError(f"cannot read the tokens file {path}: {exc}") from None
+    return parse_entries(text, path)
+
+
+def parse_entries(text: str, path: Path) -> dict[str, Entry]:
+    """The entries of the text of the tokens file `path`; TokensFileError (one line) when it is damaged."""
     entries: dict[str, Entry] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         fields = line.split()
-        if len(fields) != 3 or fields[1] not in protocol.ROLES or not fields[2].startswith("scrypt$"):
-            raise TokensFileError(f"{path} line {number}: not 'NAME ROLE HASH' (ROLE artist or admin); "
-                                  "edit it with `python -m backend tokens`")
+        if len(fields) != 3 or fields[1] not in protocol.ROLES or not _STORED.fullmatch(fields[2]):
+            raise TokensFileError(f"{path} line {number}: not 'NAME ROLE HASH' (ROLE artist or admin, HASH as "
+                                  "`python -m backend tokens` writes it); edit it with that command")
         check_name(fields[0])
         if fields[0] in entries:
             raise TokensFileError(f"{path} line {number}: {fields[0]} is named twice")
@@ -134,6 +147,7 @@ class TokenBook:
         self.path, self.shared = (Path(path) if path else None), shared or None
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
+        self._gone_since: float | None = None  # when the file was first seen gone (a save that replaces it)
         self._entries: dict[str, Entry] = {}
         self._known: dict[bytes, str] = {}  # sha256(token) -> name, for the file as it is now
         if self.path is not None:
@@ -208,14 +222,40 @@ class TokenBook:
             return
         from .jobs import log
 
-        self._stamp, self._known = stamp, {}
-        try:
-            self._entries = read_entries(self.path)
-        except TokensFileError as exc:
-            self._entries = {}
-            log(f"{exc}: refusing every named token until it is fixed")
+        entries, unfinished = self._read()
+        if unfinished is not None and self._settling(stamp):
+            return  # maybe caught mid-save: the last table stands until the file has been still a moment
+        self._stamp, self._known, self._entries = stamp, {}, entries
+        if unfinished is not None and not entries:
+            log(f"{unfinished}: refusing every named token until it is fixed")
             return
         log(f"tokens file {self.path} changed: {len(self._entries)} named tokens")
+
+    def _read(self) -> tuple[dict[str, Entry], str | None]:
+        """(the file's entries, why it may be unfinished: gone, empty, damaged or ending mid-line; else None)."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}, f"the tokens file {self.path} is gone"
+        except (OSError, UnicodeDecodeError) as exc:
+            return {}, f"cannot read the tokens file {self.path}: {exc}"
+        try:
+            entries = parse_entries(text, self.path)
+        except TokensFileError as exc:
+            return {}, str(exc)
+        if not text:
+            return {}, f"the tokens file {self.path} is empty"
+        return entries, None if text.endswith("\n") else f"the tokens file {self.path} ends mid-line"
+
+    def _settling(self, stamp: tuple | None) -> bool:
+        """Whether the file changed less than SETTLE_S ago (when gone: first seen gone that recently)."""
+        now = time.time()
+        if stamp is not None:
+            self._gone_since = None
+            return now - stamp[2] / 1e9 < SETTLE_S
+        if self._gone_since is None:
+            self._gone_since = now
+        return now - self._gone_since < SETTLE_S
 
 
 class FolderOwners:

@@ -299,6 +299,20 @@ def test_a_revoked_token_is_refused_at_once_on_an_open_connection(studio):
     assert Client(studio.port, studio.tokens["bob"]).request("ping")["type"] == "ok"
 
 
+def test_an_editor_saving_the_tokens_file_in_place_drops_no_artist(studio):
+    """nano and many editors empty the file, then write it: a request in between is still answered."""
+    bob = Client(studio.port, studio.tokens["bob"])
+    path = studio.home / "tokens"
+    whole = path.read_text()
+    with open(path, "w"):  # emptied, as an editor's save begins
+        assert bob.request("list_jobs")["type"] == "jobs"
+    path.write_text(whole[: len(whole) // 2])  # half written
+    assert bob.request("list_jobs")["type"] == "jobs"
+    path.write_text(whole)
+    assert bob.request("list_jobs")["type"] == "jobs" and not bob.closed.is_set()
+    assert not any("refusing every named token" in line for line in studio.stderr)
+
+
 def test_an_old_framing_client_still_uploads_and_fetches_in_base64_lines(studio):
     old = TlsConnection(studio.port, studio.tokens["bob"])  # protocol 1's client: no framing asked
     capabilities = old.reply("hello")

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import protocol
 from backend.service.identities import Entry, TokenBook, hash_token, write_entries
 from backend.service.jobs import Job
@@ -33,8 +36,37 @@ def test_tokens_are_kept_as_hashes_and_a_change_to_the_file_counts_at_once(tmp_p
     write_entries(path, {"lead": Entry("lead", "admin", hash_token("lead-secret-token-12"))})  # ann revoked
     assert book.identify("ann-secret-token-123") is None and not book.is_current(ann)
     path.write_text("lead admin not-a-hash\n")  # damaged: no named token is taken until it is fixed
+    _still_for(path, 1.0)
     assert book.identify("lead-secret-token-12") is None
     assert TokenBook(None, None).identify(None).admin  # a private worker: one user who sees everything
+
+
+def _still_for(path, seconds: float) -> None:
+    """Make `path` look unchanged for `seconds` (its modification time set back)."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_tokens_file_caught_mid_save_by_an_editor_refuses_nobody_until_it_has_been_still(tmp_path):
+    path = tmp_path / "tokens"
+    write_entries(path, {"ann": Entry("ann", "artist", hash_token("ann-secret-token-123"))})
+    whole = path.read_text()
+    book = TokenBook(path)
+    ann = book.identify("ann-secret-token-123")
+    inode = path.stat().st_ino
+    for caught in ("", whole[: len(whole) - 20]):  # emptied by the editor; then half of it written
+        path.write_text(caught)
+        assert path.stat().st_ino == inode  # saved in place, as nano and many editors do
+        assert book.identify("ann-secret-token-123") == ann and book.is_current(ann)
+    path.write_text(whole)  # the save ends: the file is whole again and counts at once
+    assert book.identify("ann-secret-token-123") == ann
+    path.rename(tmp_path / "tokens~")  # an editor that moves the old file aside before writing the new one
+    assert book.identify("ann-secret-token-123") == ann
+    (tmp_path / "tokens~").rename(path)
+    assert book.identify("ann-secret-token-123") == ann
+    path.write_text("")  # emptied on purpose: once it has been still, nobody named is taken
+    _still_for(path, 1.0)
+    assert book.identify("ann-secret-token-123") is None and not book.is_current(ann)
 
 
 def test_the_queue_takes_turns_between_owners_in_submission_order_within_each(tmp_path):
