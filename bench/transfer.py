@@ -12,7 +12,10 @@ the add-on's own client (`core.worker_client`, `core.transfer`), as Blender woul
    certificate, 1 MiB sends, large receives) moving the same 64 MiB each way and the same result
    file set; each step's ratio to it is printed (upload and download: MiB/s over the limit's;
    the result fetch: its time over the file set's time at the limit). Steps 1 and 3 and their
-   limits run `--repeat` times, in turn, and their medians are compared;
+   limits run `--repeat` times, in turn, and their medians are compared. Beside the upload's limit,
+   the same socket pair with the receiver hashing what arrives (SHA-256, on a thread of its own): the
+   least an upload the worker names by its hash needs. On the 2-core test VM that alone reached only
+   0.58-0.68 of the limit (the hash's 42 ms of CPU per 64 MiB shares the two cores with both ends' TLS);
 5. what the bench folder's file system itself costs: creating the result's 83 files there (empty),
    no transfer at all, just before the fetches and after them. A fetch cannot be faster than that.
    On this project's test VM (ext4 without a journal, which does not reuse an inode freed in the last
@@ -31,7 +34,9 @@ way, alternated: the result's fetch 3.5, 2.8, 3.7x its limit without, 2.8, 2.4, 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import queue
 import re
 import socket
 import statistics
@@ -50,6 +55,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 FOOTAGE = REPO / "tests" / "fixtures" / "footage"
 DRIVING = FOOTAGE / "scail_001_driving.mp4"
+HASHED_PIECE_BYTES = 4 << 20  # what the hashed limit hands its hashing thread at a time (the worker's chunk)
 
 
 def addon_modules():
@@ -102,9 +108,11 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> None:
     writer.release()
 
 
-def raw_tls_seconds(cert_dir: Path, payloads: list[bytes], upload: bool) -> float:
+def raw_tls_seconds(cert_dir: Path, payloads: list[bytes], upload: bool, hash_received: bool = False) -> float:
     """Seconds a plain TLS socket pair on loopback takes to move `payloads` (client -> server when
-    `upload`), each with an 8-byte length in front, until the receiver has all of them (and says so)."""
+    `upload`), each with an 8-byte length in front, until the receiver has all of them (and says so).
+    `hash_received`: the receiver also hands every 4 MiB it receives to a thread that hashes it (SHA-256),
+    and says so only once that is done, as a worker must before it names an upload by its hash."""
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert_dir / "worker-cert.pem", cert_dir / "worker-key.pem")
     client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -129,8 +137,32 @@ def raw_tls_seconds(cert_dir: Path, payloads: list[bytes], upload: bool) -> floa
                 left -= receiver.recv_into(buffer, min(left, len(buffer)))
         receiver.sendall(b"k")
 
+    def receive_and_hash_all() -> None:
+        received: queue.Queue = queue.Queue(maxsize=3)
+        free = [bytearray(HASHED_PIECE_BYTES) for _ in range(5)]  # never refilled while queued or hashed
+        def hash_all() -> None:
+            digest = hashlib.sha256()
+            for piece in iter(received.get, None):
+                digest.update(piece)
+
+        hasher = threading.Thread(target=hash_all)
+        hasher.start()
+        pieces = 0
+        for payload in payloads:
+            left = len(payload) + 8
+            while left:
+                view = memoryview(free[pieces % len(free)])[: min(left, HASHED_PIECE_BYTES)]
+                filled = 0
+                while filled < len(view):
+                    filled += receiver.recv_into(view[filled:])
+                received.put(view)
+                left, pieces = left - filled, pieces + 1
+        received.put(None)
+        hasher.join()
+        receiver.sendall(b"k")
+
     start = time.perf_counter()
-    thread = threading.Thread(target=receive_all)
+    thread = threading.Thread(target=receive_and_hash_all if hash_received else receive_all)
     thread.start()
     for payload in payloads:
         sender.sendall(len(payload).to_bytes(8, "big"))
@@ -164,14 +196,15 @@ def created_seconds(folder: Path, count: int) -> float:
     return time.perf_counter() - start
 
 
-def median_pair(repeat: int, limit, ours) -> tuple[float, float]:
-    """Median seconds of `limit()` and of `ours(k)` over `repeat` runs, taken in turn so that both
-    see the same moments of a shared machine (single runs here vary by +-40 %)."""
-    limits, times = [], []
+def medians_in_turn(repeat: int, *steps) -> tuple[float, ...]:
+    """Median seconds of each `step(k)` over `repeat` rounds, the steps taken in turn in every round, so
+    that a limit and what it limits see the same moments of a shared machine (single runs here vary by
+    +-40 %)."""
+    times: list[list[float]] = [[] for _ in steps]
     for k in range(repeat):
-        limits.append(limit())
-        times.append(ours(k))
-    return statistics.median(limits), statistics.median(times)
+        for step, found in zip(steps, times):
+            found.append(step(k))
+    return tuple(statistics.median(found) for found in times)
 
 
 def main() -> None:
@@ -199,15 +232,20 @@ def main() -> None:
                 big.write_bytes(os.urandom(args.mib << 20))
             os.sync()  # the bench's own inputs on disk before a step is timed (their writeback is not ours)
             payload = [bigs[0].read_bytes()]
-            limit_s, seconds = median_pair(args.repeat, lambda: raw_tls_seconds(cert_dir, payload, upload=True),
-                                           lambda k: timed(lambda: transfers.upload_file(str(bigs[k]))))
+            limit_s, hashed_s, seconds = medians_in_turn(
+                args.repeat, lambda _k: raw_tls_seconds(cert_dir, payload, upload=True),
+                lambda _k: raw_tls_seconds(cert_dir, payload, upload=True, hash_received=True),
+                lambda k: timed(lambda: transfers.upload_file(str(bigs[k]))))
             rows.append((f"limit: raw TLS socket, {args.mib} MiB one way", limit_s, args.mib / limit_s, None))
+            rows.append(("the same, the receiver hashing what arrives on a thread of its own (what an upload named "
+                         f"by its hash needs at least; {limit_s / hashed_s:.2f} of the limit)", hashed_s,
+                         args.mib / hashed_s, None))
             rows.append((f"upload {args.mib} MiB random ({framing})", seconds, args.mib / seconds, limit_s / seconds))
             served = tmp / "jobs" / "bench_download"
             served.mkdir(parents=True)
             os.link(bigs[0], served / "random.bin")
-            limit_s, seconds = median_pair(
-                args.repeat, lambda: raw_tls_seconds(cert_dir, payload, upload=False),
+            limit_s, seconds = medians_in_turn(
+                args.repeat, lambda _k: raw_tls_seconds(cert_dir, payload, upload=False),
                 lambda k: timed(lambda: transfers.fetch_folder(str(served), str(tmp / f"local_download_{k}"))))
             rows.append((f"limit: raw TLS socket, {args.mib} MiB the other way", limit_s, args.mib / limit_s, None))
             rows.append((f"download {args.mib} MiB random ({framing})", seconds, args.mib / seconds,
@@ -232,8 +270,8 @@ def main() -> None:
             file_set = [p.read_bytes() for p in sorted(result.rglob("*")) if p.is_file()]
             creating_before = statistics.median(created_seconds(tmp / f"created_before_{k}", len(file_set))
                                                 for k in range(3))
-            at_limit, seconds = median_pair(
-                args.repeat, lambda: raw_tls_seconds(cert_dir, file_set, upload=False),
+            at_limit, seconds = medians_in_turn(
+                args.repeat, lambda _k: raw_tls_seconds(cert_dir, file_set, upload=False),
                 lambda k: timed(lambda: transfers.fetch_folder(str(result), str(tmp / f"local_result_{k}"))))
             rows.append((f"limit: raw TLS socket, the result's {len(file_set)} files", at_limit,
                          result_mib / at_limit, None))

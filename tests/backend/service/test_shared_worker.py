@@ -345,6 +345,7 @@ def test_the_transfer_bench_uses_binary_frames_and_reports_its_ratio_to_the_raw_
     assert "upload 4 MiB random (binary frames, unnamed uploads)" in run.stdout
     assert "download 4 MiB random (binary frames, unnamed uploads)" in run.stdout
     assert re.search(r"\| limit: raw TLS socket, 4 MiB one way \|", run.stdout)
+    assert re.search(r"\| the same, the receiver hashing what arrives .*\| [0-9.]+ \| [0-9.]+ \|  \|$", run.stdout, re.M)
     assert re.search(r"\| fetch 81-frame 512p result .*\| [0-9.]+ \|$", run.stdout, re.M)
 
 
