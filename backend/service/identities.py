@@ -9,9 +9,9 @@ The file is read again whenever it changes (checked on every request and before 
 sent), so a revoked token is refused at once, even on a connection that is open. An editor saving it
 empties or removes the file and then writes it: read in between, the file would refuse every artist
 (and close their connections), so a file that is gone, empty, damaged or ends mid-line is taken only
-once it has been that way for SETTLE_S; a whole one (as the `tokens` command writes) counts at once. A token once
-verified is remembered by its SHA-256 (scrypt is slow on purpose; a request must not be) for as
-long as the file stays the same.
+once it has been that way for SETTLE_S; a whole one (as the `tokens` command writes) counts at once.
+A token once verified is remembered by its SHA-256 (scrypt is slow on purpose; a request must not
+be) for as long as the file stays the same.
 
 Without named tokens there is a single user: every identity sees every job, as before.
 """
@@ -218,6 +218,8 @@ class TokenBook:
         if self.path is None:
             return
         stamp = self._stat()
+        if stamp is not None:
+            self._gone_since = None  # here (again): a later disappearance is a new save
         if stamp == self._stamp:
             return
         from .jobs import log
@@ -251,7 +253,6 @@ class TokenBook:
         """Whether the file changed less than SETTLE_S ago (when gone: first seen gone that recently)."""
         now = time.time()
         if stamp is not None:
-            self._gone_since = None
             return now - stamp[2] / 1e9 < SETTLE_S
         if self._gone_since is None:
             self._gone_since = now

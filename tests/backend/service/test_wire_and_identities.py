@@ -7,6 +7,7 @@ import os
 import time
 
 import protocol
+from backend.service import identities
 from backend.service.identities import Entry, TokenBook, hash_token, write_entries
 from backend.service.jobs import Job
 from backend.service.quotas import FairQueue
@@ -64,6 +65,10 @@ def test_a_tokens_file_caught_mid_save_by_an_editor_refuses_nobody_until_it_has_
     assert book.identify("ann-secret-token-123") == ann
     (tmp_path / "tokens~").rename(path)
     assert book.identify("ann-secret-token-123") == ann
+    time.sleep(identities.SETTLE_S + 0.1)
+    path.rename(tmp_path / "tokens~")  # gone again, a while later: a new save, given its own moment
+    assert book.identify("ann-secret-token-123") == ann
+    (tmp_path / "tokens~").rename(path)
     path.write_text("")  # emptied on purpose: once it has been still, nobody named is taken
     _still_for(path, 1.0)
     assert book.identify("ann-secret-token-123") is None and not book.is_current(ann)
