@@ -4,7 +4,8 @@
     python -m backend tokens list                 # names and roles, never a token
     python -m backend tokens revoke NAME          # refused at once, on open connections too
 
-A running worker reads the file again when it changes, so none of these needs a restart.
+A running worker reads the file again when it changes, so none of these needs a restart. Each waits for a
+file an editor is saving this moment (`read_when_saved`), and changes it under a lock.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
 
 try:
@@ -23,7 +25,8 @@ except ImportError:  # Windows: no flock
 
 import protocol
 
-from .identities import TOKEN_BYTES, Entry, TokensFileError, check_name, hash_token, read_entries, write_entries
+from .identities import (SETTLE_S, TOKEN_BYTES, Entry, TokensFileError, check_name, hash_token, parse_entries,
+                         read_entries, write_entries)
 from .tls import default_tls_dir
 
 
@@ -68,7 +71,7 @@ def run_tokens(args: argparse.Namespace) -> int:
     path = args.file or default_tokens_file()
     try:
         if args.action == "list":
-            entries = read_entries(path)
+            entries = read_when_saved(path)
             if not entries:
                 print(f"no tokens in {path}")
             for entry in entries.values():
@@ -91,9 +94,36 @@ def run_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_when_saved(path: Path) -> dict[str, Entry]:
+    """`read_entries`, but not of a file an editor is saving this moment (emptied, or written half way, less
+    than SETTLE_S ago): written back whole with one artist more, it would lose every artist the editor had not
+    written yet. Such a file is read again until it ends whole or has stayed as it is for SETTLE_S."""
+    deadline = time.monotonic() + 10 * SETTLE_S  # a modification time in the future (another clock) waits no longer
+    while True:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+            if text.endswith("\n"):
+                return parse_entries(text, path)
+            changed = os.stat(path).st_mtime
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError, TokensFileError):
+            changed = _modified(path)
+        if time.time() - changed >= SETTLE_S or time.monotonic() > deadline:
+            return read_entries(path)  # as it is: a damaged file is refused in one line, an empty one names nobody
+        time.sleep(SETTLE_S / 10)
+
+
+def _modified(path: Path) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
 def _change(path: Path, args: argparse.Namespace) -> str | None:
     """Add (the new token) or revoke (None) `args.name` in the tokens file; TokensFileError when it cannot be."""
-    entries, name = read_entries(path), args.name
+    entries, name = read_when_saved(path), args.name
     if args.action == "revoke":
         if name not in entries:
             raise TokensFileError(f"{name} has no token in {path}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,6 +58,33 @@ def test_adds_run_at_once_all_land_in_the_file(tmp_path):
     assert sorted(read_entries(path)) == sorted(names)
     book = TokenBook(path)
     assert [book.identify(result.stdout.strip()).name for result in results] == names
+
+
+def test_an_add_while_an_editor_saves_the_file_waits_for_the_save_and_keeps_every_artist(tmp_path):
+    """An editor saving in place empties the file first: an `add` that read it then wrote back one artist."""
+    path = tmp_path / "tokens"
+    for name in ("alice", "bob"):
+        assert tokens(path, "add", name).returncode == 0
+    whole = path.read_text()
+    saving = threading.Event()
+
+    def editor() -> None:
+        with open(path, "w"):
+            saving.set()
+        until = time.monotonic() + 3.0  # a slow save: the add starts and reads in the middle of it
+        while time.monotonic() < until:
+            with open(path, "w"):  # still empty, still being written
+                time.sleep(0.05)
+        path.write_text(whole)
+
+    saver = threading.Thread(target=editor)
+    saver.start()
+    saving.wait(10)
+    added = tokens(path, "add", "carol")
+    saver.join()
+    assert added.returncode == 0, added.stderr
+    assert sorted(read_entries(path)) == ["alice", "bob", "carol"]
+    assert TokenBook(path).identify(added.stdout.strip()).name == "carol"
 
 
 def test_serve_with_a_tokens_file_that_is_not_there_stops_in_one_line(tmp_path):
