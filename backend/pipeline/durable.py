@@ -62,20 +62,24 @@ def _replace_durably(temp: str, path: str) -> None:
             pass  # some file systems refuse fsync on folders; the data itself is synced
 
 
-def _write_atomic(path: str, write: Callable[[str], None], suffix: str = ".tmp") -> None:
-    """`write(temp)` into a new temporary file beside `path`, then put it in place durably;
+def _write_atomic(path: str, write: Callable[[str], None], suffix: str = ".tmp", synced: bool = True) -> None:
+    """`write(temp)` into a new temporary file beside `path`, then put it in place (durably when `synced`);
     on any failure the temporary file is removed and `path` is left as it was."""
     temp = _temp_beside(path, suffix)
     try:
         write(temp)
-        _replace_durably(temp, path)
+        if synced:
+            _replace_durably(temp, path)
+        else:
+            os.replace(temp, path)
     except BaseException:
         _remove_quietly(temp)
         raise
 
 
-def write_json_atomic(path: PathLike, data: dict) -> None:
-    """Write JSON so a reader sees the old file or the whole new one: temp file, fsync, os.replace.
+def write_json_atomic(path: PathLike, data: dict, synced: bool = True) -> None:
+    """Write JSON so a reader sees the old file or the whole new one: temp file, fsync, os.replace (not
+    `synced`: no fsync, for a file whose loss in a crash costs nothing but a redo; two fsyncs take ms).
 
     Strict JSON only: a NaN or infinity is refused (MediaError naming where it is), never written
     as the `NaN` / `Infinity` no other JSON reader accepts; the old file is then left as it was.
@@ -90,7 +94,7 @@ def write_json_atomic(path: PathLike, data: dict) -> None:
         with open(temp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    _write_atomic(os.fspath(path), write)
+    _write_atomic(os.fspath(path), write, synced=synced)
 
 
 def _non_finite(value, where: str = "") -> str | None:

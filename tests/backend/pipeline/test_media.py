@@ -454,3 +454,14 @@ def test_the_manifest_is_strict_json(tmp_path):
     assert str(info.value) == f"cannot write {tmp_path / 'state.json'}: job.guidance is not a finite number"
     assert json.loads((tmp_path / "state.json").read_text()) == {"old": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.json", "state.json"]
+
+
+def test_a_json_file_is_synced_to_the_disk_unless_its_loss_costs_only_a_redo(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    durable.write_json_atomic(tmp_path / "state.json", {"a": 1})
+    assert len(synced) == 2  # the file, then its folder (so the rename survives a crash)
+    durable.write_json_atomic(tmp_path / "blob.owners", ["ann"], synced=False)
+    assert len(synced) == 2 and json.loads((tmp_path / "blob.owners").read_text()) == ["ann"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob.owners", "state.json"]  # no temp file left

@@ -62,3 +62,33 @@ def test_the_least_recently_used_blobs_go_first_and_held_ones_stay(tmp_path):
     put_all(store, b, piece=100)
     assert store.total() <= 250 and store.is_complete(sha(b))
     assert not (store.root / "links" / sha(a)).exists() or store.is_complete(sha(a))
+
+
+def test_the_store_is_listed_only_when_its_cap_may_be_reached(tmp_path, monkeypatch):
+    """Listing every blob for each one completed made an image sequence's upload slower file by file; and a
+    full store is brought down to EVICT_TO of its cap, so it is not listed again for the next blob either."""
+    store = BlobStore(tmp_path / "blobs", cap=1000)
+    listings = []
+    listing = store._blobs
+    monkeypatch.setattr(store, "_blobs", lambda: listings.append(1) or listing())
+    blobs = [bytes([k]) * 100 for k in range(30)]
+    for data in blobs[:10]:  # 1000 bytes: up to the cap, listed once (the first time, to learn what is there)
+        put_all(store, data, piece=40)
+    assert len(listings) == 1
+    put_all(store, blobs[10], piece=40)  # over the cap: listed, and down to 900 bytes
+    assert len(listings) == 2 and listing_total(store) == 900 and store.is_complete(sha(blobs[10]))
+    put_all(store, blobs[11], piece=40)  # room for it: not listed
+    assert len(listings) == 2 and listing_total(store) == 1000
+    for data in blobs[12:]:  # 1800 bytes more: listed once every other blob, the cap kept after each
+        put_all(store, data, piece=40)
+        assert listing_total(store) <= 1000 and store.is_complete(sha(data))
+    assert len(listings) == 2 + 9
+    put_all(store, blobs[29], piece=40)  # the same bytes again: nothing new, nothing listed
+    assert len(listings) == 2 + 9
+
+
+def listing_total(store: BlobStore) -> int:
+    """The bytes of every blob and part file in the store's folders, counted here (not by the store)."""
+    folders = [store.root, *(p for p in (store.root / "parts").glob("*") if p.is_dir())]
+    return sum(p.stat().st_size for folder in folders for p in folder.iterdir()
+               if p.is_file() and not p.name.endswith(".owners"))
