@@ -129,7 +129,8 @@ class Uploads:
         A file hashed before (`file_digests`, or named by this worker already) is asked for by its
         SHA-256 first, so what the worker holds is never sent again. Any other file goes at once as an
         unnamed upload the worker names by the hash of what arrives: hashing it here first would hold
-        the wire idle for as long as a fast link takes to carry it.
+        the wire idle for as long as a fast link takes to carry it. Its id is new, so nothing is asked
+        before its bytes go (a small file: one request, not two; after a cut, where the worker stands).
         """
         size, identity = os.path.getsize(path), file_identity(path)
         sha = cached_sha256(path) or self._named.get(identity)
@@ -137,9 +138,11 @@ class Uploads:
             sha = file_sha256(path)
         key = {"sha256": sha} if sha else {"upload": secrets.token_urlsafe(24)}
         finished = {}
+        ask_first = [sha is not None]  # a new unnamed upload's id is this call's own: the worker holds none of it
 
         def go_on():
-            status = self._request("blob_status", **key)
+            status = self._request("blob_status", **key) if ask_first[0] else {"have": -1}
+            ask_first[0] = True  # after a cut: where the worker stands
             have = status["have"]
             in_flight = collections.deque()  # request ids of chunks sent, oldest first
             offset = max(have, 0)

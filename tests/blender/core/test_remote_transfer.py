@@ -228,6 +228,30 @@ def test_an_image_sequence_folder_goes_over_as_one_listing(sealed_worker, tmp_pa
     assert len(os.listdir(tmp_path / "job" / "frames")) == 5
 
 
+def test_a_new_file_goes_in_one_request_and_a_known_one_is_asked_for_first(sealed_worker, tmp_path):
+    """A file never hashed goes as a new unnamed upload, whose id the worker cannot hold yet: its bytes go at
+    once (one request for a small file, not a status and then the bytes). Sent again, each file is known by
+    the hash the worker named it by: asked for, found, not sent again."""
+    folder = sealed_worker["client_dir"] / "requests_sequence"
+    folder.mkdir()
+    for k in range(6):
+        write_png(folder / "img_{:04d}.png".format(k), 96, 64, 40 + k)
+    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    try:
+        transfers = client.transfers
+        for sent_before in (False, True):
+            requests_before, up_before = transfers._count, transfers.counters["up"]
+            job = transfers._upload_inputs("generate", {"driving": str(folder)}, None)
+            assert job["driving"].startswith("blobtree:")
+            assert transfers._count - requests_before == 6 + 1  # six files (asked or sent) and the listing
+            sent = transfers.counters["up"] - up_before
+            files = sum(p.stat().st_size for p in folder.iterdir())
+            assert sent > files if not sent_before else sent < files  # again: only the listing's bytes
+    finally:
+        client.close()
+
+
 def test_inputs_named_in_any_script_go_over_under_their_own_names(sealed_worker, tmp_path):
     """A reference called "Zoé キャラ (final).jpg" (spelled as macOS does: e and a combining accent) and a
     driving image folder "plan séquence": both linked on the worker by their names made safe (a worker
