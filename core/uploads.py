@@ -18,10 +18,12 @@ import tempfile
 from .. import protocol
 from .downloads import IN_FLIGHT, TransferError
 from .file_digests import cached_sha256, file_identity, file_sha256
+from .worker_tls import WorkerClientError
 
 INPUT_FIELDS = ("driving", "reference", "driving_mask", "reference_mask")
 LIST_FIELDS = ("extra_references", "extra_reference_masks")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+FILES_IN_FLIGHT = 16  # a folder's small new files sent before the first reply is awaited
 
 
 class UploadCancelled(Exception):
@@ -91,8 +93,8 @@ class Uploads:
             if path not in folders:
                 refs[path] = self._upload(path, request_id, done, total)
                 continue
-            listing = [{"name": safe_name(f), "sha256": protocol.parse_blob_ref(
-                self._upload(f, request_id, done, total))[0]} for f in folders[path]]
+            shas = self._upload_files(folders[path], request_id, done, total)
+            listing = [{"name": safe_name(f), "sha256": sha} for f, sha in zip(folders[path], shas)]
             folder = os.path.dirname(path) if path in patterns else path
             refs[path] = self._upload_listing(listing, safe_name(folder.rstrip("/\\")), request_id)
             if path in patterns:  # the worker's copy of the folder, and the sequence's pattern in it
@@ -110,6 +112,70 @@ class Uploads:
         if job.get("loras"):
             job["loras"] = [dict(lora, path=ref(lora.get("path"))) for lora in job["loras"]]
         return job
+
+    def _upload_files(self, files, request_id, done, total):
+        """Upload a folder's files; their SHA-256s, in order.
+
+        A new file of one chunk at most goes in one request, and FILES_IN_FLIGHT of them go before the
+        first reply is awaited: one at a time, a 300-frame sequence over a link of 20 ms would wait 6 s
+        for round trips alone. Any other file (large, or hashed before and asked for first) goes as
+        `_upload` sends one; so do the files still unnamed when the connection is cut."""
+        shas = [None] * len(files)
+        in_flight = collections.deque()  # (index, request id, file identity, size), oldest first
+
+        def settle():
+            index, asked, identity, size = in_flight.popleft()
+            reply = self._answer(asked, "blob_put")
+            sha = reply.get("sha256")
+            if not reply.get("complete") or not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+                raise TransferError("the worker did not name the uploaded file {:s}: upload it again".format(
+                    files[index]))
+            if file_identity(files[index]) == identity:
+                self._named[identity] = sha
+            shas[index] = sha
+            done[0] += size
+            self._deliver(local_message("progress", request_id=request_id, phase="upload", bytes=done[0],
+                                        total=total))
+
+        try:
+            for index, path in enumerate(files):
+                if request_id in self._cancelled or self._closing.is_set():
+                    raise UploadCancelled()
+                data, identity = self._whole_new_file(path)
+                if data is None:
+                    while in_flight:
+                        settle()
+                    shas[index] = protocol.parse_blob_ref(self._upload(path, request_id, done, total))[0]
+                    continue
+                in_flight.append((index, self._ask("blob_put", data, upload=secrets.token_urlsafe(24),
+                                                   size=len(data), offset=0), identity, len(data)))
+                self.counters["up"] += len(data)
+                if len(in_flight) >= FILES_IN_FLIGHT:
+                    settle()
+            while in_flight:
+                settle()
+        except (ConnectionError, WorkerClientError):  # cut: the rest as `_upload` sends them, once it is back
+            self._forget(asked for _index, asked, _identity, _size in in_flight)
+            for index, path in enumerate(files):
+                if shas[index] is None:
+                    shas[index] = protocol.parse_blob_ref(self._upload(path, request_id, done, total))[0]
+        except BaseException:
+            self._forget(asked for _index, asked, _identity, _size in in_flight)
+            raise
+        return shas
+
+    def _whole_new_file(self, path):
+        """(the bytes of `path`, its identity) when it goes whole in one new unnamed upload; (None, None)
+        when it goes as `_upload` sends it (larger than a chunk, hashed before, or not binary framing)."""
+        size, identity = os.path.getsize(path), file_identity(path)
+        if (not self.binary or not self.unnamed_uploads or not 0 < size <= self.chunk_bytes
+                or cached_sha256(path) or self._named.get(identity)):
+            return None, None
+        with open(path, "rb") as fh:
+            data = fh.read(size + 1)
+        if len(data) != size:
+            raise TransferError(f"{path} changed while it was uploaded: upload it again")
+        return data, identity
 
     def _upload_listing(self, listing, name, request_id):
         """Upload a folder's listing (as a blob of its own); the folder's reference."""

@@ -6,6 +6,7 @@ The worker runs in a mount namespace of its own with an empty tmpfs over the cli
 (`unshare -m` as root, else `unshare -r -m`: a user namespace), serving TLS on 127.0.0.1 with a jobs root outside the client's folder.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -250,6 +251,40 @@ def test_a_new_file_goes_in_one_request_and_a_known_one_is_asked_for_first(seale
             assert sent > files if not sent_before else sent < files  # again: only the listing's bytes
     finally:
         client.close()
+
+
+def test_a_folders_small_files_go_several_before_a_reply_and_a_cut_among_them_loses_none(sealed_worker, tmp_path):
+    """A sequence of small frames is not one round trip a frame: FILES_IN_FLIGHT of them go before the first
+    reply is awaited. The connection cut among them, the rest go once it is back, each named by its hash."""
+    from scail2.core import uploads
+
+    folder = sealed_worker["client_dir"] / "cut_sequence"
+    folder.mkdir()
+    for k in range(40):
+        write_png(folder / "img_{:04d}.png".format(k), 160, 96, 100 + k)
+    sizes = sum(p.stat().st_size for p in folder.iterdir())
+    proxy = CuttingProxy(sealed_worker["port"], cut_up=sizes // 2, cut_down=1 << 40)
+    client = WorkerClient.connect("127.0.0.1", proxy.port, token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    try:
+        transfers = client.transfers
+        asked_before_answers = []
+        answer = transfers._answer
+        transfers._answer = lambda *args, **kwargs: asked_before_answers.append(transfers._count) or answer(
+            *args, **kwargs)
+        before = transfers._count
+        job = transfers._upload_inputs("generate", {"driving": str(folder)}, None)
+        assert proxy.cuts == ["upload"]
+        assert asked_before_answers[0] - before == uploads.FILES_IN_FLIGHT
+        listing_sha = job["driving"].removeprefix("blobtree:").split("/", 1)[0]
+        blobs = sealed_worker["worker_dir"] / "jobs" / ".blobs"
+        listing = json.loads((blobs / listing_sha).read_text())["files"]
+        assert [entry["name"] for entry in listing] == sorted(p.name for p in folder.iterdir())
+        for entry in listing:
+            assert (blobs / entry["sha256"]).read_bytes() == (folder / entry["name"]).read_bytes(), entry["name"]
+    finally:
+        client.close()
+        proxy.close()
 
 
 def test_inputs_named_in_any_script_go_over_under_their_own_names(sealed_worker, tmp_path):
