@@ -116,18 +116,23 @@ class Uploads:
     def _upload_files(self, files, request_id, done, total):
         """Upload a folder's files; their SHA-256s, in order.
 
-        A new file of one chunk at most goes in one request, and FILES_IN_FLIGHT of them go before the
-        first reply is awaited: one at a time, a 300-frame sequence over a link of 20 ms would wait 6 s
-        for round trips alone. Any other file (large, or hashed before and asked for first) goes as
+        A file hashed before is asked for by its hash, a new file of one chunk at most goes whole in one
+        request, and FILES_IN_FLIGHT of these go before the first reply is awaited: one at a time, a
+        300-frame sequence over a link of 20 ms would wait 6 s for round trips alone (and again for every
+        take submitted with it). A file the worker turns out not to hold, and a new large one, go as
         `_upload` sends one; so do the files still unnamed when the connection is cut."""
         shas = [None] * len(files)
-        in_flight = collections.deque()  # (index, request id, file identity, size), oldest first
+        in_flight = collections.deque()  # (index, request id, known SHA-256 or None, file identity, size)
 
         def settle():
-            index, asked, identity, size = in_flight.popleft()
-            reply = self._answer(asked, "blob_put")
-            sha = reply.get("sha256")
-            if not reply.get("complete") or not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+            index, asked, known, identity, size = in_flight.popleft()
+            reply = self._answer(asked, "blob_put" if known is None else "blob_status")
+            if known is not None and reply.get("have") != size:  # not held (evicted, or another's): send it
+                shas[index] = protocol.parse_blob_ref(self._upload(files[index], request_id, done, total))[0]
+                return
+            sha = known or reply.get("sha256")
+            if known is None and (not reply.get("complete") or not isinstance(sha, str)
+                                  or not _SHA256.fullmatch(sha)):
                 raise TransferError("the worker did not name the uploaded file {:s}: upload it again".format(
                     files[index]))
             if file_identity(files[index]) == identity:
@@ -141,41 +146,48 @@ class Uploads:
             for index, path in enumerate(files):
                 if request_id in self._cancelled or self._closing.is_set():
                     raise UploadCancelled()
-                data, identity = self._whole_new_file(path)
-                if data is None:
+                known, data, identity, size = self._how_to_send(path)
+                if known is not None:
+                    in_flight.append((index, self._ask("blob_status", None, sha256=known), known, identity, size))
+                elif data is not None:
+                    in_flight.append((index, self._ask("blob_put", data, upload=secrets.token_urlsafe(24),
+                                                       size=size, offset=0), None, identity, size))
+                    self.counters["up"] += size
+                else:
                     while in_flight:
                         settle()
                     shas[index] = protocol.parse_blob_ref(self._upload(path, request_id, done, total))[0]
-                    continue
-                in_flight.append((index, self._ask("blob_put", data, upload=secrets.token_urlsafe(24),
-                                                   size=len(data), offset=0), identity, len(data)))
-                self.counters["up"] += len(data)
                 if len(in_flight) >= FILES_IN_FLIGHT:
                     settle()
             while in_flight:
                 settle()
         except (ConnectionError, WorkerClientError):  # cut: the rest as `_upload` sends them, once it is back
-            self._forget(asked for _index, asked, _identity, _size in in_flight)
+            self._forget(item[1] for item in in_flight)
             for index, path in enumerate(files):
                 if shas[index] is None:
                     shas[index] = protocol.parse_blob_ref(self._upload(path, request_id, done, total))[0]
         except BaseException:
-            self._forget(asked for _index, asked, _identity, _size in in_flight)
+            self._forget(item[1] for item in in_flight)
             raise
         return shas
 
-    def _whole_new_file(self, path):
-        """(the bytes of `path`, its identity) when it goes whole in one new unnamed upload; (None, None)
-        when it goes as `_upload` sends it (larger than a chunk, hashed before, or not binary framing)."""
+    def _how_to_send(self, path):
+        """(its SHA-256, None, identity, size) for a file hashed before, to be asked for; (None, its bytes,
+        identity, size) for a new file that goes whole in one unnamed upload; all None but the size for a
+        file that goes as `_upload` sends it (a new one larger than a chunk, or without binary framing)."""
         size, identity = os.path.getsize(path), file_identity(path)
-        if (not self.binary or not self.unnamed_uploads or not 0 < size <= self.chunk_bytes
-                or cached_sha256(path) or self._named.get(identity)):
-            return None, None
+        if not self.binary or not self.unnamed_uploads or not size:
+            return None, None, None, size
+        known = cached_sha256(path) or self._named.get(identity)
+        if known is not None:
+            return known, None, identity, size
+        if size > self.chunk_bytes:
+            return None, None, None, size
         with open(path, "rb") as fh:
             data = fh.read(size + 1)
         if len(data) != size:
             raise TransferError(f"{path} changed while it was uploaded: upload it again")
-        return data, identity
+        return None, data, identity, size
 
     def _upload_listing(self, listing, name, request_id):
         """Upload a folder's listing (as a blob of its own); the folder's reference."""

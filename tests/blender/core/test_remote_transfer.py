@@ -255,7 +255,8 @@ def test_a_new_file_goes_in_one_request_and_a_known_one_is_asked_for_first(seale
 
 def test_a_folders_small_files_go_several_before_a_reply_and_a_cut_among_them_loses_none(sealed_worker, tmp_path):
     """A sequence of small frames is not one round trip a frame: FILES_IN_FLIGHT of them go before the first
-    reply is awaited. The connection cut among them, the rest go once it is back, each named by its hash."""
+    reply is awaited. The connection cut among them, the rest go once it is back, each named by its hash;
+    submitted again (the next take), each is asked for by that hash, as many at once."""
     from scail2.core import uploads
 
     folder = sealed_worker["client_dir"] / "cut_sequence"
@@ -282,6 +283,12 @@ def test_a_folders_small_files_go_several_before_a_reply_and_a_cut_among_them_lo
         assert [entry["name"] for entry in listing] == sorted(p.name for p in folder.iterdir())
         for entry in listing:
             assert (blobs / entry["sha256"]).read_bytes() == (folder / entry["name"]).read_bytes(), entry["name"]
+        asked_before_answers.clear()
+        before, up_before = transfers._count, transfers.counters["up"]
+        again = transfers._upload_inputs("generate", {"driving": str(folder)}, None)  # the next take's submit
+        assert again["driving"] == job["driving"] and transfers._count - before == 40 + 1  # each file asked for
+        assert asked_before_answers[0] - before == uploads.FILES_IN_FLIGHT  # together too
+        assert transfers.counters["up"] - up_before == (blobs / listing_sha).stat().st_size  # the listing's bytes only
     finally:
         client.close()
         proxy.close()
