@@ -23,7 +23,7 @@ from .worker_tls import WorkerClientError
 INPUT_FIELDS = ("driving", "reference", "driving_mask", "reference_mask")
 LIST_FIELDS = ("extra_references", "extra_reference_masks")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-FILES_IN_FLIGHT = 16  # a folder's small new files sent before the first reply is awaited
+FILES_IN_FLIGHT = 16  # a folder's files asked for (or sent whole) before the first reply is awaited
 
 
 class UploadCancelled(Exception):
