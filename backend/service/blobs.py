@@ -78,8 +78,8 @@ class BlobStore:
         self._finished: dict[tuple[str, str], tuple[str, int]] = {}  # (artist, upload id) -> (sha, size)
         # Bytes the store may still take before the cap can be reached, as of its last look at every blob
         # (None: not looked yet). Looking at every blob for each one completed made an image sequence's
-        # upload slower file by file: 300 files of 50 KB took 6.5, 13.7, 15.8 ms a file in three sequences
-        # in a row, half the connection thread's time spent listing the store.
+        # upload slower file by file: 300 files of 50 KB took 7.6, 12.9, 18.4 ms a file in three sequences
+        # in a row, half the connection thread's time spent listing the store (2.8-3.2 ms once it was not).
         self._room: int | None = None
 
     def _path(self, sha: str) -> Path:
