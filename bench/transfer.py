@@ -207,12 +207,16 @@ def medians_in_turn(repeat: int, *steps) -> tuple[float, ...]:
     return tuple(statistics.median(found) for found in times)
 
 
+def add_folder_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--folder", default=None, help="where the bench's files go (default: the system's "
+                        "temporary folder)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=64, help="size of the throughput file (default 64)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each step and its limit (default 5)")
-    parser.add_argument("--folder", default=None, help="where the bench's files go (default: the system's "
-                        "temporary folder)")
+    add_folder_argument(parser)
     args = parser.parse_args()
     worker_client, transfer = addon_modules()
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:

@@ -349,6 +349,15 @@ def test_the_transfer_bench_uses_binary_frames_and_reports_its_ratio_to_the_raw_
     assert re.search(r"\| fetch 81-frame 512p result .*\| [0-9.]+ \|$", run.stdout, re.M)
 
 
+def test_the_sequence_bench_sends_frames_on_loopback_and_through_a_delaying_proxy():
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "sequence_upload.py"), "--files", "12",
+                          "--sequences", "2", "--delay-ms", "2"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for row in (r"sequence 2 on loopback", r"a new sequence, 2 ms each way",
+                r"the same again \(the next take: every file known\), 2 ms each way"):
+        assert re.search(r"\| " + row + r" \| [0-9.]+ \| [0-9.]+ \|$", run.stdout, re.M), run.stdout
+
+
 def addon_client():
     """The add-on's own client modules (standard library only), imported as Blender imports them."""
     import types
