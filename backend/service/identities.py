@@ -127,6 +127,24 @@ def parse_entries(text: str, path: Path) -> dict[str, Entry]:
     return entries
 
 
+def read_as_saved(path: Path) -> tuple[dict[str, Entry], str | None]:
+    """(the tokens file's entries, why it may be caught mid-save: gone, empty, damaged or ending mid-line;
+    None when it is whole). The worker and the `tokens` command both wait out such a file (SETTLE_S)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, f"the tokens file {path} is gone"
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, f"cannot read the tokens file {path}: {exc}"
+    try:
+        entries = parse_entries(text, path)
+    except TokensFileError as exc:
+        return {}, str(exc)
+    if not text:
+        return {}, f"the tokens file {path} is empty"
+    return entries, None if text.endswith("\n") else f"the tokens file {path} ends mid-line"
+
+
 def write_entries(path: Path, entries: dict[str, Entry]) -> None:
     """The tokens file, whole (readable by its owner only), put in place in one step."""
     path = Path(path)
@@ -224,7 +242,7 @@ class TokenBook:
             return
         from .jobs import log
 
-        entries, unfinished = self._read()
+        entries, unfinished = read_as_saved(self.path)
         if unfinished is not None and self._settling(stamp):
             return  # maybe caught mid-save: the last table stands until the file has been still a moment
         self._stamp, self._known, self._entries = stamp, {}, entries
@@ -232,22 +250,6 @@ class TokenBook:
             log(f"{unfinished}: refusing every named token until it is fixed")
             return
         log(f"tokens file {self.path} changed: {len(self._entries)} named tokens")
-
-    def _read(self) -> tuple[dict[str, Entry], str | None]:
-        """(the file's entries, why it may be unfinished: gone, empty, damaged or ending mid-line; else None)."""
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}, f"the tokens file {self.path} is gone"
-        except (OSError, UnicodeDecodeError) as exc:
-            return {}, f"cannot read the tokens file {self.path}: {exc}"
-        try:
-            entries = parse_entries(text, self.path)
-        except TokensFileError as exc:
-            return {}, str(exc)
-        if not text:
-            return {}, f"the tokens file {self.path} is empty"
-        return entries, None if text.endswith("\n") else f"the tokens file {self.path} ends mid-line"
 
     def _settling(self, stamp: tuple | None) -> bool:
         """Whether the file changed less than SETTLE_S ago (when gone: first seen gone that recently)."""

@@ -25,7 +25,7 @@ except ImportError:  # Windows: no flock
 
 import protocol
 
-from .identities import (SETTLE_S, TOKEN_BYTES, Entry, TokensFileError, check_name, hash_token, parse_entries,
+from .identities import (SETTLE_S, TOKEN_BYTES, Entry, TokensFileError, check_name, hash_token, read_as_saved,
                          read_entries, write_entries)
 from .tls import default_tls_dir
 
@@ -100,25 +100,16 @@ def read_when_saved(path: Path) -> dict[str, Entry]:
     written yet. Such a file is read again until it ends whole or has stayed as it is for SETTLE_S."""
     deadline = time.monotonic() + 10 * SETTLE_S  # a modification time in the future (another clock) waits no longer
     while True:
+        entries, unfinished = read_as_saved(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
-            if text.endswith("\n"):
-                return parse_entries(text, path)
             changed = os.stat(path).st_mtime
         except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError, TokensFileError):
-            changed = _modified(path)
+            return {}  # no file (yet): the first artist
+        if unfinished is None:
+            return entries
         if time.time() - changed >= SETTLE_S or time.monotonic() > deadline:
             return read_entries(path)  # as it is: a damaged file is refused in one line, an empty one names nobody
         time.sleep(SETTLE_S / 10)
-
-
-def _modified(path: Path) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0
 
 
 def _change(path: Path, args: argparse.Namespace) -> str | None:
