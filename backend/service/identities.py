@@ -167,13 +167,14 @@ class TokenBook:
         self._stamp: tuple | None = None
         self._gone_since: float | None = None  # when the file was first seen gone (a save that replaces it)
         self._entries: dict[str, Entry] = {}
+        self._whole = False  # _entries are a whole file's (not a damaged or vanished one's)
         self._known: dict[bytes, str] = {}  # sha256(token) -> name, for the file as it is now
         if self.path is not None:
             if not os.path.exists(self.path):  # a mistyped path would start a worker nobody can reach
                 raise TokensFileError(f"no tokens file at {self.path}: add an artist first with "
                                       f"`python -m backend tokens --file {self.path} add NAME`")
             self._entries = read_entries(self.path)  # a damaged file stops the start, in one line
-            self._stamp = self._stat()
+            self._stamp, self._whole = self._stat(), True
 
     @property
     def required(self) -> bool:
@@ -224,6 +225,17 @@ class TokenBook:
             entry = self._entries.get(identity.name)
         return entry is not None and (entry.role == protocol.ROLE_ADMIN) == identity.admin
 
+    def revoked(self, owners: set[str]) -> set[str]:
+        """The named `owners` a whole tokens file no longer holds: their jobs are to stop. None of them while
+        the file is damaged or gone: that refuses every named token until it is fixed, but stops no one's work."""
+        if self.path is None:
+            return set()
+        with self._lock:
+            self._refresh()
+            if not self._whole:
+                return set()
+            return {owner for owner in owners if owner and owner not in self._entries}
+
     def _stat(self) -> tuple | None:
         try:
             stat = self.path.stat()
@@ -245,7 +257,7 @@ class TokenBook:
         entries, unfinished = read_as_saved(self.path)
         if unfinished is not None and self._settling(stamp):
             return  # maybe caught mid-save: the last table stands until the file has been still a moment
-        self._stamp, self._known, self._entries = stamp, {}, entries
+        self._stamp, self._known, self._entries, self._whole = stamp, {}, entries, unfinished is None
         if unfinished is not None and not entries:
             log(f"{unfinished}: refusing every named token until it is fixed")
             return

@@ -4,7 +4,8 @@
 handler asks it before it answers: a job or a folder that is not the asker's gets the same
 answer as one that does not exist (no reply tells another artist's job ids or folders apart
 from made-up ones). An admin sees and cancels everything; a transfer-mode connection never sees
-the jobs of local clients (their folders are not under the jobs root).
+the jobs of local clients (their folders are not under the jobs root). The jobs of an artist whose
+token is revoked stop: queued ones never start, a running one stops at its next step.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from typing import TYPE_CHECKING
 import protocol
 
 from .identities import EVERYONE, FolderOwners, Identity, TokenBook
-from .jobs import Job, ProtocolFailure
+from .jobs import Job, ProtocolFailure, log
 
 if TYPE_CHECKING:
+    import threading
+
+    from .blobs import BlobStore
     from .quotas import FairQueue
     from .serve import Output
 
@@ -33,7 +37,10 @@ class Sharing:
     owners: FolderOwners
     jobs_root: Path
     max_queued: int
+    blobs: BlobStore
+    _cond: threading.Condition
     _queue: FairQueue
+    _running: Job | None
     _job_owners: dict[str, str]
 
     def _sees_job(self, job: Job, output: Output) -> bool:
@@ -69,3 +76,29 @@ class Sharing:
         """Jobs of other owners that start (or run) before `job` (in `active`'s order)."""
         ahead = active[: active.index(job)] if job in active else active
         return sum(1 for other in ahead if other.owner != job.owner)
+
+    def _stop_revoked(self) -> None:
+        """Cancel the jobs of artists taken out of the tokens file: a queued one never starts, the running one
+        stops at its next step. Revoking is how a studio takes the GPU from someone who may no longer use it
+        (a new token for the same artist is `tokens add --replace`, which stops nothing)."""
+        if not self.book.named:
+            return
+        with self._cond:
+            owners = {job.owner for job in self._queue}
+            owners |= {self._running.owner} if self._running is not None else set()
+        revoked = self.book.revoked(owners)  # outside _cond: the book has a lock of its own
+        if not revoked:
+            return
+        with self._cond:
+            dropped = [job for job in self._queue if job.owner in revoked]
+            for job in dropped:
+                self._queue.remove(job)
+                job.status = "cancelled"
+                self.blobs.release(job.blobs)
+            running = self._running if self._running is not None and self._running.owner in revoked else None
+            if running is not None and not running.cancel.is_set():
+                running.cancel.set()  # the job thread reports `cancelled` once it has stopped
+                log(f"job {running.id} stops: {running.owner}'s token was revoked")
+        for job in dropped:
+            log(f"job {job.id} cancelled before it started: {job.owner}'s token was revoked")
+            self._broadcast("cancelled", job=job.id, job_dir=str(job.job_dir), was="queued")

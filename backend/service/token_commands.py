@@ -2,7 +2,8 @@
 
     python -m backend tokens add NAME [--admin]   # prints the new token once; only its hash is kept
     python -m backend tokens list                 # names and roles, never a token
-    python -m backend tokens revoke NAME          # refused at once, on open connections too
+    python -m backend tokens add NAME --replace   # a new token for NAME; the old one stops working
+    python -m backend tokens revoke NAME          # refused at once, on open connections too; NAME's jobs stop
 
 A running worker reads the file again when it changes, so none of these needs a restart. Each waits for a
 file an editor is saving this moment (`read_when_saved`), and changes it under a lock.
@@ -45,7 +46,8 @@ def add_tokens_arguments(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--replace", action="store_true", help="give an existing artist a new token (the old one "
                      "stops working)")
     actions.add_parser("list", help="the artists and their roles (tokens are never shown again)")
-    revoke = actions.add_parser("revoke", help="remove an artist: their token is refused at once")
+    revoke = actions.add_parser("revoke", help="remove an artist: their token is refused at once and their queued "
+                                "and running jobs are cancelled")
     revoke.add_argument("name")
 
 
@@ -122,7 +124,8 @@ def _change(path: Path, args: argparse.Namespace) -> str | None:
         write_entries(path, entries)
         return None
     if name in entries and not args.replace:
-        raise TokensFileError(f"{name} has a token already: revoke it first or add --replace")
+        raise TokensFileError(f"{name} has a token already: add --replace to give them a new one "
+                              "(revoke would also cancel their jobs)")
     token = secrets.token_urlsafe(TOKEN_BYTES)
     entries[name] = Entry(name, protocol.ROLE_ADMIN if args.admin else protocol.ROLE_ARTIST, hash_token(token))
     write_entries(path, entries)

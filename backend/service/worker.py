@@ -190,6 +190,7 @@ class Worker(Requests, Transfers, Sharing):
     # -- the job thread -----------------------------------------------------------------------
     def _job_loop(self) -> None:
         while True:
+            self._stop_revoked()  # before the next job is taken: a revoked artist's never starts
             with self._cond:
                 while not self._queue and not self.stopping.is_set():
                     if self._free_when_idle:
@@ -231,8 +232,10 @@ class Worker(Requests, Transfers, Sharing):
 
         def on_event(kind: str, **fields: Any) -> None:
             # Cancellation also lands between phases, not only between denoising steps.
-            if kind == "progress" and job.cancel.is_set():
-                raise Cancelled()
+            if kind == "progress":
+                self._stop_revoked()  # the running job's owner, and the queued jobs, between steps
+                if job.cancel.is_set():
+                    raise Cancelled()
             if kind == "done":
                 job.status = "done"  # before the event: a list_jobs answered after it no longer shows the job
                 fields["job_dir"] = str(job.job_dir)

@@ -1,8 +1,8 @@
 """A worker a studio shares: three named artists and an admin against one real TLS worker on
 127.0.0.1 (tiny profile), each through their own real TLS connection. Each lists, fetches and
 cancels only their own jobs (another's job id gets the answer a made-up one gets), a token revoked
-with `python -m backend tokens` is refused at once on an open connection, 3 x 4 queued jobs start
-in turns, an artist's quota is enforced, and faults on the wire are answered in one line."""
+with `python -m backend tokens` is refused at once on an open connection (and that artist's jobs stop),
+3 x 4 queued jobs start in turns, an artist's quota is enforced, and faults on the wire are answered in one line."""
 
 from __future__ import annotations
 
@@ -297,6 +297,38 @@ def test_a_revoked_token_is_refused_at_once_on_an_open_connection(studio):
     again = Client(studio.port, studio.tokens["carol"])
     assert again.capabilities["code"] == "unauthorized" and again.closed.wait(30)
     assert Client(studio.port, studio.tokens["bob"]).request("ping")["type"] == "ok"
+
+
+def test_revoking_an_artist_stops_their_running_and_queued_jobs_and_the_queue_goes_on(studio):
+    """A departed artist's token revoked: their running job stops at its next step and their queued ones never
+    start (the admin sees each `cancelled`), while another artist's job queued behind them runs."""
+    added = subprocess.run([sys.executable, "-m", "backend", "tokens", "--file", str(studio.home / "tokens"),
+                            "add", "dave"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stderr
+    dave, bob, boss = (Client(studio.port, token) for token in (added.stdout.strip(), studio.tokens["bob"],
+                                                                 studio.tokens["boss"]))
+    driving, reference = dave.upload(DRIVING), dave.upload(REFERENCE)
+    assert bob.upload(DRIVING) == driving and bob.upload(REFERENCE) == reference
+    long_job = dave.request("submit", job=small_job(driving=driving, reference=reference, steps=2000))
+    daves = [long_job["job"]] + [dave.request("submit", job=small_job(driving=driving, reference=reference,
+                                                                       seed=k))["job"] for k in range(2)]
+    bobs = bob.request("submit", job=small_job(driving=driving, reference=reference, seed=7))["job"]
+    boss.wait(lambda: any(e["type"] == "progress" and e["job"] == daves[0] and e.get("step") for e in boss.events))
+    revoked = subprocess.run([sys.executable, "-m", "backend", "tokens", "--file", str(studio.home / "tokens"),
+                              "revoke", "dave"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert revoked.returncode == 0, revoked.stderr
+    ends = [boss.wait(lambda job_id=job_id: boss.ended(job_id), timeout=120) for job_id in daves]
+    assert [(e["type"], e["was"]) for e in ends] == [("cancelled", "running"), ("cancelled", "queued"),
+                                                       ("cancelled", "queued")]
+    assert not any(e["type"] == "started" and e["job"] in daves[1:] for e in boss.events)
+    assert bob.wait(lambda: bob.ended(bobs))["type"] == "done"
+    assert not [e for e in boss.request("list_jobs")["jobs"] if e.get("owner") == "dave" and e["status"] in
+                ("queued", "running")]
+    studio.wait_stderr(rf"job {daves[0]} stops: dave's token was revoked")
+    studio.wait_stderr(rf"job {daves[2]} cancelled before it started: dave's token was revoked")
+    assert dave.request("list_jobs")["code"] == "unauthorized" and dave.closed.wait(30)
+    for client in (bob, boss):
+        client.close()
 
 
 def test_an_editor_saving_the_tokens_file_in_place_drops_no_artist(studio):

@@ -74,6 +74,31 @@ def test_a_tokens_file_caught_mid_save_by_an_editor_refuses_nobody_until_it_has_
     assert book.identify("ann-secret-token-123") is None and not book.is_current(ann)
 
 
+def test_only_a_whole_file_without_an_artist_stops_their_jobs(tmp_path):
+    """`revoked` names the owners whose jobs the worker stops: those a whole file leaves out. A new token for
+    the same artist (`--replace`), the unnamed `--token` identity, or a file damaged or gone stop no one."""
+    path = tmp_path / "tokens"
+    entries = {name: Entry(name, "artist", hash_token(f"{name}-secret-token-1")) for name in ("ann", "ben")}
+    write_entries(path, entries)
+    book = TokenBook(path, shared="the-old-shared-token")
+    owners = {"ann", "ben", "", "never-named"}
+    assert book.revoked(owners) == {"never-named"}
+    write_entries(path, {**entries, "ann": Entry("ann", "artist", hash_token("ann-new-token-12345"))})  # replaced
+    assert book.revoked({"ann", "ben", ""}) == set()
+    path.write_text("ann artist not-a-hash\n")  # damaged: every named token refused, but no job stopped
+    _still_for(path, 1.0)
+    assert book.identify("ben-secret-token-1") is None and book.revoked(owners) == set()
+    path.unlink()
+    assert book.revoked(owners) == set()
+    time.sleep(identities.SETTLE_S + 0.1)
+    assert book.revoked(owners) == set()  # gone for good: still no one's jobs stopped
+    write_entries(path, {"ben": entries["ben"]})  # ann revoked, by the tokens command
+    assert book.revoked(owners) == {"ann", "never-named"}
+    write_entries(path, {})  # the last artist revoked: the file keeps its heading line, and is whole
+    assert book.revoked(owners) == {"ann", "ben", "never-named"}
+    assert TokenBook(None, "the-old-shared-token").revoked({"ann", ""}) == set()  # no named tokens
+
+
 def test_the_queue_takes_turns_between_owners_in_submission_order_within_each(tmp_path):
     queue = FairQueue()
     jobs = [Job(f"{owner}{k}", {}, tmp_path / f"{owner}{k}", owner=owner) for owner in "abc" for k in range(3)]

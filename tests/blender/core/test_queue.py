@@ -386,9 +386,9 @@ def test_a_token_revoked_mid_job_ends_its_jobs_and_the_next_token_is_used(tmp_pa
         assert "paste it as Token" in queue.notice and not queue.busy
         queue.set_worker(jobs.RemoteWorker("127.0.0.1", port, new))  # what Generate does with the preferences
         again = queue.submit(small_spec())
-        # The worker still runs the revoked artist's job to its end first (one job at a time): with two test
-        # suites sharing the two cores this wait passed 120 s (the whole test took 188 s run alone then).
-        pump.until(lambda: again.finished, timeout=600)
+        # The revoked artist's 2000-step job stopped at its next step (it used to run to its end first, and this
+        # wait passed 120 s with two test suites sharing the two cores).
+        pump.until(lambda: again.finished, timeout=240)
         assert again.status == "done", again.error
         queue.shutdown()
     finally:
