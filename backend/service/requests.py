@@ -63,6 +63,9 @@ class Requests:
             identity = self.book.identify(message.get("token"))  # checked on every request: revoked is refused
             if identity is None:
                 raise ProtocolFailure(UNAUTHORIZED, "unauthorized: wrong, revoked or missing token; connection closed")
+            if self.book.named and identity != getattr(output, "identity", None):  # who is behind it, for the log
+                log(f"{getattr(output, 'name', 'a client')} is {identity.name or 'the unnamed --token identity'}"
+                    + (" (admin)" if identity.admin else ""))
             output.identity = identity
             kind = message["type"]
             if kind not in protocol.REQUESTS:

@@ -241,7 +241,8 @@ class Worker(Requests, Transfers, Sharing):
                 fields["job_dir"] = str(job.job_dir)
             emit(kind, **fields)
 
-        log(f"job {job.id} ({job.task}) starts in {job.job_dir}")
+        whose = f" for {job.owner}" if self.book.named and job.owner else ""
+        log(f"job {job.id} ({job.task}){whose} starts in {job.job_dir}")
         try:
             TASKS[job.task](self, job, emit, on_event)
         except Cancelled:
