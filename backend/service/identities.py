@@ -101,7 +101,7 @@ def read_entries(path: Path) -> dict[str, Entry]:
     """The entries of a tokens file by name (none when there is no file); TokensFileError (one line) when
     it is damaged."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Notepad) is not a name
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
@@ -131,7 +131,7 @@ def read_as_saved(path: Path) -> tuple[dict[str, Entry], str | None]:
     """(the tokens file's entries, why it may be caught mid-save: gone, empty, damaged or ending mid-line;
     None when it is whole). The worker and the `tokens` command both wait out such a file (SETTLE_S)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Notepad) is not a name
     except FileNotFoundError:
         return {}, f"the tokens file {path} is gone"
     except (OSError, UnicodeDecodeError) as exc:
@@ -257,7 +257,8 @@ class TokenBook:
         entries, unfinished = read_as_saved(self.path)
         if unfinished is not None and self._settling(stamp):
             return  # maybe caught mid-save: the last table stands until the file has been still a moment
-        self._stamp, self._known, self._entries, self._whole = stamp, {}, entries, unfinished is None
+        # Still for SETTLE_S, a file that parses is whole even without its last newline (some editors leave it off)
+        self._stamp, self._known, self._entries, self._whole = stamp, {}, entries, bool(entries) or unfinished is None
         if unfinished is not None and not entries:
             log(f"{unfinished}: refusing every named token until it is fixed")
             return

@@ -96,6 +96,11 @@ def test_only_a_whole_file_without_an_artist_stops_their_jobs(tmp_path):
     assert book.revoked(owners) == {"ann", "never-named"}
     write_entries(path, {})  # the last artist revoked: the file keeps its heading line, and is whole
     assert book.revoked(owners) == {"ann", "ben", "never-named"}
+    # Saved by an editor that adds a BOM and leaves off the last newline (Notepad, VS Code): ben again, ann not.
+    path.write_bytes(b"\xef\xbb\xbf" + entries["ben"].line().encode())
+    assert book.revoked(owners) == {"ann", "ben", "never-named"}  # maybe cut mid-line: the last table stands
+    _still_for(path, 1.0)
+    assert book.revoked(owners) == {"ann", "never-named"} and book.identify("ben-secret-token-1").name == "ben"
     assert TokenBook(None, "the-old-shared-token").revoked({"ann", ""}) == set()  # no named tokens
 
 
