@@ -322,7 +322,8 @@ def run_serve(args: argparse.Namespace) -> int:
         worker = Worker(model, args.device, memory_args, jobs_root, token=token,
                         segmentation_weights=(args.sam3_weights, args.sam2_weights),
                         blob_cap=max(0, int(args.blob_cap_gb * (1 << 30))), tokens_file=args.tokens,
-                        max_queued_per_artist=args.max_queued_per_artist)
+                        max_queued_per_artist=args.max_queued_per_artist,
+                        keep_queue=listen is not None)  # a served worker's queue outlives a restart
     except TokensFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -61,6 +61,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     blobs: tuple = ()  # uploaded blobs the job reads (held in the store until it ends)
     owner: str = ""  # the identity that submitted it (identities.Identity.name)
+    postponed: bool = False  # stopped with the worker, kept in its queue file (`kept_queue`) for the next start
 
 
 class ProtocolFailure(Exception):

@@ -205,12 +205,14 @@ class Requests:
             running = self._running
             if running is not None and running.id == job_id and self._sees_job(running, output):
                 running.cancel.set()
+                self._save_queue()
                 return None  # the job thread reports `cancelled` once the job has stopped
             for job in self._queue:
                 if job.id == job_id and self._sees_job(job, output):
                     self._queue.remove(job)
                     job.status = "cancelled"
                     self.blobs.release(job.blobs)
+                    self._save_queue()
                     break
             else:
                 raise ProtocolFailure(UNKNOWN_JOB, f"no queued or running job {job_id!r}")
@@ -327,6 +329,7 @@ class Requests:
             others_ahead = self._others_ahead(active, job)
             self.blobs.hold(job.blobs)  # released by the job thread when it ends, or by a cancel while queued
             self._session_dirs.add(job.job_dir)
+            self._save_queue()
             self._cond.notify_all()
         return "queued", {"job": job.id, "job_dir": str(job.job_dir), "position": position,
                           "others_ahead": others_ahead}

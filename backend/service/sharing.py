@@ -96,9 +96,12 @@ class Sharing:
                 job.status = "cancelled"
                 self.blobs.release(job.blobs)
             running = self._running if self._running is not None and self._running.owner in revoked else None
-            if running is not None and not running.cancel.is_set():
+            stopped = running is not None and not running.cancel.is_set()
+            if stopped:
                 running.cancel.set()  # the job thread reports `cancelled` once it has stopped
                 log(f"job {running.id} stops: {running.owner}'s token was revoked")
+            if dropped or stopped:
+                self._save_queue()
         for job in dropped:
             log(f"job {job.id} cancelled before it started: {job.owner}'s token was revoked")
             self._broadcast("cancelled", job=job.id, job_dir=str(job.job_dir), was="queued")

@@ -86,6 +86,7 @@ from .jobs import (
 )
 from .blobs import DEFAULT_CAP_BYTES, BlobStore
 from .identities import EVERYONE, FolderOwners, TokenBook
+from .kept_queue import QUEUE_FILE, QueueKeeping
 from .quotas import DEFAULT_MAX_QUEUED, FairQueue
 from .requests import Requests
 from .sharing import Sharing
@@ -96,13 +97,13 @@ if TYPE_CHECKING:
     from .ports import EventOutput as Output
 
 
-class Worker(Requests, Transfers, Sharing):
+class Worker(Requests, Transfers, Sharing, QueueKeeping):
     """Job queue, model and request handling, independent of the transport."""
 
     def __init__(self, model: str, device: str | None, memory_args: dict, jobs_root: Path, token: str | None = None,
                  segmentation_weights: tuple[Path | None, Path | None] = (None, None),
                  blob_cap: int = DEFAULT_CAP_BYTES, tokens_file: Path | None = None,
-                 max_queued_per_artist: int = DEFAULT_MAX_QUEUED):
+                 max_queued_per_artist: int = DEFAULT_MAX_QUEUED, keep_queue: bool = False):
         from ..segmentation.run import Segmenters
 
         self.model, self.device_name, self.memory_args = model, device, memory_args
@@ -126,14 +127,18 @@ class Worker(Requests, Transfers, Sharing):
         self._job_owners: dict[str, str] = {}  # job id -> owner: whose connections get its events
         self.stopping = threading.Event()
         self._job_thread = threading.Thread(target=self._job_loop, name="scail2-job", daemon=True)
+        self._queue_file = self.jobs_root / QUEUE_FILE if keep_queue else None  # `kept_queue`: a served worker's
+        if self._queue_file is not None:
+            self._restore_queue()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self._job_thread.start()
 
     def close(self) -> bool:
-        """Stop the running job (it stays resumable), drop the queue, wait for the job thread, drop
-        the model; False when the job thread did not stop in time.
+        """Stop the running job (it stays resumable), drop the queue (a kept one waits in its file for the
+        next start: its jobs are not cancelled), wait for the job thread, drop the model; False when the
+        job thread did not stop in time.
 
         The model and the jobs' garbage are freed here, in the thread that exits: freed later
         by a daemon thread while the interpreter finalizes, a tensor aborts the process
@@ -144,9 +149,11 @@ class Worker(Requests, Transfers, Sharing):
             dropped = list(self._queue)
             self._queue.clear()
             if self._running is not None:
+                # A kept queue's running job runs again at the next start (one cancelled already does not).
+                self._running.postponed = self._queue_file is not None and not self._running.cancel.is_set()
                 self._running.cancel.set()
             self._cond.notify_all()
-        for job in dropped:
+        for job in dropped if self._queue_file is None else ():
             self._broadcast("cancelled", job=job.id, job_dir=str(job.job_dir), was="queued")
         if self._job_thread.ident is not None:  # started
             self._job_thread.join(SHUTDOWN_GRACE_S)
@@ -219,6 +226,7 @@ class Worker(Requests, Transfers, Sharing):
             self.blobs.release(job.blobs)
             with self._cond:
                 self._running = None
+                self._save_queue()
                 self._cond.notify_all()
 
     def _run_job(self, job: Job) -> tuple[str, str, str] | None:
@@ -247,6 +255,9 @@ class Worker(Requests, Transfers, Sharing):
             TASKS[job.task](self, job, emit, on_event)
         except Cancelled:
             job.status = "cancelled"
+            if job.postponed:
+                log(f"job {job.id} stops with the worker; it resumes at the next start")
+                return None  # not cancelled: the add-on that reconnects finds it queued again
             summary = folder_summary(job.job_dir)
             emit("cancelled", job_dir=str(job.job_dir), was="running",
                  completed_segments=summary.get("completed_segments", 0),
