@@ -160,8 +160,13 @@ class QueueEvents:
 
     def _reconcile(self, listed):
         """After a reconnection: jobs the worker no longer lists ended meanwhile; their folders say how."""
-        alive = {entry.get("job") for entry in listed if entry.get("status") in ("queued", "running")}
+        alive = {entry.get("job"): entry for entry in listed if entry.get("status") in ("queued", "running")}
         for job in self.active_jobs():
+            if job.id in alive and alive[job.id]["status"] == "queued" and job.status == "running":
+                # A worker restarted meanwhile queued it again (it keeps its queue): it starts again later.
+                job.status, job.position = "queued", alive[job.id].get("position")
+                job.others_ahead = alive[job.id].get("others_ahead") or 0
+                self._change(job, "queued")
             if not job.id or job.id in alive:
                 continue
             state = read_json(os.path.join(job.job_dir, protocol.STATE_NAME))

@@ -325,9 +325,12 @@ def _serve_remote(tmp_path, port, *auth):
          "--jobs-root", str(tmp_path / "remote"), "--listen", "127.0.0.1:{:d}".format(port), *auth],
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
+    proc.log = []  # its stderr, for a failure's message
     for raw in proc.stderr:
+        proc.log.append(raw.decode("utf-8", "replace"))
         if b"listening on" in raw:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            threading.Thread(target=lambda: proc.log.extend(line.decode("utf-8", "replace") for line in proc.stderr),
+                             daemon=True).start()
             return proc
     process_guard.end(proc)
     pytest.fail("the worker did not listen (status {!r})".format(proc.wait()))
@@ -355,6 +358,33 @@ def test_remote_worker(tmp_path):
         assert queue.capabilities is not None
         queue.shutdown()
         assert proc.poll() is None  # a remote worker keeps running
+    finally:
+        process_guard.end(proc)
+
+
+@needs_backend
+def test_jobs_go_on_after_the_remote_worker_is_restarted(tmp_path):
+    """The worker's machine is restarted (SIGTERM, as systemd stops it) while one job runs and one waits:
+    the add-on reconnects to the new worker, finds both queued again and follows them to their end."""
+    port, token = _free_port(), "s3cret-s3cret-s3cret"
+    proc = _serve_remote(tmp_path, port, "--token", token)
+    try:
+        queue = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, token), str(tmp_path / "jobs"))
+        pump = Pump(queue)
+        first, second = queue.submit(small_spec(steps=200)), queue.submit(small_spec(seed=4))
+        pump.until(lambda: first.status == "running" and first.step >= 1 and second.status == "queued")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        time.sleep(0.5)  # its last log lines read
+        assert any("stops with the worker; it resumes at the next start" in line for line in proc.log), proc.log
+        pump.until(lambda: "lost the connection" in queue.notice, timeout=60)
+        assert first.status == "running" and second.status == "queued"  # not failed, not cancelled
+        proc = _serve_remote(tmp_path, port, "--token", token)
+        pump.until(lambda: first.finished and second.finished, timeout=600)
+        assert (first.status, second.status) == ("done", "done"), (first.error, second.error, "".join(proc.log))
+        assert any("2 jobs of before the restart queued again" in line for line in proc.log), proc.log
+        assert os.path.isfile(first.manifest) and os.path.isfile(second.manifest)
+        queue.shutdown()
     finally:
         process_guard.end(proc)
 
