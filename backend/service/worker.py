@@ -28,7 +28,8 @@ Requests and what they produce (every reply echoes the request's `request_id`):
 * check_inputs {job: JobSpec dict} -> input_checks {report: InputCheckReport} (run in a thread of its
   own, to the asking connection only; bad_input at once for a file that cannot be used)
 * free_memory -> ok (the model is dropped now, or after the current job when one runs)
-* shutdown -> ok, then the worker stops the running job (resumable) and exits 0
+* shutdown -> ok, then the worker stops the running job (resumable) and exits 0 (a served worker keeps its
+  queue for the next start, cancelling nothing: `kept_queue`)
 * ping -> ok (a TCP client's keep-alive: silent connections are closed after the idle timeout)
 * blob_status, blob_put, list_files, fetch, fetch_files, fetch_changed: files over the connection (`transfer`)
 
