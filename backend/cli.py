@@ -317,6 +317,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     _interrupt_on_termination()
     from .service.identities import TokensFileError
+    from .service.kept_queue import JobsRootBusy
 
     try:
         worker = Worker(model, args.device, memory_args, jobs_root, token=token,
@@ -324,7 +325,7 @@ def run_serve(args: argparse.Namespace) -> int:
                         blob_cap=max(0, int(args.blob_cap_gb * (1 << 30))), tokens_file=args.tokens,
                         max_queued_per_artist=args.max_queued_per_artist,
                         keep_queue=listen is not None)  # a served worker's queue outlives a restart
-    except TokensFileError as exc:
+    except (TokensFileError, JobsRootBusy, UserError) as exc:  # UserError: a jobs root that cannot be made
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if listen is None:

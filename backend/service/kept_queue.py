@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import protocol
 
 from ..pipeline.durable import write_json_atomic
+from ..pipeline.job_folder import FolderClaim, JobDirectoryError, live_holder
 from .jobs import Job, ProtocolFailure, folder_summary, is_finished, log, read_json
 
 if TYPE_CHECKING:
@@ -27,6 +28,21 @@ if TYPE_CHECKING:
 
 QUEUE_FILE = ".queue.json"  # under the jobs root (a dot name: never a remote client's job folder)
 FORMAT = 1
+
+
+class JobsRootBusy(ValueError):
+    """Another served worker holds the jobs root; one line."""
+
+
+def claim_jobs_root(jobs_root: Path) -> FolderClaim:
+    """The jobs root's lock, held for as long as the worker serves: a second worker started on it would queue
+    the same kept jobs again and run them twice (and share its job owners and uploads' bookkeeping)."""
+    try:
+        return FolderClaim(jobs_root).claim()
+    except JobDirectoryError:
+        holder = live_holder(jobs_root)
+        raise JobsRootBusy(f"another worker{f' (PID {holder})' if holder else ''} serves jobs from {jobs_root}: "
+                           "stop it, or give this one a --jobs-root of its own") from None
 
 
 def save_queue(path: Path, jobs: list[Job]) -> None:

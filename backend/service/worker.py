@@ -87,7 +87,7 @@ from .jobs import (
 )
 from .blobs import DEFAULT_CAP_BYTES, BlobStore
 from .identities import EVERYONE, FolderOwners, TokenBook
-from .kept_queue import QUEUE_FILE, QueueKeeping
+from .kept_queue import QUEUE_FILE, QueueKeeping, claim_jobs_root
 from .quotas import DEFAULT_MAX_QUEUED, FairQueue
 from .requests import Requests
 from .sharing import Sharing
@@ -129,6 +129,7 @@ class Worker(Requests, Transfers, Sharing, QueueKeeping):
         self.stopping = threading.Event()
         self._job_thread = threading.Thread(target=self._job_loop, name="scail2-job", daemon=True)
         self._queue_file = self.jobs_root / QUEUE_FILE if keep_queue else None  # `kept_queue`: a served worker's
+        self._root_claim = claim_jobs_root(self.jobs_root) if keep_queue else None  # JobsRootBusy: one line
         if self._queue_file is not None:
             self._restore_queue()
 
@@ -162,6 +163,8 @@ class Worker(Requests, Transfers, Sharing, QueueKeeping):
             log("the running job did not stop in time; exiting anyway (its finished segments are kept)")
             return False
         self._unload()
+        if self._root_claim is not None:
+            self._root_claim.release()
         return True
 
     # -- connections --------------------------------------------------------------------------
