@@ -131,6 +131,14 @@ class SocketTransport(Transport):
             try:
                 sock = self._tls.wrap_socket(sock)
                 check_certificate(sock, self._fingerprint, "{:s}:{:d}".format(*self._address))
+            except ssl.SSLError as ex:
+                sock.close()
+                if getattr(ex, "reason", None) not in protocol.PLAIN_PEER_REASONS:
+                    raise
+                raise ConnectionError(  # a reconnection tries again, as for a worker not there
+                    "it answers without TLS: a worker started without --tls serves its own machine only; there (or "
+                    "through an SSH tunnel) clear the Certificate in the preferences, else start it with --tls"
+                ) from None
             except BaseException:
                 sock.close()
                 raise

@@ -128,7 +128,7 @@ class WorkerClient:
             answer = client._wait_for(
                 lambda m: m.get("type") == "capabilities"
                 or m.get("code") in (protocol.errors.UNAUTHORIZED, protocol.errors.CONNECTION_LOST,
-                                     protocol.errors.PROTOCOL_MISMATCH),
+                                     protocol.errors.PROTOCOL_MISMATCH, protocol.errors.BAD_REQUEST),
                 timeout,
             )
         except WorkerClientError:
@@ -137,7 +137,8 @@ class WorkerClient:
             client.close()
             if answer is not None and answer.get("code") == protocol.errors.UNAUTHORIZED:
                 raise WorkerClientError("the worker at {:s} refused the token".format(where))
-            if answer is not None and answer.get("code") == protocol.errors.PROTOCOL_MISMATCH:
+            if answer is not None and answer.get("code") in (protocol.errors.PROTOCOL_MISMATCH,
+                                                             protocol.errors.BAD_REQUEST):  # e.g. TLS only
                 raise WorkerClientError("the worker at {:s}: {:s}".format(where, answer["message"]))
             raise WorkerClientError("the worker at {:s} did not answer".format(where))
         if answer.get("mode") == "transfer":

@@ -67,6 +67,13 @@ def link_name_for(file_name: str) -> str:
     return stem + extension
 
 
+# OpenSSL's reasons for a TLS handshake that met plain TCP at the other end (`ssl.SSLError.reason`): a worker
+# started without --tls, or a client that speaks without TLS. Both ends say so in plain words.
+PLAIN_PEER_REASONS = ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE",
+                      "PACKET_LENGTH_TOO_LONG")
+TLS_ONLY = ("this worker takes TLS connections only: paste the certificate fingerprint it printed into the "
+            "add-on's preferences (Worker: Certificate)")
+
 # Error codes of a shared worker (with those of backend.service.jobs).
 ROLE_ARTIST = "artist"
 ROLE_ADMIN = "admin"  # sees and cancels every identity's jobs

@@ -23,7 +23,7 @@ import protocol
 from protocol.direct_io import PAYLOAD_BUFFERS
 
 from .guard import AUTH_FAILURE_DELAY_S, AuthGuard
-from .jobs import IDLE_TIMEOUT, UNAUTHORIZED, log
+from .jobs import BAD_REQUEST, IDLE_TIMEOUT, UNAUTHORIZED, log
 
 if TYPE_CHECKING:
     from .ports import LineHandler
@@ -117,6 +117,11 @@ def serve_connection(worker: LineHandler, conn: socket.socket, peer: tuple, tls:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
             conn.settimeout(min(HANDSHAKE_TIMEOUT_S, auth_timeout))
+            if _speaks_plain_lines(conn):  # the add-on without a fingerprint: told why, in words it can read
+                log(f"{name}: {handshake_failure(None)}; closed")
+                conn.sendall(protocol.error_event(BAD_REQUEST, protocol.TLS_ONLY).encode())
+                _close_after_reading(conn)
+                return
             try:
                 conn = tls.wrap_socket(conn, server_side=True)
             except (OSError, ssl.SSLError) as exc:
@@ -141,10 +146,32 @@ def serve_connection(worker: LineHandler, conn: socket.socket, peer: tuple, tls:
             pass
 
 
-def handshake_failure(exc: BaseException) -> str:
-    """Why a TLS handshake failed, in one line (the common case said plainly: a client without TLS)."""
+def _close_after_reading(conn: socket.socket, seconds: float = 2.0) -> None:
+    """Say we are done, then read what the client sent until it hangs up: a socket closed with bytes unread
+    resets the connection, and the reset can reach the client before it has read the last line."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(seconds)
+        for _ in range(64):
+            if not conn.recv(1 << 16):
+                break
+    except OSError:
+        pass
+
+
+def _speaks_plain_lines(conn: socket.socket) -> bool:
+    """Whether a client's first byte opens a JSON line (a TLS client's opens a handshake record, 0x16)."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK) == b"{"
+    except OSError:  # nothing within the handshake's time, or gone: the handshake says which
+        return False
+
+
+def handshake_failure(exc: BaseException | None) -> str:
+    """Why a TLS handshake failed, in one line (the common case said plainly: a client without TLS; None:
+    one seen speaking plain lines before any handshake)."""
     reason = getattr(exc, "reason", None) or ""
-    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"):
+    if exc is None or reason in protocol.PLAIN_PEER_REASONS:
         return "not a TLS client (it spoke plain TCP to the TLS port: connect with TLS and the worker's fingerprint)"
     if isinstance(exc, (ssl.SSLEOFError, ConnectionError)) or not str(exc):
         return "hung up before the TLS handshake ended"

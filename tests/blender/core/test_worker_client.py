@@ -399,6 +399,30 @@ def test_a_refused_token_is_said_once_and_the_client_stops_trying_it(tmp_path):
 
 
 @needs_backend
+def test_a_client_and_worker_that_disagree_on_tls_say_what_to_do(tmp_path):
+    """A fingerprint left in the preferences for a worker without TLS (on this machine, or through an SSH
+    tunnel), and no fingerprint for a worker with TLS: each is one line saying what to change (they were
+    OpenSSL's "wrong version number" and "did not answer")."""
+    port = free_port()
+    plain = serve_tcp(port, tmp_path / "plain", TOKEN)
+    try:
+        with pytest.raises(WorkerClientError, match=r"answers without TLS: .* clear the Certificate in the prefer"):
+            WorkerClient.connect("127.0.0.1", port, token=TOKEN, fingerprint="AB" * 32, timeout=30)
+    finally:
+        process_guard.end(plain)
+    tls = process_guard.start(
+        [BACKEND_PYTHON, "-m", "backend", "serve", "--model", "tiny", "--jobs-root", str(tmp_path / "tls"),
+         "--listen", "127.0.0.1:0", "--tls", "--token", TOKEN], cwd=REPO, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
+    try:
+        port = next(int(m.group(1)) for line in tls.stderr if (m := re.search(r"127\.0\.0\.1:(\d+) with TLS", line)))
+        with pytest.raises(WorkerClientError, match=r"takes TLS connections only: paste the certificate fingerprint"):
+            WorkerClient.connect("127.0.0.1", port, token=TOKEN, timeout=30)
+    finally:
+        process_guard.end(tls)
+
+
+@needs_backend
 def test_a_token_revoked_under_a_transfer_fails_it_and_ends_the_connection_once(tmp_path):
     """In transfer mode the refusal can answer a transfer's own request: that transfer fails with it, and the
     queue is told the connection ended (without it, nothing reached the queue and the jobs it followed
