@@ -117,10 +117,14 @@ def serve_connection(worker: LineHandler, conn: socket.socket, peer: tuple, tls:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
             conn.settimeout(min(HANDSHAKE_TIMEOUT_S, auth_timeout))
-            if _speaks_plain_lines(conn):  # the add-on without a fingerprint: told why, in words it can read
+            first = _first_byte(conn)
+            if first == b"{":  # a JSON line: the add-on without a fingerprint, told why in words it can read
                 log(f"{name}: {handshake_failure(None)}; closed")
                 conn.sendall(protocol.error_event(BAD_REQUEST, protocol.TLS_ONLY).encode())
                 _close_after_reading(conn)
+                return
+            if first is None:
+                log(f"{name}: {handshake_failure(TimeoutError())}; closed")
                 return
             try:
                 conn = tls.wrap_socket(conn, server_side=True)
@@ -159,12 +163,15 @@ def _close_after_reading(conn: socket.socket, seconds: float = 2.0) -> None:
         pass
 
 
-def _speaks_plain_lines(conn: socket.socket) -> bool:
-    """Whether a client's first byte opens a JSON line (a TLS client's opens a handshake record, 0x16)."""
+def _first_byte(conn: socket.socket) -> bytes | None:
+    """A client's first byte, left unread (a TLS client's opens a handshake record, 0x16; a plain client's a
+    JSON line); b"" when it hung up, None when it sent nothing within the handshake's time."""
     try:
-        return conn.recv(1, socket.MSG_PEEK) == b"{"
-    except OSError:  # nothing within the handshake's time, or gone: the handshake says which
-        return False
+        return conn.recv(1, socket.MSG_PEEK)
+    except TimeoutError:
+        return None
+    except OSError:
+        return b""
 
 
 def handshake_failure(exc: BaseException | None) -> str:
@@ -173,10 +180,10 @@ def handshake_failure(exc: BaseException | None) -> str:
     reason = getattr(exc, "reason", None) or ""
     if exc is None or reason in protocol.PLAIN_PEER_REASONS:
         return "not a TLS client (it spoke plain TCP to the TLS port: connect with TLS and the worker's fingerprint)"
-    if isinstance(exc, (ssl.SSLEOFError, ConnectionError)) or not str(exc):
-        return "hung up before the TLS handshake ended"
     if isinstance(exc, TimeoutError):
         return "no TLS handshake within the time allowed"
+    if isinstance(exc, (ssl.SSLEOFError, ConnectionError)) or not str(exc):
+        return "hung up before the TLS handshake ended"
     return f"TLS handshake failed ({reason or exc.__class__.__name__}: {str(exc)[:120]})"
 
 

@@ -113,6 +113,19 @@ def test_the_tls_worker_shows_its_certificate_and_makes_a_strong_token(remote):
     connection.close()
 
 
+def test_a_client_that_never_speaks_on_the_tls_port_is_closed_with_one_log_line(remote):
+    silent = socket.create_connection(("127.0.0.1", remote.port), timeout=60)
+    port = silent.getsockname()[1]
+    ping = TlsConnection(remote.port, remote.token)
+    assert ping.reply("ping")["type"] == "ok"  # others are served meanwhile
+    ping.close()
+    assert silent.recv(100) == b""  # closed once the handshake's time is up
+    silent.close()
+    assert "no TLS handshake within the time allowed" in remote.wait_stderr(rf"client 127\.0\.0\.1:{port}: .*").group(0)
+    time.sleep(0.5)
+    assert len([line for line in remote.stderr if f":{port}" in line]) == 1
+
+
 def test_a_remote_client_names_no_server_files_and_no_folder_outside_the_root(remote, tmp_path):
     connection = TlsConnection(remote.port, remote.token)
     existing, missing = small_job(driving="/etc/passwd"), small_job(driving="/no/such/file.mp4")
@@ -211,3 +224,4 @@ def test_wrong_tokens_are_slowed_closed_and_a_burst_shuts_the_address_out(remote
     remote.wait_stderr(r"127\.0\.0\.1 is shut out for 300 s")
     remote.proc.kill()  # the fixture cannot say goodbye from this address any more
     remote.proc.wait(30)
+
