@@ -84,6 +84,7 @@ class QueueEvents:
         self.capabilities = message
         if self._reconnected:
             self._reconnected = False
+            self.notice = ""  # "lost the connection ...": connected again
             self._request("list_jobs", request_id=LIST_REQUEST)  # events may have been missed meanwhile
 
     def _answers_own_request(self, event, message):

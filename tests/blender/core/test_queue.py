@@ -380,6 +380,7 @@ def test_jobs_go_on_after_the_remote_worker_is_restarted(tmp_path):
         pump.until(lambda: "lost the connection" in queue.notice, timeout=60)
         assert first.status == "running" and second.status == "queued"  # not failed, not cancelled
         proc = _serve_remote(tmp_path, port, "--token", token)
+        pump.until(lambda: not queue.notice, timeout=60)  # connected again: the panel no longer says it is lost
         pump.until(lambda: first.finished and second.finished, timeout=600)
         assert (first.status, second.status) == ("done", "done"), (first.error, second.error, "".join(proc.log))
         assert any("2 jobs of before the restart queued again" in line for line in proc.log), proc.log
