@@ -179,7 +179,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                                 "least recently used are removed beyond it (default 20)")
     parser.add_argument("--jobs-root", type=Path, default=None,
                         help="where job folders go when a submit names none, and the only place a remote "
-                             f"client's job folders may be (default: {default_jobs_root()})")
+                             "client's job folders may be; with --listen, where the queue is kept across a restart "
+                             f"(one worker per jobs root) (default: {default_jobs_root()})")
     add_model_arguments(parser)
     add_device_arguments(parser)
     add_segmenter_arguments(parser, standalone=False)
