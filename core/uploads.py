@@ -89,10 +89,12 @@ class Uploads:
                 raise TransferError("a remote worker takes files and folders of images, not {:s}".format(path))
         sizes = [os.path.getsize(f) for p in paths for f in folders.get(p, [p])]
         total, refs, done = sum(sizes), {}, [0]
-        for path in paths:
-            if path not in folders:
-                refs[path] = self._upload(path, request_id, done, total)
-                continue
+        # A clip, a still, masks, LoRAs: those hashed before asked for together (the next take's, over a remote
+        # link: one round trip, not one each); a new one sent on its own, so a cut resends one file at most.
+        singles = [path for path in paths if path not in folders]
+        for path, sha in zip(singles, self._upload_files(singles, request_id, done, total, new_whole=False)):
+            refs[path] = protocol.blob_ref(sha, safe_name(path))
+        for path in folders:
             shas = self._upload_files(folders[path], request_id, done, total)
             listing = [{"name": safe_name(f), "sha256": sha} for f, sha in zip(folders[path], shas)]
             folder = os.path.dirname(path) if path in patterns else path
@@ -113,11 +115,12 @@ class Uploads:
             job["loras"] = [dict(lora, path=ref(lora.get("path"))) for lora in job["loras"]]
         return job
 
-    def _upload_files(self, files, request_id, done, total):
-        """Upload a folder's files; their SHA-256s, in order.
+    def _upload_files(self, files, request_id, done, total, new_whole=True):
+        """Upload files (a job's inputs, or a folder's); their SHA-256s, in order.
 
         A file hashed before is asked for by its hash, a new file of one chunk at most goes whole in one
-        request, and FILES_IN_FLIGHT of these go before the first reply is awaited: one at a time, a
+        request (`new_whole`; else as `_upload` sends it), and FILES_IN_FLIGHT of these go before the first
+        reply is awaited: one at a time, a
         300-frame sequence over a link of 20 ms would wait 6 s for round trips alone (and again for every
         take submitted with it). A file the worker turns out not to hold, and a new large one, go as
         `_upload` sends one; so do the files still unnamed when the connection is cut."""
@@ -146,7 +149,7 @@ class Uploads:
             for index, path in enumerate(files):
                 if request_id in self._cancelled or self._closing.is_set():
                     raise UploadCancelled()
-                known, data, identity, size = self._how_to_send(path)
+                known, data, identity, size = self._how_to_send(path, new_whole)
                 if known is not None:
                     in_flight.append((index, self._ask("blob_status", None, sha256=known), known, identity, size))
                 elif data is not None:
@@ -171,7 +174,7 @@ class Uploads:
             raise
         return shas
 
-    def _how_to_send(self, path):
+    def _how_to_send(self, path, new_whole=True):
         """(its SHA-256, None, identity, size) for a file hashed before, to be asked for; (None, its bytes,
         identity, size) for a new file that goes whole in one unnamed upload; all None but the size for a
         file that goes as `_upload` sends it (a new one larger than a chunk, or without binary framing)."""
@@ -181,7 +184,7 @@ class Uploads:
         known = cached_sha256(path) or self._named.get(identity)
         if known is not None:
             return known, None, identity, size
-        if size > self.chunk_bytes:
+        if size > self.chunk_bytes or not new_whole:
             return None, None, None, size
         with open(path, "rb") as fh:
             data = fh.read(size + 1)

@@ -294,6 +294,35 @@ def test_a_folders_small_files_go_several_before_a_reply_and_a_cut_among_them_lo
         proxy.close()
 
 
+def test_the_next_takes_single_inputs_are_asked_for_together_and_new_ones_go_one_by_one(sealed_worker, tmp_path):
+    """A job's clip, still and masks: sent once (each new one on its own, as many requests as files), then
+    the next take's submit asks for all of them by their hashes before the first reply is awaited (one round
+    trip over a remote link, not one a file), and sends nothing."""
+    client_dir = sealed_worker["client_dir"]
+    inputs = {"driving": client_dir / "driving.mp4", "reference": client_dir / "ref.jpg",
+              "driving_mask": tmp_path / "mask.png", "reference_mask": tmp_path / "ref_mask.png"}
+    write_png(inputs["driving_mask"], 64, 32, 7)
+    write_png(inputs["reference_mask"], 64, 32, 8)
+    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    try:
+        transfers = client.transfers
+        asked_before_answers = []
+        answer = transfers._answer
+        transfers._answer = lambda *args, **kwargs: asked_before_answers.append(transfers._count) or answer(
+            *args, **kwargs)
+        job = {field: str(path) for field, path in inputs.items()}
+        first = transfers._upload_inputs("generate", dict(job), None)
+        before, up_before = transfers._count, transfers.counters["up"]
+        asked_before_answers.clear()
+        again = transfers._upload_inputs("generate", dict(job), None)
+        assert again == first and all(ref.startswith("blob:") for ref in again.values())
+        assert transfers._count - before == 4 and asked_before_answers[0] - before == 4  # all asked, then answered
+        assert transfers.counters["up"] == up_before
+    finally:
+        client.close()
+
+
 def test_inputs_named_in_any_script_go_over_under_their_own_names(sealed_worker, tmp_path):
     """A reference called "Zoé キャラ (final).jpg" (spelled as macOS does: e and a combining accent) and a
     driving image folder "plan séquence": both linked on the worker by their names made safe (a worker
