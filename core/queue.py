@@ -101,6 +101,15 @@ class JobQueue(QueueEvents):
     def worker_alive(self):
         return self.connection.alive
 
+    def signed_in_as(self):
+        """Who this session is on a worker several artists share (one line for the panel); "" elsewhere."""
+        capabilities = self.capabilities or {}
+        if not capabilities.get("shared") or not self.worker_alive:
+            return ""
+        who = capabilities.get("identity") or "the worker's shared token (no artist's name)"
+        admin = " (admin: sees and cancels every artist's jobs)" if capabilities.get("admin") else ""
+        return "On the {:s} as {:s}{:s}".format(self.worker.describe(), who, admin)
+
     def new_job_dir(self):
         """A fresh folder name under the jobs root: ``20250101-120000-1a2b3c``."""
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -155,6 +155,8 @@ def draw_generate(layout, context):
 def draw_queue(layout, context):
     """Every job of this session, newest first, with its state; cancel buttons for the unfinished ones."""
     queue = session.get_queue(create=False)
+    if queue is not None and queue.signed_in_as():
+        label_wrapped(layout, context, queue.signed_in_as(), 'USER')
     if queue is not None and queue.notice:
         label_wrapped(layout, context, queue.notice, 'INFO')
     jobs = list(queue.jobs.values())[::-1] if queue is not None else []

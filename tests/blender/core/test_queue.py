@@ -356,6 +356,7 @@ def test_remote_worker(tmp_path):
         assert job.job_dir.startswith(str(tmp_path / "jobs"))  # the folder Blender chose
         assert os.path.isfile(job.manifest)
         assert queue.capabilities is not None
+        assert queue.signed_in_as() == ""  # one token, one user: nobody to tell apart
         queue.shutdown()
         assert proc.poll() is None  # a remote worker keeps running
     finally:
@@ -410,6 +411,7 @@ def test_a_token_revoked_mid_job_ends_its_jobs_and_the_next_token_is_used(tmp_pa
         pump = Pump(queue)
         job = queue.submit(small_spec(steps=2000))
         pump.until(lambda: job.status == "running" and job.step >= 1)
+        assert queue.signed_in_as() == "On the worker at 127.0.0.1:{:d} as alice".format(port)  # the Queue panel's line
         _tokens(tokens_file, "revoke", "alice")
         pump.until(lambda: job.finished, timeout=60)
         assert job.status == "failed" and "revoked" in job.error.message
