@@ -386,7 +386,8 @@ COMMANDS = (
      add_serve_arguments, run_serve),
     ("tokens", "the artists' tokens of a shared worker: add, list, revoke",
      "Manage the tokens file of `serve --tokens FILE`: one line per artist with a salted hash of their token. "
-     "`add` prints the new token once; `revoke` takes effect at once, on open connections too.",
+     "`add` prints the new token once; `revoke` takes effect at once, on open connections too, and cancels "
+     "that artist's jobs.",
      add_tokens_arguments, run_tokens),
     ("doctor", "report Python, torch, GPU, attention backends, weights, presets",
      "Report what this machine and weights folder can run (always exits 0).",
