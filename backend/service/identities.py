@@ -257,12 +257,13 @@ class TokenBook:
         entries, unfinished = read_as_saved(self.path)
         if unfinished is not None and self._settling(stamp):
             return  # maybe caught mid-save: the last table stands until the file has been still a moment
+        before = self._entries if self._whole else None
         # Still for SETTLE_S, a file that parses is whole even without its last newline (some editors leave it off)
         self._stamp, self._known, self._entries, self._whole = stamp, {}, entries, bool(entries) or unfinished is None
         if unfinished is not None and not entries:
             log(f"{unfinished}: refusing every named token until it is fixed")
             return
-        log(f"tokens file {self.path} changed: {len(self._entries)} named tokens")
+        log(f"tokens file {self.path} changed: {len(self._entries)} named tokens{_changes(before, entries)}")
 
     def _settling(self, stamp: tuple | None) -> bool:
         """Whether the file changed less than SETTLE_S ago (when gone: first seen gone that recently)."""
@@ -272,6 +273,17 @@ class TokenBook:
         if self._gone_since is None:
             self._gone_since = now
         return now - self._gone_since < SETTLE_S
+
+
+def _changes(before: dict[str, Entry] | None, after: dict[str, Entry]) -> str:
+    """Who a change to the tokens file concerns, for the log ("; revoked: dave; added: erin"); "" when unknown."""
+    if before is None:
+        return ""
+    said = [("revoked", [name for name in before if name not in after]),
+            ("added", [name for name in after if name not in before]),
+            ("new token", [name for name in after if name in before and after[name].stored != before[name].stored]),
+            ("new role", [name for name in after if name in before and after[name].role != before[name].role])]
+    return "".join(f"; {what}: {', '.join(names)}" for what, names in said if names)
 
 
 class FolderOwners:

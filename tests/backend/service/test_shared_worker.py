@@ -328,6 +328,7 @@ def test_revoking_an_artist_stops_their_running_and_queued_jobs_and_the_queue_go
     studio.wait_stderr(rf"job {daves[0]} \(generate\) for dave starts in ")  # the log says whose work runs
     studio.wait_stderr(r"client 127\.0\.0\.1:\d+ is boss \(admin\)")
     studio.wait_stderr(rf"job {daves[0]} stops: dave's token was revoked")
+    studio.wait_stderr(r"tokens file .* changed: \d+ named tokens; revoked: dave$")  # who, for the administrator
     studio.wait_stderr(rf"job {daves[2]} cancelled before it started: dave's token was revoked")
     assert dave.request("list_jobs")["code"] == "unauthorized" and dave.closed.wait(30)
     for client in (bob, boss):
