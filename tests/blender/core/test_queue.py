@@ -166,6 +166,19 @@ def test_invalid_spec_fails_without_a_worker(tmp_path):
     assert [c.kind for c in queue.poll()] == ["failed"]
 
 
+def test_after_a_reconnection_a_job_the_worker_queued_again_is_shown_queued(tmp_path):
+    """A restarted worker that keeps its queue lists the job that was running as queued: the panel says so,
+    with its place, instead of its last step; a job it no longer lists ends by what its folder says."""
+    queue = job_queue.JobQueue(jobs.LocalWorker("/nowhere/python"), str(tmp_path))
+    running = jobs.Job(key="k1", spec=small_spec().to_dict(), job_dir=str(tmp_path / "one"), status="running", id="w1")
+    gone = jobs.Job(key="k2", spec=small_spec().to_dict(), job_dir=str(tmp_path / "two"), status="queued", id="w2")
+    queue.jobs.update({"k1": running, "k2": gone})
+    queue._reconcile([{"job": "w1", "status": "queued", "position": 2, "others_ahead": 1}])
+    assert (running.status, running.position, running.others_ahead) == ("queued", 2, 1)
+    assert gone.status == "failed" and gone.error.code == "connection_lost"
+    assert [(c.job.key, c.kind) for c in queue._changes] == [("k1", "queued"), ("k2", "failed")]
+
+
 def test_missing_python_fails_at_once_with_a_hint(tmp_path):
     queue = job_queue.JobQueue(jobs.LocalWorker(str(tmp_path / "no-python")), str(tmp_path))
     job = queue.submit(small_spec())
