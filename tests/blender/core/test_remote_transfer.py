@@ -253,6 +253,14 @@ def test_a_new_file_goes_in_one_request_and_a_known_one_is_asked_for_first(seale
         client.close()
 
 
+def requests_sent_at_each_wait(transfers):
+    """A list that gets, each time the client waits for a reply, how many requests it had sent by then."""
+    sent = []
+    answer = transfers._answer
+    transfers._answer = lambda *args, **kwargs: sent.append(transfers._count) or answer(*args, **kwargs)
+    return sent
+
+
 def test_a_folders_small_files_go_several_before_a_reply_and_a_cut_among_them_loses_none(sealed_worker, tmp_path):
     """A sequence of small frames is not one round trip a frame: FILES_IN_FLIGHT of them go before the first
     reply is awaited. The connection cut among them, the rest go once it is back, each named by its hash;
@@ -269,10 +277,7 @@ def test_a_folders_small_files_go_several_before_a_reply_and_a_cut_among_them_lo
                                   fingerprint=sealed_worker["fingerprint"], timeout=120)
     try:
         transfers = client.transfers
-        asked_before_answers = []
-        answer = transfers._answer
-        transfers._answer = lambda *args, **kwargs: asked_before_answers.append(transfers._count) or answer(
-            *args, **kwargs)
+        asked_before_answers = requests_sent_at_each_wait(transfers)
         before = transfers._count
         job = transfers._upload_inputs("generate", {"driving": str(folder)}, None)
         assert proxy.cuts == ["upload"]
@@ -307,10 +312,7 @@ def test_the_next_takes_single_inputs_are_asked_for_together_and_new_ones_go_one
                                   fingerprint=sealed_worker["fingerprint"], timeout=120)
     try:
         transfers = client.transfers
-        asked_before_answers = []
-        answer = transfers._answer
-        transfers._answer = lambda *args, **kwargs: asked_before_answers.append(transfers._count) or answer(
-            *args, **kwargs)
+        asked_before_answers = requests_sent_at_each_wait(transfers)
         job = {field: str(path) for field, path in inputs.items()}
         first = transfers._upload_inputs("generate", dict(job), None)
         before, up_before = transfers._count, transfers.counters["up"]
