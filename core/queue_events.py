@@ -165,7 +165,7 @@ class QueueEvents:
         for job in self.active_jobs():
             if job.id in alive and alive[job.id]["status"] == "queued" and job.status == "running":
                 # A worker restarted meanwhile queued it again (it keeps its queue): it starts again later.
-                job.status, job.position = "queued", alive[job.id].get("position")
+                job.status, job.position = "queued", alive[job.id].get("position") or 0
                 job.others_ahead = alive[job.id].get("others_ahead") or 0
                 self._change(job, "queued")
             if not job.id or job.id in alive:

@@ -120,10 +120,10 @@ class Uploads:
 
         A file hashed before is asked for by its hash, a new file of one chunk at most goes whole in one
         request (`new_whole`; else as `_upload` sends it), and FILES_IN_FLIGHT of these go before the first
-        reply is awaited: one at a time, a
-        300-frame sequence over a link of 20 ms would wait 6 s for round trips alone (and again for every
-        take submitted with it). A file the worker turns out not to hold, and a new large one, go as
-        `_upload` sends one; so do the files still unnamed when the connection is cut."""
+        reply is awaited: one at a time, a 300-frame sequence over a link of 20 ms would wait 6 s for round
+        trips alone (and again for every take submitted with it). A file the worker turns out not to hold,
+        and a new large one, go as `_upload` sends one; so do the files still unnamed when the connection
+        is cut."""
         shas = [None] * len(files)
         in_flight = collections.deque()  # (index, request id, known SHA-256 or None, file identity, size)
 
