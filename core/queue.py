@@ -45,7 +45,7 @@ from . import worker_client
 from .connection import WorkerConnection
 from .input_checks import CHECK_REQUEST_PREFIX, CheckRun
 from .job import Change, Job, JobError
-from .queue_events import CANCEL_PREFIX, QueueEvents
+from .queue_events import CANCEL_PREFIX, WORKER_JOBS_REQUEST, QueueEvents
 from .util import one_line
 
 KEEP_FINISHED = 50  # finished jobs kept in the list of a session
@@ -68,12 +68,16 @@ class JobQueue(QueueEvents):
         self._changes = []
         self._pending_worker = None  # a new worker setting, applied when idle
         self._reconnected = False
+        # The remote worker's queued and running jobs this token may see (an admin: every artist's), as listed
+        # last, and when: this session's own and its others (another Blender, yesterday's). A list is awaited.
+        self.worker_jobs, self.worker_jobs_listed_at, self.listing_worker_jobs = [], None, False
         self._heard = False  # the current worker has said something
 
     # -- state -----------------------------------------------------------------------------------
     @property
     def busy(self):
-        return any(job.active for job in self.jobs.values()) or any(run.pending for run in self.checks.values())
+        return (any(job.active for job in self.jobs.values()) or any(run.pending for run in self.checks.values())
+                or self.listing_worker_jobs)
 
     def active_jobs(self):
         return [job for job in self.jobs.values() if job.active]
@@ -100,6 +104,22 @@ class JobQueue(QueueEvents):
     @property
     def worker_alive(self):
         return self.connection.alive
+
+    def list_worker_jobs(self):
+        """Ask the worker for its queued and running jobs this token may see; the answer lands in `worker_jobs`."""
+        self.listing_worker_jobs = True
+        self._request("list_jobs", request_id=WORKER_JOBS_REQUEST)
+
+    def cancel_worker_job(self, worker_id):
+        """Cancel one of `worker_jobs` by its worker id (an admin: anyone's); False when it is not listed."""
+        own = self.find(worker_id)
+        if own is not None:
+            return self.cancel(own.key)
+        if not any(entry.get("job") == worker_id for entry in self.worker_jobs):
+            return False
+        self._request("cancel", job=worker_id, request_id=CANCEL_PREFIX + worker_id)
+        self.list_worker_jobs()  # answered after the cancel: a queued job is gone from it, a running one stopping
+        return True
 
     def signed_in_as(self):
         """Who this session is on a worker several artists share (one line for the panel); "" elsewhere."""

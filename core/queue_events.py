@@ -16,6 +16,8 @@ from .util import one_line, read_json
 
 CANCEL_PREFIX = "cancel-"  # request ids of cancel requests
 LIST_REQUEST = "list-after-reconnect"
+WORKER_JOBS_REQUEST = "list-worker-jobs"  # the worker's queue as this token sees it (`JobQueue.worker_jobs`)
+ENDED = ("done", "cancelled", "error")
 
 
 class QueueEvents:
@@ -48,6 +50,10 @@ class QueueEvents:
             getattr(self, self._CLIENT_ERRORS.get(event.code, "_on_client_notice"))(event)
             return
         job = self._job_of(event)
+        if job is None and getattr(event, "job", None):
+            # Not this session's: another session's of this artist, or (to an admin) another artist's.
+            self._on_worker_job_event(event)
+            return
         if job is None:
             if kind == "error" and event.code == errors.UNAUTHORIZED:
                 # The token is refused and the client tries it no more: the jobs it followed end here
@@ -98,11 +104,27 @@ class QueueEvents:
         if event.TYPE == "jobs" and event.request_id == LIST_REQUEST:
             self._reconcile(event.jobs)
             return True
+        if event.TYPE == "jobs" and event.request_id == WORKER_JOBS_REQUEST:
+            self.worker_jobs = [entry for entry in event.jobs if entry.get("status") in ("queued", "running")]
+            self.worker_jobs_listed_at, self.listing_worker_jobs = self._clock(), False
+            self._change(None, "worker_jobs")
+            return True
         if str(event.request_id or "").startswith(CANCEL_PREFIX):
             if event.TYPE == "error" and event.code != errors.UNKNOWN_JOB:
                 self.notice = one_line(event.message)
             return True  # a cancel's own reply; the job's end comes as its own event
         return False
+
+    def _on_worker_job_event(self, event):
+        """A listed job of the worker's started or ended: its line in `worker_jobs` follows."""
+        entry = next((entry for entry in self.worker_jobs if entry.get("job") == event.job), None)
+        if entry is None or event.TYPE not in ("started",) + ENDED:
+            return
+        if event.TYPE == "started":
+            entry["status"] = "running"
+        else:
+            self.worker_jobs.remove(entry)
+        self._change(None, "worker_jobs")
 
     def _on_connection_lost(self, event):
         self.notice = one_line(event.message)

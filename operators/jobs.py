@@ -10,6 +10,7 @@ it runs the job to its end and imports it before returning.
 __all__ = (
     "SCAIL2_OT_cancel_input_render",
     "SCAIL2_OT_cancel_job",
+    "SCAIL2_OT_cancel_worker_job",
     "SCAIL2_OT_check_inputs",
     "SCAIL2_OT_clear_check_markers",
     "SCAIL2_OT_export_all_inputs",
@@ -19,6 +20,7 @@ __all__ = (
     "SCAIL2_OT_history_redo",
     "SCAIL2_OT_history_remove",
     "SCAIL2_OT_job_report",
+    "SCAIL2_OT_list_worker_jobs",
     "SCAIL2_OT_resume_job",
     "SCAIL2_OT_stop_worker",
     "classes",
@@ -31,7 +33,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy.types import Operator
 
-from .. import compat
+from .. import compat, preferences
 from .. import sources
 from ..core.util import operator_error_line
 from ..props import job_settings
@@ -252,6 +254,52 @@ class SCAIL2_OT_cancel_job(Operator):
         return {'FINISHED'}
 
 
+class SCAIL2_OT_list_worker_jobs(Operator):
+    """Ask the remote worker which jobs it has queued or running: yours from any session, every artist's for an admin"""
+    bl_idname = "scail2.list_worker_jobs"
+    bl_label = "List the Worker's Jobs"
+    bl_options = {'REGISTER'}
+
+    @classmethod
+    def poll(cls, context):
+        if preferences.get_preferences(context).worker_location != 'REMOTE':
+            cls.poll_message_set("Only a remote worker is shared between sessions and artists")
+            return False
+        return True
+
+    def execute(self, context):
+        try:
+            queue = session.get_queue(context)
+        except session.GenerateError as ex:  # the preferences lack the address or token
+            self.report({'ERROR'}, str(ex))
+            return {'CANCELLED'}
+        queue.list_worker_jobs()
+        follow.follow_queue()
+        return {'FINISHED'}
+
+
+class SCAIL2_OT_cancel_worker_job(Operator):
+    """Cancel this job on the remote worker (an admin may cancel any artist's); its frames so far stay there"""
+    bl_idname = "scail2.cancel_worker_job"
+    bl_label = "Cancel Job on the Worker"
+    bl_options = {'REGISTER'}
+
+    job: StringProperty(name="Job", description="The worker's id of the job", options={'SKIP_SAVE'})
+
+    @classmethod
+    def poll(cls, context):
+        queue = session.get_queue(create=False)
+        return queue is not None and bool(queue.worker_jobs)
+
+    def execute(self, context):
+        queue = session.get_queue(create=False)
+        if not queue.cancel_worker_job(self.job):
+            self.report({'WARNING'}, "That job is no longer on the worker's list")
+            return {'CANCELLED'}
+        follow.follow_queue()
+        return {'FINISHED'}
+
+
 class SCAIL2_OT_history_import(HistoryOperator, Operator):
     """Bring this job's result into the scene again, as it was brought back the first time or in another form"""
     bl_idname = "scail2.history_import"
@@ -388,6 +436,8 @@ classes = (
     SCAIL2_OT_clear_check_markers,
     SCAIL2_OT_export_all_inputs,
     SCAIL2_OT_cancel_job,
+    SCAIL2_OT_list_worker_jobs,
+    SCAIL2_OT_cancel_worker_job,
     SCAIL2_OT_cancel_input_render,
     SCAIL2_OT_resume_job,
     SCAIL2_OT_history_import,

@@ -20,7 +20,7 @@ import os
 import bpy
 from bpy.types import Panel, UIList
 
-from .. import protocol
+from .. import preferences, protocol
 from ..core import results, takes
 from ..props import job_settings
 from ..props.import_options import ImportOptions
@@ -159,6 +159,8 @@ def draw_queue(layout, context):
         label_wrapped(layout, context, queue.signed_in_as(), 'USER')
     if queue is not None and queue.notice:
         label_wrapped(layout, context, queue.notice, 'INFO')
+    if preferences.get_preferences(context).worker_location == 'REMOTE':
+        draw_worker_jobs(layout, queue)
     jobs = list(queue.jobs.values())[::-1] if queue is not None else []
     if not jobs:
         layout.label(text="No jobs in this session")
@@ -174,6 +176,41 @@ def draw_queue(layout, context):
     if len(jobs) > QUEUE_ROWS:
         col.label(text="{:d} older jobs".format(len(jobs) - QUEUE_ROWS))
     layout.operator("scail2.stop_worker", icon='CANCEL')
+
+
+def draw_worker_jobs(layout, queue):
+    """A remote worker's queued and running jobs as this token sees them (an admin: every artist's), each
+    with a cancel button; listed when the artist asks (the list is not kept up to date by itself)."""
+    box = layout.box()
+    row = box.row()
+    row.label(text="On the worker", icon='NETWORK_DRIVE')
+    row.operator("scail2.list_worker_jobs", text="", icon='FILE_REFRESH')
+    if queue is not None and queue.listing_worker_jobs:
+        box.label(text="Asking the worker\u2026")
+        return
+    if queue is None or queue.worker_jobs_listed_at is None:
+        box.label(text="List its jobs: yours from any session, everyone's for an admin")
+        return
+    if not queue.worker_jobs:
+        box.label(text="No job queued or running")
+    col = box.column(align=True)
+    for entry in queue.worker_jobs[:QUEUE_ROWS]:
+        row = col.row(align=True)
+        row.label(text=worker_job_text(entry)[:120], icon=common.STATUS_ICONS.get(entry.get("status"), 'INFO'),
+                  translate=False)
+        props = row.operator("scail2.cancel_worker_job", text="", icon='X')
+        props.job = entry.get("job", "")
+    if len(queue.worker_jobs) > QUEUE_ROWS:
+        col.label(text="{:d} more".format(len(queue.worker_jobs) - QUEUE_ROWS))
+
+
+def worker_job_text(entry):
+    """One row of the worker's list: "alice · 20261207-101500-ab12cd: queued, 2 ahead"."""
+    folder = os.path.basename(str(entry.get("job_dir", "")).rstrip("/\\")) or entry.get("job", "")
+    who = "{:s} \u00b7 ".format(entry["owner"]) if entry.get("owner") else ""
+    ahead = entry.get("position") if entry.get("status") == "queued" else 0
+    where = ", {:d} ahead".format(ahead) if ahead else ""
+    return "{:s}{:s}: {:s}{:s}".format(who, folder, entry.get("status", ""), where)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ __all__ = (
     "PREVIEW_IMAGE",
     "apply_changes",
     "check_inputs",
+    "follow_queue",
     "generate_checked",
     "redraw_job_panels",
     "register",
@@ -177,6 +178,11 @@ def _outcome(job):
         return 'WARNING', ("The job was cancelled; nothing was imported (its {:d} frames so far are kept in {:s})"
                            .format(job.frames_ready, job.job_dir))
     return 'INFO', "The job finished"
+
+
+def follow_queue():
+    """Keep the timer polling while the queue is busy (an operator that asked the worker something)."""
+    _ensure_timer()
 
 
 def _ensure_timer():

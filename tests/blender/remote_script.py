@@ -3,7 +3,8 @@
 Run as ``python remote_script.py ZIP WORK_DIR REPORT_JSON`` with ``BLENDER_USER_RESOURCES`` set.
 WORK_DIR/config.json names the backend Python, the footage, the reference and the worker (address,
 token, the fingerprint it printed). Steps: install, accept the worker's certificate once (Show
-Certificate, Trust This Certificate), Generate on a movie strip, and the strip it imports.
+Certificate, Trust This Certificate), Generate on a movie strip, the strip it imports, and the worker's list
+of jobs the Queue panel asks for.
 """
 
 import json
@@ -72,6 +73,20 @@ def generate():
     return {"directory": directory, "elements": [e.filename for e in strips[0].elements],
             "files": sorted(os.listdir(directory)), "status": done.status, "job_dir": done.job_dir,
             "transfer": list(done.transfer), "manifest": done.manifest}
+
+
+@step
+def list_worker_jobs():
+    """The Queue panel's list of the worker's jobs, asked for as its refresh button does."""
+    assert bpy.ops.scail2.list_worker_jobs() == {'FINISHED'}
+    queue = module(".runtime.session").get_queue(create=False)
+    deadline = time.monotonic() + 60
+    while queue.listing_worker_jobs:  # the timer's polls, as Blender's event loop would make them
+        assert time.monotonic() < deadline, "no list came"
+        queue.poll(timeout=0.1)
+    row = module(".panels.jobs").worker_job_text({"job": "1a2b3c4d5e6f", "job_dir": "/jobs/take_01/", "owner": "alice",
+                                                  "status": "queued", "position": 2})
+    return {"jobs": queue.worker_jobs, "row": row}
 
 
 @step

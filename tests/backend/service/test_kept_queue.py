@@ -33,7 +33,8 @@ def _ended(client, job_id, timeout=240.0):
 
 @pytest.mark.slow
 def test_a_restarted_worker_runs_the_queue_it_was_stopped_with_under_the_same_ids(tmp_path):
-    write_entries(tmp_path / "tokens", {name: Entry(name, "artist", hash_token(token)) for name, token in TOKENS.items()})
+    write_entries(tmp_path / "tokens",
+                  {name: Entry(name, "artist", hash_token(token)) for name, token in TOKENS.items()})
     first = _worker(tmp_path)
     alice, bob = Client(first.port, TOKENS["alice"]), Client(first.port, TOKENS["bob"])
     inputs = {"driving": alice.upload(DRIVING), "reference": alice.upload(REFERENCE)}

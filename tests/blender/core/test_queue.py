@@ -404,6 +404,45 @@ def test_jobs_go_on_after_the_remote_worker_is_restarted(tmp_path):
         process_guard.end(proc)
 
 
+@needs_backend
+def test_an_admin_lists_every_artists_jobs_on_the_worker_and_cancels_one(tmp_path):
+    """The Queue panel's list of the worker's jobs: an admin's shows every artist's with their owner, and
+    cancelling one there stops it for its artist; an artist's shows only their own (other sessions' too)."""
+    port, tokens_file = _free_port(), tmp_path / "tokens"
+    alice_token, lead_token = _tokens(tokens_file, "add", "alice"), _tokens(tokens_file, "add", "lead", "--admin")
+    proc = _serve_remote(tmp_path, port, "--tokens", str(tokens_file))
+    try:
+        alice = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, alice_token), str(tmp_path / "alice"))
+        lead = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, lead_token), str(tmp_path / "lead"))
+        alice_pump, lead_pump = Pump(alice), Pump(lead)
+        long_job, waiting = alice.submit(small_spec(steps=2000)), alice.submit(small_spec(seed=9))
+        alice_pump.until(lambda: long_job.status == "running" and waiting.status == "queued")
+        lead.list_worker_jobs()
+        assert lead.busy  # the timer follows until the list is in
+        lead_pump.until(lambda: not lead.listing_worker_jobs)
+        assert [(e["job"], e["owner"], e["status"]) for e in lead.worker_jobs] == [
+            (long_job.id, "alice", "running"), (waiting.id, "alice", "queued")]
+        assert "worker_jobs" in [change.kind for change in lead_pump.changes]
+        assert lead.cancel_worker_job(waiting.id) and not lead.cancel_worker_job("0123456789ab")
+        alice_pump.until(lambda: waiting.finished)
+        assert waiting.status == "cancelled"
+        lead_pump.until(lambda: not lead.listing_worker_jobs)
+        assert [e["job"] for e in lead.worker_jobs] == [long_job.id]
+        other_session = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, alice_token), str(tmp_path / "a2"))
+        other_pump = Pump(other_session)
+        other_session.list_worker_jobs()
+        other_pump.until(lambda: not other_session.listing_worker_jobs)
+        assert [e["job"] for e in other_session.worker_jobs] == [long_job.id]  # hers, from the other session
+        assert other_session.cancel_worker_job(long_job.id)
+        alice_pump.until(lambda: long_job.finished)
+        assert long_job.status == "cancelled"
+        other_pump.until(lambda: not other_session.worker_jobs)  # its end event took it off the list
+        for queue in (alice, lead, other_session):
+            queue.shutdown()
+    finally:
+        process_guard.end(proc)
+
+
 def _tokens(path, *args):
     result = subprocess.run([BACKEND_PYTHON, "-m", "backend", "tokens", "--file", str(path), *args], cwd=REPO,
                             capture_output=True, text=True, timeout=120)

@@ -71,3 +71,9 @@ def test_generate_on_the_remote_worker_imports_local_frames(report, sealed):
         assert (worker_jobs[0] / "frames" / name).read_bytes() == open(
             os.path.join(detail["directory"], name), "rb").read()
     step(report, "close")
+
+
+def test_the_queue_panel_lists_the_workers_jobs(report):
+    detail = step(report, "list_worker_jobs")
+    assert detail["jobs"] == []  # the one job is done: nothing queued or running there
+    assert detail["row"] == "alice \u00b7 take_01: queued, 2 ahead"
