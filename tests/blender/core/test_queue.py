@@ -9,6 +9,7 @@ start, remote) start small ones.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -415,28 +416,36 @@ def test_an_admin_lists_every_artists_jobs_on_the_worker_and_cancels_one(tmp_pat
         alice = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, alice_token), str(tmp_path / "alice"))
         lead = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, lead_token), str(tmp_path / "lead"))
         alice_pump, lead_pump = Pump(alice), Pump(lead)
+        vanishing = tmp_path / "ref_copy.jpg"
+        shutil.copyfile(os.path.join(FOOTAGE, "scail_001_ref.jpg"), vanishing)
         long_job, waiting = alice.submit(small_spec(steps=2000)), alice.submit(small_spec(seed=9))
-        alice_pump.until(lambda: long_job.status == "running" and waiting.status == "queued")
+        failing = alice.submit(small_spec(reference=str(vanishing)))  # its reference is gone when it starts
+        alice_pump.until(lambda: long_job.status == "running" and waiting.status == failing.status == "queued")
+        vanishing.unlink()
         lead.list_worker_jobs()
         assert lead.busy  # the timer follows until the list is in
         lead_pump.until(lambda: not lead.listing_worker_jobs)
         assert [(e["job"], e["owner"], e["status"]) for e in lead.worker_jobs] == [
-            (long_job.id, "alice", "running"), (waiting.id, "alice", "queued")]
+            (long_job.id, "alice", "running"), (waiting.id, "alice", "queued"), (failing.id, "alice", "queued")]
         assert "worker_jobs" in [change.kind for change in lead_pump.changes]
         assert lead.cancel_worker_job(waiting.id) and not lead.cancel_worker_job("0123456789ab")
         alice_pump.until(lambda: waiting.finished)
         assert waiting.status == "cancelled"
         lead_pump.until(lambda: not lead.listing_worker_jobs)
-        assert [e["job"] for e in lead.worker_jobs] == [long_job.id]
+        assert [e["job"] for e in lead.worker_jobs] == [long_job.id, failing.id]
         other_session = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, alice_token), str(tmp_path / "a2"))
         other_pump = Pump(other_session)
         other_session.list_worker_jobs()
         other_pump.until(lambda: not other_session.listing_worker_jobs)
-        assert [e["job"] for e in other_session.worker_jobs] == [long_job.id]  # hers, from the other session
+        assert [e["job"] for e in other_session.worker_jobs] == [long_job.id, failing.id]  # hers, from elsewhere
         assert other_session.cancel_worker_job(long_job.id)
         alice_pump.until(lambda: long_job.finished)
         assert long_job.status == "cancelled"
-        other_pump.until(lambda: not other_session.worker_jobs)  # its end event took it off the list
+        alice_pump.until(lambda: failing.finished)
+        assert failing.status == "failed" and "reference" in failing.error.message
+        other_pump.until(lambda: not other_session.worker_jobs)  # the end events took them off the list
+        lead_pump.until(lambda: True)
+        assert lead.notice == ""  # alice's job's error is hers: not the admin's panel's line
         for queue in (alice, lead, other_session):
             queue.shutdown()
     finally:
