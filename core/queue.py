@@ -373,7 +373,9 @@ class JobQueue(QueueEvents):
         self._drop_client(0.5)
 
     def _fail_checks(self, message):
-        """The check_inputs requests without an answer end with the worker (or its connection)."""
+        """The check_inputs requests without an answer end with the worker (or its connection); so does a
+        list of the worker's jobs asked for."""
+        self.listing_worker_jobs = False
         for run in self.checks.values():
             if run.pending:
                 run.fail(one_line(message))

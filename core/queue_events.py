@@ -92,6 +92,8 @@ class QueueEvents:
             self._reconnected = False
             self.notice = ""  # "lost the connection ...": connected again
             self._request("list_jobs", request_id=LIST_REQUEST)  # events may have been missed meanwhile
+            if self.listing_worker_jobs:  # asked before the connection was lost: asked again
+                self._request("list_jobs", request_id=WORKER_JOBS_REQUEST)
 
     def _answers_own_request(self, event, message):
         """Handle the answer to a check_inputs, the list after a reconnection or a cancel; False for others."""

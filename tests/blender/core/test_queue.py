@@ -452,6 +452,16 @@ def test_an_admin_lists_every_artists_jobs_on_the_worker_and_cancels_one(tmp_pat
         process_guard.end(proc)
 
 
+def test_a_list_of_the_workers_jobs_asked_of_a_worker_not_there_ends_with_one_line(tmp_path):
+    """Nothing listens at the address: the list asked for ends (the panel stops saying it is asking, the timer
+    stops), with the connection's line."""
+    queue = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", _free_port(), "s3cret-s3cret-s3cret"), str(tmp_path))
+    queue.list_worker_jobs()
+    Pump(queue).until(lambda: not queue.busy, timeout=60)
+    assert not queue.listing_worker_jobs and queue.worker_jobs == [] and "connect" in queue.notice
+    queue.shutdown()
+
+
 def _tokens(path, *args):
     result = subprocess.run([BACKEND_PYTHON, "-m", "backend", "tokens", "--file", str(path), *args], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
