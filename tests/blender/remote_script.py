@@ -15,7 +15,7 @@ import time
 ZIP_PATH, WORK_DIR, REPORT_PATH = sys.argv[1:4]
 
 import bpy  # noqa: E402  (after the environment is set)
-from script_common import PKG, install_tiny, module, report, show, step  # noqa: E402
+from script_common import PKG, LayoutStub, install_tiny, module, report, show, step  # noqa: E402
 
 with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
     CONFIG = json.load(fh)
@@ -74,6 +74,16 @@ def generate():
             "files": sorted(os.listdir(directory)), "status": done.status, "job_dir": done.job_dir,
             "transfer": list(done.transfer), "manifest": done.manifest}
 
+def _drawn_queue_panel():
+    """The Queue panel's real ``draw`` against `LayoutStub` (every call checked against Blender's own RNA)."""
+    log = []
+
+    class Proxy:
+        layout = LayoutStub(log)
+
+    bpy.types.SCAIL2_PT_sequencer_queue.draw(Proxy(), bpy.context)
+    return [[name, text, icon, list(first)] for name, text, icon, first in log if name in ("label", "operator")]
+
 
 @step
 def list_worker_jobs():
@@ -84,9 +94,15 @@ def list_worker_jobs():
     while queue.listing_worker_jobs:  # the timer's polls, as Blender's event loop would make them
         assert time.monotonic() < deadline, "no list came"
         queue.poll(timeout=0.1)
-    row = module(".panels.jobs").worker_job_text({"job": "1a2b3c4d5e6f", "job_dir": "/jobs/take_01/", "owner": "alice",
-                                                  "status": "queued", "position": 2})
-    return {"jobs": queue.worker_jobs, "row": row}
+    listed = list(queue.worker_jobs)
+    panel = {"listed": _drawn_queue_panel()}
+    # As an admin's list shows another artist's queued job: its row, and a cancel button that takes its id.
+    queue.worker_jobs = [{"job": "1a2b3c4d5e6f", "job_dir": "/jobs/take_01/", "owner": "alice", "status": "queued",
+                          "position": 2}]
+    panel["another_artists"] = _drawn_queue_panel()
+    queue.worker_jobs = listed
+    return {"jobs": listed, "panel": panel}
+
 
 
 @step

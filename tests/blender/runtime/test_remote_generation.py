@@ -76,4 +76,9 @@ def test_generate_on_the_remote_worker_imports_local_frames(report, sealed):
 def test_the_queue_panel_lists_the_workers_jobs(report):
     detail = step(report, "list_worker_jobs")
     assert detail["jobs"] == []  # the one job is done: nothing queued or running there
-    assert detail["row"] == "alice \u00b7 take_01: queued, 2 ahead"
+    listed, another = detail["panel"]["listed"], detail["panel"]["another_artists"]
+    assert ["label", "On the worker", "NETWORK_DRIVE", []] in listed
+    assert ["operator", "", "FILE_REFRESH", ["scail2.list_worker_jobs"]] in listed
+    assert ["label", "No job queued or running", "NONE", []] in listed
+    assert ["label", "alice \u00b7 take_01: queued, 2 ahead", "SORTTIME", []] in another
+    assert ["operator", "", "X", ["scail2.cancel_worker_job"]] in another  # its `job` set: checked by the stub
