@@ -98,8 +98,8 @@ class QueueEvents:
     def _answers_own_request(self, event, message):
         """Handle the answer to a check_inputs, the list after a reconnection or a cancel; False for others."""
         run = self.checks.get(event.request_id) if isinstance(event.request_id, str) else None
-        if run is not None:  # a check_inputs request's answer
-            if run.pending:
+        if run is not None:  # a check_inputs request's answer (a remote worker's: after its inputs' upload progress)
+            if run.pending and event.TYPE != "progress":
                 run.on_message(message)
                 self._change(run, "checked")
             return True

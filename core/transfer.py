@@ -83,6 +83,11 @@ class Transfers(Uploads, Downloads):
         self.submits[fields.get("request_id")] = os.fspath(fields.pop("job_dir", "") or "")
         self._add(("submit", fields))
 
+    def check_inputs(self, fields):
+        """Queue a check_inputs whose inputs are uploaded first: the worker checks only what it holds, and the
+        Generate that follows finds them there (asked for by their hashes, not sent again)."""
+        self._add(("check", fields))
+
     def resume(self, fields):
         """Resume the job a local folder mirrors: the worker is sent its own folder, noted when the job was queued."""
         local = os.fspath(fields.get("job_dir") or "")
@@ -175,6 +180,17 @@ class Transfers(Uploads, Downloads):
                                         hint="check the input files and the connection to the worker"))
             return
         self._retrying(lambda: self._send("submit", **fields))
+
+    def _do_check(self, fields):
+        request_id = fields.get("request_id")
+        try:
+            fields["job"] = self._upload_inputs("generate", dict(fields["job"]), request_id)
+        except (OSError, TransferError, UploadCancelled) as ex:
+            self._deliver(local_message("error", request_id=request_id, code=protocol.errors.UPLOAD_FAILED,
+                                        message="cannot upload the job's inputs to check them: {!s}".format(ex)[:300],
+                                        hint="check the input files and the connection to the worker"))
+            return
+        self._retrying(lambda: self._send(protocol.CHECK_INPUTS_REQUEST, **fields))
 
     def _do_event(self, message):
         kind = message.get("type")

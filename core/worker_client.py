@@ -177,10 +177,14 @@ class WorkerClient:
     def send(self, kind, **fields):
         """Send one request; raise WorkerClientError when the worker cannot take it.
 
-        In transfer mode a ``submit`` returns at once: its inputs are uploaded first (`transfer`).
+        In transfer mode a ``submit`` (and a ``check_inputs``) returns at once: its inputs are uploaded first
+        (`transfer`).
         """
         if kind == "submit" and self.transfers is not None and not fields.get("uploaded"):
             self.transfers.submit(dict(fields, uploaded=True))
+            return
+        if kind == protocol.CHECK_INPUTS_REQUEST and self.transfers is not None and not fields.get("uploaded"):
+            self.transfers.check_inputs(dict(fields, uploaded=True))  # the worker checks what it would run
             return
         if kind == "resume" and self.transfers is not None and not fields.get("uploaded"):
             self.transfers.resume(dict(fields, uploaded=True))  # the local folder becomes the worker's

@@ -325,6 +325,27 @@ def test_the_next_takes_single_inputs_are_asked_for_together_and_new_ones_go_one
         client.close()
 
 
+def test_inputs_are_checked_on_a_transfer_mode_worker_and_the_submit_after_sends_nothing(sealed_worker, tmp_path):
+    """Check Inputs (and Generate, which checks first) against a remote worker: the inputs go up first and the
+    worker checks them (it used to refuse: "a remote client names no files of the worker"); the job then
+    submitted asks for them by their hashes and sends none of their bytes again."""
+    client = WorkerClient.connect("127.0.0.1", sealed_worker["port"], token=sealed_worker["token"],
+                                  fingerprint=sealed_worker["fingerprint"], timeout=120)
+    try:
+        spec, seen = small_job(str(sealed_worker["client_dir"])), []
+        client.send("check_inputs", job=spec.to_dict(), request_id="check-remote")
+        answer = wait_for(client, seen, lambda m: m.get("request_id") == "check-remote" and m["type"] != "progress")
+        assert answer["type"] == "input_checks", answer
+        assert {check["name"] for check in answer["report"]["checks"]} >= {"cut", "camera", "blur"}
+        sent = client.transfers.counters["up"]
+        client.submit(spec, job_dir=str(tmp_path / "job"), request_id="after-check")
+        assert wait_for(client, seen, lambda m: m.get("request_id") == "after-check" and m["type"] != "progress")[
+            "type"] == "queued"
+        assert client.transfers.counters["up"] == sent  # nothing sent twice
+    finally:
+        client.close()
+
+
 def test_inputs_named_in_any_script_go_over_under_their_own_names(sealed_worker, tmp_path):
     """A reference called "Zoé キャラ (final).jpg" (spelled as macOS does: e and a combining accent) and a
     driving image folder "plan séquence": both linked on the worker by their names made safe (a worker

@@ -61,6 +61,7 @@ def test_generate_on_the_remote_worker_imports_local_frames(report, sealed):
     work, worker_dir, _found = sealed
     detail = step(report, "generate")
     assert detail["status"] == "done"
+    assert "could not be checked" not in report["_output"]  # Generate's input checks ran on the worker
     assert detail["directory"].startswith(str(work / "output"))  # Blender's own folder, not the worker's
     assert detail["job_dir"].startswith(str(work / "output")) and os.path.isfile(detail["manifest"])
     assert detail["elements"] and set(detail["elements"]) <= set(detail["files"])
