@@ -227,12 +227,15 @@ class TokenBook:
 
     def revoked(self, owners: set[str]) -> set[str]:
         """The named `owners` a whole tokens file no longer holds: their jobs are to stop. None of them while
-        the file is damaged or gone: that refuses every named token until it is fixed, but stops no one's work."""
+        the file is damaged or gone (that refuses every named token until it is fixed, but stops no one's work),
+        nor before it has stayed as it is for SETTLE_S: an editor writing it in place can be caught at the end
+        of a line, the file whole-looking but short of the artists after it. Refusing them for that moment is
+        undone by the rest of the save; cancelling their jobs would not be."""
         if self.path is None:
             return set()
         with self._lock:
             self._refresh()
-            if not self._whole:
+            if not self._whole or self._stamp is None or time.time() - self._stamp[2] / 1e9 < SETTLE_S:
                 return set()
             return {owner for owner in owners if owner and owner not in self._entries}
 

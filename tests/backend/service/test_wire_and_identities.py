@@ -75,16 +75,25 @@ def test_a_tokens_file_caught_mid_save_by_an_editor_refuses_nobody_until_it_has_
 
 
 def test_only_a_whole_file_without_an_artist_stops_their_jobs(tmp_path):
-    """`revoked` names the owners whose jobs the worker stops: those a whole file leaves out. A new token for
-    the same artist (`--replace`), the unnamed `--token` identity, or a file damaged or gone stop no one."""
+    """`revoked` names the owners whose jobs the worker stops: those a whole file, still for SETTLE_S, leaves out.
+    A new token for the same artist (`--replace`), the unnamed `--token` identity, a file damaged or gone, or one
+    caught at a line's end by an editor writing it in place stop no one."""
     path = tmp_path / "tokens"
     entries = {name: Entry(name, "artist", hash_token(f"{name}-secret-token-1")) for name in ("ann", "ben")}
     write_entries(path, entries)
     book = TokenBook(path, shared="the-old-shared-token")
     owners = {"ann", "ben", "", "never-named"}
+    _still_for(path, 1.0)
     assert book.revoked(owners) == {"never-named"}
     write_entries(path, {**entries, "ann": Entry("ann", "artist", hash_token("ann-new-token-12345"))})  # replaced
+    _still_for(path, 1.0)
     assert book.revoked({"ann", "ben", ""}) == set()
+    whole = path.read_text()
+    path.write_text(whole[: whole.index("ben ")])  # an editor's in-place save, caught at the end of ann's line
+    assert book.identify("ben-secret-token-1") is None  # refused for that moment (as a revoked token would be)
+    assert book.revoked(owners) == set()  # but nobody's jobs stop on it
+    path.write_text(whole)  # the save goes on
+    assert book.identify("ben-secret-token-1").name == "ben" and book.identify("ann-new-token-12345").name == "ann"
     path.write_text("ann artist not-a-hash\n")  # damaged: every named token refused, but no job stopped
     _still_for(path, 1.0)
     assert book.identify("ben-secret-token-1") is None and book.revoked(owners) == set()
@@ -93,8 +102,11 @@ def test_only_a_whole_file_without_an_artist_stops_their_jobs(tmp_path):
     time.sleep(identities.SETTLE_S + 0.1)
     assert book.revoked(owners) == set()  # gone for good: still no one's jobs stopped
     write_entries(path, {"ben": entries["ben"]})  # ann revoked, by the tokens command
-    assert book.revoked(owners) == {"ann", "never-named"}
+    assert book.identify("ann-new-token-12345") is None and book.revoked(owners) == set()  # refused at once
+    _still_for(path, 1.0)
+    assert book.revoked(owners) == {"ann", "never-named"}  # her jobs stop half a second later
     write_entries(path, {})  # the last artist revoked: the file keeps its heading line, and is whole
+    _still_for(path, 1.0)
     assert book.revoked(owners) == {"ann", "ben", "never-named"}
     # Saved by an editor that adds a BOM and leaves off the last newline (Notepad, VS Code): ben again, ann not.
     path.write_bytes(b"\xef\xbb\xbf" + entries["ben"].line().encode())
