@@ -133,7 +133,7 @@ class SocketTransport(Transport):
                 check_certificate(sock, self._fingerprint, "{:s}:{:d}".format(*self._address))
             except ssl.SSLError as ex:
                 sock.close()
-                if getattr(ex, "reason", None) not in protocol.PLAIN_PEER_REASONS:
+                if getattr(ex, "reason", None) not in protocol.wire.PLAIN_PEER_REASONS:
                     raise
                 raise ConnectionError(  # a reconnection tries again, as for a worker not there
                     "it answers without TLS: a worker started without --tls serves its own machine only; there (or "

@@ -120,7 +120,7 @@ def serve_connection(worker: LineHandler, conn: socket.socket, peer: tuple, tls:
             first = _first_byte(conn)
             if first == b"{":  # a JSON line: the add-on without a fingerprint, told why in words it can read
                 log(f"{name}: {handshake_failure(None)}; closed")
-                conn.sendall(protocol.error_event(BAD_REQUEST, protocol.TLS_ONLY).encode())
+                conn.sendall(protocol.error_event(BAD_REQUEST, protocol.wire.TLS_ONLY).encode())
                 _close_after_reading(conn)
                 return
             if first is None:
@@ -178,7 +178,7 @@ def handshake_failure(exc: BaseException | None) -> str:
     """Why a TLS handshake failed, in one line (the common case said plainly: a client without TLS; None:
     one seen speaking plain lines before any handshake)."""
     reason = getattr(exc, "reason", None) or ""
-    if exc is None or reason in protocol.PLAIN_PEER_REASONS:
+    if exc is None or reason in protocol.wire.PLAIN_PEER_REASONS:
         return "not a TLS client (it spoke plain TCP to the TLS port: connect with TLS and the worker's fingerprint)"
     if isinstance(exc, TimeoutError):
         return "no TLS handshake within the time allowed"

@@ -192,7 +192,7 @@ def test_faults_on_the_wire_are_one_line_answers(studio):
         told += chunk
     plain.close()
     answer = protocol.decode_message(told)
-    assert answer["code"] == "bad_request" and answer["message"] == protocol.TLS_ONLY
+    assert answer["code"] == "bad_request" and answer["message"] == protocol.wire.TLS_ONLY
     line = studio.wait_stderr(rf"client 127\.0\.0\.1:{port}: .*").group(0)
     assert "not a TLS client" in line
     time.sleep(0.5)
