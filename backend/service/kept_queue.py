@@ -49,7 +49,6 @@ def save_queue(path: Path, jobs: list[Job]) -> None:
     """Write the active jobs (running first, then in the order they start) to `path`, whole."""
     entries = [{"id": job.id, "task": job.task, "spec": job.spec, "job_dir": str(job.job_dir), "owner": job.owner,
                 "blobs": list(job.blobs)} for job in jobs]
-    path.parent.mkdir(parents=True, exist_ok=True)  # a worker in paths mode may not have made its jobs root yet
     write_json_atomic(path, {"format": FORMAT, "jobs": entries})
 
 
