@@ -114,6 +114,65 @@ def test_a_failed_write_stops_the_parts_later_chunks_and_is_raised_once(tmp_path
     writer.wait(part)
 
 
+class DiskWaitingForTheHash(ChunkWriter):
+    """A disk whose write of a whole chunk returns only once that chunk's hash has begun: a writer that
+    hashed after writing (one after the other) never gets there."""
+
+    def __init__(self, hashing):
+        super().__init__()
+        self.hashing, self.waited = hashing, []
+
+    def write_at(self, path, offset, data):
+        if len(data) >= DIRECT_FROM_BYTES:
+            self.waited.append(self.hashing.wait(10))
+        super().write_at(path, offset, data)
+
+
+class SignallingHash:
+    """SHA-256 that says when an update begins."""
+
+    def __init__(self):
+        self.sha, self.began = hashlib.sha256(), __import__("threading").Event()
+
+    def update(self, data):
+        self.began.set()
+        self.sha.update(data)
+
+    def hexdigest(self):
+        return self.sha.hexdigest()
+
+
+def test_a_whole_chunk_is_hashed_while_it_is_written_and_the_running_hash_stays_in_order(tmp_path):
+    """An upload's 4 MiB chunk: its direct write waits for the disk while the hash runs beside it (the
+    chunk takes the longer of the two, not their sum); smaller pieces are hashed after their write."""
+    hasher = SignallingHash()
+    disk = DiskWaitingForTheHash(hasher.began)
+    writer = BackgroundWriter(disk)
+    part = tmp_path / "e.part"
+    chunks = [os.urandom(DIRECT_FROM_BYTES) for _ in range(3)] + [os.urandom(5000)]
+    offset = 0
+    for chunk in chunks:
+        writer.add(part, offset, chunk, hasher)
+        offset += len(chunk)
+    writer.wait(part)
+    whole = b"".join(chunks)
+    assert disk.waited == [True, True, True]  # each whole chunk's hash had begun while its write waited
+    assert part.read_bytes() == whole and hasher.hexdigest() == hashlib.sha256(whole).hexdigest()
+
+
+def test_a_hash_that_fails_beside_a_write_is_raised_for_its_file(tmp_path):
+    class Broken:
+        def update(self, data):
+            raise ValueError("a fault of ours")
+
+    writer = BackgroundWriter()
+    writer.add(tmp_path / "f.part", 0, os.urandom(DIRECT_FROM_BYTES), Broken())
+    with pytest.raises(ValueError):
+        writer.wait(tmp_path / "f.part")
+    writer.add(tmp_path / "g.part", 0, os.urandom(DIRECT_FROM_BYTES), hashlib.sha256())  # the writer goes on
+    writer.wait(tmp_path / "g.part")
+
+
 def test_an_action_queued_after_a_files_writes_runs_once_they_landed_and_wait_all_waits_for_every_file(tmp_path):
     """A download's rename into place runs after its pieces are written, on the writer's thread."""
     writer = BackgroundWriter()
