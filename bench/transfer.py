@@ -15,7 +15,9 @@ the add-on's own client (`core.worker_client`, `core.transfer`), as Blender woul
    limits run `--repeat` times, in turn, and their medians are compared. Beside the upload's limit,
    the same socket pair with the receiver hashing what arrives (SHA-256, on a thread of its own): the
    least an upload the worker names by its hash needs. On the 2-core test VM that alone reached only
-   0.58-0.68 of the limit (the hash's 42 ms of CPU per 64 MiB shares the two cores with both ends' TLS);
+   0.58-0.68 of the limit (the hash's 42 ms of CPU per 64 MiB shares the two cores with both ends' TLS).
+   And the hash alone, no transfer: on a machine whose TLS outruns its SHA-256 (the test VM in December
+   2026: 64 MiB in 42-45 ms over TLS, 56 ms through SHA-256) that alone is past 0.5 of the limit's time;
 5. what the bench folder's file system itself costs: creating the result's 83 files there (empty),
    no transfer at all, just before the fetches and after them. A fetch cannot be faster than that.
    On this project's test VM (ext4 without a journal, which does not reuse an inode freed in the last
@@ -245,6 +247,9 @@ def main() -> None:
                          f"by its hash needs at least; {limit_s / hashed_s:.2f} of the limit)", hashed_s,
                          args.mib / hashed_s, None))
             rows.append((f"upload {args.mib} MiB random ({framing})", seconds, args.mib / seconds, limit_s / seconds))
+            hash_s = statistics.median(timed(lambda: hashlib.sha256(payload[0]).digest()) for _ in range(args.repeat))
+            rows.append((f"SHA-256 of the {args.mib} MiB alone, one thread, no transfer (the worker's share of an "
+                         f"upload; the limit's time is {limit_s / hash_s:.2f} of it)", hash_s, args.mib / hash_s, None))
             served = tmp / "jobs" / "bench_download"
             served.mkdir(parents=True)
             os.link(bigs[0], served / "random.bin")
