@@ -1,7 +1,9 @@
 """The README's screenshots, taken in a real Blender window: docs/images/{view3d_tab,extra_views,sequencer_tab,
-job_running,result_strip,result_plane,review_wipe,review_side_by_side,input_checks}.png.
+job_running,result_strip,result_plane,review_wipe,review_side_by_side,input_checks,
+shared_worker}.png.
 
     python3 docs/screenshots.py     # as root with the Debian chroot of README.md, or BLENDER=... / blender on PATH
+    python3 docs/screenshots.py shared_worker   # only the steps named (after the shot's set-up)
 
 Finds Blender as `make test-blender52` does, installs this checkout as an extension in a scratch user folder
 (nothing of the developer's preferences shows), then starts Blender's interface under ``xvfb-run`` (software
@@ -24,6 +26,8 @@ WORK = os.path.join(REPO, "build", "screenshots")
 IMAGES = os.path.join(REPO, "docs", "images")
 OUTPUT = "/tmp/scail2"  # the worker's output folder: short, as an artist's would be
 WINDOW = (1600, 1000)
+PANEL_HEADER_PITCH = 28  # pixels from one collapsed sidebar panel's header to the next (interface scale 1)
+PANEL_TOP_MARGIN = 4  # pixels above the top panel's header
 
 
 # --- Inside Blender: the artist's steps, each followed by a screenshot.
@@ -94,6 +98,63 @@ def in_blender(config_path):
         for _ in range(abs(clicks)):  # negative: back up
             window.event_simulate(type='WHEELDOWNMOUSE' if clicks > 0 else 'WHEELUPMOUSE', value='PRESS', x=x, y=y)
         yield 0.5
+
+    def open_panel(region, idname):
+        """Open the sidebar panel ``idname`` (one closed by default) as an artist does, by clicking its header:
+        every panel is collapsed first (Ctrl+click on the top one, then a click that shuts it too), then the
+        headers are clicked from the top until that panel draws its body (a closed panel never does); another
+        one opened on the way is clicked shut again. Panels have no open state in Python to set instead."""
+        window = bpy.context.window_manager.windows[0]
+        panels = [cls for cls in sys.modules[pkg + ".panels"].classes if getattr(cls, "bl_space_type", "")
+                  == area_of(region).type and not getattr(cls, "bl_parent_id", "")]
+        drawn = []
+
+        def recording(cls, draw):
+            def draw_recorded(self, context):
+                drawn.append(cls.__name__)
+                draw(self, context)
+            return draw_recorded
+
+        originals = {cls: cls.draw for cls in panels}
+        for cls in panels:
+            cls.draw = recording(cls, cls.draw)
+
+        def click(y, ctrl=False):
+            x = region.x + 40  # on the header's title, left of its drag handle
+            window.event_simulate(type='MOUSEMOVE', value='NOTHING', x=x, y=y)
+            window.event_simulate(type='LEFTMOUSE', value='PRESS', x=x, y=y, ctrl=ctrl)
+            window.event_simulate(type='LEFTMOUSE', value='RELEASE', x=x, y=y, ctrl=ctrl)
+
+        try:
+            yield from scroll_down(region, clicks=-200)
+            top = region.y + region.height - PANEL_TOP_MARGIN
+            first = top - PANEL_HEADER_PITCH // 2
+            click(first, ctrl=True)  # the top panel alone open...
+            yield 0.5
+            click(first)  # ...and shut
+            yield 0.5
+            drawn.clear()
+            yield 0.5
+            if drawn:
+                raise RuntimeError("panels still open after collapsing them all: {!r}".format(sorted(set(drawn))))
+            for k in range(len(panels)):
+                y = first - k * PANEL_HEADER_PITCH
+                drawn.clear()
+                click(y)
+                yield 0.5
+                if idname in drawn:
+                    return
+                if drawn:
+                    click(y)  # another panel opened: shut it again
+                    yield 0.5
+            raise RuntimeError("no header of {:s} found in the sidebar".format(idname))
+        finally:
+            for cls, draw in originals.items():
+                cls.draw = draw
+
+    def area_of(region):
+        return next(area for area in bpy.context.window_manager.windows[0].screen.areas
+                    if any(r.as_pointer() == region.as_pointer() for r in area.regions))
 
     def rect(item):
         return [item.x, item.y, item.width, item.height]
@@ -288,18 +349,95 @@ def in_blender(config_path):
         yield 1.5
         shoot("input_checks", area, rect(area))
 
+    def shared_worker(area, scene):
+        """A worker two artists share (alice and ben, each with a token of their own) and Blender signed in as
+        their lead, an admin: the Queue panel's "On the worker" list shows every artist's jobs with their names
+        and places in the turn order, each with its cancel button."""
+        import re
+        import subprocess as sp
+        import threading
+
+        core_queue, core_job = sys.modules[pkg + ".core.queue"], sys.modules[pkg + ".core.job"]
+        protocol = sys.modules[pkg + ".protocol"]
+        backend_dir = os.path.dirname(sys.modules[pkg].__file__)
+        python, tokens = config["backend_python"], os.path.join(OUTPUT, "worker-tokens")
+
+        def token(*args):
+            return sp.run([python, "-m", "backend", "tokens", "--file", tokens, "add", *args], cwd=backend_dir,
+                          check=True, capture_output=True, text=True, timeout=120).stdout.strip()
+
+        alice_token, ben_token, lead_token = token("alice"), token("ben"), token("lead", "--admin")
+        worker = sp.Popen([python, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu", "--jobs-root",
+                           os.path.join(OUTPUT, "shared_jobs"), "--listen", "127.0.0.1:0", "--tokens", tokens],
+                          cwd=backend_dir, stdin=sp.DEVNULL, stdout=sp.DEVNULL, stderr=sp.PIPE, text=True)
+        artists = []
+        try:
+            port = None
+            for line in worker.stderr:
+                found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+                if found:
+                    port = int(found.group(1))
+                    break
+            if port is None:
+                raise RuntimeError("the shared worker did not start")
+            threading.Thread(target=worker.stderr.read, daemon=True).start()  # its log, read so it never blocks
+
+            def take(seed, steps=4):
+                return protocol.JobSpec(driving=config["footage"], reference=config["reference"], height=64, width=128,
+                                        steps=steps, seed=seed, frame_end=5)
+
+            for name, artist_token, specs in (("alice", alice_token, [take(1, steps=5000), take(2), take(3)]),
+                                               ("ben", ben_token, [take(4), take(5)])):
+                artist = core_queue.JobQueue(core_job.RemoteWorker("127.0.0.1", port, artist_token),
+                                             os.path.join(OUTPUT, name))
+                artists.append((artist, [artist.submit(spec) for spec in specs]))
+            while not all(job.status in ("queued", "running") for _artist, submitted in artists for job in submitted):
+                for artist, _submitted in artists:
+                    artist.poll()
+                yield 0.2
+            prefs = bpy.context.preferences.addons[pkg].preferences
+            prefs.worker_location, prefs.remote_address = 'REMOTE', "127.0.0.1:{:d}".format(port)
+            prefs.remote_token = lead_token
+            window = bpy.context.window_manager.windows[0]
+            area.type = 'VIEW_3D'
+            region = sidebar(area)
+            yield from show_tab(region)
+            with bpy.context.temp_override(window=window, area=area):
+                bpy.ops.scail2.list_worker_jobs()
+            queue = sys.modules[pkg + ".runtime.session"].get_queue(create=False)
+            while queue.listing_worker_jobs or not queue.signed_in_as():
+                yield 0.2
+            yield from open_panel(region, "SCAIL2_PT_view3d_queue")
+            yield 1.5
+            shoot("shared_worker", area, rect(region))
+        finally:
+            for artist, _submitted in artists:
+                artist.shutdown()
+            worker.terminate()
+            worker.wait(60)
+
     def steps():
-        """The recipe; each step yields the seconds to wait for Blender to draw."""
+        """The recipe; each step yields the seconds to wait for Blender to draw. ``config["only"]``: the names of
+        the steps to take (the window and the shot are always set up first), all of them when empty."""
         yield 2.0  # 1. the window has drawn once
         scene = set_up_shot()  # 2. the shot
         area = main_area()
-        yield from view3d_tab(area)  # 3. the SCAIL tab in the 3D viewport
-        yield from extra_views_panel(area, scene)  # 3b. its Extra Views: a file and a turnaround of the cube
-        yield from sequencer_tab(area)  # 4. the same area as the sequencer with its preview
-        yield from job_running_then_strip(area, scene)  # 5. Generate: the job running, the strip
-        yield from result_plane(area, scene)  # 6. back to the 3D viewport: the plane
-        yield from review_takes(area, scene)  # 7. more takes, reviewed: approve, a note, a compare
-        yield from input_checks(area, scene)  # 8. a cut in the sequencer output: Check Inputs and its marker
+        recipe = (
+            ("view3d_tab", lambda: view3d_tab(area)),  # 3. the SCAIL tab in the 3D viewport
+            ("extra_views", lambda: extra_views_panel(area, scene)),  # 3b. Extra Views: a file, a turnaround
+            ("sequencer_tab", lambda: sequencer_tab(area)),  # 4. the same area as the sequencer with its preview
+            ("job_running", lambda: job_running_then_strip(area, scene)),  # 5. Generate: the job running, the strip
+            ("result_plane", lambda: result_plane(area, scene)),  # 6. back to the 3D viewport: the plane
+            ("review", lambda: review_takes(area, scene)),  # 7. more takes, reviewed: approve, a note, a compare
+            ("input_checks", lambda: input_checks(area, scene)),  # 8. a cut in the sequencer output: Check Inputs
+            ("shared_worker", lambda: shared_worker(area, scene)),  # 9. a worker artists share, as their lead sees it
+        )
+        unknown = set(config.get("only") or ()) - {name for name, _step in recipe}
+        if unknown:
+            raise RuntimeError("no such step: {:s}".format(", ".join(sorted(unknown))))
+        for name, step in recipe:
+            if not config.get("only") or name in config["only"]:
+                yield from step()
 
     recipe = steps()
 
@@ -381,7 +519,7 @@ def main():
     with open(config, "w", encoding="utf-8") as fh:
         json.dump({"backend_python": run.BACKEND_PYTHON, "footage": run.FOOTAGE, "reference": run.REFERENCE,
                    "footage2": os.path.join(os.path.dirname(run.FOOTAGE), "scail_002_driving.mp4"),
-                   "work": WORK}, fh)
+                   "work": WORK, "only": sys.argv[1:]}, fh)
     # --enable-event-simulate: the script flips the sidebar tabs with simulated Ctrl+Wheel events.
     geometry = ["--window-geometry", "0", "0", str(WINDOW[0]), str(WINDOW[1]), "--enable-event-simulate"]
     run.run_step(command, [*geometry, "--python", os.path.abspath(__file__), "--", config], env,

@@ -205,12 +205,12 @@ def draw_worker_jobs(layout, queue):
 
 
 def worker_job_text(entry):
-    """One row of the worker's list: "alice · 20261207-101500-ab12cd: queued, 2 ahead"."""
+    """One row of the worker's list: "alice · queued, 2 ahead · take_01". Who and where in the queue come
+    first: a sidebar cuts a row's end, and job folders are long ("SCAIL 20261207-101500-ab12cd")."""
     folder = os.path.basename(str(entry.get("job_dir", "")).rstrip("/\\")) or entry.get("job", "")
-    who = "{:s} \u00b7 ".format(entry["owner"]) if entry.get("owner") else ""
     ahead = entry.get("position") if entry.get("status") == "queued" else 0
-    where = ", {:d} ahead".format(ahead) if ahead else ""
-    return "{:s}{:s}: {:s}{:s}".format(who, folder, entry.get("status", ""), where)
+    state = entry.get("status", "") + (", {:d} ahead".format(ahead) if ahead else "")
+    return " \u00b7 ".join(part for part in (entry.get("owner"), state, folder) if part)
 
 
 # --------------------------------------------------------------------------------------------

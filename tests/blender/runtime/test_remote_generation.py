@@ -81,5 +81,5 @@ def test_the_queue_panel_lists_the_workers_jobs(report):
     assert ["label", "On the worker", "NETWORK_DRIVE", []] in listed
     assert ["operator", "", "FILE_REFRESH", ["scail2.list_worker_jobs"]] in listed
     assert ["label", "No job queued or running", "NONE", []] in listed
-    assert ["label", "alice \u00b7 take_01: queued, 2 ahead", "SORTTIME", []] in another
+    assert ["label", "alice \u00b7 queued, 2 ahead \u00b7 take_01", "SORTTIME", []] in another
     assert ["operator", "", "X", ["scail2.cancel_worker_job"]] in another  # its `job` set: checked by the stub
