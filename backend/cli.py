@@ -36,6 +36,7 @@ from .options import (
 )
 from .parallel.launch import add_gpus_argument, launch, wants_launch
 from .review.commands import add_report_arguments, add_score_arguments
+from .service.job_commands import add_jobs_arguments
 from .service.token_commands import add_tokens_arguments
 from .stop_signals import StopSignals
 from .tools.doctor import run_doctor
@@ -259,6 +260,12 @@ def run_report(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def run_jobs(args: argparse.Namespace) -> int:
+    from .service.job_commands import run_jobs as run
+
+    return run(args)  # no torch: a quick command
+
+
 def run_tokens(args: argparse.Namespace) -> int:
     from .service.token_commands import run_tokens as run
 
@@ -389,6 +396,11 @@ COMMANDS = (
      "`add` prints the new token once; `revoke` takes effect at once, on open connections too, and cancels "
      "that artist's jobs.",
      add_tokens_arguments, run_tokens),
+    ("jobs", "a running worker's queued and running jobs: list, cancel (an admin: every artist's)",
+     "Connect to a running worker as an artist or an admin (the token from $SCAIL2_TOKEN or --token-file) and "
+     "list its queued and running jobs in the order they start, or cancel some. On the worker's own machine its "
+     "certificate is found on its own; from elsewhere give --fingerprint.",
+     add_jobs_arguments, run_jobs),
     ("doctor", "report Python, torch, GPU, attention backends, weights, presets",
      "Report what this machine and weights folder can run (always exits 0).",
      add_doctor_arguments, run_doctor),
