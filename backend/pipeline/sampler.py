@@ -101,6 +101,10 @@ def make_scheduler(settings: SamplerSettings):
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, n + 1)[:n])
     else:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {settings.solver!r}")
+    # The schedule is stepped from its first timestep. Left to find where it starts, a diffusers scheduler looks
+    # the first timestep up and takes its *second* place when it is there twice (made for img2img), which the
+    # integer timesteps of a long schedule are: UniPC then ran one step short and failed its last from 501 steps.
+    scheduler.set_begin_index(0)
     return scheduler
 
 

@@ -45,6 +45,23 @@ def test_every_solver_lands_on_the_clean_latents_of_an_exact_velocity(solver):
     torch.testing.assert_close(x, x0, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("solver", ["unipc", "dpm++", "euler"])
+def test_a_long_schedule_whose_integer_timesteps_repeat_runs_every_step(solver):
+    """Steps the job spec allows past the 1000 training timesteps (and UniPC's from 501, whose first timestep then
+    appears twice) take every step from the first, with the solver's full order, and end finite."""
+    torch.manual_seed(0)
+    x0, x = torch.randn(1, 16, 1, 2, 2), torch.randn(1, 16, 1, 2, 2)
+    for steps in (501, 2000):
+        scheduler = make_scheduler(SamplerSettings(steps=steps, guidance=1.0, shift=3.0, solver=solver))
+        sigmas = scheduler.sigmas
+        latents = x.clone()
+        for i, t in enumerate(scheduler.timesteps):
+            assert scheduler.step_index in (None, i)  # stepped from the first timestep on, one by one
+            latents = scheduler.step((latents - x0) / sigmas[i], t, latents, return_dict=False)[0]
+        assert scheduler.step_index == steps
+        torch.testing.assert_close(latents, x0, atol=1e-3, rtol=0)
+
+
 class TextOnlyNetwork(torch.nn.Module):
     """Velocity 3 for the prompt's context, -1 for the negative prompt's; counts the samples it is asked for."""
 
