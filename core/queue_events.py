@@ -68,6 +68,7 @@ class QueueEvents:
         handler = self._JOB_EVENTS.get(kind)
         if handler is not None:
             getattr(self, handler)(job, event, now)
+            self._follow_worker_jobs(kind)
 
     # A job's events, by type: the handler method's name, called with (job, event, now).
     _JOB_EVENTS = {
@@ -118,15 +119,23 @@ class QueueEvents:
         return False
 
     def _on_worker_job_event(self, event):
-        """A listed job of the worker's started or ended: its line in `worker_jobs` follows."""
+        """Another session's job (to an admin: any artist's) joined the worker's queue, started or ended: its line
+        in `worker_jobs` follows at once, and the list is asked for again (the places of the others changed)."""
         entry = next((entry for entry in self.worker_jobs if entry.get("job") == event.job), None)
-        if entry is None or event.TYPE not in ("started",) + ENDED:
-            return
-        if event.TYPE == "started":
-            entry["status"] = "running"
-        else:
-            self.worker_jobs.remove(entry)
-        self._change(None, "worker_jobs")
+        if entry is not None and event.TYPE in ("started",) + ENDED:
+            if event.TYPE == "started":
+                entry["status"] = "running"
+            else:
+                self.worker_jobs.remove(entry)
+            self._change(None, "worker_jobs")
+        self._follow_worker_jobs(event.TYPE)
+
+    def _follow_worker_jobs(self, kind):
+        """Once the artist has listed the worker's jobs, a job joining, starting or leaving its queue has the list
+        asked for again: the panel's list follows what other artists queue, and every place in it."""
+        if kind in ("queued", "started") + ENDED and self.worker_jobs_listed_at is not None \
+                and not self.listing_worker_jobs:
+            self.list_worker_jobs()
 
     def _on_connection_lost(self, event):
         self.notice = one_line(event.message)

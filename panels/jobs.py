@@ -180,13 +180,13 @@ def draw_queue(layout, context):
 
 def draw_worker_jobs(layout, queue):
     """A remote worker's queued and running jobs as this token sees them (an admin: every artist's), each
-    with a cancel button; listed when the artist asks (the list is not kept up to date by itself)."""
+    with a cancel button; listed when the artist asks, then again whenever a job joins, starts or leaves."""
     box = layout.box()
     row = box.row()
     row.label(text="On the worker", icon='NETWORK_DRIVE')
     row.operator("scail2.list_worker_jobs", text="", icon='FILE_REFRESH')
-    if queue is not None and queue.listing_worker_jobs:
-        box.label(text="Asking the worker\u2026")
+    if queue is not None and queue.listing_worker_jobs and queue.worker_jobs_listed_at is None:
+        box.label(text="Asking the worker\u2026")  # asked again later, the list shown stays until the answer
         return
     if queue is None or queue.worker_jobs_listed_at is None:
         box.label(text="List its jobs: yours from any session, everyone's for an admin")

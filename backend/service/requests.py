@@ -146,7 +146,7 @@ class Requests:
             folder = Path(job_dir).expanduser() if job_dir else self.jobs_root / job_id
         spec = self._check_spec(message["job"]) if task == "generate" else self._check_segment_spec(message)
         job = Job(job_id, spec.to_dict(), folder.resolve(), task=task, blobs=tuple(held))
-        return self._enqueue(self._owned(job, output))
+        return self._enqueue(self._owned(job, output), output)
 
     def _on_check_inputs(self, message: dict, output: Output) -> None:
         """Check a job's inputs without queueing it: the cheap file checks answered at once (an error),
@@ -196,7 +196,7 @@ class Requests:
         if is_finished(summary):
             raise ProtocolFailure(BAD_REQUEST, f"the job in {folder} is already finished")
         spec = self._check_spec(manifest["job"])
-        kind, reply = self._enqueue(self._owned(Job(uuid.uuid4().hex[:12], spec.to_dict(), folder), output))
+        kind, reply = self._enqueue(self._owned(Job(uuid.uuid4().hex[:12], spec.to_dict(), folder), output), output)
         return kind, reply | {"was": summary.get("state")}  # "interrupted": its last run was killed
 
     def _on_cancel(self, message: dict, output: Output) -> None:
@@ -313,7 +313,9 @@ class Requests:
         except SegmentationError as exc:
             raise ProtocolFailure(BAD_INPUT, str(exc)) from None
 
-    def _enqueue(self, job: Job) -> tuple[str, dict]:
+    def _enqueue(self, job: Job, output: Output) -> tuple[str, dict]:
+        """Queue `job`; the reply to `output` (who asked). Whoever else sees the job (the artist's other sessions, an
+        admin) is told it joined the queue, so a list of the worker's jobs shown there can follow."""
         if job.task == "generate":
             self._check_folder(job)
         with self._cond:
@@ -331,8 +333,9 @@ class Requests:
             self._session_dirs.add(job.job_dir)
             self._save_queue()
             self._cond.notify_all()
-        return "queued", {"job": job.id, "job_dir": str(job.job_dir), "position": position,
-                          "others_ahead": others_ahead}
+        fields = {"job": job.id, "job_dir": str(job.job_dir), "position": position, "others_ahead": others_ahead}
+        self._broadcast("queued", skip=output, **fields)
+        return "queued", fields
 
     @staticmethod
     def _check_folder(job: Job) -> None:

@@ -179,18 +179,18 @@ class Worker(Requests, Transfers, Sharing, QueueKeeping):
             if output in self._outputs:
                 self._outputs.remove(output)
 
-    def _broadcast(self, kind: str, **fields: Any) -> None:
-        self._broadcast_line(protocol.encode_message(kind, **fields), fields.get("job"))
+    def _broadcast(self, kind: str, skip: Output | None = None, **fields: Any) -> None:
+        self._broadcast_line(protocol.encode_message(kind, **fields), fields.get("job"), skip)
 
     def _broadcast_error(self, code: str, message: str, hint: str = "", job: Job | None = None) -> None:
         self._broadcast_line(protocol.error_event(code, message, hint=hint, job=job.id if job else None),
                              job.id if job else None)
 
-    def _broadcast_line(self, line: str, job_id: str | None = None) -> None:
-        """`line` to every connection whose identity sees the job `job_id` (and is not revoked)."""
+    def _broadcast_line(self, line: str, job_id: str | None = None, skip: Output | None = None) -> None:
+        """`line` to every connection whose identity sees the job `job_id` (and is not revoked), but `skip`."""
         owner = self._job_owners.get(job_id) if job_id else None
         with self._outputs_lock:
-            outputs = list(self._outputs)
+            outputs = [output for output in self._outputs if output is not skip]
         for output in outputs:
             identity = getattr(output, "identity", EVERYONE)
             if owner is not None and not (identity.sees(owner) and self.book.is_current(identity)):

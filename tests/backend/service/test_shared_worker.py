@@ -335,6 +335,30 @@ def test_revoking_an_artist_stops_their_running_and_queued_jobs_and_the_queue_go
         client.close()
 
 
+def test_the_artists_other_sessions_and_an_admin_hear_a_job_join_the_queue(studio):
+    """A job queued by one of alice's sessions is said (`queued`, no request id) to her other sessions and to an
+    admin, whose lists of the worker's jobs can follow; not to bob, nor twice to the session that asked."""
+    alice, alice_elsewhere, bob, boss = (Client(studio.port, studio.tokens[name]) for name in ("alice", "alice", "bob",
+                                                                                             "boss"))
+    driving, reference = alice.upload(DRIVING), alice.upload(REFERENCE)
+    answer = alice.request("submit", job=small_job(driving=driving, reference=reference, steps=2000))
+    assert answer["type"] == "queued", answer
+    job_id = answer["job"]
+    for listener in (alice_elsewhere, boss):
+        heard = listener.wait(lambda listener=listener: next((e for e in listener.events if e["type"] == "queued"
+                                                              and e["job"] == job_id), None))
+        assert heard["job_dir"] == answer["job_dir"] and heard["position"] == answer["position"]
+        assert "request_id" not in heard
+    boss.request("ping")  # sent after the job was queued: whatever bob would hear has come before its answer
+    bob.request("ping")
+    assert not [e for e in bob.events if e.get("job") == job_id]
+    assert not [e for e in alice.events if e["type"] == "queued"]  # the asking session: its answer only
+    boss.send("cancel", job=job_id)
+    assert alice.wait(lambda: alice.ended(job_id))["type"] == "cancelled"
+    for client in (alice, alice_elsewhere, bob, boss):
+        client.close()
+
+
 def test_an_editor_saving_the_tokens_file_in_place_drops_no_artist(studio):
     """nano and many editors empty the file, then write it: a request in between is still answered."""
     bob = Client(studio.port, studio.tokens["bob"])

@@ -428,23 +428,29 @@ def test_an_admin_lists_every_artists_jobs_on_the_worker_and_cancels_one(tmp_pat
         assert [(e["job"], e["owner"], e["status"]) for e in lead.worker_jobs] == [
             (long_job.id, "alice", "running"), (waiting.id, "alice", "queued"), (failing.id, "alice", "queued")]
         assert "worker_jobs" in [change.kind for change in lead_pump.changes]
+        later = alice.submit(small_spec(seed=11))  # queued once the list is shown: the list follows by itself
+        alice_pump.until(lambda: later.status == "queued")
+        lead_pump.until(lambda: any(e["job"] == later.id for e in lead.worker_jobs))
+        assert [(e["job"], e.get("position")) for e in lead.worker_jobs][-1] == (later.id, 3)
         assert lead.cancel_worker_job(waiting.id) and not lead.cancel_worker_job("0123456789ab")
         alice_pump.until(lambda: waiting.finished)
         assert waiting.status == "cancelled"
         lead_pump.until(lambda: not lead.listing_worker_jobs)
-        assert [e["job"] for e in lead.worker_jobs] == [long_job.id, failing.id]
+        assert [(e["job"], e.get("position")) for e in lead.worker_jobs] == [
+            (long_job.id, None), (failing.id, 1), (later.id, 2)]  # the places of those behind it, moved up
         other_session = job_queue.JobQueue(jobs.RemoteWorker("127.0.0.1", port, alice_token), str(tmp_path / "a2"))
         other_pump = Pump(other_session)
         other_session.list_worker_jobs()
         other_pump.until(lambda: not other_session.listing_worker_jobs)
-        assert [e["job"] for e in other_session.worker_jobs] == [long_job.id, failing.id]  # hers, from elsewhere
+        assert [e["job"] for e in other_session.worker_jobs] == [long_job.id, failing.id, later.id]  # from elsewhere
         assert other_session.cancel_worker_job(long_job.id)
         alice_pump.until(lambda: long_job.finished)
         assert long_job.status == "cancelled"
         alice_pump.until(lambda: failing.finished)
         assert failing.status == "failed" and "reference" in failing.error.message
+        alice_pump.until(lambda: later.finished)
         other_pump.until(lambda: not other_session.worker_jobs)  # the end events took them off the list
-        lead_pump.until(lambda: True)
+        lead_pump.until(lambda: not lead.worker_jobs and not lead.listing_worker_jobs)  # the admin's list too
         assert lead.notice == ""  # alice's job's error is hers: not the admin's panel's line
         for queue in (alice, lead, other_session):
             queue.shutdown()
