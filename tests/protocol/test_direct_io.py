@@ -83,9 +83,12 @@ class FullAfter(ChunkWriter):
 
 
 def test_chunks_land_in_order_and_the_running_hash_sees_each_once(tmp_path):
-    writer = BackgroundWriter(ChunkWriter())
-    part, hasher = tmp_path / "a.part", hashlib.sha256()
-    chunks = [os.urandom(1 << 20) for _ in range(9)]
+    written_in_order(BackgroundWriter(ChunkWriter()), tmp_path / "a.part", hashlib.sha256(),
+                     [os.urandom(1 << 20) for _ in range(9)])
+
+
+def written_in_order(writer, part, hasher, chunks):
+    """Queue `chunks` one after the other at their offsets of `part` with `hasher`; check the file and the hash."""
     offset = 0
     for chunk in chunks:
         writer.add(part, offset, chunk, hasher)
@@ -147,17 +150,9 @@ def test_a_whole_chunk_is_hashed_while_it_is_written_and_the_running_hash_stays_
     chunk takes the longer of the two, not their sum); smaller pieces are hashed after their write."""
     hasher = SignallingHash()
     disk = DiskWaitingForTheHash(hasher.began)
-    writer = BackgroundWriter(disk)
-    part = tmp_path / "e.part"
-    chunks = [os.urandom(DIRECT_FROM_BYTES) for _ in range(3)] + [os.urandom(5000)]
-    offset = 0
-    for chunk in chunks:
-        writer.add(part, offset, chunk, hasher)
-        offset += len(chunk)
-    writer.wait(part)
-    whole = b"".join(chunks)
+    written_in_order(BackgroundWriter(disk), tmp_path / "e.part", hasher,
+                     [os.urandom(DIRECT_FROM_BYTES) for _ in range(3)] + [os.urandom(5000)])
     assert disk.waited == [True, True, True]  # each whole chunk's hash had begun while its write waited
-    assert part.read_bytes() == whole and hasher.hexdigest() == hashlib.sha256(whole).hexdigest()
 
 
 def test_a_hash_that_fails_beside_a_write_is_raised_for_its_file(tmp_path):
