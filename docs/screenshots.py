@@ -97,6 +97,8 @@ def in_blender(config_path):
         window.event_simulate(type='MOUSEMOVE', value='NOTHING', x=x, y=y)
         for _ in range(abs(clicks)):  # negative: back up
             window.event_simulate(type='WHEELDOWNMOUSE' if clicks > 0 else 'WHEELUPMOUSE', value='PRESS', x=x, y=y)
+        # Off the sidebar: left over a button the scroll brought under it, the mouse shows its tooltip in the picture.
+        window.event_simulate(type='MOUSEMOVE', value='NOTHING', x=max(region.x - 40, 1), y=y)
         yield 0.5
 
     def open_panel(region, idname):
@@ -249,7 +251,6 @@ def in_blender(config_path):
         region = sidebar(area)
         with bpy.context.temp_override(window=bpy.context.window_manager.windows[0], area=area):
             bpy.ops.scail2.generate()
-        yield from scroll_down(region)
         input_render, session = sys.modules[pkg + ".runtime.input_render"], sys.modules[pkg + ".runtime.session"]
         while input_render.active() is not None:  # the job's first phase: its inputs rendered by Blender
             yield 0.2
@@ -258,7 +259,7 @@ def in_blender(config_path):
         job = session.scene_jobs(scene)[-1]
         while not (job.status == "running" and job.eta_s is not None and job.progress() > 0.3) and not job.finished:
             yield 0.5
-        yield 0.5
+        yield from scroll_down(region, clicks=200)  # to the end, now that the progress lines are drawn
         shoot("job_running", area, rect(region))
         history = scene.scail2_job.history
         while not (history and history[-1].status == 'IMPORTED'):
