@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 from scail_fixtures import FOOTAGE, REPO
 
@@ -29,10 +31,15 @@ def test_a_tiny_job_on_two_cpu_ranks_writes_the_frames_of_one_process(tmp_path):
         assert code == 0, f"{name}: {stderr[-3000:]}"
     (stdout, _), _ = results["two"]
     assert stdout.count("frames and manifest:") == 1  # rank 0 alone speaks on stdout
-    frames = {name: {p.name: p.read_bytes() for p in sorted((tmp_path / name / "frames").glob("*.png"))}
-              for name in runs}
-    assert len(frames["one"]) == 9
-    assert frames["two"] == frames["one"]
+    frames = {name: {p.name: cv2.imread(str(p)).astype(np.int16)
+                     for p in sorted((tmp_path / name / "frames").glob("*.png"))} for name in runs}
+    assert len(frames["one"]) == 9 and frames["two"].keys() == frames["one"].keys()
+    # The same frames up to the last bit of float rounding: split between ranks, the attention's matrix products
+    # have other shapes, and some CPUs' kernels then add in another order (the test VM of December 2026: a level
+    # of 1 in 0-2 of a frame's 9216 values; byte-identical frames on the machines before it).
+    differences = np.stack([np.abs(frames["two"][name] - frames["one"][name]) for name in frames["one"]])
+    assert differences.max() <= 1 and np.count_nonzero(differences) <= differences.size // 1000, (
+        differences.max(), np.count_nonzero(differences))
 
 
 @pytest.mark.parametrize(
