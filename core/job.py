@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 
 from .. import protocol
+from ..protocol.progress_text import progress_text
 from .util import one_line
 
 # Errors that end a job with its worker, not because of it: such a generation can be resumed, also
@@ -32,15 +33,6 @@ RESUMABLE_ERRORS = protocol.errors.RESUMABLE
 # Job statuses. "submitting": not yet accepted by the worker.
 ACTIVE = ("submitting", "queued", "running")
 FINISHED = ("done", "failed", "cancelled")
-PHASE_NAMES = {
-    "load": "Loading the model",
-    "encode": "Encoding the inputs",
-    "sample": "Generating",
-    "decode": "Decoding frames",
-    "segment": "Segmenting",
-    "write": "Writing frames",
-    "matte": "Cutting out the characters",  # a generation's matte: stages segment, write
-}
 TRANSFER_NAMES = {"upload": "Uploading the inputs", "download": "Fetching the results"}  # a remote worker's
 
 
@@ -189,17 +181,8 @@ class Job:
             return "Cancelled"
         if self.status == "failed":
             return "Failed: " + (self.error.text() if self.error else "unknown error")
-        text = PHASE_NAMES.get(self.phase, "Starting")
-        parts = []
-        if self.stage in ("segment", "write") and self.frames:
-            parts.append("frame {:d}/{:d}".format(min(self.frame, self.frames), self.frames))
-        elif self.segments and self.segment:
-            parts.append("segment {:d}/{:d}".format(self.segment, self.segments))
-        if self.phase == "sample" and self.steps:
-            parts.append("step {:d}/{:d}".format(self.step, self.steps))
-        if parts:
-            text += ": " + ", ".join(parts)
-        return text
+        return progress_text(self.phase, self.segment, self.segments, self.step, self.steps, self.stage, self.frame,
+                             self.frames)
 
     def progress(self):
         """Fraction done (0..1) from the segments and steps, for a progress bar."""

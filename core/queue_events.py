@@ -122,7 +122,10 @@ class QueueEvents:
         """Another session's job (to an admin: any artist's) joined the worker's queue, started or ended: its line
         in `worker_jobs` follows at once, and the list is asked for again (the places of the others changed)."""
         entry = next((entry for entry in self.worker_jobs if entry.get("job") == event.job), None)
-        if entry is not None and event.TYPE in ("started",) + ENDED:
+        if entry is not None and event.TYPE == "progress":  # where it stands, as its artist sees it
+            entry["status"], entry["progress"] = "running", event.to_dict()
+            self._change(None, "worker_jobs")
+        elif entry is not None and event.TYPE in ("started",) + ENDED:
             if event.TYPE == "started":
                 entry["status"] = "running"
             else:

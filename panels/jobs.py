@@ -21,6 +21,7 @@ import bpy
 from bpy.types import Panel, UIList
 
 from .. import preferences, protocol
+from ..protocol.progress_text import progress_fields_text
 from ..core import results, takes
 from ..props import job_settings
 from ..props.import_options import ImportOptions
@@ -210,6 +211,8 @@ def worker_job_text(entry):
     folder = os.path.basename(str(entry.get("job_dir", "")).rstrip("/\\")) or entry.get("job", "")
     ahead = entry.get("position") if entry.get("status") == "queued" else 0
     state = entry.get("status", "") + (", {:d} ahead".format(ahead) if ahead else "")
+    if entry.get("status") == "running" and entry.get("progress"):
+        state = progress_fields_text(entry["progress"])  # "Generating: segment 1/2, step 14/40"
     return " \u00b7 ".join(part for part in (entry.get("owner"), state, folder) if part)
 
 

@@ -196,7 +196,9 @@ class Cancelled(Event):
 @event_type
 @dataclass(frozen=True, kw_only=True)
 class Jobs(Event):
-    """The answer to `list_jobs`: one object per job (`job`, `job_dir`, `status`, and the folder's summary)."""
+    """The answer to `list_jobs`: one object per job (`job`, `job_dir`, `status`, `owner` and the folder's summary;
+    a queued one's `position` and `others_ahead`, a running one's `started_at` (seconds since the epoch) and
+    `progress`, its last progress event's fields)."""
 
     TYPE = "jobs"
     WHAT = "jobs event"

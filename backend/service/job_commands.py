@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import protocol
+from protocol.progress_text import progress_fields_text
 
 from .serve import is_loopback, parse_listen
 from .tls import CERT_NAME, TLSError, certificate_fingerprint, default_tls_dir, fingerprint
@@ -242,16 +243,27 @@ def jobs_table(jobs: list[dict]) -> str:
 
 
 def state_text(entry: dict) -> str:
+    """"queued, 2 ahead"; "Generating: segment 1/2, step 14/40 (running 12 min)"; "stopped part way ..."."""
     status = entry.get("status", "")
     if status == "queued":
         ahead = entry.get("position") or 0
         return f"queued, {ahead} ahead" if ahead else "queued, next"
-    if status == "running" and entry.get("segments"):
-        return f"running, segment {min(entry.get('completed_segments', 0) + 1, entry['segments'])} of " \
-               f"{entry['segments']}"
+    if status == "running" and entry.get("started_at") is not None:
+        since = duration_text(time.time() - entry["started_at"])
+        return f"{progress_fields_text(entry.get('progress') or {})} (running {since})"
     if status == "unfinished":
         return "stopped part way (resume it from Blender)"
     return status
+
+
+def duration_text(seconds: float) -> str:
+    """'45 s', '12 min', '2 h 05 min'."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def cancel_jobs(worker: WorkerConnection, job_ids: list[str], wait_s: float) -> int:

@@ -62,6 +62,8 @@ class Job:
     blobs: tuple = ()  # uploaded blobs the job reads (held in the store until it ends)
     owner: str = ""  # the identity that submitted it (identities.Identity.name)
     postponed: bool = False  # stopped with the worker, kept in its queue file (`kept_queue`) for the next start
+    started_at: float | None = None  # when it started running (seconds since the epoch)
+    progress: dict = field(default_factory=dict)  # its last progress event's fields (phase, segment, step...)
 
 
 class ProtocolFailure(Exception):

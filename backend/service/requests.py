@@ -231,6 +231,8 @@ class Requests:
             if job.status == "queued":
                 entry["position"] = position  # jobs ahead of it (in the fair order: the order they start)
                 entry["others_ahead"] = self._others_ahead(active, job)
+            elif job.started_at is not None:  # running: since when, and its last progress event's fields
+                entry["started_at"], entry["progress"] = job.started_at, dict(job.progress)
             jobs.append(folder_summary(job.job_dir) | entry)
         busy = {job.job_dir for job in active}
         candidates = set(session_dirs)

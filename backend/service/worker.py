@@ -248,11 +248,13 @@ class Worker(Requests, Transfers, Sharing, QueueKeeping):
                 self._stop_revoked()  # the running job's owner, and the queued jobs, between steps
                 if job.cancel.is_set():
                     raise Cancelled()
+                job.progress = fields  # where it stands, for list_jobs
             if kind == "done":
                 job.status = "done"  # before the event: a list_jobs answered after it no longer shows the job
                 fields["job_dir"] = str(job.job_dir)
             emit(kind, **fields)
 
+        job.started_at = time.time()
         whose = f" for {job.owner}" if self.book.named and job.owner else ""
         log(f"job {job.id} ({job.task}){whose} starts in {job.job_dir}")
         try:

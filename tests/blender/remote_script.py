@@ -97,7 +97,9 @@ def list_worker_jobs():
     listed = list(queue.worker_jobs)
     panel = {"listed": _drawn_queue_panel()}
     # As an admin's list shows another artist's queued job: its row, and a cancel button that takes its id.
-    queue.worker_jobs = [{"job": "1a2b3c4d5e6f", "job_dir": "/jobs/take_01/", "owner": "alice", "status": "queued",
+    queue.worker_jobs = [{"job": "0f0e0d0c0b0a", "job_dir": "/jobs/take_00/", "owner": "ben", "status": "running",
+                          "progress": {"phase": "sample", "segment": 1, "segments": 2, "step": 14, "steps": 40}},
+                         {"job": "1a2b3c4d5e6f", "job_dir": "/jobs/take_01/", "owner": "alice", "status": "queued",
                           "position": 2}]
     panel["another_artists"] = _drawn_queue_panel()
     queue.worker_jobs = listed

@@ -24,6 +24,7 @@ import process_guard
 from scail2 import protocol
 from scail2.core import job as jobs
 from scail2.core import queue as job_queue
+from scail2.protocol.progress_text import progress_fields_text
 
 REPO = blender_testing.REPO_ROOT
 BACKEND_PYTHON = os.path.join(REPO, ".venvs", "backend", "bin", "python")
@@ -428,6 +429,8 @@ def test_an_admin_lists_every_artists_jobs_on_the_worker_and_cancels_one(tmp_pat
         assert [(e["job"], e["owner"], e["status"]) for e in lead.worker_jobs] == [
             (long_job.id, "alice", "running"), (waiting.id, "alice", "queued"), (failing.id, "alice", "queued")]
         assert "worker_jobs" in [change.kind for change in lead_pump.changes]
+        lead_pump.until(lambda: (lead.worker_jobs[0].get("progress") or {}).get("step"))  # followed step by step
+        assert progress_fields_text(lead.worker_jobs[0]["progress"]).startswith("Generating: segment 1/1, step ")
         later = alice.submit(small_spec(seed=11))  # queued once the list is shown: the list follows by itself
         alice_pump.until(lambda: later.status == "queued")
         lead_pump.until(lambda: any(e["job"] == later.id for e in lead.worker_jobs))

@@ -82,4 +82,5 @@ def test_the_queue_panel_lists_the_workers_jobs(report):
     assert ["operator", "", "FILE_REFRESH", ["scail2.list_worker_jobs"]] in listed
     assert ["label", "No job queued or running", "NONE", []] in listed
     assert ["label", "alice \u00b7 queued, 2 ahead \u00b7 take_01", "SORTTIME", []] in another
+    assert ["label", "ben \u00b7 Generating: segment 1/2, step 14/40 \u00b7 take_00", "RENDER_ANIMATION", []] in another
     assert ["operator", "", "X", ["scail2.cancel_worker_job"]] in another  # its `job` set: checked by the stub
