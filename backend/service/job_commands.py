@@ -32,6 +32,7 @@ from .tls import CERT_NAME, TLSError, certificate_fingerprint, default_tls_dir, 
 
 TOKEN_VARIABLE = "SCAIL2_TOKEN"
 CONNECT_TIMEOUT_S = 15.0
+ANSWER_TIMEOUT_S = 60.0  # a worker's first hello on a busy machine takes seconds
 LINE_LIMIT = 16 << 20  # a list of a large studio's jobs is far below this
 EXIT_FAILED = 1  # a job that could not be cancelled
 EXIT_BAD_INPUT = 2  # no token, no worker, a refused token or certificate
@@ -130,7 +131,11 @@ class WorkerConnection:
         """The worker's answer to one request; its error as JobsCommandError."""
         request_id = self.send(kind, **fields)
         while True:
-            message = self.next_message(CONNECT_TIMEOUT_S)
+            try:
+                message = self.next_message(ANSWER_TIMEOUT_S)
+            except TimeoutError:
+                raise JobsCommandError(f"the worker at {self.where} did not answer {kind} within "
+                                       f"{ANSWER_TIMEOUT_S:g} s") from None
             if message.get("request_id") == request_id:
                 if message.get("type") == "error":
                     raise JobsCommandError(answer_text(message))

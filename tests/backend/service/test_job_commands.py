@@ -166,3 +166,24 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_a_worker_that_never_answers_is_one_line_not_a_wait_for_good(monkeypatch, capsys, tmp_path):
+    """Something listens at the address but says nothing (a hung worker, another program): one line."""
+    import argparse
+    import threading
+
+    from backend.service import job_commands
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    monkeypatch.setattr(job_commands, "ANSWER_TIMEOUT_S", 1.0)
+    monkeypatch.setenv("SCAIL2_TOKEN", TOKENS["lead"])
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # no certificate: plain, on loopback
+    args = argparse.Namespace(worker=f"127.0.0.1:{listener.getsockname()[1]}", token_file=None, fingerprint="",
+                              certificate=None, action="list")
+    assert job_commands.run_jobs(args) == job_commands.EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: the worker at 127.0.0.1:{listener.getsockname()[1]} did not answer hello within 1 s"]
+    listener.close()
