@@ -32,6 +32,7 @@ _modules = (
     "protocol.segmentation",
     "protocol.wire",
     "protocol.direct_io",
+    "protocol.progress_text",
     "protocol",
     "compat",
     "preferences",
