@@ -17,6 +17,7 @@ backend never imports it; these few requests need one blocking connection, not i
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import ssl
@@ -52,7 +53,10 @@ def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--certificate", type=Path, default=None, help="the worker's certificate file (serve "
                         "--tls-cert), to pin instead of a fingerprint")
     actions = parser.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="the queued and running jobs (an admin: every artist's), in the order they start")
+    listing = actions.add_parser("list", help="the queued and running jobs (an admin: every artist's), in the order "
+                                 "they start")
+    listing.add_argument("--json", action="store_true", help="one JSON object for scripts and monitoring: the "
+                         "worker's identity and model, and the jobs as the worker lists them")
     cancel = actions.add_parser("cancel", help="cancel queued or running jobs by their ids (a running one stops at "
                                 "its next step)")
     cancel.add_argument("jobs", nargs="+", metavar="JOB")
@@ -64,8 +68,12 @@ def run_jobs(args: argparse.Namespace) -> int:
     try:
         with WorkerConnection.open(args) as worker:
             if args.action == "list":
-                print(describe(worker.capabilities, args.worker))
-                print(jobs_table(worker.request("list_jobs")["jobs"]))
+                jobs = worker.request("list_jobs")["jobs"]
+                if args.json:
+                    print(json.dumps(listing_record(worker.capabilities, args.worker, jobs), indent=1))
+                else:
+                    print(describe(worker.capabilities, args.worker))
+                    print(jobs_table(jobs))
                 return 0
             return cancel_jobs(worker, args.jobs, args.wait)
     except JobsCommandError as exc:
@@ -232,6 +240,16 @@ def describe(capabilities: dict, where: str) -> str:
     signed = f"; signed in as {who}{role}" if who else ""
     return f"worker at {where}: {model.get('label') or model.get('name') or 'no model'} on " \
            f"{capabilities.get('device') or 'an unknown device'}{signed}"
+
+
+def listing_record(capabilities: dict, where: str, jobs: list[dict]) -> dict:
+    """`jobs list --json`: the worker (address, whom the token signs in as, model, device) and its jobs as it
+    listed them (`protocol.events.Jobs`), each running one's `state` in words as the table says it."""
+    model = capabilities.get("model") or {}
+    return {"worker": {"address": where, "identity": capabilities.get("identity") or None,
+                       "admin": bool(capabilities.get("admin")), "model": model.get("label") or model.get("name"),
+                       "device": capabilities.get("device"), "backend": capabilities.get("backend")},
+            "jobs": [dict(entry, state=state_text(entry)) for entry in jobs]}
 
 
 def jobs_table(jobs: list[dict]) -> str:

@@ -4,12 +4,14 @@ own, and every refusal is one line."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from scail_fixtures import REPO
@@ -80,6 +82,19 @@ def test_an_admin_lists_every_artists_jobs_and_cancels_them_from_a_terminal(work
     assert [row_of(out, job)[1] for job in (waiting, bobs)] == ["alice", "bob"]
     places = {row_of(out, job)[2] for job in (waiting, bobs)}
     assert places == {"queued, 1 ahead", "queued, 2 ahead"}  # behind the running job, in the order they start
+
+    status, out, err = jobs_command("--worker", worker_address, "list", "--json", token=TOKENS["lead"],
+                                    config=worker.home / "config")  # for a pipeline's scripts and monitoring
+    assert status == 0, err
+    listing = json.loads(out)
+    assert listing["worker"]["identity"] == "lead" and listing["worker"]["admin"] is True
+    running, *queued = listing["jobs"]
+    assert (running["job"], running["owner"], running["status"]) == (long_job, "alice", "running")
+    assert sorted((e["job"], e["owner"], e["status"]) for e in queued) == sorted(
+        [(waiting, "alice", "queued"), (bobs, "bob", "queued")])
+    assert [e["state"] for e in queued] == ["queued, 1 ahead", "queued, 2 ahead"]
+    assert running["progress"]["phase"] == "sample" and running["started_at"] <= time.time()
+    assert running["state"].startswith("Generating: segment 1/1, step ")
 
     status, out, err = jobs_command("--worker", worker_address, "cancel", bobs, long_job, token=TOKENS["lead"],
                                     config=worker.home / "config")
