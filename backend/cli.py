@@ -36,8 +36,8 @@ from .options import (
 )
 from .parallel.launch import add_gpus_argument, launch, wants_launch
 from .review.commands import add_report_arguments, add_score_arguments
-from .service.job_commands import add_jobs_arguments
-from .service.token_commands import add_tokens_arguments
+from .service.job_commands import add_jobs_arguments, run_jobs  # no torch: quick commands
+from .service.token_commands import add_tokens_arguments, run_tokens
 from .stop_signals import StopSignals
 from .tools.doctor import run_doctor
 
@@ -258,18 +258,6 @@ def run_report(args: argparse.Namespace) -> int:
     from .review.commands import run_report as run
 
     return run(args)
-
-
-def run_jobs(args: argparse.Namespace) -> int:
-    from .service.job_commands import run_jobs as run
-
-    return run(args)  # no torch: a quick command
-
-
-def run_tokens(args: argparse.Namespace) -> int:
-    from .service.token_commands import run_tokens as run
-
-    return run(args)  # no torch: a quick command
 
 
 def _serve_limits_problem(args: argparse.Namespace) -> str | None:
