@@ -21,10 +21,10 @@ Hand-written: no library in either environment writes at an offset with O_DIRECT
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import errno
 import mmap
 import os
-import queue
 import threading
 import time
 
@@ -171,7 +171,11 @@ class BackgroundWriter:
         self._pending: collections.Counter = collections.Counter()  # part -> chunks not yet written
         self._failed: dict = {}
         self._thread: threading.Thread | None = None
-        self._hash_beside = _HashBeside()
+        # A whole chunk's direct write waits for the disk and its hash is CPU (both without the interpreter lock):
+        # side by side, on a thread of their own, a chunk takes the longer of the two, not their sum. One after the
+        # other on the 2-core test machine (3-4 ms of write, 2.7 ms of hash a 4 MiB chunk), the worker's writer fell
+        # behind chunks arriving every 6.5 ms and an upload's last reply waited 20-23 ms for its queue.
+        self._hashing: concurrent.futures.ThreadPoolExecutor | None = None  # made by the first whole chunk hashed
 
     def add(self, part, offset: int, data, hasher=None, then=None) -> None:
         """Queue `data` for `offset` of `part` (waits while QUEUED_BYTES wait), then `then()` once it is
@@ -243,11 +247,13 @@ class BackgroundWriter:
             if not failed:
                 try:
                     if hasher is not None and len(data) >= DIRECT_FROM_BYTES:  # a direct write waits for the disk
-                        hashed = self._hash_beside.start(hasher, data)
+                        if self._hashing is None:
+                            self._hashing = concurrent.futures.ThreadPoolExecutor(1, "scail2-hasher")
+                        hashed = self._hashing.submit(hasher.update, data)
                         try:
                             self._writer.write_at(part, offset, data)
                         finally:
-                            hashed.wait()  # the buffer is given back (and the hash read) only once it is hashed
+                            hashed.result()  # the buffer is given back (and the hash read) only once it is hashed
                     else:
                         self._writer.write_at(part, offset, data)
                         if hasher is not None:
@@ -262,49 +268,6 @@ class BackgroundWriter:
             with self._cond:
                 self._pending[part] -= 1
                 self._cond.notify_all()
-
-
-class _HashBeside:
-    """A thread that updates a running hash with a chunk while the writer's thread writes the same chunk.
-
-    A whole chunk's direct write waits for the disk and its hash is CPU (both without the interpreter
-    lock), so side by side a chunk takes the longer of the two, not their sum. One after the other,
-    on the 2-core test machine (3-4 ms of write, 2.7 ms of hash a 4 MiB chunk) the worker's writer fell
-    behind chunks arriving every 6.5 ms, and an upload's last reply waited 20-23 ms for its queue."""
-
-    def __init__(self):
-        self._chunks: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def start(self, hasher, data) -> "_Hashing":
-        """Begin `hasher.update(data)`; its `wait` returns once done and raises what it raised."""
-        hashing = _Hashing()
-        self._chunks.put((hasher, data, hashing))
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="scail2-hasher", daemon=True)
-            self._thread.start()
-        return hashing
-
-    def _run(self) -> None:
-        while True:
-            hasher, data, hashing = self._chunks.get()
-            try:
-                hasher.update(data)
-            except Exception as exc:  # a fault of ours: raised to the writer, never a hang
-                hashing.failure = exc
-            hashing.done.set()
-
-
-class _Hashing:
-    """One chunk's hash under way (`_HashBeside.start`)."""
-
-    def __init__(self):
-        self.done, self.failure = threading.Event(), None
-
-    def wait(self) -> None:
-        self.done.wait()
-        if self.failure is not None:
-            raise self.failure
 
 
 def _cut_at(part, offset: int) -> None:
