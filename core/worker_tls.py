@@ -10,6 +10,8 @@ import ipaddress
 import socket
 import ssl
 
+from ..protocol.wire import normalize_fingerprint
+
 
 class WorkerClientError(RuntimeError):
     """The worker cannot be reached: not started, exited, or disconnected."""
@@ -25,14 +27,6 @@ class CertificateError(WorkerClientError):
 
 class UnknownCertificate(CertificateError):
     """No fingerprint is pinned: the artist may accept ``fingerprint`` once (and pin it)."""
-
-
-def normalize_fingerprint(text):
-    """A SHA-256 fingerprint as ``AB:CD:...`` from any spelling (colons, spaces, case); "" when it is none."""
-    digits = "".join(ch for ch in (text or "") if ch not in ": \t\n").upper()
-    if len(digits) != 64 or any(ch not in "0123456789ABCDEF" for ch in digits):
-        return ""
-    return ":".join(digits[i:i + 2] for i in range(0, 64, 2))
 
 
 def is_loopback_host(host):

@@ -74,6 +74,15 @@ PLAIN_PEER_REASONS = ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL"
 TLS_ONLY = ("this worker takes TLS connections only: paste the certificate fingerprint it printed into the "
             "add-on's preferences (Worker: Certificate)")
 
+
+def normalize_fingerprint(text: str | None) -> str:
+    """A certificate's SHA-256 fingerprint as ``AB:CD:...`` from any spelling (colons, spaces, case); "" when the
+    text is none (pasted into the add-on's preferences, or given to `python -m backend jobs --fingerprint`)."""
+    digits = "".join(ch for ch in (text or "") if ch not in ": \t\n").upper()
+    if len(digits) != 64 or any(ch not in "0123456789ABCDEF" for ch in digits):
+        return ""
+    return ":".join(digits[i:i + 2] for i in range(0, 64, 2))
+
 # Error codes of a shared worker (with those of backend.service.jobs).
 ROLE_ARTIST = "artist"
 ROLE_ADMIN = "admin"  # sees and cancels every identity's jobs

@@ -212,10 +212,10 @@ def read_token(token_file: Path | None) -> str:
 def pinned_fingerprint(args: argparse.Namespace, host: str) -> tuple[str, bool]:
     """(The fingerprint to pin, "" for none; whether it was found on this machine rather than given)."""
     if args.fingerprint:
-        digits = "".join(ch for ch in args.fingerprint if ch not in ": \t").upper()
-        if len(digits) != 64 or any(ch not in "0123456789ABCDEF" for ch in digits):
+        pinned = protocol.wire.normalize_fingerprint(args.fingerprint)
+        if not pinned:
             raise JobsCommandError("--fingerprint takes the 64 hexadecimal digits the worker printed (AB:CD:...)")
-        return ":".join(digits[i:i + 2] for i in range(0, 64, 2)), False
+        return pinned, False
     try:
         if args.certificate is not None:
             return certificate_fingerprint(args.certificate), False
