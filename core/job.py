@@ -98,7 +98,7 @@ class RemoteWorker:
     fingerprint: str = ""  # SHA-256 of the worker's certificate, as it printed it
 
     def describe(self):
-        return "worker at {:s}:{:d}".format(self.host, self.port)
+        return "worker at " + protocol.wire.address_text(self.host, self.port)
 
 
 @dataclass

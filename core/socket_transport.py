@@ -130,7 +130,7 @@ class SocketTransport(Transport):
         if self._tls is not None:
             try:
                 sock = self._tls.wrap_socket(sock)
-                check_certificate(sock, self._fingerprint, "{:s}:{:d}".format(*self._address))
+                check_certificate(sock, self._fingerprint, protocol.wire.address_text(*self._address))
             except ssl.SSLError as ex:
                 sock.close()
                 if getattr(ex, "reason", None) not in protocol.wire.PLAIN_PEER_REASONS:
@@ -200,7 +200,7 @@ class SocketTransport(Transport):
                 self._close_socket()
             host, port = self._address
             client._put(local_error(
-                protocol.errors.CONNECTION_LOST, "lost the connection to the worker at {:s}:{:d}".format(host, port),
+                protocol.errors.CONNECTION_LOST, "lost the connection to the worker at " + protocol.wire.address_text(host, port),
                 hint="reconnecting" if self._reconnect else "",
             ))
             if not self._reconnect:

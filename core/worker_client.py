@@ -109,7 +109,7 @@ class WorkerClient:
         """
         client = cls()
         client._token = token
-        where = "{:s}:{:d}".format(host, int(port))
+        where = protocol.wire.address_text(host, int(port))
         pinned = normalize_fingerprint(fingerprint)
         if fingerprint and not pinned:
             raise WorkerClientError("not a SHA-256 fingerprint (64 hex digits): {!r}".format(fingerprint)[:200])

@@ -17,7 +17,7 @@ import threading
 import bpy
 from bpy.types import Operator
 
-from .. import preferences
+from .. import preferences, protocol
 from ..core import worker_tls
 from ..core.job import parse_address
 from ..core.util import one_line
@@ -46,14 +46,14 @@ class SCAIL2_OT_show_worker_certificate(Operator):
             self.report({'ERROR'}, str(ex))
             return {'CANCELLED'}
         prefs.remote_seen_fingerprint = ""
-        prefs.remote_certificate_note = "Connecting to {:s}:{:d}".format(host, port)
+        prefs.remote_certificate_note = "Connecting to " + protocol.wire.address_text(host, port)
         _PEEK.clear()
 
         def peek():
             try:
                 _PEEK["fingerprint"] = worker_tls.peek_fingerprint(host, port, timeout=PEEK_TIMEOUT_S)
             except (OSError, ValueError) as ex:
-                _PEEK["error"] = one_line("cannot reach {:s}:{:d}: {!s}".format(host, port, ex))
+                _PEEK["error"] = one_line("cannot reach {:s}: {!s}".format(protocol.wire.address_text(host, port), ex))
 
         _PEEK["thread"] = threading.Thread(target=peek, name="scail2-peek-certificate", daemon=True)
         _PEEK["thread"].start()

@@ -83,6 +83,12 @@ def normalize_fingerprint(text: str | None) -> str:
         return ""
     return ":".join(digits[i:i + 2] for i in range(0, 64, 2))
 
+
+def address_text(host: str, port: int) -> str:
+    """A worker's address as a person types it: ``host:port``, an IPv6 host in brackets (``[::1]:7860``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 # Error codes of a shared worker (with those of backend.service.jobs).
 ROLE_ARTIST = "artist"
 ROLE_ADMIN = "admin"  # sees and cancels every identity's jobs

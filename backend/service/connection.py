@@ -110,7 +110,7 @@ def serve_connection(worker: LineHandler, conn: socket.socket, peer: tuple, tls:
                      guard: AuthGuard, auth_timeout: float, idle_timeout: float, line_limit: int) -> None:
     """Serve one accepted connection until it ends; closes it. Never raises."""
     host = str(peer[0])
-    name = f"client {host}:{peer[1]}"
+    name = f"client {protocol.wire.address_text(host, peer[1])}"
     try:
         # Replies are small and each one is waited for: Nagle's algorithm with delayed ACKs would hold
         # the end of every reply back by tens of milliseconds.

@@ -99,7 +99,7 @@ class WorkerConnection:
             raise JobsCommandError(str(exc).replace("--listen", "--worker")) from None
         token = read_token(args.token_file)
         pinned, found_here = pinned_fingerprint(args, host)
-        where = f"{host}:{port}"
+        where = protocol.wire.address_text(host, port)
         if not pinned and not is_loopback(host):
             raise JobsCommandError(f"the worker at {where} is reached with TLS only: give --fingerprint (the one it "
                                    "printed) or --certificate")

@@ -220,7 +220,7 @@ def serve_tcp(worker: LineHandler, host: str, port: int, max_connections: int = 
     server.settimeout(0.5)
     bound = server.getsockname()
     guard = guard or AuthGuard()
-    log(f"listening on {host}:{bound[1]}" + (" with TLS" if tls else "")
+    log(f"listening on {protocol.wire.address_text(host, bound[1])}" + (" with TLS" if tls else "")
         + (" (token required)" if worker.book.required else ""))
     if worker.book.named and not worker.book.names() and worker.book.shared is None:
         log(f"the tokens file {worker.book.path} names no artist yet: nobody can connect until one is added "

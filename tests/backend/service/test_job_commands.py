@@ -177,6 +177,24 @@ def test_a_worker_without_tls_is_listed_on_loopback_even_where_an_old_certificat
         plain.stop()
 
 
+def test_an_ipv6_worker_is_named_as_it_is_typed(tmp_path):
+    """An address with an IPv6 host is written back with brackets, as it is typed (``[::1]:7860``): in the
+    worker's own log and in the command's lines, never the ambiguous ``::1:7860``."""
+    token = "ipv6-token-" + "q" * 20
+    plain = WorkerProcess("--model", "tiny", "--device", "cpu", "--jobs-root", str(tmp_path / "jobs"),
+                          "--listen", "[::1]:0", "--token", token)
+    try:
+        port = int(plain.wait_stderr(r"listening on \[::1\]:(\d+)").group(1))
+        status, out, err = jobs_command("--worker", f"[::1]:{port}", "list", token=token, config=tmp_path / "config")
+        assert status == 0, err
+        assert out.splitlines()[1:] == ["no job queued or running"]
+        plain.wait_stderr(r"client \[::1\]:\d+ disconnected")
+    finally:
+        plain.stop()
+    status, out, err = jobs_command("--worker", f"[::1]:{port}", "list", token=token, config=tmp_path / "config")
+    assert status == 2 and f"cannot reach the worker at [::1]:{port}:" in err, err
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

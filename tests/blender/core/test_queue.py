@@ -112,6 +112,12 @@ def test_parse_address(text, expected):
     assert jobs.parse_address(text) == expected
 
 
+@pytest.mark.parametrize("text", ["127.0.0.1:7860", "gpu-box:9000", "[::1]:80", "[fd00::20]:7860"])
+def test_an_address_is_named_back_as_it_was_typed(text):
+    """The worker's name in the panel and in its messages reads back as typed: an IPv6 host in brackets."""
+    assert jobs.RemoteWorker(*jobs.parse_address(text)).describe() == "worker at " + text
+
+
 @pytest.mark.parametrize("text", ["", "7860", "host:", "host:port", "host:70000"])
 def test_parse_address_refuses(text):
     with pytest.raises(ValueError):
