@@ -232,6 +232,8 @@ def in_blender(config_path):
         """Generate; the sidebar scrolled to the Generate panel while the worker denoises (progress and the time
         left), then the imported strip above the footage."""
         region = sidebar(area)
+        settings = scene.scail2_job
+        settings.steps = 30  # long enough to be caught denoising, with the time left (the other takes keep 3)
         with bpy.context.temp_override(window=bpy.context.window_manager.windows[0], area=area):
             bpy.ops.scail2.generate()
         input_render, session = sys.modules[pkg + ".runtime.input_render"], sys.modules[pkg + ".runtime.session"]
@@ -240,7 +242,9 @@ def in_blender(config_path):
         while not session.scene_jobs(scene):  # then the worker checks the inputs before the job is queued
             yield 0.2
         job = session.scene_jobs(scene)[-1]
-        while not (job.status == "running" and job.eta_s is not None and job.progress() > 0.3) and not job.finished:
+        while not (job.status == "running" and job.phase == "sample" and job.eta_s is not None and job.step >= 8):
+            if job.finished:
+                raise RuntimeError("the job ended before it was caught denoising")
             yield 0.5
         yield from scroll_down(region, clicks=200)  # to the end, now that the progress lines are drawn
         shoot("job_running", area, rect(region))
@@ -251,6 +255,7 @@ def in_blender(config_path):
             yield 1.0
         yield 4.0  # the strip's thumbnails are drawn in the background
         shoot("result_strip", area, rect(area))
+        settings.steps = 3
 
     def result_plane(area, scene):
         """From beside the camera, in Solid shading showing textures: the plane in front of it, the cube behind
