@@ -198,9 +198,9 @@ class SocketTransport(Transport):
                 return
             if self._sock is sock:
                 self._close_socket()
-            host, port = self._address
+            where = protocol.wire.address_text(*self._address)
             client._put(local_error(
-                protocol.errors.CONNECTION_LOST, "lost the connection to the worker at " + protocol.wire.address_text(host, port),
+                protocol.errors.CONNECTION_LOST, "lost the connection to the worker at " + where,
                 hint="reconnecting" if self._reconnect else "",
             ))
             if not self._reconnect:
