@@ -3,7 +3,9 @@
 Starts a real worker (`python -m backend serve --tls`, tiny profile) on 127.0.0.1 and drives it with
 the add-on's own client (`core.worker_client`, `core.transfer`), as Blender would:
 
-1. upload and download throughput of a 64 MiB file of random bytes;
+1. upload and download throughput of a 64 MiB file of random bytes, and the CPU an upload costs the worker
+   and the add-on (Linux's per-thread counters): on loopback both ends share the machine's cores, so that
+   work divided by the cores is the least time any upload doing it can take here;
 2. a 65-frame 2048x1080 driving clip (the fixture clip scaled up, encoded as mp4) uploaded, then
    uploaded again (the worker has it: only hashed);
 3. an 81-frame 512p result (PNG frames of the fixture clip at 896x512, as a job folder of the worker)
@@ -186,6 +188,25 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time so far of the threads of process `pid` now alive (Linux's per-thread schedstat, in ns)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # a thread that ended meanwhile
+            pass
+    return total / 1e9
+
+
+def timed_with_cpu(fn, worker_pid: int, cpu: list[tuple[float, float]]) -> float:
+    """`timed(fn)`, and the CPU it cost the worker and this process (the add-on's client) appended to `cpu`."""
+    worker, client = cpu_seconds(worker_pid), time.process_time()
+    seconds = timed(fn)
+    cpu.append((cpu_seconds(worker_pid) - worker, time.process_time() - client))
+    return seconds
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -239,15 +260,24 @@ def main() -> None:
                 big.write_bytes(os.urandom(args.mib << 20))
             os.sync()  # the bench's own inputs on disk before a step is timed (their writeback is not ours)
             payload = [bigs[0].read_bytes()]
+            upload_cpu: list[tuple[float, float]] = []
             limit_s, hashed_s, seconds = medians_in_turn(
                 args.repeat, lambda _k: raw_tls_seconds(cert_dir, payload, upload=True),
                 lambda _k: raw_tls_seconds(cert_dir, payload, upload=True, hash_received=True),
-                lambda k: timed(lambda: transfers.upload_file(str(bigs[k]))))
+                lambda k: timed_with_cpu(lambda: transfers.upload_file(str(bigs[k])), proc.pid, upload_cpu))
             rows.append((f"limit: raw TLS socket, {args.mib} MiB one way", limit_s, args.mib / limit_s, None))
             rows.append(("the same, the receiver hashing what arrives on a thread of its own (as an upload named "
                          f"by its hash must; {limit_s / hashed_s:.2f} of the limit)", hashed_s,
                          args.mib / hashed_s, None))
             rows.append((f"upload {args.mib} MiB random ({framing})", seconds, args.mib / seconds, limit_s / seconds))
+            worker_cpu = statistics.median(worker for worker, _client in upload_cpu)
+            client_cpu = statistics.median(client for _worker, client in upload_cpu)
+            cores = len(os.sched_getaffinity(0))
+            floor_s = (worker_cpu + client_cpu) / cores
+            rows.append((f"CPU of one upload (medians): the worker {worker_cpu * 1e3:.0f} ms, the add-on "
+                         f"{client_cpu * 1e3:.0f} ms; here, where both ends share {cores} cores, no upload doing that "
+                         f"work can take less than this ({limit_s / floor_s:.2f} of the limit at best)", floor_s,
+                         None, None))
             hash_s = statistics.median(timed(lambda: hashlib.sha256(payload[0]).digest()) for _ in range(args.repeat))
             rows.append((f"SHA-256 of the {args.mib} MiB alone, one thread, no transfer (the worker's share of an "
                          f"upload; the limit's time is {limit_s / hash_s:.2f} of it)", hash_s, args.mib / hash_s, None))
