@@ -232,8 +232,7 @@ def in_blender(config_path):
         """Generate; the sidebar scrolled to the Generate panel while the worker denoises (progress and the time
         left), then the imported strip above the footage."""
         region = sidebar(area)
-        settings = scene.scail2_job
-        settings.steps = 30  # long enough to be caught denoising, with the time left (the other takes keep 3)
+        scene.scail2_job.steps = 30  # long enough to be caught denoising, with the time left (the other takes: 3)
         with bpy.context.temp_override(window=bpy.context.window_manager.windows[0], area=area):
             bpy.ops.scail2.generate()
         input_render, session = sys.modules[pkg + ".runtime.input_render"], sys.modules[pkg + ".runtime.session"]
@@ -255,7 +254,7 @@ def in_blender(config_path):
             yield 1.0
         yield 4.0  # the strip's thumbnails are drawn in the background
         shoot("result_strip", area, rect(area))
-        settings.steps = 3
+        scene.scail2_job.steps = 3
 
     def result_plane(area, scene):
         """From beside the camera, in Solid shading showing textures: the plane in front of it, the cube behind
