@@ -177,6 +177,15 @@ def test_a_worker_without_tls_is_listed_on_loopback_even_where_an_old_certificat
         plain.stop()
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
 def test_an_ipv6_worker_is_named_as_it_is_typed(tmp_path):
     """An address with an IPv6 host is written back with brackets, as it is typed (``[::1]:7860``): in the
     worker's own log and in the command's lines, never the ambiguous ``::1:7860``."""
