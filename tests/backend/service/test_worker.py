@@ -110,6 +110,7 @@ class WorkerProcess:
     """`python -m backend serve ...` with its stdout parsed line by line (every line must be protocol)."""
 
     def __init__(self, *args: str, env: dict | None = None, **popen):
+        self.serves_tcp = "--listen" in args  # then stdin is not read: `stop` ends it as systemd would (SIGTERM)
         self.proc = process_guard.start(
             [sys.executable, "-m", "backend", "serve", *args], cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
@@ -188,6 +189,8 @@ class WorkerProcess:
         return [m for m in self.seen[start:] if m.get("job") == job_id]
 
     def stop(self) -> int:
+        if self.serves_tcp:
+            return process_guard.end(self.proc, timeout=60)
         if self.proc.poll() is None:
             try:
                 self.send("shutdown")
