@@ -43,12 +43,13 @@ def test_the_command_line_is_one_the_backend_takes():
 
 
 def test_the_tokens_file_served_is_the_one_tokens_add_writes(monkeypatch):
-    environment = dict(item.split("=", 1) for value in unit_settings()["Environment"] for item in shlex.split(value))
+    settings = unit_settings()
+    environment = dict(item.split("=", 1) for value in settings["Environment"] for item in shlex.split(value))
+    state = "/var/lib/" + settings["StateDirectory"][0]
     monkeypatch.setenv("XDG_CONFIG_HOME", environment["XDG_CONFIG_HOME"])
     args = build_parser().parse_args(exec_start()[3:])
     assert Path(args.tokens) == token_commands.default_tokens_file()
-    assert Path(args.jobs_root).is_relative_to("/var/lib/" + unit_settings()["StateDirectory"][0])
-    assert environment["HOME"] == "/var/lib/" + unit_settings()["StateDirectory"][0]
+    assert Path(args.jobs_root).is_relative_to(state) and environment["HOME"] == state
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
