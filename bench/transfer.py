@@ -9,7 +9,8 @@ the add-on's own client (`core.worker_client`, `core.transfer`), as Blender woul
 2. a 65-frame 2048x1080 driving clip (the fixture clip scaled up, encoded as mp4) uploaded, then
    uploaded again (the worker has it: only hashed);
 3. an 81-frame 512p result (PNG frames of the fixture clip at 896x512, as a job folder of the worker)
-   fetched into a local folder, then fetched again (nothing changed);
+   fetched into a local folder, then fetched again (nothing changed); the CPU a fetch costs both ends, and
+   the limit's below (both its ends are threads of the bench), as for the upload;
 4. in the same run, the limit: a plain Python `ssl` socket pair on loopback (the worker's own
    certificate, 1 MiB sends, large receives) moving the same 64 MiB each way and the same result
    file set; each step's ratio to it is printed (upload and download: MiB/s over the limit's;
@@ -207,6 +208,16 @@ def timed_with_cpu(fn, worker_pid: int, cpu: list[tuple[float, float]]) -> float
     return seconds
 
 
+def least_seconds(cpu: list[tuple[float, float]]) -> tuple[float, str]:
+    """The least time the work measured in `cpu` ((worker, add-on) CPU seconds a run) allows where both ends
+    share this machine's cores (the medians' sum over the cores), and those medians in words."""
+    worker = statistics.median(w for w, _c in cpu)
+    client = statistics.median(c for _w, c in cpu)
+    cores = len(os.sched_getaffinity(0))
+    return (worker + client) / cores, (f"the worker {worker * 1e3:.0f} ms, the add-on {client * 1e3:.0f} ms; here, "
+                                       f"where both ends share {cores} cores")
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -270,14 +281,9 @@ def main() -> None:
                          f"by its hash must; {limit_s / hashed_s:.2f} of the limit)", hashed_s,
                          args.mib / hashed_s, None))
             rows.append((f"upload {args.mib} MiB random ({framing})", seconds, args.mib / seconds, limit_s / seconds))
-            worker_cpu = statistics.median(worker for worker, _client in upload_cpu)
-            client_cpu = statistics.median(client for _worker, client in upload_cpu)
-            cores = len(os.sched_getaffinity(0))
-            floor_s = (worker_cpu + client_cpu) / cores
-            rows.append((f"CPU of one upload (medians): the worker {worker_cpu * 1e3:.0f} ms, the add-on "
-                         f"{client_cpu * 1e3:.0f} ms; here, where both ends share {cores} cores, no upload doing that "
-                         f"work can take less than this ({limit_s / floor_s:.2f} of the limit at best)", floor_s,
-                         None, None))
+            floor_s, cpu_text = least_seconds(upload_cpu)
+            rows.append((f"CPU of one upload (medians): {cpu_text}, no upload doing that work can take less than "
+                         f"this ({limit_s / floor_s:.2f} of the limit at best)", floor_s, None, None))
             hash_s = statistics.median(timed(lambda: hashlib.sha256(payload[0]).digest()) for _ in range(args.repeat))
             rows.append((f"SHA-256 of the {args.mib} MiB alone, one thread, no transfer (the worker's share of an "
                          f"upload; the limit's time is {limit_s / hash_s:.2f} of it)", hash_s, args.mib / hash_s, None))
@@ -310,13 +316,21 @@ def main() -> None:
             file_set = [p.read_bytes() for p in sorted(result.rglob("*")) if p.is_file()]
             creating_before = statistics.median(created_seconds(tmp / f"created_before_{k}", len(file_set))
                                                 for k in range(3))
+            limit_cpu: list[tuple[float, float]] = []
+            fetch_cpu: list[tuple[float, float]] = []
             at_limit, seconds = medians_in_turn(
-                args.repeat, lambda _k: raw_tls_seconds(cert_dir, file_set, upload=False),
-                lambda k: timed(lambda: transfers.fetch_folder(str(result), str(tmp / f"local_result_{k}"))))
-            rows.append((f"limit: raw TLS socket, the result's {len(file_set)} files", at_limit,
-                         result_mib / at_limit, None))
+                args.repeat, lambda _k: timed_with_cpu(lambda: raw_tls_seconds(cert_dir, file_set, upload=False),
+                                                       proc.pid, limit_cpu),
+                lambda k: timed_with_cpu(lambda: transfers.fetch_folder(str(result), str(tmp / f"local_result_{k}")),
+                                         proc.pid, fetch_cpu))
+            limit_cpu_s = statistics.median(client for _worker, client in limit_cpu)  # both its ends are in here
+            rows.append((f"limit: raw TLS socket, the result's {len(file_set)} files ({limit_cpu_s * 1e3:.0f} ms of "
+                         "CPU, both ends)", at_limit, result_mib / at_limit, None))
             rows.append((f"fetch 81-frame 512p result ({result_mib:.1f} MiB; {seconds / at_limit:.1f}x the "
                          "limit's time)", seconds, result_mib / seconds, at_limit / seconds))
+            floor_s, cpu_text = least_seconds(fetch_cpu)
+            rows.append((f"CPU of one fetch (medians): {cpu_text}, no fetch doing that work can take less than this "
+                         f"({floor_s / at_limit:.1f}x the limit's time at best)", floor_s, None, None))
             creating = statistics.median(created_seconds(tmp / f"created_{k}", len(file_set)) for k in range(args.repeat))
             rows.append((f"creating {len(file_set)} empty files in the bench folder, before and after the fetches "
                          f"(no transfer; {creating_before * 1e3:.1f} ms before)", creating, None, None))

@@ -410,6 +410,9 @@ def test_the_transfer_bench_uses_binary_frames_and_reports_its_ratio_to_the_raw_
     # what an upload costs both ends' CPU, and so the least time it can take where they share the cores
     assert re.search(r"\| CPU of one upload \(medians\): the worker \d+ ms, the add-on \d+ ms; .* of the limit at "
                      r"best\) \| [0-9.]+ \|  \|  \|$", run.stdout, re.M), run.stdout
+    assert re.search(r"\| limit: raw TLS socket, the result's 83 files \(\d+ ms of CPU, both ends\) \|", run.stdout)
+    assert re.search(r"\| CPU of one fetch \(medians\): the worker \d+ ms, the add-on \d+ ms; .*x the limit's time at "
+                     r"best\) \| [0-9.]+ \|  \|  \|$", run.stdout, re.M), run.stdout
 
 
 def test_the_sequence_bench_sends_frames_on_loopback_and_through_a_delaying_proxy():
