@@ -36,6 +36,7 @@ from .inputs import PreparedInputs
 from .job_folder import (
     FRAMES_FOLDER,
     MANIFEST_NAME,
+    PREVIEW_NAME,
     STATE_NAME,
     FolderClaim,
     JobDirectoryError,
@@ -54,7 +55,6 @@ __all__ = ["NOISE_LABEL", "GenerationJob", "JobDirectoryError", "OutputError", "
            "preset_settings"]
 
 NOISE_LABEL = "tiny profile: random weights, the frames are noise"
-PREVIEW_NAME = "preview.mp4"
 EventSink = Callable[..., None]
 
 

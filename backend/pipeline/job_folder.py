@@ -27,11 +27,20 @@ STATE_NAME = protocol.STATE_NAME
 MANIFEST_NAME = protocol.MANIFEST_NAME
 FRAMES_FOLDER = "frames"
 HISTORY_FOLDER = "history"  # history.HistoryStore's: the decoded tail of the newest finished segment
+PREVIEW_NAME = "preview.mp4"
 # The hidden temporary files `durable`'s atomic writers leave when killed mid-write (".NAME.8hex" + suffix).
 _JOB_TEMP = re.compile(r"\.(state\.json|manifest\.json)\.[0-9a-f]{8}\.tmp|\.preview\.mp4\.[0-9a-f]{8}\.mp4")
 _FRAME_TEMP = re.compile(r"\.frame_\d{6}\.png\.[0-9a-f]{8}\.tmp")
 _HISTORY_TEMP = re.compile(r"\.segment_\d{6}\.safetensors\.[0-9a-f]{8}\.tmp")  # history.HistoryStore's
 _MATTE_TEMP = re.compile(rf"{_FRAME_TEMP.pattern}|\.{re.escape(protocol.SEGMENT_RECORD)}\.[0-9a-f]{{8}}\.tmp")
+
+
+# What a generation writes, by folder ("" its top): any other file there is someone else's. (Mattes are left
+# out: `python -m backend matte` writes them into a job folder too.)
+_TOP_FILES = re.compile(rf"{re.escape(LOCK_NAME)}|{re.escape(STATE_NAME)}|{re.escape(MANIFEST_NAME)}|"
+                        rf"{re.escape(PREVIEW_NAME)}|{re.escape(protocol.REVIEW_NAME)}|{_JOB_TEMP.pattern}")
+_GENERATED = {"": _TOP_FILES, FRAMES_FOLDER: re.compile(rf"frame_\d{{6}}\.png|{_FRAME_TEMP.pattern}"),
+              HISTORY_FOLDER: re.compile(rf"segment_\d{{6}}\.safetensors|{_HISTORY_TEMP.pattern}")}
 
 
 class JobDirectoryError(UserError):
@@ -341,3 +350,25 @@ class FolderClaim:
                     except OSError:
                         pass
         return removed
+
+
+def generated_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """The files in `folder` that a generation writes (its own file names, in its own subfolders), and the
+    names (relative to `folder`) of everything else there, which no generation wrote: a tool that clears a
+    job it made removes the first only when the second is empty. Standard library only; nothing is changed."""
+    ours: list[Path] = []
+    others: list[str] = []
+    for sub, pattern in _GENERATED.items():
+        place = folder / sub if sub else folder
+        try:
+            entries = list(os.scandir(place))
+        except OSError:
+            continue
+        for entry in entries:
+            if not sub and entry.name in _GENERATED and entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.is_file(follow_symlinks=False) and pattern.fullmatch(entry.name):
+                ours.append(Path(entry.path))
+            else:
+                others.append(f"{sub}/{entry.name}" if sub else entry.name)
+    return ours, sorted(others)

@@ -23,7 +23,7 @@ import numpy as np
 import protocol
 
 from ..pipeline import durable, media, pixels
-from ..pipeline.job_folder import FRAMES_FOLDER, LOCK_NAME, MANIFEST_NAME, STATE_NAME
+from ..pipeline.job_folder import MANIFEST_NAME, generated_files
 from ..pipeline.masks import PALETTE
 
 DEMO_FPS = 24.0
@@ -31,7 +31,6 @@ DEMO_SECONDS = 6.0  # 96 model frames: two overlapping segments
 SIZE = (128, 224)  # small, so the tiny profile runs in seconds on a CPU
 INPUT_NAMES = ("driving.mp4", "driving_mask.mp4", "reference.png")
 SHEET_NAME = "contact_sheet.png"
-JOB_NAMES = (MANIFEST_NAME, STATE_NAME, "preview.mp4", LOCK_NAME)
 _TEMP = re.compile(r"\..+\.[0-9a-f]{8}\.(tmp|mp4)")  # `durable`'s atomic writers' temporary files
 
 
@@ -146,8 +145,12 @@ def _foreign_content(out: Path) -> str | None:
     if inputs.is_dir() and any(p.name not in INPUT_NAMES and not _TEMP.fullmatch(p.name) for p in inputs.iterdir()):
         return "holds inputs/ files the demo did not write"
     job = out / "job"
-    if job.exists() and (not job.is_dir() or any(job.iterdir())) and not _is_demo_job(job, inputs):
-        return "holds a job/ folder that is not the demo's"
+    if job.exists() and (not job.is_dir() or any(job.iterdir())):
+        if not _is_demo_job(job, inputs):
+            return "holds a job/ folder that is not the demo's"
+        others = generated_files(job)[1]
+        if others:
+            return f"holds job/{others[0]}, which the demo did not write"
     return None
 
 
@@ -160,14 +163,15 @@ def _is_demo_job(job: Path, inputs: Path) -> bool:
 
 
 def _remove_demo_job(job: Path) -> None:
-    """The files an earlier demo's generation wrote (anything else in its folder is left)."""
-    frames = job / FRAMES_FOLDER
-    if frames.is_dir():
-        for p in frames.iterdir():
-            if re.fullmatch(r"frame_\d{6}\.png", p.name) or _TEMP.fullmatch(p.name):
-                p.unlink()
-    for path in [*(job / name for name in JOB_NAMES), frames, job]:
+    """The files an earlier demo's generation wrote, then their folders once empty (anything else is left)."""
+    ours, _others = generated_files(job)
+    for path in ours:
         try:
-            path.rmdir() if path.is_dir() else path.unlink()
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    for folder in sorted({path.parent for path in ours}, key=lambda p: len(p.parts), reverse=True) + [job]:
+        try:
+            folder.rmdir()
         except OSError:
-            pass  # missing, or a folder someone else also wrote into
+            pass  # missing, or holding what someone else wrote

@@ -17,6 +17,7 @@ from scail_fixtures import REPO
 
 import protocol
 from backend.pipeline.job_folder import (
+    generated_files,
     LOCK_NAME,
     FolderClaim,
     JobDirectoryError,
@@ -138,3 +139,20 @@ def test_an_unwritable_place_is_an_output_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="cannot write .*file/job: Not a directory"):
         FolderClaim(tmp_path / "file" / "job").claim()
+
+
+def test_generated_files_names_what_a_generation_wrote_and_everything_else_apart(tmp_path):
+    job = tmp_path / "job"
+    written = ["manifest.json", "state.json", "preview.mp4", "review.json", ".scail2-job.lock",
+               ".state.json.0123abcd.tmp", "frames/frame_000000.png", "frames/.frame_000001.png.89abcdef.tmp",
+               "history/segment_000002.safetensors"]
+    foreign = ["notes.txt", "frames/frame_1.png", "frames/extra", "history/tail.pt", "mattes", "shots"]
+    for name in written + ["notes.txt", "frames/frame_1.png", "history/tail.pt", "mattes/frame_000000.png"]:
+        (job / name).parent.mkdir(parents=True, exist_ok=True)
+        (job / name).write_bytes(b"x")
+    (job / "frames" / "extra").mkdir()
+    (job / "shots").symlink_to(tmp_path)
+    ours, others = generated_files(job)
+    assert sorted(str(p.relative_to(job)) for p in ours) == sorted(written)
+    assert others == sorted(foreign)
+    assert generated_files(tmp_path / "missing") == ([], [])
