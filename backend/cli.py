@@ -35,6 +35,7 @@ from .options import (
     model_name,
 )
 from .parallel.launch import add_gpus_argument, launch, wants_launch
+from .progress_line import ProgressLine
 from .review.commands import add_report_arguments, add_score_arguments
 from .service.job_commands import add_jobs_arguments, run_jobs  # no torch: quick commands
 from .service.token_commands import add_tokens_arguments, run_tokens
@@ -85,7 +86,7 @@ def run_generate(args: argparse.Namespace) -> int:
         check_memory_settings(memory_settings(args), resolve_device(args.device))
     except ValueError as exc:
         return _bad_input(exc)
-    progress = _ProgressLine()
+    progress = ProgressLine(_sampling_step)
     try:
         inputs = prepare_inputs(spec)
         check_lora_files(lora_specs(inputs.spec.loras))
@@ -115,6 +116,7 @@ def _run_input_checks(inputs, strict: bool) -> str | None:
     """The input checks, printed (what is not ok) and kept for the manifest; the line that refuses the job
     under --strict, else None. A check that breaks is a note, never a refusal: the checks advise."""
     from .input_checks.run import refusal, run_checks
+    from .pipeline.inputs import InputError
 
     try:
         report = run_checks(inputs, strict=strict)
@@ -151,7 +153,7 @@ def run_check_inputs(args: argparse.Namespace) -> int:
     return 1 if refusal(report) else 0
 
 
-def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLine) -> int:
+def _generate_in(claim, inputs, args: argparse.Namespace, progress: ProgressLine) -> int:
     """The model loaded and the job run in the claimed folder; raises the errors run_generate reports."""
     from .loaders.components import load_components, model_files_read
     from .loaders.devices import memory_options, resolve_device
@@ -198,25 +200,13 @@ def _generate_in(claim, inputs, args: argparse.Namespace, progress: _ProgressLin
     return 0
 
 
-class _ProgressLine:
-    """The job's events as one updating line: segment i/n step j/m."""
-
-    def __init__(self):
-        self.open = False
-
-    def __call__(self, kind: str, **fields) -> None:
-        if kind == "progress" and fields.get("phase") == "sample":
-            print(f"\rsegment {fields['segment']}/{fields['segments']} step {fields['step']}/{fields['steps']}",
-                  end="", flush=True)
-            self.open = True
-
-    def end(self) -> None:
-        if self.open:
-            print(flush=True)
-            self.open = False
+def _sampling_step(fields: dict) -> str | None:
+    if fields.get("phase") != "sample":
+        return None
+    return f"segment {fields['segment']}/{fields['segments']} step {fields['step']}/{fields['steps']}"
 
 
-def _bad_input(exc: BaseException, progress: _ProgressLine | None = None) -> int:
+def _bad_input(exc: BaseException, progress: ProgressLine | None = None) -> int:
     """One line on stderr (below the progress line, if one was printed); exit code 2."""
     if progress is not None:
         progress.end()

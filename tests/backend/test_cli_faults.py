@@ -323,3 +323,15 @@ def test_device_options_that_cannot_work_stop_the_worker_at_start_in_one_line(ca
     monkeypatch.setattr(backend.models.fp8_linear, "fp8_compute_support", lambda device: "no fp8 here")
     assert cli.main(["serve", "--model", "tiny", "--device", "cpu", "--compute", "fp8"]) == cli.EXIT_BAD_INPUT
     assert capsys.readouterr().err.strip() == "error: --compute fp8 is not available on cpu: no fp8 here"
+
+
+def test_input_checks_that_break_are_a_note_and_the_job_still_runs(tmp_path, capsys, monkeypatch):
+    import backend.input_checks.run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a detector that could not load")
+
+    monkeypatch.setattr(backend.input_checks.run, "run_checks", broken)
+    assert cli.main(generate(tmp_path / "job")) == 0, capsys.readouterr().err
+    assert "note: the input checks could not run: a detector that could not load" in capsys.readouterr().out
+    assert (tmp_path / "job" / "manifest.json").is_file()
