@@ -8,6 +8,8 @@ from pathlib import Path
 
 from protocol import MATTE_FOLDER, ProtocolError, SegmentSpec
 
+from ..progress_line import ProgressLine
+
 EXIT_BAD_INPUT = 2
 
 
@@ -18,9 +20,8 @@ def segmenters_from_args(args: argparse.Namespace):
                       sam2_weights=args.sam2_weights, device=args.device)
 
 
-def _progress(kind: str, **fields) -> None:
-    if kind == "progress" and fields.get("frames"):
-        print(f"\r{fields['phase']} {fields['frame']}/{fields['frames']}", end="", file=sys.stderr, flush=True)
+def _frame_of(fields: dict) -> str | None:
+    return f"{fields['phase']} {fields['frame']}/{fields['frames']}" if fields.get("frames") else None
 
 
 def _run(spec_fields: dict, out: Path, args: argparse.Namespace) -> int:
@@ -28,13 +29,15 @@ def _run(spec_fields: dict, out: Path, args: argparse.Namespace) -> int:
     from . import SegmentationError
     from .run import record_summary, run_segment_job
 
+    progress = ProgressLine(_frame_of, to_stderr=True)
     try:
         spec = SegmentSpec.from_dict(spec_fields)
-        record = run_segment_job(spec, out, segmenters_from_args(args), events=_progress)
+        record = run_segment_job(spec, out, segmenters_from_args(args), events=progress)
     except (ProtocolError, SegmentationError, MediaError) as exc:
+        progress.end()
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(file=sys.stderr)
+    progress.end()
     for warning in record["warnings"]:
         print(f"warning: {warning}")
     print(f"{record_summary(record)}: {out}")

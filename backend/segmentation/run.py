@@ -3,11 +3,17 @@
 `run_segment_job` is what the `masks` and `matte` commands, the worker's masks/matte jobs
 and a generation's `matte` option all call. A job folder is complete when its
 segment.json says "done": every frame is written atomically before it, so a cancelled or
-failed job is simply run again.
+failed job is simply run again. A job writes only into a new or empty folder or one an earlier
+masks or matte job wrote (it holds their segment.json, or the hidden mark each one leaves before its
+first frame): a folder of the user's is refused before any model loads, so no file of theirs (their own
+mask_00000.png, or the frames a matte reads) is ever written over. What an earlier job there listed
+and this one did not write again is removed once this one is done.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +24,14 @@ import numpy as np
 import protocol
 from protocol import MATTE_FOLDER, PALETTE, SEGMENT_RECORD, SegmentSpec
 
-from ..pipeline.durable import write_json_atomic
+from ..pipeline.durable import write_bytes_atomic, write_json_atomic
 from . import SegmentationError
 from .identities import arrange_identities, paint
 from .tracks import Tracks
 
 EventSink = Callable[..., None]
+SEGMENT_MARK = ".scail2-segmentation"  # left in a folder before a job's first frame: its files are a job's
+_TEMP = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # `durable`'s atomic writers' hidden temporary files
 
 
 @dataclass
@@ -112,6 +120,8 @@ def run_segment_job(spec: SegmentSpec, out: Path, models: Segmenters, events: Ev
     done = finished_record(out, spec)
     if done is not None:
         return done
+    check_output_folder(out, spec)
+    models.check(marks=bool(spec.subjects))  # missing weights: one line now, not after the frames are read
     events = events or (lambda kind, **fields: None)
     cancelled = should_cancel or (lambda: False)
 
@@ -156,6 +166,9 @@ def run_segment_job(spec: SegmentSpec, out: Path, models: Segmenters, events: Ev
         tracks = model.track(frames_in, count, height, width, spec.prompt, on_frame)
 
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / SEGMENT_MARK).exists():
+        write_bytes_atomic(out / SEGMENT_MARK, b"")
+    earlier_files = _listed_files(out)
     (out / SEGMENT_RECORD).unlink(missing_ok=True)
     progress = _write_progress(events, cancelled, count)
     warnings = clip_warnings + (["the tiny segmentation profile has random weights: its masks are arbitrary"]
@@ -174,7 +187,39 @@ def run_segment_job(spec: SegmentSpec, out: Path, models: Segmenters, events: Ev
         "identities": identities, "files": names, "warnings": warnings,
     }).to_dict()  # checked as the add-on reads it
     write_json_atomic(out / SEGMENT_RECORD, record)
+    for name in sorted(set(earlier_files) - set(names)):  # an earlier job's, not written again: stale now
+        (out / name).unlink(missing_ok=True)
     return record
+
+
+def check_output_folder(out: Path, spec: SegmentSpec) -> None:
+    """Raise SegmentationError (one line; nothing changed) unless `out` may take a job's files: missing,
+    empty, or an earlier masks or matte job's folder (its record or mark there), and not the folder the
+    job reads its frames from."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SegmentationError(f"the output folder {out} is a file, not a folder; choose a folder")
+    source = Path(spec.source)
+    if source.is_dir() and source.resolve() == out.resolve():
+        raise SegmentationError(f"the output folder {out} is the folder of the frames the {spec.task} reads; "
+                                "choose another folder")
+    if (out / SEGMENT_RECORD).is_file() or (out / SEGMENT_MARK).is_file():
+        return
+    foreign = sorted(entry.name for entry in os.scandir(out) if not _TEMP.fullmatch(entry.name))
+    if foreign:
+        raise SegmentationError(f"{out} holds {foreign[0]}, which no masks or matte job wrote; choose an empty "
+                                "or new folder (nothing in it was changed)")
+
+
+def _listed_files(out: Path) -> list[str]:
+    """The files the record in `out` lists (an earlier job's, of any spec); none without a readable record."""
+    try:
+        files = protocol.read_json_file(out / SEGMENT_RECORD).get("files")
+    except (protocol.ProtocolError, AttributeError):
+        return []
+    return [name for name in files if protocol.is_link_name(name) and name != SEGMENT_RECORD] if isinstance(
+        files, list) else []
 
 
 def _frame_name(task: str, info, index: int) -> str:

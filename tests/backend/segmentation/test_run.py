@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from backend import cli
+from backend.pipeline.durable import write_png_atomic
 from backend.pipeline.masks import BLACK, WHITE
 from backend.pipeline.media import probe_clip, read_frames, read_image
 from backend.pipeline.sampler import Cancelled
@@ -183,3 +184,62 @@ def test_cli_bad_input_is_one_line_before_any_model_runs(tmp_path, capsys, argv,
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "out" / SEGMENT_RECORD).exists()
+
+
+def folder_contents(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("task", ["masks", "matte"])
+def test_a_folder_of_the_users_is_refused_in_one_line_before_any_model_and_nothing_in_it_changes(
+        tmp_path, capsys, monkeypatch, task):
+    import backend.segmentation.run
+
+    source = tmp_path / "renders"
+    assert cli.main(["masks", "--video", str(CLIP), "--model", "tiny", "--out", str(source), "--frame-end", "2"]) == 0
+    monkeypatch.setattr(backend.segmentation.run.Segmenters, "text", lambda self: pytest.fail("a model was loaded"))
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "mask_00000.png").write_bytes(b"a mask painted by hand")
+    (out / "frame_00000.png").write_bytes(b"a frame of the user's")
+    capsys.readouterr()
+    argv = (["masks", "--video", str(CLIP)] if task == "masks" else ["matte", "--frames", str(source)])
+    assert cli.main([*argv, "--model", "tiny", "--out", str(out), "--frame-end", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {out} holds frame_00000.png, which no masks or matte job wrote; choose an empty or new "
+                   "folder (nothing in it was changed)"]
+    assert folder_contents(out) == {"frame_00000.png": b"a frame of the user's",
+                                    "mask_00000.png": b"a mask painted by hand"}
+
+
+def test_a_matte_never_writes_into_the_folder_of_the_frames_it_reads(tmp_path, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t, frame in enumerate(read_frames(probe_clip(CLIP), [0, 1])):
+        write_png_atomic(frames / f"frame_{t:05d}.png", frame)
+    before = folder_contents(frames)
+    assert cli.main(["matte", "--frames", str(frames), "--model", "tiny", "--out", str(frames)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: the output folder {frames} is the folder of the frames the matte reads; choose another folder"]
+    assert folder_contents(frames) == before
+
+
+def test_a_job_run_again_in_an_earlier_jobs_folder_replaces_only_that_jobs_files(tmp_path, models):
+    out = tmp_path / "masks"
+    run_segment_job(SegmentSpec(task="masks", source=str(CLIP), frame_end=4), out, models)
+    record = run_segment_job(SegmentSpec(task="masks", source=str(CLIP), frame_start=1, frame_end=3), out, models)
+    assert record["files"] == ["mask_00001.png", "mask_00002.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".scail2-segmentation", *record["files"], SEGMENT_RECORD]
+
+
+def test_an_error_after_the_progress_line_starts_a_line_of_its_own(tmp_path, capsys, monkeypatch):
+    import backend.segmentation.run
+
+    def refuse(*args, **kwargs):
+        raise backend.segmentation.SegmentationError("the model refused the frames")
+
+    monkeypatch.setattr(backend.segmentation.run, "write_masks", refuse)
+    assert cli.main(["masks", "--video", str(CLIP), "--model", "tiny", "--out", str(tmp_path / "m"),
+                     "--frame-end", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("\nerror: the model refused the frames\n") and err.count("\n") == 2, repr(err)
