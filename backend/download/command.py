@@ -27,7 +27,8 @@ from protocol import DownloadEvent, PlannedFile
 from ..loaders.file_hashes import remember as remember_hash
 from ..tools.doctor import GB
 from .catalog import EXTRAS, PLANS, REPOSITORY_EXTRAS
-from .fetch import Cancelled, DownloadError, Rate, fetch, part_bytes, remote_info, repository_files
+from .fetch import (GIT_SHA1, SHA256, Cancelled, DownloadError, Rate, fetch, file_hash, part_bytes, remote_info,
+                    repository_files)
 from .plan import find_present, free_bytes, is_verified, make_plan, record_verified
 
 EXIT_REFUSED = 2
@@ -109,11 +110,33 @@ def run_download(args: argparse.Namespace) -> int:
         remotes = [remote_info(f, token) for f in missing]
     except DownloadError as exc:
         return _refuse(out, str(exc))
+    remotes, refusal = _keep_files_in_place(folder, remotes)
+    if refusal:
+        return _refuse(out, refusal)
     needed = sum(r.size - min(part_bytes(folder, r), r.size) for r in remotes)
     if needed + DISK_MARGIN_BYTES > free:
         return _refuse(out, f"not enough disk space in {folder}: {_gb(needed)} still to fetch, {_gb(free)} free; "
                             "free some space or choose another folder (nothing was fetched)")
     return _fetch_all(out, folder, remotes, token)
+
+
+def _keep_files_in_place(folder: Path, remotes) -> tuple[list, str | None]:
+    """The remotes still to fetch, and why the download is refused (None: it is not). A file already where a
+    remote goes (the plan's checks did not take it: not a file the loaders use, not one fetched here before)
+    is the hub's file when its hash is the hub's: it is kept and counted as fetched. Any other is someone
+    else's, which a download never writes over: the download is refused before a byte is fetched."""
+    left = []
+    for remote in remotes:
+        target = folder / remote.file.path
+        if not target.exists() and not target.is_symlink():
+            left.append(remote)
+        elif target.is_file() and (SHA256.match(remote.etag) or GIT_SHA1.match(remote.etag)) and \
+                file_hash(target, remote.etag) == remote.etag:
+            record_verified(folder, remote.file, remote.etag, remote.size)
+        else:
+            return left, (f"{target} is there and is not the file the plan fetches (not the hub's hash); move it "
+                          "away, then run the download again: nothing was fetched")
+    return left, None
 
 
 def _fetch_all(out: _Output, folder: Path, remotes, token) -> int:

@@ -271,6 +271,26 @@ def test_sam3_is_fetched_whole_with_the_token_once_access_is_granted(hub, tmp_pa
     assert {"sam3/config.json", "sam3/model.safetensors", "sam3/processor/tokenizer.json"} <= verified
 
 
+def test_a_file_already_in_place_with_the_hubs_hash_is_kept_not_fetched(hub, tmp_path):
+    files = {"config.json": b'{"model_type": "sam3"}', "model.safetensors": bytes(range(256)) * 20}
+    for path, data in files.items():
+        hub.add("facebook/sam3", path, data)
+    folder = tmp_path / "weights"
+    (folder / "sam3").mkdir(parents=True)
+    (folder / "sam3" / "model.safetensors").write_bytes(files["model.safetensors"])  # as `hf download` left it
+    status, events = download(hub, tmp_path, folder, "--with", "sam3")
+    assert status == 0, events[-1]
+    model = hub.repos["facebook/sam3"]["model.safetensors"]
+
+    def config_gets():
+        return [r for r in hub.requests if r[:2] == ("GET", "/facebook/sam3/resolve/main/config.json")]
+
+    assert hub.gets(model) == [] and len(config_gets()) == 1
+    assert (folder / "sam3" / "config.json").read_bytes() == files["config.json"]
+    status, events = download(hub, tmp_path, folder, "--with", "sam3")  # both recorded as verified now
+    assert status == 0 and hub.gets(model) == [] and len(config_gets()) == 1
+
+
 def test_a_file_in_the_hugging_face_cache_is_linked_in_not_fetched(hub, tmp_path):
     from hub_standin import COMMIT
 
@@ -297,3 +317,17 @@ def test_auto_without_a_gpu_asks_for_its_memory_in_one_line(hub, tmp_path):
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.strip().startswith("error: no NVIDIA GPU found here to plan for")
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_file_of_someone_elses_where_a_planned_file_goes_is_refused_before_anything_is_fetched(hub, tmp_path):
+    folder = tmp_path / "weights"
+    target = folder / FILES["vae"].path
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not the hub's VAE: a copy cut short, or another file of the same name")
+    status, events = download(hub, tmp_path, folder)
+    assert status == 2, events
+    assert events[-1]["event"] == "error"
+    assert events[-1]["message"] == (f"{target} is there and is not the file the plan fetches (not the hub's hash); "
+                                     "move it away, then run the download again: nothing was fetched")
+    assert [r for r in hub.requests if r[0] == "GET"] == []
+    assert target.read_bytes() == b"not the hub's VAE: a copy cut short, or another file of the same name"
