@@ -21,7 +21,7 @@ import protocol
 from ..pipeline.job_folder import folder_state
 from .bundle import BundleError, bundles_in, check_name, name_from, plan_bundle, read_spec, write_planned
 from .run import EXIT_BAD_INPUT, run_bundle
-from .templates import MODELS, OFFLOADS, STORAGES, TaskDefaults, write_job_descriptions
+from .templates import MODELS, OFFLOADS, STORAGES, TaskDefaults, check_job_descriptions, write_job_descriptions
 
 
 def _task_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -114,6 +114,7 @@ def _run_bundle_command(args: argparse.Namespace, _main) -> int:
     try:
         specs = _load_specs(args)
         plans = [plan_bundle(spec, args.out, name) for name, spec in specs]  # every spec checked first
+        check_job_descriptions(args.out)
         checks = [_input_checks(name, spec, args.strict) for name, spec in specs]
         written = [write_planned(plan, report) for plan, report in zip(plans, checks)]
         everything = bundles_in(args.out)

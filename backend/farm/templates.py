@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundle import Bundle
+from .bundle import Bundle, BundleError
 
 OPENJD_NAME = "template.json"
 FLAMENCO_NAME = "flamenco-job.json"
@@ -126,8 +126,36 @@ def _job_name(farm_dir: Path) -> str:
     return ("SCAIL-2 " + (Path(farm_dir).name or "farm"))[:128]
 
 
+def check_job_descriptions(farm_dir: Path) -> None:
+    """Raise BundleError unless the farm folder's description files are missing or earlier ones of ours: a
+    farm share often holds another tool's `template.json`, which bundling must never write over."""
+    for name, ours in ((OPENJD_NAME, _is_our_template), (FLAMENCO_NAME, _is_our_flamenco_job)):
+        path = Path(farm_dir) / name
+        if not path.exists() and not path.is_symlink():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except (OSError, UnicodeDecodeError, ValueError):
+            data = None
+        if not (isinstance(data, dict) and ours(data)):
+            raise BundleError(f"{path} is not a SCAIL-2 farm description (another tool's?); choose another farm "
+                              "folder (nothing was written)")
+
+
+def _is_our_template(data: dict) -> bool:
+    parameters = data.get("parameterDefinitions")
+    return (data.get("specificationVersion") == TEMPLATE_VERSION and str(data.get("name", "")).startswith("SCAIL-2")
+            and isinstance(parameters, list) and any(isinstance(p, dict) and p.get("name") == "BackendDir"
+                                                     for p in parameters))
+
+
+def _is_our_flamenco_job(data: dict) -> bool:
+    return data.get("type") == FLAMENCO_JOB_TYPE and str(data.get("name", "")).startswith("SCAIL-2")
+
+
 def write_job_descriptions(farm_dir: Path, bundles: list[Bundle], defaults: TaskDefaults) -> dict[str, Path]:
-    """Write both descriptions into the farm folder (each atomically); their paths by kind."""
+    """Write both descriptions into the farm folder (each atomically, over earlier ones of ours only:
+    `check_job_descriptions` first); their paths by kind."""
     farm_dir = Path(farm_dir)
     written = {}
     for kind, name, data in (("openjd", OPENJD_NAME, openjd_template(farm_dir, bundles, defaults)),

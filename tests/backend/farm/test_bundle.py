@@ -220,3 +220,20 @@ def test_bundling_needs_neither_torch_nor_numpy(shot):
         run = subprocess.run([sys.executable, "-c", blocker, "farm", *map(str, argv)], cwd=REPO,
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, (argv, run.stderr[-800:])
+
+
+@pytest.mark.parametrize("name", ["template.json", "flamenco-job.json"])
+def test_another_tools_description_in_the_farm_folder_is_refused_and_kept(shot, name):
+    assert farm("bundle", shot["path"], "--out", shot["farm"], "--model", "tiny").returncode == 0
+    again = farm("bundle", shot["path"], "--out", shot["farm"], "--model", "tiny")  # ours: written again
+    assert again.returncode == 0, again.stderr
+    theirs = shot["farm"] / name
+    theirs.write_text(json.dumps({"specificationVersion": "jobtemplate-2023-09", "name": "comp render",
+                                  "type": "blender", "steps": []}))
+    before = snapshot(shot["farm"])
+    other = dict(shot["spec"], prompt="another shot")
+    run = farm("bundle", "-", "--name", "shot020", "--out", shot["farm"], "--model", "tiny", stdin=json.dumps(other))
+    assert run.returncode == 2
+    assert run.stderr.strip() == (f"error: {theirs} is not a SCAIL-2 farm description (another tool's?); choose "
+                                  "another farm folder (nothing was written)")
+    assert snapshot(shot["farm"]) == before
