@@ -47,6 +47,10 @@ class JobDirectoryError(UserError):
     """The output folder cannot take this job; the message is one line for the user."""
 
 
+class FolderBusy(JobDirectoryError):
+    """Another live run holds the folder's lock; one line naming it."""
+
+
 class OutputError(JobDirectoryError):
     """Writing the job's folder failed (read-only, disk full); the finished segments are kept."""
 
@@ -269,7 +273,7 @@ class FolderClaim:
                 holder = lock_holder(self.folder)
                 self._remove_created()
                 who = f" (PID {holder})" if holder else ""
-                raise JobDirectoryError(f"{self.folder} is being written by another run{who}; wait for it to end "
+                raise FolderBusy(f"{self.folder} is being written by another run{who}; wait for it to end "
                                         "or cancel it")
             try:
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino

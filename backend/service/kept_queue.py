@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import protocol
 
 from ..pipeline.durable import write_json_atomic
-from ..pipeline.job_folder import FolderClaim, JobDirectoryError, live_holder
+from ..pipeline.job_folder import FolderBusy, FolderClaim, JobDirectoryError, live_holder
 from .jobs import Job, ProtocolFailure, folder_summary, is_finished, log, read_json
 
 if TYPE_CHECKING:
@@ -31,18 +31,27 @@ FORMAT = 1
 
 
 class JobsRootBusy(ValueError):
-    """Another served worker holds the jobs root; one line."""
+    """Another served worker holds the jobs root, or it cannot be made or written; one line."""
 
 
 def claim_jobs_root(jobs_root: Path) -> FolderClaim:
     """The jobs root's lock, held for as long as the worker serves: a second worker started on it would queue
     the same kept jobs again and run them twice (and share its job owners and uploads' bookkeeping)."""
+    advice = "give --jobs-root a folder this worker can write"
+    try:
+        jobs_root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise JobsRootBusy(f"the jobs root {jobs_root} is a file, not a folder; {advice}") from None
+    except OSError as exc:
+        raise JobsRootBusy(f"cannot make the jobs root {jobs_root}: {exc.strerror or exc}; {advice}") from None
     try:
         return FolderClaim(jobs_root).claim()
-    except JobDirectoryError:
+    except FolderBusy:
         holder = live_holder(jobs_root)
         raise JobsRootBusy(f"another worker{f' (PID {holder})' if holder else ''} serves jobs from {jobs_root}: "
                            "stop it, or give this one a --jobs-root of its own") from None
+    except JobDirectoryError as exc:  # made, but its lock cannot be written (read-only, full)
+        raise JobsRootBusy(f"cannot use the jobs root {jobs_root} ({exc}); {advice}") from None
 
 
 def save_queue(path: Path, jobs: list[Job]) -> None:

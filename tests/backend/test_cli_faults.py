@@ -335,3 +335,16 @@ def test_input_checks_that_break_are_a_note_and_the_job_still_runs(tmp_path, cap
     assert cli.main(generate(tmp_path / "job")) == 0, capsys.readouterr().err
     assert "note: the input checks could not run: a detector that could not load" in capsys.readouterr().out
     assert (tmp_path / "job" / "manifest.json").is_file()
+
+
+def test_a_jobs_root_that_cannot_be_used_is_one_line_saying_why_not_another_worker(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("the user's")
+    serve = ["serve", "--model", "tiny", "--device", "cpu", "--listen", "127.0.0.1:0"]
+    assert cli.main([*serve, "--jobs-root", str(a_file)]) == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: the jobs root {a_file} is a file, not a folder; give --jobs-root a folder this worker can write")
+    assert cli.main([*serve, "--jobs-root", str(a_file / "jobs")]) == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: cannot make the jobs root {a_file / 'jobs'}: ")
+    assert a_file.read_text() == "the user's"
