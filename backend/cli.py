@@ -266,12 +266,12 @@ def _serve_limits_problem(args: argparse.Namespace) -> str | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .service.jobs import default_jobs_root, log
-    from .service.serve import parse_listen, serve_stdio, serve_tcp
-    from .service.worker import Worker
+    """The worker: the settings checked and the port bound (each refusal one line, before a token is shown
+    or torch imported), then `_serve`."""
+    from .service.serve import bind_failure, bind_tcp, parse_listen
 
     token = args.token or None
-    listen = security = None
+    listen = security = server = None
     problem = _serve_limits_problem(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -281,12 +281,35 @@ def run_serve(args: argparse.Namespace) -> int:
 
         try:
             listen = parse_listen(args.listen)
-            security = tcp_security(listen[0], token, args.tls, args.tls_cert, args.tls_key,
-                                    named_tokens=args.tokens is not None)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        try:
+            server = bind_tcp(*listen)
+        except OSError as exc:
+            print(f"error: {bind_failure(*listen, exc)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        try:
+            security = tcp_security(listen[0], token, args.tls, args.tls_cert, args.tls_key,
+                                    named_tokens=args.tokens is not None)
+        except ValueError as exc:
+            server.close()
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         token = security.token
+    try:
+        return _serve(args, token, listen, security, server)
+    finally:
+        if server is not None:
+            server.close()  # a start refused after the bind; serving closes it itself
+
+
+def _serve(args: argparse.Namespace, token, listen, security, server) -> int:
+    """Serve jobs on stdin/stdout (`listen` None) or on the bound `server` until stopped."""
+    from .service.jobs import default_jobs_root, log
+    from .service.serve import serve_stdio, serve_tcp
+    from .service.worker import Worker
+
     jobs_root = args.jobs_root or default_jobs_root()
     memory_args = memory_settings(args)
     model = model_name(args)
@@ -316,12 +339,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if listen is None:
         serve_stdio(worker)
     else:
-        try:
-            serve_tcp(worker, *listen, max_connections=args.max_connections, auth_timeout=args.auth_timeout,
-                      tls=security.tls, idle_timeout=args.idle_timeout)
-        except OSError as exc:
-            print(f"error: cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+        serve_tcp(worker, server, max_connections=args.max_connections, auth_timeout=args.auth_timeout,
+                  tls=security.tls, idle_timeout=args.idle_timeout)
     log("stopped")
     return 0
 

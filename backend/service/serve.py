@@ -211,14 +211,31 @@ def _refuse(conn: socket.socket, code: str, message: str) -> None:
         conn.close()
 
 
-def serve_tcp(worker: LineHandler, host: str, port: int, max_connections: int = MAX_CONNECTIONS,
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """The worker's listening socket, bound before anything else starts (a port already taken is said at
+    once, before a token is made or torch is imported). OSError when it cannot be bound: `bind_failure`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
+
+
+def bind_failure(host: str, port: int, exc: OSError) -> str:
+    """Why `host:port` cannot be listened on, in one line ("Address already in use", not the socket
+    module's retelling of the call)."""
+    if exc.errno and exc.errno > 0:
+        reason = os.strerror(exc.errno)
+    else:  # a name the resolver does not know (its own negative codes)
+        reason = (exc.strerror or str(exc)).split(" (while attempting", 1)[0]
+    return f"cannot listen on {protocol.wire.address_text(host, port)}: {reason}"
+
+
+def serve_tcp(worker: LineHandler, server: socket.socket, max_connections: int = MAX_CONNECTIONS,
               auth_timeout: float = AUTH_TIMEOUT_S, tls: ssl.SSLContext | None = None,
               idle_timeout: float = IDLE_TIMEOUT_S, guard: AuthGuard | None = None) -> None:
-    """Serve TCP until the worker stops; with `tls`, every connection is TLS (and in transfer mode)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    server = socket.create_server((host, port), family=family)
+    """Serve TCP on `server` (`bind_tcp`'s) until the worker stops; with `tls`, every connection is TLS (and
+    in transfer mode)."""
     server.settimeout(0.5)
     bound = server.getsockname()
+    host = bound[0]
     guard = guard or AuthGuard()
     log(f"listening on {protocol.wire.address_text(host, bound[1])}" + (" with TLS" if tls else "")
         + (" (token required)" if worker.book.required else ""))
@@ -254,7 +271,7 @@ def serve_tcp(worker: LineHandler, host: str, port: int, max_connections: int = 
             if wait:
                 log("accepting connections again")
                 wait = 0.0
-            peer = f"{address[0]}:{address[1]}"
+            peer = protocol.wire.address_text(address[0], address[1])
             thread = threading.Thread(target=serve_one, args=(conn, address), name=f"scail2-{peer}", daemon=True)
             if not connections.add(conn, thread):
                 log(f"client {peer} refused: {connections.limit} connections are open")

@@ -348,3 +348,22 @@ def test_a_jobs_root_that_cannot_be_used_is_one_line_saying_why_not_another_work
     assert cli.main([*serve, "--jobs-root", str(a_file / "jobs")]) == cli.EXIT_BAD_INPUT
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: cannot make the jobs root {a_file / 'jobs'}: ")
     assert a_file.read_text() == "the user's"
+
+
+def test_a_port_already_taken_is_one_line_before_any_token_is_shown(tmp_path):
+    """A process of its own: the refusal comes before a token is made and printed (a token shown "only this
+    once" by a worker that then does not start would be handed out for nothing) or a certificate is made."""
+    import socket
+
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        run = subprocess.run([sys.executable, "-m", "backend", "serve", "--model", "tiny", "--device", "cpu",
+                              "--listen", f"127.0.0.1:{port}", "--tls"],
+                             cwd=REPO, capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    finally:
+        taken.close()
+    assert run.returncode == cli.EXIT_BAD_INPUT
+    assert run.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert not (tmp_path / "config").exists()  # no certificate made, no token
