@@ -78,6 +78,6 @@ def report_lines(report: InputCheckReport) -> list[str]:
         who = f" [{c.identity}]" if c.identity is not None else ""
         lines.append(f"{ICONS[c.verdict]}  {c.name}{who}: {c.message}")
     counts = {v: sum(1 for c in report.checks if c.verdict == v) for v in ICONS}
-    lines.append(f"{report.verdict.upper()}: {counts['fail']} failed, {counts['warn']} warnings, {counts['ok']} ok "
+    lines.append(f"{report.verdict.upper()}: {counts['fail']} failed, {counts['warn']} warning{'s' if counts['warn'] != 1 else ''}, {counts['ok']} ok "
                  f"({report.seconds:.1f} s)")
     return lines

@@ -89,6 +89,10 @@ LIMITS: dict[str, Limit] = {
                               "a reference cropped or posed unlike the subject leaves body parts to invent"),
     # The last segment's new frames (after the 5 of history): a segment costs a model pass of its
     # padded length plus its history; under 12 new frames that pass is mostly overhead.
+    # The job's length: the VAE packs 4 frames into one latent frame after the first, so under 5 frames
+    # the model sees a single latent frame: the take is a still, not an animation (a still dropped in the
+    # driving slot, or a frame range of a few frames). A posed still may be meant: it warns, never fails.
+    "length": Limit(5, None, "frames", True, "under 5 frames the take is a still, not an animation"),
     "last_segment": Limit(12, None, "new frames", True,
                           "a very short last segment costs a pass for a few frames"),
     # Frame-time spread of a video: the largest step between frame timestamps over the median.

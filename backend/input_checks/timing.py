@@ -18,6 +18,7 @@ from protocol import SEGMENT_FRAMES, SEGMENT_OVERLAP, InputCheck
 from ..pipeline.inputs import PreparedInputs
 from ..pipeline.segments import plan_segments
 from .checklist import check, frames_text, passed
+from .thresholds import LIMITS
 
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")  # the last number in a file name
 
@@ -27,8 +28,11 @@ def length(inputs: PreparedInputs) -> list[InputCheck]:
     frames = len(inputs.frame_times)
     fps = inputs.spec.model_fps
     segments = plan_segments(frames, SEGMENT_FRAMES, SEGMENT_OVERLAP)
-    out = [passed("length", f"{frames} frames at {fps:g} fps ({frames / fps:.1f} s): {len(segments)} segment"
-                  f"{'s' if len(segments) > 1 else ''} of up to {SEGMENT_FRAMES} frames.", float(frames), "frames")]
+    counted = f"{frames} frame{'s' if frames != 1 else ''} at {fps:g} fps ({frames / fps:.1f} s)"
+    out = [check("length", "length", frames, f"{counted}: a still, not an animation (the VAE packs 4 frames into "
+                 "one after the first); if the driving slot holds the reference by mistake, give it the clip."
+                 if LIMITS["length"].verdict(frames) != "ok" else f"{counted}: {len(segments)} segment"
+                 f"{'s' if len(segments) > 1 else ''} of up to {SEGMENT_FRAMES} frames.")]
     if len(segments) > 1:
         last = segments[-1]
         new = len(last.new_frames)
@@ -108,7 +112,8 @@ def sequence_gaps(inputs: PreparedInputs) -> InputCheck:
     gaps = [(i + 1, int(step // max(usual, 1)) - 1) for i, step in enumerate(steps) if usual > 0 and step > usual]
     missing = sum(count for _i, count in gaps)
     if not missing:
-        return passed("sequence_gaps", f"{len(numbers)} numbered frames without gaps.", 0.0, "missing frames")
+        return passed("sequence_gaps", f"{len(numbers)} numbered frame{'s' if len(numbers) != 1 else ''} without "
+                      "gaps.", 0.0, "missing frames")
     job = _job_frames_of(inputs, [i for i, _n in gaps])
     first = numbers[gaps[0][0] - 1]
     return check("sequence_gaps", "sequence_gaps", missing,

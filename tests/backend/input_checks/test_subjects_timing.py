@@ -88,6 +88,15 @@ def test_length_and_segments(tmp_path):
     assert last.verdict == "warn" and last.value == 3 and last.frames == [81, 82, 83]
     one = check_inputs(spec(tmp_path / "one", frames * 81))
     assert "1 segment" in named(one, "length")[0].message and not named(one, "last_segment")
+    assert named(one, "length")[0].verdict == "ok"
+
+
+@pytest.mark.parametrize("count, verdict", [(1, "warn"), (4, "warn"), (5, "ok")])
+def test_a_driving_clip_of_a_few_frames_warns_that_the_take_is_a_still(tmp_path, count, verdict):
+    [length] = named(check_inputs(spec(tmp_path, steady(still(), 1) * count)), "length")
+    assert (length.verdict, length.value) == (verdict, count)
+    assert ("a still, not an animation" in length.message) == (verdict == "warn")
+    assert length.message.startswith(f"{count} frame{'s' if count > 1 else ''} at 16 fps")
 
 
 def test_gaps_in_an_image_sequence(tmp_path):
