@@ -18,6 +18,7 @@ __all__ = (
     "parse_address",
 )
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 
@@ -70,6 +71,17 @@ def parse_address(text):
     if not 0 < number < 65536:
         raise ValueError("The worker's port must be 1-65535: {:s}".format(text))
     return host, number
+
+
+def on_this_machine(host):
+    """Whether ``host`` names this machine (a worker reached over loopback: an SSH tunnel's near end)."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

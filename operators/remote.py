@@ -21,6 +21,7 @@ from .. import preferences, protocol
 from ..core import worker_tls
 from ..core.job import parse_address
 from ..core.util import one_line
+from ..runtime import session
 
 PEEK_TIMEOUT_S = 10.0
 
@@ -44,6 +45,10 @@ class SCAIL2_OT_show_worker_certificate(Operator):
             host, port = parse_address(prefs.remote_address)
         except ValueError as ex:
             self.report({'ERROR'}, str(ex))
+            return {'CANCELLED'}
+        refusal = session.remote_refusal(host, port)
+        if refusal:
+            self.report({'ERROR'}, refusal)
             return {'CANCELLED'}
         prefs.remote_seen_fingerprint = ""
         prefs.remote_certificate_note = "Connecting to " + protocol.wire.address_text(host, port)

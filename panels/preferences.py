@@ -26,7 +26,8 @@ from bpy.types import AddonPreferences
 from ..core import checks
 from ..core import setup as backend_setup
 from ..core import weights_download
-from ..runtime import setup
+from ..core.job import parse_address
+from ..runtime import session, setup
 from ..runtime import weights
 from .common import label_wrapped
 from ..preferences import ADDON_ID, effective_output_dir, resolved_python, resolved_weights_dir
@@ -194,6 +195,12 @@ class SCAIL2_AddonPreferences(AddonPreferences):
         col.prop(self, "worker_location", expand=True)
         if self.worker_location == 'REMOTE':
             col.prop(self, "remote_address")
+            try:
+                refusal = session.remote_refusal(*parse_address(self.remote_address))
+            except ValueError:  # said when it is used
+                refusal = None
+            if refusal:
+                label_wrapped(col, context, refusal, icon='ERROR')
             col.prop(self, "remote_token")
             row = col.row(align=True)
             row.prop(self, "remote_fingerprint")

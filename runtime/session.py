@@ -25,9 +25,9 @@ from collections import namedtuple
 
 import bpy
 
-from .. import preferences
+from .. import preferences, protocol
 from ..core import checks
-from ..core.job import LocalWorker, RemoteWorker, parse_address
+from ..core.job import LocalWorker, RemoteWorker, on_this_machine, parse_address
 from ..core.queue import JobQueue
 
 JOBS_SUBDIR = "jobs"
@@ -68,6 +68,19 @@ def gpu_args(prefs):
     return args + (["--compile"] if getattr(prefs, "compile_model", False) else [])
 
 
+OFFLINE_WORKER = ("Online access is off, so the add-on does not connect to the worker at {:s}: allow it in "
+                  "Preferences > System > Network > Allow Online Access (a worker on this machine, 127.0.0.1 or an "
+                  "SSH tunnel's end, needs none)")
+
+
+def remote_refusal(host, port):
+    """Why the add-on may not connect to the worker at ``host:port`` now (Blender's online access is off and
+    the worker is not on this machine), or None. Every connection to a remote worker asks this first."""
+    if bpy.app.online_access or on_this_machine(host):
+        return None
+    return OFFLINE_WORKER.format(protocol.wire.address_text(host, port))
+
+
 def worker_setting(prefs):
     """``(LocalWorker or RemoteWorker, jobs root)`` from the preferences; GenerateError if incomplete."""
     jobs_root = os.path.join(preferences.effective_output_dir(prefs), JOBS_SUBDIR)
@@ -76,6 +89,9 @@ def worker_setting(prefs):
             host, port = parse_address(prefs.remote_address)
         except ValueError as ex:
             raise GenerateError(str(ex)) from None
+        refusal = remote_refusal(host, port)
+        if refusal:
+            raise GenerateError(refusal)
         return RemoteWorker(host, port, prefs.remote_token.strip() or None,
                             getattr(prefs, "remote_fingerprint", "").strip()), jobs_root
     python = preferences.resolved_python(prefs)

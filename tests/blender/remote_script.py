@@ -15,7 +15,8 @@ import time
 ZIP_PATH, WORK_DIR, REPORT_PATH = sys.argv[1:4]
 
 import bpy  # noqa: E402  (after the environment is set)
-from script_common import PKG, LayoutStub, install_tiny, module, report, show, step  # noqa: E402
+from script_common import (  # noqa: E402
+    PKG, LayoutStub, draw_preferences_of, install_tiny, module, report, show, step)
 
 with open(os.path.join(WORK_DIR, "config.json"), encoding="utf-8") as fh:
     CONFIG = json.load(fh)
@@ -28,6 +29,33 @@ def install():
     prefs.remote_address = CONFIG["address"]
     prefs.remote_token = CONFIG["token"]
     return sorted(op for op in dir(bpy.ops.scail2))
+
+
+@step
+def offline_no_worker_elsewhere_is_reached():
+    """Blender starts offline (the bpy module too): a worker on another machine is refused in one line by each
+    way in, before any connection; the one on this machine (127.0.0.1, the rest of this script) needs no
+    online access."""
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    assert not bpy.app.online_access
+    prefs.remote_address = "192.0.2.10:7860"  # a documentation address: never reachable
+    lines = {}
+    try:  # an operator reporting an error raises in a background Blender
+        bpy.ops.scail2.show_worker_certificate()
+        raise AssertionError("Show Certificate ran with online access off")
+    except RuntimeError as ex:
+        lines["show_certificate"] = str(ex)
+    session = module(".runtime.session")
+    try:
+        session.get_queue()
+        raise AssertionError("a queue was made for a worker elsewhere with online access off")
+    except session.GenerateError as ex:
+        lines["queue"] = str(ex)
+    lines["drawn"] = [text for kind, text, _icon, _args in draw_preferences_of(prefs, bpy.context) if kind == "label"]
+    lines["note"] = prefs.remote_certificate_note
+    prefs.remote_address = CONFIG["address"]
+    assert session.remote_refusal(*module(".core.job").parse_address(CONFIG["address"])) is None
+    return lines
 
 
 @step

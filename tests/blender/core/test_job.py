@@ -1,6 +1,8 @@
-"""A job's upload and download progress to a remote worker, as the panel shows it (plain Python)."""
+"""A job's upload and download progress to a remote worker, as the panel shows it, and where a worker is (plain Python)."""
 
-from scail2.core.job import Job
+import pytest
+
+from scail2.core.job import Job, on_this_machine
 
 
 def test_transfer_progress_shows_in_the_phase_text_and_leaves_the_status():
@@ -31,3 +33,11 @@ def test_a_job_reads_the_workers_events_through_their_records():
         job.on_progress({"type": "progress", "phase": "sample", "surprise": 1}, now=2.0)
     with pytest.raises(protocol.ProtocolError, match="frame_ready event: missing field 'path'"):
         job.on_frame({"type": "frame_ready", "index": 0}, now=2.0)
+
+
+@pytest.mark.parametrize("host, here", [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True),
+                                        ("localhost", True), ("LOCALHOST.", True), ("gpu.localhost", True),
+                                        ("192.168.1.20", False), ("10.0.0.5", False), ("gpu-box.studio.lan", False),
+                                        ("::ffff:10.0.0.1", False), ("0.0.0.0", False), ("localhost.example.com", False)])
+def test_a_worker_on_this_machine_is_told_from_one_elsewhere(host, here):
+    assert on_this_machine(host) is here

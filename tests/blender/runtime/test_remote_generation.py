@@ -52,6 +52,16 @@ def step(report, name):
     return report[name]["detail"]
 
 
+def test_offline_a_worker_on_another_machine_is_refused_by_each_way_in(report):
+    lines = step(report, "offline_no_worker_elsewhere_is_reached")
+    refusal = ("Online access is off, so the add-on does not connect to the worker at 192.0.2.10:7860: allow it in "
+               "Preferences > System > Network > Allow Online Access (a worker on this machine, 127.0.0.1 or an SSH "
+               "tunnel's end, needs none)")
+    assert refusal in lines["show_certificate"] and lines["queue"] == refusal, lines
+    assert refusal in " ".join(" ".join(text or "" for text in lines["drawn"]).split()), lines["drawn"]  # wrapped
+    assert lines["note"] == ""  # nothing was tried
+
+
 def test_the_certificate_is_accepted_once_as_shown(report, sealed):
     detail = step(report, "accept_certificate_once")
     assert detail["seen"] == detail["pinned"] == sealed[2]["fingerprint"]
