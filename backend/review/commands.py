@@ -58,13 +58,16 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import ReportError, write_report
+    from .report import ReportError, distinct_folders, write_report
 
     try:
         shots = write_report(args.out, args.job_dirs)
-    except (ReportError, ProtocolError, OSError) as exc:
+    except (ReportError, ProtocolError) as exc:
         return _refuse(str(exc).splitlines()[0])
-    print(f"review of {len(args.job_dirs)} takes in {shots} shot{'s' if shots != 1 else ''}: {args.out}")
+    except OSError as exc:
+        return _refuse(f"cannot write {args.out}: {exc.strerror or exc}")
+    takes = len(distinct_folders(args.job_dirs))
+    print(f"review of {takes} take{'s' if takes != 1 else ''} in {shots} shot{'s' if shots != 1 else ''}: {args.out}")
     return 0
 
 

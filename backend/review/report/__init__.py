@@ -51,13 +51,33 @@ def group_by_shot(entries: list[TakeEntry]) -> dict[str, list[TakeEntry]]:
     return shots
 
 
+def distinct_folders(job_dirs: list[Path]) -> list[Path]:
+    """`job_dirs` in their order, each folder once (a shell glob and a typed name can name one take twice)."""
+    seen: set[Path] = set()
+    kept = []
+    for folder in map(Path, job_dirs):
+        key = folder.resolve()
+        if key not in seen:
+            seen.add(key)
+            kept.append(folder)
+    return kept
+
+
 def write_report(out: Path, job_dirs: list[Path]) -> int:
-    """Write the page; returns how many shots it shows. Refuses to replace a file it did not write."""
+    """Write the page (its folder made if new); returns how many shots it shows. Refuses to replace a file
+    it did not write."""
     from .page import render_page
 
     out = Path(out)
     if out.exists() and (not out.is_file() or not out.read_bytes().startswith(MARKER.encode())):
         raise ReportError(f"{out} exists and is not a review report; choose another file")
-    shots = group_by_shot([load_entry(Path(d)) for d in job_dirs])
-    write_bytes_atomic(out, render_page(shots).encode("utf-8"))
+    shots = group_by_shot([load_entry(d) for d in distinct_folders(job_dirs)])
+    page = render_page(shots).encode("utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ReportError(f"{out.parent} is a file, not a folder; choose another place for the report") from None
+    except OSError as exc:
+        raise ReportError(f"cannot make the folder {out.parent} for the report: {exc.strerror or exc}") from None
+    write_bytes_atomic(out, page)
     return len(shots)

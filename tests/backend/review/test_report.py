@@ -81,3 +81,14 @@ def test_the_report_never_replaces_a_file_it_did_not_write(takes, tmp_path, caps
     assert cli.main(["report", "--out", str(page), str(takes[0])]) == cli.EXIT_BAD_INPUT
     assert "not a review report" in capsys.readouterr().err
     assert page.read_text() == "<p>somebody's notes</p>"
+
+
+def test_a_report_into_a_new_folder_makes_it_and_a_take_named_twice_is_one_take(takes, tmp_path, capsys):
+    page = tmp_path / "dailies" / "2026-12-07" / "review.html"
+    assert cli.main(["report", "--out", str(page), str(takes[0]), str(takes[0]) + "/"]) == 0
+    assert capsys.readouterr().out.strip() == f"review of 1 take in 1 shot: {page}"
+    assert page.read_text(encoding="utf-8").count("<section class='take'") == 1
+    a_file = tmp_path / "a_file"
+    a_file.write_text("the user's")
+    assert cli.main(["report", "--out", str(a_file / "review.html"), str(takes[0])]) == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip() == f"error: {a_file} is a file, not a folder; choose another place for the report"
