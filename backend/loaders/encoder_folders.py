@@ -56,7 +56,8 @@ def detect_layout(weights_dir: Path) -> str:
     "comfyui" (ComfyUI's single files, found by their tensors)."""
     weights_dir = Path(weights_dir)
     if not weights_dir.is_dir():
-        raise EncoderError(f"encoder weights folder {weights_dir} does not exist")
+        what = "is a file, not a folder" if weights_dir.exists() else "does not exist"
+        raise EncoderError(f"encoder weights folder {weights_dir} {what}")
     subfolders = ("vae", "text_encoder", "image_encoder")
     if (weights_dir / "model_index.json").is_file() or any(
         (weights_dir / name / "config.json").is_file() for name in subfolders

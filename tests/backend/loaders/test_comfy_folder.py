@@ -193,3 +193,14 @@ def test_missing_encoder_says_what_to_download(comfy, tmp_path):
 
     with pytest.raises(EncoderError, match="missing in .*Wan 2.1 VAE.*Comfy-Org/Wan_2.1_ComfyUI_repackaged"):
         load_encoders(folder, "cpu", torch.float32)
+
+
+def test_a_weights_path_that_is_a_file_or_missing_is_said_as_it_is(tmp_path):
+    from backend.models.encoders import EncoderError
+
+    a_file = tmp_path / "model.safetensors"
+    a_file.write_bytes(b"")
+    with pytest.raises(EncoderError, match=r"model\.safetensors is a file, not a folder$"):
+        detect_layout(a_file)
+    with pytest.raises(EncoderError, match=r"missing does not exist$"):
+        detect_layout(tmp_path / "missing")
