@@ -1,8 +1,5 @@
-"""`python -m backend ...`: generate, check-inputs, convert, demo, serve, doctor, download, masks, matte,
-score, report, farm.
-
-Over 450 lines on purpose: one short entry function per command, each a screen, read top to bottom as the
-`--help` list; the commands' logic lives in their own packages.
+"""`python -m backend ...`: generate, check-inputs, convert, demo, serve, tokens, jobs, doctor, download, masks,
+matte, score, report, farm.
 
 What each command does; what it accepts is `options`' (and `loaders.convert`'s for `convert`).
 `COMMANDS` lists them in the order `--help` shows them. Bad input is one line on stderr and
@@ -13,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 
 from protocol import JobSpec, ProtocolError
@@ -250,110 +246,10 @@ def run_report(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _serve_limits_problem(args: argparse.Namespace) -> str | None:
-    """The first of serve's numeric limits no worker could keep, as one line (None: all can be kept).
-    Timeouts may be `inf` (never); a store cap must be a finite size (`inf` stopped the start in a traceback)."""
-    if args.max_connections < 1:
-        return f"--max-connections must be at least 1, not {args.max_connections}"
-    if args.max_queued_per_artist < 0:
-        return f"--max-queued-per-artist must be 0 (no limit) or more, not {args.max_queued_per_artist}"
-    for option, seconds in (("--auth-timeout", args.auth_timeout), ("--idle-timeout", args.idle_timeout)):
-        if not seconds > 0:
-            return f"{option} must be a number of seconds above 0, not {seconds:g}"
-    if not 0 < args.blob_cap_gb < float("inf"):
-        return f"--blob-cap-gb must be a number of GB above 0, not {args.blob_cap_gb:g}"
-    return None
-
-
 def run_serve(args: argparse.Namespace) -> int:
-    """The worker: the settings checked and the port bound (each refusal one line, before a token is shown
-    or torch imported), then `_serve`."""
-    from .service.serve import bind_failure, bind_tcp, parse_listen
+    from .service.serve_command import run_serve as run
 
-    token = args.token or None
-    listen = security = server = None
-    problem = _serve_limits_problem(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if args.listen:
-        from .service.listen import tcp_security
-
-        try:
-            listen = parse_listen(args.listen)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        try:
-            server = bind_tcp(*listen)
-        except OSError as exc:
-            print(f"error: {bind_failure(*listen, exc)}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        try:
-            security = tcp_security(listen[0], token, args.tls, args.tls_cert, args.tls_key,
-                                    named_tokens=args.tokens is not None)
-        except ValueError as exc:
-            server.close()
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        token = security.token
-    try:
-        return _serve(args, token, listen, security, server)
-    finally:
-        if server is not None:
-            server.close()  # a start refused after the bind; serving closes it itself
-
-
-def _serve(args: argparse.Namespace, token, listen, security, server) -> int:
-    """Serve jobs on stdin/stdout (`listen` None) or on the bound `server` until stopped."""
-    from .service.jobs import default_jobs_root, log
-    from .service.serve import serve_stdio, serve_tcp
-    from .service.worker import Worker
-
-    jobs_root = args.jobs_root or default_jobs_root()
-    memory_args = memory_settings(args)
-    model = model_name(args)
-    import torch  # noqa: F401  (imported up front so the first request is answered quickly)
-
-    from .loaders.devices import check_memory_settings, resolve_device
-
-    try:
-        check_memory_settings(memory_args, resolve_device(args.device))  # at start, not at the first job's load
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-    _interrupt_on_termination()
-    from .service.identities import TokensFileError
-    from .service.kept_queue import JobsRootBusy
-
-    try:
-        worker = Worker(model, args.device, memory_args, jobs_root, token=token,
-                        segmentation_weights=(args.sam3_weights, args.sam2_weights),
-                        blob_cap=max(0, int(args.blob_cap_gb * (1 << 30))), tokens_file=args.tokens,
-                        max_queued_per_artist=args.max_queued_per_artist,
-                        keep_queue=listen is not None)  # a served worker's queue outlives a restart
-    except (TokensFileError, JobsRootBusy, UserError) as exc:  # UserError: a jobs root that cannot be made
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if listen is None:
-        serve_stdio(worker)
-    else:
-        serve_tcp(worker, server, max_connections=args.max_connections, auth_timeout=args.auth_timeout,
-                  tls=security.tls, idle_timeout=args.idle_timeout)
-    log("stopped")
-    return 0
-
-
-def _interrupt_on_termination() -> None:
-    """SIGTERM and SIGHUP (a service manager, a closed terminal) stop the worker as Ctrl-C does: the
-    running job is cancelled first, so its state.json says "cancelled" and it resumes later."""
-    def interrupt(_signum, _frame):
-        raise KeyboardInterrupt
-
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), interrupt)
+    return run(args)
 
 
 def _add_download_arguments(parser: argparse.ArgumentParser) -> None:
