@@ -168,6 +168,14 @@ def _accepts(annotation: str, value: Any) -> bool:
     return False
 
 
+def _check_frame_range(start: int, end: int | None) -> None:
+    """A job's frames [start, end) of its clip (end None: to the clip's end) must hold at least one frame."""
+    if start < 0:
+        raise ProtocolError(f"the frame range starts at frame 0 or later, not {start}")
+    if end is not None and end <= start:
+        raise ProtocolError(f"the frame range ends at frame {end}, not after its start ({start}): it holds no frame")
+
+
 @dataclass
 class JobSpec:
     """Everything a generation needs, as plain data (paths are strings).
@@ -244,8 +252,7 @@ class JobSpec:
         if len(self.extra_references) > MAX_EXTRA_VIEWS:
             raise ProtocolError(f"a job takes at most {MAX_EXTRA_VIEWS} extra reference views, got "
                                 f"{len(self.extra_references)}")
-        if self.frame_start < 0 or (self.frame_end is not None and self.frame_end <= self.frame_start):
-            raise ProtocolError(f"frame range [{self.frame_start}, {self.frame_end}) is empty")
+        _check_frame_range(self.frame_start, self.frame_end)
         if self.matte and not self.matte_prompt.strip():
             raise ProtocolError("a matte needs a text prompt saying what to keep, such as 'person'")
         if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
@@ -409,8 +416,7 @@ class SegmentSpec:
         numbers = [subject.get("identity", k + 1) for k, subject in enumerate(self.subjects)]
         if len(set(numbers)) != len(numbers):
             raise ProtocolError(f"two marked subjects share an identity: {numbers}")
-        if self.frame_start < 0 or (self.frame_end is not None and self.frame_end <= self.frame_start):
-            raise ProtocolError(f"frame range [{self.frame_start}, {self.frame_end}) is empty")
+        _check_frame_range(self.frame_start, self.frame_end)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,7 +38,8 @@ def test_job_spec_round_trips_through_json():
     [
         ({"mode": "dance"}, "mode must be one of animate, replace"),
         ({"height": 500, "width": 896}, "multiples of 32"),
-        ({"frame_start": 10, "frame_end": 10}, "is empty"),
+        ({"frame_start": 10, "frame_end": 10}, "holds no frame"),
+        ({"frame_start": -1}, "starts at frame 0 or later, not -1"),
         ({"preset": "turbo"}, "preset must be one of"),
         ({"steps": 0}, "steps must be at least 1"),
         ({"height": "64"}, "height must be int, got str"),
@@ -115,7 +116,7 @@ def test_segment_spec_round_trips_and_defaults_to_person():
     ({"subjects": [{"frame": 0}]}, "either a box or points"),
     ({"subjects": [{"box": [0, 0, 1, 1], "identity": 7}]}, "identity is 1 to 6"),
     ({"subjects": [{"box": [0, 0, 1, 1], "identity": 2}, {"box": [0, 0, 1, 1]}]}, "share an identity"),
-    ({"frame_start": 4, "frame_end": 4}, "is empty"),
+    ({"frame_start": 4, "frame_end": 4}, "holds no frame"),
 ])
 def test_invalid_segment_specs_give_one_clear_line(changes, message):
     with pytest.raises(ProtocolError, match=message.replace("[", r"\[").replace("|", r"\|")):

@@ -85,7 +85,7 @@ def test_masks_spec_of_a_still_ignores_the_range():
     (dict(identities=7), "1 to 6 identities, 7 were asked for"),
     (dict(identities=0), "0 were asked for"),
     (dict(prompt="   "), "give a text prompt"),
-    (dict(frame_start=9, frame_end=9), "is empty"),
+    (dict(frame_start=9, frame_end=9), "holds no frame"),
 ])
 def test_masks_spec_refuses(changes, words):
     settings = dict(prompt="person", mode="animate", identities=1, frame_start=0, frame_end=4)
