@@ -157,7 +157,6 @@ def forward_figures(timing: dict, tokens: int, config: dict, peak: float | None)
     return figures
 
 
-
 # -- the report -----------------------------------------------------------------------------------
 
 

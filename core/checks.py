@@ -201,10 +201,8 @@ def setup_status(python, weights_dir, output_dir, output_is_default, weights_els
     return items
 
 
-
 # --------------------------------------------------------------------------------------------
 # The weights check: the per-component part of ``backend doctor``'s report.
-
 COMPONENT_LABELS = ("transformer", "text encoder", "tokenizer", "image encoder", "vae", "loras")
 """The parts ``backend doctor`` lists under "per component", in its order."""
 

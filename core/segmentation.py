@@ -39,7 +39,6 @@ from .. import protocol
 from .util import one_line
 
 
-
 class SegmentError(Exception):
     """A segmentation job that cannot be started or used, as one line for the artist."""
 

@@ -104,6 +104,7 @@ class SCAIL2_OT_take_approve(TakeOperator, Operator):
             text += ", in the place of v{:03d}".format(replaced.version)
         return 'INFO', text
 
+
 class SCAIL2_OT_take_use_settings(TakeOperator, Operator):
     """Load this take's settings and seed into the Generate panel (seed locked), to tweak from there"""
     bl_idname = "scail2.take_use_settings"
@@ -113,6 +114,7 @@ class SCAIL2_OT_take_use_settings(TakeOperator, Operator):
     def act(self, context, item):
         review.apply_settings(context.scene, item, *generation.history_entry_settings(item))
         return 'INFO', "Generate now uses the settings of v{:03d} (seed {:d})".format(item.version, item.seed)
+
 
 class SCAIL2_OT_take_add_note(TakeOperator, Operator):
     """Put a note on the current frame of this take: a timeline marker, kept with the take (review.json)"""
@@ -128,6 +130,7 @@ class SCAIL2_OT_take_add_note(TakeOperator, Operator):
         settings.note_text = ""
         return ('WARNING', problem) if problem else ('INFO', "Note added")
 
+
 class SCAIL2_OT_take_show_notes(TakeOperator, Operator):
     """Show this take's notes as timeline markers (in place of the note markers shown now)"""
     bl_idname = "scail2.take_show_notes"
@@ -136,6 +139,7 @@ class SCAIL2_OT_take_show_notes(TakeOperator, Operator):
 
     def act(self, context, item):
         review.show_notes(context.scene, _seq_scene(context), item)
+
 
 class SCAIL2_OT_take_refresh(Operator):
     """Read every take's review.json again (another artist may have reviewed them)"""
@@ -167,6 +171,7 @@ class SCAIL2_OT_take_jump_flag(TakeOperator, Operator):
         scene.frame_set(target)
         return 'INFO', "Frame {:d}: {:s}".format(target, dict(flags)[target])
 
+
 class SCAIL2_OT_compare(TakeOperator, Operator):
     """Compare this take with another take, or with the driving footage, in the sequencer (A/B wipe or side by """ \
         """side; the same scene frames on both)"""
@@ -181,6 +186,7 @@ class SCAIL2_OT_compare(TakeOperator, Operator):
         if against != 'DRIVING' and other is None:
             raise GenerateError("No take {:s} in the history to compare with".format(against))
         compare.start(context.scene, _seq_scene(context), item, other, settings.compare_mode)
+
 
 class _CompareStanding:
     @classmethod

@@ -27,6 +27,7 @@ _STATE_ICONS = {
     'PROBLEM': 'ERROR',
 }
 
+
 def _weights_elsewhere(prefs):
     """Why the weights folder here is not used, or "" (``checks.setup_status``)."""
     if prefs.worker_location == 'REMOTE':

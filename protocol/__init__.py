@@ -147,8 +147,6 @@ def output_size(resolution: str, height: int | None, width: int | None,
     return (short, long) if ref_w > ref_h else (long, short)
 
 
-
-
 # The types JobSpec's annotations name, as isinstance checks (bool is never an int or float here).
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),),
           "list[str]": (list, str), "list[dict]": (list, dict), "list[int]": (list, int)}

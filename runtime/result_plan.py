@@ -25,7 +25,6 @@ from ..core.results import ResultError
 from ..props import RESULT_PROP
 
 
-
 @dataclass
 class ImportPlan:
     """Everything an import will create, worked out before creating anything."""
@@ -61,7 +60,6 @@ def _same_file(a, b):
 
 def _scene_fps(scene):
     return scene.render.fps / scene.render.fps_base
-
 
 
 def _movie_frame_count(path):

@@ -27,6 +27,7 @@ from .gguf_files import FLOAT_TYPES, ORIG_SHAPE_KEY, file_type, read_gguf, summa
 from .layouts import GGUF
 from .sources import Source
 
+
 class GGUFSource(Source):
     """A GGUF file's tensors under Wan-native names, dequantised on read (see module doc)."""
 

@@ -42,6 +42,7 @@ from .lora_keys import VARIANT_HINTS, ModuleNames, split_kind
 from .sat import load_pickled_state_dict
 from .sources import squeezed
 
+
 class LoraError(UserError):
     """A LoRA file that cannot be merged into this model; the message is one line for the user."""
 

@@ -85,6 +85,7 @@ _SAT_RULES: list[tuple[re.Pattern, tuple[str, ...]]] = [
     ]
 ]
 
+
 def sat_to_wan_names(sat_name: str) -> tuple[str, ...] | None:
     """Wan-native names for one SAT name (without `model.diffusion_model.`), several for a fused
     tensor (split evenly along dim 0 in the order given); None when the name is not SAT."""

@@ -102,6 +102,7 @@ def generate():
             "files": sorted(os.listdir(directory)), "status": done.status, "job_dir": done.job_dir,
             "transfer": list(done.transfer), "manifest": done.manifest}
 
+
 def _drawn_queue_panel():
     """The Queue panel's real ``draw`` against `LayoutStub` (every call checked against Blender's own RNA)."""
     log = []
@@ -132,7 +133,6 @@ def list_worker_jobs():
     panel["another_artists"] = _drawn_queue_panel()
     queue.worker_jobs = listed
     return {"jobs": listed, "panel": panel}
-
 
 
 @step

@@ -17,6 +17,7 @@ from ..scoring import read_manifest
 from ..take import TakeError
 from .entries import MARKER, TakeEntry
 
+
 class ReportError(ValueError):
     """A report that cannot be written, as one line."""
 

@@ -16,7 +16,6 @@ from backend.pipeline.inputs import prepare_inputs
 from protocol import JobSpec
 
 
-
 @pytest.fixture(scope="module")
 def driving(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("driving") / "clip.mp4"

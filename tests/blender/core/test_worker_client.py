@@ -39,6 +39,8 @@ _backend_here = pytest.mark.skipif(not os.path.exists(BACKEND_PYTHON), reason="n
 def needs_backend(test):
     """A test that runs a real worker: slow (left out of `make test-fast`), and only with the backend's environment."""
     return pytest.mark.slow(_backend_here(test))
+
+
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 
 

@@ -21,7 +21,6 @@ import blender_testing
 pytestmark = [pytest.mark.lts]
 
 
-
 from scail2.core import inputs as clip  # noqa: E402
 from scail2.core import pixels  # noqa: E402
 
