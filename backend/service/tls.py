@@ -94,10 +94,18 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     """TLS 1.2 or later with the given certificate; clients are not asked for one (the token authenticates)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for what, path in (("certificate", cert), ("key", key)):
+        if not Path(path).is_file():
+            raise TLSError(f"the TLS {what} file {path} does not exist (or is not a file): give --tls-cert and "
+                           "--tls-key files in PEM form, or neither for a self-signed certificate of the worker's own")
     try:
         context.load_cert_chain(str(cert), str(key))
-    except (OSError, ssl.SSLError) as exc:
-        raise TLSError(f"cannot use the certificate {cert} with the key {key}: {exc}") from None
+    except ssl.SSLError as exc:  # OpenSSL's words ("PEM lib", "KEY_VALUES_MISMATCH") said for an artist
+        reason = ("the key does not belong to the certificate" if "MISMATCH" in str(exc) else
+                  "one of them is not in PEM form (a PEM file starts with -----BEGIN)")
+        raise TLSError(f"cannot use the certificate {cert} with the key {key}: {reason}") from None
+    except OSError as exc:
+        raise TLSError(f"cannot use the certificate {cert} with the key {key}: {exc.strerror or exc}") from None
     return context
 
 
