@@ -37,6 +37,10 @@ def _run(spec_fields: dict, out: Path, args: argparse.Namespace) -> int:
         progress.end()
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # the folder's disk: full, read-only, gone meanwhile (what was written is kept)
+        progress.end()
+        print(f"error: cannot write {exc.filename or out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     progress.end()
     for warning in record["warnings"]:
         print(f"warning: {warning}")

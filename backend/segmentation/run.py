@@ -197,6 +197,9 @@ def check_output_folder(out: Path, spec: SegmentSpec) -> None:
     empty, or an earlier masks or matte job's folder (its record or mark there), and not the folder the
     job reads its frames from."""
     if not out.exists():
+        above = next((folder for folder in out.parents if folder.exists()), None)
+        if above is not None and not above.is_dir():
+            raise SegmentationError(f"the output folder {out} cannot be made: {above} is a file, not a folder")
         return
     if not out.is_dir():
         raise SegmentationError(f"the output folder {out} is a file, not a folder; choose a folder")

@@ -243,3 +243,23 @@ def test_an_error_after_the_progress_line_starts_a_line_of_its_own(tmp_path, cap
                      "--frame-end", "2"]) == 2
     err = capsys.readouterr().err
     assert err.endswith("\nerror: the model refused the frames\n") and err.count("\n") == 2, repr(err)
+
+
+def test_a_folder_that_cannot_be_made_or_written_is_one_line(tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("the user's")
+    masks = ["masks", "--video", str(CLIP), "--model", "tiny", "--frame-end", "2", "--out"]
+    assert cli.main([*masks, str(a_file / "masks")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: the output folder {a_file / 'masks'} cannot be made: {a_file} "
+                                               "is a file, not a folder")
+    import errno
+
+    import backend.pipeline.durable
+
+    def full(path, image):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(backend.pipeline.durable, "write_png_atomic", full)
+    assert cli.main([*masks, str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"\nerror: cannot write {tmp_path / 'm' / 'mask_00000.png'}: No space left on device\n"), err
