@@ -35,6 +35,18 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def unusable_folder(path: Path) -> str | None:
+    """Why `path` can be no output folder (it is a file, or a file stands where one of its parents would be
+    made), as words to follow its name; None when it is a folder or can be made. Nothing is made."""
+    path = Path(path)
+    if path.exists():
+        return None if path.is_dir() else "is a file, not a folder"
+    above = next((folder for folder in path.parents if folder.exists()), None)
+    if above is not None and not above.is_dir():
+        return f"cannot be made: {above} is a file, not a folder"
+    return None
+
+
 def inside(filename, folder: Path | None) -> bool:
     """Whether an OSError's file lies in `folder`."""
     if folder is None or not isinstance(filename, (str, bytes)) or not filename:

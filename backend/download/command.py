@@ -24,6 +24,7 @@ from pathlib import Path
 
 from protocol import DownloadEvent, PlannedFile
 
+from ..errors import unusable_folder
 from ..loaders.file_hashes import remember as remember_hash
 from ..tools.doctor import GB
 from .catalog import EXTRAS, PLANS, REPOSITORY_EXTRAS
@@ -78,6 +79,9 @@ def _gb(value: float) -> str:
 def run_download(args: argparse.Namespace) -> int:
     out = _Output(args.json)
     folder = args.to.expanduser().resolve()
+    problem = unusable_folder(folder)
+    if problem:
+        return _refuse(out, f"the weights folder {folder} {problem}; choose another folder (nothing was fetched)")
     from ..tools.doctor import transformer_params
 
     try:

@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import unusable_folder
+
 if TYPE_CHECKING:
     import torch
 
@@ -100,6 +102,9 @@ def convert(
     dst = Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise CheckpointError(f"{dst}: already exists and is not an empty folder; choose a new output folder")
+    problem = unusable_folder(dst)
+    if problem:
+        raise CheckpointError(f"{dst} {problem}; choose a new output folder")
     max_shard_bytes = parse_size(max_shard_size)
     checkpoint = open_checkpoint(src, config)
     dtypes = {name: storage_dtype(name, dtype) for name in checkpoint.names}

@@ -24,6 +24,7 @@ import numpy as np
 import protocol
 from protocol import MATTE_FOLDER, PALETTE, SEGMENT_RECORD, SegmentSpec
 
+from ..errors import unusable_folder
 from ..pipeline.durable import write_bytes_atomic, write_json_atomic
 from . import SegmentationError
 from .identities import arrange_identities, paint
@@ -196,13 +197,11 @@ def check_output_folder(out: Path, spec: SegmentSpec) -> None:
     """Raise SegmentationError (one line; nothing changed) unless `out` may take a job's files: missing,
     empty, or an earlier masks or matte job's folder (its record or mark there), and not the folder the
     job reads its frames from."""
+    problem = unusable_folder(out)
+    if problem:
+        raise SegmentationError(f"the output folder {out} {problem}")
     if not out.exists():
-        above = next((folder for folder in out.parents if folder.exists()), None)
-        if above is not None and not above.is_dir():
-            raise SegmentationError(f"the output folder {out} cannot be made: {above} is a file, not a folder")
         return
-    if not out.is_dir():
-        raise SegmentationError(f"the output folder {out} is a file, not a folder; choose a folder")
     source = Path(spec.source)
     if source.is_dir() and source.resolve() == out.resolve():
         raise SegmentationError(f"the output folder {out} is the folder of the frames the {spec.task} reads; "

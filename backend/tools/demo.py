@@ -22,6 +22,7 @@ import numpy as np
 
 import protocol
 
+from ..errors import unusable_folder
 from ..pipeline import durable, media, pixels
 from ..pipeline.job_folder import MANIFEST_NAME, generated_files
 from ..pipeline.masks import PALETTE
@@ -133,10 +134,9 @@ def run_demo(out: Path, run_command: Callable[[list[str]], int]) -> int:
 
 def _foreign_content(out: Path) -> str | None:
     """Why `out` is no folder for the demo (it holds something the demo did not write), or None."""
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        return "is a file, not a folder"
+    problem = unusable_folder(out)
+    if problem or not out.exists():
+        return problem
     allowed = {"inputs": INPUT_NAMES, "job": None, SHEET_NAME: None}
     for entry in out.iterdir():
         if entry.name not in allowed and not _TEMP.fullmatch(entry.name):

@@ -367,3 +367,13 @@ def test_a_port_already_taken_is_one_line_before_any_token_is_shown(tmp_path):
     assert run.returncode == cli.EXIT_BAD_INPUT
     assert run.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
     assert not (tmp_path / "config").exists()  # no certificate made, no token
+
+
+def test_unusable_folder_names_a_file_in_the_way(tmp_path):
+    from backend.errors import unusable_folder
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert unusable_folder(tmp_path) is None and unusable_folder(tmp_path / "new" / "deeper") is None
+    assert unusable_folder(a_file) == "is a file, not a folder"
+    assert unusable_folder(a_file / "x" / "y") == f"cannot be made: {a_file} is a file, not a folder"

@@ -331,3 +331,13 @@ def test_a_file_of_someone_elses_where_a_planned_file_goes_is_refused_before_any
                                      "move it away, then run the download again: nothing was fetched")
     assert [r for r in hub.requests if r[0] == "GET"] == []
     assert target.read_bytes() == b"not the hub's VAE: a copy cut short, or another file of the same name"
+
+
+def test_a_weights_folder_that_is_a_file_or_under_one_is_refused_before_the_plan(hub, tmp_path):
+    a_file = tmp_path / "weights"
+    a_file.write_text("the user's")
+    for to, words in ((a_file, "is a file, not a folder"), (a_file / "scail2", f"cannot be made: {a_file} is a file")):
+        status, events = download(hub, tmp_path, to, "--dry-run")
+        assert status == 2 and [e["event"] for e in events] == ["error"], events
+        assert events[0]["message"].startswith(f"the weights folder {to} {words}"), events[0]["message"]
+    assert a_file.read_text() == "the user's"

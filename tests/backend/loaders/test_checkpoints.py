@@ -355,6 +355,9 @@ def test_converter_refuses_a_non_empty_destination(tmp_path, layouts):
     (tmp_path / "out" / "keep.txt").write_text("mine")
     with pytest.raises(CheckpointError, match="not an empty folder"):
         convert(layouts["single"], tmp_path / "out", config=tiny_config())
+    with pytest.raises(CheckpointError, match=r"out/keep\.txt/converted cannot be made: .*keep\.txt is a file, not a folder"):
+        convert(layouts["single"], tmp_path / "out" / "keep.txt" / "converted", config=tiny_config())
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
 def test_convert_cli(tmp_path, capsys):

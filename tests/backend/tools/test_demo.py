@@ -63,3 +63,11 @@ def test_the_demo_refuses_its_own_job_folder_once_it_holds_a_file_of_someone_els
     assert err == (f"error: {out} holds job/mattes, which the demo did not write; choose an empty or new folder "
                    "(nothing in it was changed)")
     assert contents(out) == before
+
+
+def test_a_demo_folder_under_a_file_is_one_line(tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert cli.main(["demo", "--out", str(a_file / "demo")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {a_file / 'demo'} cannot be made: {a_file} is a file, not a "
+                                               "folder; choose an empty or new folder (nothing in it was changed)")
