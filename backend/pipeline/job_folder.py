@@ -20,7 +20,7 @@ from pathlib import Path
 
 import protocol
 
-from ..errors import UserError
+from ..errors import UserError, unusable_folder
 
 LOCK_NAME = ".scail2-job.lock"
 STATE_NAME = protocol.STATE_NAME
@@ -325,6 +325,9 @@ class FolderClaim:
         except FileExistsError:
             raise JobDirectoryError(f"the output folder {self.folder} is a file, not a folder; choose a folder") from None
         except OSError as exc:
+            problem = unusable_folder(self.folder)
+            if problem:
+                raise JobDirectoryError(f"the output folder {self.folder} {problem}; choose a folder") from None
             raise output_error(exc, self.folder) from None
         self._created = missing  # innermost first
 

@@ -105,16 +105,18 @@ def test_an_out_that_cannot_take_the_job_is_one_line_before_any_model_and_nothin
     (big_seed / "state.json").write_text(json.dumps(state | {"seed": 2**70}))  # as an older version wrote it
     cases = {
         a_file: "is a file, not a folder",
+        a_file / "job": f"the output folder {a_file / 'job'} cannot be made: {a_file} is a file, not a folder",
         foreign: "is not empty and holds no SCAIL-2 job",
         truncated_manifest: "manifest.json is damaged (not JSON",
         truncated_state: "state.json is damaged (not JSON",
         big_seed: "holds the seed 1180591620717411303424",
     }
     for out, message in cases.items():
-        before = contents(out) if out.is_dir() else out.read_bytes()
+        kept = out if out.exists() else a_file
+        before = contents(kept) if kept.is_dir() else kept.read_bytes()
         assert cli.main(generate(out)) == cli.EXIT_BAD_INPUT, out
         assert message in one_error_line(capsys), out
-        assert (contents(out) if out.is_dir() else out.read_bytes()) == before, f"{out} was changed"
+        assert (contents(kept) if kept.is_dir() else kept.read_bytes()) == before, f"{kept} was changed"
 
     busy = copy("busy")
     other = lock_holder(busy)
