@@ -327,7 +327,7 @@ class FolderClaim:
         except OSError as exc:
             problem = unusable_folder(self.folder)
             if problem:
-                raise JobDirectoryError(f"the output folder {self.folder} {problem}; choose a folder") from None
+                raise OutputError(f"the output folder {self.folder} {problem}; choose a folder") from None
             raise output_error(exc, self.folder) from None
         self._created = missing  # innermost first
 

@@ -137,7 +137,7 @@ def test_a_claim_that_made_the_folder_removes_it_when_nothing_was_written(tmp_pa
 
 def test_an_unwritable_place_is_an_output_error(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError, match="cannot write .*file/job: Not a directory"):
+    with pytest.raises(OutputError, match="output folder .*file/job cannot be made: .*file is a file, not a folder"):
         FolderClaim(tmp_path / "file" / "job").claim()
 
 
