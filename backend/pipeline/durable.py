@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Union
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     import numpy as np
 
 PathLike = Union[str, os.PathLike]
+
+
+# The names `_temp_beside` gives (".NAME.8hex" + ".tmp", or ".mp4" for the preview): what a killed write leaves.
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.(tmp|mp4)")
 
 
 def _temp_beside(path: str, suffix: str) -> str:

@@ -13,7 +13,6 @@ and this one did not write again is removed once this one is done.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +24,13 @@ import protocol
 from protocol import MATTE_FOLDER, PALETTE, SEGMENT_RECORD, SegmentSpec
 
 from ..errors import unusable_folder
-from ..pipeline.durable import write_bytes_atomic, write_json_atomic
+from ..pipeline.durable import TEMP_NAME, write_bytes_atomic, write_json_atomic
 from . import SegmentationError
 from .identities import arrange_identities, paint
 from .tracks import Tracks
 
 EventSink = Callable[..., None]
 SEGMENT_MARK = ".scail2-segmentation"  # left in a folder before a job's first frame: its files are a job's
-_TEMP = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # `durable`'s atomic writers' hidden temporary files
 
 
 @dataclass
@@ -208,7 +206,7 @@ def check_output_folder(out: Path, spec: SegmentSpec) -> None:
                                 "choose another folder")
     if (out / SEGMENT_RECORD).is_file() or (out / SEGMENT_MARK).is_file():
         return
-    foreign = sorted(entry.name for entry in os.scandir(out) if not _TEMP.fullmatch(entry.name))
+    foreign = sorted(entry.name for entry in os.scandir(out) if not TEMP_NAME.fullmatch(entry.name))
     if foreign:
         raise SegmentationError(f"{out} holds {foreign[0]}, which no masks or matte job wrote; choose an empty "
                                 "or new folder (nothing in it was changed)")

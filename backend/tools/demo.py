@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,6 @@ DEMO_SECONDS = 6.0  # 96 model frames: two overlapping segments
 SIZE = (128, 224)  # small, so the tiny profile runs in seconds on a CPU
 INPUT_NAMES = ("driving.mp4", "driving_mask.mp4", "reference.png")
 SHEET_NAME = "contact_sheet.png"
-_TEMP = re.compile(r"\..+\.[0-9a-f]{8}\.(tmp|mp4)")  # `durable`'s atomic writers' temporary files
 
 
 def _skeleton(t: float, height: int, width: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
@@ -139,10 +137,11 @@ def _foreign_content(out: Path) -> str | None:
         return problem
     allowed = {"inputs": INPUT_NAMES, "job": None, SHEET_NAME: None}
     for entry in out.iterdir():
-        if entry.name not in allowed and not _TEMP.fullmatch(entry.name):
+        if entry.name not in allowed and not durable.TEMP_NAME.fullmatch(entry.name):
             return f"holds {entry.name}, which the demo did not write"
     inputs = out / "inputs"
-    if inputs.is_dir() and any(p.name not in INPUT_NAMES and not _TEMP.fullmatch(p.name) for p in inputs.iterdir()):
+    if inputs.is_dir() and any(p.name not in INPUT_NAMES and not durable.TEMP_NAME.fullmatch(p.name)
+                               for p in inputs.iterdir()):
         return "holds inputs/ files the demo did not write"
     job = out / "job"
     if job.exists() and (not job.is_dir() or any(job.iterdir())):
@@ -170,7 +169,7 @@ def _remove_demo_job(job: Path) -> None:
             path.unlink()
         except FileNotFoundError:
             pass
-    for folder in sorted({path.parent for path in ours}, key=lambda p: len(p.parts), reverse=True) + [job]:
+    for folder in sorted({path.parent for path in ours} | {job}, key=lambda p: len(p.parts), reverse=True):
         try:
             folder.rmdir()
         except OSError:
